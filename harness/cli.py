@@ -1,0 +1,47 @@
+"""The `onceproof` command: a thin front-end; each sub-command lives in its own module.
+
+A sub-command module exposes `register(subparsers)` which adds its parser and sets
+`func=<callable(args) -> int>` as the parser default.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name of the sub-command module in harness/commands, in the order `--help` lists them
+COMMANDS = ["run", "check", "report", "plan", "up", "doctor", "setup", "cleanup"]
+
+EXIT_VALID, EXIT_INVALID, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # bad flags are bad input: exit 2 with usage
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="onceproof", description="Chaos-test pipelines that claim exactly-once.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        module = importlib.import_module(f"harness.commands.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
