@@ -1,0 +1,26 @@
+"""`onceproof doctor`: is everything the default plans need installed?"""
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="check the installed components, one line each")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from targets.provision import components
+
+    console = Console(highlight=False, soft_wrap=True)
+    ok = True
+    for c in components():
+        mark = "[green]ok[/]" if c.ok else ("[red]MISSING[/]" if c.required else "[yellow]absent[/]")
+        line = f"{mark:<18} {c.name:<13} {c.detail}"
+        if not c.ok:
+            line += f"   -> fix: [bold]{c.fix}[/]"
+            ok = ok and not c.required
+        console.print(line)
+    return 0 if ok else 1

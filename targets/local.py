@@ -1,0 +1,67 @@
+"""The `local` runtime: every node is a process on 127.0.0.1 with its own port and data
+directory. Client traffic goes through Toxiproxy (see targets/deployment.py)."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+import uuid
+from pathlib import Path
+
+from targets import paths
+from targets.registry import RunEntry
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+class LocalRuntime:
+    name = "local"
+
+    def __init__(self, run_id: str | None = None, log_dir: Path | None = None) -> None:
+        self.run_id = run_id or new_run_id()
+        self.scratch = paths.scratch_root() / self.run_id
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        os.chmod(paths.scratch_root(), 0o755)
+        os.chmod(self.scratch, 0o755)
+        self.log_dir = Path(log_dir) if log_dir else self.scratch / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.entry = RunEntry(run_id=self.run_id, scratch=str(self.scratch))
+        self.entry.save()
+        self._ports: set[int] = set()
+        self.closed = False
+
+    def host_for(self, node_name: str) -> str:
+        return "127.0.0.1"
+
+    def free_port(self) -> int:
+        """A port nobody listens on now, never handed out twice in this run."""
+        for _ in range(200):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in self._ports:
+                self._ports.add(port)
+                return port
+        raise RuntimeError("no free TCP port found on 127.0.0.1")
+
+    def node_dir(self, name: str, sub: str = "data") -> Path:
+        d = self.scratch / sub / name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def register(self, name: str, pid: int) -> None:
+        self.entry.add_process(name, pid)
+
+    def unregister(self, name: str) -> None:
+        self.entry.remove_process(name)
+
+    def close(self) -> None:
+        """Remove the scratch space and the registry entry (nodes must be stopped first)."""
+        if self.closed:
+            return
+        self.closed = True
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        self.entry.forget()

@@ -1,0 +1,102 @@
+"""A PostgreSQL server node. The server refuses to run as root: when we are root, initdb runs
+through `runuser` and the `postgres` binary is started directly with user=/group= so the
+harness holds the postmaster's own pid (kill -9 hits the postmaster, not a wrapper)."""
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from targets.process import Node, NodeError
+
+USER, PASSWORD, DATABASE = "onceproof", "onceproof", "onceproof"
+
+
+def bin_dir() -> Path | None:
+    """The newest PostgreSQL server binaries (Debian keeps them off the PATH)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))
+    if found:
+        return Path(found[-1]).parent
+    which = shutil.which("postgres")
+    return Path(which).resolve().parent if which else None
+
+
+def run_as() -> pwd.struct_passwd | None:
+    """The unprivileged account the server runs as when we are root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("postgres")
+    except KeyError as e:
+        raise NodeError("running as root, PostgreSQL needs the 'postgres' user: "
+                        "apt-get install postgresql (or: useradd --system postgres)") from e
+
+
+class PostgresNode(Node):
+    kind = "postgres"
+    stop_signal = signal.SIGINT  # fast shutdown
+
+    def __init__(self, runtime, name: str = "postgres", fsync: bool = True) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(runtime, name)
+        self.fsync = fsync
+        self.pgdata = self.data_dir / "pgdata"
+
+    def _owner(self) -> pwd.struct_passwd | None:
+        return run_as()
+
+    def prepare(self) -> None:
+        bindir = bin_dir()
+        if bindir is None:
+            raise NodeError("PostgreSQL server binaries not found: apt-get install postgresql")
+        owner = self._owner()
+        pwfile = self.data_dir / "pwfile"
+        pwfile.write_text(PASSWORD + "\n")
+        if owner:
+            for p in (self.data_dir, pwfile):
+                os.chown(p, owner.pw_uid, owner.pw_gid)
+        cmd = [str(bindir / "initdb"), "-D", str(self.pgdata), "-U", USER, "--pwfile", str(pwfile),
+               "-A", "scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"]
+        if owner:
+            cmd = ["runuser", "-u", owner.pw_name, "--", *cmd]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        pwfile.unlink()
+        if res.returncode != 0:
+            raise NodeError(f"initdb for {self.name} failed:\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
+        with open(self.pgdata / "postgresql.conf", "a") as conf:
+            conf.write("\n# onceproof\nmax_connections = 200\nshared_buffers = 64MB\n"
+                       "max_prepared_transactions = 50\nwal_level = replica\n"
+                       f"fsync = {'on' if self.fsync else 'off'}\nlog_min_messages = warning\n")
+        with open(self.pgdata / "pg_hba.conf", "a") as hba:
+            hba.write("host all all 0.0.0.0/0 scram-sha-256\nhost replication all 0.0.0.0/0 scram-sha-256\n")
+        self._created_db = False
+
+    def command(self) -> list[str]:
+        bindir = bin_dir()
+        return [str(bindir / "postgres"), "-D", str(self.pgdata), "-c", f"port={self.port}",
+                "-c", f"listen_addresses={self.host}", "-c", f"unix_socket_directories={self.data_dir}"]
+
+    def spawn_kwargs(self) -> dict[str, Any]:
+        owner = self._owner()
+        return {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []} if owner else {}
+
+    def start(self, wait: bool = True) -> None:
+        super().start(wait)
+        if wait and not getattr(self, "_created_db", True):
+            with psycopg.connect(self.dsn(dbname="postgres"), autocommit=True, connect_timeout=5) as conn:
+                conn.execute(f"CREATE DATABASE {DATABASE}")
+            self._created_db = True
+
+    def ready(self) -> bool:
+        with psycopg.connect(self.dsn(dbname="postgres"), connect_timeout=1) as conn:
+            conn.execute("SELECT 1")
+        return True
+
+    def dsn(self, host: str | None = None, port: int | None = None, dbname: str = DATABASE) -> str:
+        return f"postgresql://{USER}:{PASSWORD}@{host or self.host}:{port or self.port}/{dbname}"

@@ -1,0 +1,229 @@
+"""A node: one server process (or one pipeline replica) that the harness starts, stops,
+kills, pauses and resumes. Every process runs in its own process group (its own session),
+so a signal reaches its children too, and is listed in the run registry while it lives."""
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from targets import paths
+
+if TYPE_CHECKING:
+    from targets.local import LocalRuntime
+
+
+class NodeError(RuntimeError):
+    """A node failed to start or to stop; the message ends with the tail of its log."""
+
+
+def log_tail(path: Path, lines: int = 25) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 16384))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Node:
+    """Base of every target node. Subclasses say how to prepare, run and probe the server."""
+
+    kind = "process"
+    stop_signal = signal.SIGTERM
+    start_timeout = 30.0
+
+    def __init__(self, runtime: "LocalRuntime", name: str, port: int | None = None) -> None:
+        self.runtime = runtime
+        self.name = name
+        self.host = runtime.host_for(name)
+        self.port = port if port is not None else runtime.free_port()
+        self.data_dir = runtime.node_dir(name)
+        self.log_path = runtime.log_dir / f"{name}.log"
+        self.clock_file = runtime.node_dir(name, "clock") / f"{name}.clock"
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._prepared = False
+        self.paused = False
+        self.starts = 0
+
+    # --- what a subclass provides -------------------------------------------------
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """One-time set-up of the data directory before the first start."""
+
+    def ready(self) -> bool:
+        """True when the server really serves (not merely listens)."""
+        raise NotImplementedError
+
+    def spawn_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def extra_env(self) -> dict[str, str]:
+        return {}
+
+    # --- the interface ------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen else None
+
+    @property
+    def alive(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        shim = paths.clock_shim()
+        if shim.exists():
+            # every node can have its wall clock moved while it runs: see targets/clock/
+            env["LD_PRELOAD"] = str(shim)
+            env["ONCEPROOF_CLOCK_FILE"] = str(self.clock_file)
+        env.update(self.extra_env())
+        return env
+
+    def start(self, wait: bool = True) -> None:
+        if self.alive:
+            return
+        if not self._prepared:
+            self.clock_file.parent.mkdir(parents=True, exist_ok=True)
+            if not self.clock_file.exists():
+                self.clock_file.write_bytes(b"\0" * 4096)
+                os.chmod(self.clock_file, 0o644)
+            self.prepare()
+            self._prepared = True
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n--- onceproof: starting {self.name}: {' '.join(self.command())}\n".encode())
+            log.flush()
+            self._popen = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env(),
+                start_new_session=True,
+                **self.spawn_kwargs(),
+            )
+        self.paused = False
+        self.starts += 1
+        self.runtime.register(self.name, self._popen.pid)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (timeout or self.start_timeout)
+        delay = 0.02
+        while True:
+            if not self.alive:
+                code = self._popen.returncode if self._popen else None
+                raise NodeError(f"{self.name} exited with code {code} while starting; its log "
+                                f"({self.log_path}) ends:\n{log_tail(self.log_path)}")
+            try:
+                if self.ready():
+                    return
+            except Exception:  # noqa: BLE001 - any failure of the probe means not ready yet
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise NodeError(f"{self.name} was not ready after {timeout or self.start_timeout:.0f}s; "
+                                f"its log ({self.log_path}) ends:\n{log_tail(self.log_path)}")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.2)
+
+    def _signal(self, sig: int) -> None:
+        if self._popen is None:
+            return
+        try:
+            os.killpg(self._popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        """SIGKILL, no chance to clean up (the process group, so children die too)."""
+        if self._popen is None:
+            return
+        self._signal(signal.SIGKILL)
+        self._popen.wait()
+        self.paused = False
+        self.runtime.unregister(self.name)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Graceful stop; SIGKILL if it does not end within the timeout."""
+        if self._popen is None:
+            return
+        if self.alive:
+            if self.paused:
+                self._signal(signal.SIGCONT)
+            self._signal(self.stop_signal)
+            try:
+                self._popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self._popen.wait()
+        self._signal(signal.SIGKILL)  # any child left in the group
+        self.paused = False
+        self.runtime.unregister(self.name)
+
+    def pause(self) -> None:
+        self._signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+        self.paused = False
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def set_clock_offset(self, offset_s: float) -> None:
+        """Move this node's wall clock by offset_s seconds from now on (0 = true time)."""
+        fd = os.open(self.clock_file, os.O_WRONLY)
+        try:
+            os.pwrite(fd, struct.pack("<q", int(offset_s * 1e9)), 0)
+        finally:
+            os.close(fd)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} {self.address} {'alive' if self.alive else 'down'}>"
+
+
+class CommandNode(Node):
+    """Any command (a pipeline replica): alive while it runs; ready as soon as it runs."""
+
+    kind = "pipeline"
+
+    def __init__(self, runtime: "LocalRuntime", name: str, argv: list[str], env: dict[str, str],
+                 cwd: str | None = None) -> None:
+        super().__init__(runtime, name, port=0)
+        self.argv = argv
+        self._env = env
+        self.cwd = cwd
+
+    def command(self) -> list[str]:
+        return self.argv
+
+    def extra_env(self) -> dict[str, str]:
+        return self._env
+
+    def spawn_kwargs(self) -> dict[str, Any]:
+        return {"cwd": self.cwd} if self.cwd else {}
+
+    def ready(self) -> bool:
+        return True
+
+    @property
+    def address(self) -> str:
+        return "-"

@@ -1,0 +1,143 @@
+"""Installs the binaries the targets need into the cache ($ONCEPROOF_HOME): Kafka's jars from
+Maven Central (targets/kafka/pom.xml), the Toxiproxy server built with `go install`, and the
+clock shim compiled with gcc. Debian packages are installed by targets/setup.sh. Idempotent:
+what is there already is kept, so a second run takes seconds."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from targets import kafka, paths, postgres
+
+HERE = Path(__file__).resolve().parent
+SETUP = "bash targets/setup.sh"
+
+
+def _run(cmd: list[str], what: str, env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
+    if res.returncode != 0:
+        raise RuntimeError(f"{what} failed ({' '.join(cmd)}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+
+
+def install_kafka(log: Callable[[str], None] = print) -> None:
+    libs = paths.kafka_libs()
+    marker = libs / f"kafka_2.13-{paths.KAFKA_VERSION}.jar"
+    if not marker.exists():
+        log(f"kafka: resolving Kafka {paths.KAFKA_VERSION} jars with Maven into {libs}")
+        tmp = libs.with_name("libs.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        _run(["mvn", "-q", "-B", "-f", str(HERE / "kafka" / "pom.xml"), "dependency:copy-dependencies",
+              f"-Dkafka.version={paths.KAFKA_VERSION}", f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"],
+             "maven (Kafka jars)")
+        shutil.rmtree(libs, ignore_errors=True)
+        tmp.rename(libs)
+    if not (paths.kafka_template() / "bootstrap.checkpoint").exists():
+        log("kafka: formatting the KRaft storage template (once)")
+        kafka.format_template()
+
+
+def install_toxiproxy(log: Callable[[str], None] = print) -> None:
+    target = paths.toxiproxy_binary()
+    if target.exists():
+        return
+    log(f"toxiproxy: go install {paths.TOXIPROXY_MODULE}@{paths.TOXIPROXY_VERSION}")
+    with tempfile.TemporaryDirectory() as gobin:
+        env = dict(os.environ, GOBIN=gobin, CGO_ENABLED="0")
+        _run(["go", "install", f"{paths.TOXIPROXY_MODULE}@{paths.TOXIPROXY_VERSION}"], "go install (toxiproxy)",
+             env=env, cwd=gobin)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(os.path.join(gobin, "server"), target)
+
+
+def build_clock_shim(log: Callable[[str], None] = print) -> None:
+    source = HERE / "clock" / "onceproof_clock.c"
+    target = paths.clock_shim()
+    if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
+        return
+    log(f"clock: compiling {source.name}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    _run(["gcc", "-O2", "-shared", "-fPIC", "-Wall", "-Wno-nonnull-compare", "-o", str(tmp), str(source)],
+         "gcc (clock shim)")
+    os.chmod(tmp, 0o755)
+    tmp.rename(target)
+    for d in (target.parent, paths.home()):
+        os.chmod(d, os.stat(d).st_mode | 0o111)  # the postgres user must be able to load it
+
+
+def install_all(log: Callable[[str], None] = print) -> None:
+    paths.home().mkdir(parents=True, exist_ok=True)
+    build_clock_shim(log)
+    install_toxiproxy(log)
+    install_kafka(log)
+
+
+# --- doctor ---------------------------------------------------------------------
+@dataclass
+class Component:
+    name: str
+    ok: bool
+    detail: str  # version, or what is missing
+    fix: str = ""
+    required: bool = True
+
+
+def _version(cmd: list[str]) -> str:
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"error: {e}"
+    out = (res.stdout or res.stderr).strip().splitlines()
+    return out[0] if out else ""
+
+
+def _python_deps() -> Component:
+    import importlib.metadata as md
+
+    missing, versions = [], []
+    for dist in ("confluent-kafka", "redis", "psycopg", "pydantic", "PyYAML", "jinja2", "rich", "orjson",
+                 "numpy", "plotly", "requests"):
+        try:
+            versions.append(f"{dist} {md.version(dist)}")
+        except md.PackageNotFoundError:
+            missing.append(dist)
+    if missing:
+        return Component("python deps", False, "missing: " + ", ".join(missing), SETUP)
+    return Component("python deps", True, f"{len(versions)} packages ({versions[0]}, ...)")
+
+
+def components() -> list[Component]:
+    out = [_python_deps()]
+    redis_bin = shutil.which("redis-server")
+    out.append(Component("redis-server", bool(redis_bin), _version(["redis-server", "--version"]) if redis_bin
+                         else "not found", "apt-get install -y redis-server"))
+    pg = postgres.bin_dir()
+    out.append(Component("postgres", bool(pg), _version([str(pg / "postgres"), "--version"]) if pg else "not found",
+                         "apt-get install -y postgresql"))
+    java = shutil.which("java")
+    jar = paths.kafka_libs() / f"kafka_2.13-{paths.KAFKA_VERSION}.jar"
+    jv = _version(["java", "-version"]) if java else "java not found"
+    out.append(Component("kafka", bool(java) and jar.exists() and (paths.kafka_template() / "bootstrap.checkpoint").exists(),
+                         f"Kafka {paths.KAFKA_VERSION} jars in {paths.kafka_libs()}; {jv}" if jar.exists()
+                         else f"jars missing in {paths.kafka_libs()}; {jv}", SETUP))
+    tp = paths.toxiproxy_binary()
+    out.append(Component("toxiproxy", tp.exists(), f"{paths.TOXIPROXY_VERSION} ({tp})" if tp.exists() else f"missing: {tp}",
+                         SETUP))
+    shim = paths.clock_shim()
+    out.append(Component("clock shim", shim.exists(), str(shim) if shim.exists() else f"missing: {shim}", SETUP))
+    ft = next((p for p in ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+                           "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1") if os.path.exists(p)), None)
+    out.append(Component("libfaketime", bool(ft), ft or "not found", "apt-get install -y libfaketime faketime",
+                         required=False))
+    ipt = shutil.which("iptables")
+    out.append(Component("iptables", bool(ipt), _version(["iptables", "--version"]) if ipt else "not found",
+                         "apt-get install -y iptables iproute2", required=False))
+    root = os.geteuid() == 0
+    out.append(Component("root", root, "yes (netns runtime available)" if root else
+                         "no (local runtime only; netns needs root)", "sudo", required=False))
+    return out

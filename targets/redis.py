@@ -1,0 +1,54 @@
+"""A Redis server node."""
+from __future__ import annotations
+
+import shutil
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from targets.process import Node
+
+PERSISTENCE = {
+    "none": ["--appendonly", "no", "--save", ""],
+    "aof-everysec": ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
+    "aof-always": ["--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+}
+
+
+def client(host: str, port: int, timeout: float = 2.0, db: int = 0) -> redis.Redis:
+    """A client whose timeouts are deterministic: redis-py retries by default (a 1 s timeout
+    became 15.6 s against a partitioned host), so no retries here."""
+    return redis.Redis(host=host, port=port, db=db, socket_timeout=timeout, socket_connect_timeout=timeout,
+                       retry=Retry(NoBackoff(), 0), retry_on_timeout=False, decode_responses=True)
+
+
+class RedisNode(Node):
+    kind = "redis"
+
+    def __init__(self, runtime, name: str = "redis", persistence: str = "aof-everysec") -> None:  # type: ignore[no-untyped-def]
+        if persistence not in PERSISTENCE:
+            raise ValueError(f"redis persistence must be one of {sorted(PERSISTENCE)}, not {persistence!r}")
+        super().__init__(runtime, name)
+        self.persistence = persistence
+
+    @staticmethod
+    def binary() -> str | None:
+        return shutil.which("redis-server")
+
+    def command(self) -> list[str]:
+        return [self.binary() or "redis-server", "--port", str(self.port), "--bind", self.host,
+                "--dir", str(self.data_dir), "--protected-mode", "no", "--daemonize", "no",
+                *PERSISTENCE[self.persistence]]
+
+    def ready(self) -> bool:
+        # PING answers while Redis loads its data (-LOADING); a real read does not.
+        c = client(self.host, self.port, timeout=0.5)
+        try:
+            c.get("onceproof:ready-probe")
+            return True
+        finally:
+            c.close()
+
+    def url(self, host: str | None = None, port: int | None = None) -> str:
+        return f"redis://{host or self.host}:{port or self.port}/0"

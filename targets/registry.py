@@ -1,0 +1,155 @@
+"""The run registry: what each live run started, so that `onceproof cleanup` can remove what
+a harness killed with SIGKILL left behind (processes, data directories, network namespaces).
+
+One JSON file per run under $ONCEPROOF_HOME/runs/, rewritten atomically whenever the run
+starts a process. A process is identified by pid AND its start time (from /proc), so a pid
+reused by the system is never signalled.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from targets import paths
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of a process in clock ticks since boot, or None if it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # the command name (field 2) may contain spaces and parentheses: split after the last ')'
+    rest = data[data.rindex(b")") + 2 :].split()
+    return int(rest[19])
+
+
+def same_process(pid: int, start: int | None) -> bool:
+    return start is not None and process_start_time(pid) == start
+
+
+@dataclass
+class RunEntry:
+    """What one run owns. Written to disk on every change."""
+
+    run_id: str
+    scratch: str
+    owner_pid: int = field(default_factory=os.getpid)
+    owner_start: int | None = None
+    processes: dict[str, dict] = field(default_factory=dict)  # name -> {pid, start}
+    netns: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+    iptables: list[list[str]] = field(default_factory=list)  # root-namespace rules to delete
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.owner_start is None:
+            self.owner_start = process_start_time(self.owner_pid)
+
+    @property
+    def path(self) -> Path:
+        return paths.registry_dir() / f"{self.run_id}.json"
+
+    def save(self) -> None:
+        with self._lock:
+            data = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".tmp{threading.get_ident()}")
+            tmp.write_text(json.dumps(data, indent=1))
+            os.replace(tmp, self.path)
+
+    def add_process(self, name: str, pid: int) -> None:
+        self.processes[name] = {"pid": pid, "start": process_start_time(pid)}
+        self.save()
+
+    def remove_process(self, name: str) -> None:
+        if self.processes.pop(name, None) is not None:
+            self.save()
+
+    def forget(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, path: Path) -> "RunEntry":
+        data = json.loads(path.read_text())
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__ and not k.startswith("_")})
+
+    @property
+    def owner_alive(self) -> bool:
+        return same_process(self.owner_pid, self.owner_start)
+
+
+def kill_group(pid: int, start: int | None) -> bool:
+    """SIGKILL a process's whole group, if the process is still the one we started."""
+    if not same_process(pid, start):
+        return False
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        if process_start_time(pid) is None:
+            break
+        try:  # reap it if it is our own child
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.01)
+    return True
+
+
+def remove_run(entry: RunEntry) -> list[str]:
+    """Remove everything a run owns. Returns one line per thing removed."""
+    removed: list[str] = []
+    for name, proc in list(entry.processes.items()):
+        if kill_group(proc["pid"], proc.get("start")):
+            removed.append(f"process {name} (pid {proc['pid']})")
+    for rule in entry.iptables:
+        if subprocess.run(["iptables", "-D", *rule], capture_output=True).returncode == 0:
+            removed.append(f"iptables rule {' '.join(rule)}")
+    for ns in entry.netns:
+        if subprocess.run(["ip", "netns", "pids", ns], capture_output=True).returncode == 0:
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+            for p in pids:
+                try:
+                    os.kill(int(p), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            if subprocess.run(["ip", "netns", "delete", ns], capture_output=True).returncode == 0:
+                removed.append(f"network namespace {ns}")
+    for link in entry.links:
+        if subprocess.run(["ip", "link", "delete", link], capture_output=True).returncode == 0:
+            removed.append(f"link {link}")
+    scratch = Path(entry.scratch)
+    if scratch.exists():
+        shutil.rmtree(scratch, ignore_errors=True)
+        removed.append(f"directory {scratch}")
+    entry.forget()
+    return removed
+
+
+def stale_runs(include_live: bool = False) -> list[RunEntry]:
+    """Runs whose harness is gone (or all runs, with include_live)."""
+    out = []
+    reg = paths.registry_dir()
+    if not reg.is_dir():
+        return out
+    for path in sorted(reg.glob("*.json")):
+        try:
+            entry = RunEntry.load(path)
+        except (OSError, ValueError, TypeError):
+            path.unlink(missing_ok=True)
+            continue
+        if include_live or not entry.owner_alive:
+            out.append(entry)
+    return out
