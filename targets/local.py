@@ -32,6 +32,19 @@ class LocalRuntime:
         self.entry.save()
         self._ports: set[int] = set()
         self.closed = False
+        self.clock_shim = self._copy_clock_shim()
+
+    def _copy_clock_shim(self) -> Path | None:
+        # a copy every process can read (PostgreSQL runs unprivileged and cannot reach ~root)
+        shim = paths.clock_shim()
+        if not shim.exists():
+            return None
+        target = self.scratch / "lib" / shim.name
+        target.parent.mkdir(exist_ok=True)
+        os.chmod(target.parent, 0o755)
+        shutil.copy(shim, target)
+        os.chmod(target, 0o755)
+        return target
 
     def host_for(self, node_name: str) -> str:
         return "127.0.0.1"

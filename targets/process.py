@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from targets import paths
 
 if TYPE_CHECKING:
     from targets.local import LocalRuntime
@@ -85,8 +84,8 @@ class Node:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        shim = paths.clock_shim()
-        if shim.exists():
+        shim = self.runtime.clock_shim
+        if shim is not None:
             # every node can have its wall clock moved while it runs: see targets/clock/
             env["LD_PRELOAD"] = str(shim)
             env["ONCEPROOF_CLOCK_FILE"] = str(self.clock_file)

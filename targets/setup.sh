@@ -17,12 +17,13 @@ if ((${#missing[@]})); then
   echo "setup: installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # the packages may have started their default servers; onceproof runs its own on free ports
+  if command -v pg_lsclusters >/dev/null; then
+    pg_lsclusters -h 2>/dev/null | awk '$4=="online"{print $1, $2}' |
+      while read -r v c; do $SUDO pg_ctlcluster "$v" "$c" stop || true; done
+  fi
+  $SUDO service redis-server stop >/dev/null 2>&1 || true
 fi
-# Debian's postgresql package may start its own cluster; onceproof runs its own servers.
-command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | awk '$4=="online"{print $1, $2}' |
-  while read -r v c; do pg_ctlcluster "$v" "$c" stop || true; done
-# ...and so may redis-server's package
-pkill -x redis-server 2>/dev/null || true
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -1,0 +1,75 @@
+"""Shared fixtures. Servers are expensive (a JVM start is seconds on 2 cores), so one set of
+targets is shared by every integration test that does not change it destructively; a test
+that kills or reconfigures a node starts its own."""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from targets import paths
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def _our_processes() -> list[str]:
+    """Server processes started from our cache or scratch space (anything we could leak)."""
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()
+    marks = (str(paths.scratch_root()) + "/", str(paths.home()) + "/")
+    return [line for line in out[1:] if any(m in line for m in marks) and "pytest" not in line]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaks_after_suite():
+    """The suite itself leaves nothing running: no process, no scratch dir, no registry entry."""
+    yield
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _our_processes():
+        time.sleep(0.2)
+    leftovers = _our_processes()
+    runs = list(paths.registry_dir().glob("*.json")) if paths.registry_dir().is_dir() else []
+    scratch = [p for p in paths.scratch_root().iterdir()] if paths.scratch_root().is_dir() else []
+    if leftovers or runs or scratch:
+        from targets.registry import remove_run, stale_runs
+
+        for entry in stale_runs(include_live=True):
+            remove_run(entry)
+        pytest.fail(f"the suite leaked: processes={leftovers} runs={runs} scratch={scratch}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def shared_targets():
+    """One Kafka node + Redis + PostgreSQL + Toxiproxy, shared by the whole session.
+    Tests must leave it as they found it (heal what they break, use their own topics/keys)."""
+    from targets.deployment import Deployment, TargetsSpec
+    from targets.local import LocalRuntime
+
+    runtime = LocalRuntime(log_dir=ARTIFACTS / "shared-logs")
+    d = Deployment.create(runtime, TargetsSpec(kafka_nodes=1, redis="aof-everysec", postgres=True))
+    try:
+        d.start()
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    """A fresh local runtime for a test that starts its own nodes; closed afterwards."""
+    from targets.local import LocalRuntime
+
+    rt = LocalRuntime(log_dir=tmp_path / "logs")
+    yield rt
+    for name, proc in list(rt.entry.processes.items()):
+        from targets.registry import kill_group
+
+        kill_group(proc["pid"], proc.get("start"))
+    rt.close()
+
+
+def pytest_configure(config):
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
