@@ -1,0 +1,362 @@
+"""Fault plans: YAML validated by pydantic, every default filled in.
+
+A bad plan is bad input: `PlanError` names the file, the line, the field, what was expected
+and an example; the CLI turns it into exit code 2, never a traceback."""
+from __future__ import annotations
+
+import difflib
+import re
+import shlex
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# --- durations ---------------------------------------------------------------------
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """'40s', '500ms', '2m', '1h' or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration such as 40s or 500ms, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _UNIT[m.group(2)]
+    raise ValueError(f"expected a duration such as 40s or 500ms, got {value!r}")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _hyphen(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=_hyphen)
+
+
+# --- sections ----------------------------------------------------------------------
+class KafkaTarget(_Model):
+    nodes: int = Field(1, ge=1, le=9, description="KRaft nodes (each controller + broker)")
+
+
+class RedisTarget(_Model):
+    persistence: Literal["none", "aof-everysec", "aof-always"] = "aof-everysec"
+
+
+class PostgresTarget(_Model):
+    fsync: bool = True
+
+
+class Targets(_Model):
+    kafka: KafkaTarget | None = None
+    redis: RedisTarget | None = None
+    postgres: PostgresTarget | None = None
+
+    @field_validator("kafka", "redis", "postgres", mode="before")
+    @classmethod
+    def _empty_means_defaults(cls, v: Any) -> Any:
+        return {} if v is None else v  # `postgres: {}` and `postgres:` both mean "with defaults"
+
+
+class Pipeline(_Model):
+    command: list[str] = Field(description="the pipeline's command line (a list, or a string split like a shell)")
+    replicas: int = Field(1, ge=1, le=32)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = shlex.split(v)
+        if isinstance(v, list) and not v:
+            raise ValueError("expected a non-empty command, e.g. [python, -m, targets.pipelines.kafka_to_postgres]")
+        return v
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _stringify(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): str(x) for k, x in v.items()}
+        return v
+
+
+SOURCE_KINDS = ("kafka", "redis", "postgres")
+SINK_KINDS = ("postgres", "kafka", "redis-stream", "redis-set")
+
+
+def _endpoint(kinds: tuple[str, ...], example: str):  # type: ignore[no-untyped-def]
+    def check(v: Any) -> Any:
+        if not isinstance(v, str) or ":" not in v:
+            raise ValueError(f"expected KIND:NAME with KIND one of {', '.join(kinds)}, e.g. {example}; got {v!r}")
+        kind, name = v.split(":", 1)
+        if kind not in kinds:
+            hint = difflib.get_close_matches(kind, kinds, 1)
+            raise ValueError(f"unknown kind {kind!r} in {v!r}: expected one of {', '.join(kinds)}"
+                             + (f" (did you mean {hint[0]}:{name}?)" if hint else ""))
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+            raise ValueError(f"expected a plain name after {kind}: (letters, digits, _ . -), got {name!r}")
+        return v
+    return check
+
+
+class Workload(_Model):
+    source: Annotated[str, BeforeValidator(_endpoint(SOURCE_KINDS, "kafka:onceproof.events"))] = "kafka:onceproof.events"
+    sink: Annotated[str, BeforeValidator(_endpoint(SINK_KINDS, "postgres:onceproof_effects"))] = \
+        "postgres:onceproof_effects"
+    rate: float = Field(1000, gt=0, le=2_000_000, description="events per second, open loop")
+    keys: int = Field(50, ge=1)
+    duration: Duration = Field(30.0, gt=0)
+    partitions: int = Field(3, ge=1, le=256, description="source topic partitions (kafka)")
+    payload_bytes: int = Field(16, ge=0, le=1_000_000)
+
+
+class ExactlyOnceCheck(_Model):
+    order: Literal["per-key"] | None = None
+
+
+class StateCheck(_Model):
+    """Derived state the pipeline keeps: a SQL query on the sink database returning rows
+    (key, count, sum of seq). The checker compares it with the fold of the events."""
+
+    query: str
+
+
+class Checks(_Model):
+    exactly_once: ExactlyOnceCheck = Field(default_factory=ExactlyOnceCheck)
+    state: StateCheck | None = None
+
+    @field_validator("exactly_once", mode="before")
+    @classmethod
+    def _empty(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+
+class Quiesce(_Model):
+    idle: Duration = Field(5.0, gt=0)
+    max: Duration = Field(60.0, gt=0)
+
+
+class Observe(_Model):
+    interval: Duration = Field(0.5, gt=0)
+
+
+class Plan(_Model):
+    name: str
+    seed: int = 1
+    runtime: Literal["local", "netns"] = "local"
+    targets: Targets
+    pipeline: Pipeline
+    workload: Workload = Field(default_factory=Workload)
+    faults: list[dict[str, Any]] = Field(default_factory=list)
+    checks: Checks = Field(default_factory=Checks)
+    quiesce: Quiesce = Field(default_factory=Quiesce)
+    observe: Observe = Field(default_factory=Observe)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Plan":
+        needs = {"kafka": self.targets.kafka, "redis": self.targets.redis, "postgres": self.targets.postgres}
+        for field, endpoint in (("source", self.workload.source), ("sink", self.workload.sink)):
+            kind = endpoint.split(":", 1)[0].split("-")[0]
+            if needs[kind] is None:
+                raise PlanConsistencyError(["workload", field],
+                                           f"{endpoint} needs a {kind} target: add `{kind}: {{}}` under targets")
+        if self.checks.state and needs["postgres"] is None:
+            raise PlanConsistencyError(["checks", "state"], "a state query runs on PostgreSQL: add `postgres: {}`")
+        return self
+
+    # --- derived --------------------------------------------------------------------
+    def target_names(self) -> list[str]:
+        names = []
+        if self.targets.kafka:
+            names += [f"kafka-{i}" for i in range(1, self.targets.kafka.nodes + 1)]
+        if self.targets.redis:
+            names.append("redis")
+        if self.targets.postgres:
+            names.append("postgres")
+        names += ["pipeline", *(f"pipeline-{i}" for i in range(self.pipeline.replicas))]
+        return names
+
+    def resolved(self) -> dict[str, Any]:
+        """The plan with every default filled in, as written back to the run's plan.yaml."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class PlanConsistencyError(ValueError):
+    def __init__(self, path: list[str | int], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+class PlanError(Exception):
+    """A plan that cannot be used, with where and why."""
+
+    def __init__(self, file: str, problems: list[tuple[int | None, str, str]]) -> None:
+        self.file = file
+        self.problems = problems  # (line, field path, message)
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = [f"{self.file}: invalid plan ({len(self.problems)} problem{'s' if len(self.problems) != 1 else ''})"]
+        for line, field, message in self.problems:
+            where = f"{self.file}:{line}" if line else self.file
+            lines.append(f"  {where}: {field or '(top level)'}: {message}")
+        return "\n".join(lines)
+
+
+EXAMPLE = """name: kafka-to-postgres
+targets: {kafka: {nodes: 1}, postgres: {}}
+pipeline: {command: [python, -m, targets.pipelines.kafka_to_postgres], replicas: 2}
+workload: {source: kafka:onceproof.events, sink: postgres:onceproof_effects, rate: 2000, duration: 40s}"""
+
+
+# --- loading -----------------------------------------------------------------------
+def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    """Path of every value in the YAML document -> its 1-based line."""
+    out = {} if out is None else out
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            k = key.value
+            out[(*path, k)] = key.start_mark.line + 1
+            _line_map(value, (*path, k), out)
+            out[(*path, k)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_map(item, (*path, i), out)
+    return out
+
+
+def _line_for(lines: dict[tuple, int], path: tuple) -> int | None:
+    path = tuple(path)
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return lines.get(())
+
+
+def _field_name(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (("." if out else "") + str(part))
+    return out
+
+
+def _explain(err: dict[str, Any], known: list[str]) -> str:
+    msg = err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    if err["type"] == "missing":
+        return "required field is missing"
+    if err["type"] == "extra_forbidden":
+        hint = difflib.get_close_matches(str(err["loc"][-1]), known, 1)
+        return "unknown field" + (f" (did you mean {hint[0]!r}?)" if hint else
+                                  f"; expected one of: {', '.join(known)}" if known else "")
+    msg = msg.replace("Input should be", "expected").replace("a valid ", "")
+    if "got" in msg or repr(got) in msg:
+        return msg
+    return f"{msg}, got {got!r}"
+
+
+def _known_fields(loc: tuple) -> list[str]:
+    """The field names allowed next to the last part of loc (for 'did you mean')."""
+    model: Any = Plan
+    for part in loc[:-1]:
+        if isinstance(part, int) or not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+        field = model.model_fields.get(str(part).replace("-", "_"))
+        if field is None:
+            return []
+        ann = field.annotation
+        args = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+        model = args[0] if args else ann
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [_hyphen(n) for n in model.model_fields]
+    return []
+
+
+def _alias_loc(model: type[BaseModel], loc: tuple) -> tuple:
+    return tuple(_hyphen(p) if isinstance(p, str) else p for p in loc)
+
+
+def load_plan(path: str | Path, overrides: dict[str, Any] | None = None) -> Plan:
+    """Read, validate and fill in a plan file. Raises PlanError (file, line, field, why)."""
+    path = Path(path)
+    name = str(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise PlanError(name, [(None, "", f"cannot read the plan: {e.strerror or e}")]) from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise PlanError(name, [(mark.line + 1 if mark else None, "",
+                                f"not valid YAML: {getattr(e, 'problem', e)}")]) from None
+    if not isinstance(data, dict) or node is None:
+        raise PlanError(name, [(1, "", f"expected a mapping of plan fields, e.g.:\n{EXAMPLE}")])
+    lines = _line_map(node)
+    for key, value in (overrides or {}).items():
+        section = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            section = section.setdefault(p, {})
+        section[parts[-1]] = value
+    return validate_plan(data, name, lines)
+
+
+def validate_plan(data: dict[str, Any], name: str = "<plan>", lines: dict[tuple, int] | None = None) -> Plan:
+    lines = lines or {}
+    problems: list[tuple[int | None, str, str]] = []
+    try:
+        plan = Plan.model_validate(data)
+    except ValidationError as e:
+        for err in e.errors():
+            loc = _alias_loc(Plan, err["loc"])
+            ctx_err = (err.get("ctx") or {}).get("error")
+            if isinstance(ctx_err, PlanConsistencyError):
+                loc = tuple(_hyphen(p) if isinstance(p, str) else p for p in ctx_err.path)
+                problems.append((_line_for(lines, loc), _field_name(loc), ctx_err.message))
+                continue
+            problems.append((_line_for(lines, loc), _field_name(loc), _explain(err, _known_fields(err["loc"]))))
+        raise PlanError(name, problems) from None
+    problems += _check_faults(plan, lines)
+    if problems:
+        raise PlanError(name, problems)
+    return plan
+
+
+def _check_faults(plan: Plan, lines: dict[tuple, int]) -> list[tuple[int | None, str, str]]:
+    """Each `faults:` entry is validated by the faults package (it owns the fault kinds)."""
+    try:
+        from faults import schedule
+    except ImportError:
+        return []
+    problems = []
+    for i, entry in enumerate(plan.faults):
+        try:
+            schedule.parse_entry(entry)
+        except schedule.FaultSpecError as e:
+            loc = ("faults", i, *e.path)
+            problems.append((_line_for(lines, loc), _field_name(loc), e.message))
+    if not problems:
+        try:
+            schedule.expand(plan.faults, plan.seed, plan.workload.duration, plan.target_names())
+        except schedule.FaultSpecError as e:
+            loc = ("faults", *e.path)
+            problems.append((_line_for(lines, loc), _field_name(loc), e.message))
+    return problems
+
+
+def json_schema() -> dict[str, Any]:
+    return Plan.model_json_schema(by_alias=True)
