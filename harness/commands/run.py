@@ -1,0 +1,103 @@
+"""`onceproof run PLAN`: the main job."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a fault plan against real targets and check the pipeline")
+    p.add_argument("plan", help="the plan (YAML)")
+    p.add_argument("--out", help="results folder (default: runs/<plan name>-<run id>)")
+    p.add_argument("--seed", type=int, help="override the plan's seed")
+    p.add_argument("--duration", help="override the load's duration (e.g. 20s)")
+    p.add_argument("--json", action="store_true", help="print results.json's summary as JSON on stdout")
+    p.set_defaults(func=run)
+
+
+def _live_table(p) -> Table:  # type: ignore[no-untyped-def]
+    t = Table.grid(padding=(0, 2))
+    t.add_row("[bold]phase[/]", p.phase, "[bold]elapsed[/]", f"{p.elapsed_s:5.1f}s / {p.total_s:.0f}s")
+    t.add_row("[bold]sent[/]", f"{p.sent:,}", "[bold]acked[/]", f"{p.acked:,}")
+    t.add_row("[bold]applied[/]", f"{p.applied:,}", "[bold]rate[/]", f"{p.rate:,.0f}/s")
+    t.add_row("[bold]faults[/]", ", ".join(p.faults) or "-", "", "")
+    return t
+
+
+def verdict_table(results: dict) -> Table:
+    v = results.get("valid")
+    title = {True: "[green]VALID[/]", False: "[red]ANOMALIES FOUND[/]"}.get(v, "[yellow]UNKNOWN (no verdict)[/]")
+    t = Table(title=f"{results.get('name')}: {title}", show_lines=False)
+    t.add_column("checker")
+    t.add_column("verdict")
+    t.add_column("anomalies")
+    for name, r in (results.get("checkers") or {}).items():
+        counts = ", ".join(f"{k}={n}" for k, n in (r.get("anomalies") or {}).items() if n) or "none"
+        t.add_row(name, str(r.get("valid")), counts)
+    return t
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.plan import PlanError, load_plan, parse_duration
+    from harness.runner import execute
+
+    overrides = {}
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.duration is not None:
+        try:
+            overrides["workload.duration"] = parse_duration(args.duration)
+        except ValueError as e:
+            print(f"onceproof run: --duration: {e}", file=sys.stderr)
+            return 2
+    try:
+        plan = load_plan(args.plan, overrides)
+    except PlanError as e:
+        print(e, file=sys.stderr)
+        return 2
+    console = Console(stderr=True, highlight=False)
+    interactive = console.is_terminal and not args.json
+    last_print = [0.0]
+
+    def on_progress(p) -> None:  # type: ignore[no-untyped-def]
+        if interactive:
+            live.update(_live_table(p))
+        elif time.monotonic() - last_print[0] >= 5 or p.phase != getattr(on_progress, "phase", None):
+            last_print[0] = time.monotonic()
+            on_progress.phase = p.phase  # type: ignore[attr-defined]
+            console.print(f"[{p.phase}] {p.elapsed_s:5.1f}s/{p.total_s:.0f}s sent={p.sent} acked={p.acked} "
+                          f"applied={p.applied} rate={p.rate:.0f}/s faults={', '.join(p.faults) or '-'}")
+
+    console.print(f"onceproof: running plan {plan.name!r} (seed {plan.seed}, {plan.workload.duration:g}s of load)")
+    if interactive:
+        with Live(_live_table(__import__("harness.runner", fromlist=["Progress"]).Progress()),
+                  console=console, refresh_per_second=4) as live:
+            result = execute(plan, Path(args.out) if args.out else None, on_progress=on_progress)
+    else:
+        live = None
+        result = execute(plan, Path(args.out) if args.out else None, on_progress=on_progress)
+    res = result.results
+    if args.json:
+        summary = {"out": str(result.out_dir), "valid": res["valid"], "exit_code": result.exit_code,
+                   "checkers": {n: {"valid": r.get("valid"), "anomalies": r.get("anomalies")}
+                                for n, r in res["checkers"].items()},
+                   "workload": res["workload"], "errors": res["errors"]}
+        print(json.dumps(summary))
+    console.print(verdict_table(res))
+    wl = res.get("workload") or {}
+    if wl:
+        console.print(f"load: asked {wl.get('asked_rate', 0):,.0f}/s, achieved {wl.get('achieved_rate', 0):,.0f}/s; "
+                      f"sends ok={wl.get('ok')} fail={wl.get('fail')} info={wl.get('info')}")
+    for e in res["errors"]:
+        console.print(f"[red]error:[/] {e}")
+    for n in res["notes"]:
+        console.print(f"note: {n}")
+    console.print(f"report: {result.out_dir / 'report.html'}")
+    return result.exit_code

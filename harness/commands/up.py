@@ -1,0 +1,53 @@
+"""`onceproof up PLAN`: start the plan's targets, print their endpoints, wait for Ctrl-C."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("up", help="start a plan's targets and keep them up until Ctrl-C")
+    p.add_argument("plan")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.plan import PlanError, load_plan
+    from harness.runner import _make_runtime, _spec
+    from targets.deployment import Deployment
+    from targets.local import new_run_id
+
+    try:
+        plan = load_plan(args.plan)
+    except PlanError as e:
+        print(e, file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *a: stop.set())
+    run_id = new_run_id()
+    runtime = _make_runtime(plan, run_id, None)
+    deployment = Deployment.create(runtime, _spec(plan))
+    try:
+        print(f"up: starting targets of {plan.name!r} (run {run_id})", flush=True)
+        deployment.start()
+        print(f"{'node':<10} {'direct':<22} proxied (per client group)")
+        for name, direct, proxied in deployment.endpoints():
+            print(f"{name:<10} {direct:<22} {proxied}")
+        if deployment.kafka:
+            print(f"kafka bootstrap: direct {deployment.kafka_bootstrap()}  pipeline {deployment.kafka_bootstrap('pipeline')}")
+        if deployment.postgres:
+            print(f"postgres dsn: {deployment.postgres_dsn()}")
+        if deployment.redis:
+            print(f"redis url: {deployment.redis_url()}")
+        print(f"logs: {runtime.log_dir}")
+        print("up: ready; Ctrl-C to tear down", flush=True)
+        while not stop.wait(0.5):
+            pass
+        return 0
+    finally:
+        print("up: tearing down", flush=True)
+        deployment.stop()
+        print("up: done", flush=True)

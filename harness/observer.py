@@ -1,0 +1,86 @@
+"""The observer: reads the sink while the run goes on and records what it saw, so the
+checker can tell when each effect first became visible (latency, premature effects) and
+whether a visible effect later vanished (flicker)."""
+from __future__ import annotations
+
+import threading
+import time
+
+from harness.history import History
+from harness.sinks import Sink
+
+
+class Observer:
+    def __init__(self, sink: Sink, history: History, interval_s: float = 0.5) -> None:
+        self.sink = sink
+        self.history = history
+        self.interval_s = interval_s
+        self.applied = 0  # effects seen so far (rows, duplicates included)
+        self.last_change = time.monotonic()
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def observe_once(self) -> int:
+        """One read of the sink, recorded as an `observe` operation. Returns new effects."""
+        with self._lock:
+            self.history.record("observer", "invoke", "observe", None)
+            try:
+                events, full = self.sink.read()
+            except Exception as e:  # noqa: BLE001 - a failed read is a fact, not a crash
+                self.errors += 1
+                self.history.record("observer", "fail", "observe", {"error": str(e)[:300]})
+                return 0
+            self.history.record("observer", "ok", "observe", {"full": full, "events": events})
+            new = len(events) if not full else max(0, len(events) - self.applied)
+            self.applied = len(events) if full else self.applied + len(events)
+            if events:
+                self.last_change = time.monotonic()
+            return new
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.observe_once()
+            spent = time.monotonic() - started
+            # a big sink takes longer to read: never spend more than a fifth of the time reading
+            self._stop.wait(max(self.interval_s, spent * 4))
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="observer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=60)
+
+    def wait_idle(self, idle_s: float, max_s: float) -> bool:
+        """Until nothing new has appeared for idle_s, or max_s passed. True if it went idle."""
+        deadline = time.monotonic() + max_s
+        while time.monotonic() < deadline:
+            if time.monotonic() - self.last_change >= idle_s:
+                return True
+            time.sleep(min(0.1, idle_s / 5))
+        return False
+
+    def final_read(self) -> int:
+        with self._lock:
+            self.history.record("observer", "invoke", "final-read", None)
+            try:
+                events = self.sink.final_read()
+            except Exception as e:  # noqa: BLE001
+                self.history.record("observer", "fail", "final-read", {"error": str(e)[:300]})
+                raise
+            self.history.record("observer", "ok", "final-read", {"full": True, "events": events})
+            return len(events)
+
+    def record_state(self, query: str) -> None:
+        self.history.record("observer", "invoke", "state", None)
+        try:
+            state = self.sink.state(query)
+        except Exception as e:  # noqa: BLE001
+            self.history.record("observer", "fail", "state", {"error": str(e)[:300]})
+            return
+        self.history.record("observer", "ok", "state", state)

@@ -1,0 +1,276 @@
+"""Where the pipeline's effects land, and how the observer reads them.
+
+A sink is read directly (never through a fault proxy: a partition of the pipeline must not
+blind the judge). `read()` returns (events, full): events as [id, key, seq, replica] in
+application order; full=True means it is the whole content of the sink now."""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+import orjson
+
+from targets.deployment import Deployment
+
+Effect = list[Any]  # [id, key, seq, replica]
+
+EFFECTS_DDL = ("CREATE TABLE IF NOT EXISTS {t} (event_id text, key text, seq bigint, replica int, "
+               "applied_at timestamptz DEFAULT now(), pos bigserial)")
+
+
+class guard:
+    """Make a blocking PostgreSQL call give up after `timeout` seconds even if the server is
+    frozen (SIGSTOP) or a proxy swallows everything: shut the connection's socket down."""
+
+    def __init__(self, conn: Any, timeout: float) -> None:
+        self.conn, self.timeout = conn, timeout
+        self.timer: threading.Timer | None = None
+        self.fired = False
+
+    def _fire(self) -> None:
+        self.fired = True
+        try:
+            s = socket.socket(fileno=os.dup(self.conn.pgconn.socket))
+            s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        except (OSError, ValueError):
+            pass
+
+    def __enter__(self) -> "guard":
+        self.timer = threading.Timer(self.timeout, self._fire)
+        self.timer.daemon = True
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.timer:
+            self.timer.cancel()
+
+
+class Sink:
+    def __init__(self, deployment: Deployment, name: str) -> None:
+        self.deployment = deployment
+        self.name = name
+
+    def setup(self) -> None:
+        """Create the sink before the pipeline starts."""
+
+    def read(self) -> tuple[list[Effect], bool]:
+        raise NotImplementedError
+
+    def final_read(self) -> list[Effect]:
+        """The complete content of the sink (after quiescence)."""
+        raise NotImplementedError
+
+    def state(self, query: str) -> dict[str, dict[str, int]] | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class PostgresSink(Sink):
+    """The default sink: a table with one row per application of an effect, no unique
+    constraint (a duplicate is a second row). `pos` orders rows by insertion."""
+
+    def setup(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.deployment.postgres_dsn(), autocommit=True, connect_timeout=10) as c:
+            c.execute(f"DROP TABLE IF EXISTS {self.name}")
+            c.execute(EFFECTS_DDL.format(t=self.name))
+        self.conn: Any = None
+        self.seen: dict[int, Effect] = {}  # pos -> effect, everything seen so far
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg.connect(self.deployment.postgres_dsn(), autocommit=True, connect_timeout=3)
+        return self.conn
+
+    def _select(self, timeout: float = 10.0) -> list[tuple]:
+        import psycopg
+
+        conn = self._connect()
+        try:
+            with guard(conn, timeout):
+                return conn.execute(f"SELECT pos, event_id, key, seq, replica FROM {self.name} ORDER BY pos").fetchall()
+        except psycopg.Error:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self.conn = None
+            raise
+
+    def read(self) -> tuple[list[Effect], bool]:
+        rows = self._select()
+        now = {r[0]: [r[1], r[2], r[3], r[4]] for r in rows}
+        vanished = [p for p in self.seen if p not in now]
+        if vanished:  # something seen before is gone: report the full content (a flicker)
+            self.seen = now
+            return [now[p] for p in sorted(now)], True
+        new = [now[p] for p in sorted(now) if p not in self.seen]
+        self.seen.update((p, now[p]) for p in now if p not in self.seen)
+        return new, False
+
+    def final_read(self) -> list[Effect]:
+        return [[r[1], r[2], r[3], r[4]] for r in self._select(timeout=30.0)]
+
+    def state(self, query: str) -> dict[str, dict[str, int]] | None:
+        conn = self._connect()
+        with guard(conn, 30.0):
+            rows = conn.execute(query).fetchall()
+        return {str(k): {"count": int(c), "sum": int(s)} for k, c, s in rows}
+
+    def close(self) -> None:
+        if getattr(self, "conn", None) is not None:
+            self.conn.close()
+
+
+def _effect_from_json(value: bytes | None) -> Effect:
+    d = orjson.loads(value) if value else {}
+    return [d.get("id"), d.get("key"), d.get("seq"), d.get("replica")]
+
+
+class KafkaSink(Sink):
+    """An output topic read with isolation.level=read_committed (aborted writes invisible).
+    Messages are JSON {id, key, seq, replica}."""
+
+    def setup(self) -> None:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        assert self.deployment.kafka is not None
+        admin = AdminClient({"bootstrap.servers": self.deployment.kafka_bootstrap()})
+        rf = min(3, len(self.deployment.kafka.nodes))
+        for f in admin.create_topics([NewTopic(self.name, 3, rf)], operation_timeout=30).values():
+            try:
+                f.result(60)
+            except Exception as e:  # noqa: BLE001
+                if "TOPIC_ALREADY_EXISTS" not in str(e):
+                    raise
+        self.consumer = self._consumer()
+
+    def _consumer(self) -> Any:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        c = Consumer({"bootstrap.servers": self.deployment.kafka_bootstrap(), "group.id": "onceproof-observer",
+                      "isolation.level": "read_committed", "enable.auto.commit": False,
+                      "auto.offset.reset": "earliest", "log_level": 3})
+        md = c.list_topics(self.name, timeout=10).topics[self.name]
+        c.assign([TopicPartition(self.name, p, OFFSET_BEGINNING) for p in sorted(md.partitions)])
+        return c
+
+    def _drain(self, consumer: Any, budget_s: float, until_end: bool) -> list[Effect]:
+        from confluent_kafka import TopicPartition
+
+        out: list[Effect] = []
+        deadline = time.monotonic() + budget_s
+        while time.monotonic() < deadline:
+            msgs = consumer.consume(10000, timeout=0.1)
+            for m in msgs:
+                if m.error() is None:
+                    out.append(_effect_from_json(m.value()))
+            if not msgs:
+                if not until_end:
+                    break
+                # at the end when every partition's position reached its last stable offset
+                done = True
+                for tp in consumer.assignment():
+                    _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=5)
+                    pos = consumer.position([tp])[0].offset
+                    if pos < 0 and high > 0 or pos >= 0 and pos < high:
+                        done = False
+                if done:
+                    break
+        return out
+
+    def read(self) -> tuple[list[Effect], bool]:
+        return self._drain(self.consumer, 1.0, until_end=False), False
+
+    def final_read(self) -> list[Effect]:
+        fresh = self._consumer()  # read everything again: a truncated log shows up as a flicker
+        try:
+            return self._drain(fresh, 60.0, until_end=True)
+        finally:
+            fresh.close()
+
+    def close(self) -> None:
+        if getattr(self, "consumer", None) is not None:
+            self.consumer.close()
+
+
+class RedisStreamSink(Sink):
+    """A Redis stream whose entries have fields id, key, seq, replica."""
+
+    def setup(self) -> None:
+        from targets.redis import client
+
+        assert self.deployment.redis is not None
+        self.client = client(self.deployment.redis.host, self.deployment.redis.port, timeout=5.0)
+        self.client.delete(self.name)
+        self.last = "0-0"
+
+    @staticmethod
+    def _effect(fields: dict) -> Effect:
+        seq = fields.get("seq")
+        rep = fields.get("replica")
+        return [fields.get("id"), fields.get("key"), int(seq) if seq is not None else None,
+                int(rep) if rep is not None else None]
+
+    def read(self) -> tuple[list[Effect], bool]:
+        out = []
+        while True:
+            entries = self.client.xrange(self.name, min=f"({self.last}", count=10000)
+            if not entries:
+                return out, False
+            out += [self._effect(f) for _, f in entries]
+            self.last = entries[-1][0]
+
+    def final_read(self) -> list[Effect]:
+        out, last = [], "-"
+        while True:
+            entries = self.client.xrange(self.name, min=last, count=10000)
+            if last != "-":
+                entries = entries[1:]
+            if not entries:
+                return out
+            out += [self._effect(f) for _, f in entries]
+            last = entries[-1][0]
+
+
+class RedisSetSink(Sink):
+    """A Redis set of event ids: it cannot show duplicates (a set), only lost and phantom."""
+
+    def setup(self) -> None:
+        from targets.redis import client
+
+        assert self.deployment.redis is not None
+        self.client = client(self.deployment.redis.host, self.deployment.redis.port, timeout=5.0)
+        self.client.delete(self.name)
+        self.seen: set[str] = set()
+
+    def read(self) -> tuple[list[Effect], bool]:
+        members = self.client.smembers(self.name)
+        if self.seen - members:
+            self.seen = set(members)
+            return [[m, None, None, None] for m in sorted(members)], True
+        new = members - self.seen
+        self.seen |= new
+        return [[m, None, None, None] for m in sorted(new)], False
+
+    def final_read(self) -> list[Effect]:
+        return [[m, None, None, None] for m in sorted(self.client.smembers(self.name))]
+
+
+SINKS: dict[str, type[Sink]] = {"postgres": PostgresSink, "kafka": KafkaSink, "redis-stream": RedisStreamSink,
+                                "redis-set": RedisSetSink}
+
+
+def make_sink(endpoint: str, deployment: Deployment) -> Sink:
+    kind, name = endpoint.split(":", 1)
+    return SINKS[kind](deployment, name)

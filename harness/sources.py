@@ -1,0 +1,225 @@
+"""Where the workload puts events: a Kafka topic, a Redis stream or a PostgreSQL table.
+
+Each source creates itself (direct connection, before the pipeline starts) and sends
+batches through the load generator's fault proxies. Every event's send is one `send`
+operation in the history: invoke, then ok (certainly written), fail (certainly not
+written) or info (nobody knows: a timeout, a connection lost mid-request)."""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import orjson
+
+from targets.deployment import Deployment
+
+Event = tuple[str, str, int, str]  # id, key, seq, payload
+Complete = Callable[[list[tuple[str, str, int]], str], None]  # (id, key, seq) events, "ok"|"fail"|"info"
+
+SOURCE_TABLE_DDL = "CREATE TABLE IF NOT EXISTS {t} (pos bigserial, id text, key text, seq bigint, payload text)"
+
+
+def encode(event: Event) -> bytes:
+    eid, key, seq, payload = event
+    return orjson.dumps({"id": eid, "key": key, "seq": seq, "payload": payload})
+
+
+class Source:
+    """Subclasses: setup() once, send(batch, complete) per batch, poll() often, close(timeout)."""
+
+    def __init__(self, deployment: Deployment, name: str, partitions: int) -> None:
+        self.deployment = deployment
+        self.name = name
+        self.partitions = partitions
+
+    def setup(self) -> None:
+        raise NotImplementedError
+
+    def send(self, batch: list[Event], complete: Complete) -> None:
+        raise NotImplementedError
+
+    def poll(self, complete: Complete) -> None:
+        """Deliver completions of earlier sends (asynchronous sources)."""
+
+    def close(self, timeout: float, complete: Complete) -> None:
+        """Wait up to timeout for outstanding sends; what is still unknown then ends as info."""
+
+
+class KafkaSource(Source):
+    """An idempotent producer with acks=all. A delivery report is ok or info: once a record
+    left the client, an error (timeout, broker gone) cannot tell whether it was written;
+    a record the client never managed to enqueue or purged unsent is fail."""
+
+    def setup(self) -> None:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": self.deployment.kafka_bootstrap()})
+        assert self.deployment.kafka is not None
+        rf = min(3, len(self.deployment.kafka.nodes))
+        futures = admin.create_topics([NewTopic(self.name, self.partitions, rf)], operation_timeout=30)
+        for f in futures.values():
+            try:
+                f.result(60)
+            except Exception as e:  # noqa: BLE001
+                if "TOPIC_ALREADY_EXISTS" not in str(e):
+                    raise
+        _wait_topic(admin, self.name, self.partitions)
+        from confluent_kafka import Producer
+
+        self._pending: dict[str, tuple[str, int]] = {}
+        self._done: list[tuple[tuple[str, str, int], str]] = []
+        self.producer = Producer({
+            "bootstrap.servers": self.deployment.kafka_bootstrap("load"),
+            "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+            "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 1_048_576,
+            "batch.num.messages": 10000, "message.timeout.ms": 20000, "socket.timeout.ms": 5000,
+            "log_level": 3,
+        })
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        value = msg.value()
+        eid = value[7 : value.index(b'"', 7)].decode()  # value starts with {"id":"<id>"
+        key, seq = self._pending.pop(eid, ("", -1))
+        if err is None:
+            outcome = "ok"
+        else:
+            from confluent_kafka import KafkaError
+
+            outcome = "fail" if err.code() == KafkaError._PURGE_QUEUE else "info"
+        self._done.append(((eid, key, seq), outcome))
+
+    def send(self, batch: list[Event], complete: Complete) -> None:
+        failed = []
+        for event in batch:
+            eid, key, seq, _ = event
+            try:
+                self.producer.produce(self.name, encode(event), key.encode(), on_delivery=self._on_delivery)
+                self._pending[eid] = (key, seq)
+            except BufferError:
+                failed.append((eid, key, seq))  # never enqueued: certainly not written
+        if failed:
+            complete(failed, "fail")
+        self._flush_done(complete)
+
+    def poll(self, complete: Complete) -> None:
+        self._flush_done(complete)
+
+    def _flush_done(self, complete: Complete) -> None:
+        self.producer.poll(0)
+        if self._done:
+            done, self._done = self._done, []
+            by: dict[str, list[tuple[str, str, int]]] = {"ok": [], "fail": [], "info": []}
+            for ev, outcome in done:
+                by[outcome].append(ev)
+            for outcome, evs in by.items():
+                if evs:
+                    complete(evs, outcome)
+
+    def close(self, timeout: float, complete: Complete) -> None:
+        self.producer.flush(timeout)
+        self.producer.purge()
+        self.producer.flush(1)
+        self._flush_done(complete)
+
+
+def _wait_topic(admin: Any, topic: str, partitions: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        md = admin.list_topics(topic, timeout=5).topics.get(topic)
+        if md is not None and md.error is None and len(md.partitions) == partitions and all(
+                p.leader >= 0 for p in md.partitions.values()):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"topic {topic} has no leaders after {timeout:.0f}s")
+
+
+class RedisSource(Source):
+    """XADD to a stream with fields id, key, seq, payload, in pipelined batches. A refused
+    connection is fail (nothing was sent); a timeout or a connection lost mid-batch is info."""
+
+    def setup(self) -> None:
+        from targets.redis import client
+
+        assert self.deployment.redis is not None
+        r = self.deployment.redis
+        client(r.host, r.port).delete(self.name)
+        url = self.deployment.redis_url("load")
+        host, port = url.split("//")[1].split("/")[0].split(":")
+        self.client = client(host, int(port), timeout=2.0)
+
+    def send(self, batch: list[Event], complete: Complete) -> None:
+        import redis
+
+        events = [(e[0], e[1], e[2]) for e in batch]
+        pipe = self.client.pipeline(transaction=False)
+        for eid, key, seq, payload in batch:
+            pipe.xadd(self.name, {"id": eid, "key": key, "seq": seq, "payload": payload})
+        try:
+            pipe.execute()
+        except redis.ConnectionError as e:
+            complete(events, "fail" if "refused" in str(e).lower() else "info")
+            return
+        except redis.RedisError:
+            complete(events, "info")
+            return
+        complete(events, "ok")
+
+
+class PostgresSource(Source):
+    """INSERT into a table (pos, id, key, seq, payload), one transaction per batch. An error
+    before COMMIT is fail (rolled back); an error during COMMIT is info."""
+
+    def setup(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.deployment.postgres_dsn(), autocommit=True, connect_timeout=10) as c:
+            c.execute(f"DROP TABLE IF EXISTS {self.name}")
+            c.execute(SOURCE_TABLE_DDL.format(t=self.name))
+        self.conn: Any = None
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg.connect(self.deployment.postgres_dsn("load"), connect_timeout=2,
+                                        options="-c statement_timeout=5000")
+        return self.conn
+
+    def send(self, batch: list[Event], complete: Complete) -> None:
+        import psycopg
+
+        events = [(e[0], e[1], e[2]) for e in batch]
+        try:
+            conn = self._connect()
+            with conn.cursor() as cur:
+                cur.executemany(f"INSERT INTO {self.name} (id, key, seq, payload) VALUES (%s, %s, %s, %s)", batch)
+        except psycopg.Error:
+            self._drop()
+            complete(events, "fail")
+            return
+        try:
+            conn.commit()
+        except psycopg.Error:
+            self._drop()
+            complete(events, "info")
+            return
+        complete(events, "ok")
+
+    def _drop(self) -> None:
+        try:
+            if self.conn is not None:
+                self.conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+        self.conn = None
+
+    def close(self, timeout: float, complete: Complete) -> None:
+        self._drop()
+
+
+SOURCES: dict[str, type[Source]] = {"kafka": KafkaSource, "redis": RedisSource, "postgres": PostgresSource}
+
+
+def make_source(endpoint: str, deployment: Deployment, partitions: int) -> Source:
+    kind, name = endpoint.split(":", 1)
+    return SOURCES[kind](deployment, name, partitions)
