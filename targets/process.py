@@ -3,6 +3,7 @@ kills, pauses and resumes. Every process runs in its own process group (its own 
 so a signal reaches its children too, and is listed in the run registry while it lives."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import struct
@@ -106,15 +107,18 @@ class Node:
         with open(self.log_path, "ab") as log:
             log.write(f"\n--- onceproof: starting {self.name}: {' '.join(self.command())}\n".encode())
             log.flush()
-            self._popen = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env(),
-                start_new_session=True,
-                **self.spawn_kwargs(),
-            )
+            # a runtime may place the process somewhere (netns: inside the node's namespace)
+            where = getattr(self.runtime, "spawning", None)
+            with where(self.name) if where else contextlib.nullcontext():
+                self._popen = subprocess.Popen(
+                    self.command(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.env(),
+                    start_new_session=True,
+                    **self.spawn_kwargs(),
+                )
         self.paused = False
         self.starts += 1
         self.runtime.register(self.name, self._popen.pid)
