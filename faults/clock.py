@@ -1,0 +1,115 @@
+"""Clock faults: a node's wall clock moved while it runs.
+
+Every node is started with the project's clock shim (targets/clock/onceproof_clock.c,
+LD_PRELOAD): it adds the int64 nanoseconds stored in the node's clock file to
+CLOCK_REALTIME (clock_gettime, gettimeofday, time), and leaves CLOCK_MONOTONIC alone, as
+real clock skew does. `Node.set_clock_offset` writes that file; the process sees the new
+time on its next clock read. Measured to work on redis-server (TIME), PostgreSQL (now(),
+clock_timestamp()), the Kafka JVM (System.currentTimeMillis: LogAppendTime record
+timestamps) and Python (time.time()): see tests/integration/faults/test_clock.py.
+
+- `clock-skew`: the clock moved by `offset` (`+30s`, `-2m`) until healed.
+- `clock-strobe`: the clock flips between `offset` and true time every `period`.
+
+Offsets of overlapping clock faults on one node add up; each heal removes its own share."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from faults import params as p
+from faults.base import Context, Fault, FaultError, kind
+
+
+def _effective(context: Context, node: str) -> float:
+    return sum(context.holders(("clock", node)).values())
+
+
+def _write(context: Context, node: str) -> float:
+    n = context.node(node)
+    if getattr(n.runtime, "clock_shim", None) is None:
+        raise FaultError(f"{node} runs without the clock shim (run `onceproof setup`)", certain=True)
+    offset = _effective(context, node)
+    n.set_clock_offset(offset)
+    return offset
+
+
+def _parse_skew(params: dict[str, Any]) -> dict[str, Any]:
+    p.no_extra(params, {"offset"}, "clock-skew")
+    if "offset" not in params:
+        raise p.ParamError("offset", "clock-skew needs `offset`, such as offset: -30s or offset: 2m")
+    return {"offset": p.duration(params["offset"], "offset", signed=True)}
+
+
+@kind("clock-skew", _parse_skew, targets="clock", summary="move the node's wall clock by offset")
+class ClockSkew(Fault):
+    def _apply(self) -> None:
+        offsets = {}
+        for name in self.targets:
+            self.context.claim(("clock", name), self.id, self.params["offset"])
+            offsets[name] = _write(self.context, name)
+        self.details["offsets"] = offsets
+
+    def _heal(self) -> None:
+        offsets = {}
+        for name in self.targets:
+            self.context.release(("clock", name), self.id)
+            offsets[name] = _write(self.context, name)
+        self.details["offsets"] = offsets
+
+
+def _parse_strobe(params: dict[str, Any]) -> dict[str, Any]:
+    p.no_extra(params, {"offset", "period"}, "clock-strobe")
+    if "offset" not in params:
+        raise p.ParamError("offset", "clock-strobe needs `offset`, such as offset: 5s")
+    return {"offset": p.duration(params["offset"], "offset", signed=True),
+            "period": p.duration(params.get("period", "100ms"), "period", allow_zero=False)}
+
+
+@kind("clock-strobe", _parse_strobe, targets="clock",
+      summary="flip the node's wall clock between offset and true time every period")
+class ClockStrobe(Fault):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.flips = 0
+
+    def _set(self, on: bool) -> None:
+        for name in self.targets:
+            self.context.claim(("clock", name), self.id, self.params["offset"] if on else 0.0)
+            _write(self.context, name)
+
+    def _strobe(self) -> None:
+        period = self.params["period"]
+        start = time.monotonic()
+        on, beat = True, 0
+        while True:
+            beat += 1
+            deadline = start + beat * period  # on the beat, not drifting by the time a flip takes
+            if self._stop.wait(max(0.0, deadline - time.monotonic())):
+                return
+            on = not on
+            try:
+                self._set(on)
+                self.flips += 1
+            except Exception:  # noqa: BLE001 - a node that went away: keep the beat for the others
+                pass
+
+    def _apply(self) -> None:
+        self._set(True)
+        self._stop.clear()
+        self.flips = 0
+        self._thread = threading.Thread(target=self._strobe, name=f"clock-strobe-{self.id}", daemon=True)
+        self._thread.start()
+        self.details["offsets"] = {n: _effective(self.context, n) for n in self.targets}
+
+    def _heal(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for name in self.targets:
+            self.context.release(("clock", name), self.id)
+            _write(self.context, name)
+        self.details["flips"] = self.flips

@@ -1,0 +1,302 @@
+"""Partitions between hosts of the `netns` runtime, as iptables DROP rules inside the hosts'
+own namespaces (so they cut node-to-node traffic, not only client traffic), plus packet loss
+(`iptables -m statistic`), bandwidth caps (`tc tbf`) and the one-way drop of replies that
+makes the ambiguous commit (the client times out, the server applied the write).
+
+Shapes (the Jepsen ones): isolate a node or a set, halves, random halves, bridge (two halves
+joined by one node that sees both), majorities-ring (every node sees a majority, no two the
+same), one-way (A cannot reach B, B can reach A). Heal removes exactly the rules a cut added:
+every rule carries the cut's own comment and is deleted by its full spec, never by a flush.
+
+Usable directly (tests) or as fault kinds of a plan (bottom of this module):
+
+    cut = Partitioner(runtime).isolate(["kafka-1"])
+    ...
+    cut.heal()
+
+How a cut reads: "a does not hear b" = in a's namespace, `INPUT -s b -j DROP`. A symmetric cut
+puts that rule on both sides. The harness is the root namespace's end of the bridge, where no
+rule is ever added: its side of a cut is enforced by its peers (their INPUT / OUTPUT)."""
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from targets.netns import HARNESS, NetnsError, NetnsRuntime
+
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Rule:
+    host: str  # whose namespace holds the rule
+    chain: str  # INPUT or OUTPUT
+    spec: tuple[str, ...]  # match + target, without the chain
+
+
+@dataclass
+class Cut:
+    """What one call of the Partitioner changed, and how to undo exactly that."""
+
+    partitioner: "Partitioner"
+    shape: str
+    tag: str
+    rules: list[Rule] = field(default_factory=list)
+    qdiscs: list[tuple[str, str]] = field(default_factory=list)  # (host, device)
+    components: list[list[str]] = field(default_factory=list)  # for partitions into groups
+    views: dict[str, list[str]] = field(default_factory=dict)  # node -> nodes it can reach
+    blocked: list[tuple[str, str]] = field(default_factory=list)  # (a, b): a cannot reach b
+    healed: bool = False
+
+    def heal(self) -> None:
+        self.partitioner.heal_cut(self)
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"shape": self.shape}
+        if self.components:
+            out["components"] = self.components
+        if self.views:
+            out["views"] = self.views
+        if self.blocked and not self.components and not self.views:
+            out["blocked"] = [f"{a} -/-> {b}" for a, b in self.blocked]
+        return out
+
+
+class Partitioner:
+    """Makes and heals cuts between the hosts of one netns run."""
+
+    def __init__(self, runtime: NetnsRuntime, rng: random.Random | None = None) -> None:
+        if not isinstance(runtime, NetnsRuntime):
+            raise NetnsError("network partitions between nodes need `runtime: netns` (this run is "
+                             f"{getattr(runtime, 'name', runtime)!r}); with runtime local, use the `partition` "
+                             "fault, which cuts client traffic through Toxiproxy")
+        self.runtime = runtime
+        self.rng = rng or random.Random()
+        self.cuts: list[Cut] = []
+        self._lock = threading.Lock()
+
+    # --- shapes -------------------------------------------------------------------------
+    def isolate(self, nodes: Iterable[str], from_: Iterable[str] | None = None) -> Cut:
+        """`nodes` (talking among themselves) cut off from every other host of the run, or
+        only from `from_`."""
+        inside = self._names(nodes)
+        others = [h for h in (self._names(from_) if from_ is not None else self.runtime.hosts) if h not in inside]
+        return self.partition([inside, others], shape="isolate")
+
+    def halves(self, nodes: Iterable[str]) -> Cut:
+        """The first half (the smaller one when odd) against the rest, in the order given."""
+        names = self._names(nodes)
+        k = len(names) // 2
+        return self.partition([names[:k], names[k:]], shape="halves")
+
+    def random_halves(self, nodes: Iterable[str]) -> Cut:
+        names = self._names(nodes)
+        self.rng.shuffle(names)
+        k = len(names) // 2
+        return self.partition([names[:k], names[k:]], shape="random-halves")
+
+    def bridge(self, nodes: Iterable[str], shuffle: bool = False) -> Cut:
+        """Two halves that cannot reach each other, and one node (the middle one) that reaches
+        both."""
+        names = self._names(nodes)
+        if len(names) < 3:
+            raise NetnsError(f"a bridge needs at least 3 nodes, got {names}")
+        if shuffle:
+            self.rng.shuffle(names)
+        mid = len(names) // 2
+        left, middle, right = names[:mid], names[mid], names[mid + 1:]
+        views = {n: left + [middle] for n in left}
+        views.update({n: right + [middle] for n in right})
+        views[middle] = list(names)
+        cut = self.views(views, shape="bridge")
+        cut.components = [left, [middle], right]
+        return cut
+
+    def majorities_ring(self, nodes: Iterable[str], shuffle: bool = True) -> Cut:
+        """Every node reaches a majority (itself included), and no two nodes the same majority.
+        Nodes sit on a ring and each reaches its k nearest on either side. With 3 nodes no
+        symmetric ring exists: the shape is then a line (a-b-c: a and c cannot reach each
+        other), which still gives every node a different majority."""
+        names = self._names(nodes)
+        n = len(names)
+        if n < 3:
+            raise NetnsError(f"majorities-ring needs at least 3 nodes, got {names}")
+        if shuffle:
+            self.rng.shuffle(names)
+        if n == 3:
+            views = {names[0]: names[:2], names[1]: list(names), names[2]: names[1:]}
+        else:
+            k = math.ceil((n // 2) / 2)  # 1 + 2k >= majority
+            views = {names[i]: [names[(i + d) % n] for d in range(-k, k + 1)] for i in range(n)}
+        return self.views(views, shape="majorities-ring")
+
+    def one_way(self, a: str, b: str) -> Cut:
+        """a cannot reach b; b can reach a. Connection-level: b drops every packet from a that
+        belongs to a connection a opened (its SYNs included), and lets a's replies on b's own
+        connections through (conntrack direction), so TCP works in exactly one direction."""
+        a, b = self._names([a, b])
+        cut = self._new("one-way")
+        if b != HARNESS:
+            cut.rules.append(Rule(b, "INPUT", ("-s", self._addr(a), "-m", "conntrack", "--ctdir", "ORIGINAL",
+                                               "-j", "DROP")))
+        else:  # no rules in the root namespace: a's own connections die on a's way out
+            cut.rules.append(Rule(a, "OUTPUT", ("-d", self._addr(b), "-m", "conntrack", "--ctdir", "ORIGINAL",
+                                                "-j", "DROP")))
+        cut.blocked = [(a, b)]
+        return self._apply(cut)
+
+    def drop_replies(self, client: str, server: str, port: int) -> Cut:
+        """The server's replies on port never reach the client (handshakes still complete):
+        requests arrive and are applied, the client times out, so it cannot know. This is the
+        ambiguous commit."""
+        client, server = self._names([client, server])
+        cut = self._new("drop-replies")
+        spec = ("-s", self._addr(server), "-p", "tcp", "--sport", str(int(port)), "--tcp-flags", "SYN", "NONE",
+                "-j", "DROP")
+        if client != HARNESS:
+            cut.rules.append(Rule(client, "INPUT", spec))
+        else:
+            cut.rules.append(Rule(server, "OUTPUT", ("-d", self._addr(client), *spec[2:])))
+        return self._apply(cut)
+
+    def packet_loss(self, nodes: Iterable[str], probability: float) -> Cut:
+        """Each packet arriving at the nodes from another host is dropped with `probability`."""
+        if not 0 < probability <= 1:
+            raise NetnsError(f"packet loss probability must be in (0, 1], got {probability}")
+        cut = self._new("packet-loss")
+        for n in self._names(nodes):
+            if n == HARNESS:
+                raise NetnsError("packet loss applies to the run's namespaces, not to the harness")
+            cut.rules.append(Rule(n, "INPUT", ("!", "-i", "lo", "-m", "statistic", "--mode", "random",
+                                               "--probability", f"{probability:.6f}", "-j", "DROP")))
+        return self._apply(cut)
+
+    def bandwidth(self, nodes: Iterable[str], rate_kbit: int) -> Cut:
+        """What each node sends is capped at rate_kbit kbit/s (tc tbf on its own interface)."""
+        cut = self._new("bandwidth")
+        for n in self._names(nodes):
+            host = self.runtime.host(n)
+            if host.peer is None:
+                raise NetnsError("bandwidth caps apply to the run's namespaces, not to the harness")
+            cut.qdiscs.append((n, host.peer))
+        return self._apply(cut, rate_kbit=rate_kbit)
+
+    # --- general cuts ----------------------------------------------------------------------
+    def partition(self, components: list[list[str]], shape: str = "partition") -> Cut:
+        """Hosts in different components cannot reach each other; within one, all is as before."""
+        comps = [self._names(c) for c in components if c]
+        seen: set[str] = set()
+        for c in comps:
+            if seen & set(c):
+                raise NetnsError(f"a host is in two components: {comps}")
+            seen |= set(c)
+        cut = self._new(shape)
+        cut.components = comps
+        for ca, cb in itertools.combinations(comps, 2):
+            for a in ca:
+                for b in cb:
+                    self._sever(cut, a, b)
+        return self._apply(cut)
+
+    def views(self, views: dict[str, list[str]], shape: str = "views") -> Cut:
+        """Each node reaches exactly the nodes of its view (visibility must be symmetric)."""
+        names = self._names(views)
+        for a in names:
+            for b in views[a]:
+                if a not in views.get(b, [a]):
+                    raise NetnsError(f"{a} sees {b} but {b} does not see {a}: use one_way for that")
+        cut = self._new(shape)
+        cut.views = {n: sorted(views[n]) for n in names}
+        for a, b in itertools.combinations(names, 2):
+            if b not in views[a]:
+                self._sever(cut, a, b)
+        return self._apply(cut)
+
+    def heal(self) -> None:
+        """Heal every cut this partitioner made (and nothing else)."""
+        for cut in list(reversed(self.cuts)):
+            self.heal_cut(cut)
+
+    def heal_cut(self, cut: Cut) -> None:
+        with self._lock:
+            if cut.healed:
+                return
+            errors = []
+            for host, rules in self._by_host(cut.rules).items():
+                lines = [f"-D {r.chain} {_join(self._full(cut, r))}" for r in rules]
+                if not self._restore(host, lines, check=False):
+                    # one at a time, so one rule already gone does not keep the others
+                    for r in rules:
+                        res = self.runtime.exec(host, "iptables", "-D", r.chain, *self._full(cut, r), check=False)
+                        if res.returncode != 0 and "does a matching rule exist" not in res.stderr \
+                                and "No such file" not in res.stderr:
+                            errors.append(res.stderr.strip())
+            for host, dev in cut.qdiscs:
+                self.runtime.exec(host, "tc", "qdisc", "del", "dev", dev, "root", check=False)
+            cut.healed = True
+            if cut in self.cuts:
+                self.cuts.remove(cut)
+            if errors:
+                raise NetnsError(f"healing {cut.shape}: " + "; ".join(errors))
+
+    # --- inside ------------------------------------------------------------------------
+    def _names(self, nodes: Iterable[str] | None) -> list[str]:
+        out: list[str] = []
+        for n in nodes or []:
+            self.runtime.host(n)  # raises for a name that is not a host of this run
+            if n not in out:
+                out.append(n)
+        return out
+
+    def _addr(self, name: str) -> str:
+        return self.runtime.check_address(self.runtime.address_of(name))
+
+    def _new(self, shape: str) -> Cut:
+        return Cut(self, shape, f"onceproof-{shape}-{next(_ids)}")
+
+    def _sever(self, cut: Cut, a: str, b: str) -> None:
+        """a and b cannot reach each other: each drops what comes from the other."""
+        for me, peer in ((a, b), (b, a)):
+            if me != HARNESS:
+                cut.rules.append(Rule(me, "INPUT", ("-s", self._addr(peer), "-j", "DROP")))
+        cut.blocked += [(a, b), (b, a)]
+
+    @staticmethod
+    def _full(cut: Cut, rule: Rule) -> list[str]:
+        *match, jump, target = rule.spec
+        return [*match, "-m", "comment", "--comment", cut.tag, jump, target]
+
+    @staticmethod
+    def _by_host(rules: list[Rule]) -> dict[str, list[Rule]]:
+        out: dict[str, list[Rule]] = {}
+        for r in rules:
+            out.setdefault(r.host, []).append(r)
+        return out
+
+    def _restore(self, host: str, lines: list[str], check: bool = True) -> bool:
+        """Add or delete rules in one host's filter table in one go (iptables-restore
+        --noflush: nothing else in the table is touched)."""
+        text = "*filter\n" + "\n".join(lines) + "\nCOMMIT\n"
+        res = self.runtime.exec(host, "iptables-restore", "--noflush", input=text, check=False)
+        if res.returncode != 0 and check:
+            raise NetnsError(f"iptables in {host}: {res.stderr.strip()}")
+        return res.returncode == 0
+
+    def _apply(self, cut: Cut, rate_kbit: int = 0) -> Cut:
+        with self._lock:
+            self.cuts.append(cut)  # before acting: a half-applied cut is still healed
+            for host, rules in self._by_host(cut.rules).items():
+                self._restore(host, [f"-A {r.chain} {_join(self._full(cut, r))}" for r in rules])
+            for host, dev in cut.qdiscs:
+                burst = max(1600, rate_kbit * 1000 // 8 // 10)  # bytes: 100 ms worth, at least a packet
+                self.runtime.exec(host, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", f"{rate_kbit}kbit",
+                                  "burst", str(burst), "latency", "200ms")
+        return cut
+
+
+def _join(args: Iterable[str]) -> str:
+    return " ".join(f'"{a}"' if " " in a else a for a in args)
