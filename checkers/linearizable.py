@@ -1,0 +1,248 @@
+"""Linearizability: the Wing & Gong / Lowe search with P-compositionality.
+
+`check(ops, model)` splits the history with `model.partition` (e.g. by key), searches
+each part for a linearization (Lowe's just-in-time linearization over a doubly linked
+list of call/return entries, memoising (linearized set, state) pairs), in parallel
+processes when the parts are big enough to pay for it, and stops at a time budget with
+"unknown" rather than running forever. On an invalid history it returns the longest
+linearizable prefix it found and the operations that could not be placed, so that a
+report can draw Porcupine-like lanes.
+
+An operation is `Op(id, process, call, ret, input, output)`: `call`/`ret` are times
+(any comparable numbers; [call, ret] is a closed interval, so ops touching at one
+instant are concurrent); a call that never returned has `ret = math.inf`.
+"""
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from checkers import models as _models
+
+_PARALLEL_MIN_OPS = 4000  # below this, forking workers costs more than it saves
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    id: int
+    process: Any
+    call: float
+    ret: float
+    input: Any
+    output: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        out = "unknown" if self.output is _models.UNKNOWN else self.output
+        return {"id": self.id, "process": self.process, "call": _num(self.call), "return": _num(self.ret),
+                "input": list(self.input) if isinstance(self.input, tuple) else self.input, "output": out}
+
+
+def _num(x: float) -> Any:
+    return None if x == math.inf else x
+
+
+def as_ops(items: Iterable[Any]) -> list[Op]:
+    """Ops from Op objects or dicts {id, process, call, return, input, output}."""
+    out = []
+    for i, x in enumerate(items):
+        if isinstance(x, Op):
+            out.append(x)
+            continue
+        ret = x.get("return", x.get("ret"))
+        inp = x["input"]
+        out.append(Op(x.get("id", i), x.get("process"), x["call"], math.inf if ret is None else ret,
+                      tuple(inp) if isinstance(inp, list) else inp,
+                      _models.UNKNOWN if x.get("output") == "unknown" else x.get("output")))
+    return out
+
+
+def check(history_ops: Iterable[Any], model: Any, *, budget_s: float = 10.0, partition: bool = True,
+          parallel: bool | None = None) -> dict[str, Any]:
+    """Is the history linearizable with respect to `model`? `valid` is True, False, or
+    "unknown" when the budget ran out first."""
+    t0 = time.perf_counter()
+    if isinstance(model, str):
+        model = _models.by_name(model)
+    ops = as_ops(history_ops)
+    parts = (model.partition(ops) if partition else None) or [ops]
+    parts = [p for p in parts if p]
+    deadline = t0 + budget_s
+    use_pool = parallel if parallel is not None else (
+        len(parts) > 1 and len(ops) >= _PARALLEL_MIN_OPS and (os.cpu_count() or 1) > 1)
+    if use_pool:
+        results = _run_pool(parts, model, deadline)
+    else:
+        results = _interleave([_searcher(p, model) for p in parts], deadline)
+    verdicts = [r[0] if r else "skipped" for r in results]
+    if "invalid" in verdicts:
+        valid: bool | str = False
+    elif "unknown" in verdicts or "skipped" in verdicts:
+        valid = "unknown"
+    else:
+        valid = True
+    longest: list[int] = []
+    unplaced: list[Any] = []
+    failed = []
+    for i, (p, r) in enumerate(zip(parts, results)):
+        if r is None:
+            continue
+        verdict, seq = r
+        ids = [p[j].id for j in seq]
+        if verdict == "invalid":
+            failed.append(i)
+            longest.extend(ids)
+            placed = set(seq)
+            unplaced.extend(p[j].id for j in range(len(p)) if j not in placed)
+        elif valid is True:
+            longest.extend(ids)
+    return {
+        "valid": valid,
+        "model": model.name,
+        "partitions": len(parts),
+        "failed_partitions": failed,
+        "longest_prefix": longest,
+        "unplaced": unplaced,
+        "operations": [op.to_dict() for op in ops],
+        "elapsed_s": round(time.perf_counter() - t0, 6),
+        "timed_out": "unknown" in verdicts,
+    }
+
+
+def _run_pool(parts: list[list[Op]], model: Any, deadline: float) -> list[tuple[str, list[int]] | None]:
+    """Parts dealt to one process per core (largest first, to the least loaded), each process
+    interleaving its parts; the first invalid part stops every process."""
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    workers = min(len(parts), os.cpu_count() or 1)
+    groups: list[list[int]] = [[] for _ in range(workers)]
+    load = [0] * workers
+    for i in sorted(range(len(parts)), key=lambda i: -len(parts[i])):
+        w = load.index(min(load))
+        groups[w].append(i)
+        load[w] += len(parts[i])
+    stop = ctx.Event()
+    queue = ctx.SimpleQueue()
+    procs = [ctx.Process(target=_worker, args=(g, [parts[i] for i in g], model, deadline, stop, queue),
+                         daemon=True) for g in groups]
+    for p in procs:
+        p.start()
+    results: list[tuple[str, list[int]] | None] = [None] * len(parts)
+    for _ in procs:
+        for i, r in queue.get():
+            results[i] = r
+            if r is not None and r[0] == "invalid":
+                stop.set()
+    for p in procs:
+        p.join()
+    return results
+
+
+def _worker(indices: list[int], parts: list[list[Op]], model: Any, deadline: float, stop: Any,
+            queue: Any) -> None:
+    results = _interleave([_searcher(p, model) for p in parts], deadline, stop)
+    queue.put(list(zip(indices, results)))
+
+
+def _search(ops: Sequence[Op], model: Any, deadline: float) -> tuple[str, list[int]]:
+    """One part: ("valid", a linearization) | ("invalid", longest prefix) | ("unknown", longest
+    prefix so far). Indices are into `ops`."""
+    return _interleave([_searcher(ops, model)], deadline)[0]  # type: ignore[return-value]
+
+
+def _interleave(searches: list[Any], deadline: float, stop: Any = None) -> list[tuple[str, list[int]] | None]:
+    """Run searches round-robin, a slice each, until all are decided, one is invalid (that
+    decides the whole history, as in Porcupine's parallel check), or the budget is spent."""
+    results: list[tuple[str, list[int]] | None] = [None] * len(searches)
+    live = list(range(len(searches)))
+    while live:
+        for i in list(live):
+            try:
+                next(searches[i])
+            except StopIteration as done:
+                results[i] = done.value
+                live.remove(i)
+                if done.value[0] == "invalid":
+                    return results
+        if time.perf_counter() > deadline or (stop is not None and stop.is_set()):
+            for i in live:
+                results[i] = searches[i].send("stop")
+            return results
+    return results
+
+
+def _searcher(ops: Sequence[Op], model: Any) -> Any:
+    """A generator: yields every few thousand steps (send it "stop" to get the longest prefix so
+    far as ("unknown", prefix)); returns the verdict of `_search`."""
+    n = len(ops)
+    if n == 0:
+        return "valid", []
+    # entries: 0..n-1 are calls, n..2n-1 returns; sorted by time, calls before returns at a tie
+    keyed = sorted([(op.call, 0, i) for i, op in enumerate(ops)] + [(op.ret, 1, n + i) for i, op in enumerate(ops)])
+    order = [e for _, _, e in keyed]
+    head = 2 * n
+    nxt = [-1] * (2 * n + 1)
+    prv = [-1] * (2 * n + 1)
+    prev = head
+    for e in order:
+        nxt[prev] = e
+        prv[e] = prev
+        prev = e
+    inputs = [op.input for op in ops]
+    outputs = [op.output for op in ops]
+    step = model.step
+    state = model.init()
+    linearized = 0
+    seen: set[tuple[int, Any]] = set()
+    stack: list[tuple[int, Any]] = []  # (call entry, state before it)
+    best: list[int] = []
+    entry = nxt[head]
+    steps = 0
+    while True:
+        if entry < n:  # a call: try to linearize it here
+            steps += 1
+            if steps & 0xFFF == 0:
+                if (yield None) == "stop":
+                    yield "unknown", best if len(best) > len(stack) else [c for c, _ in stack]
+                    return "unknown", []
+            ok, new_state = step(state, inputs[entry], outputs[entry])
+            if ok:
+                lin = linearized | (1 << entry)
+                key = (lin, new_state)
+                if key not in seen:
+                    seen.add(key)
+                    stack.append((entry, state))
+                    state, linearized = new_state, lin
+                    # lift the call and its return out of the list
+                    a, b = prv[entry], nxt[entry]
+                    nxt[a] = b
+                    prv[b] = a
+                    r = entry + n
+                    a, b = prv[r], nxt[r]
+                    nxt[a] = b
+                    if b >= 0:
+                        prv[b] = a
+                    entry = nxt[head]
+                    if entry < 0:
+                        return "valid", [c for c, _ in stack]
+                    continue
+            entry = nxt[entry]
+        else:  # a return before its call was linearized: backtrack
+            if len(stack) > len(best):
+                best = [c for c, _ in stack]
+            if not stack:
+                return "invalid", best
+            entry, state = stack.pop()
+            linearized &= ~(1 << entry)
+            r = entry + n
+            a, b = prv[r], nxt[r]
+            nxt[a] = r
+            if b >= 0:
+                prv[b] = r
+            a, b = prv[entry], nxt[entry]
+            nxt[a] = entry
+            prv[b] = entry
+            entry = nxt[entry]
