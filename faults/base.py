@@ -143,7 +143,12 @@ class Fault:
                 return
             self.resolve()
             self.applied = True  # before acting: a half-applied fault must still be healed
-            self._apply()
+            try:
+                self._apply()
+            except FaultError as e:
+                if e.certain:  # raised before anything was changed
+                    self.applied = False
+                raise
 
     def heal(self) -> None:
         with self._lock:

@@ -26,10 +26,15 @@ def _effective(context: Context, node: str) -> float:
     return sum(context.holders(("clock", node)).values())
 
 
+def _check(context: Context, names: list[str]) -> None:
+    """Before changing anything: every target runs with the clock shim."""
+    for name in names:
+        if getattr(context.node(name).runtime, "clock_shim", None) is None:
+            raise FaultError(f"{name} runs without the clock shim (run `onceproof setup`)", certain=True)
+
+
 def _write(context: Context, node: str) -> float:
     n = context.node(node)
-    if getattr(n.runtime, "clock_shim", None) is None:
-        raise FaultError(f"{node} runs without the clock shim (run `onceproof setup`)", certain=True)
     offset = _effective(context, node)
     n.set_clock_offset(offset)
     return offset
@@ -45,6 +50,7 @@ def _parse_skew(params: dict[str, Any]) -> dict[str, Any]:
 @kind("clock-skew", _parse_skew, targets="clock", summary="move the node's wall clock by offset")
 class ClockSkew(Fault):
     def _apply(self) -> None:
+        _check(self.context, self.targets)
         offsets = {}
         for name in self.targets:
             self.context.claim(("clock", name), self.id, self.params["offset"])
@@ -98,6 +104,7 @@ class ClockStrobe(Fault):
                 pass
 
     def _apply(self) -> None:
+        _check(self.context, self.targets)
         self._set(True)
         self._stop.clear()
         self.flips = 0
