@@ -82,15 +82,20 @@ class Timeline:
         return max(healed, key=lambda f: f.end_s or 0.0) if healed else None
 
 
-def choose_bin(duration_s: float) -> float:
+def choose_bin(duration_s: float, observe_interval_s: float = 0.0) -> float:
     """Fine bins for a short run (so a 15 s run still shows its faults), one second for
-    a long one, wider only past ~80 minutes (to keep the page small)."""
-    for b in (0.1, 0.2, 0.25, 0.5, 1.0):
-        if duration_s / b <= 200:
-            return b
+    a long one, wider only past ~80 minutes (to keep the page small); never narrower than
+    two sink observations, or the applied rate would alternate between 0 and double."""
     b = 1.0
+    for c in (0.1, 0.2, 0.25, 0.5, 1.0):
+        if duration_s / c <= 200:
+            b = c
+            break
     while duration_s / b > 5000:
         b *= 2
+    for c in (0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0):
+        if c >= b and c >= 2 * observe_interval_s:
+            return c
     return b
 
 
@@ -100,7 +105,9 @@ def build(h: History) -> Timeline:
         return tl
     t_ns = h.time
     tl.end_s = float(t_ns.max()) / NS
-    tl.bin_s = b = choose_bin(tl.end_s)
+    obs_times = t_ns[h.obs_rec[~h.obs_final]] if len(h.obs_rec) else np.zeros(0, np.int64)
+    interval = float(np.median(np.diff(np.sort(obs_times)))) / NS if len(obs_times) > 2 else 0.0
+    tl.bin_s = b = choose_bin(tl.end_s, interval)
     n_bins = max(1, math.ceil(tl.end_s / b + 1e-9))
     bin_ns = b * NS
     tl.x = [round(i * b, 3) for i in range(n_bins)]

@@ -1,0 +1,33 @@
+"""The run report: one self-contained `report.html` (styles, scripts and plotly.js inlined,
+nothing fetched) that says whether the pipeline held, and if not what broke, when and under
+which fault.
+
+`render(run_dir)` reads the run folder (plan.yaml, history.jsonl, results.json, junit.xml,
+logs/), aggregates the history per time bin, and writes `run_dir/report.html`. Any of the
+files may be missing: the report shows what there is and says what is not.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.report.page import build_page
+from harness.report.run_folder import is_run_folder
+
+REPORT_NAME = "report.html"
+
+__all__ = ["render", "render_html", "is_run_folder", "REPORT_NAME"]
+
+
+def render_html(run_dir: Path) -> str:
+    """The report of a run folder, as HTML text."""
+    return build_page(Path(run_dir))
+
+
+def render(run_dir: Path) -> Path:
+    """Write `run_dir/report.html` and return its path."""
+    run_dir = Path(run_dir)
+    out = run_dir / REPORT_NAME
+    tmp = out.with_name(REPORT_NAME + ".tmp")
+    tmp.write_text(render_html(run_dir), encoding="utf-8")
+    tmp.replace(out)  # a reader never sees half a report
+    return out
