@@ -1,0 +1,152 @@
+"""`onceproof check`: check history files (ours, Jepsen log lines, Jepsen EDN op maps).
+
+Exit code: 0 all valid, 1 any invalid, 3 any unknown (and none invalid), 2 unreadable
+input (file, line and reason on stderr; never a traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import orjson
+
+from checkers import merge_valid
+from checkers.history import HistoryError
+
+EXIT_VALID, EXIT_INVALID, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
+FORMATS = ("onceproof", "jepsen-log", "jepsen-edn")
+CHECKERS = ("exactly-once", "linearizable")
+DEFAULT_MODEL = {"jepsen-log": "cas-register", "jepsen-edn": "kv", "onceproof": "register"}
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "check", help="check history files and print a verdict per file",
+        description="Check histories: exactly-once for onceproof runs, linearizability for "
+                    "operation histories (ours or Jepsen's).")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="history format (default: guessed from the first line)")
+    p.add_argument("--checker", choices=CHECKERS, default=None,
+                   help="default: exactly-once for onceproof histories, linearizable for Jepsen's")
+    p.add_argument("--model", default=None,
+                   help="linearizability model: register, cas-register, kv, counter, set, queue "
+                        "(default: cas-register for jepsen-log, kv for jepsen-edn)")
+    p.add_argument("--order", choices=["per-key"], default=None,
+                   help="also check per-key order (default: what the run's start record says)")
+    p.add_argument("--budget", type=float, default=10.0, metavar="SECONDS",
+                   help="time budget of the linearizability search per file (then: unknown)")
+    p.add_argument("--no-partition", action="store_true", help="do not split the history by key")
+    p.add_argument("--examples", type=int, default=10, help="examples kept per anomaly")
+    p.add_argument("--json", action="store_true", help="one JSON object per file, one per line")
+    p.set_defaults(func=run)
+
+
+def guess_format(path: str) -> str:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as e:
+        raise HistoryError(path, None, f"cannot open: {e.strerror or e}") from None
+    first = next((line.strip() for line in head.splitlines() if line.strip()), b"")
+    if first.startswith(b"{:"):
+        return "jepsen-edn"
+    if b"jepsen.util" in head:
+        return "jepsen-log"
+    return "onceproof"
+
+
+def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The verdict of one file as the JSON object `--json` prints (raises HistoryError)."""
+    fmt = args.format or guess_format(path)
+    checker = args.checker or ("exactly-once" if fmt == "onceproof" else "linearizable")
+    if checker == "exactly-once":
+        if fmt != "onceproof":
+            raise HistoryError(path, None, f"the exactly-once checker reads onceproof histories, not {fmt}; "
+                                           "use --checker linearizable")
+        from checkers import exactly_once
+        from checkers.history import read_history
+
+        h = read_history(path)
+        r = exactly_once.check(h, order=args.order, examples=args.examples)
+        stats = r.pop("stats")
+        return {"file": path, "valid": r["valid"], "checkers": {"exactly-once": r}, "stats": stats}
+
+    from checkers import foreign, linearizable, models
+
+    try:
+        model = models.by_name(args.model or DEFAULT_MODEL[fmt])
+    except ValueError as e:
+        raise HistoryError(path, None, str(e)) from None
+    if fmt == "jepsen-log":
+        ops = foreign.read_jepsen_log(path)
+    elif fmt == "jepsen-edn":
+        ops = foreign.read_jepsen_edn(path)
+    else:
+        from checkers.history import read_history
+
+        ops = foreign.ops_from_history(read_history(path))
+    r = linearizable.check(ops, model, budget_s=args.budget, partition=not args.no_partition)
+    r.pop("operations")
+    r["anomalies"] = {"nonlinearizable": int(r["valid"] is False)}
+    stats = {"operations": len(ops), "partitions": r["partitions"], "elapsed_s": r["elapsed_s"]}
+    return {"file": path, "valid": r["valid"], "checkers": {"linearizable": r}, "stats": stats}
+
+
+def run(args: argparse.Namespace) -> int:
+    verdicts: list[Any] = []
+    unreadable = False
+    for path in args.files:
+        try:
+            out = check_file(path, args)
+        except HistoryError as e:
+            unreadable = True
+            print(f"onceproof check: {e}", file=sys.stderr)
+            if args.json:
+                print(orjson.dumps({"file": path, "valid": None, "error": {
+                    "file": e.path, "line": e.line, "reason": e.reason}}).decode(), flush=True)
+            continue
+        verdicts.append(out["valid"])
+        if args.json:
+            print(orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY, default=str).decode(), flush=True)
+        else:
+            _print(out)
+    if unreadable:
+        return EXIT_BAD_INPUT
+    merged = merge_valid(verdicts)
+    return EXIT_VALID if merged is True else EXIT_INVALID if merged is False else EXIT_UNKNOWN
+
+
+def _print(out: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    valid = out["valid"]
+    style = {True: "bold green", False: "bold red"}.get(valid, "bold yellow")
+    word = {True: "valid", False: "INVALID"}.get(valid, "unknown")
+    console.print(f"[{style}]{word}[/]  {out['file']}")
+    for name, r in out["checkers"].items():
+        table = Table(title=name, show_header=True, title_justify="left")
+        table.add_column("anomaly")
+        table.add_column("count", justify="right")
+        table.add_column("first example")
+        for kind, count in r.get("anomalies", {}).items():
+            first = (r.get("examples", {}).get(kind) or [{}])[0]
+            table.add_row(kind, str(count), (f"{first.get('id') or first.get('key')}: {first.get('why')}"
+                                             if count and first else ""),
+                          style="red" if count else None)
+        console.print(table)
+        if name == "linearizable":
+            console.print(f"  {out['stats']['operations']} operations in {r['partitions']} partition(s), "
+                          f"{r['elapsed_s']:.3f} s" + (f"; {len(r['unplaced'])} could not be placed"
+                                                       if valid is False else ""))
+        for note in r.get("notes", []):
+            console.print(f"  note: {note}")
+    stats = out.get("stats", {})
+    if "sends" in stats:
+        lat = stats["latency_ms"]
+        console.print(f"  sends ok/fail/info: {stats['sends']['ok']}/{stats['sends']['fail']}/"
+                      f"{stats['sends']['info']}, applied: {stats['applied']}, latency ms p50/p99/max: "
+                      f"{lat['p50']}/{lat['p99']}/{lat['max']}")
