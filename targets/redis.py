@@ -20,7 +20,7 @@ def client(host: str, port: int, timeout: float = 2.0, db: int = 0) -> redis.Red
     """A client whose timeouts are deterministic: redis-py retries by default (a 1 s timeout
     became 15.6 s against a partitioned host), so no retries here."""
     return redis.Redis(host=host, port=port, db=db, socket_timeout=timeout, socket_connect_timeout=timeout,
-                       retry=Retry(NoBackoff(), 0), retry_on_timeout=False, decode_responses=True)
+                       retry=Retry(NoBackoff(), 0), decode_responses=True)
 
 
 class RedisNode(Node):

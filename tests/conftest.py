@@ -17,10 +17,25 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 
 def _our_processes() -> list[str]:
-    """Server processes started from our cache or scratch space (anything we could leak)."""
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()
-    marks = (str(paths.scratch_root()) + "/", str(paths.home()) + "/")
-    return [line for line in out[1:] if any(m in line for m in marks) and "pytest" not in line]
+    """Processes this session started that still run: our children (servers are started in
+    their own sessions but stay our children), and orphans whose command line names our
+    scratch space (a server whose harness was killed)."""
+    import psutil
+
+    found = {}
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                found[child.pid] = " ".join(child.cmdline())[:200]
+        except psutil.Error:
+            pass
+    out = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout.splitlines()
+    mark = str(paths.scratch_root()) + "/"
+    for line in out[1:]:
+        pid, ppid, args = line.split(None, 2)
+        if mark in args and ppid == "1":
+            found[int(pid)] = args[:200]
+    return [f"{pid} {args}" for pid, args in found.items()]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -31,12 +46,22 @@ def no_leaks_after_suite():
     while time.monotonic() < deadline and _our_processes():
         time.sleep(0.2)
     leftovers = _our_processes()
-    runs = list(paths.registry_dir().glob("*.json")) if paths.registry_dir().is_dir() else []
-    scratch = [p for p in paths.scratch_root().iterdir()] if paths.scratch_root().is_dir() else []
-    if leftovers or runs or scratch:
-        from targets.registry import remove_run, stale_runs
+    from targets.registry import RunEntry
 
-        for entry in stale_runs(include_live=True):
+    mine = []
+    for path in (paths.registry_dir().glob("*.json") if paths.registry_dir().is_dir() else []):
+        try:
+            entry = RunEntry.load(path)
+        except (OSError, ValueError, TypeError):
+            continue
+        if entry.owner_pid == os.getpid() or not entry.owner_alive:
+            mine.append(entry)
+    runs = [e.run_id for e in mine]
+    scratch = [e.scratch for e in mine if os.path.exists(e.scratch)]
+    if leftovers or runs or scratch:
+        from targets.registry import remove_run
+
+        for entry in mine:
             remove_run(entry)
         pytest.fail(f"the suite leaked: processes={leftovers} runs={runs} scratch={scratch}", pytrace=False)
 
