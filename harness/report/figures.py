@@ -176,6 +176,8 @@ def lanes(result: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         note = f"showing operations {lo + 1}-{lo + MAX_LANE_OPS} of {len(ops)}, around the first unplaced one"
         ops = ops[lo:lo + MAX_LANE_OPS]
     end = max(op["return"] if isinstance(op.get("return"), (int, float)) else op["call"] for op in ops)
+    # history times are ns since the run started; a foreign history (Porcupine, Jepsen) may use any unit
+    scale, unit = (1e9, "seconds since the run started") if end > 1e6 else (1.0, "time")
     groups: dict[str, dict[str, list[Any]]] = {}
     lane_names: list[str] = []
     for op in ops:
@@ -190,12 +192,12 @@ def lanes(result: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
             lane_names.append(lane)
         g = groups.setdefault(status, {"y": [], "base": [], "x": [], "text": [], "hover": []})
         g["y"].append(lane)
-        g["base"].append(op["call"] / 1e9)
-        g["x"].append(max(stop - op["call"], 1) / 1e9)
+        g["base"].append(op["call"] / scale)
+        g["x"].append(max(stop - op["call"], scale / 1e6) / scale)
         g["text"].append(esc(_brief(op.get("input"))))
         g["hover"].append(f"op {esc(op.get('id'))}: {esc(op.get('input'))} → "
                           f"{'pending' if pending else esc(op.get('output'))}<br>"
-                          f"{op['call'] / 1e9:.6f} s → {'?' if pending else f'{stop / 1e9:.6f} s'}")
+                          f"{op['call'] / scale:g} → {'?' if pending else f'{stop / scale:g}'}")
     colours = {"in the longest linearizable prefix": "#2ca02c", "could not be placed": "#d62728",
                "after the prefix": "#bbbbbb"}
     traces = [{"type": "bar", "orientation": "h", "name": status, "y": g["y"], "base": g["base"], "x": g["x"],
@@ -205,7 +207,7 @@ def lanes(result: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
               for status, g in groups.items()]
     layout = {"font": FONT, "barmode": "overlay", "height": 120 + 42 * len(lane_names),
               "margin": {"l": 100, "r": 20, "t": 20, "b": 60}, "bargap": 0.35, "hovermode": "closest",
-              "xaxis": {"title": {"text": "seconds since the run started"}, "gridcolor": "#eee"},
+              "xaxis": {"title": {"text": unit}, "gridcolor": "#eee"},
               "yaxis": {"type": "category", "categoryorder": "array", "categoryarray": lane_names[::-1]},
               "legend": {"orientation": "h", "y": -0.25}, "plot_bgcolor": "#fff"}
     return {"data": traces, "layout": layout}, note

@@ -93,8 +93,10 @@ def choose_bin(duration_s: float, observe_interval_s: float = 0.0) -> float:
             break
     while duration_s / b > 5000:
         b *= 2
-    for c in (0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0):
-        if c >= b and c >= 2 * observe_interval_s:
+    if 2 * observe_interval_s <= b:
+        return b
+    for c in (0.2, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0):
+        if c >= 2 * observe_interval_s:
             return c
     return b
 
