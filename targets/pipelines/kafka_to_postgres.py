@@ -17,9 +17,13 @@ Why it holds:
 - After any database error the commit's fate is unknown, so every position is re-read.
 - A replica paused inside a transaction holds a row lock; the server's
   idle_in_transaction_session_timeout ends its session within seconds (see common.PG_OPTIONS).
+
+Test hook: ONCEPROOF_HOLD_MS=<ms> makes a replica log "holding" and wait that long between reading
+a batch and applying it, so that a test can stop it exactly there and make it a zombie.
 """
 from __future__ import annotations
 
+import os
 import time
 
 import psycopg
@@ -45,6 +49,7 @@ class Pipeline:
         self.position: dict[int, int] = {}  # assigned partition -> next offset to apply
         self.stale: set[int] = set()  # assigned partitions whose position must be re-read
         self.consumer = Consumer(consumer_config(cfg))
+        self.hold = int(os.environ.get("ONCEPROOF_HOLD_MS") or 0)
 
     # --- positions --------------------------------------------------------------------------
     def load(self, partitions: list[int]) -> dict[int, int]:
@@ -101,6 +106,9 @@ class Pipeline:
                 events.append(ev)
         if not ranges:
             return
+        if self.hold:
+            log(f"holding a batch of {len(events)} for {self.hold} ms")
+            time.sleep(self.hold / 1000)
         key = (self.cfg.group, self.topic)
 
         def go(conn: psycopg.Connection) -> None:
