@@ -59,6 +59,7 @@ class Observer:
     def wait_idle(self, idle_s: float, max_s: float) -> bool:
         """Until nothing new has appeared for idle_s, or max_s passed. True if it went idle."""
         deadline = time.monotonic() + max_s
+        self.last_change = max(self.last_change, time.monotonic())  # idle counts from now at the earliest
         while time.monotonic() < deadline:
             if time.monotonic() - self.last_change >= idle_s:
                 return True

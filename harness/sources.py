@@ -120,6 +120,7 @@ class KafkaSource(Source):
         self.producer.purge()
         self.producer.flush(1)
         self._flush_done(complete)
+        self.producer = None  # destroyed now, not when the targets are already gone
 
 
 def _wait_topic(admin: Any, topic: str, partitions: int, timeout: float = 30.0) -> None:

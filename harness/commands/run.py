@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     except PlanError as e:
         print(e, file=sys.stderr)
         return 2
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
     interactive = console.is_terminal and not args.json
     last_print = [0.0]
 
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         elif time.monotonic() - last_print[0] >= 5 or p.phase != getattr(on_progress, "phase", None):
             last_print[0] = time.monotonic()
             on_progress.phase = p.phase  # type: ignore[attr-defined]
-            console.print(f"[{p.phase}] {p.elapsed_s:5.1f}s/{p.total_s:.0f}s sent={p.sent} acked={p.acked} "
+            console.print(f"\\[{p.phase}] {p.elapsed_s:5.1f}s/{p.total_s:.0f}s sent={p.sent} acked={p.acked} "
                           f"applied={p.applied} rate={p.rate:.0f}/s faults={', '.join(p.faults) or '-'}")
 
     console.print(f"onceproof: running plan {plan.name!r} (seed {plan.seed}, {plan.workload.duration:g}s of load)")

@@ -205,6 +205,7 @@ def lanes(result: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
                "hovertext": g["hover"], "hoverinfo": "text", "marker": {"color": colours[status],
                                                                          "line": {"width": 1, "color": "#555"}}}
               for status, g in groups.items()]
+    lane_names.sort(key=lambda name: (len(name), name))  # process 2 before process 10
     layout = {"font": FONT, "barmode": "overlay", "height": 120 + 42 * len(lane_names),
               "margin": {"l": 100, "r": 20, "t": 20, "b": 60}, "bargap": 0.35, "hovermode": "closest",
               "xaxis": {"title": {"text": unit}, "gridcolor": "#eee"},

@@ -1,0 +1,138 @@
+"""`onceproof run` end to end through the CLI, against real targets: correct pipelines pass,
+broken ones are caught with the right anomaly names, a vacuous run is unknown (never valid),
+a malformed plan is bad input, and a harness killed mid-run leaves a checkable history."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _plan(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(text)
+    return p
+
+
+def _run(plan: Path, out: Path, *extra: str, timeout: float = 300) -> tuple[int, dict, str]:
+    res = subprocess.run([sys.executable, "-m", "harness", "run", str(plan), "--out", str(out), "--json", *extra],
+                         capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    summary = {}
+    for line in res.stdout.splitlines():
+        if line.startswith("{"):
+            summary = json.loads(line)
+    return res.returncode, summary, res.stderr
+
+
+KAFKA_TO_POSTGRES = """name: k2p
+targets: {kafka: {nodes: 1}, postgres: {}}
+pipeline: {command: [python, -m, targets.pipelines.kafka_to_postgres], replicas: 2}
+workload: {source: kafka:onceproof.events, sink: postgres:onceproof_effects, rate: 1000, keys: 20, duration: 12s}
+faults:
+  - {at: 2s, kill: pipeline-0, restart-after: 1s}
+  - {at: 5s, for: 3s, partition: {target: kafka-1, from: pipeline}}
+  - {at: 9s, for: 2s, pause: pipeline-1}
+checks: {exactly-once: {order: per-key}}
+quiesce: {idle: 3s, max: 60s}
+"""
+
+TXN_COPY = """name: txn-copy
+targets: {kafka: {nodes: 1}}
+pipeline: {command: [python, -m, targets.pipelines.kafka_txn_copy], replicas: 2}
+workload: {source: kafka:onceproof.events, sink: kafka:onceproof.effects, rate: 500, keys: 20, duration: 12s}
+faults:
+  - {at: 3s, kill: pipeline-0, restart-after: 1s}
+  - {at: 7s, kill: pipeline-1, restart-after: 1s}
+quiesce: {idle: 3s, max: 60s}
+"""
+
+BROKEN = """name: {name}
+targets: {{kafka: {{nodes: 1}}, postgres: {{}}}}
+pipeline: {{command: [python, -m, targets.pipelines.{module}], replicas: 2}}
+workload: {{source: kafka:onceproof.events, sink: postgres:onceproof_effects, rate: 2000, keys: 20, duration: 12s}}
+faults:
+  - {{random: {{from: 1s, until: 11s, every: 1s, kinds: [kill], targets: [pipeline-0, pipeline-1], restart-after: 300ms}}}}
+quiesce: {{idle: 3s, max: 60s}}
+"""
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_exactly_once_pipeline_passes_under_kills_partition_and_pause(tmp_path, seed):
+    code, summary, err = _run(_plan(tmp_path, "k2p", KAFKA_TO_POSTGRES), tmp_path / "out", "--seed", str(seed))
+    assert code == 0, (summary, err[-3000:])
+    assert summary["valid"] is True
+    assert summary["workload"]["ok"] > 5000
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_transactional_kafka_copy_passes_under_kills(tmp_path, seed):
+    code, summary, err = _run(_plan(tmp_path, "txn", TXN_COPY), tmp_path / "out", "--seed", str(seed))
+    assert code == 0, (summary, err[-3000:])
+    assert summary["valid"] is True
+
+
+@pytest.mark.parametrize("module,anomaly", [("at_least_once", "duplicate"), ("commit_before_process", "lost")])
+def test_broken_pipeline_is_caught_with_the_right_anomaly(tmp_path, module, anomaly):
+    plan = _plan(tmp_path, module, BROKEN.format(name=module.replace("_", "-"), module=module))
+    code, summary, err = _run(plan, tmp_path / "out")
+    assert code == 1, (summary, err[-3000:])
+    anomalies = summary["checkers"]["exactly-once"]["anomalies"]
+    assert anomalies[anomaly] > 0, anomalies
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    example = results["checkers"]["exactly-once"]["examples"][anomaly][0]
+    assert any(r["f"] == "send" for r in example["records"])
+    junit = (tmp_path / "out" / "junit.xml").read_text()
+    assert "<failure" in junit and anomaly in junit
+
+
+def test_pipeline_that_does_nothing_is_unknown_never_valid(tmp_path):
+    code, summary, err = _run(ROOT / "plans" / "do-nothing.yaml", tmp_path / "out")
+    assert code == 3, (summary, err[-2000:])
+    assert summary["valid"] == "unknown"
+
+
+def test_malformed_plan_is_bad_input_naming_the_line(tmp_path):
+    plan = _plan(tmp_path, "bad", "name: bad\ntargets: {postgres: {}}\npipeline: {command: [x]}\n"
+                                  "workload: {sink: postgres:e, source: kafka:s, rate: fast}\n")
+    code, summary, err = _run(plan, tmp_path / "out")
+    assert code == 2
+    assert f"{plan}:4" in err and "workload.rate" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_sigkill_of_the_harness_leaves_a_history_that_check_reads(tmp_path):
+    plan = _plan(tmp_path, "k2p", KAFKA_TO_POSTGRES.replace("duration: 12s", "duration: 60s"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(plan), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)
+    history = out / "history.jsonl"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # until the load has been running for a while
+            if history.exists() and history.stat().st_size > 200_000:
+                break
+            time.sleep(0.2)
+        assert history.exists() and history.stat().st_size > 200_000
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    res = subprocess.run([sys.executable, "-m", "harness", "check", "--json", str(history)], capture_output=True,
+                         text=True, timeout=120, cwd=ROOT)
+    assert res.returncode in (0, 1, 3), res.stderr
+    verdict = json.loads(res.stdout.splitlines()[0])
+    assert verdict["valid"] in (True, False, "unknown")
+    assert verdict["stats"], verdict
+    cleanup = subprocess.run([sys.executable, "-m", "harness", "cleanup"], capture_output=True, text=True, timeout=60)
+    assert cleanup.returncode == 0
+    assert "removed" in cleanup.stdout
