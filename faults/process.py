@@ -1,14 +1,74 @@
 """Process faults: `kill` (SIGKILL to the node's process group; healed by starting it again
 on the same data), `restart` (graceful stop, then start), `pause` (SIGSTOP; healed by SIGCONT).
 
+A node is its whole process tree. Signalling the node's process group is not enough:
+PostgreSQL backends call setsid(), so they are groups of their own; a SIGSTOP of the
+postmaster's group alone leaves every open session working (measured: see
+tests/integration/faults/test_process.py), and a SIGKILL of it leaves backends serving until
+they notice the postmaster died. So kill and pause also signal every descendant, and pause
+returns only when the kernel reports every process stopped.
+
 A node held down by two kills starts again when the last of them heals; a node paused twice
 resumes when the last pause heals."""
 from __future__ import annotations
 
+import os
+import signal
+import time
 from typing import Any
 
+import psutil
+
 from faults import params as p
-from faults.base import Fault, kind
+from faults.base import Fault, FaultError, kind
+from targets.process import Node
+
+
+def descendants(node: Node) -> list[int]:
+    if not node.alive or node.pid is None:
+        return []
+    try:
+        return [c.pid for c in psutil.Process(node.pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError):
+        return "X"  # gone
+
+
+def wait_gone(pids: list[int], timeout: float = 2.0) -> bool:
+    """Until every process has died (a zombie nobody reaped yet counts as dead)."""
+    deadline = time.monotonic() + timeout
+    while any(_state(pid) not in "XZ" for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.0005)
+    return True
+
+
+def wait_states(pids: list[int], stopped: bool, timeout: float = 2.0) -> bool:
+    """Until every process is stopped (T) or running again (not T); a vanished one counts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = [_state(pid) for pid in pids]
+        if all((s in "TtXZ") if stopped else (s not in "Tt") for s in states):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.0005)
 
 
 def _parse_kill(params: dict[str, Any]) -> dict[str, Any]:
@@ -37,7 +97,11 @@ class Kill(Fault):
             node = self.context.node(name)
             self.context.claim(("down", name), self.id)
             pids[name] = node.pid if node.alive else None
+            children = descendants(node)
             node.kill()
+            _signal_all(children, signal.SIGKILL)
+            if not wait_gone(children):
+                raise FaultError(f"kill: processes of {name} survived SIGKILL: {children}")
         self.details["killed"] = pids
 
     def _heal(self) -> None:
@@ -71,16 +135,26 @@ class Restart(Fault):
 @kind("pause", _parse_none("pause"), summary="SIGSTOP the node (its sockets stay open); SIGCONT at heal")
 class Pause(Fault):
     def _apply(self) -> None:
-        pids = {}
+        pids: dict[str, list[int]] = {}
         for name in self.targets:
             node = self.context.node(name)
-            first = self.context.claim(("paused", name), self.id)
-            if first:
-                node.pause()
-            pids[name] = node.pid
-        self.details["pids"] = pids
+            if self.context.claim(("paused", name), self.id):
+                node.pause()  # the group first: the parent forks no new child after this
+                tree = [node.pid, *descendants(node)] if node.pid else []
+                _signal_all(tree[1:], signal.SIGSTOP)
+                pids[name] = tree
+        self.details["pids"] = {n: t[0] if t else None for n, t in pids.items()}
+        self.details["processes"] = sum(len(t) for t in pids.values())
+        if not wait_states([pid for t in pids.values() for pid in t], stopped=True):
+            raise FaultError(f"pause: not every process of {', '.join(pids)} stopped within 2 s")
 
     def _heal(self) -> None:
+        resumed = []
         for name in self.targets:
             if self.context.release(("paused", name), self.id):
-                self.context.node(name).resume()
+                node = self.context.node(name)
+                tree = [node.pid, *descendants(node)] if node.alive and node.pid else []
+                _signal_all(tree[1:], signal.SIGCONT)
+                node.resume()
+                resumed += tree
+        wait_states(resumed, stopped=False)
