@@ -1,0 +1,90 @@
+"""The highest rate the workload sustains with full history recording, side by side with the
+native tools, same message size, measured in one run on the same servers:
+
+    .venv/bin/python benchmarks/load.py [--seconds 10] [--events 1000000]
+
+- Kafka: onceproof's workload (idempotent producer, acks=all, every send's invoke and
+  completion written to a history) vs Kafka's own org.apache.kafka.tools.ProducerPerformance
+  with the same producer settings.
+- Redis: onceproof's workload (pipelined XADD batches) vs redis-benchmark running XADD
+  with the same pipelining.
+Goal (issue "The run"): >= 100K events/s and >= 0.5x the native tool."""
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from harness.history import History
+from harness.sources import KafkaSource, RedisSource, encode
+from harness.workload import EventFactory, Workload
+from targets import kafka as kafka_mod
+from targets.deployment import Deployment, TargetsSpec
+from targets.local import LocalRuntime
+
+
+def ours(source, seconds: float, rate: float, tmp: Path, name: str) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+    history = History(tmp / f"{name}.jsonl")
+    w = Workload(source, history, rate=rate, keys=50, seed=1, payload_bytes=16)
+    t = time.monotonic()
+    w.run(seconds, threading.Event())
+    w.finish(60)
+    elapsed = time.monotonic() - t
+    history.close()
+    lines = sum(1 for _ in open(tmp / f"{name}.jsonl", "rb"))
+    return w.stats.ok / elapsed, lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--rate", type=float, default=1_000_000, help="asked rate (open loop); far above what fits")
+    ap.add_argument("--events", type=int, default=1_000_000, help="records for the native tools")
+    args = ap.parse_args()
+    size = len(encode(("e1234567", "k12", 1234, "x" * 16)))
+    rt = LocalRuntime()
+    d = Deployment.create(rt, TargetsSpec(kafka_nodes=1, redis="none"))
+    rows = []
+    try:
+        d.start()
+        with tempfile.TemporaryDirectory() as tmpdir:
+            tmp = Path(tmpdir)
+            src = KafkaSource(d, "bench.ours", 3)
+            src.setup()
+            rate, lines = ours(src, args.seconds, args.rate, tmp, "kafka")
+            (tmp / "kafka.jsonl").unlink()
+            KafkaSource(d, "bench.native", 3).setup()
+            out = subprocess.run(
+                ["java", "-Xmx1g", "-cp", kafka_mod.classpath(), "org.apache.kafka.tools.ProducerPerformance",
+                 "--topic", "bench.native", "--num-records", str(args.events), "--record-size", str(size),
+                 "--throughput", "-1", "--producer-props", f"bootstrap.servers={d.kafka_bootstrap('load')}",
+                 "acks=all", "enable.idempotence=true", "linger.ms=5", "batch.size=262144"],
+                capture_output=True, text=True, timeout=600).stdout
+            m = re.findall(r"([\d.]+) records/sec", out)
+            native = float(m[-1]) if m else float("nan")
+            rows.append(("kafka", rate, native, lines))
+            rsrc = RedisSource(d, "bench.ours", 1)
+            rsrc.setup()
+            rrate, rlines = ours(rsrc, args.seconds, args.rate, tmp, "redis")
+            payload = "x" * 16
+            out = subprocess.run(
+                ["redis-benchmark", "-h", "127.0.0.1", "-p", str(d.proxies["load-redis"].listen), "-n", str(args.events),
+                 "-P", "100", "-c", "1", "-q", "XADD", "bench.native", "*", "id", "e1234567", "key", "k12",
+                 "seq", "1234", "payload", payload], capture_output=True, text=True, timeout=600).stdout
+            m = re.findall(r"([\d.]+) requests per second", out)
+            rnative = float(m[-1]) if m else float("nan")
+            rows.append(("redis", rrate, rnative, rlines))
+    finally:
+        d.stop()
+    print(f"message size {size} bytes, through the load group's Toxiproxy, {args.seconds:g}s of onceproof load")
+    print(f"{'target':<8} {'onceproof ev/s':>15} {'native ev/s':>13} {'ratio':>7} {'history lines':>14}")
+    for name, r, n, lines in rows:
+        print(f"{name:<8} {r:>15,.0f} {n:>13,.0f} {r / n:>7.2f} {lines:>14,}")
+
+
+if __name__ == "__main__":
+    main()
