@@ -134,6 +134,14 @@ class Nemesis:
             errors.append(str(e))
         return errors
 
+    def _flush(self) -> None:
+        flush = getattr(self.history, "flush", None)
+        if callable(flush):
+            try:
+                flush()
+            except Exception as e:  # noqa: BLE001
+                self.errors.append(f"history flush: {e}")
+
     # --- a schedule -----------------------------------------------------------------
     def run(self, schedule: list[Step], t0_monotonic: float, stop_event: threading.Event | None = None,
             block: bool = False) -> threading.Thread:
@@ -218,6 +226,7 @@ class Nemesis:
             healer = threading.Thread(target=self.heal_all, name="nemesis-heal-all", daemon=True)
             healer.start()
             healer.join(60)
+            self._flush()  # the process may end right below: the heal records must be on disk
             prev = previous.get(signum)
             if callable(prev):
                 prev(signum, frame)
