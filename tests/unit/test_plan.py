@@ -1,0 +1,85 @@
+"""Plans: defaults filled in, errors that say file, line, field, what was expected."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from harness.plan import PlanError, load_plan, parse_duration
+
+GOOD = """name: kafka-to-postgres
+seed: 7
+targets: {kafka: {nodes: 1}, postgres: {}}
+pipeline: {command: [python, -m, targets.pipelines.kafka_to_postgres], replicas: 2}
+workload: {source: kafka:onceproof.events, sink: postgres:onceproof_effects, rate: 2000, keys: 50, duration: 40s}
+faults:
+  - {at: 8s, kill: pipeline-0, restart-after: 2s}
+  - {at: 15s, for: 8s, partition: {target: kafka-1, from: pipeline}}
+  - {at: 25s, for: 6s, latency: {target: postgres, ms: 200, jitter: 50}}
+  - {random: {from: 5s, until: 35s, every: 6s, for: 3s, kinds: [kill, pause, partition]}}
+checks: {exactly-once: {order: per-key}}
+quiesce: {idle: 5s, max: 60s}
+"""
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "plan.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_the_issue_example_plan_loads_with_every_default_filled_in(tmp_path):
+    plan = load_plan(_write(tmp_path, GOOD))
+    resolved = plan.resolved()
+    assert resolved["workload"]["duration"] == 40.0
+    assert resolved["workload"]["partitions"] == 3
+    assert resolved["observe"]["interval"] == 0.5
+    assert resolved["targets"]["redis"] is None
+    # the resolved plan is itself a valid plan
+    again = load_plan(_write(tmp_path, yaml.safe_dump(resolved)))
+    assert again.resolved() == resolved
+
+
+@pytest.mark.parametrize("text,line,field,words", [
+    ("name: x\ntargets: {postgres: {}}\npipeline: {command: [x], replica: 2}\n", 3, "pipeline.replica",
+     "did you mean 'replicas'"),
+    ("name: x\ntargets: {postgres: {}}\npipeline: {command: [x]}\nworkload:\n  duration: soon\n", 5,
+     "workload.duration", "expected a duration such as 40s"),
+    ("name: x\ntargets: {postgres: {}}\npipeline: {command: [x]}\nworkload: {source: kafak:e}\n", 4,
+     "workload.source", "did you mean kafka:e"),
+    ("name: x\ntargets: {postgres: {}}\npipeline: {command: [x]}\nworkload: {source: kafka:e}\n", 4,
+     "workload.source", "needs a kafka target"),
+    ("name: x\ntargets: {}\n", None, "pipeline", "required field is missing"),
+])
+def test_bad_plan_names_line_field_and_expectation(tmp_path, text, line, field, words):
+    path = _write(tmp_path, text)
+    with pytest.raises(PlanError) as e:
+        load_plan(path)
+    msg = str(e.value)
+    assert field in msg and words in msg, msg
+    if line:
+        assert f"{path}:{line}:" in msg, msg
+
+
+def test_not_yaml_is_reported_with_its_line(tmp_path):
+    path = _write(tmp_path, "name: x\ntargets: {postgres: {}\n  bad\n")
+    with pytest.raises(PlanError) as e:
+        load_plan(path)
+    assert "not valid YAML" in str(e.value)
+    assert f"{path}:" in str(e.value)
+
+
+def test_missing_file_is_a_plan_error(tmp_path):
+    with pytest.raises(PlanError, match="cannot read the plan"):
+        load_plan(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("text,seconds", [("40s", 40), ("500ms", 0.5), ("2m", 120), (3, 3.0), ("1.5s", 1.5)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+def test_every_plan_in_the_repo_is_valid():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parents[2] / "plans").glob("*.yaml")):
+        load_plan(path)
