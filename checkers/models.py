@@ -136,7 +136,9 @@ class Set(_Base):
     def step(self, state: Any, input: Any, output: Any) -> tuple[bool, Any]:
         if input[0] == "add":
             return True, state | {input[1]}
-        return (output is UNKNOWN or frozenset(output) == state), state
+        if output is UNKNOWN:
+            return True, state
+        return isinstance(output, (list, tuple, set, frozenset)) and frozenset(output) == state, state
 
 
 class Queue(_Base):
@@ -172,7 +174,12 @@ set_ = Set()
 queue = Queue()
 
 MODELS: dict[str, Any] = {m.name: m for m in (register, cas_register, kv, counter, set_, queue)}
-globals()["set"] = set_  # `checkers.models.set`, as the other models are named
+
+
+def __getattr__(name: str) -> Any:  # `checkers.models.set`, without shadowing the builtin here
+    if name == "set":
+        return set_
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def by_name(name: str) -> Any:
