@@ -73,7 +73,7 @@ def timeline(tl: Timeline, anomalies: list[CheckerAnomalies]) -> dict[str, Any]:
     for verb, pts in by_verb.items():
         traces.append({"type": "scatter", "mode": "markers", "name": esc(verb), "yaxis": "y3",
                        "x": [p[0] for p in pts], "y": [p[1] for p in pts], "hovertext": [p[2] for p in pts],
-                       "hoverinfo": "text+x", "legendgroup": "events",
+                       "hoverinfo": "text+x",
                        "marker": {"symbol": MARKER_SYMBOLS.get(verb, "circle"), "size": 11,
                                   "color": "#d62728" if verb in ("kill", "crash") else "#2ca02c",
                                   "line": {"width": 2, "color": "#d62728" if verb in ("kill", "crash")
@@ -133,22 +133,31 @@ def timeline(tl: Timeline, anomalies: list[CheckerAnomalies]) -> dict[str, Any]:
     top = 30 + 18 * (max(levels) + 1 if levels else 0)
     lat_values = [v for v in tl.latency_p99 + tl.latency_p50 if v]
     log_latency = bool(lat_values) and max(lat_values) / max(min(lat_values), 0.01) > 30
-    has_lanes = bool(lanes)
+    # heights in pixels, turned into axis domains: the lane row grows with its lanes
+    rates_px, latency_px, gap_px, lane_px = 270, 130, 22, 24
+    lanes_px = lane_px * len(lanes) + (10 if lanes else 0)
+    plot_px = rates_px + gap_px + latency_px + (gap_px + lanes_px if lanes else 0)
+    bottom = 120
+    lanes_top = lanes_px / plot_px
+    lat_lo = (lanes_px + gap_px) / plot_px if lanes else 0.0
+    lat_hi = lat_lo + latency_px / plot_px
     layout = {
-        "font": FONT, "height": 560 if has_lanes else 480, "margin": {"l": 120, "r": 20, "t": top, "b": 70},
+        "font": FONT, "height": plot_px + top + bottom, "margin": {"l": 120, "r": 20, "t": top, "b": bottom},
         "hovermode": "x unified", "showlegend": True, "plot_bgcolor": "#fff",
-        "legend": {"orientation": "h", "y": -0.12, "x": 0},
-        "xaxis": {"title": {"text": "seconds since the run started"}, "range": [0, x_end],
-                  "showgrid": True, "gridcolor": "#eee", "zeroline": False, "anchor": "y3" if has_lanes else "y2"},
-        "yaxis": {"title": {"text": "events / s"}, "domain": [0.47, 1.0] if has_lanes else [0.38, 1.0],
+        "legend": {"orientation": "h", "y": -52 / plot_px, "yanchor": "top", "x": 0},
+        "xaxis": {"title": {"text": "seconds since the run started", "standoff": 6}, "range": [0, x_end],
+                  "showgrid": True, "gridcolor": "#eee", "zeroline": False, "anchor": "y3" if lanes else "y2"},
+        "yaxis": {"title": {"text": "events / s"}, "domain": [lat_hi + gap_px / plot_px, 1.0],
                   "rangemode": "tozero", "gridcolor": "#eee"},
-        "yaxis2": {"title": {"text": "latency ms"}, "domain": [0.2, 0.43] if has_lanes else [0, 0.32],
+        "yaxis2": {"title": {"text": "latency ms"}, "domain": [lat_lo, lat_hi],
                    "type": "log" if log_latency else "linear", "gridcolor": "#eee"},
         "shapes": shapes, "annotations": annotations,
     }
-    if has_lanes:
-        layout["yaxis3"] = {"domain": [0, 0.15], "type": "category", "categoryorder": "array",
-                            "categoryarray": lanes, "automargin": True, "gridcolor": "#eee"}
+    if lanes:
+        layout["yaxis3"] = {"domain": [0, lanes_top], "type": "category", "categoryorder": "array",
+                            "categoryarray": lanes[::-1], "tickmode": "array", "tickvals": lanes,
+                            "ticktext": lanes, "range": [-0.6, len(lanes) - 0.4], "fixedrange": True,
+                            "automargin": True, "gridcolor": "#eee"}
     return {"data": traces, "layout": layout}
 
 

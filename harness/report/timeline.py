@@ -82,22 +82,15 @@ class Timeline:
         return max(healed, key=lambda f: f.end_s or 0.0) if healed else None
 
 
-def choose_bin(duration_s: float, observe_interval_s: float = 0.0) -> float:
+def choose_bin(duration_s: float) -> float:
     """Fine bins for a short run (so a 15 s run still shows its faults), one second for
-    a long one, wider only past ~80 minutes (to keep the page small); never narrower than
-    two sink observations, or the applied rate would alternate between 0 and double."""
+    a long one, wider only past ~80 minutes (to keep the page small)."""
+    for c in (0.1, 0.2, 0.25, 0.5):
+        if duration_s / c <= 120:
+            return c
     b = 1.0
-    for c in (0.1, 0.2, 0.25, 0.5, 1.0):
-        if duration_s / c <= 200:
-            b = c
-            break
     while duration_s / b > 5000:
         b *= 2
-    if 2 * observe_interval_s <= b:
-        return b
-    for c in (0.2, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0):
-        if c >= 2 * observe_interval_s:
-            return c
     return b
 
 
@@ -107,9 +100,7 @@ def build(h: History) -> Timeline:
         return tl
     t_ns = h.time
     tl.end_s = float(t_ns.max()) / NS
-    obs_times = t_ns[h.obs_rec[~h.obs_final]] if len(h.obs_rec) else np.zeros(0, np.int64)
-    interval = float(np.median(np.diff(np.sort(obs_times)))) / NS if len(obs_times) > 2 else 0.0
-    tl.bin_s = b = choose_bin(tl.end_s, interval)
+    tl.bin_s = b = choose_bin(tl.end_s)
     n_bins = max(1, math.ceil(tl.end_s / b + 1e-9))
     bin_ns = b * NS
     tl.x = [round(i * b, 3) for i in range(n_bins)]
@@ -139,12 +130,14 @@ def build(h: History) -> Timeline:
     # applied: the first sighting of each event in the sink
     never = np.iinfo(np.int64).max
     first_seen = np.full(n_ev, never, np.int64)
+    first_obs = np.full(n_ev, never, np.int64)
     if len(h.eff_eid):
         eff_time = t_ns[h.obs_rec[h.eff_obs]]
         np.minimum.at(first_seen, h.eff_eid, eff_time)
+        np.minimum.at(first_obs, h.eff_eid, h.eff_obs.astype(np.int64))
     seen = first_seen != never
     tl.n_applied = int(np.count_nonzero(seen))
-    tl.applied = per_second(first_seen[seen])
+    tl.applied = _applied_per_second(h, first_obs[seen], n_bins, b)
 
     # latency: first seen - acknowledged, binned by the time of acknowledgement
     ack = np.full(n_ev, -1, np.int64)
@@ -161,6 +154,34 @@ def build(h: History) -> Timeline:
     _faults_and_phases(h, tl)
     _recovery(tl)
     return tl
+
+
+def _applied_per_second(h: History, first_obs: np.ndarray, n_bins: int, b: float) -> list[float]:
+    """Events applied per second. An event first seen by a read was applied at some moment
+    since the read before it: each read's new events are spread evenly over that interval,
+    so the curve does not alias when reads are further apart than a bin."""
+    n_obs = len(h.obs_rec)
+    new_per_read = np.bincount(first_obs, minlength=n_obs).astype(np.float64)
+    read_s = h.time[h.obs_rec] / NS
+    order = np.argsort(read_s, kind="stable")
+    ends = read_s[order]
+    starts = np.concatenate(([0.0], ends[:-1]))
+    counts = new_per_read[order]
+    # spread over [start, end): cumulative "applied" as a piecewise-linear function of time,
+    # sampled at the bin edges, then differenced
+    edges = np.arange(n_bins + 1) * b
+    cum_at_end = np.cumsum(counts)
+    cum_at_start = cum_at_end - counts
+    idx = np.searchsorted(ends, edges, side="left")  # the read interval holding each edge
+    out = np.empty(len(edges))
+    past = idx >= len(ends)
+    out[past] = cum_at_end[-1] if len(ends) else 0.0
+    i = idx[~past]
+    span = np.maximum(ends[i] - starts[i], 1e-9)
+    frac = np.clip((edges[~past] - starts[i]) / span, 0.0, 1.0)
+    out[~past] = cum_at_start[i] + frac * counts[i]
+    per_bin = np.diff(out)
+    return [round(float(c) / b, 3) for c in per_bin]
 
 
 def _binned_percentiles(bins: np.ndarray, values: np.ndarray, n_bins: int,
@@ -229,8 +250,11 @@ def _faults_and_phases(h: History, tl: Timeline) -> None:
                 windows[0].end_s = t
                 windows.pop(0)
     for w in tl.faults:
+        if w.outcome == "fail" and w.end_s is None:
+            w.end_s = w.start_s  # certainly not applied: nothing to heal
+            w.recovery_note = "the fault was not applied"
         verbs = PROCESS_FAULTS.get(w.kind)
-        if not verbs:
+        if not verbs or w.outcome == "fail":
             continue
         for target in w.targets or ["?"]:
             tl.markers.append(Marker(w.start_s, target, verbs[0], f"{w.fault}"))
@@ -270,15 +294,19 @@ def _recovery(tl: Timeline) -> None:
     load_end = tl.load_end_s if tl.load_end_s is not None else tl.end_s
     last_bin = min(len(rate), int(load_end / b))  # bins wholly inside the load
     for w in tl.faults:
-        if w.end_s is None:
-            w.recovery_note = "never healed"
+        if w.end_s is None or w.outcome == "fail":
+            w.recovery_note = w.recovery_note or "never healed"
             continue
         lo = int(max(load_start, w.start_s - RECOVERY_BASELINE_S) / b)
         hi = int(w.start_s / b)  # the bin holding the apply is already disturbed
         if hi <= lo:
             w.recovery_note = "no throughput before the fault to compare with"
             continue
+        # what the pipeline kept up with before the fault: applied, but no more than was sent
+        # (applied above the send rate is a backlog draining, not a level to come back to)
         before = float(rate[lo:hi].mean())
+        if tl.sent:
+            before = min(before, float(np.mean(tl.sent[lo:hi])))
         w.before_rate = round(before, 1)
         if before <= 0:
             w.recovery_note = "no throughput before the fault to compare with"

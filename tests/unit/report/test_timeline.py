@@ -44,10 +44,15 @@ def steady_run(rate: int, seconds: int, gap: tuple[float, float] | None = None,
 
 def test_sent_acknowledged_and_applied_are_counted_per_second() -> None:
     tl = build(history_from_records(steady_run(100, 20)))
-    assert tl.bin_s == 1.0  # never finer than two observations (0.5 s apart)
-    assert tl.sent[:20] == [100.0] * 20
-    assert tl.acked[1:20] == [100.0] * 19 and sum(tl.acked) == 2000  # acked 10 ms after the send
-    assert sum(tl.applied) == 2000
+    per_bin = round(100 * tl.bin_s)  # events in one bin
+    bins = round(20 / tl.bin_s)
+    assert tl.sent[:bins] == pytest.approx([100.0] * bins, rel=0.1)
+    assert sum(tl.acked) * tl.bin_s == 2000  # acked 10 ms after the send: one bin later at worst
+    assert sum(tl.applied) * tl.bin_s == pytest.approx(2000)
+    # reads every 0.5 s: each read's new events are spread over the 0.5 s before it, not
+    # piled into one bin, so a steady pipeline draws a steady line
+    assert tl.applied[4:bins - 4] == pytest.approx([100.0] * (bins - 8), rel=0.2)
+    assert per_bin > 0
     assert tl.sends == {"ok": 2000, "fail": 0, "info": 0}
     assert tl.n_applied == 2000
 
@@ -79,16 +84,17 @@ def test_a_fault_never_healed_lasts_to_the_end() -> None:
 
 
 def test_recovery_is_the_time_from_heal_until_applied_rate_is_back() -> None:
-    # nothing applied from 8 s to 11 s; the backlog lands at 11 s, then the steady rate goes on
-    tl = build(history_from_records(steady_run(100, 30, gap=(8, 11), faults=[("f1", "kill", 8, 10)])))
+    # nothing applied from 8 s to 12 s; the backlog lands at 12 s (seen by the read at 12 s,
+    # so applied somewhere in the 0.5 s before it), then the steady rate goes on
+    tl = build(history_from_records(steady_run(100, 30, gap=(8, 12), faults=[("f1", "kill", 8, 10)])))
     (w,) = tl.faults
     assert w.before_rate == pytest.approx(100, rel=0.05)
-    assert w.recovery_s == pytest.approx(1.0, abs=tl.bin_s)
+    assert 1.5 - tl.bin_s <= w.recovery_s <= 2.0 + tl.bin_s
 
 
 def test_bins_are_fine_for_short_runs_and_per_second_for_long_ones() -> None:
-    assert choose_bin(15) == 0.1
-    assert choose_bin(15, observe_interval_s=0.25) == 0.5
+    assert choose_bin(10) == 0.1
+    assert choose_bin(20) == 0.2
     assert choose_bin(500) == 1.0
     assert choose_bin(3 * 3600) == 4.0
 
