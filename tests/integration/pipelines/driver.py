@@ -4,6 +4,7 @@ process groups that the test kills, restarts, pauses and resumes."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
@@ -138,19 +140,42 @@ class PipelineRun:
         time.sleep(seconds)
         self.signal(i, signal.SIGCONT)
 
-    def pause_at(self, i: int, line: str, seconds: float, timeout: float = 20.0) -> bool:
-        """Stop replica i (SIGSTOP) as soon as its log shows `line` anew, for `seconds`."""
-        path = self.log_path(i)
-        mark = path.stat().st_size
+    def wait_log(self, i: int, line: str, timeout: float = 30.0, since: int = 0) -> bool:
+        """Until replica i's log shows `line` (after byte `since`)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with open(path, "rb") as f:
-                f.seek(mark)
-                if line.encode() in f.read():
-                    self.pause(i, seconds)
-                    return True
+            if self.log_path(i).exists():
+                with open(self.log_path(i), "rb") as f:
+                    f.seek(since)
+                    if line.encode() in f.read():
+                        return True
             time.sleep(0.01)
         return False
+
+    def start_and_wait(self, line: str = "assigned") -> None:
+        """Start every replica, then wait until each logged `line`: killing a replica while the
+        group first forms stalls the group for a session timeout, which tests nothing useful."""
+        self.start()
+        for i in range(self.replicas):
+            assert self.wait_log(i, line), self.tails()
+
+    def pause_at(self, i: int, line: str, seconds: float, timeout: float = 20.0) -> bool:
+        """Stop replica i (SIGSTOP) as soon as its log shows `line` anew, for `seconds`."""
+        if not self.wait_log(i, line, timeout, since=self.log_path(i).stat().st_size):
+            return False
+        self.pause(i, seconds)
+        return True
+
+    @contextlib.contextmanager
+    def toxic(self, node: str, type_: str, stream: str = "downstream", **attributes: object) -> Iterator[None]:
+        """A Toxiproxy toxic on the pipeline's proxy to `node` ("postgres", "kafka-1"), removed after."""
+        api = self.d.toxiproxy.api
+        proxy, name = f"pipeline-{node}", f"{self.run_id}-{type_}"
+        api.add_toxic(proxy, name, type_, stream, **attributes)
+        try:
+            yield
+        finally:
+            api.remove_toxic(proxy, name)
 
     def exited(self) -> dict[int, int]:
         return {i: p.returncode for i, p in self.procs.items() if p.poll() is not None}
