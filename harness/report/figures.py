@@ -145,7 +145,7 @@ def timeline(tl: Timeline, anomalies: list[CheckerAnomalies]) -> dict[str, Any]:
         "font": FONT, "height": plot_px + top + bottom, "margin": {"l": 120, "r": 20, "t": top, "b": bottom},
         "hovermode": "x unified", "showlegend": True, "plot_bgcolor": "#fff",
         "legend": {"orientation": "h", "y": -52 / plot_px, "yanchor": "top", "x": 0},
-        "xaxis": {"title": {"text": "seconds since the run started", "standoff": 6}, "range": [0, x_end],
+        "xaxis": {"title": {"text": f"seconds since {tl.origin}", "standoff": 6}, "range": [0, x_end],
                   "showgrid": True, "gridcolor": "#eee", "zeroline": False, "anchor": "y3" if lanes else "y2"},
         "yaxis": {"title": {"text": "events / s"}, "domain": [lat_hi + gap_px / plot_px, 1.0],
                   "rangemode": "tozero", "gridcolor": "#eee"},

@@ -10,6 +10,10 @@ import orjson
 import yaml
 
 FILES = ("plan.yaml", "history.jsonl", "results.json", "junit.xml")
+# the shape results.json and the plan are expected to have at the top; anything else is dropped
+RESULT_DICTS = ("plan", "checkers", "workload", "targets", "pipeline")
+RESULT_LISTS = ("faults", "errors", "notes")
+PLAN_DICTS = ("targets", "pipeline", "workload", "checks", "quiesce")
 
 
 def is_run_folder(path: Path) -> bool:
@@ -82,6 +86,8 @@ def load(path: Path) -> RunFolder:
             run.plan = loaded if isinstance(loaded, dict) else {}
         except yaml.YAMLError:
             run.notes.append("plan.yaml is not valid YAML; shown as text")
+    _drop_misshapen(run.results, RESULT_DICTS, RESULT_LISTS, "results.json", run.notes)
+    _drop_misshapen(run.plan, PLAN_DICTS, (), "the plan", run.notes)
     if not run.plan and isinstance(run.results.get("plan"), dict):
         run.plan = run.results["plan"]
     if not run.plan_text and run.plan:
@@ -89,3 +95,11 @@ def load(path: Path) -> RunFolder:
     if not run.history_path.is_file():
         run.notes.append("no history.jsonl: the timeline cannot be drawn")
     return run
+
+
+def _drop_misshapen(data: dict[str, Any], dicts: tuple[str, ...], lists: tuple[str, ...], what: str,
+                    notes: list[str]) -> None:
+    for key, kind in [(k, dict) for k in dicts] + [(k, list) for k in lists]:
+        if key in data and data[key] is not None and not isinstance(data[key], kind):
+            notes.append(f"{what}: `{key}` should be a{'n object' if kind is dict else ' list'}; it was ignored")
+            del data[key]

@@ -69,6 +69,7 @@ class Timeline:
     phases: list[tuple[str, float]] = field(default_factory=list)
     load_start_s: float | None = None
     load_end_s: float | None = None
+    origin: str = "the run started"  # what time 0 is
     sends: dict[str, int] = field(default_factory=dict)  # ok / fail / info (no completion = info)
     n_sent: int = 0
     n_applied: int = 0
@@ -263,7 +264,10 @@ def _faults_and_phases(h: History, tl: Timeline) -> None:
 
 
 def faults_from_results(results: dict[str, Any], tl: Timeline) -> None:
-    """No nemesis records in the history (or no history): take the windows results.json lists."""
+    """No nemesis records in the history (or no history): take the windows results.json lists
+    (timed from the start of the load, not of the run)."""
+    if not tl.x:
+        tl.origin = "the load started"
     for f in results.get("faults") or []:
         if not isinstance(f, dict) or not isinstance(f.get("applied_s"), (int, float)):
             continue

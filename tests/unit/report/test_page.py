@@ -155,3 +155,14 @@ def test_cli_refuses_a_folder_that_is_not_a_run(tmp_path: Path, capsys: pytest.C
     assert "not a run folder" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_misshapen_results_render_with_a_note(run_dir: Path, tmp_path: Path) -> None:
+    run = copy_run(run_dir, tmp_path)
+    (run / "results.json").write_bytes(orjson.dumps({
+        "valid": False, "checkers": ["exactly-once"], "targets": "kafka", "pipeline": {"logs": "x", "command": 3},
+        "workload": None, "faults": {"f1": 1}, "errors": "boom", "plan": [1]}))
+    html = render_html(run)
+    assert "`checkers` should be an object; it was ignored" in html
+    assert 'data-verdict="anomalies"' in html
+    assert len([s for s in figures_of(html)["timeline"]["layout"]["shapes"] if s["name"].startswith("fault ")]) == 3
