@@ -195,7 +195,7 @@ def lanes(result: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
                   "in the longest linearizable prefix" if k in prefix else "after the prefix")
         ret = op.get("return")
         pending = not isinstance(ret, (int, float))
-        stop = end if pending else ret
+        stop: float = end if pending else float(ret)  # type: ignore[arg-type]
         lane = f"process {esc(op.get('process'))}"
         if lane not in lane_names:
             lane_names.append(lane)

@@ -141,7 +141,7 @@ def _latency(results: dict[str, Any], tl: timeline_mod.Timeline) -> dict[str, An
 
 
 def _linearizability(results: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for name, res in (results.get("checkers") or {}).items():
         if not isinstance(res, dict) or not ("operations" in res or "longest_prefix" in res):
             continue

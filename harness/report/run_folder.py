@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 FILES = ("plan.yaml", "history.jsonl", "results.json", "junit.xml")
 # the shape results.json and the plan are expected to have at the top; anything else is dropped
