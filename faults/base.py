@@ -39,6 +39,7 @@ class Context:
     proxies: dict[str, "Proxy"]
     rng: random.Random
     kafka_bootstrap: str = ""
+    toxiproxy_pid: int | None = None  # the nemesis raises its priority with its own
     claims: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict, repr=False)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -51,7 +52,8 @@ class Context:
             nodes[n.name] = n
         return cls(nodes=nodes, toxiproxy=deployment.toxiproxy.api if deployment.toxiproxy else None,
                    proxies=dict(deployment.proxies), rng=random.Random(seed),
-                   kafka_bootstrap=deployment.kafka_bootstrap())
+                   kafka_bootstrap=deployment.kafka_bootstrap(),
+                   toxiproxy_pid=deployment.toxiproxy.pid if deployment.toxiproxy else None)
 
     # --- shared things, held by several faults at once ------------------------------
     def claim(self, thing: tuple[str, str], fault_id: str, value: Any = True) -> bool:
@@ -99,6 +101,8 @@ class Fault:
     slow: ClassVar[bool] = False
     # the effect is over as soon as apply returns (a graceful restart): heal right away
     instant: ClassVar[bool] = False
+    # steps ("apply" / "heal") that start processes: never run them at the nemesis's priority
+    spawns_on: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, fault_id: str, context: Context, targets: list[str], params: dict[str, Any]) -> None:
         self.id = fault_id
