@@ -183,8 +183,8 @@ def rewind(consumer: Any, topic: str, offsets: dict[int, int]) -> bool:
 
 # Server-side limits: a replica that is paused or cut off inside a transaction releases its
 # locks within seconds instead of blocking the others forever.
-PG_OPTIONS = ("-c idle_in_transaction_session_timeout=5000 -c statement_timeout=15000 "
-              "-c lock_timeout=15000")
+PG_OPTIONS = ("-c idle_in_transaction_session_timeout=5000 -c statement_timeout=8000 "
+              "-c lock_timeout=8000")
 
 
 class Postgres:
@@ -192,7 +192,7 @@ class Postgres:
     under a client-side deadline (a cut network can hold a socket open forever); on any error
     the connection is dropped and the error re-raised for the caller to decide."""
 
-    def __init__(self, dsn: str, deadline: float = 20.0) -> None:
+    def __init__(self, dsn: str, deadline: float = 10.0) -> None:
         self.dsn = dsn
         self.deadline = deadline
         self.conn: psycopg.Connection | None = None

@@ -7,6 +7,7 @@ import collections
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -40,6 +41,7 @@ class PipelineRun:
         self.acked: list[str] = []
         self.sent: set[str] = set()
         self.kills = 0
+        self.started_at: dict[int, int] = {}  # replica -> size of its log when it last started
         self._sink_counts: collections.Counter[str] = collections.Counter()
         self._reader: Consumer | None = None
 
@@ -111,6 +113,7 @@ class PipelineRun:
 
     def start(self, i: int | None = None) -> None:
         for j in range(self.replicas) if i is None else [i]:
+            self.started_at[j] = self.log_path(j).stat().st_size if self.log_path(j).exists() else 0
             with open(self.log_path(j), "ab") as log:
                 self.procs[j] = subprocess.Popen([sys.executable, "-m", f"targets.pipelines.{self.module}"],
                                                  cwd=ROOT, env=self.env(j), stdin=subprocess.DEVNULL,
@@ -126,11 +129,16 @@ class PipelineRun:
         self.signal(i, signal.SIGKILL)
         self.procs.pop(i).wait()
 
-    def kill_cycles(self, cycles: int, period: float) -> None:
-        """kill -9 and restart replicas in turn, one every `period` seconds."""
+    def kill_cycles(self, cycles: int, period: float, busy: str = "applied", seed: int = 0) -> None:
+        """kill -9 and restart replicas in turn, one about every `period` seconds. Each kill waits
+        until its victim has logged `busy` since it (re)started, then a random part of `period`:
+        a replica killed while it still starts up (0.3-2 s of imports and joining on a loaded
+        machine) tests little, and the windows that matter are inside batch processing."""
+        rng = random.Random(seed)
         for c in range(cycles):
-            time.sleep(period)
             i = c % self.replicas
+            self.wait_log(i, busy, timeout=10, since=self.started_at.get(i, 0))
+            time.sleep(rng.uniform(0, period))
             self.kill(i)
             self.kills += 1
             self.start(i)

@@ -63,7 +63,7 @@ def test_kafka_txn_copy_exactly_once_under_kills(shared_targets, tmp_path):
     with PipelineRun(shared_targets, "kafka_txn_copy", tmp_path, sink="kafka") as run:
         load = run.produce(N, rate=600)
         run.start_and_wait()
-        run.kill_cycles(10, period=0.7)
+        run.kill_cycles(10, period=0.7, busy="committed")
         load.join()
         counts = run.wait_stable(quiet=2.0, timeout=45, expect=N)
         v = verdict(run, counts)
@@ -109,3 +109,29 @@ def test_commit_before_process_loses_under_kills(shared_targets, tmp_path):
         print(summary(run, v, started))
         assert not v["duplicate"] and not v["phantom"], summary(run, v, started)
         assert v["lost"], summary(run, v, started)
+
+
+def test_kafka_to_postgres_exactly_once_under_network_faults(shared_targets, tmp_path):
+    """Latency with kills, a PostgreSQL black hole (connections stay open, bytes vanish: only the
+    pipeline's own deadline gets it out), then Kafka cut off past the session timeout."""
+    started = time.monotonic()
+    with PipelineRun(shared_targets, "kafka_to_postgres", tmp_path) as run:
+        load = run.produce(N, rate=500)
+        run.start_and_wait()
+        with run.toxic("postgres", "latency", latency=50, jitter=20), \
+                run.toxic("kafka-1", "latency", stream="upstream", latency=20):
+            run.kill_cycles(3, period=0.7)
+        with run.toxic("postgres", "timeout", timeout=0):
+            time.sleep(4)
+        api = shared_targets.toxiproxy.api
+        api.set_enabled("pipeline-kafka-1", False)
+        try:
+            time.sleep(7)  # > session.timeout.ms
+        finally:
+            api.set_enabled("pipeline-kafka-1", True)
+        load.join()
+        counts = run.wait_stable(quiet=2.0, timeout=45, expect=N)
+        v = verdict(run, counts)
+        print(summary(run, v, started))
+        assert not run.exited(), f"a replica exited: {run.exited()}\n{run.tails()}"
+        assert not any(v.values()), summary(run, v, started)
