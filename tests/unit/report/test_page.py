@@ -166,3 +166,12 @@ def test_misshapen_results_render_with_a_note(run_dir: Path, tmp_path: Path) -> 
     assert "`checkers` should be an object; it was ignored" in html
     assert 'data-verdict="anomalies"' in html
     assert len([s for s in figures_of(html)["timeline"]["layout"]["shapes"] if s["name"].startswith("fault ")]) == 3
+
+
+def test_report_size_does_not_grow_with_the_number_of_events(tmp_path: Path) -> None:
+    small, big = tmp_path / "small", tmp_path / "big"
+    write_run(small, rate=100, duration_s=50.0, observe_every_s=0.5)  # 5k events
+    write_run(big, rate=1000, duration_s=50.0, observe_every_s=0.5)  # 50k events
+    size_small, size_big = (len(render_html(d).encode()) for d in (small, big))
+    assert size_big < 1.5e6
+    assert size_big - size_small < 50_000  # series are per bin, examples capped
