@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
+from array import array
 import operator
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -202,11 +203,13 @@ class _Builder:
         self.proc_index: dict[Any, int] = {}
         self.key_index: dict[str, int] = {}
         self.id_index: dict[str, int] = {}
-        self.event_key: list[int] = []
-        self.event_seq: list[int] = []
-        self.lists: dict[str, list[int]] = {
-            k: [] for k in ("time", "type", "f", "process", "off", "send_rec", "send_eid",
-                            "obs_rec", "obs_full", "obs_final")}
+        self.event_key: Any = array("i")
+        self.event_seq: Any = array("q")
+        # compact typed arrays (8 bytes or less per record, not a Python int object each)
+        self.lists: dict[str, Any] = {
+            k: array(code) for k, code in (("time", "q"), ("type", "b"), ("f", "h"), ("process", "i"),
+                                           ("off", "q"), ("send_rec", "q"), ("send_eid", "q"))}
+        self.lists.update({k: [] for k in ("obs_rec", "obs_full", "obs_final")})
         self.cols: dict[str, list[np.ndarray]] = {k: [] for k in ("eff_obs", "eff_eid")}
         self.n_records = 0
         self.n_obs = 0
@@ -313,12 +316,12 @@ class _Builder:
                     self.h.state_recs.append(n)
                 elif f == "start" and self.h.start is None and isinstance(d.get("value"), dict):
                     self.h.start = d["value"]
+                times.append(t)
             except HistoryError:
                 raise
-            except (KeyError, TypeError, AttributeError, ValueError):
+            except (KeyError, TypeError, AttributeError, ValueError, OverflowError):
                 raise HistoryError(self.path, line_nos[j] + 1,
                                    _problem(d) or _send_problem(d) or "malformed record") from None
-            times.append(t)
             types.append(typ)
             fcodes.append(fc)
             procs.append(pc)
@@ -406,7 +409,10 @@ class _Builder:
 
         def cat(name: str, dtype: Any) -> np.ndarray:
             if name in self.lists:
-                return np.array(self.lists.pop(name), dtype=dtype)
+                col = self.lists.pop(name)
+                if isinstance(col, array):
+                    return np.frombuffer(col, dtype=col.typecode).astype(dtype) if len(col) else np.zeros(0, dtype)
+                return np.array(col, dtype=dtype)
             return np.concatenate(c[name]).astype(dtype, copy=False) if c[name] else np.zeros(0, dtype)
 
         h.time, h.type, h.f = cat("time", np.int64), cat("type", np.int8), cat("f", np.int16)
@@ -418,6 +424,7 @@ class _Builder:
         h.eff_obs, h.eff_eid = cat("eff_obs", np.int32), cat("eff_eid", np.int64)
         h.event_key = np.array(self.event_key, dtype=np.int32)
         h.event_seq = np.array(self.event_seq, dtype=np.int64)
+        self.event_key = self.event_seq = None
         return h
 
 
