@@ -137,7 +137,7 @@ class PipelineRun:
         rng = random.Random(seed)
         for c in range(cycles):
             i = c % self.replicas
-            self.wait_log(i, busy, timeout=10, since=self.started_at.get(i, 0))
+            self.wait_log(i, busy, timeout=5, since=self.started_at.get(i, 0))
             time.sleep(rng.uniform(0, period))
             self.kill(i)
             self.kills += 1

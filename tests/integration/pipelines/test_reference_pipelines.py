@@ -41,8 +41,8 @@ def test_kafka_to_postgres_exactly_once_under_kills_and_pause(shared_targets, tm
     try to commit a stale batch; the offsets' compare-and-set must fence it."""
     started = time.monotonic()
     with PipelineRun(shared_targets, "kafka_to_postgres", tmp_path, env={"ONCEPROOF_HOLD_MS": "150"}) as run:
-        load = run.produce(N, rate=500)
         run.start_and_wait()
+        load = run.produce(N, rate=400)
         run.kill_cycles(6, period=0.7)
         # stopped between reading a batch and applying it, past session.timeout.ms (6 s)
         assert run.pause_at(0, "holding a batch", seconds=8.0), run.tails()
@@ -61,8 +61,8 @@ def test_kafka_to_postgres_exactly_once_under_kills_and_pause(shared_targets, tm
 def test_kafka_txn_copy_exactly_once_under_kills(shared_targets, tmp_path):
     started = time.monotonic()
     with PipelineRun(shared_targets, "kafka_txn_copy", tmp_path, sink="kafka") as run:
-        load = run.produce(N, rate=600)
         run.start_and_wait()
+        load = run.produce(N, rate=600)
         run.kill_cycles(10, period=0.7, busy="committed")
         load.join()
         counts = run.wait_stable(quiet=2.0, timeout=45, expect=N)
@@ -80,8 +80,8 @@ def test_at_least_once_duplicates_under_kills(shared_targets, tmp_path):
     the reply is held back) makes it about half of each batch's cycle."""
     started = time.monotonic()
     with PipelineRun(shared_targets, "at_least_once", tmp_path) as run:
-        load = run.produce(N, rate=600)
         run.start_and_wait()
+        load = run.produce(N, rate=600)
         with run.toxic("postgres", "latency", latency=100):
             run.kill_cycles(10, period=0.7)
         load.join()
@@ -99,8 +99,8 @@ def test_commit_before_process_loses_under_kills(shared_targets, tmp_path):
     makes it about half of each batch's cycle."""
     started = time.monotonic()
     with PipelineRun(shared_targets, "commit_before_process", tmp_path) as run:
-        load = run.produce(N, rate=600)
         run.start_and_wait()
+        load = run.produce(N, rate=600)
         with run.toxic("kafka-1", "latency", latency=100):
             run.kill_cycles(10, period=0.7)
         load.join()
@@ -116,8 +116,8 @@ def test_kafka_to_postgres_exactly_once_under_network_faults(shared_targets, tmp
     pipeline's own deadline gets it out), then Kafka cut off past the session timeout."""
     started = time.monotonic()
     with PipelineRun(shared_targets, "kafka_to_postgres", tmp_path) as run:
-        load = run.produce(N, rate=500)
         run.start_and_wait()
+        load = run.produce(N, rate=500)
         with run.toxic("postgres", "latency", latency=50, jitter=20), \
                 run.toxic("kafka-1", "latency", stream="upstream", latency=20):
             run.kill_cycles(3, period=0.7)
