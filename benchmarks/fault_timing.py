@@ -50,7 +50,7 @@ class TimingHistory:
     def __init__(self) -> None:
         self.invokes: dict[str, float] = {}
 
-    def record(self, process: str, type: str, f: str, value: Any = None) -> int:  # noqa: A002
+    def record(self, process: str | int, type: str, f: str, value: Any = None) -> int:  # noqa: A002
         if type == "invoke" and f == "apply":
             self.invokes[value["fault"]] = time.monotonic()
         return 0
@@ -336,8 +336,9 @@ def measure(case: Case, d: Deployment, replica: CommandNode, n: int, for_s: floa
             entry["for"] = for_s
         if case.name == "kill":
             entry = {"at": entry["at"], "kill": "pipeline-0", "restart-after": for_s}
-        (step,) = parse_entry(entry)
-        steps.append(step)
+        parsed = parse_entry(entry)
+        assert isinstance(parsed, list)
+        steps += parsed
     cfg: dict[str, Any] = {"delay": case.threshold if case.observe == "echo-slow" else None}
     if case.observe.startswith("echo"):
         cfg.update(host="127.0.0.1", port=d.proxies["pipeline-redis"].listen)

@@ -7,6 +7,10 @@ real clock skew does. `Node.set_clock_offset` writes that file; the process sees
 time on its next clock read. Measured to work on redis-server (TIME), PostgreSQL (now(),
 clock_timestamp()), the Kafka JVM (System.currentTimeMillis: LogAppendTime record
 timestamps) and Python (time.time()): see tests/integration/faults/test_clock.py.
+The JVM needs no special setting: HotSpot reads System.currentTimeMillis / Instant.now with
+libc's clock_gettime(CLOCK_REALTIME), a dynamic symbol the preloaded shim interposes, while
+System.nanoTime (CLOCK_MONOTONIC: Kafka's timeouts, sessions, delayed operations) stays true.
+libfaketime is not used (see the shim's header for what it broke on these machines).
 
 - `clock-skew`: the clock moved by `offset` (`+30s`, `-2m`) until healed.
 - `clock-strobe`: the clock flips between `offset` and true time every `period`.

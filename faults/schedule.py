@@ -238,6 +238,7 @@ def _parse_random(spec: Any, path: list[str | int]) -> RandomSpec:
                                  "servers, not on pipeline replicas)")
         raw = {**_first_choice(RANDOM_DEFAULTS.get(k, {})), **overrides.get(k, {}), "target": usable[0]}
         _kind_params(k, raw, path + ["with", k])
+    assert every is not None and for_s is not None  # required above
     return RandomSpec(every_s=every, for_s=for_s, kinds=tuple(kinds), targets=tuple(targets),
                       from_s=from_s, until_s=until_s, params=overrides)
 
@@ -305,10 +306,10 @@ def _draw(spec: RandomSpec, rng: random.Random, duration_s: float | None, names:
             raw[key] = rng.choice(v) if isinstance(v, list) else v
         raw["target"] = target
         params = _kind_params(kind_name, raw, path + ["with", kind_name])
-        for_s = min(spec.for_s, round(until - at, 6))
+        lasts: float | None = min(spec.for_s, round(until - at, 6))
         if known_kinds()[kind_name].cls.instant:
-            for_s = None
-        out.append(Step(at, for_s, kind_name, params))
+            lasts = None
+        out.append(Step(at, lasts, kind_name, params))
     return out
 
 
