@@ -114,8 +114,19 @@ def main(pipeline: str, sink_kind: str, run: Callable[[Config], None]) -> None:
 
 # --- Kafka ----------------------------------------------------------------------------------
 
+_errors: dict[int, list[float]] = {}  # error code -> [last logged at, suppressed since]
+
+
 def error_cb(err: KafkaError) -> None:
-    log(f"kafka: {err}")
+    """librdkafka's client-level errors (all brokers down, ...): one line per kind per 5 s."""
+    now = time.monotonic()
+    last = _errors.setdefault(err.code(), [0.0, 0])
+    if now - last[0] < 5:
+        last[1] += 1
+        return
+    more = f" (and {int(last[1])} more like it)" if last[1] else ""
+    _errors[err.code()] = [now, 0]
+    log(f"kafka: {err.str()}{more}")
 
 
 def consumer_config(cfg: Config, **extra: Any) -> dict[str, Any]:
@@ -205,7 +216,7 @@ class Postgres:
                                             keepalives=1, keepalives_idle=5, keepalives_interval=2,
                                             keepalives_count=3)
             except psycopg.Error as e:
-                log(f"postgres connect: {str(e).strip().splitlines()[-1] if str(e).strip() else e!r}")
+                log(f"postgres connect: {one_line(e)}")
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
         return self.conn

@@ -16,10 +16,14 @@ Why it holds:
   by the coordinator, which bumps the epoch (fenced: fatal). Either way the batch is aborted.
 - After an abort (or a fatal error and a new producer) the consumer seeks back to the group's
   committed offsets, so the aborted batch is read again and nothing is skipped.
+
+Test hook: ONCEPROOF_HOLD_MS=<ms> makes a replica log "holding" and wait that long inside each
+transaction (effects produced, offsets not yet sent), so a test can stop it there as a zombie.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -33,6 +37,7 @@ class Copier:
         self.topic = cfg.source_topic
         self.consumer = self.new_consumer()
         self.prod: Producer | None = None
+        self.hold = int(os.environ.get("ONCEPROOF_HOLD_MS") or 0)
 
     def new_consumer(self) -> Consumer:
         c = Consumer(consumer_config(self.cfg, **{"isolation.level": "read_committed"}))
@@ -79,6 +84,9 @@ class Copier:
                     except BufferError:
                         p.poll(0.05)
                 count += 1
+            if self.hold:
+                log(f"holding a transaction of {count} for {self.hold} ms")
+                time.sleep(self.hold / 1000)
             p.send_offsets_to_transaction([TopicPartition(self.topic, part, end) for part, (_, end) in spans.items()],
                                           self.consumer.consumer_group_metadata(), 10)
             while True:

@@ -58,12 +58,18 @@ def test_kafka_to_postgres_exactly_once_under_kills_and_pause(shared_targets, tm
         assert "fenced:" in run.log_path(0).read_text(), run.tails()
 
 
-def test_kafka_txn_copy_exactly_once_under_kills(shared_targets, tmp_path):
+def test_kafka_txn_copy_exactly_once_under_kills_and_pause(shared_targets, tmp_path):
+    """kill -9 cycles (a restarted replica's init_transactions fences its dead incarnation), then
+    replica 0 stopped inside an open transaction past its session timeout: when continued, the
+    group coordinator must refuse its offsets (stale generation) and the transaction abort."""
     started = time.monotonic()
-    with PipelineRun(shared_targets, "kafka_txn_copy", tmp_path, sink="kafka") as run:
+    with PipelineRun(shared_targets, "kafka_txn_copy", tmp_path, sink="kafka",
+                     env={"ONCEPROOF_HOLD_MS": "100"}) as run:
         run.start_and_wait()
-        load = run.produce(N, rate=600)
-        run.kill_cycles(10, period=0.7, busy="committed")
+        load = run.produce(N, rate=400)
+        run.kill_cycles(6, period=0.7, busy="committed")
+        assert run.pause_at(0, "holding a transaction", seconds=8.0), run.tails()
+        run.kill_cycles(2, period=0.7, busy="committed")
         load.join()
         counts = run.wait_stable(quiet=2.0, timeout=45, expect=N)
         v = verdict(run, counts)
@@ -71,6 +77,7 @@ def test_kafka_txn_copy_exactly_once_under_kills(shared_targets, tmp_path):
         assert not run.exited(), f"a replica exited: {run.exited()}\n{run.tails()}"
         assert len(run.acked) == N
         assert not any(v.values()), summary(run, v, started)
+        assert "transaction failed" in run.log_path(0).read_text(), run.tails()
 
 
 def test_at_least_once_duplicates_under_kills(shared_targets, tmp_path):
