@@ -89,6 +89,7 @@ def load_config(pipeline: str, sink_kind: str) -> Config:
 
 
 _prefix = "pipeline"
+_replica = -1
 
 
 def log(msg: str) -> None:
@@ -98,12 +99,13 @@ def log(msg: str) -> None:
 
 def main(pipeline: str, sink_kind: str, run: Callable[[Config], None]) -> None:
     """Entry point: read the environment (exit 2 when it is wrong), then run forever."""
-    global _prefix
+    global _prefix, _replica
     try:
         cfg = load_config(pipeline, sink_kind)
     except BadConfig as e:
         sys.stderr.write(f"{pipeline}: bad configuration: {e}\n")
         sys.exit(2)
+    _replica = cfg.replica
     _prefix = f"{pipeline}[{cfg.replica}] pid {os.getpid()}"
     log(f"start: {cfg.source_topic} -> {cfg.sink_kind}:{cfg.sink_name}, group {cfg.group}")
     try:
@@ -152,6 +154,10 @@ def batch(consumer: Any) -> list[Message]:
     out = []
     for m in consumer.consume(BATCH_MAX, BATCH_WAIT):
         if m.error():
+            if m.error().fatal():
+                # a consumer's only fatal error: another live consumer took our group.instance.id
+                log(f"fatal: {m.error().str()}: two replicas run with ONCEPROOF_REPLICA={_replica}?")
+                sys.exit(2)
             if m.error().code() != KafkaError._PARTITION_EOF:
                 log(f"consume: {m.error()}")
         else:

@@ -5,11 +5,14 @@ The correct pipelines must apply every event exactly once; the broken ones must 
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
 
-from tests.integration.pipelines.driver import PipelineRun, verdict
+from tests.integration.pipelines.driver import ROOT, PipelineRun, verdict
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -142,3 +145,15 @@ def test_kafka_to_postgres_exactly_once_under_network_faults(shared_targets, tmp
         print(summary(run, v, started))
         assert not run.exited(), f"a replica exited: {run.exited()}\n{run.tails()}"
         assert not any(v.values()), summary(run, v, started)
+
+
+@pytest.mark.parametrize("module", ["kafka_to_postgres", "kafka_txn_copy", "at_least_once",
+                                    "commit_before_process"])
+def test_bad_configuration_exits_2(module):
+    """Only a bad configuration ends a pipeline, with exit code 2 and a line saying why."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONCEPROOF_")}
+    env.update(ONCEPROOF_SOURCE="redis:onceproof.events", ONCEPROOF_SINK="postgres:x", ONCEPROOF_RUN_ID="r")
+    res = subprocess.run([sys.executable, "-m", f"targets.pipelines.{module}"], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2, res.stderr
+    assert "bad configuration" in res.stderr
