@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from faults import params as p
-from faults.base import Context, Fault, FaultError, kind
+from faults.base import Context, Fault, FaultError, is_realtime, kind, raise_priority
 
 
 def _effective(context: Context, node: str) -> float:
@@ -91,7 +91,9 @@ class ClockStrobe(Fault):
             self.context.claim(("clock", name), self.id, self.params["offset"] if on else 0.0)
             _write(self.context, name)
 
-    def _strobe(self) -> None:
+    def _strobe(self, realtime: bool) -> None:
+        if realtime:  # as punctual as the nemesis thread that applied it
+            raise_priority()
         period = self.params["period"]
         start = time.monotonic()
         on, beat = True, 0
@@ -112,7 +114,8 @@ class ClockStrobe(Fault):
         self._set(True)
         self._stop.clear()
         self.flips = 0
-        self._thread = threading.Thread(target=self._strobe, name=f"clock-strobe-{self.id}", daemon=True)
+        self._thread = threading.Thread(target=self._strobe, args=(is_realtime(),), name=f"clock-strobe-{self.id}",
+                                        daemon=True)
         self._thread.start()
         self.details["offsets"] = {n: _effective(self.context, n) for n in self.targets}
 

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, Iterator, Protocol
 
-from faults.base import Context, Fault, FaultError
+from faults.base import Context, Fault, FaultError, raise_priority
 from faults.schedule import Step, make_fault
 
 SPIN_S = 0.002  # sleep until this close to a deadline, then spin: Event.wait overshoots by ~0.1-1 ms
@@ -42,34 +42,6 @@ def sleep_until(deadline: float, *stops: threading.Event) -> bool:
                 stops[0].wait(nap)
             else:
                 time.sleep(nap)
-
-
-def raise_priority() -> str:
-    """Give the calling thread (the nemesis's clock) a real-time priority if allowed, else a
-    better nice value: on a loaded 2-core machine an ordinary thread woken on time waits tens
-    of milliseconds for a CPU (measured by benchmarks/fault_timing.py). Returns what it got."""
-    tid = threading.get_native_id()
-    try:
-        os.sched_setscheduler(tid, os.SCHED_RR, os.sched_param(10))
-        return "SCHED_RR"
-    except (OSError, AttributeError):
-        pass
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, -10)
-        return "nice -10"
-    except OSError:
-        return "normal"
-
-
-def normal_priority() -> None:
-    """Back to an ordinary thread: a process started from here would inherit a real-time
-    policy (a node restarted by a worker must not run SCHED_RR)."""
-    tid = threading.get_native_id()
-    try:
-        os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
-        os.setpriority(os.PRIO_PROCESS, tid, 0)
-    except (OSError, AttributeError):
-        pass
 
 
 class Nemesis:
@@ -227,8 +199,8 @@ class Nemesis:
             pass
 
     def _work(self, fault: Fault, what: str) -> None:
-        if what in fault.spawns_on:
-            normal_priority()  # a node started from here must not inherit the clock's priority
+        if self.realtime:
+            raise_priority()  # a worker at normal priority holding the GIL would delay the clock
         self._do(fault, what)
 
     def _do(self, fault: Fault, what: str) -> None:

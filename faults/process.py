@@ -107,7 +107,6 @@ def _parse_none(name: str):  # type: ignore[no-untyped-def]
 @kind("kill", _parse_kill, summary="SIGKILL the node; restart it (same data) at heal or after restart-after")
 class Kill(Fault):
     slow = True  # healing starts the node and waits until it serves
-    spawns_on = ("heal",)
 
     def _apply(self) -> None:
         pids = {}
@@ -136,7 +135,6 @@ class Kill(Fault):
 class Restart(Fault):
     slow = True
     instant = True
-    spawns_on = ("apply",)
 
     def _apply(self) -> None:
         pids = {}
