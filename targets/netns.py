@@ -41,6 +41,7 @@ from typing import Iterator
 
 from targets import paths
 from targets.local import LocalRuntime
+from targets.registry import RunEntry, remove_run
 
 SUPERNET = "10.213"  # 10.213.X.0/24, X per run
 HARNESS = "harness"  # the root namespace's end of the bridge
@@ -101,6 +102,9 @@ def _used_subnets() -> set[int]:
             if a.get("family") == "inet":
                 net = ipaddress.ip_network(f"{a['local']}/{a['prefixlen']}", strict=False)
                 used |= _octets_in(net)
+    for line in sh("iptables", "-S", "OUTPUT").stdout.splitlines():  # guards of closed runs of live harnesses
+        if "guard" in line and f"-d {SUPERNET}." in line:
+            used |= _octets_in(ipaddress.ip_network(line.split("-d ")[1].split()[0], strict=False))
     for r in json.loads(sh("ip", "-j", "route", "show", "table", "all").stdout or "[]"):
         dst = r.get("dst", "default")
         if dst == "default" or ":" in dst:
@@ -145,19 +149,27 @@ _live: "weakref.WeakSet[NetnsRuntime]" = weakref.WeakSet()
 _handlers_installed = False
 
 
+_guards: list[RunEntry] = []
+
+
 def _on_exit() -> None:
     for rt in list(_live):
         rt.close()
+    for guard in list(_guards):
+        remove_run(guard)
+        _guards.remove(guard)
 
 
 def _install_signal_handlers() -> None:
     """SIGTERM (and SIGINT) become exceptions in the main thread, so `finally` blocks and
     context managers tear the run down; whatever is still open is closed at exit."""
     global _handlers_installed
-    if _handlers_installed or threading.current_thread() is not threading.main_thread():
+    if _handlers_installed:
         return
     _handlers_installed = True
     atexit.register(_on_exit)
+    if threading.current_thread() is not threading.main_thread():
+        return
 
     def raise_exit(signum: int, frame: object) -> None:
         _on_exit()
@@ -180,6 +192,7 @@ class NetnsRuntime(LocalRuntime):
         self.hosts: dict[str, Host] = {}
         self._lock = threading.RLock()
         self.prefix = ""
+        _install_signal_handlers()
         super().__init__(run_id, log_dir)
         self._next_port = 9000
         self.closed = False
@@ -194,7 +207,6 @@ class NetnsRuntime(LocalRuntime):
             self.close()
             raise
         _live.add(self)
-        _install_signal_handlers()
 
     # --- the bridge -------------------------------------------------------------------
     @contextlib.contextmanager
@@ -232,12 +244,21 @@ class NetnsRuntime(LocalRuntime):
              "--comment", f"onceproof {self.run_id}", "-j", "ACCEPT"],
         ]
         self.entry.iptables.extend(rules)
+        # The guard: nothing of this process may reach the /24 except through the bridge. It
+        # outlives close() (a client the caller forgot would otherwise follow the default route
+        # off the machine once the bridge is gone) and goes when this process exits; after a
+        # SIGKILL, `onceproof cleanup` removes it (its own registry entry, owned by this process).
+        self.guard = RunEntry(run_id=self.run_id, scratch=str(self.scratch / "guard"), suffix=".guard")
+        self.guard.iptables.append(["OUTPUT", "-d", self.subnet, "!", "-o", br, "-m", "comment", "--comment",
+                                    f"onceproof {self.run_id} guard", "-j", "REJECT"])
+        self.guard.save()
+        _guards.append(self.guard)
         self.entry.save()  # registered before created: a SIGKILL from here on is cleaned up
         sh("ip", "link", "add", br, "type", "bridge")
         self._no_ipv6(br)
         sh("ip", "addr", "add", f"{address}/24", "dev", br)
         sh("ip", "link", "set", br, "up")
-        for rule in rules:
+        for rule in [*self.guard.iptables, *rules]:
             sh("iptables", "-I", rule[0], "1", *rule[1:])
         self.hosts[HARNESS] = Host(HARNESS, 1, address, None, None, None)
         self._check_route(self.hosts[HARNESS])
@@ -423,7 +444,8 @@ class NetnsRuntime(LocalRuntime):
         names = {link["ifname"] for link in json.loads(sh("ip", "-j", "link", "show").stdout or "[]")}
         out += [f"link {n}" for n in names if self.prefix and n.startswith(self.prefix)]
         out += [f"netns {n}" for n in sh("ip", "netns", "list").stdout.split() if n.startswith(f"{self.prefix}-")]
-        out += [f"iptables {r}" for r in sh("iptables", "-S").stdout.splitlines() if self.run_id in r]
+        out += [f"iptables {r}" for r in sh("iptables", "-S").stdout.splitlines()
+                if self.run_id in r and "guard" not in r]
         return out
 
     def __enter__(self) -> "NetnsRuntime":

@@ -48,6 +48,9 @@ class RunEntry:
     netns: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
     iptables: list[list[str]] = field(default_factory=list)  # root-namespace rules to delete
+    # ".json" for a run; ".guard" for what must outlive a run until its harness exits (the
+    # netns runtime's rule that keeps forgotten clients from following the default route)
+    suffix: str = ".json"
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -56,7 +59,7 @@ class RunEntry:
 
     @property
     def path(self) -> Path:
-        return paths.registry_dir() / f"{self.run_id}.json"
+        return paths.registry_dir() / f"{self.run_id}{self.suffix}"
 
     def save(self) -> None:
         with self._lock:
@@ -144,7 +147,7 @@ def stale_runs(include_live: bool = False) -> list[RunEntry]:
     reg = paths.registry_dir()
     if not reg.is_dir():
         return out
-    for path in sorted(reg.glob("*.json")):
+    for path in sorted([*reg.glob("*.json"), *reg.glob("*.guard")]):
         try:
             entry = RunEntry.load(path)
         except (OSError, ValueError, TypeError):
