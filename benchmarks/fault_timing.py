@@ -364,6 +364,8 @@ def measure(case: Case, d: Deployment, replica: CommandNode, n: int, for_s: floa
         hit = [j for j, r in enumerate(window) if r[1]]
         if not hit:
             missed += 1
+            print(f"    {case.name}: no effect seen for application {i} (at {step.at_s:.3f}s, "
+                  f"{len(window)} observations)", file=sys.stderr)
             continue
         starts.append((window[hit[0]][0] - at) * 1000)
         off = _settled(window, hit, last=case.name == "clock-strobe")
