@@ -113,8 +113,13 @@ def check(history: History, *, order: str | None = None, examples: int = 10) -> 
         vacuous.append("no send was acknowledged")
     if n_reads == 0:
         vacuous.append("the sink was never read")
-    if any(counts.values()):
-        valid: bool | str = False
+    elif len(h.eff_eid) == 0:
+        vacuous.append("nothing was ever seen in the sink")
+    if vacuous:  # DESIGN: nothing acknowledged or nothing seen -> no verdict, whatever else
+        valid: bool | str = "unknown"
+        notes.append("vacuous: " + " and ".join(vacuous) + "; nothing can be concluded")
+    elif any(counts.values()):
+        valid = False
     elif vacuous:
         valid = "unknown"
         notes.append("vacuous: " + " and ".join(vacuous) + "; nothing can be concluded")

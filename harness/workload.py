@@ -73,8 +73,7 @@ class Workload:
         self.stats = LoadStats(asked_rate=rate)
 
     def _complete(self, events: list[tuple[str, str, int]], outcome: str) -> None:
-        p = self.process
-        self.history.record_many([(p, outcome, "send", {"id": i, "key": k, "seq": s}, None) for i, k, s in events])
+        self.history.record_sends(self.process, outcome, events)
         with self.stats.lock:
             if outcome == "ok":
                 self.stats.ok += len(events)
@@ -96,8 +95,7 @@ class Workload:
             due = int((now - start) * self.rate) - self.stats.sent
             if due > 0:
                 batch = self.factory.make(min(due, MAX_BATCH))
-                self.history.record_many([(p, "invoke", "send", {"id": e[0], "key": e[1], "seq": e[2]}, None)
-                                          for e in batch])
+                self.history.record_sends(p, "invoke", batch)  # type: ignore[arg-type]
                 self.stats.sent += len(batch)
                 self.source.send(batch, self._complete)
             else:
