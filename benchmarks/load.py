@@ -62,8 +62,8 @@ def main() -> None:
                 ["java", "-Xmx1g", "-cp", kafka_mod.classpath(), "org.apache.kafka.tools.ProducerPerformance",
                  "--topic", "bench.native", "--num-records", str(args.events), "--record-size", str(size),
                  "--throughput", "-1", "--producer-props", f"bootstrap.servers={d.kafka_bootstrap('load')}",
-                 "acks=all", "enable.idempotence=true", "linger.ms=5", "batch.size=262144"],
-                capture_output=True, text=True, timeout=600).stdout
+                 "acks=all", "enable.idempotence=true", "linger.ms=5"],
+                capture_output=True, text=True, timeout=300).stdout
             m = re.findall(r"([\d.]+) records/sec", out)
             native = float(m[-1]) if m else float("nan")
             rows.append(("kafka", rate, native, lines))
