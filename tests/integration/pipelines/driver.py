@@ -21,6 +21,8 @@ import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from targets.toxiproxy import ToxiproxyError
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -183,7 +185,17 @@ class PipelineRun:
         try:
             yield
         finally:
-            api.remove_toxic(proxy, name)
+            # Toxiproxy can take longer than its client's 5 s timeout to remove a latency toxic
+            # while links through it are busy (seen under kill cycles): retry until it is gone.
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    api.remove_toxic(proxy, name)
+                    break
+                except ToxiproxyError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
 
     def exited(self) -> dict[int, int]:
         return {i: p.returncode for i, p in self.procs.items() if p.poll() is not None}
