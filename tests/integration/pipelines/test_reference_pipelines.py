@@ -2,6 +2,12 @@
 pipeline's Toxiproxy proxies), under kill -9 / restart cycles and a long SIGSTOP.
 
 The correct pipelines must apply every event exactly once; the broken ones must show their bug.
+
+Run: `.venv/bin/pytest tests/integration/pipelines` (about 100 s on 2 cores, each test 15-25 s).
+Replica logs land in the test's tmp_path (`<module>-<replica>.log`); a failing assertion prints
+their tails. Determinism: kills wait until the victim is busy (it logged a batch since it started);
+the zombie pauses are aimed with the pipelines' ONCEPROOF_HOLD_MS hook, and the broken pipelines'
+windows are widened with reply latency (see each test's docstring).
 """
 from __future__ import annotations
 
