@@ -56,6 +56,7 @@ class Nemesis:
         self._lock = threading.RLock()
         self._ids = 0
         self._workers: list[threading.Thread] = []
+        self._applied: dict[str, threading.Event] = {}  # set once a fault's apply is recorded
         self._run_thread: threading.Thread | None = None
         self._run_stop: threading.Event | None = None
         self.errors: list[str] = []
@@ -86,25 +87,34 @@ class Nemesis:
             if fault in self._active:
                 return True
             self._active.append(fault)  # before acting: a signal during apply must heal it too
-        self._record("invoke", "apply", fault.describe())
+            done = self._applied[fault.id] = threading.Event()
         try:
-            fault.apply()
-        except Exception as e:  # noqa: BLE001 - every outcome is recorded, none escapes the nemesis
-            certain = isinstance(e, FaultError) and e.certain and not fault.applied
-            self._record("fail" if certain else "info", "apply", {**fault.describe(), "error": str(e)})
-            if certain:
-                with self._lock:
-                    self._active.remove(fault)
-            self.errors.append(f"apply {fault.id} {fault.kind}: {e}")
-            return False
-        self._record("ok", "apply", fault.describe())
-        return True
+            self._record("invoke", "apply", fault.describe())
+            try:
+                fault.apply()
+            except Exception as e:  # noqa: BLE001 - every outcome is recorded, none escapes the nemesis
+                certain = isinstance(e, FaultError) and e.certain and not fault.applied
+                self._record("fail" if certain else "info", "apply", {**fault.describe(), "error": str(e)})
+                if certain:
+                    with self._lock:
+                        self._active.remove(fault)
+                self.errors.append(f"apply {fault.id} {fault.kind}: {e}")
+                return False
+            self._record("ok", "apply", fault.describe())
+            return True
+        finally:
+            done.set()
 
-    def heal(self, fault: Fault) -> bool:
+    def heal(self, fault: Fault, timeout: float = 120.0) -> bool:
         """Heal a fault (no-op if it is not active) and record it. True if healed."""
         with self._lock:
             if fault not in self._active:
                 return True
+            applying = self._applied.get(fault.id)
+        if applying is not None:
+            # a heal due while its apply still runs (a slow one, on a busy machine) waits for it,
+            # so that the history reads apply invoke, apply ok, heal invoke, heal ok
+            applying.wait(timeout)
         value = {"fault": fault.id, "kind": fault.kind, "targets": list(fault.targets)}
         self._record("invoke", "heal", value)
         try:
@@ -129,7 +139,7 @@ class Nemesis:
             self.stop(timeout=min(timeout, 10.0))
             for fault in reversed(self.active()):
                 try:
-                    if not self.heal(fault):
+                    if not self.heal(fault, timeout=5.0):
                         errors.append(f"{fault.id} {fault.kind}: heal failed")
                 except BaseException as e:  # noqa: BLE001 - keep healing the others
                     errors.append(f"{fault.id} {fault.kind}: {e}")

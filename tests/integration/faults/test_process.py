@@ -77,7 +77,7 @@ def test_kill_makes_redis_vanish_and_the_restart_brings_it_back_with_its_data(ru
     assert redis_target.client(node.host, node.port, timeout=0.5).get("k") == "kept"
     recs = nemesis_records(nemesis.history)
     assert [(r["type"], r["f"]) for r in recs] == [("invoke", "apply"), ("ok", "apply"), ("invoke", "heal"),
-                                                   ("ok", "heal")]
+                                                   ("ok", "heal")], [(r["time"] / 1e6, r["type"], r["f"]) for r in recs]
     assert recs[1]["value"]["killed"] == {"redis": old_pid}
     assert recs[3]["value"]["started"] == {"redis": node.pid}
 
