@@ -100,3 +100,39 @@ class PostgresNode(Node):
 
     def dsn(self, host: str | None = None, port: int | None = None, dbname: str = DATABASE) -> str:
         return f"postgresql://{USER}:{PASSWORD}@{host or self.host}:{port or self.port}/{dbname}"
+
+
+class PostgresStandby(PostgresNode):
+    """A hot standby streaming WAL from `primary`, cloned from it with pg_basebackup (the
+    primary must be running). Read-only; its data lags the primary's while the link is cut."""
+
+    kind = "postgres"
+
+    def __init__(self, runtime, primary: PostgresNode, name: str = "postgres-standby") -> None:  # type: ignore[no-untyped-def]
+        super().__init__(runtime, name, fsync=primary.fsync)
+        self.primary = primary
+
+    def prepare(self) -> None:
+        bindir = bin_dir()
+        if bindir is None:
+            raise NodeError("PostgreSQL server binaries not found: apt-get install postgresql")
+        owner = self._owner()
+        if owner:
+            os.chown(self.data_dir, owner.pw_uid, owner.pw_gid)
+        cmd = [str(bindir / "pg_basebackup"), "-D", str(self.pgdata), "-h", self.primary.host,
+               "-p", str(self.primary.port), "-U", USER, "-X", "stream", "-R", "--no-sync", "--checkpoint=fast"]
+        if owner:
+            cmd = ["runuser", "-u", owner.pw_name, "--", *cmd]
+        res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PGPASSWORD": PASSWORD})
+        if res.returncode != 0:
+            raise NodeError(f"pg_basebackup of {self.name} from {self.primary.name} failed:\n"
+                            f"{res.stdout[-2000:]}{res.stderr[-2000:]}")
+        with open(self.pgdata / "postgresql.conf", "a") as conf:
+            # notice a cut link within seconds and reconnect quickly once it heals
+            conf.write("\n# onceproof standby\nhot_standby = on\nwal_receiver_timeout = 5s\n"
+                       "wal_retrieve_retry_interval = 1s\nwal_receiver_status_interval = 1s\n")
+
+    def replay_lsn(self) -> str:
+        with psycopg.connect(self.dsn(dbname="postgres"), connect_timeout=2) as conn:
+            row = conn.execute("SELECT pg_last_wal_replay_lsn()").fetchone()
+            return str(row[0]) if row else ""

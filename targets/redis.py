@@ -26,11 +26,13 @@ def client(host: str, port: int, timeout: float = 2.0, db: int = 0) -> redis.Red
 class RedisNode(Node):
     kind = "redis"
 
-    def __init__(self, runtime, name: str = "redis", persistence: str = "aof-everysec") -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, runtime, name: str = "redis", persistence: str = "aof-everysec",  # type: ignore[no-untyped-def]
+                 replicaof: "RedisNode | None" = None) -> None:
         if persistence not in PERSISTENCE:
             raise ValueError(f"redis persistence must be one of {sorted(PERSISTENCE)}, not {persistence!r}")
         super().__init__(runtime, name)
         self.persistence = persistence
+        self.replicaof = replicaof  # a replica of that primary (its own data comes from it)
 
     @staticmethod
     def binary() -> str | None:
@@ -39,7 +41,14 @@ class RedisNode(Node):
     def command(self) -> list[str]:
         return [self.binary() or "redis-server", "--port", str(self.port), "--bind", self.host,
                 "--dir", str(self.data_dir), "--protected-mode", "no", "--daemonize", "no",
-                *PERSISTENCE[self.persistence]]
+                *PERSISTENCE[self.persistence], *self._replication()]
+
+    def _replication(self) -> list[str]:
+        if self.replicaof is None:
+            return []
+        # a short repl-timeout: a cut link is noticed (and resynced after heal) in seconds
+        return ["--replicaof", self.replicaof.host, str(self.replicaof.port), "--repl-timeout", "5",
+                "--repl-ping-replica-period", "1"]
 
     def ready(self) -> bool:
         # PING answers while Redis loads its data (-LOADING); a real read does not.
