@@ -233,6 +233,6 @@ def kind(name: str, parse: Callable[[dict[str, Any]], dict[str, Any]], targets: 
 
 def known_kinds() -> dict[str, FaultKind]:
     """Every registered kind (importing the family modules registers them)."""
-    from faults import clock, network, process  # noqa: F401 - imported for their registrations
+    from faults import clock, netns, network, process  # noqa: F401 - imported for their registrations
 
     return KINDS

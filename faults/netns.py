@@ -26,6 +26,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from faults import params as p
+from faults.base import Fault, FaultError, kind
 from targets.netns import HARNESS, NetnsError, NetnsRuntime
 
 _ids = itertools.count(1)
@@ -300,3 +302,173 @@ class Partitioner:
 
 def _join(args: Iterable[str]) -> str:
     return " ".join(f'"{a}"' if " " in a else a for a in args)
+
+
+# --- as fault kinds of a plan ----------------------------------------------------------
+
+
+def _runtime(fault: Fault) -> NetnsRuntime:
+    for node in fault.context.nodes.values():
+        rt = getattr(node, "runtime", None)
+        if isinstance(rt, NetnsRuntime):
+            return rt
+    raise FaultError(f"{fault.kind} cuts traffic between hosts and needs `runtime: netns`; with the local "
+                     "runtime use `partition` (through Toxiproxy)", certain=True)
+
+
+def _names(value: object, field: str, example: str) -> list[str]:
+    names = value if isinstance(value, list) else [value]
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise p.ParamError(field, f"expected a host name or a list of them, such as {example}, got {value!r}")
+    return list(names)  # type: ignore[arg-type]
+
+
+class NetnsFault(Fault):
+    """A fault made of one Cut of the netns Partitioner."""
+
+    def cut(self, partitioner: Partitioner) -> Cut:
+        raise NotImplementedError
+
+    def _apply(self) -> None:
+        partitioner = Partitioner(_runtime(self), rng=self.context.rng)
+        try:
+            self._cut = self.cut(partitioner)
+        except (NetnsError, KeyError) as e:
+            raise FaultError(f"{self.kind}: {e}", certain=True) from None
+        self.details.update(self._cut.describe())
+
+    def _heal(self) -> None:
+        cut = getattr(self, "_cut", None)
+        if cut is not None:
+            cut.heal()
+
+
+def _parse_isolate(params: dict[str, Any]) -> dict[str, Any]:
+    p.no_extra(params, {"from"}, "partition-isolate")
+    out: dict[str, Any] = {}
+    if "from" in params:
+        out["from"] = _names(params["from"], "from", "[kafka-2, kafka-3]")
+    return out
+
+
+@kind("partition-isolate", _parse_isolate,
+      summary="the targets (talking among themselves) cut off from every other host, or only from `from`")
+class Isolate(NetnsFault):
+    def cut(self, partitioner: Partitioner) -> Cut:
+        return partitioner.isolate(self.targets, from_=self.params.get("from"))
+
+
+def _parse_none(name: str):  # type: ignore[no-untyped-def]
+    def parse(params: dict[str, Any]) -> dict[str, Any]:
+        p.no_extra(params, set(), name)
+        return {}
+
+    return parse
+
+
+@kind("partition-halves", _parse_none("partition-halves"),
+      summary="the targets split in two halves (the first, smaller one against the rest)")
+class Halves(NetnsFault):
+    def cut(self, partitioner: Partitioner) -> Cut:
+        return partitioner.halves(self.targets)
+
+
+@kind("partition-random-halves", _parse_none("partition-random-halves"),
+      summary="the targets split in two halves drawn from the seed")
+class RandomHalves(NetnsFault):
+    def cut(self, partitioner: Partitioner) -> Cut:
+        return partitioner.random_halves(self.targets)
+
+
+@kind("partition-bridge", _parse_none("partition-bridge"),
+      summary="two halves that cannot reach each other, joined by one node that reaches both")
+class Bridge(NetnsFault):
+    def cut(self, partitioner: Partitioner) -> Cut:
+        return partitioner.bridge(self.targets, shuffle=True)
+
+
+@kind("partition-majorities-ring", _parse_none("partition-majorities-ring"),
+      summary="every target reaches a majority of them, no two the same majority")
+class MajoritiesRing(NetnsFault):
+    def cut(self, partitioner: Partitioner) -> Cut:
+        return partitioner.majorities_ring(self.targets)
+
+
+def _parse_one_way(params: dict[str, Any]) -> dict[str, Any]:
+    p.no_extra(params, {"to"}, "partition-one-way")
+    if "to" not in params:
+        raise p.ParamError("to", "partition-one-way needs `to`, the host the targets cannot reach, such as to: kafka-2")
+    return {"to": _names(params["to"], "to", "kafka-2")}
+
+
+@kind("partition-one-way", _parse_one_way,
+      summary="the targets cannot reach `to`; `to` can still reach them")
+class OneWay(NetnsFault):
+    def cut(self, partitioner: Partitioner) -> Cut:
+        cuts = [partitioner.one_way(a, b) for a in self.targets for b in self.params["to"] if a != b]
+        if not cuts:
+            raise NetnsError("nothing to cut: the targets and `to` are the same hosts")
+        for extra in cuts[1:]:  # one Cut to heal
+            cuts[0].rules += extra.rules
+            cuts[0].blocked += extra.blocked
+            partitioner.cuts.remove(extra)
+        return cuts[0]
+
+
+def _parse_drop_replies(params: dict[str, Any]) -> dict[str, Any]:
+    p.no_extra(params, {"client", "port"}, "drop-replies")
+    if "client" not in params:
+        raise p.ParamError("client", "drop-replies needs `client`, whose replies are lost, such as client: pipeline-0")
+    out: dict[str, Any] = {"client": _names(params["client"], "client", "pipeline-0")}
+    if "port" in params:
+        out["port"] = p.number(params["port"], "port", "9092", minimum=1, integer=True)
+    return out
+
+
+@kind("drop-replies", _parse_drop_replies,
+      summary="the target server's replies never reach `client`: requests are applied, the client times out "
+              "(the ambiguous commit)")
+class DropReplies(NetnsFault):
+    def cut(self, partitioner: Partitioner) -> Cut:
+        first: Cut | None = None
+        for server in self.targets:
+            port = int(self.params.get("port") or self.context.node(server).port)
+            for client in self.params["client"]:
+                c = partitioner.drop_replies(client, server, port)
+                if first is None:
+                    first = c
+                else:
+                    first.rules += c.rules
+                    partitioner.cuts.remove(c)
+        assert first is not None
+        return first
+
+
+def _parse_loss(params: dict[str, Any]) -> dict[str, Any]:
+    p.no_extra(params, {"probability"}, "packet-loss")
+    if "probability" not in params:
+        raise p.ParamError("probability", "packet-loss needs `probability`, such as probability: 0.2")
+    prob = p.number(params["probability"], "probability", "0.2")
+    if not 0 < prob <= 1:
+        raise p.ParamError("probability", f"expected a number above 0 and at most 1, such as 0.2, got {prob}")
+    return {"probability": prob}
+
+
+@kind("packet-loss", _parse_loss, summary="each packet reaching the targets dropped with `probability`")
+class PacketLoss(NetnsFault):
+    def cut(self, partitioner: Partitioner) -> Cut:
+        return partitioner.packet_loss(self.targets, float(self.params["probability"]))
+
+
+def _parse_link_bandwidth(params: dict[str, Any]) -> dict[str, Any]:
+    p.no_extra(params, {"rate"}, "link-bandwidth")
+    if "rate" not in params:
+        raise p.ParamError("rate", "link-bandwidth needs `rate` in KB/s, such as rate: 64")
+    return {"rate": p.number(params["rate"], "rate", "64", minimum=1, integer=True)}
+
+
+@kind("link-bandwidth", _parse_link_bandwidth,
+      summary="what the targets send capped at `rate` KB/s (tc tbf on their own link, all peers)")
+class LinkBandwidth(NetnsFault):
+    def cut(self, partitioner: Partitioner) -> Cut:
+        return partitioner.bandwidth(self.targets, rate_kbit=int(self.params["rate"]) * 8)
