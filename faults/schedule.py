@@ -218,7 +218,9 @@ def _parse_random(spec: Any, path: list[str | int]) -> RandomSpec:
         if known[k].cls.instant:
             continue
     targets = spec.get("targets")
-    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+    if targets is None:
+        targets = []  # any node of the run (each pipeline replica and each server), drawn per step
+    elif not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
         raise FaultSpecError(path + ["targets"], "expected a list of node names such as [pipeline-0, kafka-1]")
     with_ = spec.get("with", {}) or {}
     if not isinstance(with_, dict):
@@ -232,7 +234,8 @@ def _parse_random(spec: Any, path: list[str | int]) -> RandomSpec:
         overrides[k] = dict(v)
     # every kind must be able to act on at least one of the targets, with its parameters
     for i, k in enumerate(kinds):
-        usable = [t for t in targets if _fits(k, t)]
+        usable = [t for t in targets if _fits(k, t)] if targets else [
+            "pipeline-0" if known[k].targets != "server" else "kafka-1"]
         if not usable:
             raise FaultSpecError(path + ["kinds", i], f"{k} cannot act on any of {targets} (network faults act on "
                                  "servers, not on pipeline replicas)")
@@ -287,6 +290,7 @@ def _draw(spec: RandomSpec, rng: random.Random, duration_s: float | None, names:
             selectors.expand_names(t, names)
         except ParamError as e:
             raise FaultSpecError(path + ["targets", j], e.message) from None
+    candidates = list(spec.targets) or [n for n in names if n != "pipeline"]
     until = spec.until_s if spec.until_s is not None else duration_s
     if until is None:
         raise FaultSpecError(path + ["until"], "a random entry needs `until` when the run has no duration")
@@ -300,7 +304,10 @@ def _draw(spec: RandomSpec, rng: random.Random, duration_s: float | None, names:
             break
         k += 1
         kind_name = rng.choice(spec.kinds)
-        target = rng.choice([t for t in spec.targets if _fits(kind_name, t)])
+        usable = [t for t in candidates if _fits(kind_name, t)]
+        if not usable:
+            raise FaultSpecError(path + ["kinds"], f"{kind_name} has no node to act on in this run")
+        target = rng.choice(usable)
         raw: dict[str, Any] = {}
         for key, v in {**RANDOM_DEFAULTS.get(kind_name, {}), **spec.params.get(kind_name, {})}.items():
             raw[key] = rng.choice(v) if isinstance(v, list) else v

@@ -187,7 +187,10 @@ class Plan(_Model):
 
     def resolved(self) -> dict[str, Any]:
         """The plan with every default filled in, as written back to the run's plan.yaml."""
-        return self.model_dump(mode="json", by_alias=True)
+        out = self.model_dump(mode="json", by_alias=True)
+        # an absent target stays absent (`redis: null` would read back as "redis with defaults")
+        out["targets"] = {k: v for k, v in out["targets"].items() if v is not None}
+        return out
 
 
 class PlanConsistencyError(ValueError):
