@@ -15,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
-from array import array
+import multiprocessing
 import operator
-from collections.abc import Iterable, Iterator
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,7 +142,7 @@ class History:
 # --------------------------------------------------------------------------- reading
 
 
-def read_history(path: str) -> History:
+def read_history(path: Any) -> History:
     """Load a JSON Lines history file into columns."""
     with _no_gc():
         return _read_history(path)
@@ -158,17 +160,97 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _read_history(path: str) -> History:
+def _read_history(path: Any) -> History:
     try:
         fh = open(path, "rb")
     except OSError as e:
         raise HistoryError(path, None, f"cannot open: {e.strerror or e}") from None
     with fh:
-        builder = _Builder(path)
-        builder.feed_stream(fh)
-    hist = builder.finish()
-    hist.path = path
+        size = os.fstat(fh.fileno()).st_size
+        spec = _Spec(_id_prefix(fh.read(1 << 20)) or b"")
+        try:
+            mid = _middle(fh, size) if size >= _PARALLEL_MIN_BYTES and (os.cpu_count() or 1) > 1 else size
+            if mid < size:
+                parts = _parse_two(fh, path, spec, mid, size)
+            else:
+                parts = [_parse_span(fh, 0, size, spec, True)]
+        except _LineError as e:
+            raise HistoryError(path, _line_of(fh, e.offset), e.reason) from None
+        hist = _merge(parts, spec.prefix.decode(), path, None)
+        hist.warnings = [_cut_warning(path, _line_of(fh, int(w[1:]))) if w.startswith("\0") else w
+                         for w in hist.warnings]
     return hist
+
+
+def _cut_warning(path: Any, line: int) -> str:
+    return (f"{path or '<history>'}:{line}: the last line is incomplete "
+            "(the harness was probably killed while writing it); it was ignored")
+
+
+def _middle(fh: Any, size: int) -> int:
+    """The start of the first line at or after the middle of the file."""
+    fh.seek(size // 2)
+    pos = size // 2
+    while True:
+        buf = fh.read(1 << 16)
+        if not buf:
+            return size
+        i = buf.find(b"\n")
+        if i >= 0:
+            return pos + i + 1
+        pos += len(buf)
+
+
+def _line_of(src: Any, offset: int) -> int:
+    """1-based line number of the line that starts at byte `offset`."""
+    if isinstance(src, bytes):
+        return src.count(b"\n", 0, offset) + 1
+    src.seek(0)
+    n, pos = 0, 0
+    while pos < offset:
+        buf = src.read(min(16 << 20, offset - pos))
+        if not buf:
+            break
+        n += buf.count(b"\n")
+        pos += len(buf)
+    return n + 1
+
+
+def _parse_two(fh: Any, path: Any, spec: _Spec, mid: int, size: int) -> list[_Part]:
+    """The second half in a forked process while this one reads the first."""
+    ctx = multiprocessing.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child, args=(str(path), spec.prefix, mid, size, send), daemon=True)
+    child.start()
+    send.close()
+    try:
+        first = _parse_span(fh, 0, mid, spec, False)
+        try:
+            kind, payload = recv.recv()
+        except EOFError:
+            kind, payload = "crash", f"the reader process died (exit code {child.exitcode})"
+    finally:
+        recv.close()
+        child.join()
+    if kind == "error":
+        raise _LineError(*payload)
+    if kind != "ok":
+        raise HistoryError(path, None, str(payload))
+    return [first, payload]
+
+
+def _child(path: str, prefix: bytes, start: int, end: int, conn: Any) -> None:
+    gc.disable()
+    try:
+        with open(path, "rb") as fh:
+            part = _parse_span(fh, start, end, _Spec(prefix), True)
+        conn.send(("ok", part))
+    except _LineError as e:
+        conn.send(("error", (e.offset, e.reason)))
+    except BaseException as e:  # noqa: BLE001 - reported by the parent
+        conn.send(("crash", f"{type(e).__name__}: {e}"))
+    finally:
+        conn.close()
 
 
 def history_from_records(records: Iterable[dict[str, Any] | Record]) -> History:
@@ -179,253 +261,19 @@ def history_from_records(records: Iterable[dict[str, Any] | Record]) -> History:
 
 
 def history_from_bytes(data: bytes, path: str | None = None) -> History:
-    builder = _Builder(path)
     with _no_gc():
-        builder.feed_lines(data.split(b"\n"), 0, final=True)
-        hist = builder.finish()
-    hist._data = data
-    hist.path = path
+        spec = _Spec(_id_prefix(data[:1 << 20]) or b"")
+        try:
+            part = _parse_span(data, 0, len(data), spec, True)
+        except _LineError as e:
+            raise HistoryError(path, _line_of(data, e.offset), e.reason) from None
+        hist = _merge([part], spec.prefix.decode(), path, data)
+        hist.warnings = [_cut_warning(path, _line_of(data, int(w[1:]))) if w.startswith("\0") else w
+                         for w in hist.warnings]
     return hist
 
 
-_get_fields = operator.itemgetter("time", "process", "type", "f", "value")
-_get_id = operator.itemgetter("id")
 _get_0 = operator.itemgetter(0)
-
-
-class _Builder:
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-        self.h = History()
-        self.line_no = 0  # lines consumed so far (blank ones included)
-        self.offset = 0
-        self.f_index: dict[str, int] = {}
-        self.proc_index: dict[Any, int] = {}
-        self.key_index: dict[str, int] = {}
-        self.id_index: dict[str, int] = {}
-        self.event_key: Any = array("i")
-        self.event_seq: Any = array("q")
-        # compact typed arrays (8 bytes or less per record, not a Python int object each)
-        self.lists: dict[str, Any] = {
-            k: array(code) for k, code in (("time", "q"), ("type", "b"), ("f", "h"), ("process", "i"),
-                                           ("off", "q"), ("send_rec", "q"), ("send_eid", "q"))}
-        self.lists.update({k: [] for k in ("obs_rec", "obs_full", "obs_final")})
-        self.cols: dict[str, list[np.ndarray]] = {k: [] for k in ("eff_obs", "eff_eid")}
-        self.n_records = 0
-        self.n_obs = 0
-
-    # -- input
-
-    def feed_stream(self, fh: Any) -> None:
-        rest = b""
-        while True:
-            chunk = fh.read(_CHUNK_BYTES)
-            if not chunk:
-                break
-            buf = rest + chunk if rest else chunk
-            cut = buf.rfind(b"\n")
-            if cut < 0:  # a line longer than a chunk: keep reading
-                rest = buf
-                continue
-            rest = buf[cut + 1:]
-            self.feed_lines(buf[:cut].split(b"\n"), 1, final=False)
-        self.feed_lines([rest], 0, final=True)
-
-    def feed_lines(self, lines: list[bytes], newline: int, final: bool) -> None:
-        """`lines` each followed by `newline` bytes of "\n" (the last one of the file: maybe not)."""
-        if final and lines and lines[-1] == b"":
-            lines.pop()
-            trailing_nl = 1
-        else:
-            trailing_nl = newline
-        if not lines:
-            return
-        lengths = [len(x) + 1 for x in lines]
-        if not final or trailing_nl == 0:
-            lengths[-1] -= 1 - trailing_nl
-        starts = list(itertools.accumulate(lengths, initial=self.offset))
-        self.offset = starts.pop()
-        first_line = self.line_no
-        self.line_no += len(lines)
-        keep = [i for i, x in enumerate(lines) if x.strip()]
-        if len(keep) != len(lines):
-            lines = [lines[i] for i in keep]
-            starts = [starts[i] for i in keep]
-            line_nos = [first_line + i for i in keep]
-        else:
-            line_nos = range(first_line, first_line + len(lines))
-        if not lines:
-            return
-        self._scan(lines, starts, line_nos, final and trailing_nl == 0)
-
-    def _scan(self, lines: list[bytes], starts: list[int], line_nos: Any, last_may_be_cut: bool) -> None:
-        # The hot loop: one orjson.loads per line, fields straight into lists; measured faster
-        # than building all dicts of a chunk first and transposing them (allocation dominates).
-        loads = orjson.loads
-        c = self.lists
-        times, types, fcodes, procs, offs = c["time"], c["type"], c["f"], c["process"], c["off"]
-        send_rec, send_eid = c["send_rec"], c["send_eid"]
-        f_index, proc_index, id_index = self.f_index, self.proc_index, self.id_index
-        type_code = TYPE_CODE
-        event_key, event_seq, key_index = self.event_key, self.event_seq, self.key_index
-        n = self.n_records
-        last = len(lines) - 1
-        for j, x in enumerate(lines):
-            try:
-                d = _BigObservation(x) if len(x) > _BIG_LINE else loads(x)
-            except (orjson.JSONDecodeError, ValueError) as e:
-                if last_may_be_cut and j == last:
-                    self.h.truncated = True
-                    self.h.warnings.append(
-                        f"{self.path or '<history>'}:{line_nos[j] + 1}: the last line is incomplete "
-                        f"(the harness was probably killed while writing it); it was ignored")
-                    break
-                raise HistoryError(self.path, line_nos[j] + 1, f"not valid JSON: {e}") from None
-            try:
-                f = d["f"]
-                typ = type_code[d["type"]]
-                t = d["time"]
-                fc = f_index.get(f)
-                if fc is None:
-                    fc = self._new_f(f)
-                p = d["process"]
-                pc = proc_index.get(p)
-                if pc is None:
-                    pc = self._new_process(p)
-                if t.__class__ is not int:
-                    raise TypeError
-                if f == "send":
-                    v = d["value"]
-                    eid = id_index.get(v["id"])
-                    if eid is None:
-                        eid = self._new_event(v["id"])
-                        typ_known = True
-                    else:
-                        typ_known = event_key[eid] >= 0
-                    if typ == INVOKE or not typ_known:
-                        k = v.get("key")
-                        kc = key_index.get(k)
-                        event_key[eid] = kc if kc is not None else self._key_code(k)
-                        sq = v.get("seq")
-                        event_seq[eid] = sq if sq.__class__ is int else -1
-                    send_rec.append(n)
-                    send_eid.append(eid)
-                elif typ == OK and (f == OBSERVE or f == FINAL_READ):
-                    self._observation(d, d.get("value"), n, f == FINAL_READ, line_nos[j])
-                elif typ == OK and f == STATE:
-                    self.h.state_recs.append(n)
-                elif f == "start" and self.h.start is None and isinstance(d.get("value"), dict):
-                    self.h.start = d["value"]
-                times.append(t)
-            except HistoryError:
-                raise
-            except (KeyError, TypeError, AttributeError, ValueError, OverflowError):
-                raise HistoryError(self.path, line_nos[j] + 1,
-                                   _problem(d) or _send_problem(d) or "malformed record") from None
-            types.append(typ)
-            fcodes.append(fc)
-            procs.append(pc)
-            offs.append(starts[j])
-            n += 1
-        self.n_records = n
-
-    def _new_f(self, f: Any) -> int:
-        if not isinstance(f, str):
-            raise TypeError
-        self.f_index[f] = code = len(self.f_index)
-        self.h.f_names.append(f)
-        return code
-
-    def _new_process(self, p: Any) -> int:
-        if not isinstance(p, (str, int)):
-            raise TypeError
-        self.proc_index[p] = code = len(self.proc_index)
-        self.h.process_names.append(p)
-        return code
-
-    def _new_event(self, event_id: Any) -> int:
-        if not isinstance(event_id, str):
-            event_id = str(event_id)
-            if event_id in self.id_index:
-                return self.id_index[event_id]
-        eid = len(self.id_index)
-        self.id_index[event_id] = eid
-        self.h.event_ids.append(event_id)
-        self.event_key.append(-1)
-        self.event_seq.append(-1)
-        return eid
-
-    def _key_code(self, key: Any) -> int:
-        if key is None:
-            return -1
-        key = str(key)
-        code = self.key_index.get(key)
-        if code is None:
-            code = self.key_index[key] = len(self.key_index)
-            self.h.key_names.append(key)
-        return code
-
-    def _describe(self, eid: int, key: Any, seq: Any) -> None:
-        if key is not None:
-            self.event_key[eid] = self._key_code(key)
-        if isinstance(seq, int):
-            self.event_seq[eid] = seq
-
-    def _observation(self, rec: Any, value: Any, rec_no: int, final: bool, line_no: int) -> None:
-        if isinstance(rec, _BigObservation):
-            full, chunks = rec.full, rec.chunks()
-        else:
-            if not isinstance(value, dict) or not isinstance(value.get("events", []), list):
-                raise HistoryError(self.path, line_no + 1,
-                                   'an ok "observe"/"final-read" needs a value {"full": bool, '
-                                   '"events": [[id, key, seq, replica], ...]}; got ' + _short(value))
-            full, chunks = bool(value.get("full", final)), iter([value.get("events") or []])
-        obs = self.n_obs
-        self.n_obs += 1
-        c = self.cols
-        self.lists["obs_rec"].append(rec_no)
-        self.lists["obs_full"].append(full or final)
-        self.lists["obs_final"].append(final)
-        id_index = self.id_index
-        for events in _checked(chunks, self.path, line_no + 1):
-            try:
-                ids = list(map(_get_0, events))
-            except (IndexError, TypeError, KeyError):
-                raise HistoryError(self.path, line_no + 1,
-                                   "each sink effect must be [id, key, seq, replica]") from None
-            eids = list(map(id_index.get, ids))
-            if None in eids:
-                for j, e in enumerate(eids):
-                    if e is None:
-                        ev = events[j]
-                        eids[j] = e = self._new_event(ids[j])
-                        self._describe(e, ev[1] if len(ev) > 1 else None, ev[2] if len(ev) > 2 else None)
-            c["eff_obs"].append(np.full(len(eids), obs, dtype=np.int32))
-            c["eff_eid"].append(np.array(eids, dtype=np.int64))
-
-    def finish(self) -> History:
-        h = self.h
-        c = self.cols
-
-        def cat(name: str, dtype: Any) -> np.ndarray:
-            if name in self.lists:
-                col = self.lists.pop(name)
-                if isinstance(col, array):
-                    return np.frombuffer(col, dtype=col.typecode).astype(dtype) if len(col) else np.zeros(0, dtype)
-                return np.array(col, dtype=dtype)
-            return np.concatenate(c[name]).astype(dtype, copy=False) if c[name] else np.zeros(0, dtype)
-
-        h.time, h.type, h.f = cat("time", np.int64), cat("type", np.int8), cat("f", np.int16)
-        h.process = cat("process", np.int32)
-        h._offsets = np.append(cat("off", np.int64), self.offset)
-        h.send_rec, h.send_eid = cat("send_rec", np.int64), cat("send_eid", np.int64)
-        h.obs_rec, h.obs_full, h.obs_final = cat("obs_rec", np.int64), cat("obs_full", bool), cat(
-            "obs_final", bool)
-        h.eff_obs, h.eff_eid = cat("eff_obs", np.int32), cat("eff_eid", np.int64)
-        h.event_key = np.array(self.event_key, dtype=np.int32)
-        h.event_seq = np.array(self.event_seq, dtype=np.int64)
-        self.event_key = self.event_seq = None
-        return h
 
 
 def _checked(chunks: Iterator[list[Any]], path: str | None, line: int) -> Iterator[list[Any]]:
@@ -495,3 +343,687 @@ class _BigObservation(dict):  # type: ignore[type-arg]
             except orjson.JSONDecodeError as e:
                 raise ValueError(f"sink effects are not valid JSON: {e}") from None
             pos = end + 1
+
+
+# --------------------------------------------------------------------------- bulk reading
+#
+# The writer (harness/history.py) emits every send in one fixed shape. Those lines are
+# parsed in bulk: one compiled regex split over a whole chunk (captures of ~10 bytes, no
+# dict per line), numpy for the columns, and event ids "<prefix><digits>" turned into
+# integers (a table, not a dict). Any other line (observations, faults, phases, a send in
+# another shape) goes through orjson one by one with the checks of `_Builder`; the effects
+# of an observation are split by a second regex when they have the writer's shape.
+# A big file is cut in two at a line boundary and the second half is read by a forked
+# process (2 cores), each half in chunks of a few MiB so that memory stays bounded.
+
+_FAST_CHUNK = 32 << 20
+_PARALLEL_MIN_BYTES = 64 << 20
+_STR = rb'[ !#-\[\]-~]*'  # printable ASCII without " and \: a JSON string read as is
+_INT = rb'(?:0|[1-9]\d{0,17})'
+
+
+def _id_prefix(sample: bytes) -> bytes | None:
+    m = re.search(rb'"f":"send","value":\{"id":"([ !#-/:-\[\]-~]*)\d{1,18}"', sample)
+    return m.group(1) if m else None
+
+
+class _Spec:
+    """How ids are turned into numbers: `prefix` + digits (one width, or without leading zeros)."""
+
+    def __init__(self, prefix: bytes) -> None:
+        self.prefix = prefix
+        p = re.escape(prefix)
+        self.send_re = re.compile(
+            rb'^\{"index":-?' + _INT + rb',"time":(' + _INT + rb'),"process":"load","type":"'
+            rb'(?:invok(?=e)|o(?=k)|fai(?=l)|inf(?=o))(.)","f":"send","value":\{"id":"(?:' + p
+            + rb'(\d{1,18})|(' + _STR + rb'))","key":"(' + _STR + rb')","seq":(' + _INT + rb')\}\}$', re.M)
+        self.eff_re = re.compile(rb'\["' + p + rb'(\d{1,18})","' + _STR + rb'",-?' + _INT + rb',-?' + _INT
+                                 + rb'\]')
+
+
+def _digits(values: list[bytes], width: int = 19) -> tuple[np.ndarray, np.ndarray]:
+    """Non-negative decimal numbers (at most 18 digits) -> (int64 values, digit counts)."""
+    n = len(values)
+    if not n:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    m = np.array(values, dtype=f"S{width}").view(np.uint8).reshape(n, width)
+    v = np.zeros(n, np.int64)
+    lens = np.zeros(n, np.int64)
+    for c in range(width):
+        col = m[:, c]
+        nz = col != 0
+        if not nz.any():
+            break
+        d = col.astype(np.int64) - 48
+        v = np.where(nz, v * 10 + d, v)
+        lens += nz
+    return v, lens
+
+
+class _LineError(Exception):
+    def __init__(self, offset: int, reason: str) -> None:
+        super().__init__(reason)
+        self.offset, self.reason = offset, reason
+
+
+_TYPE_LAST = np.full(256, -1, np.int8)
+for _name, _code in TYPE_CODE.items():
+    _TYPE_LAST[ord(_name[-1])] = _code
+_NL = b"\n"
+
+
+class _Part:
+    """What one stretch of a history file holds, with local codes (merged by `_merge`)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.cols: dict[str, list[np.ndarray]] = {k: [] for k in (
+            "time", "type", "f", "process", "off", "s_rec", "s_num", "s_width", "s_key", "s_seq")}
+        self.f_names: list[str] = []
+        self.f_index: dict[str, int] = {}
+        self.proc_names: list[Any] = []
+        self.proc_index: dict[Any, int] = {}
+        self.key_names: list[str] = []
+        self.key_index: dict[str, int] = {}
+        self.s_str: list[tuple[int, str]] = []  # (send number in the part, id) for ids not numeric
+        self.n_sends = 0
+        self.obs_rec: list[int] = []
+        self.obs_full: list[bool] = []
+        self.obs_final: list[bool] = []
+        self.eff_num: list[np.ndarray] = []  # per observation: numeric ids (-1: in eff_str)
+        self.eff_width: list[np.ndarray] = []
+        self.eff_str: list[list[tuple[int, str]]] = []
+        self.state_recs: list[int] = []
+        self.start: Any = None
+        self.truncated_at: int | None = None  # offset of an ignored cut last line
+        self.end = 0  # offset after the last byte consumed
+
+    def f_code(self, f: Any) -> int:
+        c = self.f_index.get(f)
+        if c is None:
+            if not isinstance(f, str):
+                raise TypeError
+            c = self.f_index[f] = len(self.f_names)
+            self.f_names.append(f)
+        return c
+
+    def proc_code(self, p: Any) -> int:
+        c = self.proc_index.get(p)
+        if c is None:
+            if not isinstance(p, (str, int)):
+                raise TypeError
+            c = self.proc_index[p] = len(self.proc_names)
+            self.proc_names.append(p)
+        return c
+
+    def key_code(self, key: Any) -> int:
+        if key is None:
+            return -1
+        key = str(key)
+        c = self.key_index.get(key)
+        if c is None:
+            c = self.key_index[key] = len(self.key_names)
+            self.key_names.append(key)
+        return c
+
+
+def _parse_chunk(part: _Part, spec: _Spec, chunk: bytes, base: int, at_eof: bool) -> None:
+    """Lines of `chunk` (which starts a line at file offset `base` and ends one, or the file)."""
+    pieces = spec.send_re.split(chunk)
+    gaps = pieces[0::7]
+    n_m = len(gaps) - 1
+    # lines that are not fast sends sit in the gaps between matches (a gap of one "\n" holds none)
+    odd = list(itertools.compress(range(n_m + 1), map(_NL.__ne__, gaps)))
+    n_lines_in = np.zeros(n_m + 1, np.int64)
+    other: list[tuple[int, int, bytes]] = []  # (gap, line in gap, text)
+    last_cut = False
+    for i in odd:
+        g = gaps[i]
+        body = g if i == 0 else g[1:]
+        if not body:
+            continue
+        lines = body.split(_NL)
+        if lines[-1] == b"":
+            lines.pop()
+        elif i == n_m:
+            last_cut = at_eof  # the file ends without a newline: the line may have been cut
+        n_lines_in[i] = len(lines)
+        other.extend((i, j, x) for j, x in enumerate(lines))
+    cum = np.cumsum(n_lines_in)
+    match_line = np.arange(n_m, dtype=np.int64) + cum[:n_m]
+    n_lines = n_m + int(cum[-1])
+    a = np.frombuffer(chunk, np.uint8)
+    nl = np.flatnonzero(a == 10)
+    line_start = np.empty(n_lines + 1, np.int64)
+    line_start[0] = 0
+    k = min(len(nl), n_lines)
+    line_start[1:k + 1] = nl[:k] + 1
+    line_start += base
+    # the other lines, one by one
+    o_line: list[int] = []
+    o_sends: list[tuple[int, int, str, int, int]] = []  # (record in chunk order slot, type, id, key, seq)
+    slow: list[tuple[int, bytes]] = []
+    for gi, j, x in other:
+        if not x.strip():
+            continue
+        li = gi + int(cum[gi]) - int(n_lines_in[gi]) + j
+        o_line.append(li)
+        slow.append((li, x))
+    n_o = len(o_line)
+    o_line_arr = np.array(o_line, np.int64)
+    # record number in the part of each match and each other line
+    m_pos = np.arange(n_m, dtype=np.int64) + np.searchsorted(o_line_arr, match_line)
+    o_pos = np.searchsorted(match_line, o_line_arr) + np.arange(n_o, dtype=np.int64)
+    n_rec = n_m + n_o
+    rec0 = part.n
+    times = np.empty(n_rec, np.int64)
+    types = np.empty(n_rec, np.int8)
+    fs = np.empty(n_rec, np.int16)
+    procs = np.empty(n_rec, np.int32)
+    offs = np.empty(n_rec, np.int64)
+    offs[m_pos] = line_start[match_line]
+    # the other lines, parsed one by one (first those before the first fast send: codes of f and
+    # process are numbered in file order)
+    results: list[Any] = []
+    n_early = int(np.searchsorted(o_line_arr, match_line[0])) if n_m else n_o
+    for (li, x), pos in zip(slow, o_pos.tolist()):
+        if len(results) == n_early:
+            break
+        results.append(_slow_line(part, spec, x, int(line_start[li]), rec0 + pos,
+                                  last_cut and li == n_lines - 1))
+    if n_m:
+        times[m_pos] = _digits(pieces[1::7])[0]
+        m_type = _TYPE_LAST[np.array(pieces[2::7], dtype="S1").view(np.uint8)]
+        types[m_pos] = m_type
+        fs[m_pos] = part.f_code(SEND)
+        procs[m_pos] = part.proc_code("load")
+        nums = pieces[3::7]
+        if None in nums:
+            strs = pieces[4::7]
+            for i in itertools.compress(range(n_m), map(operator.is_, nums, itertools.repeat(None))):
+                part.s_str.append((part.n_sends + i, strs[i].decode()))
+                nums[i] = b"0"
+        num, width = _digits(nums)
+        if part.s_str and part.s_str[-1][0] >= part.n_sends:
+            for s, _ in part.s_str:
+                if s >= part.n_sends:
+                    num[s - part.n_sends] = -1
+        keys = pieces[5::7]
+        kmap = {kb: part.key_code(kb.decode()) for kb in dict.fromkeys(keys)}
+        m_key = np.array(list(map(kmap.__getitem__, keys)), np.int32)
+        m_seq = _digits(pieces[6::7])[0]
+    # sends and observations of the other lines, in file order with the fast sends
+    for k, ((li, x), pos) in enumerate(zip(slow, o_pos.tolist())):
+        rec = results[k] if k < n_early else _slow_line(part, spec, x, int(line_start[li]), rec0 + pos,
+                                                        last_cut and li == n_lines - 1)
+        if rec is None:  # an ignored cut last line
+            n_rec -= 1
+            continue
+        t, typ, fc, pc, send = rec
+        times[pos], types[pos], fs[pos], procs[pos] = t, typ, fc, pc
+        offs[pos] = line_start[li]
+        if send is not None:
+            o_sends.append((pos, typ) + send)
+    if n_rec < n_m + n_o:  # drop the slot of the cut line (always the last)
+        times, types, fs, procs, offs = times[:n_rec], types[:n_rec], fs[:n_rec], procs[:n_rec], offs[:n_rec]
+    c = part.cols
+    c["time"].append(times)
+    c["type"].append(types)
+    c["f"].append(fs)
+    c["process"].append(procs)
+    c["off"].append(offs)
+    # sends: fast and slow merged in record order
+    if o_sends:
+        s_pos = np.concatenate([m_pos, np.array([s[0] for s in o_sends], np.int64)]) if n_m else \
+            np.array([s[0] for s in o_sends], np.int64)
+        order = np.argsort(s_pos, kind="stable")
+        o_num = np.full(len(o_sends), -1, np.int64)
+        o_width = np.zeros(len(o_sends), np.int64)
+        o_key = np.array([s[3] for s in o_sends], np.int32)
+        o_seq = np.array([s[4] for s in o_sends], np.int64)
+        if n_m:
+            all_num = np.concatenate([num, o_num])[order]
+            all_width = np.concatenate([width, o_width])[order]
+            all_key = np.concatenate([m_key, o_key])[order]
+            all_seq = np.concatenate([m_seq, o_seq])[order]
+        else:
+            all_num, all_width, all_key, all_seq = o_num, o_width, o_key, o_seq
+        inv = np.empty(len(order), np.int64)
+        inv[order] = np.arange(len(order))  # where each input row went
+        # the string ids of fast sends moved too
+        moved = [(part.n_sends + int(inv[s - part.n_sends]), v) for s, v in part.s_str if s >= part.n_sends]
+        part.s_str = [sv for sv in part.s_str if sv[0] < part.n_sends] + moved
+        for k, s in enumerate(o_sends):
+            part.s_str.append((part.n_sends + int(inv[n_m + k]), s[2]))
+        s_rec = s_pos[order] + rec0
+    elif n_m:
+        all_num, all_width, all_key, all_seq, s_rec = num, width, m_key, m_seq, m_pos + rec0
+    else:
+        all_num = None
+    if all_num is not None:
+        c["s_rec"].append(s_rec)
+        c["s_num"].append(all_num)
+        c["s_width"].append(all_width)
+        c["s_key"].append(all_key)
+        c["s_seq"].append(all_seq)
+        part.n_sends += len(all_num)
+    part.n += n_rec
+    part.end = base + len(chunk)
+
+
+def _slow_line(part: _Part, spec: _Spec, x: bytes, off: int, rec: int, may_be_cut: bool) -> Any:
+    try:
+        d = _BigObservation(x) if len(x) > _BIG_LINE else orjson.loads(x)
+    except (orjson.JSONDecodeError, ValueError) as e:
+        if may_be_cut:
+            part.truncated_at = off
+            return None
+        raise _LineError(off, f"not valid JSON: {e}") from None
+    try:
+        f = d["f"]
+        typ = TYPE_CODE[d["type"]]
+        t = d["time"]
+        fc = part.f_code(f)
+        pc = part.proc_code(d["process"])
+        if t.__class__ is not int or not -(1 << 63) <= t < (1 << 63):
+            raise TypeError
+        send = None
+        if f == SEND:
+            v = d["value"]
+            event_id = v["id"]
+            hash(event_id)
+            if not isinstance(event_id, str):
+                event_id = str(event_id)
+            sq = v.get("seq")
+            send = (event_id, part.key_code(v.get("key")), sq if sq.__class__ is int else -1)
+        elif typ == OK and (f == OBSERVE or f == FINAL_READ):
+            _observation(part, spec, d, x, off, rec, f == FINAL_READ)
+        elif typ == OK and f == STATE:
+            part.state_recs.append(rec)
+        elif f == "start" and part.start is None and isinstance(d.get("value"), dict):
+            part.start = d["value"]
+    except _LineError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError, OverflowError):
+        raise _LineError(off, _problem(d) or _send_problem(d) or "malformed record") from None
+    return t, typ, fc, pc, send
+
+
+def _observation(part: _Part, spec: _Spec, d: Any, x: bytes, off: int, rec: int, final: bool) -> None:
+    if isinstance(d, _BigObservation):
+        full, body, chunks = d.full, d.body, None
+    else:
+        value = d.get("value")
+        if not isinstance(value, dict) or not isinstance(value.get("events", []), list):
+            raise _LineError(off, 'an ok "observe"/"final-read" needs a value {"full": bool, '
+                                  '"events": [[id, key, seq, replica], ...]}; got ' + _short(value))
+        full = bool(value.get("full", final))
+        events = value.get("events") or []
+        body, chunks = None, [events]
+        if len(events) > 64:  # the writer's shape: split the raw text instead of walking lists
+            s = x.find(b'"events":[')
+            e = x.rfind(b"]]")
+            if s >= 0 and e > s:
+                body = x[s + 10:e + 1]
+    nums: list[np.ndarray] = []
+    widths: list[np.ndarray] = []
+    strs: list[tuple[int, str]] = []
+    count = 0
+    fast_ok = body is not None and spec.prefix is not None
+    if fast_ok:
+        assert body is not None
+        pos, n = 0, len(body)
+        got: list[tuple[np.ndarray, np.ndarray]] = []
+        while pos < n and fast_ok:
+            cut = body.find(b"],[", pos + _SLICE_BYTES)
+            end = n if cut < 0 else cut + 1
+            pieces = spec.eff_re.split(body[pos:end])
+            k = (len(pieces) - 1) // 2
+            if k == 0 or pieces[0] or pieces[-1] or pieces[2:-1:2].count(b",") != k - 1:
+                fast_ok = False
+                break
+            got.append(_digits(pieces[1::2]))
+            pos = end + 1
+        if fast_ok:
+            for v, w in got:
+                nums.append(v)
+                widths.append(w)
+                count += len(v)
+    if not fast_ok:
+        nums, widths, strs, count = [], [], [], 0
+        if chunks is None:
+            assert isinstance(d, _BigObservation)
+            chunks = d.chunks()
+        try:
+            all_events = list(chunks)
+        except ValueError as e:
+            raise _LineError(off, str(e)) from None
+        for events in all_events:
+            try:
+                ids = list(map(_get_0, events))
+            except (IndexError, TypeError, KeyError):
+                raise _LineError(off, "each sink effect must be [id, key, seq, replica]") from None
+            for j, i in enumerate(ids):
+                hash(i)
+                strs.append((count + j, i if isinstance(i, str) else str(i)))
+            count += len(ids)
+        nums = [np.full(count, -1, np.int64)]
+        widths = [np.zeros(count, np.int64)]
+    part.obs_rec.append(rec)
+    part.obs_full.append(bool(full or final))
+    part.obs_final.append(final)
+    part.eff_num.append(np.concatenate(nums) if len(nums) != 1 else nums[0])
+    part.eff_width.append(np.concatenate(widths) if len(widths) != 1 else widths[0])
+    part.eff_str.append(strs)
+
+
+def _parse_span(src: Any, start: int, end: int, spec: _Spec, at_eof: bool) -> _Part:
+    """Records of bytes [start, end) of `src` (an open file or bytes), chunk by chunk."""
+    part = _Part()
+    pos = start
+    while pos < end:
+        want = min(_FAST_CHUNK, end - pos)
+        while True:
+            if isinstance(src, bytes):
+                buf = src[pos:pos + want]
+            else:
+                src.seek(pos)
+                buf = src.read(want)
+            if pos + len(buf) >= end:
+                cut = len(buf)
+                break
+            cut = buf.rfind(b"\n") + 1
+            if cut > 0:
+                break
+            want *= 2  # a line longer than a chunk
+        last = pos + cut >= end
+        _parse_chunk(part, spec, buf[:cut] if cut < len(buf) else buf, pos, at_eof and last)
+        pos += cut
+    part.end = end
+    return part
+
+
+class _EventIds(Sequence):  # type: ignore[type-arg]
+    """`History.event_ids` without ten million str objects: ids "<prefix><digits>" are kept as
+    numbers and formatted on access; any other id is kept as it is."""
+
+    def __init__(self, prefix: str, width: int, nums: np.ndarray, strs: dict[int, str]) -> None:
+        self.prefix, self.width, self.nums, self.strs = prefix, width, nums, strs
+        self._rev: dict[str, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.nums)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = int(self.nums[i])
+        if n < 0:
+            return self.strs[i if i >= 0 else i + len(self)]
+        return f"{self.prefix}{n:0{self.width}d}"
+
+    def index(self, value: Any, start: int = 0, stop: Any = None) -> int:
+        if isinstance(value, str):
+            rest = value[len(self.prefix):] if value.startswith(self.prefix) else ""
+            if rest.isdigit() and rest.isascii() and len(rest) <= 18 and (
+                    len(rest) == self.width or (self.width == 0 and str(int(rest)) == rest)):
+                hits = np.flatnonzero(self.nums == int(rest))
+                hits = hits[hits >= start] if stop is None else hits[(hits >= start) & (hits < stop)]
+                if len(hits):
+                    return int(hits[0])
+            if self._rev is None:
+                self._rev = {}
+                for k, v in sorted(self.strs.items(), reverse=True):
+                    self._rev[v] = k
+            k = self._rev.get(value)
+            if k is not None and k >= start and (stop is None or k < stop):
+                return k
+        raise ValueError(f"{value!r} is not in list")
+
+    def __contains__(self, value: Any) -> bool:
+        try:
+            self.index(value)
+            return True
+        except ValueError:
+            return False
+
+    def __eq__(self, other: Any) -> bool:
+        if isinstance(other, (list, tuple, _EventIds)):
+            return len(self) == len(other) and list(self) == list(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(list(self)) if len(self) < 20 else f"<{len(self)} event ids>"
+
+
+def _remap(names: list[Any], index: dict[Any, int], out: list[Any], dtype: Any) -> np.ndarray:
+    codes = []
+    for name in names:
+        c = index.get(name)
+        if c is None:
+            c = index[name] = len(out)
+            out.append(name)
+        codes.append(c)
+    return np.array(codes + [0], dtype=dtype)
+
+
+def _merge(parts: list[_Part], prefix: str, path: str | None, data: bytes | None) -> History:
+    h = History()
+    h.path, h._data = path, data
+    f_index: dict[Any, int] = {}
+    p_index: dict[Any, int] = {}
+    k_index: dict[Any, int] = {}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in (
+        "time", "type", "f", "process", "off", "s_rec", "s_num", "s_width", "s_key", "s_seq",
+        "obs_rec", "eff_num", "eff_width", "eff_obs", "eff_base")}
+    s_str: list[tuple[int, str]] = []
+    e_str: list[tuple[int, str]] = []
+    rec_base = send_base = obs_base = eff_base = 0
+    for part in parts:
+        fmap = _remap(part.f_names, f_index, h.f_names, np.int16)
+        pmap = _remap(part.proc_names, p_index, h.process_names, np.int32)
+        kmap = _remap(part.key_names, k_index, h.key_names, np.int32)
+        c = part.cols
+        cat = (lambda k, dt: np.concatenate(c[k]) if c[k] else np.zeros(0, dt))  # noqa: E731
+        cols["time"].append(cat("time", np.int64))
+        cols["type"].append(cat("type", np.int8))
+        cols["f"].append(fmap[cat("f", np.int16)])
+        cols["process"].append(pmap[cat("process", np.int32)])
+        cols["off"].append(cat("off", np.int64))
+        cols["s_rec"].append(cat("s_rec", np.int64) + rec_base)
+        cols["s_num"].append(cat("s_num", np.int64))
+        cols["s_width"].append(cat("s_width", np.int64))
+        keys = cat("s_key", np.int32)
+        cols["s_key"].append(np.where(keys >= 0, kmap[keys], -1))
+        cols["s_seq"].append(cat("s_seq", np.int64))
+        s_str.extend((s + send_base, v) for s, v in part.s_str)
+        cols["obs_rec"].append(np.array(part.obs_rec, np.int64) + rec_base)
+        h_full = part.obs_full
+        h.obs_full = np.append(h.obs_full, np.array(h_full, bool))
+        h.obs_final = np.append(h.obs_final, np.array(part.obs_final, bool))
+        for j, (nums, widths, strs) in enumerate(zip(part.eff_num, part.eff_width, part.eff_str)):
+            cols["eff_num"].append(nums)
+            cols["eff_width"].append(widths)
+            cols["eff_obs"].append(np.full(len(nums), obs_base + j, np.int32))
+            cols["eff_base"].append(np.arange(len(nums), dtype=np.int64))
+            e_str.extend((s + eff_base, v) for s, v in strs)
+            eff_base += len(nums)
+        h.state_recs.extend(r + rec_base for r in part.state_recs)
+        if h.start is None and part.start is not None:
+            h.start = part.start
+        if part.truncated_at is not None:
+            h.truncated = True
+            h.warnings.append(f"\0{part.truncated_at}")  # line number filled in by the caller
+        rec_base += part.n
+        send_base += part.n_sends
+        obs_base += len(part.obs_rec)
+
+    def join(k: str, dt: Any) -> np.ndarray:
+        return np.concatenate(cols[k]).astype(dt, copy=False) if cols[k] else np.zeros(0, dt)
+
+    h.time, h.type, h.f, h.process = join("time", np.int64), join("type", np.int8), join("f", np.int16), join(
+        "process", np.int32)
+    h._offsets = np.append(join("off", np.int64), parts[-1].end if parts else 0)
+    h.send_rec = join("s_rec", np.int64)
+    h.obs_rec = join("obs_rec", np.int64)
+    h.eff_obs = join("eff_obs", np.int32)
+    s_num, s_width, s_key, s_seq = join("s_num", np.int64), join("s_width", np.int64), join(
+        "s_key", np.int32), join("s_seq", np.int64)
+    e_num, e_width, e_pos = join("eff_num", np.int64), join("eff_width", np.int64), join("eff_base", np.int64)
+    _intern(h, prefix, s_num, s_width, s_str, e_num, e_width, e_str, e_pos,
+            s_key, s_seq, h.raw)
+    return h
+
+
+def _intern(h: History, prefix: str, s_num: np.ndarray, s_width: np.ndarray, s_str: list[tuple[int, str]],
+            e_num: np.ndarray, e_width: np.ndarray, e_str: list[tuple[int, str]], e_pos: np.ndarray,
+            s_key: np.ndarray, s_seq: np.ndarray, raw: Any) -> None:
+    """Event numbers (eid) in order of first appearance, as the one-line-at-a-time reader gives them."""
+    # ids given as text that have the numeric shape become numbers too
+    for lst, num, width in ((s_str, s_num, s_width), (e_str, e_num, e_width)):
+        keep = []
+        for i, v in lst:
+            rest = v[len(prefix):] if prefix and v.startswith(prefix) else ""
+            if 0 < len(rest) <= 18 and rest.isdigit() and rest.isascii():
+                num[i], width[i] = int(rest), len(rest)
+            else:
+                keep.append((i, v))
+        lst[:] = keep
+    numeric = np.concatenate([s_num, e_num])
+    widths = np.concatenate([s_width, e_width])
+    is_num = numeric >= 0
+    w_used = np.unique(widths[is_num]) if is_num.any() else np.zeros(0, np.int64)
+    width = int(w_used[0]) if len(w_used) else 0
+    if len(w_used) > 1:
+        canonical = (numeric >= np.power(10, np.maximum(widths - 1, 0))) | (widths == 1)
+        if bool(np.all(canonical[is_num])):
+            width = 0
+        else:  # one width is numeric, ids of other widths are kept as text
+            vals, counts = np.unique(widths[is_num], return_counts=True)
+            width = int(vals[np.argmax(counts)])
+            odd = np.flatnonzero(is_num & (widths != width))
+            ns = len(s_num)
+            for i in odd.tolist():
+                text = prefix + str(int(numeric[i])).zfill(int(widths[i]))
+                (s_str if i < ns else e_str).append((i if i < ns else i - ns, text))
+                numeric[i] = -1
+            s_str.sort()
+            e_str.sort()
+            is_num = numeric >= 0
+    # tokens: numbers (made dense when sparse), then text ids after them
+    n_tok = len(numeric)
+    top = int(numeric.max()) + 1 if n_tok and is_num.any() else 0
+    uniq = None
+    if top > 4 * n_tok + (1 << 20):
+        uniq, inv = np.unique(numeric[is_num], return_inverse=True)
+        numeric = numeric.copy()
+        numeric[is_num] = inv
+        top = len(uniq)
+    text_code: dict[str, int] = {}
+    ns = len(s_num)
+    for i, v in s_str:
+        numeric[i] = top + text_code.setdefault(v, len(text_code))
+    for i, v in e_str:
+        numeric[ns + i] = top + text_code.setdefault(v, len(text_code))
+    size = top + len(text_code)
+    s_tok, e_tok = numeric[:ns], numeric[ns:]
+    # first appearance: sends by record, effects by (record of their read, position in it)
+    big = int(e_pos.max()) + 2 if len(e_pos) else 1
+    s_at = h.send_rec * big
+    e_at = h.obs_rec[h.eff_obs] * big + e_pos + 1 if len(e_pos) else np.zeros(0, np.int64)
+    never = np.iinfo(np.int64).max
+    first = np.full(size, never, np.int64)
+    first[s_tok[::-1]] = s_at[::-1]
+    if len(e_tok):
+        e_first = np.full(size, never, np.int64)
+        e_first[e_tok[::-1]] = e_at[::-1]
+        np.minimum(first, e_first, out=first)
+        del e_first
+    fs = np.flatnonzero(first[s_tok] == s_at)
+    fe = np.flatnonzero(first[e_tok] == e_at) if len(e_tok) else np.zeros(0, np.int64)
+    del first
+    toks = s_tok[fs]
+    if len(fe):
+        toks = np.insert(toks, np.searchsorted(s_at[fs], e_at[fe]), e_tok[fe])
+    n_ev = len(toks)
+    eid_of = np.full(size, -1, np.int64)
+    eid_of[toks] = np.arange(n_ev)
+    h.send_eid = eid_of[s_tok]
+    h.eff_eid = eid_of[e_tok]
+    del eid_of
+    # ids back: numbers per eid, text for the others
+    nums = toks.copy()
+    text_ids = {}
+    is_text = toks >= top
+    if is_text.any():
+        names = list(text_code)
+        for e in np.flatnonzero(is_text).tolist():
+            text_ids[e] = names[int(toks[e]) - top]
+        nums[is_text] = -1
+    if uniq is not None:
+        nums[~is_text] = uniq[nums[~is_text]]
+    if len(text_ids) == n_ev:
+        h.event_ids = [text_ids[e] for e in range(n_ev)]
+    else:
+        h.event_ids = _EventIds(prefix, width, nums, text_ids)  # type: ignore[assignment]
+    # key and seq: the first appearance sets them, every later invoke overwrites them
+    ek = np.full(n_ev, -1, np.int32)
+    es = np.full(n_ev, -1, np.int64)
+    ek[h.send_eid[fs]] = s_key[fs]
+    es[h.send_eid[fs]] = s_seq[fs]
+    s_type = h.type[h.send_rec]
+    inv = np.flatnonzero(s_type == INVOKE)
+    ek[h.send_eid[inv]] = s_key[inv]
+    es[h.send_eid[inv]] = s_seq[inv]
+    # the rare rest, one by one as the original rules say: events first seen in the sink, and
+    # sends without a key (a later completion may then set it)
+    odd_eids = set(h.eff_eid[fe].tolist()) | set(h.send_eid[s_key < 0].tolist())
+    if odd_eids:
+        _replay(h, sorted(odd_eids), fe, e_pos, s_key, s_seq, s_type, ek, es, raw)
+    h.event_key, h.event_seq = ek, es
+
+
+def _replay(h: History, eids: list[int], fe: np.ndarray, e_pos: np.ndarray, s_key: np.ndarray,
+            s_seq: np.ndarray, s_type: np.ndarray, ek: np.ndarray, es: np.ndarray, raw: Any) -> None:
+    want = np.array(eids, np.int64)
+    first_effect: dict[int, tuple[int, int]] = {}  # eid -> (record, position in the read)
+    for i in fe.tolist():
+        e = int(h.eff_eid[i])
+        first_effect[e] = (int(h.obs_rec[h.eff_obs[i]]), int(e_pos[i]))
+    described: dict[int, tuple[int, int]] = {}
+    by_rec: dict[int, list[tuple[int, int]]] = {}
+    for e, (rec, j) in first_effect.items():
+        if e in set(eids):
+            by_rec.setdefault(rec, []).append((j, e))
+    for rec, wanted in by_rec.items():
+        d = _BigObservation(raw(rec))
+        events: list[Any] = []
+        for chunk in d.chunks():
+            events.extend(chunk)
+        for j, e in wanted:
+            ev = events[j]
+            key = ev[1] if len(ev) > 1 else None
+            seq = ev[2] if len(ev) > 2 else None
+            kc = -1
+            if key is not None:
+                key = str(key)
+                if key not in h.key_names:
+                    h.key_names.append(key)
+                kc = h.key_names.index(key)
+            described[e] = (kc, seq if isinstance(seq, int) else -1)
+    rows = np.flatnonzero(np.isin(h.send_eid, want))
+    items: dict[int, list[tuple[int, int, int, int]]] = {e: [] for e in eids}  # (at, type, key, seq)
+    for r in rows.tolist():
+        items[int(h.send_eid[r])].append((int(h.send_rec[r]) * 2, int(s_type[r]), int(s_key[r]), int(s_seq[r])))
+    for e in eids:
+        seq_items = items[e]
+        if e in first_effect:
+            rec, _ = first_effect[e]
+            kc, sq = described[e]
+            seq_items.append((rec * 2 - 1, -1, kc, sq))
+        seq_items.sort()
+        k, s = -1, -1
+        for n, (_, typ, kc, sq) in enumerate(seq_items):
+            if n == 0 or typ == INVOKE or (typ >= 0 and k < 0):
+                k, s = kc, sq
+        ek[e], es[e] = k, s
