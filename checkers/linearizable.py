@@ -14,10 +14,12 @@ instant are concurrent); a call that never returned has `ret = math.inf`.
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import multiprocessing
 import os
 import time
+from pathlib import Path
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,9 +64,10 @@ def as_ops(items: Iterable[Any]) -> list[Op]:
 
 
 def check(history_ops: Iterable[Any], model: Any, *, budget_s: float = 10.0, partition: bool = True,
-          parallel: bool | None = None) -> dict[str, Any]:
+          parallel: bool | None = None, native: Any = True) -> dict[str, Any]:
     """Is the history linearizable with respect to `model`? `valid` is True, False, or
-    "unknown" when the budget ran out first."""
+    "unknown" when the budget ran out first. `native`: True (the compiled search when it is
+    installed), False (pure Python), or a library from `load_native`."""
     t0 = time.perf_counter()
     if isinstance(model, str):
         model = _models.by_name(model)
@@ -75,9 +78,9 @@ def check(history_ops: Iterable[Any], model: Any, *, budget_s: float = 10.0, par
     use_pool = parallel if parallel is not None else (
         len(parts) > 1 and len(ops) >= _PARALLEL_MIN_OPS and (os.cpu_count() or 1) > 1)
     if use_pool:
-        results = _run_pool(parts, model, deadline)
+        results = _run_pool(parts, model, deadline, native)
     else:
-        results = _interleave([_searcher(p, model) for p in parts], deadline)
+        results = _interleave([_searcher(p, model, native) for p in parts], deadline)
     verdicts = [r[0] if r else "skipped" for r in results]
     if "invalid" in verdicts:
         valid: bool | str = False
@@ -113,7 +116,7 @@ def check(history_ops: Iterable[Any], model: Any, *, budget_s: float = 10.0, par
     }
 
 
-def _run_pool(parts: list[list[Op]], model: Any, deadline: float) -> list[tuple[str, list[int]] | None]:
+def _run_pool(parts: list[list[Op]], model: Any, deadline: float, native: Any = True) -> list[tuple[str, list[int]] | None]:
     """Parts dealt to one process per core (largest first, to the least loaded), each process
     interleaving its parts; the first invalid part stops every process."""
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
@@ -126,7 +129,7 @@ def _run_pool(parts: list[list[Op]], model: Any, deadline: float) -> list[tuple[
         load[w] += len(parts[i])
     stop = ctx.Event()
     queue = ctx.SimpleQueue()
-    procs = [ctx.Process(target=_worker, args=(g, [parts[i] for i in g], model, deadline, stop, queue),
+    procs = [ctx.Process(target=_worker, args=(g, [parts[i] for i in g], model, deadline, stop, queue, native),
                          daemon=True) for g in groups]
     for p in procs:
         p.start()
@@ -142,8 +145,8 @@ def _run_pool(parts: list[list[Op]], model: Any, deadline: float) -> list[tuple[
 
 
 def _worker(indices: list[int], parts: list[list[Op]], model: Any, deadline: float, stop: Any,
-            queue: Any) -> None:
-    results = _interleave([_searcher(p, model) for p in parts], deadline, stop)
+            queue: Any, native: Any = True) -> None:
+    results = _interleave([_searcher(p, model, native) for p in parts], deadline, stop)
     queue.put(list(zip(indices, results)))
 
 
@@ -174,7 +177,112 @@ def _interleave(searches: list[Any], deadline: float, stop: Any = None) -> list[
     return results
 
 
-def _searcher(ops: Sequence[Op], model: Any) -> Any:
+# --------------------------------------------------------------------------- compiled core
+#
+# checkers/wgl_core.c is the same search in C (built by `onceproof setup` into
+# $ONCEPROOF_HOME/lib); model steps stay in Python, asked once per (state, op) and cached
+# there. Without the library, the pure-Python search below runs (same results, slower).
+
+_VALID, _INVALID, _NEED, _YIELD, _NOMEM = 0, 1, 2, 3, 4
+_native: Any = None
+_native_tried = False
+
+
+def native_library_path() -> Path:
+    home = os.environ.get("ONCEPROOF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "onceproof")
+    return Path(home) / "lib" / "libonceproof_wgl.so"
+
+
+def load_native(path: str | os.PathLike[str] | None = None) -> Any:
+    """Load the compiled search (None if it is not there); `path=None`: the installed one."""
+    global _native, _native_tried
+    if path is None and _native_tried:
+        return _native
+    _native_tried = path is None or _native_tried
+    try:
+        lib = ctypes.CDLL(str(path or native_library_path()))
+    except OSError:
+        if path is None:
+            _native = None
+        return None
+    p, i, ll = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
+    for name, res, args in (("wgl_new", p, [i, p, i]), ("wgl_free", None, [p]), ("wgl_put", i, [p, i, i, i]),
+                            ("wgl_run", i, [p, ll]), ("wgl_req_state", i, [p]), ("wgl_req_op", i, [p]),
+                            ("wgl_depth", i, [p]), ("wgl_best_len", i, [p]), ("wgl_stack", None, [p, p]),
+                            ("wgl_best", None, [p, p]), ("wgl_steps", ll, [p])):
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+    _native = lib if path is None else _native
+    return lib
+
+
+def _entry_order(ops: Sequence[Op]) -> list[int]:
+    n = len(ops)
+    keyed = sorted([(op.call, 0, i) for i, op in enumerate(ops)] + [(op.ret, 1, n + i) for i, op in enumerate(ops)])
+    return [e for _, _, e in keyed]
+
+
+def _native_searcher(ops: Sequence[Op], model: Any, lib: Any) -> Any:
+    """`_searcher` with the loop in C: the same generator protocol and the same results."""
+    n = len(ops)
+    if n == 0:
+        return "valid", []
+    order = (ctypes.c_int * (2 * n))(*_entry_order(ops))
+    states = [model.init()]
+    index: dict[Any, int] = {states[0]: 0}
+    inputs = [op.input for op in ops]
+    outputs = [op.output for op in ops]
+    step = model.step
+    c = lib.wgl_new(n, order, 0)
+    if not c:
+        raise MemoryError("linearizability search")
+
+    def seq(best: bool) -> list[int]:
+        k = lib.wgl_best_len(c) if best else lib.wgl_depth(c)
+        buf = (ctypes.c_int * max(k, 1))()
+        (lib.wgl_best if best else lib.wgl_stack)(c, buf)
+        return list(buf[:k])
+
+    try:
+        while True:
+            rc = lib.wgl_run(c, 1 << 16)
+            if rc == _NEED:
+                s, op = lib.wgl_req_state(c), lib.wgl_req_op(c)
+                ok, new = step(states[s], inputs[op], outputs[op])
+                if ok:
+                    sid = index.get(new)
+                    if sid is None:
+                        sid = index[new] = len(states)
+                        states.append(new)
+                else:
+                    sid = -1
+                if lib.wgl_put(c, s, op, sid):
+                    raise MemoryError("linearizability search")
+            elif rc == _YIELD:
+                if (yield None) == "stop":
+                    best = lib.wgl_best_len(c) > lib.wgl_depth(c)
+                    yield "unknown", seq(best)
+                    return "unknown", []
+            elif rc == _VALID:
+                return "valid", seq(False)
+            elif rc == _INVALID:
+                return "invalid", seq(True)
+            else:
+                raise MemoryError("linearizability search")
+    finally:
+        lib.wgl_free(c)
+
+
+def _searcher(ops: Sequence[Op], model: Any, native: Any = True) -> Any:
+    """The search of one part: compiled when the library is there (native=True: the installed
+    one; False: pure Python; or a library from `load_native`)."""
+    lib = load_native() if native is True else (native or None)
+    if lib is not None:
+        return _native_searcher(ops, model, lib)
+    return _py_searcher(ops, model)
+
+
+def _py_searcher(ops: Sequence[Op], model: Any) -> Any:
     """A generator: yields every few thousand steps (send it "stop" to get the longest prefix so
     far as ("unknown", prefix)); returns the verdict of `_search`."""
     n = len(ops)

@@ -70,9 +70,23 @@ def build_clock_shim(log: Callable[[str], None] = print) -> None:
         os.chmod(d, os.stat(d).st_mode | 0o111)  # the postgres user must be able to load it
 
 
+def build_wgl_core(log: Callable[[str], None] = print) -> None:
+    """The compiled linearizability search (checkers/wgl_core.c; checkers finds it by this path)."""
+    source = HERE.parent / "checkers" / "wgl_core.c"
+    target = paths.home() / "lib" / "libonceproof_wgl.so"
+    if not source.exists() or (target.exists() and target.stat().st_mtime >= source.stat().st_mtime):
+        return
+    log(f"checkers: compiling {source.name}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    _run(["gcc", "-O2", "-shared", "-fPIC", "-Wall", "-o", str(tmp), str(source)], "gcc (linearizability core)")
+    tmp.rename(target)
+
+
 def install_all(log: Callable[[str], None] = print) -> None:
     paths.home().mkdir(parents=True, exist_ok=True)
     build_clock_shim(log)
+    build_wgl_core(log)
     install_toxiproxy(log)
     install_kafka(log)
 
