@@ -150,6 +150,7 @@ _handlers_installed = False
 
 
 _guards: list[RunEntry] = []
+made: list[tuple[str, str]] = []  # (run id, name prefix) of every run of this process, for leak checks
 
 
 def _on_exit() -> None:
@@ -200,6 +201,7 @@ class NetnsRuntime(LocalRuntime):
         try:
             with self._subnet_lock():
                 self.prefix, self.octet = self._choose(digest)
+                made.append((self.run_id, self.prefix))
                 self.subnet = f"{SUPERNET}.{self.octet}.0/24"
                 self.bridge = f"{self.prefix}br"
                 self._make_bridge()

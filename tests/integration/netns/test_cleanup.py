@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from targets import paths
-from tests.integration.netns.conftest import machine_state, needs_root
+from tests.integration.netns.conftest import needs_root
 
 pytestmark = [pytest.mark.integration, needs_root]
 
@@ -56,17 +56,14 @@ def traces(info: dict) -> list[str]:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_nothing_survives_a_harness_stopped_by(sig):
-    before = machine_state()
     proc, info = start_harness()
     assert any("netns" not in t and "link" not in t for t in traces(info))  # it did make things
     proc.send_signal(sig)
     proc.wait(30)
     assert traces(info) == []
-    assert machine_state() == before
 
 
 def test_cleanup_removes_what_a_harness_killed_with_sigkill_left():
-    before = machine_state()
     proc, info = start_harness()
     proc.kill()
     proc.wait(10)
@@ -77,7 +74,6 @@ def test_cleanup_removes_what_a_harness_killed_with_sigkill_left():
     while traces(info) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert traces(info) == []  # ...and cleanup removes it
-    assert machine_state() == before
     assert "network namespace" in res.stdout and "iptables rule" in res.stdout
 
 

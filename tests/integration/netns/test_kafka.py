@@ -69,6 +69,7 @@ def transactional_producer(c: Cluster):
     with c.rt.entered("load"):  # the load generator's client lives in its own namespace
         p = Producer({"bootstrap.servers": c.kafka.bootstrap_direct, "transactional.id": f"netns-{uuid.uuid4()}",
                       "transaction.timeout.ms": 60000, "socket.timeout.ms": 5000,
+                      "request.timeout.ms": 5000, "topic.metadata.refresh.interval.ms": 1000,
                       "message.timeout.ms": 60000})
         p.init_transactions(60)
     return p
