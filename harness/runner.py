@@ -121,6 +121,7 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
     replicas: list[CommandNode] = []
     nemesis = None
     observer: Observer | None = None
+    load_host: _LoadHost | None = None
     interrupted = False
     final_ok = False
     history.record("harness", "info", "start", {
@@ -136,7 +137,8 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
                 n: a for n, a, _ in deployment.endpoints()})
             source = make_source(plan.workload.source, deployment, plan.workload.partitions)
             sink = make_sink(plan.workload.sink, deployment)
-            source.setup()
+            load_host = _LoadHost(runtime)
+            load_host.call(source.setup)
             sink.setup()
             progress.phase = "starting pipeline"
             report(progress)
@@ -174,7 +176,7 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
             ticker = _Ticker(progress, workload, observer, nemesis, t0, report)
             ticker.start()
             try:
-                workload.run(plan.workload.duration, stop)
+                load_host.call(workload.run, plan.workload.duration, stop)
             finally:
                 stop.set()
                 history.record("harness", "info", "load-end", workload.stats.as_dict())
@@ -185,7 +187,7 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
                 history.record("harness", "info", "heal-all", None)
                 nemesis.heal_all()
             _restart_dead(replicas, history, notes)
-            workload.finish(timeout=min(30.0, plan.quiesce.max))
+            load_host.call(workload.finish, min(30.0, plan.quiesce.max))
             load_stats = workload.stats.as_dict()
             progress.phase = "quiescing"
             history.record("harness", "info", "quiesce-start", None)
@@ -218,6 +220,8 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
                     errors.append(f"heal: {e}")
             if observer is not None:
                 observer.stop()
+            if load_host is not None:
+                load_host.close()
             for node in replicas:
                 try:
                     node.stop(timeout=5)
@@ -253,6 +257,30 @@ def _restart_dead(replicas: list[CommandNode], history: History, notes: list[str
             notes.append(f"{node.name} had exited (code {code}) when the load ended; restarted it to drain")
             history.record("harness", "info", "restart-replica", {"replica": node.name, "exit_code": code})
             node.start()
+
+
+class _LoadHost:
+    """Runs the load generator's calls on one thread that, on the netns runtime, lives in the
+    `load` host's namespace (so partitions can cut the load generator too); the client
+    library's own threads, created from it, inherit that namespace."""
+
+    def __init__(self, runtime: Any) -> None:
+        import concurrent.futures
+
+        entered = getattr(runtime, "entered", None)
+        self._ctx = entered("load") if entered else None
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="load",
+                                                           initializer=self._enter)
+
+    def _enter(self) -> None:
+        if self._ctx is not None:
+            self._ctx.__enter__()  # for the life of this dedicated thread
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self._pool.submit(fn, *args).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _Ticker(threading.Thread):

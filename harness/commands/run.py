@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -61,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
         plan = load_plan(args.plan, overrides)
     except PlanError as e:
         print(e, file=sys.stderr)
+        return 2
+    if plan.runtime == "netns" and os.geteuid() != 0:
+        print(f"{args.plan}: runtime: netns needs root (network namespaces and iptables); run as root, "
+              "or use `runtime: local`", file=sys.stderr)
         return 2
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     interactive = console.is_terminal and not args.json

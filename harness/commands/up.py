@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -23,6 +24,9 @@ def run(args: argparse.Namespace) -> int:
         plan = load_plan(args.plan)
     except PlanError as e:
         print(e, file=sys.stderr)
+        return 2
+    if plan.runtime == "netns" and os.geteuid() != 0:
+        print(f"{args.plan}: runtime: netns needs root (network namespaces and iptables)", file=sys.stderr)
         return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
