@@ -21,7 +21,7 @@ from pathlib import Path
 
 from harness.history import History
 from harness.sources import KafkaSource, RedisSource, encode
-from harness.workload import EventFactory, Workload
+from harness.workload import Workload
 from targets import kafka as kafka_mod
 from targets.deployment import Deployment, TargetsSpec
 from targets.local import LocalRuntime
