@@ -1,0 +1,121 @@
+"""The workload's sources and the observer's sinks on real servers: what is sent arrives with
+its outcome recorded, what is applied is seen, and an effect that vanishes is a flicker."""
+from __future__ import annotations
+
+import threading
+import uuid
+
+import orjson
+import psycopg
+import pytest
+
+from checkers import exactly_once
+from checkers.history import read_history
+from harness.history import History
+from harness.observer import Observer
+from harness.sinks import PostgresSink, RedisSetSink, RedisStreamSink
+from harness.sources import KafkaSource, PostgresSource, RedisSource
+from harness.workload import Workload
+from targets.redis import client
+
+pytestmark = pytest.mark.integration
+
+
+def _sends(path) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in open(path, "rb"):
+        r = orjson.loads(line)
+        if r["f"] == "send":
+            out.setdefault(r["value"]["id"], []).append(r["type"])
+    return out
+
+
+@pytest.mark.parametrize("kind", ["kafka", "redis", "postgres"])
+def test_every_event_sent_is_recorded_with_invoke_and_ok_and_lands_in_the_source(shared_targets, tmp_path, kind):
+    d = shared_targets
+    name = f"src_{kind}_{uuid.uuid4().hex[:6]}"
+    source = {"kafka": KafkaSource, "redis": RedisSource, "postgres": PostgresSource}[kind](d, name, 2)
+    source.setup()
+    history = History(tmp_path / "h.jsonl")
+    w = Workload(source, history, rate=2000, keys=7, seed=3)
+    w.run(1.0, threading.Event())
+    w.finish(20)
+    history.close()
+    sends = _sends(tmp_path / "h.jsonl")
+    assert len(sends) == w.stats.sent >= 1500
+    assert all(types == ["invoke", "ok"] for types in sends.values())
+    if kind == "redis":
+        r = client(d.redis.host, d.redis.port)
+        entries = r.xrange(name)
+        assert [e[1]["id"] for e in entries] == [f"e{i}" for i in range(len(sends))]
+        per_key: dict[str, list[int]] = {}
+        for _, f in entries:
+            per_key.setdefault(f["key"], []).append(int(f["seq"]))
+        assert all(seqs == list(range(len(seqs))) for seqs in per_key.values())  # seq counts per key from 0
+    elif kind == "postgres":
+        with psycopg.connect(d.postgres_dsn()) as c:
+            assert c.execute(f"SELECT count(DISTINCT id) FROM {name}").fetchone()[0] == len(sends)
+
+
+def test_a_refused_redis_connection_is_fail_and_nothing_is_written(shared_targets, tmp_path):
+    d = shared_targets
+    name = f"src_refused_{uuid.uuid4().hex[:6]}"
+    source = RedisSource(d, name, 1)
+    source.setup()
+    source.address = ("127.0.0.1", d.runtime.free_port())  # nobody listens there
+    history = History(tmp_path / "h.jsonl")
+    w = Workload(source, history, rate=500, keys=3, seed=1)
+    w.run(0.3, threading.Event())
+    history.close()
+    sends = _sends(tmp_path / "h.jsonl")
+    assert sends and all(types == ["invoke", "fail"] for types in sends.values())
+    assert client(d.redis.host, d.redis.port).xlen(name) == 0
+
+
+
+def test_postgres_observer_sees_new_effects_and_a_deleted_one_is_a_flicker(shared_targets, tmp_path):
+    d = shared_targets
+    name = f"eff_{uuid.uuid4().hex[:6]}"
+    sink = PostgresSink(d, name)
+    sink.setup()
+    history = History(tmp_path / "h.jsonl")
+    for i in range(3):  # three events sent and acknowledged
+        history.record("load", "invoke", "send", {"id": f"e{i}", "key": "k", "seq": i})
+        history.record("load", "ok", "send", {"id": f"e{i}", "key": "k", "seq": i})
+    obs = Observer(sink, history)
+    with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+        c.execute(f"INSERT INTO {name} (event_id, key, seq, replica) VALUES ('e0','k',0,0), ('e1','k',1,0)")
+        assert obs.observe_once() == 2
+        c.execute(f"INSERT INTO {name} (event_id, key, seq, replica) VALUES ('e2','k',2,0)")
+        assert obs.observe_once() == 1
+        c.execute(f"DELETE FROM {name} WHERE event_id = 'e1'")  # a visible effect rolled back
+        obs.observe_once()
+        c.execute(f"INSERT INTO {name} (event_id, key, seq, replica) VALUES ('e1','k',1,1)")
+    obs.final_read()
+    sink.close()
+    history.close()
+    result = exactly_once.check(read_history(tmp_path / "h.jsonl"))
+    assert result["valid"] is False
+    assert result["anomalies"]["flicker"] == 1
+    assert result["examples"]["flicker"][0]["id"] == "e1"
+    assert result["anomalies"]["duplicate"] == 0 and result["anomalies"]["lost"] == 0
+
+
+def test_redis_stream_and_set_sinks_read_incrementally_and_fully(shared_targets):
+    d = shared_targets
+    r = client(d.redis.host, d.redis.port)
+    stream = RedisStreamSink(d, f"effs_{uuid.uuid4().hex[:6]}")
+    stream.setup()
+    r.xadd(stream.name, {"id": "e1", "key": "k", "seq": 0, "replica": 0})
+    r.xadd(stream.name, {"id": "e2", "key": "k", "seq": 1, "replica": 1})
+    assert stream.read() == ([["e1", "k", 0, 0], ["e2", "k", 1, 1]], False)
+    r.xadd(stream.name, {"id": "e2", "key": "k", "seq": 1, "replica": 0})
+    assert stream.read() == ([["e2", "k", 1, 0]], False)
+    assert [e[0] for e in stream.final_read()] == ["e1", "e2", "e2"]
+    members = RedisSetSink(d, f"effset_{uuid.uuid4().hex[:6]}")
+    members.setup()
+    r.sadd(members.name, "e1", "e2")
+    assert sorted(e[0] for e in members.read()[0]) == ["e1", "e2"]
+    r.srem(members.name, "e1")
+    events, full = members.read()
+    assert full is True and [e[0] for e in events] == ["e2"]
