@@ -104,5 +104,9 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/] {e}")
     for n in res["notes"]:
         console.print(f"note: {n}")
+    for name, r in (res.get("checkers") or {}).items():
+        if r.get("valid") == "unknown":  # say why there is no verdict
+            for n in r.get("notes") or []:
+                console.print(f"{name}: {n}")
     console.print(f"report: {result.out_dir / 'report.html'}")
     return result.exit_code
