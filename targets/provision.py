@@ -83,10 +83,24 @@ def build_wgl_core(log: Callable[[str], None] = print) -> None:
     tmp.rename(target)
 
 
+def build_history_scan(log: Callable[[str], None] = print) -> None:
+    """The compiled history line scanner (checkers/history_scan.c; checkers finds it by this path)."""
+    source = HERE.parent / "checkers" / "history_scan.c"
+    target = paths.home() / "lib" / "libonceproof_scan.so"
+    if not source.exists() or (target.exists() and target.stat().st_mtime >= source.stat().st_mtime):
+        return
+    log(f"checkers: compiling {source.name}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    _run(["gcc", "-O2", "-shared", "-fPIC", "-Wall", "-o", str(tmp), str(source)], "gcc (history scanner)")
+    tmp.rename(target)
+
+
 def install_all(log: Callable[[str], None] = print) -> None:
     paths.home().mkdir(parents=True, exist_ok=True)
     build_clock_shim(log)
     build_wgl_core(log)
+    build_history_scan(log)
     install_toxiproxy(log)
     install_kafka(log)
 
