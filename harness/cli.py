@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 # name of the sub-command module in harness/commands, in the order `--help` lists them
 COMMANDS = ["run", "check", "report", "plan", "up", "doctor", "setup", "cleanup"]
@@ -16,7 +17,7 @@ EXIT_VALID, EXIT_INVALID, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # bad flags are bad input: exit 2 with usage
+    def error(self, message: str) -> NoReturn:  # bad flags are bad input: exit 2 with usage
         self.print_usage(sys.stderr)
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 

@@ -155,11 +155,11 @@ class Plan(_Model):
     runtime: Literal["local", "netns"] = "local"
     targets: Targets
     pipeline: Pipeline
-    workload: Workload = Field(default_factory=Workload)
+    workload: Workload = Field(default_factory=lambda: Workload())
     faults: list[dict[str, Any]] = Field(default_factory=list)
     checks: Checks = Field(default_factory=Checks)
-    quiesce: Quiesce = Field(default_factory=Quiesce)
-    observe: Observe = Field(default_factory=Observe)
+    quiesce: Quiesce = Field(default_factory=lambda: Quiesce())
+    observe: Observe = Field(default_factory=lambda: Observe())
 
     @model_validator(mode="after")
     def _consistent(self) -> "Plan":
@@ -255,7 +255,7 @@ def _field_name(loc: tuple) -> str:
     return out
 
 
-def _explain(err: dict[str, Any], known: list[str]) -> str:
+def _explain(err: Any, known: list[str]) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
     if err["type"] == "missing":

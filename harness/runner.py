@@ -63,7 +63,7 @@ def _resolve_command(command: list[str]) -> list[str]:
     return list(command)
 
 
-def _make_runtime(plan: Plan, run_id: str, log_dir: Path):  # type: ignore[no-untyped-def]
+def _make_runtime(plan: Plan, run_id: str, log_dir: Path | None):  # type: ignore[no-untyped-def]
     if plan.runtime == "netns":
         from targets.netns import NetnsRuntime  # type: ignore[import-not-found]
 

@@ -204,14 +204,14 @@ class KafkaSink(Sink):
             self.consumer.close()
 
 
-class RedisStreamSink(Sink):
+class RedisStreamSink(Sink):  # redis-py types every reply as maybe-awaitable: Any here
     """A Redis stream whose entries have fields id, key, seq, replica."""
 
     def setup(self) -> None:
         from targets.redis import client
 
         assert self.deployment.redis is not None
-        self.client = client(self.deployment.redis.host, self.deployment.redis.port, timeout=5.0)
+        self.client: Any = client(self.deployment.redis.host, self.deployment.redis.port, timeout=5.0)
         self.client.delete(self.name)
         self.last = "0-0"
 
@@ -223,7 +223,7 @@ class RedisStreamSink(Sink):
                 int(rep) if rep is not None else None]
 
     def read(self) -> tuple[list[Effect], bool]:
-        out = []
+        out: list[Effect] = []
         while True:
             entries = self.client.xrange(self.name, min=f"({self.last}", count=10000)
             if not entries:
@@ -232,7 +232,8 @@ class RedisStreamSink(Sink):
             self.last = entries[-1][0]
 
     def final_read(self) -> list[Effect]:
-        out, last = [], "-"
+        out: list[Effect] = []
+        last = "-"
         while True:
             entries = self.client.xrange(self.name, min=last, count=10000)
             if last != "-":
@@ -250,7 +251,7 @@ class RedisSetSink(Sink):
         from targets.redis import client
 
         assert self.deployment.redis is not None
-        self.client = client(self.deployment.redis.host, self.deployment.redis.port, timeout=5.0)
+        self.client: Any = client(self.deployment.redis.host, self.deployment.redis.port, timeout=5.0)
         self.client.delete(self.name)
         self.seen: set[str] = set()
 

@@ -79,6 +79,7 @@ class PostgresNode(Node):
 
     def command(self) -> list[str]:
         bindir = bin_dir()
+        assert bindir is not None  # prepare() checked
         return [str(bindir / "postgres"), "-D", str(self.pgdata), "-c", f"port={self.port}",
                 "-c", f"listen_addresses={self.host}", "-c", f"unix_socket_directories={self.data_dir}"]
 

@@ -143,7 +143,7 @@ def remove_run(entry: RunEntry) -> list[str]:
 
 def stale_runs(include_live: bool = False) -> list[RunEntry]:
     """Runs whose harness is gone (or all runs, with include_live)."""
-    out = []
+    out: list[RunEntry] = []
     reg = paths.registry_dir()
     if not reg.is_dir():
         return out

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
@@ -23,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _live_table(p) -> Table:  # type: ignore[no-untyped-def]
+def _live_table(p: Any) -> Table:
     t = Table.grid(padding=(0, 2))
     t.add_row("[bold]phase[/]", p.phase, "[bold]elapsed[/]", f"{p.elapsed_s:5.1f}s / {p.total_s:.0f}s")
     t.add_row("[bold]sent[/]", f"{p.sent:,}", "[bold]acked[/]", f"{p.acked:,}")
@@ -34,7 +36,8 @@ def _live_table(p) -> Table:  # type: ignore[no-untyped-def]
 
 def verdict_table(results: dict) -> Table:
     v = results.get("valid")
-    title = {True: "[green]VALID[/]", False: "[red]ANOMALIES FOUND[/]"}.get(v, "[yellow]UNKNOWN (no verdict)[/]")
+    title = "[green]VALID[/]" if v is True else "[red]ANOMALIES FOUND[/]" if v is False else \
+        "[yellow]UNKNOWN (no verdict)[/]"
     t = Table(title=f"{results.get('name')}: {title}", show_lines=False)
     t.add_column("checker")
     t.add_column("verdict")
@@ -47,7 +50,7 @@ def verdict_table(results: dict) -> Table:
 
 def run(args: argparse.Namespace) -> int:
     from harness.plan import PlanError, load_plan, parse_duration
-    from harness.runner import execute
+    from harness.runner import Progress, execute
 
     overrides = {}
     if args.seed is not None:
@@ -71,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
     interactive = console.is_terminal and not args.json
     last_print = [0.0]
 
-    def on_progress(p) -> None:  # type: ignore[no-untyped-def]
-        if interactive:
+    live: Live | None = Live(_live_table(Progress()), console=console, refresh_per_second=4) if interactive else None
+
+    def on_progress(p: Progress) -> None:
+        if live is not None:
             live.update(_live_table(p))
         elif time.monotonic() - last_print[0] >= 5 or p.phase != getattr(on_progress, "phase", None):
             last_print[0] = time.monotonic()
@@ -81,12 +86,7 @@ def run(args: argparse.Namespace) -> int:
                           f"applied={p.applied} rate={p.rate:.0f}/s faults={', '.join(p.faults) or '-'}")
 
     console.print(f"onceproof: running plan {plan.name!r} (seed {plan.seed}, {plan.workload.duration:g}s of load)")
-    if interactive:
-        with Live(_live_table(__import__("harness.runner", fromlist=["Progress"]).Progress()),
-                  console=console, refresh_per_second=4) as live:
-            result = execute(plan, Path(args.out) if args.out else None, on_progress=on_progress)
-    else:
-        live = None
+    with live if live is not None else contextlib.nullcontext():
         result = execute(plan, Path(args.out) if args.out else None, on_progress=on_progress)
     res = result.results
     if args.json:
@@ -100,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
     if wl:
         console.print(f"load: asked {wl.get('asked_rate', 0):,.0f}/s, achieved {wl.get('achieved_rate', 0):,.0f}/s; "
                       f"sends ok={wl.get('ok')} fail={wl.get('fail')} info={wl.get('info')}")
-    for e in res["errors"]:
-        console.print(f"[red]error:[/] {e}")
+    for err in res["errors"]:
+        console.print(f"[red]error:[/] {err}")
     for n in res["notes"]:
         console.print(f"note: {n}")
     for name, r in (res.get("checkers") or {}).items():

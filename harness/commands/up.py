@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *a: stop.set())
     run_id = new_run_id()
-    runtime = _make_runtime(plan, run_id, None)
+    runtime = _make_runtime(plan, run_id, None)  # logs in the run's scratch space
     deployment = Deployment.create(runtime, _spec(plan))
     try:
         print(f"up: starting targets of {plan.name!r} (run {run_id})", flush=True)

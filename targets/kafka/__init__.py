@@ -18,6 +18,7 @@ import socket
 import subprocess
 import uuid
 from pathlib import Path
+from typing import NoReturn
 
 from targets import paths
 from targets.process import Node, NodeError
@@ -80,14 +81,15 @@ def format_template() -> Path:
                           "-t", random_id(), "-c", str(props)], capture_output=True, text=True)
     if res.returncode != 0:
         raise NodeError(f"kafka storage format failed: {res.stdout[-1500:]}{res.stderr[-1500:]}")
-    (work / "data" / "bootstrap.checkpoint").exists() or _missing(work)
+    if not (work / "data" / "bootstrap.checkpoint").exists():
+        _missing(work)
     shutil.rmtree(template, ignore_errors=True)
     (work / "data").rename(template)
     shutil.rmtree(work, ignore_errors=True)
     return template
 
 
-def _missing(work: Path) -> None:
+def _missing(work: Path) -> NoReturn:
     raise NodeError(f"kafka storage format did not write {work / 'data' / 'bootstrap.checkpoint'}")
 
 
