@@ -150,15 +150,30 @@ def test_kafka_clients_cannot_bypass_the_proxy(shared_targets):
     assert d.kafka.nodes[0].port != proxy_port
 
 
-def test_three_node_kafka_keeps_committing_transactions_with_one_broker_killed(runtime):
+def test_three_node_kafka_keeps_committing_transactions_with_the_active_controller_killed(runtime):
+    """Also proves the Kafka-aware selectors on a real cluster: the controller and a partition
+    leader are found by role, and after the controller dies another node takes the role."""
+    from faults.base import Context
+    from faults.selectors import resolve_role
+
     d = Deployment.create(runtime, TargetsSpec(kafka_nodes=3))
     try:
         d.start(timeout=90)
         topic = "txn3"
-        _topic(AdminClient({"bootstrap.servers": d.kafka_bootstrap()}), topic, partitions=3, rf=3)
+        admin = AdminClient({"bootstrap.servers": d.kafka_bootstrap()})
+        _topic(admin, topic, partitions=3, rf=3)
+        context = Context.from_deployment(d, [], seed=1)
+        leader = resolve_role(context, "kafka-leader", topic, 1)
+        md_leader = admin.list_topics(topic, timeout=5).topics[topic].partitions[1].leader
+        assert context.nodes[leader].node_id == md_leader
         committed, aborted = _transactions(d.kafka_bootstrap("pipeline"), topic, "tx-a", rounds=2)
-        d.kafka.nodes[2].kill()
+        controller = resolve_role(context, "kafka-controller", None, 0)
+        context.nodes[controller].kill()
         more, more_aborted = _transactions(d.kafka_bootstrap("pipeline"), topic, "tx-b", rounds=2)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and resolve_role(context, "kafka-controller", None, 0) == controller:
+            time.sleep(0.2)
+        assert resolve_role(context, "kafka-controller", None, 0) != controller
         seen = _read_committed(d.kafka_bootstrap(), topic, partitions=3, expect=len(committed) + len(more), timeout=40)
         assert sorted(seen) == sorted(committed + more)
         assert not set(seen) & set(aborted + more_aborted)
