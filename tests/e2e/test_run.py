@@ -148,3 +148,34 @@ def test_sigkill_of_the_harness_leaves_a_history_that_check_reads(tmp_path):
     cleanup = subprocess.run([sys.executable, "-m", "harness", "cleanup"], capture_output=True, text=True, timeout=60)
     assert cleanup.returncode == 0
     assert "removed" in cleanup.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_tears_everything_down_and_keeps_what_it_recorded(tmp_path, sig):
+    import psutil
+
+    plan = _plan(tmp_path, "k2p", KAFKA_TO_POSTGRES.replace("duration: 12s", "duration: 60s"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(plan), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    history = out / "history.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (history.exists() and b"load-start" in history.read_bytes()):
+        time.sleep(0.2)
+    time.sleep(3)  # a fault is applied at 2s: the interrupt must heal it too
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= 5  # toxiproxy, kafka, postgres, 2 replicas
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err[-2000:]
+    assert "Traceback" not in err
+    gone = psutil.wait_procs(children, timeout=15)[1]
+    assert not gone, f"still running: {gone}"
+    results = json.loads((out / "results.json").read_text())
+    assert results["interrupted"] is True and results["valid"] == "unknown"
+    assert any(f["kind"] == "kill" and f["healed_s"] is not None for f in results["faults"])
+    assert (out / "report.html").exists()
+    from targets import paths
+
+    assert not any(paths.registry_dir().glob(f"{results['run_id']}*.json"))
+    assert not (paths.scratch_root() / results["run_id"]).exists()
