@@ -169,8 +169,8 @@ def test_interrupted_run_tears_everything_down_and_keeps_what_it_recorded(tmp_pa
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, err[-2000:]
     assert "Traceback" not in err
-    gone = psutil.wait_procs(children, timeout=15)[1]
-    assert not gone, f"still running: {gone}"
+    still_alive = psutil.wait_procs(children, timeout=15)[1]
+    assert not still_alive, f"still running: {still_alive}"
     results = json.loads((out / "results.json").read_text())
     assert results["interrupted"] is True and results["valid"] == "unknown"
     assert any(f["kind"] == "kill" and f["healed_s"] is not None for f in results["faults"])
