@@ -149,7 +149,7 @@ class History:
 def read_history(path: Any, native: bool | None = None) -> History:
     """Load a JSON Lines history file into columns. `native`: None (the compiled scanner when
     it is installed), False (pure Python), True (the compiled scanner, or an error)."""
-    with _no_gc():
+    with _no_gc(), _no_hugepages():
         lib = _scan_lib(native)
         if lib is not None:
             hist = _read_native(path, lib)
@@ -158,6 +158,22 @@ def read_history(path: Any, native: bool | None = None) -> History:
             if native:
                 raise HistoryError(path, None, "the compiled scanner could not read this file")
         return _read_history(path)
+
+
+@contextlib.contextmanager
+def _no_hugepages() -> Iterator[None]:
+    # numpy asks for transparent huge pages for big arrays; with the kernel's defrag=madvise each
+    # fault may then compact memory first, which made fresh arrays cost several times their copy
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:
+        yield
+        return
+    was = _set_madvise_hugepage(False)
+    try:
+        yield
+    finally:
+        _set_madvise_hugepage(was)
 
 
 @contextlib.contextmanager
@@ -853,18 +869,29 @@ def _merge(parts: list[_Part], prefix: str, path: str | None, data: bytes | None
         fmap = _remap(part.f_names, f_index, h.f_names, np.int16)
         pmap = _remap(part.proc_names, p_index, h.process_names, np.int32)
         kmap = _remap(part.key_names, k_index, h.key_names, np.int32)
-        c = part.cols
-        cat = (lambda k, dt: np.concatenate(c[k]) if c[k] else np.zeros(0, dt))  # noqa: E731
+
+        def cat(k: str, dt: Any, c: dict[str, list[np.ndarray]] = part.cols) -> np.ndarray:
+            got, c[k] = c[k], []  # the part's arrays go as soon as they are joined
+            return (got[0] if len(got) == 1 else np.concatenate(got)) if got else np.zeros(0, dt)
+
+        def mapped(k: str, dt: Any, table: np.ndarray) -> np.ndarray:
+            codes = cat(k, dt)
+            if np.array_equal(table[:-1], np.arange(len(table) - 1)):
+                return codes  # the same numbering (always for the first part)
+            return table[codes]
+
         cols["time"].append(cat("time", np.int64))
         cols["type"].append(cat("type", np.int8))
-        cols["f"].append(fmap[cat("f", np.int16)])
-        cols["process"].append(pmap[cat("process", np.int32)])
+        cols["f"].append(mapped("f", np.int16, fmap))
+        cols["process"].append(mapped("process", np.int32, pmap))
         cols["off"].append(cat("off", np.int64))
         cols["s_rec"].append(cat("s_rec", np.int64) + rec_base)
         cols["s_num"].append(cat("s_num", np.int64))
         cols["s_width"].append(cat("s_width", np.int64))
         keys = cat("s_key", np.int32)
-        cols["s_key"].append(np.where(keys >= 0, kmap[keys], -1))
+        if not np.array_equal(kmap[:-1], np.arange(len(kmap) - 1)):
+            keys = np.where(keys >= 0, kmap[keys], -1)
+        cols["s_key"].append(keys)
         cols["s_seq"].append(cat("s_seq", np.int64))
         s_str.extend((s + send_base, v) for s, v in part.s_str)
         cols["obs_rec"].append(np.array(part.obs_rec, np.int64) + rec_base)
@@ -889,7 +916,10 @@ def _merge(parts: list[_Part], prefix: str, path: str | None, data: bytes | None
         obs_base += len(part.obs_rec)
 
     def join(k: str, dt: Any) -> np.ndarray:
-        return np.concatenate(cols[k]).astype(dt, copy=False) if cols[k] else np.zeros(0, dt)
+        got, cols[k] = cols[k], []
+        if not got:
+            return np.zeros(0, dt)
+        return (got[0] if len(got) == 1 else np.concatenate(got)).astype(dt, copy=False)
 
     h.time, h.type, h.f, h.process = join("time", np.int64), join("type", np.int8), join("f", np.int16), join(
         "process", np.int32)
@@ -897,9 +927,9 @@ def _merge(parts: list[_Part], prefix: str, path: str | None, data: bytes | None
     h.send_rec = join("s_rec", np.int64)
     h.obs_rec = join("obs_rec", np.int64)
     h.eff_obs = join("eff_obs", np.int32)
-    s_num, s_width, s_key, s_seq = join("s_num", np.int64), join("s_width", np.int64), join(
+    s_num, s_width, s_key, s_seq = join("s_num", np.int64), join("s_width", np.int8), join(
         "s_key", np.int32), join("s_seq", np.int64)
-    e_num, e_width, e_pos = join("eff_num", np.int64), join("eff_width", np.int64), join("eff_base", np.int64)
+    e_num, e_width, e_pos = join("eff_num", np.int64), join("eff_width", np.int8), join("eff_base", np.int64)
     _intern(h, prefix, s_num, s_width, s_str, e_num, e_width, e_str, e_pos,
             s_key, s_seq, h.raw)
     return h
@@ -922,10 +952,11 @@ def _intern(h: History, prefix: str, s_num: np.ndarray, s_width: np.ndarray, s_s
     numeric = np.concatenate([s_num, e_num])
     widths = np.concatenate([s_width, e_width])
     is_num = numeric >= 0
-    w_used = np.unique(widths[is_num]) if is_num.any() else np.zeros(0, np.int64)
+    w_count = np.bincount(widths[is_num], minlength=1) if is_num.any() else np.zeros(0, np.int64)
+    w_used = np.flatnonzero(w_count)
     width = int(w_used[0]) if len(w_used) else 0
     if len(w_used) > 1:
-        canonical = (numeric >= np.power(10, np.maximum(widths - 1, 0))) | (widths == 1)
+        canonical = (numeric >= np.power(10, np.maximum(widths.astype(np.int64) - 1, 0))) | (widths == 1)
         if bool(np.all(canonical[is_num])):
             width = 0
         else:  # one width is numeric, ids of other widths are kept as text
@@ -1107,9 +1138,10 @@ def _scan_lib(native: bool | None) -> Any:
             lib = None
         if lib is not None:
             p, i64 = ctypes.c_void_p, ctypes.c_int64
-            lib.hs_scan.restype, lib.hs_scan.argtypes = ctypes.c_int, [p, i64, i64, ctypes.c_char_p, ctypes.c_int, p]
+            lib.hs_scan.restype = ctypes.c_int
+            lib.hs_scan.argtypes = [p, i64, i64, ctypes.c_char_p, ctypes.c_int, p, ctypes.c_int]
             lib.hs_effects.restype = i64
-            lib.hs_effects.argtypes = [p, i64, i64, ctypes.c_char_p, ctypes.c_int, p, p, i64]
+            lib.hs_effects.argtypes = [p, i64, i64, ctypes.c_char_p, ctypes.c_int, p, p, i64, ctypes.c_int]
         _scan = lib
     if _scan is None and native:
         raise HistoryError(None, None, f"the compiled history scanner is not installed ({scan_library_path()}); "
@@ -1149,6 +1181,7 @@ def _read_native(path: Any, lib: Any) -> History | None:
 def _native_parts(lib: Any, src: Any, spec: _Spec) -> list[_Part] | None:
     """The records of `src` (bytes or an mmap), scanned in C: one part, or two (halves, threads)."""
     size = len(src)
+    drop = isinstance(src, mmap.mmap)  # a file mapping: pages read can be given back
     arr = np.frombuffer(src, np.uint8)
     try:
         addr = arr.ctypes.data
@@ -1160,7 +1193,7 @@ def _native_parts(lib: Any, src: Any, spec: _Spec) -> list[_Part] | None:
         outs: list[Any] = [None] * len(spans)
 
         def scan(i: int) -> None:
-            outs[i] = _scan_span(lib, addr, spans[i][0], spans[i][1], spec)
+            outs[i] = _scan_span(lib, addr, spans[i][0], spans[i][1], spec, drop)
 
         if len(spans) > 1:
             t = threading.Thread(target=scan, args=(1,))
@@ -1175,21 +1208,21 @@ def _native_parts(lib: Any, src: Any, spec: _Spec) -> list[_Part] | None:
             return None
         parts = []
         for k, ((start, end), out) in enumerate(zip(spans, outs)):
-            parts.append(_native_part(lib, addr, src, spec, start, end, out, k == len(spans) - 1))
+            parts.append(_native_part(lib, addr, src, spec, start, end, out, k == len(spans) - 1, drop))
             outs[k] = None
         return parts
     finally:
         del arr
 
 
-def _scan_span(lib: Any, addr: int, start: int, end: int, spec: _Spec) -> Any:
+def _scan_span(lib: Any, addr: int, start: int, end: int, spec: _Spec, drop: bool) -> Any:
     n = end - start
     caps = {"rec": n // _SCAN_MIN_LINE + 2, "send": n // _SEND_MIN_LINE + 2, "other": n // _SCAN_MIN_LINE + 2}
     cap_of = {"r": "rec", "s": "send", "o": "other", "k": "send"}
     arrays = {name: np.empty(caps[cap_of[name[0]]], dt) for name, dt in _HS_ARRAYS.items()}
     out = _HsOut(cap_rec=caps["rec"], cap_send=caps["send"], cap_other=caps["other"],
                  **{name: a.ctypes.data for name, a in arrays.items()})
-    rc = lib.hs_scan(addr, start, end, spec.prefix, len(spec.prefix), ctypes.byref(out))
+    rc = lib.hs_scan(addr, start, end, spec.prefix, len(spec.prefix), ctypes.byref(out), drop)
     if rc != 0:
         return None
     n_of = {"r": out.n_rec, "s": out.n_send, "o": out.n_other, "k": out.n_key}
@@ -1199,7 +1232,7 @@ def _scan_span(lib: Any, addr: int, start: int, end: int, spec: _Spec) -> Any:
 
 
 def _native_part(lib: Any, addr: int, src: Any, spec: _Spec, start: int, end: int, out: dict[str, Any],
-                 at_eof: bool) -> _Part:
+                 at_eof: bool, drop: bool) -> _Part:
     part = _Part()
     times, types, offs = out["r_time"], out["r_type"], out["r_off"]
     n_rec = len(times)
@@ -1217,7 +1250,7 @@ def _native_part(lib: Any, addr: int, src: Any, spec: _Spec, start: int, end: in
     for rec, ls, le in zip(out["o_rec"].tolist(), out["o_start"].tolist(), out["o_end"].tolist()):
         if codes is None and n_m and rec > first_send:  # codes are numbered in file order
             codes = part.f_code(SEND), part.proc_code("load")
-        r = _native_other(part, spec, lib, addr, src, ls, le, rec, ls == cut)
+        r = _native_other(part, spec, lib, addr, src, ls, le, rec, ls == cut, drop)
         if r is None:  # an ignored cut last line (always the last record)
             dropped = True
             continue
@@ -1273,7 +1306,7 @@ def _native_part(lib: Any, addr: int, src: Any, spec: _Spec, start: int, end: in
 
 
 def _native_other(part: _Part, spec: _Spec, lib: Any, addr: int, src: Any, ls: int, le: int, rec: int,
-                  may_be_cut: bool) -> Any:
+                  may_be_cut: bool, drop: bool) -> Any:
     """An other line: an observation in the writer's shape without copying its events, else `_slow_line`."""
     if le - ls > _SKELETON_MIN:
         s = src.find(b'"events":[', ls, le)
@@ -1288,7 +1321,7 @@ def _native_other(part: _Part, spec: _Spec, lib: Any, addr: int, src: Any, ls: i
                 cap = (e + 1 - s - 10) // 12 + 1
                 num, width = np.empty(cap, np.int64), np.empty(cap, np.int64)
                 k = lib.hs_effects(addr, s + 10, e + 1, spec.prefix, len(spec.prefix), num.ctypes.data,
-                                   width.ctypes.data, cap)
+                                   width.ctypes.data, cap, drop)
                 if k > 0:
                     return _slow_line(part, spec, b"", ls, rec, False, d=d, effects=(num[:k], width[:k]))
     return _slow_line(part, spec, src[ls:le], ls, rec, may_be_cut)

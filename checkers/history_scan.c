@@ -18,8 +18,18 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 enum { HS_OK = 0, HS_FULL = 1, HS_NOMEM = 2 };
+
+#define DROP_EVERY (32 << 20)
+
+/* gives back the pages of [a, b) of a read-only file mapping (they stay in the page cache, and
+ * come back on the next access): what was read does not count in the resident set */
+static void drop_pages(const uint8_t *a, const uint8_t *b) {
+    uintptr_t s = ((uintptr_t)a + 4095) & ~(uintptr_t)4095, e = (uintptr_t)b & ~(uintptr_t)4095;
+    if (e > s) madvise((void *)s, e - s, MADV_DONTNEED);
+}
 
 typedef struct {
     int64_t cap_rec, cap_send, cap_other;
@@ -156,9 +166,9 @@ static int send_line(const uint8_t *buf, const uint8_t *p, const uint8_t *e, con
     return 1;
 }
 
-int hs_scan(const uint8_t *buf, int64_t start, int64_t end, const uint8_t *pre, int plen, hs_out *o) {
+int hs_scan(const uint8_t *buf, int64_t start, int64_t end, const uint8_t *pre, int plen, hs_out *o, int drop) {
     ktab kt = {NULL, 0, 0};
-    int64_t pos = start;
+    int64_t pos = start, dropped = start;
     o->n_rec = o->n_send = o->n_other = o->n_sid = o->n_key = 0;
     o->cut_start = -1;
     int rc = HS_OK;
@@ -182,17 +192,20 @@ int hs_scan(const uint8_t *buf, int64_t start, int64_t end, const uint8_t *pre, 
         o->r_off[rec] = pos;
         o->n_rec++;
         pos = le + 1;
+        if (drop && pos - dropped >= DROP_EVERY) { drop_pages(buf + dropped, buf + pos); dropped = pos; }
     }
+    if (drop) drop_pages(buf + dropped, buf + (pos < end ? pos : end));
     free(kt.slots);
     return rc;
 }
 
 /* ["<prefix><digits>","K",S,R],... over [start, end): the number of effects, or -1 */
 int64_t hs_effects(const uint8_t *buf, int64_t start, int64_t end, const uint8_t *pre, int plen, int64_t *num,
-                   int64_t *width, int64_t cap) {
-    const uint8_t *p = buf + start, *e = buf + end;
+                   int64_t *width, int64_t cap, int drop) {
+    const uint8_t *p = buf + start, *e = buf + end, *dropped = p;
     int64_t k = 0, v;
     for (;;) {
+        if (drop && p - dropped >= DROP_EVERY) { drop_pages(dropped, p); dropped = p; }
         if (k >= cap || e - p < 2 || p[0] != '[' || p[1] != '"') return -1;
         const uint8_t *q = num_id(p + 2, e, pre, plen, num + k, width + k);
         if (!q) return -1;
@@ -207,7 +220,7 @@ int64_t hs_effects(const uint8_t *buf, int64_t start, int64_t end, const uint8_t
         if (p >= e || *p != ']') return -1;
         p++;
         k++;
-        if (p == e) return k;
+        if (p == e) { if (drop) drop_pages(dropped, p); return k; }
         if (*p != ',') return -1;
         p++;
     }
