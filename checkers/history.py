@@ -294,15 +294,13 @@ def history_from_bytes(data: bytes, path: str | None = None, native: bool | None
         lib = _scan_lib(native) if data else None
         try:
             parts = _native_parts(lib, data, spec) if lib is not None else None
-            if parts is not None:
-                part = parts[0]
-            elif native:
+            if parts is None and native:
                 raise HistoryError(path, None, "the compiled scanner could not read this history")
-            else:
-                part = _parse_span(data, 0, len(data), spec, True)
+            if parts is None:
+                parts = [_parse_span(data, 0, len(data), spec, True)]
         except _LineError as e:
             raise HistoryError(path, _line_of(data, e.offset), e.reason) from None
-        hist = _merge([part], spec.prefix.decode(), path, data)
+        hist = _merge(parts, spec.prefix.decode(), path, data)
         hist.warnings = [_cut_warning(path, _line_of(data, int(w[1:]))) if w.startswith("\0") else w
                          for w in hist.warnings]
     return hist
