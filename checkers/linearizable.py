@@ -209,7 +209,9 @@ def load_native(path: str | os.PathLike[str] | None = None) -> Any:
     for name, res, args in (("wgl_new", p, [i, p, i]), ("wgl_free", None, [p]), ("wgl_put", i, [p, i, i, i]),
                             ("wgl_run", i, [p, ll]), ("wgl_req_state", i, [p]), ("wgl_req_op", i, [p]),
                             ("wgl_depth", i, [p]), ("wgl_best_len", i, [p]), ("wgl_stack", None, [p, p]),
-                            ("wgl_best", None, [p, p]), ("wgl_steps", ll, [p])):
+                            ("wgl_best", None, [p, p]), ("wgl_steps", ll, [p]),
+                            ("wgl_set_cas", i, [p, p, p, p, p]),
+                            ("wgl_set_kv", i, [p, i, p, p, p, p, p, p, p, ll])):
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = res, args
     _native = lib if path is None else _native
@@ -236,6 +238,12 @@ def _native_searcher(ops: Sequence[Op], model: Any, lib: Any) -> Any:
     c = lib.wgl_new(n, order, 0)
     if not c:
         raise MemoryError("linearizability search")
+    try:
+        if _native_model(lib, c, ops, model):
+            raise MemoryError("linearizability search")
+    except BaseException:
+        lib.wgl_free(c)
+        raise
 
     def seq(best: bool) -> list[int]:
         k = lib.wgl_best_len(c) if best else lib.wgl_depth(c)
@@ -271,6 +279,61 @@ def _native_searcher(ops: Sequence[Op], model: Any, lib: Any) -> Any:
                 raise MemoryError("linearizability search")
     finally:
         lib.wgl_free(c)
+
+
+def _native_model(lib: Any, c: Any, ops: Sequence[Op], model: Any) -> int:
+    """Give the C search the model itself when it is one it knows (cas-register, kv) and every op
+    is encoded exactly (same equalities as the Python step): no Python call per transition.
+    Returns the library's status (0 = done, or nothing to do: the Python steps are then asked)."""
+    n = len(ops)
+    arr = ctypes.c_int * n
+    unknown = _models.UNKNOWN
+    try:
+        if type(model) is _models.CasRegister:
+            ids: dict[Any, int] = {None: 0}
+            f, a, b, out = arr(), arr(), arr(), arr()
+            for i, op in enumerate(ops):
+                inp, o = op.input, op.output
+                name = inp[0]
+                if name == "read":
+                    f[i], out[i] = 0, -1 if o is unknown else ids.setdefault(o, len(ids))
+                elif name == "write":
+                    f[i], a[i] = 1, ids.setdefault(inp[1], len(ids))
+                else:
+                    f[i], a[i], b[i] = 2, ids.setdefault(inp[1], len(ids)), ids.setdefault(inp[2], len(ids))
+                    out[i] = -1 if o is unknown else 1 if o == True else 0 if o == False else 2  # noqa: E712
+            return int(lib.wgl_set_cas(c, f, a, b, out))
+        if type(model) is _models.KV:
+            keys: dict[Any, int] = {}
+            text = bytearray()
+            f, key, arg_len, out_len = arr(), arr(), arr(), arr()
+            arg_off, out_off = (ctypes.c_int64 * n)(), (ctypes.c_int64 * n)()
+            for i, op in enumerate(ops):
+                inp, o = op.input, op.output
+                key[i] = keys.setdefault(inp[1], len(keys))
+                name = inp[0]
+                if name == "get":
+                    f[i] = 0
+                    if o is unknown:
+                        out_len[i] = -1
+                    elif type(o) is str:
+                        bs = o.encode()
+                        out_off[i], out_len[i] = len(text), len(bs)
+                        text += bs
+                    else:
+                        out_len[i] = -2
+                elif name in ("put", "append") and type(inp[2]) is str:
+                    f[i] = 1 if name == "put" else 2
+                    bs = inp[2].encode()
+                    arg_off[i], arg_len[i] = len(text), len(bs)
+                    text += bs
+                else:
+                    return 0  # not a shape the C model knows: Python steps
+            buf = bytes(text)
+            return int(lib.wgl_set_kv(c, len(keys), f, key, arg_off, arg_len, out_off, out_len, buf, len(buf)))
+    except (TypeError, IndexError, ValueError, UnicodeError):
+        return 0  # unhashable values, odd inputs: Python steps
+    return 0
 
 
 def _searcher(ops: Sequence[Op], model: Any, native: Any = True) -> Any:

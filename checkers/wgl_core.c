@@ -32,15 +32,40 @@ typedef struct {
     int req_state, req_op;
     long long steps;
     int counted;
+    struct model *model; /* a native model (no Python step per transition), or NULL */
 } wgl_t;
+
+/* Native models. cas-register: a state is a value id (0 = None), as interned by Python.
+ * kv: a state is a vector of one value id per key (0 = absent; values are strings in an arena). */
+enum { M_CAS = 1, M_KV = 2 };
+typedef struct model {
+    int kind, nkeys;
+    int *f, *a, *b, *out;            /* per op; kv: a = key, b = arg length, out = output length (-1 unknown, -2 not a string) */
+    int64_t *arg_off, *out_off;      /* kv: offsets of the op's argument and output in `text` */
+    char *text;
+    /* kv values: id -> (offset, length) in arena, interned by a hash table */
+    char *arena; size_t arena_len, arena_cap;
+    int64_t *v_off; int *v_len; size_t nv, v_cap;
+    int *v_slot; size_t v_slot_cap;
+    /* kv states: id -> nkeys value ids, interned */
+    int *st; size_t ns, st_cap;
+    int *s_slot; size_t s_slot_cap;
+} model_t;
 
 static uint64_t mix(uint64_t x) {
     x ^= x >> 33; x *= 0xff51afd7ed558ccdULL; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ULL; x ^= x >> 33;
     return x;
 }
 
+static void model_free(model_t *m) {
+    if (!m) return;
+    free(m->f); free(m->a); free(m->b); free(m->out); free(m->arg_off); free(m->out_off); free(m->text);
+    free(m->arena); free(m->v_off); free(m->v_len); free(m->v_slot); free(m->st); free(m->s_slot); free(m);
+}
+
 void wgl_free(wgl_t *c) {
     if (!c) return;
+    model_free(c->model);
     free(c->nxt); free(c->prv); free(c->stack_e); free(c->stack_s); free(c->best); free(c->lin);
     free(c->zob); free(c->memo); free(c->memo_h); free(c->tr_key); free(c->tr_val); free(c);
 }
@@ -138,6 +163,172 @@ static int memo_add(wgl_t *c, uint64_t zh, int state) {
     return 1;
 }
 
+static uint64_t hash_mem(const char *p, size_t n, uint64_t h) {
+    for (size_t i = 0; i < n; i++) { h ^= (unsigned char)p[i]; h *= 1099511628211ULL; }
+    return mix(h);
+}
+
+static int *copy_ints(const int *src, int n) {
+    int *d = malloc(sizeof(int) * (n > 0 ? n : 1));
+    if (d && n > 0) memcpy(d, src, sizeof(int) * n);
+    return d;
+}
+
+/* f: 0 read, 1 write, 2 cas; a: written value / cas old; b: cas new; out: read -> value id or -1
+ * (unknown); cas -> -1 unknown, 0 false, 1 true, 2 anything else. State = value id, 0 = None. */
+int wgl_set_cas(wgl_t *c, const int *f, const int *a, const int *b, const int *out) {
+    model_t *m = calloc(1, sizeof(model_t));
+    if (!m) return -1;
+    m->kind = M_CAS;
+    m->f = copy_ints(f, c->n); m->a = copy_ints(a, c->n); m->b = copy_ints(b, c->n); m->out = copy_ints(out, c->n);
+    if (!m->f || !m->a || !m->b || !m->out) { model_free(m); return -1; }
+    c->model = m;
+    return 0;
+}
+
+/* a string value's id (interned; 1, 2, ...), -1 out of memory */
+static int kv_value(model_t *m, const char *p, size_t n) {
+    if ((m->nv + 1) * 2 > m->v_slot_cap) {
+        size_t cap = m->v_slot_cap ? m->v_slot_cap * 2 : 256;
+        int *sl = malloc(sizeof(int) * cap);
+        if (!sl) return -1;
+        for (size_t i = 0; i < cap; i++) sl[i] = 0;
+        for (size_t v = 1; v < m->nv + 1; v++) {
+            size_t j = hash_mem(m->arena + m->v_off[v], m->v_len[v], 14695981039346656037ULL) & (cap - 1);
+            while (sl[j]) j = (j + 1) & (cap - 1);
+            sl[j] = (int)v;
+        }
+        free(m->v_slot); m->v_slot = sl; m->v_slot_cap = cap;
+    }
+    size_t j = hash_mem(p, n, 14695981039346656037ULL) & (m->v_slot_cap - 1);
+    while (m->v_slot[j]) {
+        int v = m->v_slot[j];
+        if ((size_t)m->v_len[v] == n && !memcmp(m->arena + m->v_off[v], p, n)) return v;
+        j = (j + 1) & (m->v_slot_cap - 1);
+    }
+    if (m->nv + 2 > m->v_cap) {
+        size_t cap = m->v_cap ? m->v_cap * 2 : 256;
+        int64_t *o = realloc(m->v_off, 8 * cap);
+        if (!o) return -1;
+        m->v_off = o;
+        int *l = realloc(m->v_len, sizeof(int) * cap);
+        if (!l) return -1;
+        m->v_len = l; m->v_cap = cap;
+    }
+    if (m->arena_len + n + 1 > m->arena_cap) {
+        size_t cap = m->arena_cap ? m->arena_cap : 4096;
+        while (cap < m->arena_len + n + 1) cap *= 2;
+        char *ar = realloc(m->arena, cap);
+        if (!ar) return -1;
+        m->arena = ar; m->arena_cap = cap;
+    }
+    int v = (int)++m->nv;
+    memmove(m->arena + m->arena_len, p, n);
+    m->v_off[v] = (int64_t)m->arena_len; m->v_len[v] = (int)n;
+    m->arena_len += n;
+    m->v_slot[j] = v;
+    return v;
+}
+
+/* a state's id (interned), -1 out of memory */
+static int kv_state(model_t *m, const int *vec) {
+    int k = m->nkeys;
+    if ((m->ns + 1) * 2 > m->s_slot_cap) {
+        size_t cap = m->s_slot_cap ? m->s_slot_cap * 2 : 256;
+        int *sl = malloc(sizeof(int) * cap);
+        if (!sl) return -1;
+        for (size_t i = 0; i < cap; i++) sl[i] = -1;
+        for (size_t s = 0; s < m->ns; s++) {
+            size_t j = hash_mem((const char *)(m->st + s * k), sizeof(int) * k, 7) & (cap - 1);
+            while (sl[j] >= 0) j = (j + 1) & (cap - 1);
+            sl[j] = (int)s;
+        }
+        free(m->s_slot); m->s_slot = sl; m->s_slot_cap = cap;
+    }
+    size_t j = hash_mem((const char *)vec, sizeof(int) * k, 7) & (m->s_slot_cap - 1);
+    while (m->s_slot[j] >= 0) {
+        int s = m->s_slot[j];
+        if (!memcmp(m->st + (size_t)s * k, vec, sizeof(int) * k)) return s;
+        j = (j + 1) & (m->s_slot_cap - 1);
+    }
+    if (m->ns + 1 > m->st_cap) {
+        size_t cap = m->st_cap ? m->st_cap * 2 : 256;
+        int *st = realloc(m->st, sizeof(int) * k * cap);
+        if (!st) return -1;
+        m->st = st; m->st_cap = cap;
+    }
+    int s = (int)m->ns++;
+    memmove(m->st + (size_t)s * k, vec, sizeof(int) * k);
+    m->s_slot[j] = s;
+    return s;
+}
+
+/* f: 0 get, 1 put, 2 append; key: 0..nkeys-1; the argument (put/append) and the output (get:
+ * length -1 = unknown, -2 = not a string) are bytes of `text` (UTF-8). State 0: every key absent. */
+int wgl_set_kv(wgl_t *c, int nkeys, const int *f, const int *key, const int64_t *arg_off, const int *arg_len,
+               const int64_t *out_off, const int *out_len, const char *text, int64_t text_len) {
+    int n = c->n;
+    model_t *m = calloc(1, sizeof(model_t));
+    if (!m) return -1;
+    m->kind = M_KV; m->nkeys = nkeys > 0 ? nkeys : 1;
+    m->f = copy_ints(f, n); m->a = copy_ints(key, n); m->b = copy_ints(arg_len, n); m->out = copy_ints(out_len, n);
+    m->arg_off = malloc(8 * (n > 0 ? n : 1)); m->out_off = malloc(8 * (n > 0 ? n : 1));
+    m->text = malloc(text_len > 0 ? text_len : 1);
+    int *zero = calloc(m->nkeys, sizeof(int));
+    if (!m->f || !m->a || !m->b || !m->out || !m->arg_off || !m->out_off || !m->text || !zero) {
+        free(zero); model_free(m); return -1;
+    }
+    memcpy(m->arg_off, arg_off, 8 * n); memcpy(m->out_off, out_off, 8 * n);
+    if (text_len > 0) memcpy(m->text, text, text_len);
+    int s0 = kv_state(m, zero);
+    free(zero);
+    if (s0 != 0) { model_free(m); return -1; }
+    c->model = m;
+    return 0;
+}
+
+/* the state after op `op` from `state`, -1 not allowed, -3 out of memory */
+static int model_step(wgl_t *c, int state, int op) {
+    model_t *m = c->model;
+    if (m->kind == M_CAS) {
+        int f = m->f[op];
+        if (f == 0) return (m->out[op] < 0 || m->out[op] == state) ? state : -1;
+        if (f == 1) return m->a[op];
+        int hit = m->a[op] == state, o = m->out[op];
+        if (o >= 0 && o != hit) return -1;
+        return hit ? m->b[op] : state;
+    }
+    int k = m->nkeys, key = m->a[op], f = m->f[op];
+    int cur = m->st[(size_t)state * k + key];
+    const char *cp = cur ? m->arena + m->v_off[cur] : "";
+    size_t cl = cur ? (size_t)m->v_len[cur] : 0;
+    if (f == 0) {
+        int ol = m->out[op];
+        if (ol == -1) return state;
+        if (ol < 0 || (size_t)ol != cl) return -1;
+        return memcmp(cp, m->text + m->out_off[op], cl) ? -1 : state;
+    }
+    int v;
+    if (f == 1) {
+        v = kv_value(m, m->text + m->arg_off[op], m->b[op]);
+    } else {
+        size_t al = m->b[op];
+        char *tmp = malloc(cl + al + 1);
+        if (!tmp) return -3;
+        memcpy(tmp, cp, cl); memcpy(tmp + cl, m->text + m->arg_off[op], al);
+        v = kv_value(m, tmp, cl + al);
+        free(tmp);
+    }
+    if (v < 0) return -3;
+    int *vec = malloc(sizeof(int) * k);
+    if (!vec) return -3;
+    memcpy(vec, m->st + (size_t)state * k, sizeof(int) * k);
+    vec[key] = v;
+    int s = kv_state(m, vec);
+    free(vec);
+    return s < 0 ? -3 : s;
+}
+
 /* Runs until decided (VALID/INVALID), a transition is needed (NEED: req_state, req_op), or
  * the 4096th step since the last yield is reached (YIELD; budget = 0: never yield). */
 int wgl_run(wgl_t *c, long long budget) {
@@ -154,6 +345,10 @@ int wgl_run(wgl_t *c, long long budget) {
                 if (!(c->steps & 0xFFF) && yield_every) { c->entry = entry; c->state = state; return WGL_YIELD; }
             }
             int t = tr_get(c, state, entry);
+            if (t == -2 && c->model) {
+                t = model_step(c, state, entry);
+                if (t == -3 || wgl_put(c, state, entry, t)) { c->entry = entry; c->state = state; return WGL_NOMEM; }
+            }
             if (t == -2) {
                 c->req_state = state; c->req_op = entry; c->entry = entry; c->state = state;
                 return WGL_NEED;
