@@ -18,6 +18,7 @@ import ctypes
 import math
 import multiprocessing
 import os
+import threading
 import time
 from pathlib import Path
 from collections.abc import Iterable, Sequence
@@ -27,6 +28,7 @@ from typing import Any
 from checkers import models as _models
 
 _PARALLEL_MIN_OPS = 4000  # below this, forking workers costs more than it saves
+_THREADS_MIN_OPS = 1000  # native models: parts searched by threads (the C loop runs without the GIL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +79,14 @@ def check(history_ops: Iterable[Any], model: Any, *, budget_s: float = 10.0, par
     deadline = t0 + budget_s
     use_pool = parallel if parallel is not None else (
         len(parts) > 1 and len(ops) >= _PARALLEL_MIN_OPS and (os.cpu_count() or 1) > 1)
+    lib = load_native() if native is True else (native or None)
+    threads = (parallel is not False and not use_pool and lib is not None and len(parts) > 1
+               and len(ops) >= _THREADS_MIN_OPS and type(model) in (_models.KV, _models.CasRegister)
+               and (os.cpu_count() or 1) > 1)
     if use_pool:
         results = _run_pool(parts, model, deadline, native)
+    elif threads:
+        results = _run_threads(parts, model, deadline, lib)
     else:
         results = _interleave([_searcher(p, model, native) for p in parts], deadline)
     verdicts = [r[0] if r else "skipped" for r in results]
@@ -141,6 +149,41 @@ def _run_pool(parts: list[list[Op]], model: Any, deadline: float, native: Any = 
                 stop.set()
     for p in procs:
         p.join()
+    return results
+
+
+def _groups(parts: list[list[Op]], workers: int) -> list[list[int]]:
+    groups: list[list[int]] = [[] for _ in range(workers)]
+    load = [0] * workers
+    for i in sorted(range(len(parts)), key=lambda i: -len(parts[i])):
+        w = load.index(min(load))
+        groups[w].append(i)
+        load[w] += len(parts[i])
+    return groups
+
+
+def _run_threads(parts: list[list[Op]], model: Any, deadline: float, lib: Any) -> list[tuple[str, list[int]] | None]:
+    """As `_run_pool`, with threads: for models the C core steps itself, so that no Python runs
+    while it searches and the threads do not wait for each other (no process to start)."""
+    stop = threading.Event()
+    results: list[tuple[str, list[int]] | None] = [None] * len(parts)
+
+    def run(group: list[int]) -> None:
+        got = _interleave([_searcher(parts[i], model, lib) for i in group], deadline, stop)
+        for i, r in zip(group, got):
+            results[i] = r
+            if r is not None and r[0] == "invalid":
+                stop.set()
+
+    groups = [g for g in _groups(parts, min(len(parts), os.cpu_count() or 1)) if g]
+    workers = [threading.Thread(target=run, args=(g,)) for g in groups[1:]]
+    for t in workers:
+        t.start()
+    try:
+        run(groups[0])
+    finally:
+        for t in workers:
+            t.join()
     return results
 
 

@@ -79,10 +79,9 @@ wgl_t *wgl_new(int n, const int *order, int init_state) {
     c->stack_e = malloc(sizeof(int) * (n + 1)); c->stack_s = malloc(sizeof(int) * (n + 1));
     c->best = malloc(sizeof(int) * (n + 1));
     c->lin = calloc(c->words, 8); c->zob = malloc(8 * (size_t)n + 8);
-    c->memo_cap = 1024; c->memo = calloc(c->memo_cap * (c->words + 1), 8); c->memo_h = calloc(c->memo_cap, 8);
+    c->memo_cap = 1024; c->memo = calloc(c->memo_cap * (c->words + 2), 8); c->memo_h = NULL;
     c->tr_cap = 1024; c->tr_key = calloc(c->tr_cap, 8); c->tr_val = calloc(c->tr_cap, 4);
-    if (!c->nxt || !c->prv || !c->stack_e || !c->stack_s || !c->best || !c->lin || !c->zob || !c->memo ||
-        !c->memo_h || !c->tr_key || !c->tr_val) { wgl_free(c); return NULL; }
+    if (!c->nxt || !c->prv || !c->stack_e || !c->stack_s || !c->best || !c->lin || !c->zob || !c->memo || !c->tr_key || !c->tr_val) { wgl_free(c); return NULL; }
     for (int i = 0; i < 2 * n + 1; i++) c->nxt[i] = c->prv[i] = -1;
     int prev = c->head;
     for (int i = 0; i < 2 * n; i++) { int e = order[i]; c->nxt[prev] = e; c->prv[e] = prev; prev = e; }
@@ -127,38 +126,39 @@ static int tr_get(const wgl_t *c, int state, int op) { /* -2 unknown */
     return -2;
 }
 
+/* memo entries: [hash (0 = empty), state, linearized set words...] in one array (one cache line
+ * per probe for small sets) */
 static int memo_grow(wgl_t *c) {
-    size_t cap = c->memo_cap * 2, w = c->words + 1;
-    uint64_t *m = calloc(cap * w, 8), *h = calloc(cap, 8);
-    if (!m || !h) { free(m); free(h); return -1; }
+    size_t cap = c->memo_cap * 2, w = c->words + 2;
+    uint64_t *m = calloc(cap * w, 8);
+    if (!m) return -1;
     for (size_t i = 0; i < c->memo_cap; i++) {
-        if (!c->memo_h[i]) continue;
-        size_t j = c->memo_h[i] & (cap - 1);
-        while (h[j]) j = (j + 1) & (cap - 1);
-        h[j] = c->memo_h[i];
-        memcpy(m + j * w, c->memo + i * w, w * 8);
+        uint64_t *e = c->memo + i * w;
+        if (!e[0]) continue;
+        size_t j = e[0] & (cap - 1);
+        while (m[j * w]) j = (j + 1) & (cap - 1);
+        memcpy(m + j * w, e, w * 8);
     }
-    free(c->memo); free(c->memo_h); c->memo = m; c->memo_h = h; c->memo_cap = cap;
+    free(c->memo); c->memo = m; c->memo_cap = cap;
     return 0;
 }
 
 /* adds (lin, state) to the memo: 1 if new, 0 if already there, -1 out of memory */
 static int memo_add(wgl_t *c, uint64_t zh, int state) {
     if ((c->memo_count + 1) * 2 > c->memo_cap && memo_grow(c)) return -1;
-    size_t w = c->words + 1;
+    size_t w = c->words + 2;
     uint64_t h = mix(zh ^ mix((uint64_t)state + 0x632be59bd9b4e019ULL)) | 1;
     size_t j = h & (c->memo_cap - 1);
-    while (c->memo_h[j]) {
-        if (c->memo_h[j] == h) {
-            uint64_t *e = c->memo + j * w;
-            if (e[0] == (uint64_t)state && !memcmp(e + 1, c->lin, c->words * 8)) return 0;
-        }
+    for (;;) {
+        uint64_t *e = c->memo + j * w;
+        if (!e[0]) break;
+        if (e[0] == h && e[1] == (uint64_t)state && !memcmp(e + 2, c->lin, c->words * 8)) return 0;
         j = (j + 1) & (c->memo_cap - 1);
     }
-    c->memo_h[j] = h;
     uint64_t *e = c->memo + j * w;
-    e[0] = (uint64_t)state;
-    memcpy(e + 1, c->lin, c->words * 8);
+    e[0] = h;
+    e[1] = (uint64_t)state;
+    memcpy(e + 2, c->lin, c->words * 8);
     c->memo_count++;
     return 1;
 }
