@@ -54,46 +54,33 @@ def install_toxiproxy(log: Callable[[str], None] = print) -> None:
         shutil.move(os.path.join(gobin, "server"), target)
 
 
-def build_clock_shim(log: Callable[[str], None] = print) -> None:
-    source = HERE / "clock" / "onceproof_clock.c"
-    target = paths.clock_shim()
-    if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
+def _compile(source: Path, target: Path, what: str, log: Callable[[str], None], *flags: str) -> None:
+    """gcc a C file into a shared library in the cache, unless it is there and newer."""
+    if not source.exists() or (target.exists() and target.stat().st_mtime >= source.stat().st_mtime):
         return
-    log(f"clock: compiling {source.name}")
+    log(f"{what}: compiling {source.name}")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
-    _run(["gcc", "-O2", "-shared", "-fPIC", "-Wall", "-Wno-nonnull-compare", "-o", str(tmp), str(source)],
-         "gcc (clock shim)")
+    _run(["gcc", "-O2", "-shared", "-fPIC", "-Wall", *flags, "-o", str(tmp), str(source)], f"gcc ({what})")
     os.chmod(tmp, 0o755)
     tmp.rename(target)
-    for d in (target.parent, paths.home()):
-        os.chmod(d, os.stat(d).st_mode | 0o111)  # the postgres user must be able to load it
+
+
+def build_clock_shim(log: Callable[[str], None] = print) -> None:
+    """The LD_PRELOAD clock shim every node runs with (targets/clock/)."""
+    _compile(HERE / "clock" / "onceproof_clock.c", paths.clock_shim(), "clock", log, "-Wno-nonnull-compare")
 
 
 def build_wgl_core(log: Callable[[str], None] = print) -> None:
     """The compiled linearizability search (checkers/wgl_core.c; checkers finds it by this path)."""
-    source = HERE.parent / "checkers" / "wgl_core.c"
-    target = paths.home() / "lib" / "libonceproof_wgl.so"
-    if not source.exists() or (target.exists() and target.stat().st_mtime >= source.stat().st_mtime):
-        return
-    log(f"checkers: compiling {source.name}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    _run(["gcc", "-O2", "-shared", "-fPIC", "-Wall", "-o", str(tmp), str(source)], "gcc (linearizability core)")
-    tmp.rename(target)
+    _compile(HERE.parent / "checkers" / "wgl_core.c", paths.home() / "lib" / "libonceproof_wgl.so",
+             "linearizability core", log)
 
 
 def build_history_scan(log: Callable[[str], None] = print) -> None:
     """The compiled history line scanner (checkers/history_scan.c; checkers finds it by this path)."""
-    source = HERE.parent / "checkers" / "history_scan.c"
-    target = paths.home() / "lib" / "libonceproof_scan.so"
-    if not source.exists() or (target.exists() and target.stat().st_mtime >= source.stat().st_mtime):
-        return
-    log(f"checkers: compiling {source.name}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    _run(["gcc", "-O2", "-shared", "-fPIC", "-Wall", "-o", str(tmp), str(source)], "gcc (history scanner)")
-    tmp.rename(target)
+    _compile(HERE.parent / "checkers" / "history_scan.c", paths.home() / "lib" / "libonceproof_scan.so",
+             "history scanner", log)
 
 
 def install_all(log: Callable[[str], None] = print) -> None:
