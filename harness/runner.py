@@ -115,7 +115,7 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
     wall0 = time.monotonic()
     errors: list[str] = []
     notes: list[str] = []
-    faults_done: list[dict[str, Any]] = []
+    load_start_ns = 0
     load_stats: dict[str, Any] = {}
     deployment: Deployment | None = None
     replicas: list[CommandNode] = []
@@ -165,7 +165,8 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
             workload = Workload(source, history, rate=plan.workload.rate, keys=plan.workload.keys, seed=plan.seed,
                                 payload_bytes=plan.workload.payload_bytes)
             stop = threading.Event()
-            history.record("harness", "info", "load-start", None)
+            load_start_ns = history.now()
+            history.record("harness", "info", "load-start", None, time_ns=load_start_ns)
             t0 = time.monotonic()
             nemesis_thread = None
             if nemesis is not None and schedule:
@@ -215,7 +216,6 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
             if nemesis is not None:
                 try:
                     nemesis.heal_all()
-                    faults_done = _fault_summary(history)
                 except Exception as e:  # noqa: BLE001
                     errors.append(f"heal: {e}")
             if observer is not None:
@@ -235,7 +235,7 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
             history.record("harness", "info", "end", {"errors": errors})
             history.close()
     return _conclude(plan, out_dir, run_id, started_at, time.monotonic() - wall0, history, deployment, replicas,
-                     load_stats, faults_done, errors, notes, final_ok, interrupted)
+                     load_stats, load_start_ns, errors, notes, final_ok, interrupted)
 
 
 def _nemesis(plan: Plan, deployment: Deployment, replicas: list[CommandNode], history: History):  # type: ignore[no-untyped-def]
@@ -312,46 +312,25 @@ class _Ticker(threading.Thread):
         self._stop_evt.set()
 
 
-def _fault_summary(history: History) -> list[dict[str, Any]]:
-    """Each fault with the times (s since the load started) it was applied and healed."""
-    history.flush()
-    faults: dict[str, dict[str, Any]] = {}
-    load_start = 0
-    with open(history.path, "rb") as f:
-        for line in f:
-            if b'"nemesis"' not in line and b'"load-start"' not in line:
-                continue
-            try:
-                r = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if r["f"] == "load-start":
-                load_start = r["time"]
-            if r["process"] != "nemesis" or r["type"] == "invoke" or not isinstance(r["value"], dict):
-                continue
-            v = r["value"]
-            entry = faults.setdefault(v.get("fault", "?"), {"fault": v.get("fault"), "kind": v.get("kind"),
-                                                             "targets": v.get("targets"), "applied_s": None,
-                                                             "healed_s": None, "outcome": None})
-            t = round((r["time"] - load_start) / 1e9, 3)
-            if r["f"] == "apply":
-                entry["applied_s"], entry["outcome"] = t, r["type"]
-            elif r["f"] == "heal":
-                entry["healed_s"] = t
-    return list(faults.values())
-
-
 def _conclude(plan: Plan, out_dir: Path, run_id: str, started_at: str, wall_s: float, history: History,
               deployment: Deployment | None, replicas: list[CommandNode], load_stats: dict[str, Any],
-              faults_done: list[dict[str, Any]], errors: list[str], notes: list[str], final_ok: bool,
+              load_start_ns: int, errors: list[str], notes: list[str], final_ok: bool,
               interrupted: bool) -> RunResult:
     from checkers import exactly_once
     from checkers.history import read_history
+    from harness.report.timeline import fault_windows
 
     checker_results: dict[str, Any] = {}
+    faults_done: list[dict[str, Any]] = []
     valid: Any = "unknown"
     try:
-        h = read_history(out_dir / "history.jsonl")
+        h = read_history(str(out_dir / "history.jsonl"))
+        # each fault with the times (s since the load started) it was applied and healed
+        t0 = load_start_ns / 1e9
+        faults_done = [{"fault": w.fault, "kind": w.kind, "targets": w.targets, "outcome": w.outcome,
+                        "applied_s": round(w.start_s - t0, 3),
+                        "healed_s": None if w.end_s is None else round(w.end_s - t0, 3)}
+                       for w in fault_windows(h)]
         eo = exactly_once.check(h, order=plan.checks.exactly_once.order)
         checker_results["exactly-once"] = eo
         valid = eo["valid"]

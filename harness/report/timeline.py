@@ -212,15 +212,10 @@ def _records_of(h: History, process: str) -> list[dict[str, Any]]:
     return h.records(np.flatnonzero(h.process == code).tolist())
 
 
-def _faults_and_phases(h: History, tl: Timeline) -> None:
-    for rec in _records_of(h, "harness"):
-        t = rec["time"] / NS
-        if rec["f"] in PHASES:
-            tl.phases.append((rec["f"], t))
-        if rec["f"] == "load-start" and tl.load_start_s is None:
-            tl.load_start_s = t
-        if rec["f"] == "load-end":
-            tl.load_end_s = t
+def fault_windows(h: History) -> list[FaultWindow]:
+    """Each fault of the history's nemesis, from the completion of its apply to the completion
+    of its heal (seconds since the run started); apply and heal paired by `value.fault`."""
+    faults: list[FaultWindow] = []
     open_: dict[str, list[FaultWindow]] = {}
     for rec in _records_of(h, "nemesis"):
         v = rec["value"] if isinstance(rec["value"], dict) else {}
@@ -231,7 +226,7 @@ def _faults_and_phases(h: History, tl: Timeline) -> None:
                 w = FaultWindow(name, str(v.get("kind", "fault")), [str(x) for x in v.get("targets") or []],
                                 t, None, outcome="info")
                 open_.setdefault(name, []).append(w)
-                tl.faults.append(w)
+                faults.append(w)
             else:  # the fault is in effect from its completion on
                 pending = [w for w in open_.get(name, []) if w.outcome == "info"]
                 if pending:
@@ -240,20 +235,32 @@ def _faults_and_phases(h: History, tl: Timeline) -> None:
                     w = FaultWindow(name, str(v.get("kind", "fault")),
                                     [str(x) for x in v.get("targets") or []], t, None, outcome=rec["type"])
                     open_.setdefault(name, []).append(w)
-                    tl.faults.append(w)
+                    faults.append(w)
         elif rec["f"] == "heal":
             windows = open_.get(name) or []
             if not windows:
                 continue
-            if rec["type"] == "invoke":
-                windows[0].end_s = t
-            else:  # healed once the heal completed
-                windows[0].end_s = t
+            windows[0].end_s = t
+            if rec["type"] != "invoke":  # healed once the heal completed
                 windows.pop(0)
-    for w in tl.faults:
+    for w in faults:
         if w.outcome == "fail" and w.end_s is None:
             w.end_s = w.start_s  # certainly not applied: nothing to heal
             w.recovery_note = "the fault was not applied"
+    return faults
+
+
+def _faults_and_phases(h: History, tl: Timeline) -> None:
+    for rec in _records_of(h, "harness"):
+        t = rec["time"] / NS
+        if rec["f"] in PHASES:
+            tl.phases.append((rec["f"], t))
+        if rec["f"] == "load-start" and tl.load_start_s is None:
+            tl.load_start_s = t
+        if rec["f"] == "load-end":
+            tl.load_end_s = t
+    tl.faults.extend(fault_windows(h))
+    for w in tl.faults:
         verbs = PROCESS_FAULTS.get(w.kind)
         if not verbs or w.outcome == "fail":
             continue
