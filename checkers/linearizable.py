@@ -128,13 +128,7 @@ def _run_pool(parts: list[list[Op]], model: Any, deadline: float, native: Any = 
     """Parts dealt to one process per core (largest first, to the least loaded), each process
     interleaving its parts; the first invalid part stops every process."""
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-    workers = min(len(parts), os.cpu_count() or 1)
-    groups: list[list[int]] = [[] for _ in range(workers)]
-    load = [0] * workers
-    for i in sorted(range(len(parts)), key=lambda i: -len(parts[i])):
-        w = load.index(min(load))
-        groups[w].append(i)
-        load[w] += len(parts[i])
+    groups = _groups(parts, min(len(parts), os.cpu_count() or 1))
     stop = ctx.Event()
     queue = ctx.SimpleQueue()
     procs = [ctx.Process(target=_worker, args=(g, [parts[i] for i in g], model, deadline, stop, queue, native),
