@@ -341,10 +341,7 @@ def validate_plan(data: dict[str, Any], name: str = "<plan>", lines: dict[tuple,
 
 def _check_faults(plan: Plan, lines: dict[tuple, int]) -> list[tuple[int | None, str, str]]:
     """Each `faults:` entry is validated by the faults package (it owns the fault kinds)."""
-    try:
-        from faults import schedule
-    except ImportError:
-        return []
+    from faults import schedule
     problems = []
     for i, entry in enumerate(plan.faults):
         try:
