@@ -121,8 +121,8 @@ def raw_pass(path: str) -> float:
 _CHILD = """
 import resource, sys, time
 t0 = time.perf_counter()
-from checkers.history import read_history
-from checkers.exactly_once import check
+from onceproof.checkers.history import read_history
+from onceproof.checkers.exactly_once import check
 h = read_history(sys.argv[1])
 t1 = time.perf_counter()
 r = check(h)

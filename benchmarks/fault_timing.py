@@ -35,12 +35,12 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from faults.base import Context  # noqa: E402
-from faults.nemesis import Nemesis  # noqa: E402
-from faults.schedule import Step, parse_entry  # noqa: E402
-from targets.deployment import Deployment, TargetsSpec  # noqa: E402
-from targets.local import LocalRuntime  # noqa: E402
-from targets.process import CommandNode  # noqa: E402
+from onceproof.faults.base import Context  # noqa: E402
+from onceproof.faults.nemesis import Nemesis  # noqa: E402
+from onceproof.faults.schedule import Step, parse_entry  # noqa: E402
+from onceproof.targets.deployment import Deployment, TargetsSpec  # noqa: E402
+from onceproof.targets.local import LocalRuntime  # noqa: E402
+from onceproof.targets.process import CommandNode  # noqa: E402
 
 GOAL_MS = 20.0
 

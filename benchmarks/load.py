@@ -19,12 +19,12 @@ import threading
 import time
 from pathlib import Path
 
-from harness.history import History
-from harness.sources import KafkaSource, RedisSource, encode
-from harness.workload import Workload
-from targets import kafka as kafka_mod
-from targets.deployment import Deployment, TargetsSpec
-from targets.local import LocalRuntime
+from onceproof.history import History
+from onceproof.sources import KafkaSource, RedisSource, encode
+from onceproof.workload import Workload
+from onceproof.targets import kafka as kafka_mod
+from onceproof.targets.deployment import Deployment, TargetsSpec
+from onceproof.targets.local import LocalRuntime
 
 
 def ours(source, seconds: float, rate: float, tmp: Path, name: str) -> tuple[float, int]:  # type: ignore[no-untyped-def]

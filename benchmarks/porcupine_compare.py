@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from checkers import foreign, linearizable, models  # noqa: E402
+from onceproof.checkers import foreign, linearizable, models  # noqa: E402
 
 
 def run_porcupine(data: Path, repeat: int) -> dict[str, dict[str, float]]:

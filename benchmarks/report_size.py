@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.report import page, render  # noqa: E402
+from onceproof.report import page, render  # noqa: E402
 from tests.e2e.report_browser import chromium, report_page  # noqa: E402
 from tests.unit.report.synthetic_run import write_run  # noqa: E402
 

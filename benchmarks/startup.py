@@ -10,8 +10,8 @@ import argparse
 import statistics
 import time
 
-from targets.deployment import Deployment, TargetsSpec
-from targets.local import LocalRuntime
+from onceproof.targets.deployment import Deployment, TargetsSpec
+from onceproof.targets.local import LocalRuntime
 
 SETS = {
     "redis (+toxiproxy)": TargetsSpec(redis="aof-everysec"),

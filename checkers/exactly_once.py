@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from checkers.history import FAIL, INFO, INVOKE, OK, History
+from onceproof.checkers.history import FAIL, INFO, INVOKE, OK, History
 
 KINDS = ("lost", "duplicate", "phantom", "premature", "flicker", "reorder", "state-mismatch")
 

@@ -14,9 +14,9 @@ import math
 import re
 from typing import Any
 
-from checkers.history import History, HistoryError
-from checkers.linearizable import Op
-from checkers.models import UNKNOWN
+from onceproof.checkers.history import History, HistoryError
+from onceproof.checkers.linearizable import Op
+from onceproof.checkers.models import UNKNOWN
 
 _LOG_LINE = re.compile(r"^\S+\s+jepsen\.util\s+-\s+(\S+)\s+:(invoke|ok|fail|info)\s+:(\S+)\s*(.*?)\s*$")
 _EDN_PAIR = re.compile(r':([\w\-?!]+)\s+("(?:[^"\\]|\\.)*"|\[[^\]]*\]|[^,\s}]+)')

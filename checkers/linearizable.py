@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from checkers import models as _models
+from onceproof.checkers import models as _models
 
 _PARALLEL_MIN_OPS = 4000  # below this, forking workers costs more than it saves
 _THREADS_MIN_OPS = 1000  # native models: parts searched by threads (the C loop runs without the GIL)

@@ -15,11 +15,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from targets.process import Node
-from targets.toxiproxy import Toxiproxy
+from onceproof.targets.process import Node
+from onceproof.targets.toxiproxy import Toxiproxy
 
 if TYPE_CHECKING:
-    from targets.deployment import Deployment, Proxy
+    from onceproof.targets.deployment import Deployment, Proxy
 
 
 def raise_priority() -> str:
@@ -150,7 +150,7 @@ class Fault:
     def resolve(self) -> None:
         """Replace Kafka roles among the targets (`kafka-leader`, `kafka-controller`) by the
         nodes holding them now, just before applying: a leader changes over time."""
-        from faults import selectors
+        from onceproof.faults import selectors
 
         if not any(selectors.is_role(t) for t in self.targets):
             return
@@ -233,6 +233,6 @@ def kind(name: str, parse: Callable[[dict[str, Any]], dict[str, Any]], targets: 
 
 def known_kinds() -> dict[str, FaultKind]:
     """Every registered kind (importing the family modules registers them)."""
-    from faults import clock, netns, network, process  # noqa: F401 - imported for their registrations
+    from onceproof.faults import clock, netns, network, process  # noqa: F401 - imported for their registrations
 
     return KINDS

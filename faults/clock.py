@@ -22,8 +22,8 @@ import threading
 import time
 from typing import Any
 
-from faults import params as p
-from faults.base import Context, Fault, FaultError, is_realtime, kind, raise_priority
+from onceproof.faults import params as p
+from onceproof.faults.base import Context, Fault, FaultError, is_realtime, kind, raise_priority
 
 
 def _effective(context: Context, node: str) -> float:

@@ -18,8 +18,8 @@ import threading
 import time
 from typing import Any, Iterator, Protocol
 
-from faults.base import Context, Fault, FaultError, raise_priority
-from faults.schedule import Step, make_fault
+from onceproof.faults.base import Context, Fault, FaultError, raise_priority
+from onceproof.faults.schedule import Step, make_fault
 
 SPIN_S = 0.002  # sleep until this close to a deadline, then spin: Event.wait overshoots by ~0.1-1 ms
 

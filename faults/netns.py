@@ -26,9 +26,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from faults import params as p
-from faults.base import Fault, FaultError, kind
-from targets.netns import HARNESS, NetnsError, NetnsRuntime
+from onceproof.faults import params as p
+from onceproof.faults.base import Fault, FaultError, kind
+from onceproof.targets.netns import HARNESS, NetnsError, NetnsRuntime
 
 _ids = itertools.count(1)
 

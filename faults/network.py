@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from faults import params as p
-from faults.base import Fault, FaultError, kind
+from onceproof.faults import params as p
+from onceproof.faults.base import Fault, FaultError, kind
 
 FROM = ("pipeline", "load", "both")
 DIRECTIONS = ("downstream", "upstream", "both")

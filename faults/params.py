@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from faults.base import ParamError
+from onceproof.faults.base import ParamError
 
 _DURATION = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)\s*(ms|s|m|h|us)?\s*$")
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}

@@ -19,9 +19,9 @@ from typing import Any
 
 import psutil
 
-from faults import params as p
-from faults.base import Fault, FaultError, kind
-from targets.process import Node
+from onceproof.faults import params as p
+from onceproof.faults.base import Fault, FaultError, kind
+from onceproof.targets.process import Node
 
 
 def descendants(node: Node) -> list[int]:

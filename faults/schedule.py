@@ -16,9 +16,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Union
 
-from faults import params as p
-from faults import selectors
-from faults.base import Context, Fault, FaultError, ParamError, known_kinds
+from onceproof.faults import params as p
+from onceproof.faults import selectors
+from onceproof.faults.base import Context, Fault, FaultError, ParamError, known_kinds
 
 TARGET_KEYS = ("target", "select", "topic", "partition")
 

@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 from typing import Any, Iterable
 
-from faults.base import Context, FaultError, ParamError
+from onceproof.faults.base import Context, FaultError, ParamError
 
 SELECTS = ("all", "one", "majority", "minority")
 GROUPS = ("kafka", "pipeline")

@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="onceproof", description="Chaos-test pipelines that claim exactly-once.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
-        importlib.import_module(f"harness.commands.{name}").register(sub)
+        importlib.import_module(f"onceproof.commands.{name}").register(sub)
     return parser
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
-from harness.history import History
-from harness.sinks import Sink
+from onceproof.history import History
+from onceproof.sinks import Sink
 
 
 class Observer:

@@ -78,7 +78,7 @@ class Pipeline(_Model):
         if isinstance(v, str):
             v = shlex.split(v)
         if isinstance(v, list) and not v:
-            raise ValueError("expected a non-empty command, e.g. [python, -m, targets.pipelines.kafka_to_postgres]")
+            raise ValueError("expected a non-empty command, e.g. [python, -m, onceproof.targets.pipelines.kafka_to_postgres]")
         return v
 
     @field_validator("env", mode="before")
@@ -218,7 +218,7 @@ class PlanError(Exception):
 
 EXAMPLE = """name: kafka-to-postgres
 targets: {kafka: {nodes: 1}, postgres: {}}
-pipeline: {command: [python, -m, targets.pipelines.kafka_to_postgres], replicas: 2}
+pipeline: {command: [python, -m, onceproof.targets.pipelines.kafka_to_postgres], replicas: 2}
 workload: {source: kafka:onceproof.events, sink: postgres:onceproof_effects, rate: 2000, duration: 40s}"""
 
 
@@ -341,7 +341,7 @@ def validate_plan(data: dict[str, Any], name: str = "<plan>", lines: dict[tuple,
 
 def _check_faults(plan: Plan, lines: dict[tuple, int]) -> list[tuple[int | None, str, str]]:
     """Each `faults:` entry is validated by the faults package (it owns the fault kinds)."""
-    from faults import schedule
+    from onceproof.faults import schedule
     problems = []
     for i, entry in enumerate(plan.faults):
         try:

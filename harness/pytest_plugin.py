@@ -31,8 +31,8 @@ class PlanRun:
 @pytest.fixture
 def onceproof(tmp_path: Path) -> Callable[..., PlanRun]:
     """Run a plan (path or dict) against real targets; results go under the test's tmp_path."""
-    from harness.plan import load_plan, parse_duration, validate_plan
-    from harness.runner import execute
+    from onceproof.plan import load_plan, parse_duration, validate_plan
+    from onceproof.runner import execute
 
     counter = [0]
 

@@ -17,15 +17,15 @@ from typing import Any, Callable
 import orjson
 import yaml
 
-from harness.history import History
-from harness.observer import Observer
-from harness.plan import Plan
-from harness.sinks import make_sink
-from harness.sources import make_source
-from harness.workload import Workload
-from targets.deployment import Deployment, TargetsSpec
-from targets.local import new_run_id
-from targets.process import CommandNode
+from onceproof.history import History
+from onceproof.observer import Observer
+from onceproof.plan import Plan
+from onceproof.sinks import make_sink
+from onceproof.sources import make_source
+from onceproof.workload import Workload
+from onceproof.targets.deployment import Deployment, TargetsSpec
+from onceproof.targets.local import new_run_id
+from onceproof.targets.process import CommandNode
 
 EXIT = {True: 0, False: 1, "unknown": 3}
 
@@ -65,10 +65,10 @@ def _resolve_command(command: list[str]) -> list[str]:
 
 def _make_runtime(plan: Plan, run_id: str, log_dir: Path | None):  # type: ignore[no-untyped-def]
     if plan.runtime == "netns":
-        from targets.netns import NetnsRuntime  # type: ignore[import-not-found]
+        from onceproof.targets.netns import NetnsRuntime  # type: ignore[import-not-found]
 
         return NetnsRuntime(run_id=run_id, log_dir=log_dir)
-    from targets.local import LocalRuntime
+    from onceproof.targets.local import LocalRuntime
 
     return LocalRuntime(run_id=run_id, log_dir=log_dir)
 
@@ -241,9 +241,9 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
 def _nemesis(plan: Plan, deployment: Deployment, replicas: list[CommandNode], history: History):  # type: ignore[no-untyped-def]
     if not plan.faults:
         return None, []
-    from faults import schedule as schedules
-    from faults.base import Context
-    from faults.nemesis import Nemesis
+    from onceproof.faults import schedule as schedules
+    from onceproof.faults.base import Context
+    from onceproof.faults.nemesis import Nemesis
 
     context = Context.from_deployment(deployment, {r.name: r for r in replicas}, plan.seed)
     steps = schedules.expand(plan.faults, plan.seed, plan.workload.duration, plan.target_names())
@@ -316,9 +316,9 @@ def _conclude(plan: Plan, out_dir: Path, run_id: str, started_at: str, wall_s: f
               deployment: Deployment | None, replicas: list[CommandNode], load_stats: dict[str, Any],
               load_start_ns: int, errors: list[str], notes: list[str], final_ok: bool,
               interrupted: bool) -> RunResult:
-    from checkers import exactly_once
-    from checkers.history import read_history
-    from harness.report.timeline import fault_windows
+    from onceproof.checkers import exactly_once
+    from onceproof.checkers.history import read_history
+    from onceproof.report.timeline import fault_windows
 
     checker_results: dict[str, Any] = {}
     faults_done: list[dict[str, Any]] = []
@@ -351,16 +351,16 @@ def _conclude(plan: Plan, out_dir: Path, run_id: str, started_at: str, wall_s: f
         "errors": errors, "notes": notes, "interrupted": interrupted,
     }
     _write_json(out_dir / "results.json", results)
-    from harness.junit import write_junit
+    from onceproof.junit import write_junit
 
     write_junit(out_dir / "junit.xml", results)
     try:
-        from harness.report import render
+        from onceproof.report import render
 
         render(out_dir)
     except Exception as e:  # noqa: BLE001 - a report failure must not hide the verdict
         (out_dir / "logs" / "report-error.log").write_text(traceback.format_exc())
-        from harness.junit import plain_report
+        from onceproof.junit import plain_report
 
         plain_report(out_dir / "report.html", results, str(e))
     return RunResult(out_dir, valid, EXIT[valid], results)

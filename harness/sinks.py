@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from targets.deployment import Deployment
+from onceproof.targets.deployment import Deployment
 
 Effect = list[Any]  # [id, key, seq, replica]
 
@@ -208,7 +208,7 @@ class RedisStreamSink(Sink):  # redis-py types every reply as maybe-awaitable: A
     """A Redis stream whose entries have fields id, key, seq, replica."""
 
     def setup(self) -> None:
-        from targets.redis import client
+        from onceproof.targets.redis import client
 
         assert self.deployment.redis is not None
         self.client: Any = client(self.deployment.redis.host, self.deployment.redis.port, timeout=5.0)
@@ -248,7 +248,7 @@ class RedisSetSink(Sink):
     """A Redis set of event ids: it cannot show duplicates (a set), only lost and phantom."""
 
     def setup(self) -> None:
-        from targets.redis import client
+        from onceproof.targets.redis import client
 
         assert self.deployment.redis is not None
         self.client: Any = client(self.deployment.redis.host, self.deployment.redis.port, timeout=5.0)

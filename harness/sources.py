@@ -10,7 +10,7 @@ import socket
 import time
 from typing import Any, Callable
 
-from targets.deployment import Deployment
+from onceproof.targets.deployment import Deployment
 
 Event = tuple[str, str, int, str]  # id, key, seq, payload
 Complete = Callable[[list[tuple[str, str, int]], str], None]  # (id, key, seq) events, "ok"|"fail"|"info"
@@ -143,7 +143,7 @@ class RedisSource(Source):
     timeout = 2.0
 
     def setup(self) -> None:
-        from targets.redis import client
+        from onceproof.targets.redis import client
 
         assert self.deployment.redis is not None
         r = self.deployment.redis

@@ -11,8 +11,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from harness.history import History
-from harness.sources import Event, Source
+from onceproof.history import History
+from onceproof.sources import Event, Source
 
 TICK_S = 0.005
 MAX_BATCH = 5000

@@ -10,12 +10,12 @@ import concurrent.futures
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from targets.kafka import KafkaCluster, KafkaNode
-from targets.local import LocalRuntime
-from targets.postgres import PostgresNode
-from targets.process import Node
-from targets.redis import RedisNode
-from targets.toxiproxy import ToxiproxyNode
+from onceproof.targets.kafka import KafkaCluster, KafkaNode
+from onceproof.targets.local import LocalRuntime
+from onceproof.targets.postgres import PostgresNode
+from onceproof.targets.process import Node
+from onceproof.targets.redis import RedisNode
+from onceproof.targets.toxiproxy import ToxiproxyNode
 
 GROUPS = ("pipeline", "load")
 

@@ -9,8 +9,8 @@ import time
 import uuid
 from pathlib import Path
 
-from targets import paths
-from targets.registry import RunEntry
+from onceproof.targets import paths
+from onceproof.targets.registry import RunEntry
 
 
 def new_run_id() -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from targets.process import Node, NodeError
+from onceproof.targets.process import Node, NodeError
 
 USER, PASSWORD, DATABASE = "onceproof", "onceproof", "onceproof"
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 
 if TYPE_CHECKING:
-    from targets.local import LocalRuntime
+    from onceproof.targets.local import LocalRuntime
 
 
 class NodeError(RuntimeError):

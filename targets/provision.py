@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from targets import kafka, paths, postgres
+from onceproof.targets import kafka, paths, postgres
 
 HERE = Path(__file__).resolve().parent
 SETUP = "bash targets/setup.sh"

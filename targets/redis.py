@@ -7,7 +7,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from targets.process import Node
+from onceproof.targets.process import Node
 
 PERSISTENCE = {
     "none": ["--appendonly", "no", "--save", ""],

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from targets import paths
+from onceproof.targets import paths
 
 
 def process_start_time(pid: int) -> int | None:

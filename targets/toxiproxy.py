@@ -9,8 +9,8 @@ from typing import Any
 
 import requests
 
-from targets import paths
-from targets.process import Node, NodeError
+from onceproof.targets import paths
+from onceproof.targets.process import Node, NodeError
 
 
 class ToxiproxyError(RuntimeError):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from targets import paths
+from onceproof.targets import paths
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -46,7 +46,7 @@ def no_leaks_after_suite():
     while time.monotonic() < deadline and _our_processes():
         time.sleep(0.2)
     leftovers = _our_processes()
-    from targets.registry import RunEntry
+    from onceproof.targets.registry import RunEntry
 
     mine = []
     for path in (paths.registry_dir().glob("*.json") if paths.registry_dir().is_dir() else []):
@@ -59,7 +59,7 @@ def no_leaks_after_suite():
     runs = [e.run_id for e in mine]
     scratch = [e.scratch for e in mine if os.path.exists(e.scratch)]
     if leftovers or runs or scratch:
-        from targets.registry import remove_run
+        from onceproof.targets.registry import remove_run
 
         for entry in mine:
             remove_run(entry)
@@ -70,8 +70,8 @@ def no_leaks_after_suite():
 def shared_targets():
     """One Kafka node + Redis + PostgreSQL + Toxiproxy, shared by the whole session.
     Tests must leave it as they found it (heal what they break, use their own topics/keys)."""
-    from targets.deployment import Deployment, TargetsSpec
-    from targets.local import LocalRuntime
+    from onceproof.targets.deployment import Deployment, TargetsSpec
+    from onceproof.targets.local import LocalRuntime
 
     runtime = LocalRuntime(log_dir=ARTIFACTS / "shared-logs")
     d = Deployment.create(runtime, TargetsSpec(kafka_nodes=1, redis="aof-everysec", postgres=True))
@@ -85,12 +85,12 @@ def shared_targets():
 @pytest.fixture
 def runtime(tmp_path):
     """A fresh local runtime for a test that starts its own nodes; closed afterwards."""
-    from targets.local import LocalRuntime
+    from onceproof.targets.local import LocalRuntime
 
     rt = LocalRuntime(log_dir=tmp_path / "logs")
     yield rt
     for name, proc in list(rt.entry.processes.items()):
-        from targets.registry import kill_group
+        from onceproof.targets.registry import kill_group
 
         kill_group(proc["pid"], proc.get("start"))
     rt.close()

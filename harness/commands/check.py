@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from checkers import merge_valid
-from checkers.history import HistoryError
+from onceproof.checkers import merge_valid
+from onceproof.checkers.history import HistoryError
 
 EXIT_VALID, EXIT_INVALID, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
 FORMATS = ("onceproof", "jepsen-log", "jepsen-edn")
@@ -65,15 +65,15 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
         if fmt != "onceproof":
             raise HistoryError(path, None, f"the exactly-once checker reads onceproof histories, not {fmt}; "
                                            "use --checker linearizable")
-        from checkers import exactly_once
-        from checkers.history import read_history
+        from onceproof.checkers import exactly_once
+        from onceproof.checkers.history import read_history
 
         h = read_history(path)
         r = exactly_once.check(h, order=args.order, examples=args.examples)
         stats = r.pop("stats")
         return {"file": path, "valid": r["valid"], "checkers": {"exactly-once": r}, "stats": stats}
 
-    from checkers import foreign, linearizable, models
+    from onceproof.checkers import foreign, linearizable, models
 
     try:
         model = models.by_name(args.model or DEFAULT_MODEL[fmt])
@@ -84,7 +84,7 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
     elif fmt == "jepsen-edn":
         ops = foreign.read_jepsen_edn(path)
     else:
-        from checkers.history import read_history
+        from onceproof.checkers.history import read_history
 
         ops = foreign.ops_from_history(read_history(path))
     r = linearizable.check(ops, model, budget_s=args.budget, partition=not args.no_partition)

@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from targets.provision import components
+    from onceproof.targets.provision import components
 
     console = Console(highlight=False, soft_wrap=True)
     ok = True

@@ -20,14 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def schema(args: argparse.Namespace) -> int:
-    from harness.plan import json_schema
+    from onceproof.plan import json_schema
 
     print(json.dumps(json_schema(), indent=2))
     return 0
 
 
 def validate(args: argparse.Namespace) -> int:
-    from harness.plan import PlanError, load_plan
+    from onceproof.plan import PlanError, load_plan
 
     try:
         plan = load_plan(args.file)

@@ -19,8 +19,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.report import render
-    from harness.report.run_folder import is_run_folder
+    from onceproof.report import render
+    from onceproof.report.run_folder import is_run_folder
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():

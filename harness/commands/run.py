@@ -49,8 +49,8 @@ def verdict_table(results: dict) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.plan import PlanError, load_plan, parse_duration
-    from harness.runner import Progress, execute
+    from onceproof.plan import PlanError, load_plan, parse_duration
+    from onceproof.runner import Progress, execute
 
     overrides = {}
     if args.seed is not None:

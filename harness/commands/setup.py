@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from targets.provision import install_all
+    from onceproof.targets.provision import install_all
 
     try:
         install_all(log=lambda m: print(f"setup: {m}", flush=True))

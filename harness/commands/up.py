@@ -15,10 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.plan import PlanError, load_plan
-    from harness.runner import _make_runtime, _spec
-    from targets.deployment import Deployment
-    from targets.local import new_run_id
+    from onceproof.plan import PlanError, load_plan
+    from onceproof.runner import _make_runtime, _spec
+    from onceproof.targets.deployment import Deployment
+    from onceproof.targets.local import new_run_id
 
     try:
         plan = load_plan(args.plan)

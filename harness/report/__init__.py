@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.report.page import build_page
-from harness.report.run_folder import is_run_folder
+from onceproof.report.page import build_page
+from onceproof.report.run_folder import is_run_folder
 
 REPORT_NAME = "report.html"
 

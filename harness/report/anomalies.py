@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from checkers.history import History
-from harness.report.timeline import NS, Timeline
+from onceproof.checkers.history import History
+from onceproof.report.timeline import NS, Timeline
 
 MAX_EXAMPLES = 20  # per anomaly kind
 MAX_RECORDS = 60  # per example

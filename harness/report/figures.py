@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 
-from harness.report.anomalies import CheckerAnomalies
-from harness.report.timeline import Timeline
+from onceproof.report.anomalies import CheckerAnomalies
+from onceproof.report.timeline import Timeline
 
 FAULT_COLOURS = {"kill": "#d62728", "restart": "#d62728", "crash": "#d62728", "pause": "#8c564b",
                  "partition": "#9467bd", "latency": "#ff7f0e", "jitter": "#ff7f0e", "clock": "#17becf",

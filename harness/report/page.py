@@ -11,10 +11,10 @@ import jinja2
 import orjson
 from markupsafe import Markup
 
-from checkers.history import History, HistoryError, read_history
-from harness.report import anomalies as anomalies_mod
-from harness.report import figures, run_folder
-from harness.report import timeline as timeline_mod
+from onceproof.checkers.history import History, HistoryError, read_history
+from onceproof.report import anomalies as anomalies_mod
+from onceproof.report import figures, run_folder
+from onceproof.report import timeline as timeline_mod
 
 HERE = Path(__file__).resolve().parent
 PLOTLY_BASIC = HERE / "plotly-basic.min.js"

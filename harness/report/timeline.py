@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from checkers.history import FAIL, INFO, INVOKE, OK, History
+from onceproof.checkers.history import FAIL, INFO, INVOKE, OK, History
 
 NS = 1_000_000_000
 PROCESS_FAULTS = {"kill": ("kill", "restart"), "restart": ("restart", "restarted"),

@@ -20,8 +20,8 @@ import uuid
 from pathlib import Path
 from typing import NoReturn
 
-from targets import paths
-from targets.process import Node, NodeError
+from onceproof.targets import paths
+from onceproof.targets.process import Node, NodeError
 
 JVM_OPTS = ["-Xms128m", "-Xmx768m", "-XX:+UseParallelGC", "-XX:ParallelGCThreads=2",
             "-Xss512k", "-Djava.awt.headless=true", "-XX:-UsePerfData"]

@@ -1,4 +1,4 @@
-"""Reference pipelines: runnable with `python -m targets.pipelines.<name>`, configured only by the
+"""Reference pipelines: runnable with `python -m onceproof.targets.pipelines.<name>`, configured only by the
 pipeline contract's environment (see DESIGN.md, "Pipeline contract").
 
 | name | source -> sink | guarantee |

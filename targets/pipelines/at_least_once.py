@@ -16,7 +16,7 @@ import time
 import psycopg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from targets.pipelines.common import (Config, Postgres, batch, consumer_config, event, insert_effects, log,
+from onceproof.targets.pipelines.common import (Config, Postgres, batch, consumer_config, event, insert_effects, log,
                                       main, next_offsets, one_line, rewind)
 
 
@@ -50,4 +50,4 @@ def run(cfg: Config) -> None:
 
 
 if __name__ == "__main__":
-    main("at_least_once", "postgres", run)
+    main("at_least_once", "postgres", run, __doc__)

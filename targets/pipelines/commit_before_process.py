@@ -14,7 +14,7 @@ from __future__ import annotations
 import psycopg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from targets.pipelines.common import (Config, Postgres, batch, consumer_config, event, insert_effects, log,
+from onceproof.targets.pipelines.common import (Config, Postgres, batch, consumer_config, event, insert_effects, log,
                                       main, next_offsets, one_line, rewind)
 
 
@@ -48,4 +48,4 @@ def run(cfg: Config) -> None:
 
 
 if __name__ == "__main__":
-    main("commit_before_process", "postgres", run)
+    main("commit_before_process", "postgres", run, __doc__)

@@ -97,9 +97,27 @@ def log(msg: str) -> None:
     sys.stderr.flush()
 
 
-def main(pipeline: str, sink_kind: str, run: Callable[[Config], None]) -> None:
-    """Entry point: read the environment (exit 2 when it is wrong), then run forever."""
+ENVIRONMENT = """environment (set by onceproof for each replica):
+  ONCEPROOF_KAFKA_BOOTSTRAP   host:port[,host:port] of the brokers
+  ONCEPROOF_POSTGRES_DSN      postgresql://user:password@host:port/db (postgres sinks)
+  ONCEPROOF_REDIS_URL         redis://host:port/0
+  ONCEPROOF_SOURCE            kafka:<topic> to read the events from
+  ONCEPROOF_SINK              <kind>:<name> to apply their effects to
+  ONCEPROOF_REPLICA           this copy's index; ONCEPROOF_REPLICAS how many there are
+  ONCEPROOF_RUN_ID            the run's id (names the consumer group)"""
+
+
+def main(pipeline: str, sink_kind: str, run: Callable[[Config], None], doc: str | None = None) -> None:
+    """Entry point: `--help` prints the contract; otherwise read the environment (exit 2 when it
+    is wrong), then run forever."""
     global _prefix, _replica
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog=f"python -m onceproof.targets.pipelines.{pipeline}",
+        description=(doc or "").strip().splitlines()[0] if doc else f"onceproof reference pipeline {pipeline}",
+        epilog=ENVIRONMENT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args()
     try:
         cfg = load_config(pipeline, sink_kind)
     except BadConfig as e:

@@ -29,7 +29,7 @@ import time
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
-from targets.pipelines.common import (Config, Postgres, batch, consumer_config, create_table, event,
+from onceproof.targets.pipelines.common import (Config, Postgres, batch, consumer_config, create_table, event,
                                       insert_effects, log, main, one_line)
 
 OFFSETS_DDL = """CREATE TABLE IF NOT EXISTS onceproof_offsets (
@@ -153,4 +153,4 @@ def run(cfg: Config) -> None:
 
 
 if __name__ == "__main__":
-    main("kafka_to_postgres", "postgres", run)
+    main("kafka_to_postgres", "postgres", run, __doc__)

@@ -28,7 +28,7 @@ import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from targets.pipelines.common import Config, error_cb, batch, consumer_config, event, log, main, next_offsets
+from onceproof.targets.pipelines.common import Config, error_cb, batch, consumer_config, event, log, main, next_offsets
 
 
 class Copier:
@@ -152,4 +152,4 @@ def run(cfg: Config) -> None:
 
 
 if __name__ == "__main__":
-    main("kafka_txn_copy", "kafka", run)
+    main("kafka_txn_copy", "kafka", run, __doc__)

@@ -33,7 +33,7 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     logs = []
     for attempt in range(1, RUN_TRIES + 1):
         out = tmp_path_factory.mktemp(f"real{attempt}") / "run"
-        proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(PLAN), "--out", str(out),
+        proc = subprocess.run([sys.executable, "-m", "onceproof.cli", "run", str(PLAN), "--out", str(out),
                                "--duration", "15"], cwd=ROOT, capture_output=True, text=True, timeout=600,
                               env=os.environ | {"PYTHONUNBUFFERED": "1"})
         logs.append(f"attempt {attempt}: exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n"
@@ -118,7 +118,7 @@ def test_report_of_a_real_run_with_anomalies(real_run: Path, browser: Any) -> No
 
 def test_script_in_the_history_shows_as_text_in_the_browser(tmp_path: Path, browser: Any) -> None:
     results = write_run(tmp_path, rate=200, duration_s=20.0, linearizable=True)
-    from harness.report import render
+    from onceproof.report import render
 
     render(tmp_path)
     with report_page(browser) as (page, seen):

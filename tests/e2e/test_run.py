@@ -25,7 +25,7 @@ def _plan(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def _run(plan: Path, out: Path, *extra: str, timeout: float = 300) -> tuple[int, dict, str]:
-    res = subprocess.run([sys.executable, "-m", "harness", "run", str(plan), "--out", str(out), "--json", *extra],
+    res = subprocess.run([sys.executable, "-m", "onceproof", "run", str(plan), "--out", str(out), "--json", *extra],
                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     summary = {}
     for line in res.stdout.splitlines():
@@ -36,7 +36,7 @@ def _run(plan: Path, out: Path, *extra: str, timeout: float = 300) -> tuple[int,
 
 KAFKA_TO_POSTGRES = """name: k2p
 targets: {kafka: {nodes: 1}, postgres: {}}
-pipeline: {command: [python, -m, targets.pipelines.kafka_to_postgres], replicas: 2}
+pipeline: {command: [python, -m, onceproof.targets.pipelines.kafka_to_postgres], replicas: 2}
 workload: {source: kafka:onceproof.events, sink: postgres:onceproof_effects, rate: 1000, keys: 20, duration: 12s}
 faults:
   - {at: 2s, kill: pipeline-0, restart-after: 1s}
@@ -48,7 +48,7 @@ quiesce: {idle: 3s, max: 60s}
 
 TXN_COPY = """name: txn-copy
 targets: {kafka: {nodes: 1}}
-pipeline: {command: [python, -m, targets.pipelines.kafka_txn_copy], replicas: 2}
+pipeline: {command: [python, -m, onceproof.targets.pipelines.kafka_txn_copy], replicas: 2}
 workload: {source: kafka:onceproof.events, sink: kafka:onceproof.effects, rate: 500, keys: 20, duration: 12s}
 faults:
   - {at: 3s, kill: pipeline-0, restart-after: 1s}
@@ -58,7 +58,7 @@ quiesce: {idle: 3s, max: 60s}
 
 BROKEN = """name: {name}
 targets: {{kafka: {{nodes: 1}}, postgres: {{}}}}
-pipeline: {{command: [python, -m, targets.pipelines.{module}], replicas: 2}}
+pipeline: {{command: [python, -m, onceproof.targets.pipelines.{module}], replicas: 2}}
 workload: {{source: kafka:onceproof.events, sink: postgres:onceproof_effects, rate: 2000, keys: 20, duration: 12s}}
 faults:
   - {{at: 0s, for: 11s, latency: {{target: postgres, ms: 100, direction: both}}}}
@@ -126,7 +126,7 @@ def test_malformed_plan_is_bad_input_naming_the_line(tmp_path):
 def test_sigkill_of_the_harness_leaves_a_history_that_check_reads(tmp_path):
     plan = _plan(tmp_path, "k2p", KAFKA_TO_POSTGRES.replace("duration: 12s", "duration: 60s"))
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(plan), "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "onceproof", "run", str(plan), "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)
     history = out / "history.jsonl"
     try:
@@ -139,13 +139,13 @@ def test_sigkill_of_the_harness_leaves_a_history_that_check_reads(tmp_path):
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
-    res = subprocess.run([sys.executable, "-m", "harness", "check", "--json", str(history)], capture_output=True,
+    res = subprocess.run([sys.executable, "-m", "onceproof", "check", "--json", str(history)], capture_output=True,
                          text=True, timeout=120, cwd=ROOT)
     assert res.returncode in (0, 1, 3), res.stderr
     verdict = json.loads(res.stdout.splitlines()[0])
     assert verdict["valid"] in (True, False, "unknown")
     assert verdict["stats"], verdict
-    cleanup = subprocess.run([sys.executable, "-m", "harness", "cleanup"], capture_output=True, text=True, timeout=60)
+    cleanup = subprocess.run([sys.executable, "-m", "onceproof", "cleanup"], capture_output=True, text=True, timeout=60)
     assert cleanup.returncode == 0
     assert "removed" in cleanup.stdout
 
@@ -156,7 +156,7 @@ def test_interrupted_run_tears_everything_down_and_keeps_what_it_recorded(tmp_pa
 
     plan = _plan(tmp_path, "k2p", KAFKA_TO_POSTGRES.replace("duration: 12s", "duration: 60s"))
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(plan), "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "onceproof", "run", str(plan), "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     history = out / "history.jsonl"
     deadline = time.monotonic() + 120
@@ -175,7 +175,7 @@ def test_interrupted_run_tears_everything_down_and_keeps_what_it_recorded(tmp_pa
     assert results["interrupted"] is True and results["valid"] == "unknown"
     assert any(f["kind"] == "kill" and f["healed_s"] is not None for f in results["faults"])
     assert (out / "report.html").exists()
-    from targets import paths
+    from onceproof.targets import paths
 
     assert not any(paths.registry_dir().glob(f"{results['run_id']}*.json"))
     assert not (paths.scratch_root() / results["run_id"]).exists()

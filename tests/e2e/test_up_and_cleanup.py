@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from targets import paths
+from onceproof.targets import paths
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,7 @@ workload: {source: redis:events, sink: postgres:effects}
 def _start_up(tmp_path: Path) -> tuple[subprocess.Popen, str, list[int]]:
     plan = tmp_path / "plan.yaml"
     plan.write_text(PLAN)
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "up", str(plan)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "onceproof", "up", str(plan)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines = []
     deadline = time.monotonic() + 60
@@ -84,7 +84,7 @@ def test_cleanup_removes_what_a_sigkilled_up_left_behind(tmp_path):
     proc.kill()  # SIGKILL: no teardown at all
     proc.wait(10)
     assert all(os.path.exists(f"/proc/{p}") for p in pids), "servers should outlive a SIGKILLed harness"
-    res = subprocess.run([sys.executable, "-m", "harness", "cleanup"], capture_output=True, text=True, timeout=60)
+    res = subprocess.run([sys.executable, "-m", "onceproof", "cleanup"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert f"run {run_id}" in res.stdout
     assert res.stdout.count("- process") >= 3

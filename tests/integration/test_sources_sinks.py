@@ -9,14 +9,14 @@ import orjson
 import psycopg
 import pytest
 
-from checkers import exactly_once
-from checkers.history import read_history
-from harness.history import History
-from harness.observer import Observer
-from harness.sinks import PostgresSink, RedisSetSink, RedisStreamSink
-from harness.sources import KafkaSource, PostgresSource, RedisSource
-from harness.workload import Workload
-from targets.redis import client
+from onceproof.checkers import exactly_once
+from onceproof.checkers.history import read_history
+from onceproof.history import History
+from onceproof.observer import Observer
+from onceproof.sinks import PostgresSink, RedisSetSink, RedisStreamSink
+from onceproof.sources import KafkaSource, PostgresSource, RedisSource
+from onceproof.workload import Workload
+from onceproof.targets.redis import client
 
 pytestmark = pytest.mark.integration
 

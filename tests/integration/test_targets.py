@@ -11,8 +11,8 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from targets.deployment import Deployment, TargetsSpec
-from targets.redis import client
+from onceproof.targets.deployment import Deployment, TargetsSpec
+from onceproof.targets.redis import client
 
 pytestmark = pytest.mark.integration
 
@@ -153,8 +153,8 @@ def test_kafka_clients_cannot_bypass_the_proxy(shared_targets):
 def test_three_node_kafka_keeps_committing_transactions_with_the_active_controller_killed(runtime):
     """Also proves the Kafka-aware selectors on a real cluster: the controller and a partition
     leader are found by role, and after the controller dies another node takes the role."""
-    from faults.base import Context
-    from faults.selectors import resolve_role
+    from onceproof.faults.base import Context
+    from onceproof.faults.selectors import resolve_role
 
     d = Deployment.create(runtime, TargetsSpec(kafka_nodes=3))
     try:

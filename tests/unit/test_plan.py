@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from harness.plan import PlanError, load_plan, parse_duration
+from onceproof.plan import PlanError, load_plan, parse_duration
 
 GOOD = """name: kafka-to-postgres
 seed: 7
 targets: {kafka: {nodes: 1}, postgres: {}}
-pipeline: {command: [python, -m, targets.pipelines.kafka_to_postgres], replicas: 2}
+pipeline: {command: [python, -m, onceproof.targets.pipelines.kafka_to_postgres], replicas: 2}
 workload: {source: kafka:onceproof.events, sink: postgres:onceproof_effects, rate: 2000, keys: 50, duration: 40s}
 faults:
   - {at: 8s, kill: pipeline-0, restart-after: 2s}

@@ -7,9 +7,9 @@ import struct
 
 import pytest
 
-from faults.base import Context
-from faults.nemesis import Nemesis
-from harness.history import History
+from onceproof.faults.base import Context
+from onceproof.faults.nemesis import Nemesis
+from onceproof.history import History
 
 
 @pytest.fixture

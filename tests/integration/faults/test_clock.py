@@ -10,10 +10,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from faults.base import Context
-from faults.nemesis import Nemesis
-from faults.schedule import parse_entry
-from targets.process import CommandNode
+from onceproof.faults.base import Context
+from onceproof.faults.nemesis import Nemesis
+from onceproof.faults.schedule import parse_entry
+from onceproof.targets.process import CommandNode
 from tests.integration.faults.util import nemesis_records, redis_via, wait_for
 
 pytestmark = pytest.mark.integration
@@ -127,7 +127,7 @@ def test_overlapping_skews_add_up_and_each_heal_removes_its_own_share(shared_tar
 
 
 def test_clock_skew_moves_a_python_pipeline_replicas_time(runtime, tmp_path):
-    from harness.history import History
+    from onceproof.history import History
 
     script = "import time\nwhile True:\n    print(f'T {time.time():.3f}', flush=True)\n    time.sleep(0.01)\n"
     node = CommandNode(runtime, "pipeline-0", [sys.executable, "-c", script], {})

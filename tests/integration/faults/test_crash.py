@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from targets import redis as redis_target
-from targets.toxiproxy import Toxiproxy
+from onceproof.targets import redis as redis_target
+from onceproof.targets.toxiproxy import Toxiproxy
 from tests.integration.faults.util import wait_for
 
 pytestmark = pytest.mark.integration
@@ -24,12 +24,12 @@ ROOT = Path(__file__).resolve().parents[3]
 RUN = """
 import json, sys, time
 sys.path.insert(0, {root!r})
-from faults.base import Context
-from faults.nemesis import Nemesis
-from faults.schedule import expand
-from harness.history import History
-from targets.deployment import Deployment, TargetsSpec
-from targets.local import LocalRuntime
+from onceproof.faults.base import Context
+from onceproof.faults.nemesis import Nemesis
+from onceproof.faults.schedule import expand
+from onceproof.history import History
+from onceproof.targets.deployment import Deployment, TargetsSpec
+from onceproof.targets.local import LocalRuntime
 
 d = Deployment.create(LocalRuntime(), TargetsSpec(redis="none"))
 d.start()
@@ -59,7 +59,7 @@ def start_run(tmp_path: Path) -> tuple[subprocess.Popen, dict]:
 
 
 def cleanup() -> str:
-    res = subprocess.run([sys.executable, "-m", "harness", "cleanup"], capture_output=True, text=True, timeout=60,
+    res = subprocess.run([sys.executable, "-m", "onceproof", "cleanup"], capture_output=True, text=True, timeout=60,
                          cwd=ROOT)
     assert res.returncode == 0, res.stderr
     return res.stdout

@@ -7,7 +7,7 @@ import psycopg
 import pytest
 import redis
 
-from faults.schedule import parse_entry
+from onceproof.faults.schedule import parse_entry
 from tests.integration.faults.util import median, nemesis_records, redis_via, round_trips, within
 
 pytestmark = pytest.mark.integration

@@ -11,14 +11,14 @@ import psycopg
 import pytest
 import redis
 
-from faults.base import Context
-from faults.nemesis import Nemesis
-from faults.schedule import expand
-from harness.history import History
-from targets.postgres import PostgresNode
-from targets.process import CommandNode
-from targets import redis as redis_target
-from targets.redis import RedisNode
+from onceproof.faults.base import Context
+from onceproof.faults.nemesis import Nemesis
+from onceproof.faults.schedule import expand
+from onceproof.history import History
+from onceproof.targets.postgres import PostgresNode
+from onceproof.targets.process import CommandNode
+from onceproof.targets import redis as redis_target
+from onceproof.targets.redis import RedisNode
 from tests.integration.faults.util import nemesis_records, wait_for, within
 
 

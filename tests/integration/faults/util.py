@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import orjson
 
-from targets import redis as redis_target
+from onceproof.targets import redis as redis_target
 
 
 def within(seconds: float, fn: Callable[..., Any], *args: Any) -> tuple[str, Any]:

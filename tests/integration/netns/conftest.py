@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from targets.netns import HARNESS, NetnsRuntime
+from onceproof.targets.netns import HARNESS, NetnsRuntime
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="runtime netns needs root")
 
@@ -68,7 +68,7 @@ def no_netns_leak_after_suite():
     """Nothing of any netns run of this session is left: namespace, link or root rule
     (the guards, which last until this process exits, aside)."""
     yield
-    from targets import netns
+    from onceproof.targets import netns
 
     names, links, rules = machine_state()
     left = []

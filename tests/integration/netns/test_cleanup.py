@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from targets import paths
+from onceproof.targets import paths
 from tests.integration.netns.conftest import needs_root
 
 pytestmark = [pytest.mark.integration, needs_root]
@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[3]
 
 HARNESS = r"""
 import json, sys, time
-from targets.netns import NetnsRuntime
-from targets.process import CommandNode
+from onceproof.targets.netns import NetnsRuntime
+from onceproof.targets.process import CommandNode
 rt = NetnsRuntime()
 for name in ("a", "b"):
     rt.add_host(name)
@@ -68,7 +68,7 @@ def test_cleanup_removes_what_a_harness_killed_with_sigkill_left():
     proc.kill()
     proc.wait(10)
     assert traces(info) != []  # SIGKILL leaves it all behind...
-    res = subprocess.run([sys.executable, "-m", "harness", "cleanup"], cwd=ROOT, capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "onceproof", "cleanup"], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     deadline = time.monotonic() + 5
     while traces(info) and time.monotonic() < deadline:
@@ -78,7 +78,7 @@ def test_cleanup_removes_what_a_harness_killed_with_sigkill_left():
 
 
 def test_a_second_run_gets_its_own_subnet_and_names():
-    from targets.netns import NetnsRuntime
+    from onceproof.targets.netns import NetnsRuntime
 
     with NetnsRuntime() as a, NetnsRuntime() as b:
         assert a.subnet != b.subnet and a.prefix != b.prefix
@@ -90,7 +90,7 @@ def test_a_second_run_gets_its_own_subnet_and_names():
 
 def test_refuses_without_root_with_a_clear_message():
     code = ("import os\n"
-            "from targets.netns import NetnsRuntime, NetnsError\n"
+            "from onceproof.targets.netns import NetnsRuntime, NetnsError\n"
             "os.setuid(65534)\n"
             "try:\n    NetnsRuntime()\nexcept NetnsError as e:\n    print(e)\n")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 
-from faults.netns import Partitioner
-from targets.kafka import KafkaCluster
-from targets.netns import NetnsRuntime
+from onceproof.faults.netns import Partitioner
+from onceproof.targets.kafka import KafkaCluster
+from onceproof.targets.netns import NetnsRuntime
 from tests.integration.netns.conftest import needs_root
 
 pytestmark = [pytest.mark.integration, needs_root]

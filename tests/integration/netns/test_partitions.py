@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from faults.netns import Partitioner
-from targets.netns import HARNESS
+from onceproof.faults.netns import Partitioner
+from onceproof.targets.netns import HARNESS
 from tests.integration.netns.conftest import needs_root, reachability, unreachable
 
 pytestmark = [pytest.mark.integration, needs_root]

@@ -8,10 +8,10 @@ import time
 import psycopg
 import pytest
 
-from faults.netns import Partitioner
-from targets.netns import NetnsRuntime
-from targets.postgres import PostgresNode, PostgresStandby
-from targets.redis import RedisNode, client
+from onceproof.faults.netns import Partitioner
+from onceproof.targets.netns import NetnsRuntime
+from onceproof.targets.postgres import PostgresNode, PostgresStandby
+from onceproof.targets.redis import RedisNode, client
 from tests.integration.netns.conftest import needs_root
 
 pytestmark = [pytest.mark.integration, needs_root]

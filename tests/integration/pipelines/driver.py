@@ -21,7 +21,7 @@ import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from targets.toxiproxy import ToxiproxyError
+from onceproof.targets.toxiproxy import ToxiproxyError
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -117,7 +117,7 @@ class PipelineRun:
         for j in range(self.replicas) if i is None else [i]:
             self.started_at[j] = self.log_path(j).stat().st_size if self.log_path(j).exists() else 0
             with open(self.log_path(j), "ab") as log:
-                self.procs[j] = subprocess.Popen([sys.executable, "-m", f"targets.pipelines.{self.module}"],
+                self.procs[j] = subprocess.Popen([sys.executable, "-m", f"onceproof.targets.pipelines.{self.module}"],
                                                  cwd=ROOT, env=self.env(j), stdin=subprocess.DEVNULL,
                                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -159,7 +159,7 @@ def test_bad_configuration_exits_2(module):
     """Only a bad configuration ends a pipeline, with exit code 2 and a line saying why."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONCEPROOF_")}
     env.update(ONCEPROOF_SOURCE="redis:onceproof.events", ONCEPROOF_SINK="postgres:x", ONCEPROOF_RUN_ID="r")
-    res = subprocess.run([sys.executable, "-m", f"targets.pipelines.{module}"], env=env, cwd=ROOT,
+    res = subprocess.run([sys.executable, "-m", f"onceproof.targets.pipelines.{module}"], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 2, res.stderr
     assert "bad configuration" in res.stderr

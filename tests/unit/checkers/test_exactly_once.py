@@ -5,8 +5,8 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from checkers import exactly_once
-from checkers.history import history_from_records
+from onceproof.checkers import exactly_once
+from onceproof.checkers.history import history_from_records
 
 from .histories import RunModel, runs
 

@@ -7,9 +7,9 @@ from typing import Any
 import orjson
 import pytest
 
-from checkers import compose, exactly_once
-from checkers.history import HistoryError, read_history
-from harness.cli import main
+from onceproof.checkers import compose, exactly_once
+from onceproof.checkers.history import HistoryError, read_history
+from onceproof.cli import main
 
 RECORDS: list[dict[str, Any]] = [
     {"index": 0, "time": 0, "process": "harness", "type": "info", "f": "start",

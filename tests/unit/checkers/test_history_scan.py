@@ -10,8 +10,8 @@ import numpy as np
 import orjson
 import pytest
 
-from checkers import exactly_once
-from checkers import history as H
+from onceproof.checkers import exactly_once
+from onceproof.checkers import history as H
 
 pytestmark = pytest.mark.skipif(H._scan_lib(None) is None, reason="compiled scanner not built (onceproof setup)")
 

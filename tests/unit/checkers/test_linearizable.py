@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from checkers import foreign, linearizable, models
-from checkers.linearizable import Op
-from checkers.models import UNKNOWN
+from onceproof.checkers import foreign, linearizable, models
+from onceproof.checkers.linearizable import Op
+from onceproof.checkers.models import UNKNOWN
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DATA = Path(__file__).resolve().parents[3].parent / "shared" / "benchmarks" / "porcupine" / "test_data"

@@ -9,8 +9,8 @@ import textwrap
 import threading
 import time
 
-from faults.base import Context, Fault, FaultError
-from faults.nemesis import Nemesis
+from onceproof.faults.base import Context, Fault, FaultError
+from onceproof.faults.nemesis import Nemesis
 
 
 class ListHistory:
@@ -115,8 +115,8 @@ def test_guard_heals_on_sigterm_before_the_process_ends():
     script = textwrap.dedent("""
         import os, random, signal, sys, time
         sys.path.insert(0, %r)
-        from faults.base import Context, Fault
-        from faults.nemesis import Nemesis
+        from onceproof.faults.base import Context, Fault
+        from onceproof.faults.nemesis import Nemesis
         class H:
             def record(self, process, type, f, value=None):
                 print(type, f, value["fault"], flush=True)
@@ -138,8 +138,8 @@ def test_guard_heals_on_sigterm_before_the_process_ends():
 
 
 def test_a_schedule_runs_on_time():
-    from faults import base
-    from faults.schedule import Step
+    from onceproof.faults import base
+    from onceproof.faults.schedule import Step
 
     log: list = []
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from faults.schedule import FaultSpecError, RandomSpec, Step, expand, parse_entry
+from onceproof.faults.schedule import FaultSpecError, RandomSpec, Step, expand, parse_entry
 
 NAMES = ["kafka-1", "kafka-2", "kafka-3", "redis", "postgres", "pipeline-0", "pipeline-1"]
 RANDOM = {"random": {"from": "5s", "until": "35s", "every": "6s", "for": "3s",

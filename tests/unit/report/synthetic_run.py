@@ -55,7 +55,7 @@ def write_run(out: Path, *, rate: int = 200, duration_s: float = 20.0, seed: int
     run_id = f"20261128-031500-{seed:06x}"
     plan = {"name": "kafka-to-postgres", "seed": seed, "runtime": "local",
             "targets": {"kafka": {"nodes": 1}, "postgres": {}},
-            "pipeline": {"command": ["python", "-m", "targets.pipelines.kafka_to_postgres"], "replicas": 2,
+            "pipeline": {"command": ["python", "-m", "onceproof.targets.pipelines.kafka_to_postgres"], "replicas": 2,
                          "env": {"NOTE": HOSTILE}},
             "workload": {"source": "kafka:onceproof.events", "sink": "postgres:onceproof_effects",
                          "rate": rate, "keys": n_keys, "duration_s": duration_s},

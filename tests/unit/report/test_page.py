@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from harness.cli import main
-from harness.report import render, render_html
+from onceproof.cli import main
+from onceproof.report import render, render_html
 from tests.unit.report.synthetic_run import HOSTILE, write_run
 
 FIGURES = re.compile(r'<script type="application/json" id="figures">(.*?)</script>', re.S)

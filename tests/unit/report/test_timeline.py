@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from checkers.history import history_from_records
-from harness.report.timeline import build, choose_bin
+from onceproof.checkers.history import history_from_records
+from onceproof.report.timeline import build, choose_bin
 
 S = 1_000_000_000
 
