@@ -6,8 +6,11 @@ the run went on, and a `final-read` after quiescence. Output (JSON-serialisable)
 `examples` examples per anomaly with the history records that prove it, and stats.
 
 Rules: an `ok` send must be applied exactly once; an `info` send (or one with no
-completion) 0 or 1 times; a `fail` send never. Nothing acknowledged or nothing read
-from the sink -> "unknown" (vacuous), never valid. Everything is computed on numpy
+completion) 0 or 1 times; a `fail` send never. An `ok` send missing from the final read is
+`lost` only when the pipeline's own progress proves it (checkers/progress.py), else `unseen`:
+no anomaly, but the verdict is "unknown" with the reason (`reason`, `unseen`, `stall` in the
+result). Histories without progress records judge `lost` by the final read alone (a note
+says so). Nothing acknowledged or nothing read from the sink -> "unknown" (vacuous), never valid. Everything is computed on numpy
 columns indexed by event number (eid), so a 10M-record history costs a few array passes.
 """
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from onceproof.checkers import progress as progress_rule
 from onceproof.checkers.history import FAIL, INFO, INVOKE, OK, History
 
 KINDS = ("lost", "duplicate", "phantom", "premature", "flicker", "reorder", "state-mismatch")
@@ -87,7 +91,19 @@ def check(history: History, *, order: str | None = None, examples: int = 10) -> 
 
     # -- anomalies, one boolean mask per kind over events
     masks: dict[str, np.ndarray] = {}
-    masks["lost"] = (comp_type == OK) & (applied == 0) if has_final else np.zeros(n_ev, bool)
+    missing = (comp_type == OK) & (applied == 0) if has_final else np.zeros(n_ev, bool)
+    judged: progress_rule.Verdict | None = None
+    if progress_rule.has_progress(h):
+        ack_ns = np.full(n_ev, np.iinfo(np.int64).max, np.int64)
+        ack_ns[has_comp] = h.time[comp_rec[has_comp]]
+        judged = progress_rule.judge(h, missing, ack_ns)
+        masks["lost"] = judged.lost
+    else:
+        masks["lost"] = missing
+        if has_final:
+            notes.append("no progress records (a history from before onceproof observed the pipeline's "
+                         "progress): `lost` is judged by the final read alone, so a stalled pipeline "
+                         "shows as lost")
     masks["duplicate"] = applied > 1
     masks["phantom"] = (seen | (applied > 0)) & ((invoke_rec < 0) | (comp_type == FAIL))
     inv_time = np.full(n_ev, _NONE, np.int64)
@@ -120,13 +136,16 @@ def check(history: History, *, order: str | None = None, examples: int = 10) -> 
         notes.append("vacuous: " + " and ".join(vacuous) + "; nothing can be concluded")
     elif any(counts.values()):
         valid = False
-    elif vacuous:
-        valid = "unknown"
-        notes.append("vacuous: " + " and ".join(vacuous) + "; nothing can be concluded")
     elif not has_final:
+        valid = "unknown"
+    elif judged is not None and judged.unseen.any():
         valid = "unknown"
     else:
         valid = True
+    n_unseen = int(np.count_nonzero(judged.unseen)) if judged is not None else 0
+    reason = judged.reason if judged is not None and n_unseen else ""
+    if reason:
+        notes.insert(0, f"{n_unseen:,} acknowledged events unseen (not lost, not proven applied): {reason}")
     if order != "per-key":
         notes.append("per-key order not checked (the plan does not ask for it)")
     if not h.state_recs:
@@ -140,17 +159,28 @@ def check(history: History, *, order: str | None = None, examples: int = 10) -> 
                 "p99": _r(np.percentile(lat, 99)), "max": _r(lat.max()), "n": int(len(lat))}
                if len(lat) else {"p50": None, "p90": None, "p99": None, "max": None, "n": 0})
 
-    ctx = _Examples(h, invoke_rec, comp_rec, missing_from, reorder_after, applied)
+    ctx = _Examples(h, invoke_rec, comp_rec, missing_from, reorder_after, applied, judged)
     ex: dict[str, list[dict[str, Any]]] = {}
     chosen = {k: np.flatnonzero(masks[k])[:examples] for k in KINDS if k != "state-mismatch"}
     ctx.load_sightings(np.concatenate(list(chosen.values())) if chosen else np.zeros(0, np.int64))
     for kind, eids in chosen.items():
         ex[kind] = [ctx.example(kind, int(e)) for e in eids]
     ex["state-mismatch"] = state_examples[:examples]
+    unseen_examples = []
+    if judged is not None:
+        for e in np.flatnonzero(judged.unseen)[:examples].tolist():
+            where = judged.positions.get(e)
+            unseen_examples.append({"id": h.event_ids[e], "key": ctx._key(e), "seq": ctx._seq(e),
+                                    "partition": where[0] if where else None,
+                                    "position": where[1] if where else None})
 
     return {
         "valid": valid,
         "anomalies": counts,
+        "unseen": n_unseen,
+        "reason": reason,
+        "stall": judged.stall if judged is not None else None,
+        "unseen_examples": unseen_examples,
         "examples": ex,
         "stats": {
             "events": n_ev,
@@ -256,8 +286,10 @@ class _Examples:
     """Builds examples: the records that prove an anomaly, trimmed to the event in question."""
 
     def __init__(self, h: History, invoke_rec: np.ndarray, comp_rec: np.ndarray, missing_from: np.ndarray,
-                 reorder_after: np.ndarray, applied: np.ndarray) -> None:
+                 reorder_after: np.ndarray, applied: np.ndarray,
+                 judged: progress_rule.Verdict | None = None) -> None:
         self.h, self.invoke_rec, self.comp_rec = h, invoke_rec, comp_rec
+        self.judged = judged
         self.missing_from, self.reorder_after, self.applied = missing_from, reorder_after, applied
         self.sightings: dict[int, list[int]] = {}
 
@@ -300,7 +332,10 @@ class _Examples:
         h = self.h
         why = WHY[kind]
         recs = self.records(eid)
-        if kind == "duplicate":
+        if kind == "lost" and self.judged is not None and eid in self.judged.proof:
+            why += f": {self.judged.proof[eid]}"
+            recs = sorted(recs + h.records(self.judged.proof_recs), key=lambda r: r["index"])
+        elif kind == "duplicate":
             why += f": {int(self.applied[eid])} times in the final read"
         elif kind == "phantom":
             why += (": its send failed" if self.comp_rec[eid] >= 0 and h.type[self.comp_rec[eid]] == FAIL

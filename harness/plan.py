@@ -71,6 +71,12 @@ class Pipeline(_Model):
     replicas: int = Field(1, ge=1, le=32)
     env: dict[str, str] = Field(default_factory=dict)
     cwd: str | None = None
+    groups: list[str] = Field(default_factory=list, description=(
+        "Kafka consumer groups whose committed offsets are the pipeline's progress on a Kafka source "
+        "(default: every group that has committed offsets of the source topic)"))
+    progress: str | None = Field(None, description=(
+        "SQL on the postgres target returning rows (partition, next position to process) of the source: "
+        "the pipeline's progress when it keeps its positions in PostgreSQL (or reads a Postgres source)"))
 
     @field_validator("command", mode="before")
     @classmethod
@@ -141,8 +147,12 @@ class Checks(_Model):
 
 
 class Quiesce(_Model):
+    """The drain after the load: it ends when the sink has been idle for `idle` AND the pipeline
+    has caught up with the source (and a Kafka sink has no open transaction), or at `max`.
+    `max` covers a default Kafka session timeout (45 s) plus a rebalance and the catch-up."""
+
     idle: Duration = Field(5.0, gt=0)
-    max: Duration = Field(60.0, gt=0)
+    max: Duration = Field(90.0, gt=0)
 
 
 class Observe(_Model):
@@ -171,6 +181,9 @@ class Plan(_Model):
                                            f"{endpoint} needs a {kind} target: add `{kind}: {{}}` under targets")
         if self.checks.state and needs["postgres"] is None:
             raise PlanConsistencyError(["checks", "state"], "a state query runs on PostgreSQL: add `postgres: {}`")
+        if self.pipeline.progress and needs["postgres"] is None:
+            raise PlanConsistencyError(["pipeline", "progress"],
+                                       "a progress query runs on PostgreSQL: add `postgres: {}`")
         return self
 
     # --- derived --------------------------------------------------------------------

@@ -20,6 +20,7 @@ import yaml
 from onceproof.history import History
 from onceproof.observer import Observer
 from onceproof.plan import Plan
+from onceproof.progress import ProgressWatch, start_watch
 from onceproof.sinks import make_sink
 from onceproof.sources import make_source
 from onceproof.workload import Workload
@@ -46,6 +47,7 @@ class Progress:
     applied: int = 0
     rate: float = 0.0
     faults: list[str] = field(default_factory=list)
+    lag: int | None = None  # the pipeline's lag on the source (None: not observed)
 
 
 @dataclass
@@ -121,6 +123,7 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
     replicas: list[CommandNode] = []
     nemesis = None
     observer: Observer | None = None
+    watch: ProgressWatch | None = None
     load_host: _LoadHost | None = None
     interrupted = False
     final_ok = False
@@ -162,6 +165,7 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
             nemesis, schedule = _nemesis(plan, deployment, replicas, history)
             observer = Observer(sink, history, plan.observe.interval)
             observer.start()
+            watch = start_watch(plan, deployment, history, lambda lag: setattr(progress, "lag", lag))
             workload = Workload(source, history, rate=plan.workload.rate, keys=plan.workload.keys, seed=plan.seed,
                                 payload_bytes=plan.workload.payload_bytes)
             stop = threading.Event()
@@ -192,13 +196,13 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
             load_stats = workload.stats.as_dict()
             progress.phase = "quiescing"
             history.record("harness", "info", "quiesce-start", None)
-            went_idle = observer.wait_idle(plan.quiesce.idle, plan.quiesce.max)
-            history.record("harness", "info", "quiesce-end", {"idle": went_idle})
-            if not went_idle:
-                notes.append(f"the sink was still changing after quiesce.max={plan.quiesce.max:g}s")
+            quiet = watch.wait_caught_up(observer, sink, plan.quiesce.idle, plan.quiesce.max)
+            history.record("harness", "info", "quiesce-end", quiet.as_dict())
+            notes += quiet.notes
             observer.stop()
             progress.phase = "final read"
             report(progress)
+            watch.final(sink, history)
             observer.final_read()
             if plan.checks.state:
                 observer.record_state(plan.checks.state.query)
@@ -220,6 +224,8 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
                     errors.append(f"heal: {e}")
             if observer is not None:
                 observer.stop()
+            if watch is not None:
+                watch.close()
             if load_host is not None:
                 load_host.close()
             for node in replicas:

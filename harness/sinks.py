@@ -68,6 +68,11 @@ class Sink:
     def state(self, query: str) -> dict[str, dict[str, int]] | None:
         return None
 
+    def unstable(self) -> list[dict[str, int]] | None:
+        """Partitions a read_committed reader cannot read to their end now (an open transaction):
+        [{"partition", "last_stable", "end"}]; None when the sink has no such notion."""
+        return None
+
     def close(self) -> None:
         pass
 
@@ -139,7 +144,9 @@ def _effect_from_json(value: bytes | None) -> Effect:
 
 class KafkaSink(Sink):
     """An output topic read with isolation.level=read_committed (aborted writes invisible).
-    Messages are JSON {id, key, seq, replica}."""
+    Messages are JSON {id, key, seq, replica}. Such a reader stops at a partition's last
+    stable offset (the first open transaction): the final read ends there, and `unstable()`
+    says which partitions it is behind the log end of."""
 
     def setup(self) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic
@@ -153,7 +160,25 @@ class KafkaSink(Sink):
             except Exception as e:  # noqa: BLE001
                 if "TOPIC_ALREADY_EXISTS" not in str(e):
                     raise
+        self.admin = admin
         self.consumer = self._consumer()
+
+    def _ends(self, committed: bool) -> dict[int, int]:
+        """End offset per partition: the last stable offset (committed=True) or the log end."""
+        from confluent_kafka import IsolationLevel, TopicPartition
+        from confluent_kafka.admin import OffsetSpec
+
+        md = self.admin.list_topics(self.name, timeout=10).topics[self.name]
+        level = IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
+        futures = self.admin.list_offsets({TopicPartition(self.name, p): OffsetSpec.latest()
+                                           for p in sorted(md.partitions)}, isolation_level=level,
+                                          request_timeout=10)
+        return {tp.partition: f.result().offset for tp, f in futures.items()}
+
+    def unstable(self) -> list[dict[str, int]] | None:
+        stable, end = self._ends(True), self._ends(False)
+        return [{"partition": p, "last_stable": stable[p], "end": end[p]} for p in sorted(end)
+                if stable.get(p, end[p]) < end[p]]
 
     def _consumer(self) -> Any:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -166,9 +191,10 @@ class KafkaSink(Sink):
         return c
 
     def _drain(self, consumer: Any, budget_s: float, until_end: bool) -> list[Effect]:
-        from confluent_kafka import TopicPartition
-
         out: list[Effect] = []
+        # the end of a read_committed read is each partition's last stable offset (taken now: an
+        # open transaction holds it back, and the read must not wait for it past its budget)
+        ends = self._ends(True) if until_end else {}
         deadline = time.monotonic() + budget_s
         while time.monotonic() < deadline:
             msgs = consumer.consume(10000, timeout=0.1)
@@ -181,7 +207,7 @@ class KafkaSink(Sink):
                 # at the end when every partition's position reached its last stable offset
                 done = True
                 for tp in consumer.assignment():
-                    _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=5)
+                    high = ends.get(tp.partition, 0)
                     pos = consumer.position([tp])[0].offset
                     if pos < 0 and high > 0 or pos >= 0 and pos < high:
                         done = False

@@ -14,6 +14,9 @@ from onceproof.targets.deployment import Deployment
 
 Event = tuple[str, str, int, str]  # id, key, seq, payload
 Complete = Callable[[list[tuple[str, str, int]], str], None]  # (id, key, seq) events, "ok"|"fail"|"info"
+# where acknowledged events landed in the source: (partition, [(id, position), ...]); a position is
+# a Kafka offset, a Redis stream entry id ("ms-seq") or a Postgres source table's `pos`
+Landed = Callable[[int, list[tuple[str, int | str]]], None]
 
 SOURCE_TABLE_DDL = "CREATE TABLE IF NOT EXISTS {t} (pos bigserial, id text, key text, seq bigint, payload text)"
 
@@ -25,12 +28,15 @@ def encode(event: Event) -> bytes:
 
 
 class Source:
-    """Subclasses: setup() once, send(batch, complete) per batch, poll() often, close(timeout)."""
+    """Subclasses: setup() once, send(batch, complete) per batch, poll() often, close(timeout).
+    A source that knows where an acknowledged event landed calls `on_landed` (set by the
+    workload) before completing it."""
 
     def __init__(self, deployment: Deployment, name: str, partitions: int) -> None:
         self.deployment = deployment
         self.name = name
         self.partitions = partitions
+        self.on_landed: Landed | None = None
 
     def setup(self) -> None:
         raise NotImplementedError
@@ -68,6 +74,7 @@ class KafkaSource(Source):
 
         self._pending: dict[str, tuple[str, int]] = {}
         self._done: list[tuple[tuple[str, str, int], str]] = []
+        self._landed: dict[int, list[tuple[str, int | str]]] = {}
         self.producer = Producer({
             "bootstrap.servers": self.deployment.kafka_bootstrap("load"),
             "enable.idempotence": True, "acks": "all", "linger.ms": 5,
@@ -82,6 +89,7 @@ class KafkaSource(Source):
         key, seq = self._pending.pop(eid, ("", -1))
         if err is None:
             outcome = "ok"
+            self._landed.setdefault(msg.partition(), []).append((eid, msg.offset()))
         else:
             from confluent_kafka import KafkaError
 
@@ -106,6 +114,11 @@ class KafkaSource(Source):
 
     def _flush_done(self, complete: Complete) -> None:
         self.producer.poll(0)
+        if self._landed:
+            landed, self._landed = self._landed, {}
+            if self.on_landed is not None:
+                for partition, pairs in landed.items():
+                    self.on_landed(partition, pairs)
         if self._done:
             done, self._done = self._done, []
             by: dict[str, list[tuple[str, str, int]]] = {"ok": [], "fail": [], "info": []}
@@ -177,6 +190,7 @@ class RedisSource(Source):
             complete(events, "fail" if isinstance(e, ConnectionRefusedError) else "info")
             return
         done = 0
+        landed: list[tuple[str, int | str]] = []  # (event id, stream entry id)
         try:
             self.sock.sendall(b"".join(map(self._pack, batch)))
             readline = self.reader.readline
@@ -185,13 +199,15 @@ class RedisSource(Source):
                 if not line:
                     raise ConnectionError("connection closed")
                 if line[:1] == b"$":
-                    readline()
+                    landed.append((events[done][0], readline()[:-2].decode()))
                     done += 1
                 elif line[:1] == b"-":  # the server refused this command: not written
                     complete([events[done]], "fail")
                     events.pop(done)
         except OSError:
             self._drop()
+        if landed and self.on_landed is not None:
+            self.on_landed(0, landed)
         if done:
             complete(events[:done], "ok")
         if done < len(events):
@@ -228,7 +244,13 @@ class PostgresSource(Source):
         try:
             conn = self._connect()
             with conn.cursor() as cur:
-                cur.executemany(f"INSERT INTO {self.name} (id, key, seq, payload) VALUES (%s, %s, %s, %s)", batch)
+                cur.executemany(f"INSERT INTO {self.name} (id, key, seq, payload) VALUES (%s, %s, %s, %s) "
+                                "RETURNING id, pos", batch, returning=True)
+                landed: list[tuple[str, int | str]] = []
+                while True:
+                    landed += [(str(i), int(p)) for i, p in cur.fetchall()]
+                    if not cur.nextset():
+                        break
         except psycopg.Error:
             self._drop()
             complete(events, "fail")
@@ -239,6 +261,8 @@ class PostgresSource(Source):
             self._drop()
             complete(events, "info")
             return
+        if self.on_landed is not None:
+            self.on_landed(0, landed)
         complete(events, "ok")
 
     def _drop(self) -> None:

@@ -71,6 +71,12 @@ class Workload:
         self.factory = EventFactory(seed, keys, payload_bytes)
         self.process = process
         self.stats = LoadStats(asked_rate=rate)
+        source.on_landed = self._landed
+
+    def _landed(self, partition: int, events: list[tuple[str, int | str]]) -> None:
+        """Where acknowledged events landed in the source, one `landed` record per delivery
+        batch and partition (checkers/HISTORY.md): the checker proves `lost` with it."""
+        self.history.record(self.process, "info", "landed", {"partition": partition, "events": events})
 
     def _complete(self, events: list[tuple[str, str, int]], outcome: str) -> None:
         self.history.record_sends(self.process, outcome, events)

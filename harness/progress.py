@@ -1,0 +1,450 @@
+"""The pipeline's own progress on the source, observed while the run goes on and at the end.
+
+A quiet sink does not mean a finished pipeline: after a SIGKILL a Kafka consumer group waits
+for the dead member (`session.timeout.ms`, 45 s by default), and a killed transactional
+producer can leave a transaction open on a Kafka sink that hides every later effect from a
+read_committed reader. So the drain after the load ends when the sink is idle AND the
+pipeline has caught up with the source AND the sink has no open transaction, or at
+`quiesce.max`; and the checker proves `lost` with the positions recorded here
+(checkers/progress.py).
+
+Sources of progress (each poll is one `progress` operation of the `observer`,
+checkers/HISTORY.md):
+- Kafka source: the committed offsets of the consumer group(s) reading the source topic
+  (Kafka's consumer-group protocol: OffsetFetch with require_stable, so a transactional
+  pipeline's offsets count only once its transaction committed), found with the admin API
+  (ListGroups, then OffsetFetch per group) or named in the plan (`pipeline.groups`), against
+  the read_committed end offsets (ListOffsets) of each partition.
+- Redis stream source: each consumer group's last-delivered id, pending count and lag
+  (XINFO GROUPS, XPENDING).
+- a plan's `pipeline.progress` query (any source; the only way for a Postgres source, or a
+  Kafka pipeline that keeps its offsets in PostgreSQL): rows (partition, next position).
+"""
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from onceproof.history import History
+from onceproof.observer import Observer
+from onceproof.sinks import Sink
+from onceproof.targets.deployment import Deployment
+
+POLL_S = 1.0  # a progress poll costs the brokers two small requests per group
+REDISCOVER_S = 5.0  # how often to look for consumer groups again once some were found
+OUR_GROUPS = ("onceproof-observer",)  # the harness's own sink reader
+
+
+@dataclass
+class GroupProgress:
+    """One consumer group's position on the source: `partitions` as [partition, committed,
+    end]; `committed` is the next position the group will process (-1: nothing committed),
+    every position before it is claimed processed; `end` the next position to be written.
+    Positions are Kafka offsets, Redis stream entry ids ("ms-seq") or Postgres `pos` values."""
+
+    group: str
+    partitions: list[list[Any]]
+    lag: int
+    pending: int | None = None  # Redis: delivered, not acknowledged
+
+    def as_value(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"group": self.group, "partitions": self.partitions, "lag": self.lag}
+        if self.pending is not None:
+            out["pending"] = self.pending
+        return out
+
+
+class ProgressReader:
+    """Reads the progress of every group of the pipeline on the source. `read()` returns the
+    groups (empty: nothing observable yet) and raises on a failed read."""
+
+    note = ""  # why nothing could be observed, when read() returned no group
+
+    def read(self) -> list[GroupProgress]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class KafkaGroups(ProgressReader):
+    """Committed offsets of consumer groups on a Kafka topic vs its read_committed end offsets."""
+
+    def __init__(self, bootstrap: str, topic: str, groups: list[str]) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        self.admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+        self.topic = topic
+        self.named = list(groups)
+        self.groups: list[str] = list(groups)
+        self.found_at = 0.0
+        self.partitions: list[int] = []
+
+    def _ends(self) -> dict[int, int]:
+        from confluent_kafka import IsolationLevel, TopicPartition
+        from confluent_kafka.admin import OffsetSpec
+
+        if not self.partitions:
+            md = self.admin.list_topics(self.topic, timeout=5).topics.get(self.topic)
+            if md is None or md.error is not None:
+                raise RuntimeError(f"topic {self.topic} not found")
+            self.partitions = sorted(md.partitions)
+        futures = self.admin.list_offsets({TopicPartition(self.topic, p): OffsetSpec.latest()
+                                           for p in self.partitions},
+                                          isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=5)
+        return {tp.partition: f.result().offset for tp, f in futures.items()}
+
+    def _committed(self, group: str) -> dict[int, int]:
+        from confluent_kafka import ConsumerGroupTopicPartitions
+
+        futures = self.admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                                         require_stable=True, request_timeout=5)
+        result = futures[group].result()
+        return {tp.partition: tp.offset for tp in result.topic_partitions or []
+                if tp.topic == self.topic and tp.error is None}
+
+    def _discover(self) -> None:
+        """Every group but ours that has committed offsets of the topic."""
+        listed = self.admin.list_consumer_groups(request_timeout=5).result()
+        found = []
+        for g in sorted(x.group_id for x in listed.valid):
+            if g in OUR_GROUPS or g in self.named:
+                continue
+            try:
+                if any(o >= 0 for o in self._committed(g).values()):
+                    found.append(g)
+            except Exception:  # noqa: BLE001 - a group being deleted or rebalanced: try next time
+                continue
+        self.groups = self.named + found
+        self.found_at = time.monotonic()
+
+    def read(self) -> list[GroupProgress]:
+        if not self.named and (not self.groups or time.monotonic() - self.found_at > REDISCOVER_S):
+            self._discover()
+        if not self.groups:
+            self.note = (f"no consumer group has committed offsets of {self.topic}: name the pipeline's "
+                         "group in pipeline.groups, or give pipeline.progress")
+            return []
+        ends = self._ends()
+        out = []
+        for g in self.groups:
+            committed = self._committed(g)
+            parts = [[p, committed.get(p, -1), ends[p]] for p in self.partitions]
+            out.append(GroupProgress(g, parts, sum(max(0, e - max(c, 0)) for _, c, e in parts)))
+        return out
+
+
+def _next_id(entry_id: str) -> str:
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
+class RedisGroups(ProgressReader):
+    """Consumer groups of a Redis stream: everything before the oldest pending entry, or after
+    the last-delivered id when nothing is pending, is claimed processed."""
+
+    def __init__(self, host: str, port: int, stream: str) -> None:
+        from onceproof.targets.redis import client
+
+        self.client: Any = client(host, port, timeout=5.0)
+        self.stream = stream
+
+    def read(self) -> list[GroupProgress]:
+        info = self.client.xinfo_stream(self.stream)
+        end = _next_id(str(info.get("last-generated-id") or "0-0"))
+        length = int(info.get("length") or 0)
+        out = []
+        for g in self.client.xinfo_groups(self.stream):
+            name = str(g["name"])
+            pending = int(g.get("pending") or 0)
+            last = str(g.get("last-delivered-id") or "0-0")
+            committed = _next_id(last)
+            if pending:
+                summary = self.client.xpending(self.stream, name)
+                committed = str(summary.get("min") or committed)
+            lag = g.get("lag")
+            undelivered = int(lag) if lag is not None else max(0, length - int(g.get("entries-read") or 0))
+            out.append(GroupProgress(name, [[0, committed, end]], undelivered + pending, pending))
+        if not out:
+            self.note = f"the stream {self.stream} has no consumer group"
+        return out
+
+
+class ProgressQuery(ProgressReader):
+    """The plan's `pipeline.progress` SQL: rows (partition, next position), against the end of
+    the source (Kafka end offsets, or max(pos) + 1 of a Postgres source table)."""
+
+    def __init__(self, dsn: str, query: str, ends: Callable[[], dict[int, int]]) -> None:
+        self.dsn, self.query, self.ends = dsn, query, ends
+        self.conn: Any = None
+
+    def read(self) -> list[GroupProgress]:
+        import psycopg
+
+        from onceproof.sinks import guard
+
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=3)
+        try:
+            with guard(self.conn, 10.0):
+                rows = self.conn.execute(self.query).fetchall()
+        except psycopg.Error:
+            self.close()
+            raise
+        committed = {int(p): int(c) for p, c in rows}
+        ends = self.ends()
+        parts = [[p, committed.get(p, -1), e] for p, e in sorted(ends.items())]
+        return [GroupProgress("pipeline.progress", parts, sum(max(0, e - max(c, 0)) for _, c, e in parts))]
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None
+
+
+def _postgres_ends(dsn: str, table: str) -> Callable[[], dict[int, int]]:
+    def ends() -> dict[int, int]:
+        import psycopg
+
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as c:
+            return {0: int(c.execute(f"SELECT coalesce(max(pos), 0) + 1 FROM {table}").fetchone()[0])}  # type: ignore[index]
+    return ends
+
+
+def make_reader(source: str, deployment: Deployment, groups: list[str], query: str | None) -> ProgressReader | None:
+    """The progress reader for a plan's source (`kind:name`), or None when nothing can tell the
+    pipeline's progress (a Postgres source without a `pipeline.progress` query)."""
+    kind, name = source.split(":", 1)
+    if kind == "kafka":
+        kafka = KafkaGroups(deployment.kafka_bootstrap(), name, groups)
+        if query:
+            return ProgressQuery(deployment.postgres_dsn(), query, kafka._ends)
+        return kafka
+    if kind == "redis":
+        assert deployment.redis is not None
+        return RedisGroups(deployment.redis.host, deployment.redis.port, name)
+    if kind == "postgres" and query:
+        return ProgressQuery(deployment.postgres_dsn(), query, _postgres_ends(deployment.postgres_dsn(), name))
+    return None
+
+
+@dataclass
+class Quiet:
+    """How the drain ended: the sink idle, the pipeline caught up (None: its progress could
+    not be observed), the Kafka sink free of open transactions (None: not a Kafka sink)."""
+
+    idle: bool
+    caught_up: bool | None
+    sink_stable: bool | None
+    waited_s: float
+    lag: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.idle and self.caught_up is not False and self.sink_stable is not False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"idle": self.idle, "caught_up": self.caught_up, "sink_stable": self.sink_stable,
+                "waited_s": round(self.waited_s, 3), "lag": self.lag}
+
+
+class ProgressWatch:
+    """Polls a ProgressReader every `interval_s` on its own thread and records each poll as a
+    `progress` operation: `{"source", "groups": [{"group", "partitions": [[p, committed, end]],
+    "lag"}], "final"?, "note"?}` (ok), or `{"error"}` (fail). `on_lag(total lag or None)` feeds
+    the live display."""
+
+    def __init__(self, reader: ProgressReader | None, source: str, history: History, interval_s: float = POLL_S,
+                 on_lag: Callable[[int | None], None] | None = None) -> None:
+        self.reader, self.source, self.history = reader, source, history
+        self.interval_s = interval_s
+        self.on_lag = on_lag or (lambda lag: None)
+        self.latest: list[GroupProgress] | None = None  # groups of the latest ok poll
+        self.latest_at = 0.0  # monotonic time of the latest ok poll
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def note(self) -> str:
+        if self.reader is None:
+            return f"the pipeline's progress on {self.source} cannot be observed: give pipeline.progress"
+        return self.reader.note
+
+    def poll(self, final: bool = False) -> list[GroupProgress] | None:
+        """One read of the progress, recorded; the groups, or None when the read failed."""
+        if self.reader is None:
+            return None
+        with self._lock:
+            self.history.record("observer", "invoke", "progress", {"source": self.source})
+            try:
+                groups = self.reader.read()
+            except Exception as e:  # noqa: BLE001 - a failed read is a fact, not a crash
+                self.history.record("observer", "fail", "progress", {"source": self.source,
+                                                                     "error": str(e)[:300]})
+                return None
+            value: dict[str, Any] = {"source": self.source, "groups": [g.as_value() for g in groups]}
+            if final:
+                value["final"] = True
+            if not groups and self.reader.note:
+                value["note"] = self.reader.note
+            self.history.record("observer", "ok", "progress", value)
+            self.latest, self.latest_at = groups, time.monotonic()
+        self.on_lag(sum(g.lag for g in groups) if groups else None)
+        return groups
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.poll()
+
+    def start(self) -> "ProgressWatch":
+        if self.reader is not None:
+            self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def close(self) -> None:
+        self.stop()
+        if self.reader is not None:
+            self.reader.close()
+
+    def caught_up(self, since: float) -> bool | None:
+        """True when the latest poll made after `since` (monotonic) shows lag 0 on every
+        partition of every group; None when no group can be observed."""
+        if self.reader is None:
+            return None
+        if self.latest is None or self.latest_at < since:
+            return False
+        if not self.latest:
+            return None
+        return all(g.lag == 0 for g in self.latest)
+
+    def wait_caught_up(self, observer: Observer, sink: Sink, idle_s: float, max_s: float) -> Quiet:
+        """The drain: until the sink has been idle for `idle_s` AND the pipeline caught up AND
+        the sink has no open transaction, or `max_s` passed. Never raises for a slow pipeline:
+        the returned Quiet says what was not reached."""
+        t0 = time.monotonic()
+        deadline = t0 + max_s
+        observer.last_change = max(observer.last_change, t0)  # idle counts from now at the earliest
+        stable: bool | None = None
+        caught: bool | None = False
+        idle = False
+        while True:
+            now = time.monotonic()
+            idle = now - observer.last_change >= idle_s
+            caught = self.caught_up(t0)
+            if idle and caught is not False:
+                stable = _sink_stable(sink)
+                if stable is not False:
+                    break
+            if now >= deadline:
+                if stable is None and idle:
+                    stable = _sink_stable(sink)
+                break
+            time.sleep(min(0.2, idle_s / 5))
+        lag = sum(g.lag for g in self.latest) if self.latest else None
+        quiet = Quiet(idle, caught, stable, time.monotonic() - t0, lag)
+        if not idle:
+            quiet.notes.append(f"the sink was still changing after quiesce.max={max_s:g}s")
+        if caught is False:
+            quiet.notes.append(f"the pipeline had not caught up with {self.source} after quiesce.max={max_s:g}s"
+                               + (f" (lag {lag:,})" if lag is not None else ""))
+        elif caught is None:
+            quiet.notes.append(f"{self.note}; the drain ended on a quiet sink alone")
+        if stable is False:
+            quiet.notes.append(f"the sink {sink.name} still had an open transaction after quiesce.max={max_s:g}s")
+        return quiet
+
+    def final(self, sink: Sink, history: History) -> None:
+        """Before the final read: the pipeline's final position (a last `progress` record with
+        `final: true`; taken before the read, so a position it claims was reached before the
+        read began), and a `sink-blocked` record if a read_committed read would stop early."""
+        self.stop()
+        self.poll(final=True)
+        record_sink_blocked(sink, history)
+
+
+def _sink_stable(sink: Sink) -> bool | None:
+    try:
+        blocked = sink.unstable()
+    except Exception:  # noqa: BLE001 - cannot tell: do not hold the drain on it
+        return None
+    if blocked is None:
+        return None
+    return not blocked
+
+
+def record_sink_blocked(sink: Sink, history: History) -> list[dict[str, Any]]:
+    """Partitions of a Kafka sink whose last stable offset is behind the log end (an open
+    transaction hides everything after it from read_committed readers), recorded as one
+    `sink-blocked` operation with the hanging transactions' producers and ages."""
+    try:
+        blocked = sink.unstable() or []
+    except Exception:  # noqa: BLE001
+        return []
+    if not blocked:
+        return []
+    txns, note = hanging_transactions(sink, blocked)
+    value: dict[str, Any] = {"sink": f"kafka:{sink.name}", "partitions": blocked, "transactions": txns}
+    if note:
+        value["note"] = note
+    history.record("observer", "info", "sink-blocked", value)
+    return blocked
+
+
+def hanging_transactions(sink: Sink, blocked: list[dict[str, Any]]) -> tuple[list[dict[str, Any]] | None, str]:
+    """The open transactions holding each blocked partition's last stable offset: producer id,
+    epoch, the offset it started at, and its age (s since the producer's last write).
+
+    confluent-kafka 2.12 has no transaction listing (Kafka's ListTransactions /
+    DescribeProducers), so Kafka's own `kafka-transactions` tool (TransactionsCommand, from
+    the installed Kafka jars) asks DescribeProducers per partition. Returns (None, why) when
+    it cannot."""
+    from onceproof.targets import kafka as kafka_target
+
+    java = kafka_target.java()
+    bootstrap = sink.deployment.kafka_bootstrap()
+    if java is None:
+        return None, "no java to run kafka-transactions: the hanging transaction's producer is not known"
+    out: list[dict[str, Any]] = []
+    now_ms = time.time() * 1000
+    for b in blocked:
+        try:
+            res = subprocess.run([java, "-Xmx128m", "-XX:TieredStopAtLevel=1", "-cp", kafka_target.classpath(),
+                                  "org.apache.kafka.tools.TransactionsCommand", "--bootstrap-server", bootstrap,
+                                  "describe-producers", "--topic", sink.name, "--partition", str(b["partition"])],
+                                 capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return None, f"kafka-transactions describe-producers failed: {e}"
+        rows = [line.split() for line in res.stdout.splitlines() if line.strip()]
+        if res.returncode != 0 or not rows:
+            return None, f"kafka-transactions describe-producers failed: {(res.stderr or res.stdout).strip()[-300:]}"
+        head = rows[0]
+        for row in rows[1:]:
+            r = dict(zip(head, row))
+            start = r.get("CurrentTransactionStartOffset", "None")
+            if not start.lstrip("-").isdigit() or int(start) < 0:
+                continue
+            last = int(r.get("LastTimestamp", "0") or 0)
+            out.append({"partition": b["partition"], "producer_id": int(r.get("ProducerId", "-1")),
+                        "producer_epoch": int(r.get("ProducerEpoch", "-1")), "start_offset": int(start),
+                        "age_s": round((now_ms - last) / 1000, 1) if last > 0 else None})
+    return out, ""
+
+
+def start_watch(plan: Any, deployment: Deployment, history: History,
+                on_lag: Callable[[int | None], None] | None = None) -> ProgressWatch:
+    """The progress watch of a run's plan (`workload.source`, `pipeline.groups`,
+    `pipeline.progress`), polling on its own thread from now on."""
+    reader = make_reader(plan.workload.source, deployment, plan.pipeline.groups, plan.pipeline.progress)
+    return ProgressWatch(reader, plan.workload.source, history, max(POLL_S, plan.observe.interval), on_lag).start()
