@@ -14,6 +14,12 @@ def _failure_text(result: dict[str, Any]) -> str:
     for kind, examples in (result.get("examples") or {}).items():
         for ex in examples[:3]:
             lines.append(f"  {kind}: event {ex.get('id')} key={ex.get('key')} seq={ex.get('seq')}: {ex.get('why', '')}")
+    if result.get("unseen"):
+        lines.append(f"unseen: {result['unseen']:,} acknowledged events never reached by the pipeline "
+                     f"(not lost): {result.get('reason', '')}")
+    stall = result.get("stall")
+    if isinstance(stall, dict):
+        lines.append("stall: " + ", ".join(f"{k}={v}" for k, v in stall.items()))
     lines += [f"note: {n}" for n in result.get("notes") or []]
     return "\n".join(lines)
 
@@ -33,7 +39,8 @@ def write_junit(path: Path, results: dict[str, Any]) -> None:
                           type="anomalies").text = _failure_text(result)
         elif result.get("valid") == "unknown":
             errors += 1
-            ET.SubElement(case, "error", message="no verdict (unknown)", type="unknown").text = _failure_text(result)
+            message = f"no verdict (unknown): {result['reason']}" if result.get("reason") else "no verdict (unknown)"
+            ET.SubElement(case, "error", message=message, type="unknown").text = _failure_text(result)
     if not checkers:
         case = ET.SubElement(suite, "testcase", classname=f"onceproof.{results.get('name')}", name="run")
         errors += 1

@@ -152,7 +152,7 @@ class KafkaSink(Sink):
         from confluent_kafka.admin import AdminClient, NewTopic
 
         assert self.deployment.kafka is not None
-        admin = AdminClient({"bootstrap.servers": self.deployment.kafka_bootstrap()})
+        admin = AdminClient({"bootstrap.servers": self.deployment.kafka_bootstrap(), "log_level": 0})
         rf = min(3, len(self.deployment.kafka.nodes))
         for f in admin.create_topics([NewTopic(self.name, 3, rf)], operation_timeout=30).values():
             try:

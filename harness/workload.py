@@ -16,6 +16,8 @@ from onceproof.sources import Event, Source
 
 TICK_S = 0.005
 MAX_BATCH = 5000
+LANDED_FLUSH_S = 0.25  # `landed` records are batched: one per partition at most this often
+LANDED_MAX = 5000
 
 
 @dataclass
@@ -71,12 +73,25 @@ class Workload:
         self.factory = EventFactory(seed, keys, payload_bytes)
         self.process = process
         self.stats = LoadStats(asked_rate=rate)
+        self._landed_buf: dict[int, list[tuple[str, int | str]]] = {}
+        self._landed_n = 0
+        self._landed_at = time.monotonic()
         source.on_landed = self._landed
 
     def _landed(self, partition: int, events: list[tuple[str, int | str]]) -> None:
-        """Where acknowledged events landed in the source, one `landed` record per delivery
-        batch and partition (checkers/HISTORY.md): the checker proves `lost` with it."""
-        self.history.record(self.process, "info", "landed", {"partition": partition, "events": events})
+        """Where acknowledged events landed in the source: buffered, then one `landed` record
+        per partition at most every LANDED_FLUSH_S (checkers/HISTORY.md); the checker proves
+        `lost` with them."""
+        self._landed_buf.setdefault(partition, []).extend(events)
+        self._landed_n += len(events)
+        if self._landed_n >= LANDED_MAX or time.monotonic() - self._landed_at >= LANDED_FLUSH_S:
+            self._flush_landed()
+
+    def _flush_landed(self) -> None:
+        buf, self._landed_buf, self._landed_n = self._landed_buf, {}, 0
+        self._landed_at = time.monotonic()
+        for partition, events in sorted(buf.items()):
+            self.history.record(self.process, "info", "landed", {"partition": partition, "events": events})
 
     def _complete(self, events: list[tuple[str, str, int]], outcome: str) -> None:
         self.history.record_sends(self.process, outcome, events)
@@ -106,6 +121,8 @@ class Workload:
                 self.source.send(batch, self._complete)
             else:
                 self.source.poll(self._complete)
+                if self._landed_n and time.monotonic() - self._landed_at >= LANDED_FLUSH_S:
+                    self._flush_landed()
                 wait = (self.stats.sent + 1) / self.rate - (time.monotonic() - start)
                 time.sleep(min(max(wait, 0.0005), TICK_S))
         self.stats.ended = time.monotonic()
@@ -114,3 +131,4 @@ class Workload:
     def finish(self, timeout: float) -> None:
         """Wait for outstanding sends; the unresolved ones end as info (or fail if never sent)."""
         self.source.close(timeout, self._complete)
+        self._flush_landed()

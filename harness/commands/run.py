@@ -30,7 +30,8 @@ def _live_table(p: Any) -> Table:
     t.add_row("[bold]phase[/]", p.phase, "[bold]elapsed[/]", f"{p.elapsed_s:5.1f}s / {p.total_s:.0f}s")
     t.add_row("[bold]sent[/]", f"{p.sent:,}", "[bold]acked[/]", f"{p.acked:,}")
     t.add_row("[bold]applied[/]", f"{p.applied:,}", "[bold]rate[/]", f"{p.rate:,.0f}/s")
-    t.add_row("[bold]faults[/]", ", ".join(p.faults) or "-", "", "")
+    t.add_row("[bold]faults[/]", ", ".join(p.faults) or "-", "[bold]lag[/]",
+              "-" if p.lag is None else f"{p.lag:,}")
     return t
 
 
@@ -44,6 +45,8 @@ def verdict_table(results: dict) -> Table:
     t.add_column("anomalies")
     for name, r in (results.get("checkers") or {}).items():
         counts = ", ".join(f"{k}={n}" for k, n in (r.get("anomalies") or {}).items() if n) or "none"
+        if r.get("unseen"):
+            counts += f" (unseen={r['unseen']})"
         t.add_row(name, str(r.get("valid")), counts)
     return t
 
@@ -83,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
             last_print[0] = time.monotonic()
             on_progress.phase = p.phase  # type: ignore[attr-defined]
             console.print(f"\\[{p.phase}] {p.elapsed_s:5.1f}s/{p.total_s:.0f}s sent={p.sent} acked={p.acked} "
-                          f"applied={p.applied} rate={p.rate:.0f}/s faults={', '.join(p.faults) or '-'}")
+                          f"applied={p.applied} rate={p.rate:.0f}/s lag={'-' if p.lag is None else p.lag} "
+                          f"faults={', '.join(p.faults) or '-'}")
 
     console.print(f"onceproof: running plan {plan.name!r} (seed {plan.seed}, {plan.workload.duration:g}s of load)")
     with live if live is not None else contextlib.nullcontext():
@@ -91,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     res = result.results
     if args.json:
         summary = {"out": str(result.out_dir), "valid": res["valid"], "exit_code": result.exit_code,
-                   "checkers": {n: {"valid": r.get("valid"), "anomalies": r.get("anomalies")}
+                   "checkers": {n: {"valid": r.get("valid"), "anomalies": r.get("anomalies"),
+                                    "unseen": r.get("unseen"), "stall": r.get("stall"), "reason": r.get("reason")}
                                 for n, r in res["checkers"].items()},
                    "workload": res["workload"], "errors": res["errors"]}
         print(json.dumps(summary))
@@ -105,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
     for n in res["notes"]:
         console.print(f"note: {n}")
     for name, r in (res.get("checkers") or {}).items():
+        stall = r.get("stall")
+        if isinstance(stall, dict) and stall.get("state") != "caught-up":
+            console.print(f"{name}: pipeline {stall.get('state')}: group {stall.get('group')} lag {stall.get('lag'):,}, "
+                          f"no progress for {stall.get('stalled_s')} s; unseen={r.get('unseen', 0):,}")
         if r.get("valid") == "unknown":  # say why there is no verdict
             for n in r.get("notes") or []:
                 console.print(f"{name}: {n}")

@@ -62,6 +62,12 @@ def timeline(tl: Timeline, anomalies: list[CheckerAnomalies]) -> dict[str, Any]:
         _line("latency p99", x, tl.latency_p99, "#9467bd", yaxis="y2", dash="dash"),
     ]
 
+    if tl.lag_x:
+        name = f"lag ({esc(tl.lag_group)})" if tl.lag_group else "lag"
+        traces.append({"type": "scatter", "mode": "lines", "name": name, "x": tl.lag_x, "y": tl.lag,
+                       "yaxis": "y4", "fill": "tozeroy", "line": {"color": "#e377c2", "width": 1.6, "shape": "hv"},
+                       "connectgaps": False})
+
     # lane row: process kills/restarts per target, then the anomalies' moments per kind
     lanes: list[str] = []
     by_verb: dict[str, list[Any]] = {}
@@ -135,24 +141,31 @@ def timeline(tl: Timeline, anomalies: list[CheckerAnomalies]) -> dict[str, Any]:
     log_latency = bool(lat_values) and max(lat_values) / max(min(lat_values), 0.01) > 30
     # heights in pixels, turned into axis domains: the lane row grows with its lanes
     rates_px, latency_px, gap_px, lane_px = 270, 130, 22, 24
+    lag_px = 90 if tl.lag_x else 0
     lanes_px = lane_px * len(lanes) + (10 if lanes else 0)
-    plot_px = rates_px + gap_px + latency_px + (gap_px + lanes_px if lanes else 0)
+    plot_px = rates_px + gap_px + latency_px + (gap_px + lag_px if lag_px else 0) + (gap_px + lanes_px if lanes else 0)
     bottom = 120
     lanes_top = lanes_px / plot_px
-    lat_lo = (lanes_px + gap_px) / plot_px if lanes else 0.0
+    lag_lo = (lanes_px + gap_px) / plot_px if lanes else 0.0
+    lag_hi = lag_lo + lag_px / plot_px
+    lat_lo = (lag_hi + gap_px / plot_px) if lag_px else lag_lo
     lat_hi = lat_lo + latency_px / plot_px
     layout = {
         "font": FONT, "height": plot_px + top + bottom, "margin": {"l": 120, "r": 20, "t": top, "b": bottom},
         "hovermode": "x unified", "showlegend": True, "plot_bgcolor": "#fff",
         "legend": {"orientation": "h", "y": -52 / plot_px, "yanchor": "top", "x": 0},
         "xaxis": {"title": {"text": f"seconds since {tl.origin}", "standoff": 6}, "range": [0, x_end],
-                  "showgrid": True, "gridcolor": "#eee", "zeroline": False, "anchor": "y3" if lanes else "y2"},
+                  "showgrid": True, "gridcolor": "#eee", "zeroline": False,
+                  "anchor": "y3" if lanes else "y4" if lag_px else "y2"},
         "yaxis": {"title": {"text": "events / s"}, "domain": [lat_hi + gap_px / plot_px, 1.0],
                   "rangemode": "tozero", "gridcolor": "#eee"},
         "yaxis2": {"title": {"text": "latency ms"}, "domain": [lat_lo, lat_hi],
                    "type": "log" if log_latency else "linear", "gridcolor": "#eee"},
         "shapes": shapes, "annotations": annotations,
     }
+    if lag_px:
+        layout["yaxis4"] = {"title": {"text": "source lag"}, "domain": [lag_lo, lag_hi], "rangemode": "tozero",
+                            "gridcolor": "#eee"}
     if lanes:
         layout["yaxis3"] = {"domain": [0, lanes_top], "type": "category", "categoryorder": "array",
                             "categoryarray": lanes[::-1], "tickmode": "array", "tickvals": lanes,

@@ -78,7 +78,9 @@ def _verdict(results: dict[str, Any], checks: list[anomalies_mod.CheckerAnomalie
     if valid is False:
         parts = [f"{n:,} {kind}" for c in checks for kind, n in c.counts if n]
         return "anomalies", "The pipeline did not hold: " + (", ".join(parts) or "see the checkers") + "."
-    why = "; ".join(str(e) for e in results.get("errors") or []) or (
+    reasons = [str(c["reason"]) for c in (results.get("checkers") or {}).values()
+               if isinstance(c, dict) and c.get("reason")]
+    why = "; ".join([str(e) for e in results.get("errors") or []] + reasons) or (
         "the run was not checked" if not results else "the checkers could not decide (nothing was "
         "acknowledged or read, or the harness failed)")
     return "unknown", f"No verdict: {why}."
@@ -154,6 +156,19 @@ def _linearizability(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _progress(results: dict[str, Any], tl: timeline_mod.Timeline) -> dict[str, Any]:
+    """The pipeline's progress card: events unseen (not lost, not proven applied), the stall
+    figure and the reason, from the exactly-once checker's result."""
+    for c in (results.get("checkers") or {}).values():
+        if isinstance(c, dict) and ("unseen" in c or c.get("stall")):
+            stall = c.get("stall") if isinstance(c.get("stall"), dict) else {}
+            return {"unseen": c.get("unseen"), "stall": stall, "reason": c.get("reason") or "",
+                    "examples": [e for e in c.get("unseen_examples") or [] if isinstance(e, dict)][:10]}
+    if tl.lag_x:
+        return {"unseen": None, "stall": {}, "reason": "", "examples": []}
+    return {}
+
+
 def build_page(run_dir: Path) -> str:
     run = run_folder.load(run_dir)
     results, plan = run.results, run.plan
@@ -196,7 +211,7 @@ def build_page(run_dir: Path) -> str:
         "plan_text": run.plan_text, "errors": [str(e) for e in results.get("errors") or []], "notes": notes,
         "timeline": tl, "checks": checks, "lin": lin,
         "sends": _sends(results, tl), "rates": _rates(results, plan, tl, history),
-        "latency": _latency(results, tl), "faults": tl.faults, "links": run.links(),
+        "latency": _latency(results, tl), "progress": _progress(results, tl), "faults": tl.faults, "links": run.links(),
         "recovery_level": int(timeline_mod.RECOVERY_LEVEL * 100),
         "figures_json": json_for_script(figs), "has_timeline": "timeline" in figs,
         "plotly_js": Markup(plotly_js()),

@@ -74,6 +74,11 @@ class Timeline:
     n_sent: int = 0
     n_applied: int = 0
     latency_ms: dict[str, float] = field(default_factory=dict)
+    # the pipeline's lag on the source (`progress` records): per poll, seconds and the largest
+    # group's lag in events (None: that poll failed or saw no group)
+    lag_x: list[float] = field(default_factory=list)
+    lag: list[int | None] = field(default_factory=list)
+    lag_group: str = ""
 
     def active_faults(self, t: float) -> list[FaultWindow]:
         return [f for f in self.faults if f.active_at(t, self.end_s)]
@@ -154,7 +159,24 @@ def build(h: History) -> Timeline:
 
     _faults_and_phases(h, tl)
     _recovery(tl)
+    _lag(h, tl)
     return tl
+
+
+def _lag(h: History, tl: Timeline) -> None:
+    """The lag lane: each `progress` poll's lag (of the group furthest behind)."""
+    code = h.f_code("progress")
+    if code < 0:
+        return
+    groups: set[str] = set()
+    for i in np.flatnonzero((h.f == code) & (h.type != INVOKE)).tolist():
+        rec = h.record(i)
+        v = rec.get("value") if isinstance(rec.get("value"), dict) else {}
+        lags = [(int(g.get("lag") or 0), str(g.get("group"))) for g in v.get("groups") or [] if isinstance(g, dict)]
+        tl.lag_x.append(round(rec["time"] / NS, 3))
+        tl.lag.append(max(lags)[0] if rec["type"] == "ok" and lags else None)
+        groups |= {name for _, name in lags}
+    tl.lag_group = ", ".join(sorted(groups))
 
 
 def _applied_per_second(h: History, first_obs: np.ndarray, n_bins: int, b: float) -> list[float]:
