@@ -259,6 +259,8 @@ def judge(h: History, missing: np.ndarray, ack_ns: np.ndarray) -> Verdict:
         n = int(np.count_nonzero(v.unseen))
         if blocked is not None:
             v.reason = blocked_reason(blocked)
+            if v.stall is not None and v.stall["state"] != "caught-up":
+                v.reason += "; and " + _stall_reason(v.stall)
         elif final is None or not final.groups:
             note = final.note if final is not None and final.note else "no progress was recorded"
             v.reason = (f"progress unknown: {note}; {n:,} acknowledged events missing from the final read "

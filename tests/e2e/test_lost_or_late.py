@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 QUIX = """name: quix-copy
 targets: {{kafka: {{nodes: 1}}}}
 pipeline:
-  command: [python, tests/e2e/pipelines/quix_copy.py]
+  command: [python, {root}/tests/e2e/pipelines/quix_copy.py]
   replicas: 2
-  cwd: {root}
+  cwd: {cwd}
   env: {{GUARANTEE: {guarantee}}}
 workload: {{source: kafka:onceproof.events, sink: kafka:quix-out, rate: 500, keys: 20, duration: 16s}}
 faults:
@@ -39,14 +39,25 @@ quiesce: {{idle: 8s}}
 HANG = """name: hang-after-restart
 targets: {{kafka: {{nodes: 1}}}}
 pipeline:
-  command: [python, tests/e2e/pipelines/hang_after_restart.py]
+  command: [python, {root}/tests/e2e/pipelines/hang_after_restart.py]
   replicas: 1
-  cwd: {root}
+  cwd: {cwd}
   env: {{HANG_MARKER_DIR: {markers}}}
 workload: {{source: kafka:onceproof.events, sink: kafka:hang-out, rate: 500, keys: 20, duration: 10s}}
 faults:
   - {{at: 4s, kill: pipeline-0, restart-after: 1s}}
 quiesce: {{idle: 3s, max: 15s}}
+"""
+
+# one replica killed near the end: its transaction (Quix takes a new transactional.id per start,
+# so nothing fences it) stays open until the transaction timeout (60 s), past quiesce.max
+BLOCKED = """name: quix-blocked
+targets: {{kafka: {{nodes: 1}}}}
+pipeline: {{command: [python, {root}/tests/e2e/pipelines/quix_copy.py], replicas: 1, cwd: {cwd}}}
+workload: {{source: kafka:onceproof.events, sink: kafka:quix-out, rate: 500, keys: 20, duration: 8s}}
+faults:
+  - {{at: 5s, kill: pipeline-0, restart-after: 1s}}
+quiesce: {{idle: 3s, max: 12s}}
 """
 
 
@@ -66,7 +77,7 @@ def _run(tmp_path: Path, text: str) -> tuple[int, dict, str, float]:
 
 def test_quix_streams_exactly_once_is_never_lost_valid_when_it_catches_up_else_unknown_naming_the_stall(
         tmp_path: Path) -> None:
-    code, results, err, _ = _run(tmp_path, QUIX.format(root=ROOT, guarantee="exactly-once"))
+    code, results, err, _ = _run(tmp_path, QUIX.format(root=ROOT, cwd=tmp_path, guarantee="exactly-once"))
     eo = results["checkers"]["exactly-once"]
     assert eo["anomalies"]["lost"] == 0, (eo["anomalies"], eo["reason"], err[-2000:])
     assert code in (0, 3), (code, eo["anomalies"], err[-2000:])
@@ -84,7 +95,7 @@ def test_quix_streams_exactly_once_is_never_lost_valid_when_it_catches_up_else_u
 
 
 def test_quix_streams_at_least_once_shows_duplicates_and_no_lost(tmp_path: Path) -> None:
-    code, results, err, _ = _run(tmp_path, QUIX.format(root=ROOT, guarantee="at-least-once"))
+    code, results, err, _ = _run(tmp_path, QUIX.format(root=ROOT, cwd=tmp_path, guarantee="at-least-once"))
     eo = results["checkers"]["exactly-once"]
     assert code == 1, (code, eo["anomalies"], eo.get("reason"), err[-2000:])
     assert eo["anomalies"]["duplicate"] > 0
@@ -94,7 +105,7 @@ def test_quix_streams_at_least_once_shows_duplicates_and_no_lost(tmp_path: Path)
 def test_pipeline_hanging_forever_after_a_restart_is_unknown_with_the_stall_never_lost(tmp_path: Path) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
-    code, results, err, _ = _run(tmp_path, HANG.format(root=ROOT, markers=markers))
+    code, results, err, _ = _run(tmp_path, HANG.format(root=ROOT, cwd=tmp_path, markers=markers))
     eo = results["checkers"]["exactly-once"]
     assert code == 3, (code, eo["anomalies"], eo.get("reason"), err[-2000:])
     assert results["valid"] == "unknown"
@@ -106,3 +117,13 @@ def test_pipeline_hanging_forever_after_a_restart_is_unknown_with_the_stall_neve
     assert "stalled: consumer group hang-copy" in junit and "unseen" in junit
     report = (tmp_path / "out" / "report.html").read_text()
     assert 'id="unseen"' in report and "stalled: consumer group hang-copy" in report
+
+
+def test_transaction_left_open_on_the_sink_is_unknown_naming_partition_offsets_and_producer(tmp_path: Path) -> None:
+    code, results, err, _ = _run(tmp_path, BLOCKED.format(root=ROOT, cwd=tmp_path))
+    eo = results["checkers"]["exactly-once"]
+    assert eo["anomalies"]["lost"] == 0, (eo["anomalies"], err[-2000:])
+    assert code == 3 and results["valid"] == "unknown", (code, eo["reason"])
+    assert eo["reason"].startswith("sink blocked: quix-out["), eo["reason"]
+    assert "last stable offset" in eo["reason"] and "< end" in eo["reason"]
+    assert "open transaction of producer" in eo["reason"], eo["reason"]  # via DescribeProducers

@@ -109,6 +109,13 @@ def test_report_of_a_real_run_with_anomalies(real_run: Path, browser: Any) -> No
         ARTIFACTS.mkdir(exist_ok=True)
         assert results["valid"] is False, "the at-least-once plan must be caught (duplicates)"
         assert results["checkers"]["exactly-once"]["anomalies"]["duplicate"] > 0
+        lag = page.evaluate("""() => {
+            const gd = document.getElementById('timeline');
+            return {traces: gd.data.filter(t => (t.name || '').startsWith('lag')).length,
+                    axis: !!gd._fullLayout.yaxis4};
+        }""")
+        assert lag == {"traces": 1, "axis": True}, lag  # the source-lag lane of the timeline
+        assert page.locator("#progress #unseen").inner_text().strip() == "0"
         example = expand_first_example(page)
         assert "send" in example.locator("table.history").inner_text()
         page.evaluate("window.scrollTo(0, 0)")
