@@ -36,7 +36,10 @@ def _run(plan: Path, out: Path, *extra: str, timeout: float = 300) -> tuple[int,
 
 KAFKA_TO_POSTGRES = """name: k2p
 targets: {kafka: {nodes: 1}, postgres: {}}
-pipeline: {command: [python, -m, onceproof.targets.pipelines.kafka_to_postgres], replicas: 2}
+pipeline:
+  command: [python, -m, onceproof.targets.pipelines.kafka_to_postgres]
+  replicas: 2
+  progress: SELECT partition, max(next_offset) FROM onceproof_offsets GROUP BY partition
 workload: {source: kafka:onceproof.events, sink: postgres:onceproof_effects, rate: 1000, keys: 20, duration: 12s}
 faults:
   - {at: 2s, kill: pipeline-0, restart-after: 1s}
