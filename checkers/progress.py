@@ -101,7 +101,7 @@ def snapshots(h: History) -> list[Snapshot]:
     out = []
     for i in _recs(h, "progress", OK).tolist():
         rec = h.record(i)
-        v = rec.get("value") if isinstance(rec.get("value"), dict) else {}
+        v = rec["value"] if isinstance(rec.get("value"), dict) else {}
         groups = []
         for g in v.get("groups") or []:
             committed: dict[int, int] = {}

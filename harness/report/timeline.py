@@ -171,7 +171,7 @@ def _lag(h: History, tl: Timeline) -> None:
     groups: set[str] = set()
     for i in np.flatnonzero((h.f == code) & (h.type != INVOKE)).tolist():
         rec = h.record(i)
-        v = rec.get("value") if isinstance(rec.get("value"), dict) else {}
+        v = rec["value"] if isinstance(rec.get("value"), dict) else {}
         lags = [(int(g.get("lag") or 0), str(g.get("group"))) for g in v.get("groups") or [] if isinstance(g, dict)]
         tl.lag_x.append(round(rec["time"] / NS, 3))
         tl.lag.append(max(lags)[0] if rec["type"] == "ok" and lags else None)

@@ -1,0 +1,97 @@
+"""Where events landed and how far a consumer got, on real servers: every acknowledged event
+has its source position (Kafka offset, Redis entry id, Postgres pos) in a `landed` record, and
+the progress readers see a consumer's committed position against the end of the source."""
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+
+from onceproof.history import History
+from onceproof.progress import KafkaGroups, ProgressQuery, RedisGroups, _postgres_ends
+from onceproof.sources import KafkaSource, PostgresSource, RedisSource
+from onceproof.targets.redis import client
+from onceproof.workload import Workload
+
+pytestmark = pytest.mark.integration
+
+
+def _load(d: Any, kind: str, name: str, tmp_path: Any) -> dict[str, tuple[int, Any]]:
+    source = {"kafka": KafkaSource, "redis": RedisSource, "postgres": PostgresSource}[kind](d, name, 2)
+    source.setup()
+    history = History(tmp_path / "h.jsonl")
+    w = Workload(source, history, rate=1000, keys=5, seed=1)
+    w.run(0.5, threading.Event())
+    w.finish(20)
+    history.close()
+    landed: dict[str, tuple[int, Any]] = {}
+    acked = set()
+    for line in open(tmp_path / "h.jsonl", "rb"):
+        r = orjson.loads(line)
+        if r["f"] == "landed":
+            landed.update((eid, (r["value"]["partition"], pos)) for eid, pos in r["value"]["events"])
+        elif r["f"] == "send" and r["type"] == "ok":
+            acked.add(r["value"]["id"])
+    assert acked and set(landed) == acked
+    return landed
+
+
+def test_kafka_offsets_landed_and_a_groups_committed_offsets_are_its_progress(shared_targets, tmp_path):
+    from confluent_kafka import Consumer, TopicPartition
+
+    d = shared_targets
+    topic = f"prog_{uuid.uuid4().hex[:6]}"
+    landed = _load(d, "kafka", topic, tmp_path)
+    per_partition: dict[int, list[int]] = {}
+    for p, off in landed.values():
+        per_partition.setdefault(p, []).append(off)
+    assert all(sorted(offs) == list(range(len(offs))) for offs in per_partition.values())
+    group = f"g-{topic}"
+    c = Consumer({"bootstrap.servers": d.kafka_bootstrap(), "group.id": group, "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition(topic, 0, 5)], asynchronous=False)  # 5 processed on partition 0
+    c.close()
+    reader = KafkaGroups(d.kafka_bootstrap(), topic, [])
+    groups = reader.read()
+    assert [g.group for g in groups] == [group]  # found through the admin API
+    ends = {p: len(offs) for p, offs in per_partition.items()}
+    assert groups[0].partitions == [[0, 5, ends.get(0, 0)], [1, -1, ends.get(1, 0)]]
+    assert groups[0].lag == sum(ends.values()) - 5
+    reader.close()
+
+
+def test_redis_entry_ids_landed_and_a_groups_pending_entries_hold_its_progress(shared_targets, tmp_path):
+    d = shared_targets
+    stream = f"prog_{uuid.uuid4().hex[:6]}"
+    landed = _load(d, "redis", stream, tmp_path)
+    r = client(d.redis.host, d.redis.port)
+    ids = [e[0] for e in r.xrange(stream)]
+    assert sorted(pos for _, pos in landed.values()) == sorted(ids)
+    r.xgroup_create(stream, "g", id="0")
+    got = r.xreadgroup("g", "c1", {stream: ">"}, count=10)[0][1]
+    r.xack(stream, "g", *[eid for eid, _ in got[:4]])  # 4 done, 6 delivered and pending
+    groups = RedisGroups(d.redis.host, d.redis.port, stream).read()
+    assert len(groups) == 1 and groups[0].pending == 6
+    (_, committed, end), = groups[0].partitions
+    assert committed == got[4][0]  # everything before the oldest pending entry is done
+    assert groups[0].lag == len(ids) - 4
+
+
+def test_postgres_pos_landed_and_a_progress_query_is_the_pipelines_position(shared_targets, tmp_path):
+    d = shared_targets
+    table = f"prog_{uuid.uuid4().hex[:6]}"
+    landed = _load(d, "postgres", table, tmp_path)
+    with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+        rows = dict(c.execute(f"SELECT id, pos FROM {table}").fetchall())
+        c.execute(f"CREATE TABLE {table}_done (next bigint)")
+        c.execute(f"INSERT INTO {table}_done VALUES (11)")
+    assert {eid: pos for eid, (_, pos) in landed.items()} == rows
+    reader = ProgressQuery(d.postgres_dsn(), f"SELECT 0, next FROM {table}_done",
+                           _postgres_ends(d.postgres_dsn(), table))
+    (g,) = reader.read()
+    assert g.partitions == [[0, 11, max(rows.values()) + 1]]
+    assert g.lag == max(rows.values()) + 1 - 11
+    reader.close()
