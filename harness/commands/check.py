@@ -138,8 +138,6 @@ def _print(out: dict[str, Any]) -> None:
                                              if count and first else ""),
                           style="red" if count else None)
         console.print(table)
-        if r.get("unseen"):
-            console.print(f"  unseen: {r['unseen']:,} (not lost: the pipeline never got to them): {r.get('reason')}")
         if name == "linearizable":
             console.print(f"  {out['stats']['operations']} operations in {r['partitions']} partition(s), "
                           f"{r['elapsed_s']:.3f} s" + (f"; {len(r['unplaced'])} could not be placed"

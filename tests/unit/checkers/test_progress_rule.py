@@ -137,3 +137,15 @@ def test_a_pipeline_still_moving_at_the_end_is_behind_not_stalled() -> None:
     r = _check(_history(10, set(range(8)), [(2.0, [[0, 5, 10]]), (30.0, [[0, 8, 10]])]))
     assert r["valid"] == "unknown" and r["anomalies"]["lost"] == 0
     assert r["reason"].startswith("behind: consumer group g still had lag 2")
+
+
+def test_onceproof_check_applies_the_rule_to_a_history_file(tmp_path: Any, capsys: Any) -> None:
+    from onceproof.cli import main
+
+    path = tmp_path / "history.jsonl"
+    path.write_bytes(_history(10, set(range(8)), [(2.0, [[0, 5, 10]]), (30.0, [[0, 8, 10]]), (40.0, [[0, 8, 10]])]))
+    assert main(["check", "--json", str(path)]) == 3
+    out = orjson.loads(capsys.readouterr().out.splitlines()[0])
+    eo = out["checkers"]["exactly-once"]
+    assert out["valid"] == "unknown" and eo["unseen"] == 2 and eo["anomalies"]["lost"] == 0
+    assert eo["reason"].startswith("stalled: consumer group g")
