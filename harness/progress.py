@@ -107,26 +107,39 @@ class KafkaGroups(ProgressReader):
                 if tp.topic == self.topic and tp.error is None}
 
     def _discover(self) -> None:
-        """Every group but ours that has committed offsets of the topic."""
+        """Every group but ours that has committed offsets of the topic, or whose members are
+        assigned its partitions (a pipeline stuck before its first commit is still the
+        pipeline). A group once found stays tracked."""
         listed = self.admin.list_consumer_groups(request_timeout=5).result()
+        candidates = sorted(x.group_id for x in listed.valid
+                            if x.group_id not in OUR_GROUPS and x.group_id not in self.groups)
         found = []
-        for g in sorted(x.group_id for x in listed.valid):
-            if g in OUR_GROUPS or g in self.named:
-                continue
+        for g in candidates:
             try:
                 if any(o >= 0 for o in self._committed(g).values()):
                     found.append(g)
             except Exception:  # noqa: BLE001 - a group being deleted or rebalanced: try next time
                 continue
-        self.groups = self.named + found
+        rest = [g for g in candidates if g not in found]
+        if rest:
+            try:
+                described = self.admin.describe_consumer_groups(rest, request_timeout=5)
+                for g, future in described.items():
+                    members = future.result().members or []
+                    if any(tp.topic == self.topic for m in members
+                           for tp in (m.assignment.topic_partitions if m.assignment else [])):
+                        found.append(g)
+            except Exception:  # noqa: BLE001
+                pass
+        self.groups = self.groups + sorted(found)
         self.found_at = time.monotonic()
 
     def read(self) -> list[GroupProgress]:
         if not self.named and (not self.groups or time.monotonic() - self.found_at > REDISCOVER_S):
             self._discover()
         if not self.groups:
-            self.note = (f"no consumer group has committed offsets of {self.topic}: name the pipeline's "
-                         "group in pipeline.groups, or give pipeline.progress")
+            self.note = (f"no consumer group reads {self.topic} or has committed offsets of it: name the "
+                         "pipeline's group in pipeline.groups, or give pipeline.progress")
             return []
         ends = self._ends()
         out = []
@@ -362,6 +375,10 @@ class ProgressWatch:
         if caught is False:
             quiet.notes.append(f"the pipeline had not caught up with {self.source} after quiesce.max={max_s:g}s"
                                + (f" (lag {lag:,})" if lag is not None else ""))
+            never = [g.group for g in self.latest or [] if all(c == -1 for _, c, _ in g.partitions)]
+            if never:
+                quiet.notes.append(f"consumer group {', '.join(never)} never committed offsets of {self.source}: "
+                                   "if the pipeline keeps its positions elsewhere, give pipeline.progress")
         elif caught is None:
             quiet.notes.append(f"{self.note}; the drain ended on a quiet sink alone")
         if stable is False:
