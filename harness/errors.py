@@ -17,7 +17,10 @@ class OnceproofError(Exception):
 
 
 class ExitCode(IntEnum):
-    """Exit code of every `onceproof` command and of a run (`RunResult.exit_code`)."""
+    """Exit code of every `onceproof` command and of a run (`RunResult.exit_code`, `exit_code`
+    in results.json). Commands that give no verdict (setup, doctor, cleanup, plan) exit VALID
+    when they did their job; `doctor` exits INVALID when a required component is missing.
+    (Ctrl-C exits 130, the shell's convention, outside this table.)"""
 
     VALID = 0  # the checkers found no anomaly
     INVALID = 1  # anomalies found

@@ -23,12 +23,10 @@ from onceproof.plan import Plan
 from onceproof.sinks import make_sink
 from onceproof.sources import make_source
 from onceproof.workload import Workload
+from onceproof.errors import ExitCode
 from onceproof.targets.deployment import Deployment, TargetsSpec
 from onceproof.targets.local import new_run_id
 from onceproof.targets.process import CommandNode
-
-EXIT = {True: 0, False: 1, "unknown": 3}
-
 
 class Interrupted(Exception):
     """SIGINT / SIGTERM during a run: tear down, keep what was recorded."""
@@ -341,7 +339,7 @@ def _conclude(plan: Plan, out_dir: Path, run_id: str, started_at: str, wall_s: f
     if not final_ok and valid is True:
         valid = "unknown"
     results = {
-        "run_id": run_id, "name": plan.name, "seed": plan.seed, "valid": valid, "exit_code": EXIT[valid],
+        "run_id": run_id, "name": plan.name, "seed": plan.seed, "valid": valid, "exit_code": int(ExitCode.of(valid)),
         "started_at": started_at, "duration_s": round(wall_s, 3), "plan": plan.resolved(),
         "checkers": checker_results, "workload": load_stats, "faults": faults_done,
         "targets": {n.name: {"address": n.address, "log": f"logs/{n.name}.log"}
@@ -363,7 +361,7 @@ def _conclude(plan: Plan, out_dir: Path, run_id: str, started_at: str, wall_s: f
         from onceproof.junit import plain_report
 
         plain_report(out_dir / "report.html", results, str(e))
-    return RunResult(out_dir, valid, EXIT[valid], results)
+    return RunResult(out_dir, valid, int(ExitCode.of(valid)), results)
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -54,6 +54,8 @@ class NetnsError(RuntimeError):
 
 
 def require_root() -> None:
+    """The one check that the netns runtime can run here (it needs root). Raises NetnsError,
+    saying what to do, when this process is not root."""
     if os.geteuid() != 0:
         raise NetnsError("runtime: netns needs root (it creates network namespaces, veth pairs, a bridge "
                          "and iptables rules); run as root, or use `runtime: local`")

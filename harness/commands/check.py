@@ -13,8 +13,8 @@ import orjson
 
 from onceproof.checkers import merge_valid
 from onceproof.checkers.history import HistoryError
+from onceproof.errors import ExitCode
 
-EXIT_VALID, EXIT_INVALID, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
 FORMATS = ("onceproof", "jepsen-log", "jepsen-edn")
 CHECKERS = ("exactly-once", "linearizable")
 DEFAULT_MODEL = {"jepsen-log": "cas-register", "jepsen-edn": "kv", "onceproof": "register"}
@@ -113,9 +113,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             _print(out)
     if unreadable:
-        return EXIT_BAD_INPUT
-    merged = merge_valid(verdicts)
-    return EXIT_VALID if merged is True else EXIT_INVALID if merged is False else EXIT_UNKNOWN
+        return ExitCode.BAD_INPUT
+    return ExitCode.of(merge_valid(verdicts))
 
 
 def _print(out: dict[str, Any]) -> None:
