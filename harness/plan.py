@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from onceproof.errors import OnceproofError
+
 # --- durations ---------------------------------------------------------------------
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -193,14 +195,14 @@ class Plan(_Model):
         return out
 
 
-class PlanConsistencyError(ValueError):
+class PlanConsistencyError(OnceproofError, ValueError):
     def __init__(self, path: list[str | int], message: str) -> None:
         super().__init__(message)
         self.path = path
         self.message = message
 
 
-class PlanError(Exception):
+class PlanError(OnceproofError):
     """A plan that cannot be used, with where and why."""
 
     def __init__(self, file: str, problems: list[tuple[int | None, str, str]]) -> None:

@@ -19,6 +19,8 @@ import psycopg
 from psycopg import sql
 from confluent_kafka import KafkaError, Message, TopicPartition
 
+from onceproof.errors import OnceproofError
+
 T = TypeVar("T")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -26,8 +28,8 @@ BATCH_MAX = 500
 BATCH_WAIT = 0.1  # seconds
 
 
-class BadConfig(Exception):
-    pass
+class BadConfig(OnceproofError):
+    """The pipeline's environment (ONCEPROOF_* variables, flags) cannot be used."""
 
 
 @dataclass
