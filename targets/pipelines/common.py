@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
@@ -20,6 +18,7 @@ from psycopg import sql
 from confluent_kafka import KafkaError, Message, TopicPartition
 
 from onceproof.errors import OnceproofError
+from onceproof.targets.deadline import SocketDeadline
 
 T = TypeVar("T")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -258,19 +257,15 @@ class Postgres:
     def transaction(self, fn: Callable[[psycopg.Connection], T], autocommit: bool = False) -> T:
         conn = self.connect()
         conn.autocommit = autocommit
-        timer = threading.Timer(self.deadline, _shutdown, (conn,))
-        timer.daemon = True
-        timer.start()
-        try:
-            if autocommit:
-                return fn(conn)
-            with conn.transaction():
-                return fn(conn)
-        except psycopg.Error:
-            self.close()  # a rollback on a healthy connection would do, but the fate is unsure
-            raise
-        finally:
-            timer.cancel()
+        with SocketDeadline(conn, self.deadline, on_shut=_log_shut):
+            try:
+                if autocommit:
+                    return fn(conn)
+                with conn.transaction():
+                    return fn(conn)
+            except psycopg.Error:
+                self.close()  # a rollback on a healthy connection would do, but the fate is unsure
+                raise
 
     def retry(self, what: str, fn: Callable[[psycopg.Connection], T], autocommit: bool = False) -> T:
         """transaction(fn) until it succeeds; only for idempotent work."""
@@ -284,17 +279,8 @@ class Postgres:
                 delay = min(delay * 2, 2.0)
 
 
-def _shutdown(conn: psycopg.Connection) -> None:
-    """Unblock a thread stuck reading a dead connection: shut the socket down under it."""
-    try:
-        s = socket.socket(fileno=os.dup(conn.fileno()))
-        try:
-            s.shutdown(socket.SHUT_RDWR)
-        finally:
-            s.close()
-        log("postgres: operation over its deadline, connection shut down")
-    except Exception:  # noqa: BLE001
-        pass
+def _log_shut() -> None:
+    log("postgres: operation over its deadline, connection shut down")
 
 
 def one_line(e: BaseException) -> str:
