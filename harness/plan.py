@@ -311,13 +311,19 @@ def load_plan(path: str | Path, overrides: dict[str, Any] | None = None) -> Plan
     if not isinstance(data, dict) or node is None:
         raise PlanError(name, [(1, "", f"expected a mapping of plan fields, e.g.:\n{EXAMPLE}")])
     lines = _line_map(node)
-    for key, value in (overrides or {}).items():
+    apply_overrides(data, overrides or {})
+    return validate_plan(data, name, lines)
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Set `a.b=v` overrides in a plan's raw data, in place: {"workload.duration": 20.0} sets
+    data["workload"]["duration"], creating sections that are missing (before validation)."""
+    for key, value in overrides.items():
         section = data
         parts = key.split(".")
         for p in parts[:-1]:
             section = section.setdefault(p, {})
         section[parts[-1]] = value
-    return validate_plan(data, name, lines)
 
 
 def validate_plan(data: dict[str, Any], name: str = "<plan>", lines: dict[tuple, int] | None = None) -> Plan:
