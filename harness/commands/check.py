@@ -73,20 +73,21 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
         stats = r.pop("stats")
         return {"file": path, "valid": r["valid"], "checkers": {"exactly-once": r}, "stats": stats}
 
-    from onceproof.checkers import foreign, linearizable, models
+    from onceproof.checkers import linearizable, models
+    from onceproof.checkers.ops import ops_from_history, read_jepsen_edn, read_jepsen_log
 
     try:
         model = models.by_name(args.model or DEFAULT_MODEL[fmt])
     except ValueError as e:
         raise HistoryError(path, None, str(e)) from None
     if fmt == "jepsen-log":
-        ops = foreign.read_jepsen_log(path)
+        ops = read_jepsen_log(path)
     elif fmt == "jepsen-edn":
-        ops = foreign.read_jepsen_edn(path)
+        ops = read_jepsen_edn(path)
     else:
         from onceproof.checkers.history import read_history
 
-        ops = foreign.ops_from_history(read_history(path))
+        ops = ops_from_history(read_history(path))
     r = linearizable.check(ops, model, budget_s=args.budget, partition=not args.no_partition)
     r.pop("operations")
     r["anomalies"] = {"nonlinearizable": int(r["valid"] is False)}
