@@ -288,7 +288,7 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def create_table(pg: Postgres, ddl: sql.Composable | str) -> None:
+def create_table(pg: Postgres, ddl: sql.Composed | sql.SQL | str) -> None:
     """CREATE TABLE IF NOT EXISTS is not race-safe (two creators collide on pg_type): serialize
     the creators with a transaction-scoped advisory lock."""
     def go(conn: psycopg.Connection) -> None:
