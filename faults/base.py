@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
+from onceproof.errors import OnceproofError
 from onceproof.targets.process import Node
 from onceproof.targets.toxiproxy import Toxiproxy
 
@@ -49,7 +50,7 @@ def is_realtime() -> bool:
         return False
 
 
-class FaultError(RuntimeError):
+class FaultError(OnceproofError, RuntimeError):
     """A fault could not be applied or healed. `certain` = nothing was changed (history `fail`);
     otherwise the outcome is unknown (history `info`)."""
 
@@ -207,7 +208,7 @@ class FaultKind:
     summary: str = ""
 
 
-class ParamError(ValueError):
+class ParamError(OnceproofError, ValueError):
     """A bad parameter: `field` names it, the message says what was expected with an example."""
 
     def __init__(self, field: str | None, message: str) -> None:

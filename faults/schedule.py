@@ -16,6 +16,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Union
 
+from onceproof.errors import OnceproofError
 from onceproof.faults import params as p
 from onceproof.faults import selectors
 from onceproof.faults.base import Context, Fault, FaultError, ParamError, known_kinds
@@ -23,7 +24,7 @@ from onceproof.faults.base import Context, Fault, FaultError, ParamError, known_
 TARGET_KEYS = ("target", "select", "topic", "partition")
 
 
-class FaultSpecError(ValueError):
+class FaultSpecError(OnceproofError, ValueError):
     """A bad `faults:` entry: `path` leads to the offending field, `message` says what was
     expected, with an example."""
 

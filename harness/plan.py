@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from onceproof.errors import OnceproofError
+
 # --- durations ---------------------------------------------------------------------
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -193,14 +195,14 @@ class Plan(_Model):
         return out
 
 
-class PlanConsistencyError(ValueError):
+class PlanConsistencyError(OnceproofError, ValueError):
     def __init__(self, path: list[str | int], message: str) -> None:
         super().__init__(message)
         self.path = path
         self.message = message
 
 
-class PlanError(Exception):
+class PlanError(OnceproofError):
     """A plan that cannot be used, with where and why."""
 
     def __init__(self, file: str, problems: list[tuple[int | None, str, str]]) -> None:
@@ -309,13 +311,19 @@ def load_plan(path: str | Path, overrides: dict[str, Any] | None = None) -> Plan
     if not isinstance(data, dict) or node is None:
         raise PlanError(name, [(1, "", f"expected a mapping of plan fields, e.g.:\n{EXAMPLE}")])
     lines = _line_map(node)
-    for key, value in (overrides or {}).items():
+    apply_overrides(data, overrides or {})
+    return validate_plan(data, name, lines)
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Set `a.b=v` overrides in a plan's raw data, in place: {"workload.duration": 20.0} sets
+    data["workload"]["duration"], creating sections that are missing (before validation)."""
+    for key, value in overrides.items():
         section = data
         parts = key.split(".")
         for p in parts[:-1]:
             section = section.setdefault(p, {})
         section[parts[-1]] = value
-    return validate_plan(data, name, lines)
 
 
 def validate_plan(data: dict[str, Any], name: str = "<plan>", lines: dict[tuple, int] | None = None) -> Plan:

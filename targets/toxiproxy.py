@@ -9,12 +9,13 @@ from typing import Any
 
 import requests
 
+from onceproof.errors import OnceproofError
 from onceproof.targets import paths
 from onceproof.targets.process import Node, NodeError
 
 
-class ToxiproxyError(RuntimeError):
-    pass
+class ToxiproxyError(OnceproofError, RuntimeError):
+    """Toxiproxy's HTTP API refused a request or could not be reached."""
 
 
 class ToxiproxyNode(Node):
