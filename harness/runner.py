@@ -239,12 +239,11 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
 def _nemesis(plan: Plan, deployment: Deployment, replicas: list[CommandNode], history: HistoryWriter):  # type: ignore[no-untyped-def]
     if not plan.faults:
         return None, []
-    from onceproof.faults import schedule as schedules
     from onceproof.faults.base import Context
     from onceproof.faults.nemesis import Nemesis
 
     context = Context.from_deployment(deployment, {r.name: r for r in replicas}, plan.seed)
-    steps = schedules.expand(plan.faults, plan.seed, plan.workload.duration, plan.target_names())
+    steps = plan.fault_steps  # validated and drawn once, when the plan was loaded
     return Nemesis(context, history), steps
 
 
