@@ -318,7 +318,7 @@ def _conclude(plan: Plan, out_dir: Path, run_id: str, started_at: str, wall_s: f
               interrupted: bool) -> RunResult:
     from onceproof.checkers import exactly_once
     from onceproof.checkers.history import read_history
-    from onceproof.report.timeline import fault_windows
+    from onceproof.checkers.perf import fault_windows
 
     checker_results: dict[str, Any] = {}
     faults_done: list[dict[str, Any]] = []
@@ -360,7 +360,7 @@ def _conclude(plan: Plan, out_dir: Path, run_id: str, started_at: str, wall_s: f
         render(out_dir)
     except Exception as e:  # noqa: BLE001 - a report failure must not hide the verdict
         (out_dir / "logs" / "report-error.log").write_text(traceback.format_exc())
-        from onceproof.junit import plain_report
+        from onceproof.report.fallback import plain_report
 
         plain_report(out_dir / "report.html", results, str(e))
     return RunResult(out_dir, valid, EXIT[valid], results)
