@@ -44,6 +44,10 @@ def verdict_table(results: dict) -> Table:
     t.add_column("verdict")
     t.add_column("anomalies")
     for name, r in (results.get("checkers") or {}).items():
+        if r.get("measurement") is True:  # perf: figures, not anomalies
+            lat = r.get("latency_ms") or {}
+            t.add_row(name, str(r.get("valid")), f"(latency ms p50={lat.get('p50')} p99={lat.get('p99')})")
+            continue
         counts = ", ".join(f"{k}={n}" for k, n in (r.get("anomalies") or {}).items() if n) or "none"
         t.add_row(name, str(r.get("valid")), counts)
     return t
