@@ -4,6 +4,7 @@ its pytest with the onceproof plugin loaded (the `onceproof` fixture used agains
 targets), and runs the reference pipelines by their module path from its own folder."""
 from __future__ import annotations
 
+import shutil
 import site
 import subprocess
 import sys
@@ -32,10 +33,13 @@ def _modules_in_repo() -> set[str]:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # built from a copy: setuptools writes build/ and *.egg-info beside the sources
+    src = tmp_path_factory.mktemp("src") / "onceproof"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", "runs", "test-artifacts", ".*_cache"))
     dist = tmp_path_factory.mktemp("dist")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(dist), str(ROOT)], check=True, capture_output=True, timeout=300,
-                   cwd=tmp_path_factory.mktemp("build-cwd"))
+                    "-w", str(dist), str(src)], check=True, capture_output=True, timeout=300, cwd=src)
     (found,) = dist.glob("onceproof-*.whl")
     return found
 
