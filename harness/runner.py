@@ -24,7 +24,7 @@ from onceproof.sinks import make_sink
 from onceproof.sources import make_source
 from onceproof.workload import Workload
 from onceproof.targets.deployment import Deployment, TargetsSpec
-from onceproof.targets.local import new_run_id
+from onceproof.targets.ledger import new_run_id
 from onceproof.targets.process import CommandNode
 
 EXIT = {True: 0, False: 1, "unknown": 3}

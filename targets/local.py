@@ -5,16 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import time
-import uuid
 from pathlib import Path
 
 from onceproof.targets import paths
-from onceproof.targets.registry import RunEntry
-
-
-def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+from onceproof.targets.ledger import RunEntry, new_run_id
 
 
 class LocalRuntime:

@@ -41,7 +41,7 @@ from typing import Iterator
 
 from onceproof.targets import paths
 from onceproof.targets.local import LocalRuntime
-from onceproof.targets.registry import RunEntry, remove_run
+from onceproof.targets.ledger import RunEntry, remove_run
 
 SUPERNET = "10.213"  # 10.213.X.0/24, X per run
 HARNESS = "harness"  # the root namespace's end of the bridge
@@ -411,7 +411,7 @@ class NetnsRuntime(LocalRuntime):
             if self.closed:
                 return
             self.closed = True
-            from onceproof.targets.registry import kill_group
+            from onceproof.targets.ledger import kill_group
 
             for name, proc in list(self.entry.processes.items()):
                 kill_group(proc["pid"], proc.get("start"))

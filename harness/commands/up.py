@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     from onceproof.plan import PlanError, load_plan
     from onceproof.runner import _make_runtime, _spec
     from onceproof.targets.deployment import Deployment
-    from onceproof.targets.local import new_run_id
+    from onceproof.targets.ledger import new_run_id
 
     try:
         plan = load_plan(args.plan)
