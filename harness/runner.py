@@ -26,6 +26,7 @@ from onceproof.workload import Workload
 from onceproof.targets.deployment import Deployment, TargetsSpec
 from onceproof.targets.ledger import new_run_id
 from onceproof.targets.process import CommandNode
+from onceproof.targets.runtime import Runtime, make_runtime
 
 EXIT = {True: 0, False: 1, "unknown": 3}
 
@@ -61,16 +62,6 @@ def _resolve_command(command: list[str]) -> list[str]:
     if command and command[0] in ("python", "python3"):
         return [sys.executable, *command[1:]]
     return list(command)
-
-
-def _make_runtime(plan: Plan, run_id: str, log_dir: Path | None):  # type: ignore[no-untyped-def]
-    if plan.runtime == "netns":
-        from onceproof.targets.netns import NetnsRuntime  # type: ignore[import-not-found]
-
-        return NetnsRuntime(run_id=run_id, log_dir=log_dir)
-    from onceproof.targets.local import LocalRuntime
-
-    return LocalRuntime(run_id=run_id, log_dir=log_dir)
 
 
 def _spec(plan: Plan) -> TargetsSpec:
@@ -129,7 +120,7 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
         "duration_s": plan.workload.duration, "order": plan.checks.exactly_once.order})
     with _Signals():
         try:
-            runtime = _make_runtime(plan, run_id, out_dir / "logs")
+            runtime = make_runtime(plan.runtime, run_id, out_dir / "logs")
             deployment = Deployment.create(runtime, _spec(plan))
             log("starting targets")
             deployment.start()
@@ -264,17 +255,15 @@ class _LoadHost:
     `load` host's namespace (so partitions can cut the load generator too); the client
     library's own threads, created from it, inherit that namespace."""
 
-    def __init__(self, runtime: Any) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         import concurrent.futures
 
-        entered = getattr(runtime, "entered", None)
-        self._ctx = entered("load") if entered else None
+        self._ctx = runtime.entered("load")
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="load",
                                                            initializer=self._enter)
 
     def _enter(self) -> None:
-        if self._ctx is not None:
-            self._ctx.__enter__()  # for the life of this dedicated thread
+        self._ctx.__enter__()  # for the life of this dedicated thread
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return self._pool.submit(fn, *args).result()

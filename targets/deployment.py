@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from onceproof.targets.kafka import KafkaCluster, KafkaNode
-from onceproof.targets.local import LocalRuntime
 from onceproof.targets.postgres import PostgresNode
 from onceproof.targets.process import Node
 from onceproof.targets.redis import RedisNode
+from onceproof.targets.runtime import Runtime
 from onceproof.targets.toxiproxy import ToxiproxyNode
 
 GROUPS = ("pipeline", "load")
@@ -40,7 +40,7 @@ class Proxy:
 
 @dataclass
 class Deployment:
-    runtime: LocalRuntime
+    runtime: Runtime
     spec: TargetsSpec
     toxiproxy: ToxiproxyNode | None = None
     kafka: KafkaCluster | None = None
@@ -50,11 +50,11 @@ class Deployment:
 
     # --- building -----------------------------------------------------------------
     @classmethod
-    def create(cls, runtime: LocalRuntime, spec: TargetsSpec) -> "Deployment":
+    def create(cls, runtime: Runtime, spec: TargetsSpec) -> "Deployment":
         d = cls(runtime, spec)
         # netns: every node is a host of its own and clients reach it at its own address;
         # partitions are iptables rules between hosts, so no proxy sits in between
-        direct = getattr(runtime, "name", "local") == "netns"
+        direct = not runtime.client_proxies
         d.toxiproxy = None if direct else ToxiproxyNode(runtime)
         if spec.kafka_nodes:
             d.kafka = KafkaCluster(runtime, spec.kafka_nodes, groups=spec.groups)

@@ -10,11 +10,14 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from onceproof.targets.process import Node, NodeError
+
+if TYPE_CHECKING:
+    from onceproof.targets.runtime import Runtime
 
 USER, PASSWORD, DATABASE = "onceproof", "onceproof", "onceproof"
 
@@ -43,7 +46,7 @@ class PostgresNode(Node):
     kind = "postgres"
     stop_signal = signal.SIGINT  # fast shutdown
 
-    def __init__(self, runtime, name: str = "postgres", fsync: bool = True) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, runtime: "Runtime", name: str = "postgres", fsync: bool = True) -> None:
         super().__init__(runtime, name)
         self.fsync = fsync
         self.pgdata = self.data_dir / "pgdata"
@@ -109,7 +112,7 @@ class PostgresStandby(PostgresNode):
 
     kind = "postgres"
 
-    def __init__(self, runtime, primary: PostgresNode, name: str = "postgres-standby") -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, runtime: "Runtime", primary: PostgresNode, name: str = "postgres-standby") -> None:
         super().__init__(runtime, name, fsync=primary.fsync)
         self.primary = primary
 

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import shutil
+from typing import TYPE_CHECKING
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from onceproof.targets.process import Node
+
+if TYPE_CHECKING:
+    from onceproof.targets.runtime import Runtime
 
 PERSISTENCE = {
     "none": ["--appendonly", "no", "--save", ""],
@@ -26,7 +30,7 @@ def client(host: str, port: int, timeout: float = 2.0, db: int = 0) -> redis.Red
 class RedisNode(Node):
     kind = "redis"
 
-    def __init__(self, runtime, name: str = "redis", persistence: str = "aof-everysec",  # type: ignore[no-untyped-def]
+    def __init__(self, runtime: "Runtime", name: str = "redis", persistence: str = "aof-everysec",
                  replicaof: "RedisNode | None" = None) -> None:
         if persistence not in PERSISTENCE:
             raise ValueError(f"redis persistence must be one of {sorted(PERSISTENCE)}, not {persistence!r}")

@@ -16,9 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from onceproof.plan import PlanError, load_plan
-    from onceproof.runner import _make_runtime, _spec
+    from onceproof.runner import _spec
     from onceproof.targets.deployment import Deployment
     from onceproof.targets.ledger import new_run_id
+    from onceproof.targets.runtime import make_runtime
 
     try:
         plan = load_plan(args.plan)
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *a: stop.set())
     run_id = new_run_id()
-    runtime = _make_runtime(plan, run_id, None)  # logs in the run's scratch space
+    runtime = make_runtime(plan.runtime, run_id, None)  # logs in the run's scratch space
     deployment = Deployment.create(runtime, _spec(plan))
     try:
         print(f"up: starting targets of {plan.name!r} (run {run_id})", flush=True)

@@ -18,10 +18,13 @@ import socket
 import subprocess
 import uuid
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from onceproof.targets import paths
 from onceproof.targets.process import Node, NodeError
+
+if TYPE_CHECKING:
+    from onceproof.targets.runtime import Runtime
 
 JVM_OPTS = ["-Xms128m", "-Xmx768m", "-XX:+UseParallelGC", "-XX:ParallelGCThreads=2",
             "-Xss512k", "-Djava.awt.headless=true", "-XX:-UsePerfData"]
@@ -97,7 +100,8 @@ class KafkaNode(Node):
     kind = "kafka"
     start_timeout = 60.0
 
-    def __init__(self, runtime, name: str, node_id: int, cluster_id: str, groups: tuple[str, ...] = ()) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, runtime: "Runtime", name: str, node_id: int, cluster_id: str,
+                 groups: tuple[str, ...] = ()) -> None:
         super().__init__(runtime, name)
         self.node_id = node_id
         self.cluster_id = cluster_id
@@ -196,7 +200,7 @@ class KafkaNode(Node):
 class KafkaCluster:
     """N KRaft nodes named kafka-1..kafka-N, each controller and broker."""
 
-    def __init__(self, runtime, nodes: int = 1, groups: tuple[str, ...] = ()) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, runtime: "Runtime", nodes: int = 1, groups: tuple[str, ...] = ()) -> None:
         cluster_id = random_id()
         self.nodes = [KafkaNode(runtime, f"kafka-{i}", i, cluster_id, groups) for i in range(1, nodes + 1)]
         voters = ",".join(n.voters for n in self.nodes)
