@@ -108,12 +108,7 @@ class Deployment:
             try:
                 if node.paused:
                     node.resume()
-                if isinstance(node, KafkaNode):
-                    # the run's data is thrown away, and a KRaft cluster losing its quorum one
-                    # graceful stop at a time takes seconds per broker: SIGKILL
-                    node.kill()
-                else:
-                    node.stop(timeout=10)
+                node.teardown()
             except Exception as e:  # noqa: BLE001 - keep tearing down the rest
                 errors.append(f"{node.name}: {e}")
         self.runtime.close()
