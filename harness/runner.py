@@ -23,7 +23,7 @@ from onceproof.plan import Plan
 from onceproof.sinks import make_sink
 from onceproof.sources import make_source
 from onceproof.workload import Workload
-from onceproof.targets.deployment import Deployment, TargetsSpec
+from onceproof.targets.deployment import Deployment
 from onceproof.targets.ledger import new_run_id
 from onceproof.targets.process import CommandNode
 from onceproof.targets.runtime import Runtime, make_runtime
@@ -62,14 +62,6 @@ def _resolve_command(command: list[str]) -> list[str]:
     if command and command[0] in ("python", "python3"):
         return [sys.executable, *command[1:]]
     return list(command)
-
-
-def _spec(plan: Plan) -> TargetsSpec:
-    t = plan.targets
-    return TargetsSpec(kafka_nodes=t.kafka.nodes if t.kafka else 0,
-                       redis=t.redis.persistence if t.redis else None,
-                       postgres=t.postgres is not None,
-                       postgres_fsync=t.postgres.fsync if t.postgres else True)
 
 
 class _Signals:
@@ -121,7 +113,7 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
     with _Signals():
         try:
             runtime = make_runtime(plan.runtime, run_id, out_dir / "logs")
-            deployment = Deployment.create(runtime, _spec(plan))
+            deployment = Deployment.from_plan(runtime, plan.targets.sections())
             log("starting targets")
             deployment.start()
             history.record("harness", "info", "targets-ready", {
@@ -134,9 +126,7 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
             progress.phase = "starting pipeline"
             report(progress)
             env = {
-                "ONCEPROOF_KAFKA_BOOTSTRAP": deployment.kafka_bootstrap("pipeline"),
-                "ONCEPROOF_REDIS_URL": deployment.redis_url("pipeline"),
-                "ONCEPROOF_POSTGRES_DSN": deployment.postgres_dsn("pipeline"),
+                **deployment.pipeline_env(),
                 "ONCEPROOF_SOURCE": plan.workload.source,
                 "ONCEPROOF_SINK": plan.workload.sink,
                 "ONCEPROOF_REPLICAS": str(plan.pipeline.replicas),

@@ -177,6 +177,15 @@ class Node:
         self.paused = False
         self.runtime.unregister(self.name)
 
+    def listener(self, group: str) -> str:
+        """`host:port` where this node serves clients of client group `group` (what that
+        group's proxy forwards to): its one port, unless a kind listens per group."""
+        return self.address
+
+    def advertise(self, group: str, host: str, port: int) -> None:
+        """Clients of `group` reach this node at host:port (its proxy). Most servers need not
+        know; a kind that tells clients where to reconnect (Kafka's metadata) must."""
+
     def teardown(self) -> None:
         """End the node for good at the end of a run (its data is about to be thrown away):
         a graceful stop by default; a kind for which that is slow and pointless kills instead."""

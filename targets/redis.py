@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import shutil
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
+from onceproof.targets.kinds import Section, SingleServer, TargetKind
 from onceproof.targets.process import Node
 
 if TYPE_CHECKING:
+    import redis
+
     from onceproof.targets.runtime import Runtime
 
 PERSISTENCE = {
@@ -23,6 +22,10 @@ PERSISTENCE = {
 def client(host: str, port: int, timeout: float = 2.0, db: int = 0) -> redis.Redis:
     """A client whose timeouts are deterministic: redis-py retries by default (a 1 s timeout
     became 15.6 s against a partitioned host), so no retries here."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
     return redis.Redis(host=host, port=port, db=db, socket_timeout=timeout, socket_connect_timeout=timeout,
                        retry=Retry(NoBackoff(), 0), decode_responses=True)
 
@@ -65,3 +68,18 @@ class RedisNode(Node):
 
     def url(self, host: str | None = None, port: int | None = None) -> str:
         return f"redis://{host or self.host}:{port or self.port}/0"
+
+
+class RedisTarget(Section):
+    """`targets: {redis: {persistence: ...}}`."""
+
+    persistence: Literal["none", "aof-everysec", "aof-always"] = "aof-everysec"
+
+
+def _build(runtime: "Runtime", section: RedisTarget, groups: tuple[str, ...]) -> SingleServer:
+    node = RedisNode(runtime, persistence=section.persistence)
+    return SingleServer(node, node.url)
+
+
+TARGET = TargetKind(name="redis", section=RedisTarget, build=_build, node_names=lambda section: ["redis"],
+                    env="ONCEPROOF_REDIS_URL", endpoint_name="url")

@@ -16,8 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from onceproof.plan import PlanError, load_plan
-    from onceproof.runner import _spec
     from onceproof.targets.deployment import Deployment
+    from onceproof.targets.kinds import target_kinds
     from onceproof.targets.ledger import new_run_id
     from onceproof.targets.runtime import make_runtime
 
@@ -34,19 +34,17 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *a: stop.set())
     run_id = new_run_id()
     runtime = make_runtime(plan.runtime, run_id, None)  # logs in the run's scratch space
-    deployment = Deployment.create(runtime, _spec(plan))
+    deployment = Deployment.from_plan(runtime, plan.targets.sections())
     try:
         print(f"up: starting targets of {plan.name!r} (run {run_id})", flush=True)
         deployment.start()
         print(f"{'node':<10} {'direct':<22} proxied (per client group)")
         for name, direct, proxied in deployment.endpoints():
             print(f"{name:<10} {direct:<22} {proxied}")
-        if deployment.kafka:
-            print(f"kafka bootstrap: direct {deployment.kafka_bootstrap()}  pipeline {deployment.kafka_bootstrap('pipeline')}")
-        if deployment.postgres:
-            print(f"postgres dsn: {deployment.postgres_dsn()}")
-        if deployment.redis:
-            print(f"redis url: {deployment.redis_url()}")
+        for name, kind in target_kinds().items():
+            if deployment.target(name) is not None:
+                print(f"{name} {kind.endpoint_name}: direct {deployment.endpoint(name)}  "
+                      f"pipeline {deployment.endpoint(name, 'pipeline')}")
         print(f"logs: {runtime.log_dir}")
         print("up: ready; Ctrl-C to tear down", flush=True)
         while not stop.wait(0.5):

@@ -21,7 +21,10 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from pydantic import Field
+
 from onceproof.targets import paths
+from onceproof.targets.kinds import Section, TargetKind, Where
 from onceproof.targets.process import Node, NodeError
 
 if TYPE_CHECKING:
@@ -114,6 +117,10 @@ class KafkaNode(Node):
         self.replication = 1
         self._log_mark = 0
         self.cluster: KafkaCluster | None = None  # the cluster it belongs to (asked for roles)
+
+    def listener(self, group: str) -> str:
+        """`host:port` of this node's listener for client group `group`."""
+        return f"{self.host}:{self.group_ports[group]}"
 
     def advertise(self, group: str, host: str, port: int) -> None:
         """Clients of this group are told to reach this node at host:port (its proxy)."""
@@ -240,7 +247,12 @@ class KafkaCluster:
 
     @property
     def bootstrap_direct(self) -> str:
+        """`host:port,...` of every node's own (DIRECT) listener."""
         return ",".join(n.address for n in self.nodes)
+
+    def endpoint(self, where: Where) -> str:
+        """Bootstrap servers, `host:port,...`, with each node reached at `where(node)`."""
+        return ",".join("%s:%d" % where(n) for n in self.nodes)
 
     # --- roles (Jepsen's db/primaries): who holds what, asked when a fault needs it ----
     def node_by_id(self, node_id: int) -> KafkaNode:
@@ -284,6 +296,19 @@ class KafkaCluster:
     def stop(self) -> None:
         for n in self.nodes:
             n.stop()
+
+
+class KafkaTarget(Section):
+    """`targets: {kafka: {nodes: N}}`."""
+
+    nodes: int = Field(1, ge=1, le=9, description="KRaft nodes (each controller + broker)")
+
+
+TARGET = TargetKind(
+    name="kafka", section=KafkaTarget,
+    build=lambda runtime, section, groups: KafkaCluster(runtime, section.nodes, groups=groups),
+    node_names=lambda section: KafkaCluster.node_names(section.nodes),
+    env="ONCEPROOF_KAFKA_BOOTSTRAP", endpoint_name="bootstrap")
 
 
 def wait_brokers(bootstrap: str, count: int, timeout: float = 60.0) -> None:

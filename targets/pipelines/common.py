@@ -17,6 +17,7 @@ from typing import Any, Callable, TypeVar
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import Query
 from confluent_kafka import KafkaError, Message, TopicPartition
 
 T = TypeVar("T")
@@ -300,9 +301,10 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def create_table(pg: Postgres, ddl: sql.Composable | str) -> None:
-    """CREATE TABLE IF NOT EXISTS is not race-safe (two creators collide on pg_type): serialize
-    the creators with a transaction-scoped advisory lock."""
+def create_table(pg: Postgres, ddl: Query) -> None:
+    """Run `ddl` (a CREATE TABLE IF NOT EXISTS: a literal string or a psycopg sql.SQL/Composed).
+    That statement is not race-safe (two creators collide on pg_type): serialize the creators
+    with a transaction-scoped advisory lock. Retried until it succeeds (Postgres.retry)."""
     def go(conn: psycopg.Connection) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('onceproof-ddl'))")
         conn.execute(ddl)
