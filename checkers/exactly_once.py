@@ -120,9 +120,6 @@ def check(history: History, *, order: str | None = None, examples: int = 10) -> 
         notes.append("vacuous: " + " and ".join(vacuous) + "; nothing can be concluded")
     elif any(counts.values()):
         valid = False
-    elif vacuous:
-        valid = "unknown"
-        notes.append("vacuous: " + " and ".join(vacuous) + "; nothing can be concluded")
     elif not has_final:
         valid = "unknown"
     else:
@@ -136,9 +133,10 @@ def check(history: History, *, order: str | None = None, examples: int = 10) -> 
     acked_seen = (comp_type == OK) & seen
     lat = (first_seen[acked_seen] - h.time[comp_rec[acked_seen]]) / 1e6
     lat = np.maximum(lat, 0.0)  # seen before the ack came back: zero latency
-    latency = ({"p50": _r(np.percentile(lat, 50)), "p90": _r(np.percentile(lat, 90)),
-                "p99": _r(np.percentile(lat, 99)), "max": _r(lat.max()), "n": int(len(lat))}
-               if len(lat) else {"p50": None, "p90": None, "p99": None, "max": None, "n": 0})
+    latency: dict[str, float | int | None] = (
+        {"p50": _r(np.percentile(lat, 50)), "p90": _r(np.percentile(lat, 90)),
+         "p99": _r(np.percentile(lat, 99)), "max": _r(lat.max()), "n": int(len(lat))}
+        if len(lat) else {"p50": None, "p90": None, "p99": None, "max": None, "n": 0})
 
     ctx = _Examples(h, invoke_rec, comp_rec, missing_from, reorder_after, applied)
     ex: dict[str, list[dict[str, Any]]] = {}

@@ -17,19 +17,17 @@ from typing import Any, Callable
 import orjson
 import yaml
 
-from onceproof.history import History
+from onceproof.recorder import HistoryWriter
 from onceproof.observer import Observer
 from onceproof.plan import Plan
 from onceproof.sinks import make_sink
 from onceproof.sources import make_source
 from onceproof.workload import Workload
+from onceproof.errors import ExitCode
 from onceproof.targets.deployment import Deployment
 from onceproof.targets.ledger import new_run_id
 from onceproof.targets.process import CommandNode
 from onceproof.targets.runtime import Runtime, make_runtime
-
-EXIT = {True: 0, False: 1, "unknown": 3}
-
 
 class Interrupted(Exception):
     """SIGINT / SIGTERM during a run: tear down, keep what was recorded."""
@@ -93,7 +91,7 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
     (out_dir / "plan.yaml").write_text(yaml.safe_dump(plan.resolved(), sort_keys=False))
     progress = Progress(total_s=plan.workload.duration)
     report = on_progress or (lambda p: None)
-    history = History(out_dir / "history.jsonl")
+    history = HistoryWriter(out_dir / "history.jsonl")
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     wall0 = time.monotonic()
     errors: list[str] = []
@@ -219,19 +217,18 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
                      load_stats, load_start_ns, errors, notes, final_ok, interrupted)
 
 
-def _nemesis(plan: Plan, deployment: Deployment, replicas: list[CommandNode], history: History):  # type: ignore[no-untyped-def]
+def _nemesis(plan: Plan, deployment: Deployment, replicas: list[CommandNode], history: HistoryWriter):  # type: ignore[no-untyped-def]
     if not plan.faults:
         return None, []
-    from onceproof.faults import schedule as schedules
     from onceproof.faults.base import Context
     from onceproof.faults.nemesis import Nemesis
 
     context = Context.from_deployment(deployment, {r.name: r for r in replicas}, plan.seed)
-    steps = schedules.expand(plan.faults, plan.seed, plan.workload.duration, plan.target_names())
+    steps = plan.fault_steps  # validated and drawn once, when the plan was loaded
     return Nemesis(context, history), steps
 
 
-def _restart_dead(replicas: list[CommandNode], history: History, notes: list[str]) -> None:
+def _restart_dead(replicas: list[CommandNode], history: HistoryWriter, notes: list[str]) -> None:
     for node in replicas:
         if not node.alive:
             code = node._popen.returncode if node._popen else None
@@ -291,7 +288,7 @@ class _Ticker(threading.Thread):
         self._stop_evt.set()
 
 
-def _conclude(plan: Plan, out_dir: Path, run_id: str, started_at: str, wall_s: float, history: History,
+def _conclude(plan: Plan, out_dir: Path, run_id: str, started_at: str, wall_s: float, history: HistoryWriter,
               deployment: Deployment | None, replicas: list[CommandNode], load_stats: dict[str, Any],
               load_start_ns: int, errors: list[str], notes: list[str], final_ok: bool,
               interrupted: bool) -> RunResult:
@@ -320,7 +317,7 @@ def _conclude(plan: Plan, out_dir: Path, run_id: str, started_at: str, wall_s: f
     if not final_ok and valid is True:
         valid = "unknown"
     results = {
-        "run_id": run_id, "name": plan.name, "seed": plan.seed, "valid": valid, "exit_code": EXIT[valid],
+        "run_id": run_id, "name": plan.name, "seed": plan.seed, "valid": valid, "exit_code": int(ExitCode.of(valid)),
         "started_at": started_at, "duration_s": round(wall_s, 3), "plan": plan.resolved(),
         "checkers": checker_results, "workload": load_stats, "faults": faults_done,
         "targets": {n.name: {"address": n.address, "log": f"logs/{n.name}.log"}
@@ -342,7 +339,7 @@ def _conclude(plan: Plan, out_dir: Path, run_id: str, started_at: str, wall_s: f
         from onceproof.junit import plain_report
 
         plain_report(out_dir / "report.html", results, str(e))
-    return RunResult(out_dir, valid, EXIT[valid], results)
+    return RunResult(out_dir, valid, int(ExitCode.of(valid)), results)
 
 
 def _write_json(path: Path, data: Any) -> None:

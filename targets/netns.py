@@ -39,6 +39,7 @@ import weakref
 from pathlib import Path
 from typing import Iterator
 
+from onceproof.errors import OnceproofError
 from onceproof.targets import paths
 from onceproof.targets.local import LocalRuntime
 from onceproof.targets.ledger import RunEntry, remove_run
@@ -49,11 +50,13 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-class NetnsError(RuntimeError):
+class NetnsError(OnceproofError, RuntimeError):
     """The netns runtime cannot run here, or refused to (the message says why and what to do)."""
 
 
 def require_root() -> None:
+    """The one check that the netns runtime can run here (it needs root). Raises NetnsError,
+    saying what to do, when this process is not root."""
     if os.geteuid() != 0:
         raise NetnsError("runtime: netns needs root (it creates network namespaces, veth pairs, a bridge "
                          "and iptables rules); run as root, or use `runtime: local`")

@@ -11,12 +11,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from onceproof.errors import OnceproofError
+
 
 if TYPE_CHECKING:
     from onceproof.targets.runtime import Runtime
 
 
-class NodeError(RuntimeError):
+class NodeError(OnceproofError, RuntimeError):
     """A node failed to start or to stop; the message ends with the tail of its log."""
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from onceproof.errors import OnceproofError
 from onceproof.targets import paths
 from onceproof.targets.process import Node, NodeError
 
@@ -16,8 +17,8 @@ if TYPE_CHECKING:
     from onceproof.targets.runtime import Runtime
 
 
-class ToxiproxyError(RuntimeError):
-    pass
+class ToxiproxyError(OnceproofError, RuntimeError):
+    """Toxiproxy's HTTP API refused a request or could not be reached."""
 
 
 class ToxiproxyNode(Node):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from onceproof.errors import ExitCode
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cleanup", help="remove processes, data dirs and namespaces of dead runs")
@@ -16,10 +18,10 @@ def run(args: argparse.Namespace) -> int:
     runs = stale_runs(include_live=args.all)
     if not runs:
         print("cleanup: nothing left behind")
-        return 0
+        return ExitCode.VALID
     for entry in runs:
         removed = remove_run(entry)
         print(f"cleanup: run {entry.run_id}: removed {len(removed)} item(s)")
         for item in removed:
             print(f"  - {item}")
-    return 0
+    return ExitCode.VALID

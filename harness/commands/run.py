@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -13,6 +12,8 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+
+from onceproof.errors import ExitCode
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,6 +49,21 @@ def verdict_table(results: dict) -> Table:
     return t
 
 
+def runtime_can_run(plan: Any, plan_file: str) -> bool:
+    """Whether the plan's runtime can run here; if not, says why on stderr (the netns runtime
+    needs root: `onceproof.targets.netns.require_root` says so). Used by `run` and `up`."""
+    if plan.runtime != "netns":
+        return True
+    from onceproof.targets.netns import NetnsError, require_root
+
+    try:
+        require_root()
+    except NetnsError as e:
+        print(f"{plan_file}: {e}", file=sys.stderr)
+        return False
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     from onceproof.plan import PlanError, load_plan, parse_duration
     from onceproof.runner import Progress, execute
@@ -60,16 +76,14 @@ def run(args: argparse.Namespace) -> int:
             overrides["workload.duration"] = parse_duration(args.duration)
         except ValueError as e:
             print(f"onceproof run: --duration: {e}", file=sys.stderr)
-            return 2
+            return ExitCode.BAD_INPUT
     try:
         plan = load_plan(args.plan, overrides)
     except PlanError as e:
         print(e, file=sys.stderr)
-        return 2
-    if plan.runtime == "netns" and os.geteuid() != 0:
-        print(f"{args.plan}: runtime: netns needs root (network namespaces and iptables); run as root, "
-              "or use `runtime: local`", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
+    if not runtime_can_run(plan, args.plan):
+        return ExitCode.BAD_INPUT
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     interactive = console.is_terminal and not args.json
     last_print = [0.0]

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
+
+from onceproof.errors import ExitCode
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,6 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from onceproof.commands.run import runtime_can_run
     from onceproof.plan import PlanError, load_plan
     from onceproof.targets.deployment import Deployment
     from onceproof.targets.kinds import target_kinds
@@ -25,10 +27,9 @@ def run(args: argparse.Namespace) -> int:
         plan = load_plan(args.plan)
     except PlanError as e:
         print(e, file=sys.stderr)
-        return 2
-    if plan.runtime == "netns" and os.geteuid() != 0:
-        print(f"{args.plan}: runtime: netns needs root (network namespaces and iptables)", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
+    if not runtime_can_run(plan, args.plan):
+        return ExitCode.BAD_INPUT
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *a: stop.set())
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         print("up: ready; Ctrl-C to tear down", flush=True)
         while not stop.wait(0.5):
             pass
-        return 0
+        return ExitCode.VALID
     finally:
         print("up: tearing down", flush=True)
         deployment.stop()

@@ -11,6 +11,7 @@ import jinja2
 import orjson
 from markupsafe import Markup
 
+from onceproof.checkers import merge_valid
 from onceproof.checkers.history import History, HistoryError, read_history
 from onceproof.report import anomalies as anomalies_mod
 from onceproof.report import figures, run_folder
@@ -72,7 +73,7 @@ def _verdict(results: dict[str, Any], checks: list[anomalies_mod.CheckerAnomalie
     valid = results.get("valid")
     if valid is None and results.get("checkers"):
         vals = [c.get("valid") for c in results["checkers"].values() if isinstance(c, dict)]
-        valid = False if False in vals else True if vals and all(v is True for v in vals) else "unknown"
+        valid = merge_valid(vals) if vals else "unknown"
     if valid is True:
         return "valid", "The pipeline held: every event was applied exactly once."
     if valid is False:

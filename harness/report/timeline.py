@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from onceproof.checkers.history import FAIL, INFO, INVOKE, OK, History
+from onceproof.faults.base import process_marks
 
 NS = 1_000_000_000
-PROCESS_FAULTS = {"kill": ("kill", "restart"), "restart": ("restart", "restarted"),
-                  "pause": ("pause", "resume"), "crash": ("crash", "restart")}
+PROCESS_FAULTS = process_marks()  # kind -> (verb at apply, verb at heal), declared by each process kind
 PHASES = ("load-start", "load-end", "heal-all", "quiesce-start", "quiesce-end")
 RECOVERY_LEVEL = 0.9  # throughput is back once it reaches this fraction of what it was before
 RECOVERY_BASELINE_S = 5.0  # "before" = the mean over at most this long before the fault

@@ -115,3 +115,13 @@ def test_wheel_in_a_fresh_virtualenv_beside_a_project_with_rooms_of_the_same_nam
     res = subprocess.run([str(venv / "bin" / "onceproof"), "--help"], cwd=project, capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 0 and "run" in res.stdout, res.stderr
+
+
+def test_the_pytest_plugin_imports_nothing_heavy_at_load() -> None:
+    """pytest loads every plugin entry point in every session, the user's included."""
+    code = ("import sys, onceproof.pytest_plugin; "
+            "print(sorted(m for m in sys.modules if m.startswith('onceproof') or m.split('.')[0] in "
+            "('numpy', 'pydantic', 'confluent_kafka', 'psycopg', 'yaml', 'rich', 'plotly', 'jinja2')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd="/").stdout
+    assert out.strip() == "['onceproof', 'onceproof.pytest_plugin']", out
