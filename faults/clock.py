@@ -35,7 +35,7 @@ def _effective(context: Context, node: str) -> float:
 def _check(context: Context, names: list[str]) -> None:
     """Before changing anything: every target runs with the clock shim."""
     for name in names:
-        if getattr(context.node(name).runtime, "clock_shim", None) is None:
+        if context.node(name).runtime.clock_shim is None:
             raise FaultError(f"{name} runs without the clock shim (run `onceproof setup`)", certain=True)
 
 

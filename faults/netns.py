@@ -31,6 +31,7 @@ from pydantic import AfterValidator, Field
 from onceproof.faults.base import Fault, FaultError, ParamError, Params, kind
 from onceproof.faults.params import Hosts, Number
 from onceproof.targets.netns import HARNESS, NetnsError, NetnsRuntime
+from onceproof.targets.runtime import Runtime
 
 _ids = itertools.count(1)
 
@@ -73,10 +74,10 @@ class Cut:
 class Partitioner:
     """Makes and heals cuts between the hosts of one netns run."""
 
-    def __init__(self, runtime: NetnsRuntime, rng: random.Random | None = None) -> None:
+    def __init__(self, runtime: Runtime, rng: random.Random | None = None) -> None:
         if not isinstance(runtime, NetnsRuntime):
             raise NetnsError("network partitions between nodes need `runtime: netns` (this run is "
-                             f"{getattr(runtime, 'name', runtime)!r}); with runtime local, use the `partition` "
+                             f"{runtime.name!r}); with runtime local, use the `partition` "
                              "fault, which cuts client traffic through Toxiproxy")
         self.runtime = runtime
         self.rng = rng or random.Random()
@@ -311,7 +312,7 @@ def _join(args: Iterable[str]) -> str:
 
 def _runtime(fault: Fault) -> NetnsRuntime:
     for node in fault.context.nodes.values():
-        rt = getattr(node, "runtime", None)
+        rt = node.runtime
         if isinstance(rt, NetnsRuntime):
             return rt
     raise FaultError(f"{fault.kind} cuts traffic between hosts and needs `runtime: netns`; with the local "

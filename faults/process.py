@@ -23,6 +23,7 @@ from pydantic import Field
 from onceproof.faults.base import Fault, FaultError, Marks, Params, kind
 from onceproof.faults.params import Seconds
 from onceproof.targets.process import Node
+from onceproof.targets.procfs import state as _state
 
 
 def descendants(node: Node) -> list[int]:
@@ -57,14 +58,6 @@ def _signal_all(pids: list[int], sig: int) -> None:
             os.kill(pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
-
-
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0].decode()
-    except (OSError, IndexError):
-        return "X"  # gone
 
 
 def wait_gone(pids: list[int], timeout: float = 2.0) -> bool:

@@ -8,14 +8,15 @@ import difflib
 import re
 import shlex
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, create_model,
+                      field_validator, model_validator)
 
 from onceproof.faults.params import Seconds, duration
 from onceproof.faults.schedule import FaultEntry, FaultSpecError, Step, expand
+from onceproof.targets.kinds import Section, target_kinds
 
 from onceproof.errors import OnceproofError
 
@@ -44,27 +45,36 @@ class _Model(BaseModel):
 
 
 # --- sections ----------------------------------------------------------------------
-class KafkaTarget(_Model):
-    nodes: int = Field(1, ge=1, le=9, description="KRaft nodes (each controller + broker)")
+class _TargetsBase(_Model):
+    """`targets:`: one optional field per target kind of the registry (targets/kinds.py),
+    typed by the kind's own section model."""
 
-
-class RedisTarget(_Model):
-    persistence: Literal["none", "aof-everysec", "aof-always"] = "aof-everysec"
-
-
-class PostgresTarget(_Model):
-    fsync: bool = True
-
-
-class Targets(_Model):
-    kafka: KafkaTarget | None = None
-    redis: RedisTarget | None = None
-    postgres: PostgresTarget | None = None
-
-    @field_validator("kafka", "redis", "postgres", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _empty_means_defaults(cls, v: Any) -> Any:
-        return {} if v is None else v  # `postgres: {}` and `postgres:` both mean "with defaults"
+    def _empty_means_defaults(cls, data: Any) -> Any:
+        # `postgres: {}` and `postgres:` both mean "with defaults"
+        if isinstance(data, dict):
+            return {k: {} if v is None and k in target_kinds() else v for k, v in data.items()}
+        return data
+
+    def sections(self) -> dict[str, Section | None]:
+        """Each target kind's section by name, in registry order (None: the plan has none)."""
+        return dict(self)
+
+    def section(self, kind: str) -> Section | None:
+        """The plan's section for target `kind`, or None if it has none (or no such kind exists)."""
+        return self.sections().get(kind)
+
+
+def _targets_model() -> type[_TargetsBase]:
+    fields: dict[str, Any] = {name: (kind.section | None, None) for name, kind in target_kinds().items()}
+    return create_model("Targets", __base__=_TargetsBase, __module__=__name__, **fields)
+
+
+if TYPE_CHECKING:
+    Targets = _TargetsBase
+else:
+    Targets = _targets_model()
 
 
 class Pipeline(_Model):
@@ -165,13 +175,12 @@ class Plan(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Plan":
-        needs = {"kafka": self.targets.kafka, "redis": self.targets.redis, "postgres": self.targets.postgres}
         for field, endpoint in (("source", self.workload.source), ("sink", self.workload.sink)):
             kind = endpoint.split(":", 1)[0].split("-")[0]
-            if needs[kind] is None:
+            if self.targets.section(kind) is None:
                 raise PlanConsistencyError(["workload", field],
                                            f"{endpoint} needs a {kind} target: add `{kind}: {{}}` under targets")
-        if self.checks.state and needs["postgres"] is None:
+        if self.checks.state and self.targets.section("postgres") is None:
             raise PlanConsistencyError(["checks", "state"], "a state query runs on PostgreSQL: add `postgres: {}`")
         return self
 
@@ -191,13 +200,12 @@ class Plan(_Model):
 
     # --- derived --------------------------------------------------------------------
     def target_names(self) -> list[str]:
+        """Every name a fault may target: each target's nodes (as its kind names them), then
+        the group `pipeline` and its replicas `pipeline-0`..."""
         names = []
-        if self.targets.kafka:
-            names += [f"kafka-{i}" for i in range(1, self.targets.kafka.nodes + 1)]
-        if self.targets.redis:
-            names.append("redis")
-        if self.targets.postgres:
-            names.append("postgres")
+        for name, section in self.targets.sections().items():
+            if section is not None:
+                names += target_kinds()[name].node_names(section)
         names += ["pipeline", *(f"pipeline-{i}" for i in range(self.pipeline.replicas))]
         return names
 

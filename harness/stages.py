@@ -36,8 +36,9 @@ from onceproof.recorder import HistoryWriter
 from onceproof.observer import Observer
 from onceproof.plan import Plan
 from onceproof.sinks import Sink
-from onceproof.targets.deployment import Deployment, TargetsSpec
-from onceproof.targets.local import new_run_id
+from onceproof.targets.deployment import Deployment
+from onceproof.targets.ledger import new_run_id
+from onceproof.targets.runtime import Runtime, make_runtime
 from onceproof.targets.process import CommandNode, Node
 from onceproof.workload import Workload
 
@@ -152,36 +153,15 @@ def interrupts() -> Iterator[None]:
 
 
 # --- targets --------------------------------------------------------------------------------
-def make_runtime(plan: Plan, run_id: str, log_dir: Path | None) -> Any:
-    """Where the plan's nodes run: a NetnsRuntime for `runtime: netns` (raises if not root),
-    else a LocalRuntime; `log_dir` None = the run's scratch space."""
-    if plan.runtime == "netns":
-        from onceproof.targets.netns import NetnsRuntime  # type: ignore[import-not-found]
-
-        return NetnsRuntime(run_id=run_id, log_dir=log_dir)
-    from onceproof.targets.local import LocalRuntime
-
-    return LocalRuntime(run_id=run_id, log_dir=log_dir)
-
-
-def targets_spec(plan: Plan) -> TargetsSpec:
-    """The plan's `targets:` section as the Deployment's spec."""
-    t = plan.targets
-    return TargetsSpec(kafka_nodes=t.kafka.nodes if t.kafka else 0,
-                       redis=t.redis.persistence if t.redis else None,
-                       postgres=t.postgres is not None,
-                       postgres_fsync=t.postgres.fsync if t.postgres else True)
-
-
 @contextlib.contextmanager
 def targets_up(plan: Plan, run_id: str, log_dir: Path | None, run: RunLog | None = None) -> Iterator[Deployment]:
     """The plan's targets, started (with their fault proxies), as a Deployment; on exit every
     node is stopped and the runtime's scratch space removed. With a `run`, the servers are
     listed in it and a teardown failure is one of its errors; without one (`onceproof up`)
     it raises RuntimeError. Starting raises NodeError (a node exited or was not ready)."""
-    runtime = make_runtime(plan, run_id, log_dir)
+    runtime = make_runtime(plan.runtime, run_id, log_dir)
     try:
-        deployment = Deployment.create(runtime, targets_spec(plan))
+        deployment = Deployment.from_plan(runtime, plan.targets.sections())
     except BaseException:
         runtime.close()
         raise
@@ -200,9 +180,7 @@ def pipeline_env(plan: Plan, deployment: Deployment, run_id: str) -> dict[str, s
     """What every replica finds in its environment (DESIGN.md's pipeline contract), except
     ONCEPROOF_REPLICA and the plan's own `pipeline.env`."""
     return {
-        "ONCEPROOF_KAFKA_BOOTSTRAP": deployment.kafka_bootstrap("pipeline"),
-        "ONCEPROOF_REDIS_URL": deployment.redis_url("pipeline"),
-        "ONCEPROOF_POSTGRES_DSN": deployment.postgres_dsn("pipeline"),
+        **deployment.pipeline_env(),  # each target's ONCEPROOF_* variable, through the proxies
         "ONCEPROOF_SOURCE": plan.workload.source,
         "ONCEPROOF_SINK": plan.workload.sink,
         "ONCEPROOF_REPLICAS": str(plan.pipeline.replicas),
@@ -272,9 +250,8 @@ class LoadHost:
     `load` host's namespace (so partitions can cut the load generator too); the client
     library's own threads, created from it, inherit that namespace."""
 
-    def __init__(self, runtime: Any) -> None:
-        entered = getattr(runtime, "entered", None)
-        self._ctx = entered("load") if entered else None
+    def __init__(self, runtime: Runtime) -> None:
+        self._ctx: contextlib.AbstractContextManager[Any] | None = runtime.entered("load")
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="load",
                                                            initializer=self._enter)
 
@@ -291,7 +268,7 @@ class LoadHost:
 
 
 @contextlib.contextmanager
-def load_host(runtime: Any, run: RunLog) -> Iterator[LoadHost]:
+def load_host(runtime: Runtime, run: RunLog) -> Iterator[LoadHost]:
     """The load generator's thread (see LoadHost); closed on exit, without waiting for it."""
     host = LoadHost(runtime)
     try:

@@ -5,13 +5,16 @@ last release is from 2019 and it keeps one global API host/port for the whole pr
 which does not fit one server per run (tests run several runs in one process)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
 from onceproof.errors import OnceproofError
 from onceproof.targets import paths
 from onceproof.targets.process import Node, NodeError
+
+if TYPE_CHECKING:
+    from onceproof.targets.runtime import Runtime
 
 
 class ToxiproxyError(OnceproofError, RuntimeError):
@@ -21,7 +24,7 @@ class ToxiproxyError(OnceproofError, RuntimeError):
 class ToxiproxyNode(Node):
     kind = "toxiproxy"
 
-    def __init__(self, runtime, name: str = "toxiproxy") -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, runtime: "Runtime", name: str = "toxiproxy") -> None:
         super().__init__(runtime, name)
         self.api = Toxiproxy(f"http://{self.host}:{self.port}")
 

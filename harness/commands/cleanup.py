@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from onceproof.targets.registry import remove_run, stale_runs
+    from onceproof.targets.ledger import remove_run, stale_runs
 
     runs = stale_runs(include_live=args.all)
     if not runs:

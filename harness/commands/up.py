@@ -20,7 +20,8 @@ def run(args: argparse.Namespace) -> int:
     from onceproof import stages
     from onceproof.commands.run import runtime_can_run
     from onceproof.plan import PlanError, load_plan
-    from onceproof.targets.local import new_run_id
+    from onceproof.targets.kinds import target_kinds
+    from onceproof.targets.ledger import new_run_id
 
     try:
         plan = load_plan(args.plan)
@@ -41,12 +42,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'node':<10} {'direct':<22} proxied (per client group)")
         for name, direct, proxied in deployment.endpoints():
             print(f"{name:<10} {direct:<22} {proxied}")
-        if deployment.kafka:
-            print(f"kafka bootstrap: direct {deployment.kafka_bootstrap()}  pipeline {deployment.kafka_bootstrap('pipeline')}")
-        if deployment.postgres:
-            print(f"postgres dsn: {deployment.postgres_dsn()}")
-        if deployment.redis:
-            print(f"redis url: {deployment.redis_url()}")
+        for name, kind in target_kinds().items():
+            if deployment.target(name) is not None:
+                print(f"{name} {kind.endpoint_name}: direct {deployment.endpoint(name)}  "
+                      f"pipeline {deployment.endpoint(name, 'pipeline')}")
         print(f"logs: {deployment.runtime.log_dir}")
         print("up: ready; Ctrl-C to tear down", flush=True)
         while not stop.wait(0.5):
