@@ -20,6 +20,13 @@ PLAN = {"name": "scopes", "targets": {"postgres": {}}, "pipeline": {"command": [
         "workload": {"source": "postgres:events", "sink": "postgres:effects", "duration": "1s"}}
 
 
+class OneHost:
+    """A runtime whose every host is this process (LocalRuntime's `entered`, without its scratch)."""
+
+    def entered(self, name: str) -> Any:
+        return contextlib.nullcontext()
+
+
 class MemorySink:
     def __init__(self) -> None:
         self.reads = 0
@@ -44,7 +51,7 @@ def test_teardown_runs_innermost_first_and_goes_on_past_a_failing_step(plan: Any
     with stages.recording(plan, run) as history, contextlib.ExitStack() as scope:
         with run.ending_early():
             scope.callback(order.append, "targets")
-            host = scope.enter_context(stages.load_host(None, run))
+            host = scope.enter_context(stages.load_host(OneHost(), run))
             observer = scope.enter_context(stages.observing(MemorySink(), history, 0.01, run))
 
             @contextlib.contextmanager
