@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from onceproof.history import History
+from onceproof.recorder import HistoryWriter
 from onceproof.sources import KafkaSource, RedisSource, encode
 from onceproof.workload import Workload
 from onceproof.targets import kafka as kafka_mod
@@ -28,7 +28,7 @@ from onceproof.targets.local import LocalRuntime
 
 
 def ours(source, seconds: float, rate: float, tmp: Path, name: str) -> tuple[float, int]:  # type: ignore[no-untyped-def]
-    history = History(tmp / f"{name}.jsonl")
+    history = HistoryWriter(tmp / f"{name}.jsonl")
     w = Workload(source, history, rate=rate, keys=50, seed=1, payload_bytes=16)
     t = time.monotonic()
     w.run(seconds, threading.Event())

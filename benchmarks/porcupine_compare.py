@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from onceproof.checkers import foreign, linearizable, models  # noqa: E402
+from onceproof.checkers import linearizable, models  # noqa: E402
+from onceproof.checkers.ops import read_jepsen_edn, read_jepsen_log  # noqa: E402
 
 
 def run_porcupine(data: Path, repeat: int) -> dict[str, dict[str, float]]:
@@ -50,9 +51,9 @@ def run_onceproof(data: Path, names: list[str], repeat: int, budget: float) -> d
         path = str(data / name)
         t0 = time.perf_counter()
         if name.endswith(".log"):
-            ops, model = foreign.read_jepsen_log(path), models.cas_register
+            ops, model = read_jepsen_log(path), models.cas_register
         else:
-            ops, model = foreign.read_jepsen_edn(path), models.kv
+            ops, model = read_jepsen_edn(path), models.kv
         parse = time.perf_counter() - t0
         best = None
         for _ in range(repeat):

@@ -4,6 +4,6 @@ Imports nothing else of onceproof, so a history from anywhere (a crashed run, a 
 log) can be checked. A checker is a function of a history returning a dict with
 `valid` in {True, False, "unknown"}; `compose({...})` runs several as one.
 """
-from onceproof.checkers.compose import compose, merge_valid
+from onceproof.checkers.compose import check_safe, compose, merge_valid
 
-__all__ = ["compose", "merge_valid"]
+__all__ = ["check_safe", "compose", "merge_valid"]

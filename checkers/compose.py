@@ -17,11 +17,21 @@ def merge_valid(verdicts: Iterable[Any]) -> bool | str:
     return True
 
 
+def check_safe(checker: Checker, history: Any) -> dict[str, Any]:
+    """`checker(history)` as a dict; a checker that raises gives no verdict:
+    `{"valid": "unknown", "error": "<exception type>: <message>"}` (Jepsen's check-safe)."""
+    try:
+        return dict(checker(history))
+    except Exception as e:  # noqa: BLE001 - one broken checker must not hide the others' results
+        return {"valid": "unknown", "error": f"{type(e).__name__}: {e}"}
+
+
 def compose(checkers: Mapping[str, Checker]) -> Checker:
-    """One checker made of several: `{"valid": merged, "checkers": {name: result}}`."""
+    """One checker made of several: `{"valid": merged, "checkers": {name: result}}`, each
+    child run through check_safe (so one that raises is "unknown", and the others still run)."""
 
     def check(history: Any) -> dict[str, Any]:
-        results = {name: dict(c(history)) for name, c in checkers.items()}
+        results = {name: check_safe(c, history) for name, c in checkers.items()}
         return {"valid": merge_valid(r.get("valid") for r in results.values()), "checkers": results}
 
     return check

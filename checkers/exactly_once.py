@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from onceproof.checkers import perf
 from onceproof.checkers import progress as progress_rule
 from onceproof.checkers.history import FAIL, INFO, INVOKE, OK, History
 
@@ -151,13 +152,8 @@ def check(history: History, *, order: str | None = None, examples: int = 10) -> 
     if not h.state_recs:
         notes.append("no derived state declared: state not checked")
 
-    # -- latency: ack -> first seen
-    acked_seen = (comp_type == OK) & seen
-    lat = (first_seen[acked_seen] - h.time[comp_rec[acked_seen]]) / 1e6
-    lat = np.maximum(lat, 0.0)  # seen before the ack came back: zero latency
-    latency = ({"p50": _r(np.percentile(lat, 50)), "p90": _r(np.percentile(lat, 90)),
-                "p99": _r(np.percentile(lat, 99)), "max": _r(lat.max()), "n": int(len(lat))}
-               if len(lat) else {"p50": None, "p90": None, "p99": None, "max": None, "n": 0})
+    # -- latency: ack -> first seen (measured by perf; kept in the stats of `onceproof check`)
+    latency = perf.latency_ms(h)
 
     ctx = _Examples(h, invoke_rec, comp_rec, missing_from, reorder_after, applied, judged)
     ex: dict[str, list[dict[str, Any]]] = {}
@@ -197,10 +193,6 @@ def check(history: History, *, order: str | None = None, examples: int = 10) -> 
         "vacuous": bool(vacuous),
         "notes": notes,
     }
-
-
-def _r(x: float) -> float:
-    return round(float(x), 3)
 
 
 def _first_wins(target: np.ndarray, idx: np.ndarray, values: np.ndarray) -> None:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from onceproof.checkers import models as _models
+from onceproof.checkers.compose import merge_valid
+from onceproof.home import library
 
 _PARALLEL_MIN_OPS = 4000  # below this, forking workers costs more than it saves
 _THREADS_MIN_OPS = 1000  # native models: parts searched by threads (the C loop runs without the GIL)
@@ -90,12 +92,7 @@ def check(history_ops: Iterable[Any], model: Any, *, budget_s: float = 10.0, par
     else:
         results = _interleave([_searcher(p, model, native) for p in parts], deadline)
     verdicts = [r[0] if r else "skipped" for r in results]
-    if "invalid" in verdicts:
-        valid: bool | str = False
-    elif "unknown" in verdicts or "skipped" in verdicts:
-        valid = "unknown"
-    else:
-        valid = True
+    valid = merge_valid({"valid": True, "invalid": False}.get(v, "unknown") for v in verdicts)
     longest: list[int] = []
     unplaced: list[Any] = []
     failed = []
@@ -226,8 +223,8 @@ _native_tried = False
 
 
 def native_library_path() -> Path:
-    home = os.environ.get("ONCEPROOF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "onceproof")
-    return Path(home) / "lib" / "libonceproof_wgl.so"
+    """Where `onceproof setup` puts the compiled search: `$ONCEPROOF_HOME/lib/libonceproof_wgl.so`."""
+    return library("libonceproof_wgl.so")
 
 
 def load_native(path: str | os.PathLike[str] | None = None) -> Any:

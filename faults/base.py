@@ -15,6 +15,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.fields import FieldInfo
+
+from onceproof.errors import OnceproofError
 from onceproof.targets.process import Node
 from onceproof.targets.toxiproxy import Toxiproxy
 
@@ -49,7 +53,7 @@ def is_realtime() -> bool:
         return False
 
 
-class FaultError(RuntimeError):
+class FaultError(OnceproofError, RuntimeError):
     """A fault could not be applied or healed. `certain` = nothing was changed (history `fail`);
     otherwise the outcome is unknown (history `info`)."""
 
@@ -194,20 +198,75 @@ class Fault:
         return f"<{self.kind} {self.id} {','.join(self.targets)}{' applied' if self.applied else ''}>"
 
 
+class Params(BaseModel):
+    """A fault kind's parameters, declared as fields (`Field(description=..., examples=[...])`,
+    readers from faults/params.py in `Annotated[...]`), like a Toxiproxy toxic's struct tags.
+    Keys are written with hyphens in a plan (`restart_after` is `restart-after`)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=lambda n: n.replace("_", "-"),
+                              frozen=True)
+
+
+class NoParams(Params):
+    """The parameters of a kind that takes none."""
+
+
+@dataclass(frozen=True)
+class Marks:
+    """How the report marks a process fault on its target's lane: the verb of the mark at
+    heal (the mark at apply is the kind's own name and `FaultKind.marker`) and its plotly symbol."""
+
+    heal: str
+    heal_marker: str = "circle-open"
+
+
 @dataclass(frozen=True)
 class FaultKind:
-    """A registered kind: its class, and how to validate its parameters from a plan."""
+    """Everything about a registered kind: its class, its parameters (a `Params` model), what
+    it may target, a one-line summary, the parameters a random fault of it gets, and how the
+    report draws it (window colour, plotly marker symbol, lane marks of a process fault)."""
 
     name: str
     cls: type[Fault]
-    # params as written in the plan (target keys removed) -> normalised params; raises
-    # ParamError(field, message) on bad input
-    parse: Callable[[dict[str, Any]], dict[str, Any]]
-    targets: str  # "process" (any node), "server" (has a proxy: not a pipeline replica), "clock"
+    params: type[Params] = NoParams
+    targets: str = "process"  # "process" (any node), "server" (has a proxy: not a pipeline replica), "clock"
     summary: str = ""
+    # parameters of a random fault when the plan does not say; a list value: one is drawn per fault
+    random_defaults: dict[str, Any] = field(default_factory=dict)
+    colour: str = "#7f7f7f"  # the fault window in the report's timeline
+    marker: str = "circle"  # plotly symbol of its mark at apply
+    marks: Marks | None = None  # a process fault: marks on its target's lane at apply and heal
+
+    def decode(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """The kind's parameters as written in a plan (target keys removed) -> normalised
+        values (durations in seconds, defaults filled in, unset optional ones left out).
+        Raises ParamError(field, message): the message says what was expected, with an example."""
+        fields = {(f.alias or n): f for n, f in self.params.model_fields.items()}
+        for key in raw:
+            if key not in fields:
+                raise ParamError(str(key), f"is not a parameter of {self.name}; its parameters are: "
+                                 f"{', '.join(sorted(fields)) or '(none)'}")
+        try:
+            model = self.params.model_validate(raw)
+        except ValidationError as e:
+            raise self._explain(e.errors()[0], fields) from None
+        return model.model_dump(by_alias=True, exclude_none=True)
+
+    def _explain(self, err: Any, fields: dict[str, FieldInfo]) -> ParamError:
+        name = str(err["loc"][0]) if err["loc"] else None
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, ParamError):
+            return ParamError(cause.field or name, cause.message)
+        if err["type"] == "missing" and name in fields:
+            info = fields[name]
+            gloss = f", {info.description}" if info.description else ""
+            example = (", such as " + " or ".join(f"{name}: {x}" for x in info.examples)) if info.examples else ""
+            return ParamError(name, f"{self.name} needs `{name}`{gloss}{example}")
+        message = str(err["msg"]).removeprefix("Value error, ").replace("Input should be", "expected")
+        return ParamError(name, f"{message}, got {err.get('input')!r}")
 
 
-class ParamError(ValueError):
+class ParamError(OnceproofError, ValueError):
     """A bad parameter: `field` names it, the message says what was expected with an example."""
 
     def __init__(self, field: str | None, message: str) -> None:
@@ -219,20 +278,54 @@ class ParamError(ValueError):
 KINDS: dict[str, FaultKind] = {}
 
 
-def kind(name: str, parse: Callable[[dict[str, Any]], dict[str, Any]], targets: str = "process",
-         summary: str = "") -> Callable[[type[Fault]], type[Fault]]:
-    """Class decorator: register a fault kind under `name`."""
+def kind(name: str, *, params: type[Params] = NoParams, targets: str = "process", summary: str,
+         random: dict[str, Any], colour: str, marker: str = "circle",
+         marks: Marks | None = None) -> Callable[[type[Fault]], type[Fault]]:
+    """Class decorator: register a fault kind under `name`, with everything about it.
+
+    `params`: its parameters as a `Params` model. `targets`: "process" (any node), "server" (a
+    node behind a proxy) or "clock". `random`: the parameters a random fault of this kind gets
+    when the plan's `with:` does not say (a list value: one is drawn per fault; `{}` for none).
+    `colour` (CSS colour of its window in the report), `marker` (plotly symbol of its mark),
+    `marks` (a process fault: its marks on the target's lane). Raises ValueError if `name` is
+    taken or a random default is not one of its parameters."""
 
     def register(cls: type[Fault]) -> type[Fault]:
+        if name in KINDS:
+            raise ValueError(f"fault kind {name!r} is registered twice ({KINDS[name].cls.__name__}, {cls.__name__})")
+        fields = {(f.alias or n) for n, f in params.model_fields.items()}
+        unknown = set(random) - fields
+        if unknown:
+            raise ValueError(f"{name}: random defaults {sorted(unknown)} are not among its parameters {sorted(fields)}")
         cls.kind = name
-        KINDS[name] = FaultKind(name, cls, parse, targets, summary)
+        KINDS[name] = FaultKind(name, cls, params, targets, summary, dict(random), colour, marker, marks)
         return cls
 
     return register
 
 
 def known_kinds() -> dict[str, FaultKind]:
-    """Every registered kind (importing the family modules registers them)."""
-    from onceproof.faults import clock, netns, network, process  # noqa: F401 - imported for their registrations
-
+    """Every registered kind by name (the faults package imports every family once, so this
+    is complete as soon as anything of `onceproof.faults` is imported)."""
     return KINDS
+
+
+# --- what the report draws, from the kinds -------------------------------------------
+def fault_colours() -> dict[str, str]:
+    """Kind -> CSS colour of its window in the report's timeline."""
+    return {k.name: k.colour for k in KINDS.values()}
+
+
+def marker_symbols() -> dict[str, str]:
+    """Verb of a lane mark (a kind's name at apply, its `marks.heal` at heal) -> plotly symbol."""
+    out = {k.name: k.marker for k in KINDS.values()}
+    for k in KINDS.values():
+        if k.marks is not None:
+            out.setdefault(k.marks.heal, k.marks.heal_marker)
+    return out
+
+
+def process_marks() -> dict[str, tuple[str, str]]:
+    """Process kinds -> (verb of the mark at apply, verb of the mark at heal), e.g.
+    `{"kill": ("kill", "restart"), ...}`: the report marks these on their target's lane."""
+    return {k.name: (k.name, k.marks.heal) for k in KINDS.values() if k.marks is not None}

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from onceproof.faults import params as p
-from onceproof.faults.base import Context, Fault, FaultError, is_realtime, kind, raise_priority
+from pydantic import Field
+
+from onceproof.faults.base import Context, Fault, FaultError, Params, is_realtime, kind, raise_priority
+from onceproof.faults.params import Seconds
 
 
 def _effective(context: Context, node: str) -> float:
@@ -33,7 +35,7 @@ def _effective(context: Context, node: str) -> float:
 def _check(context: Context, names: list[str]) -> None:
     """Before changing anything: every target runs with the clock shim."""
     for name in names:
-        if getattr(context.node(name).runtime, "clock_shim", None) is None:
+        if context.node(name).runtime.clock_shim is None:
             raise FaultError(f"{name} runs without the clock shim (run `onceproof setup`)", certain=True)
 
 
@@ -44,14 +46,13 @@ def _write(context: Context, node: str) -> float:
     return offset
 
 
-def _parse_skew(params: dict[str, Any]) -> dict[str, Any]:
-    p.no_extra(params, {"offset"}, "clock-skew")
-    if "offset" not in params:
-        raise p.ParamError("offset", "clock-skew needs `offset`, such as offset: -30s or offset: 2m")
-    return {"offset": p.duration(params["offset"], "offset", signed=True)}
+class SkewParams(Params):
+    offset: Annotated[float, Seconds(signed=True)] = Field(
+        description="how far the clock moves, ahead (+) or back (-)", examples=["-30s", "2m"])
 
 
-@kind("clock-skew", _parse_skew, targets="clock", summary="move the node's wall clock by offset")
+@kind("clock-skew", params=SkewParams, targets="clock", random={"offset": ["-30s", "30s"]}, colour="#17becf",
+      summary="move the node's wall clock by offset")
 class ClockSkew(Fault):
     def _apply(self) -> None:
         _check(self.context, self.targets)
@@ -69,15 +70,15 @@ class ClockSkew(Fault):
         self.details["offsets"] = offsets
 
 
-def _parse_strobe(params: dict[str, Any]) -> dict[str, Any]:
-    p.no_extra(params, {"offset", "period"}, "clock-strobe")
-    if "offset" not in params:
-        raise p.ParamError("offset", "clock-strobe needs `offset`, such as offset: 5s")
-    return {"offset": p.duration(params["offset"], "offset", signed=True),
-            "period": p.duration(params.get("period", "100ms"), "period", allow_zero=False)}
+class StrobeParams(Params):
+    offset: Annotated[float, Seconds(signed=True)] = Field(
+        description="how far the clock moves while it is off true time", examples=["5s"])
+    period: Annotated[float, Seconds(allow_zero=False)] = Field(0.1, description="time between two flips",
+                                                                  examples=["100ms"])
 
 
-@kind("clock-strobe", _parse_strobe, targets="clock",
+@kind("clock-strobe", params=StrobeParams, targets="clock", random={"offset": "5s", "period": "200ms"},
+      colour="#9edae5",
       summary="flip the node's wall clock between offset and true time every period")
 class ClockStrobe(Fault):
     def __init__(self, *args: Any, **kwargs: Any) -> None:

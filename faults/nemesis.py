@@ -6,8 +6,10 @@ operations of the process `nemesis` (checkers/HISTORY.md):
 
 `fail` = certainly nothing changed; `info` = unknown (it may be half applied: it stays
 active, and heal_all tries again). `heal_all()` heals whatever is active, last applied first;
-it never raises, and `guard()` makes sure it runs at the end of a run, on an exception,
-on SIGINT / SIGTERM and at interpreter exit."""
+it never raises, and `guard()` makes sure it runs at the end of a block, on an exception,
+on SIGINT / SIGTERM and at interpreter exit: for a nemesis used on its own. The run engine
+does not use guard(): it owns a run's signal handlers (harness/stages.py `interrupts`) and
+heals when the nemesis's scope ends (`nemesis_for`)."""
 from __future__ import annotations
 
 import atexit

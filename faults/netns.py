@@ -24,11 +24,14 @@ import math
 import random
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Annotated, Any, Iterable
 
-from onceproof.faults import params as p
-from onceproof.faults.base import Fault, FaultError, kind
+from pydantic import AfterValidator, Field
+
+from onceproof.faults.base import Fault, FaultError, ParamError, Params, kind
+from onceproof.faults.params import Hosts, Number
 from onceproof.targets.netns import HARNESS, NetnsError, NetnsRuntime
+from onceproof.targets.runtime import Runtime
 
 _ids = itertools.count(1)
 
@@ -71,10 +74,10 @@ class Cut:
 class Partitioner:
     """Makes and heals cuts between the hosts of one netns run."""
 
-    def __init__(self, runtime: NetnsRuntime, rng: random.Random | None = None) -> None:
+    def __init__(self, runtime: Runtime, rng: random.Random | None = None) -> None:
         if not isinstance(runtime, NetnsRuntime):
             raise NetnsError("network partitions between nodes need `runtime: netns` (this run is "
-                             f"{getattr(runtime, 'name', runtime)!r}); with runtime local, use the `partition` "
+                             f"{runtime.name!r}); with runtime local, use the `partition` "
                              "fault, which cuts client traffic through Toxiproxy")
         self.runtime = runtime
         self.rng = rng or random.Random()
@@ -309,18 +312,11 @@ def _join(args: Iterable[str]) -> str:
 
 def _runtime(fault: Fault) -> NetnsRuntime:
     for node in fault.context.nodes.values():
-        rt = getattr(node, "runtime", None)
+        rt = node.runtime
         if isinstance(rt, NetnsRuntime):
             return rt
     raise FaultError(f"{fault.kind} cuts traffic between hosts and needs `runtime: netns`; with the local "
                      "runtime use `partition` (through Toxiproxy)", certain=True)
-
-
-def _names(value: object, field: str, example: str) -> list[str]:
-    names = value if isinstance(value, list) else [value]
-    if not names or not all(isinstance(n, str) and n for n in names):
-        raise p.ParamError(field, f"expected a host name or a list of them, such as {example}, got {value!r}")
-    return list(names)  # type: ignore[arg-type]
 
 
 class NetnsFault(Fault):
@@ -343,65 +339,52 @@ class NetnsFault(Fault):
             cut.heal()
 
 
-def _parse_isolate(params: dict[str, Any]) -> dict[str, Any]:
-    p.no_extra(params, {"from"}, "partition-isolate")
-    out: dict[str, Any] = {}
-    if "from" in params:
-        out["from"] = _names(params["from"], "from", "[kafka-2, kafka-3]")
-    return out
+class IsolateParams(Params):
+    from_: Annotated[list[str], Hosts("[kafka-2, kafka-3]")] | None = Field(
+        None, alias="from", description="cut the targets off only from these hosts (default: from every other one)")
 
 
-@kind("partition-isolate", _parse_isolate,
+@kind("partition-isolate", params=IsolateParams, random={}, colour="#7b4ea3",
       summary="the targets (talking among themselves) cut off from every other host, or only from `from`")
 class Isolate(NetnsFault):
     def cut(self, partitioner: Partitioner) -> Cut:
         return partitioner.isolate(self.targets, from_=self.params.get("from"))
 
 
-def _parse_none(name: str):  # type: ignore[no-untyped-def]
-    def parse(params: dict[str, Any]) -> dict[str, Any]:
-        p.no_extra(params, set(), name)
-        return {}
-
-    return parse
-
-
-@kind("partition-halves", _parse_none("partition-halves"),
+@kind("partition-halves", random={}, colour="#a55194",
       summary="the targets split in two halves (the first, smaller one against the rest)")
 class Halves(NetnsFault):
     def cut(self, partitioner: Partitioner) -> Cut:
         return partitioner.halves(self.targets)
 
 
-@kind("partition-random-halves", _parse_none("partition-random-halves"),
+@kind("partition-random-halves", random={}, colour="#ce6dbd",
       summary="the targets split in two halves drawn from the seed")
 class RandomHalves(NetnsFault):
     def cut(self, partitioner: Partitioner) -> Cut:
         return partitioner.random_halves(self.targets)
 
 
-@kind("partition-bridge", _parse_none("partition-bridge"),
+@kind("partition-bridge", random={}, colour="#6b6ecf",
       summary="two halves that cannot reach each other, joined by one node that reaches both")
 class Bridge(NetnsFault):
     def cut(self, partitioner: Partitioner) -> Cut:
         return partitioner.bridge(self.targets, shuffle=True)
 
 
-@kind("partition-majorities-ring", _parse_none("partition-majorities-ring"),
+@kind("partition-majorities-ring", random={}, colour="#393b79",
       summary="every target reaches a majority of them, no two the same majority")
 class MajoritiesRing(NetnsFault):
     def cut(self, partitioner: Partitioner) -> Cut:
         return partitioner.majorities_ring(self.targets)
 
 
-def _parse_one_way(params: dict[str, Any]) -> dict[str, Any]:
-    p.no_extra(params, {"to"}, "partition-one-way")
-    if "to" not in params:
-        raise p.ParamError("to", "partition-one-way needs `to`, the host the targets cannot reach, such as to: kafka-2")
-    return {"to": _names(params["to"], "to", "kafka-2")}
+class OneWayParams(Params):
+    to: Annotated[list[str], Hosts("kafka-2")] = Field(description="the host the targets cannot reach",
+                                                       examples=["kafka-2"])
 
 
-@kind("partition-one-way", _parse_one_way,
+@kind("partition-one-way", params=OneWayParams, random={}, colour="#5254a3",
       summary="the targets cannot reach `to`; `to` can still reach them")
 class OneWay(NetnsFault):
     def cut(self, partitioner: Partitioner) -> Cut:
@@ -415,17 +398,14 @@ class OneWay(NetnsFault):
         return cuts[0]
 
 
-def _parse_drop_replies(params: dict[str, Any]) -> dict[str, Any]:
-    p.no_extra(params, {"client", "port"}, "drop-replies")
-    if "client" not in params:
-        raise p.ParamError("client", "drop-replies needs `client`, whose replies are lost, such as client: pipeline-0")
-    out: dict[str, Any] = {"client": _names(params["client"], "client", "pipeline-0")}
-    if "port" in params:
-        out["port"] = p.number(params["port"], "port", "9092", minimum=1, integer=True)
-    return out
+class DropRepliesParams(Params):
+    client: Annotated[list[str], Hosts("pipeline-0")] = Field(description="whose replies are lost",
+                                                              examples=["pipeline-0"])
+    port: Annotated[int, Number("9092", minimum=1, integer=True)] | None = Field(
+        None, description="the server's port (default: the node's own)")
 
 
-@kind("drop-replies", _parse_drop_replies,
+@kind("drop-replies", params=DropRepliesParams, random={}, colour="#e7969c",
       summary="the target server's replies never reach `client`: requests are applied, the client times out "
               "(the ambiguous commit)")
 class DropReplies(NetnsFault):
@@ -444,30 +424,30 @@ class DropReplies(NetnsFault):
         return first
 
 
-def _parse_loss(params: dict[str, Any]) -> dict[str, Any]:
-    p.no_extra(params, {"probability"}, "packet-loss")
-    if "probability" not in params:
-        raise p.ParamError("probability", "packet-loss needs `probability`, such as probability: 0.2")
-    prob = p.number(params["probability"], "probability", "0.2")
+def _probability(prob: float) -> float:
     if not 0 < prob <= 1:
-        raise p.ParamError("probability", f"expected a number above 0 and at most 1, such as 0.2, got {prob}")
-    return {"probability": prob}
+        raise ParamError("probability", f"expected a number above 0 and at most 1, such as 0.2, got {prob}")
+    return prob
 
 
-@kind("packet-loss", _parse_loss, summary="each packet reaching the targets dropped with `probability`")
+class PacketLossParams(Params):
+    probability: Annotated[float, Number("0.2"), AfterValidator(_probability)] = Field(
+        description="the chance that a packet is dropped", examples=[0.2])
+
+
+@kind("packet-loss", params=PacketLossParams, random={}, colour="#bd9e39",
+      summary="each packet reaching the targets dropped with `probability`")
 class PacketLoss(NetnsFault):
     def cut(self, partitioner: Partitioner) -> Cut:
         return partitioner.packet_loss(self.targets, float(self.params["probability"]))
 
 
-def _parse_link_bandwidth(params: dict[str, Any]) -> dict[str, Any]:
-    p.no_extra(params, {"rate"}, "link-bandwidth")
-    if "rate" not in params:
-        raise p.ParamError("rate", "link-bandwidth needs `rate` in KB/s, such as rate: 64")
-    return {"rate": p.number(params["rate"], "rate", "64", minimum=1, integer=True)}
+class LinkBandwidthParams(Params):
+    rate: Annotated[int, Number("64", minimum=1, integer=True)] = Field(description="the cap in KB/s",
+                                                                         examples=[64])
 
 
-@kind("link-bandwidth", _parse_link_bandwidth,
+@kind("link-bandwidth", params=LinkBandwidthParams, random={}, colour="#e7ba52",
       summary="what the targets send capped at `rate` KB/s (tc tbf on their own link, all peers)")
 class LinkBandwidth(NetnsFault):
     def cut(self, partitioner: Partitioner) -> Cut:

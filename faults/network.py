@@ -13,19 +13,63 @@ is Toxiproxy's stream: `downstream` (server -> client), `upstream` (client -> se
 Pipeline replicas are clients, not servers: a network fault on them is rejected."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from onceproof.faults import params as p
-from onceproof.faults.base import Fault, FaultError, kind
+from pydantic import Field, model_validator
 
-FROM = ("pipeline", "load", "both")
-DIRECTIONS = ("downstream", "upstream", "both")
-COMMON = {"from", "direction"}
+from onceproof.faults.base import Fault, FaultError, ParamError, Params, kind
+from onceproof.faults.params import Choice, Number, Seconds
+
+Group = Annotated[Literal["pipeline", "load", "both"], Choice()]
+Direction = Annotated[Literal["downstream", "upstream", "both"], Choice()]
 
 
-def _common(params: dict[str, Any], default_direction: str) -> dict[str, Any]:
-    return {"from": p.choice(params.get("from", "pipeline"), "from", FROM),
-            "direction": p.choice(params.get("direction", default_direction), "direction", DIRECTIONS)}
+class ToxicParams(Params):
+    """What every Toxiproxy fault takes: whose traffic (`from`) and which stream (`direction`)."""
+
+    from_: Group = Field("pipeline", alias="from", description="whose traffic suffers: the pipeline's, the "
+                         "load generator's, or both")
+    direction: Direction = Field("downstream", description="Toxiproxy's stream: downstream (server -> client), "
+                                 "upstream (client -> server) or both")
+
+
+class PartitionParams(ToxicParams):
+    direction: Direction = Field("both", description="Toxiproxy's stream: downstream, upstream or both")
+    style: Annotated[Literal["blackhole", "refuse"], Choice()] = Field(
+        "blackhole", description="blackhole: data swallowed, clients time out; refuse: connections closed")
+
+
+class LatencyParams(ToxicParams):
+    ms: Annotated[float, Number("200")] = Field(description="the added delay in milliseconds", examples=[200])
+    jitter: Annotated[float, Number("50")] = Field(0.0, description="+- this many milliseconds", examples=[50])
+
+
+class BandwidthParams(ToxicParams):
+    rate: Annotated[int, Number("64", integer=True)] = Field(description="the cap in KB/s", examples=[64])
+
+
+class ResetParams(ToxicParams):
+    direction: Direction = Field("both", description="Toxiproxy's stream: downstream, upstream or both")
+    timeout: Annotated[float, Seconds()] = Field(0.0, description="reset a connection this long after it opened",
+                                                 examples=["1s"])
+
+
+class SlicerParams(ToxicParams):
+    size: Annotated[int, Number("16", minimum=1, integer=True)] = Field(16, description="average chunk size, bytes")
+    variation: Annotated[int, Number("8", integer=True)] = Field(0, description="chunk sizes vary by this many bytes")
+    delay: Annotated[float, Seconds()] = Field(0.001, description="between two chunks", examples=["1ms"])
+
+    @model_validator(mode="after")
+    def _variation_below_size(self) -> "SlicerParams":
+        if self.variation >= self.size:
+            raise ParamError("variation", f"expected less than size ({self.size}), such as variation: 4")
+        return self
+
+
+class LimitDataParams(ToxicParams):
+    bytes: Annotated[int, Number("4096", integer=True)] = Field(
+        description="what a connection carries before it is closed, in bytes", examples=[4096])
+
 
 
 class ToxicFault(Fault):
@@ -67,14 +111,7 @@ class ToxicFault(Fault):
                 api.remove_toxic(proxy, f"{self.id}-{stream}")
 
 
-def _parse_partition(params: dict[str, Any]) -> dict[str, Any]:
-    p.no_extra(params, COMMON | {"style"}, "partition")
-    out = _common(params, "both")
-    out["style"] = p.choice(params.get("style", "blackhole"), "style", ("blackhole", "refuse"))
-    return out
-
-
-@kind("partition", _parse_partition, targets="server",
+@kind("partition", params=PartitionParams, targets="server", random={}, colour="#9467bd",
       summary="the node unreachable from a client group (style blackhole: timeouts; refuse: connections closed)")
 class Partition(ToxicFault):
     toxic_type = "timeout"
@@ -101,17 +138,8 @@ class Partition(ToxicFault):
                 api.set_enabled(proxy, True)
 
 
-def _parse_latency(params: dict[str, Any]) -> dict[str, Any]:
-    p.no_extra(params, COMMON | {"ms", "jitter"}, "latency")
-    out = _common(params, "downstream")
-    if "ms" not in params:
-        raise p.ParamError("ms", "latency needs `ms`, the added delay in milliseconds, such as ms: 200")
-    out["ms"] = p.number(params["ms"], "ms", "200")
-    out["jitter"] = p.number(params.get("jitter", 0), "jitter", "50")
-    return out
-
-
-@kind("latency", _parse_latency, targets="server", summary="add ms (+- jitter) to every chunk of data")
+@kind("latency", params=LatencyParams, targets="server", random={"ms": 100, "jitter": 20}, colour="#ff7f0e",
+      summary="add ms (+- jitter) to every chunk of data")
 class Latency(ToxicFault):
     toxic_type = "latency"
 
@@ -119,16 +147,8 @@ class Latency(ToxicFault):
         return {"latency": int(self.params["ms"]), "jitter": int(self.params["jitter"])}
 
 
-def _parse_bandwidth(params: dict[str, Any]) -> dict[str, Any]:
-    p.no_extra(params, COMMON | {"rate"}, "bandwidth")
-    out = _common(params, "downstream")
-    if "rate" not in params:
-        raise p.ParamError("rate", "bandwidth needs `rate` in KB/s, such as rate: 64")
-    out["rate"] = p.number(params["rate"], "rate", "64", integer=True)
-    return out
-
-
-@kind("bandwidth", _parse_bandwidth, targets="server", summary="cap throughput at rate KB/s")
+@kind("bandwidth", params=BandwidthParams, targets="server", random={"rate": 16}, colour="#e377c2",
+      summary="cap throughput at rate KB/s")
 class Bandwidth(ToxicFault):
     toxic_type = "bandwidth"
 
@@ -136,14 +156,8 @@ class Bandwidth(ToxicFault):
         return {"rate": int(self.params["rate"])}
 
 
-def _parse_reset(params: dict[str, Any]) -> dict[str, Any]:
-    p.no_extra(params, COMMON | {"timeout"}, "reset")
-    out = _common(params, "both")
-    out["timeout"] = p.duration(params.get("timeout", 0), "timeout")
-    return out
-
-
-@kind("reset", _parse_reset, targets="server", summary="reset connections (TCP RST) after timeout")
+@kind("reset", params=ResetParams, targets="server", random={}, colour="#bcbd22",
+      summary="reset connections (TCP RST) after timeout")
 class Reset(ToxicFault):
     toxic_type = "reset_peer"
 
@@ -151,18 +165,8 @@ class Reset(ToxicFault):
         return {"timeout": int(self.params["timeout"] * 1000)}
 
 
-def _parse_slicer(params: dict[str, Any]) -> dict[str, Any]:
-    p.no_extra(params, COMMON | {"size", "variation", "delay"}, "slicer")
-    out = _common(params, "downstream")
-    out["size"] = p.number(params.get("size", 16), "size", "16", minimum=1, integer=True)
-    out["variation"] = p.number(params.get("variation", 0), "variation", "8", integer=True)
-    out["delay"] = p.duration(params.get("delay", "1ms"), "delay")
-    if out["variation"] >= out["size"]:
-        raise p.ParamError("variation", f"expected less than size ({out['size']}), such as variation: 4")
-    return out
-
-
-@kind("slicer", _parse_slicer, targets="server", summary="slice data into small chunks with a delay between them")
+@kind("slicer", params=SlicerParams, targets="server", random={"size": 8, "delay": "2ms"}, colour="#ffbb78",
+      summary="slice data into small chunks with a delay between them")
 class Slicer(ToxicFault):
     toxic_type = "slicer"
 
@@ -171,16 +175,8 @@ class Slicer(ToxicFault):
                 "delay": int(self.params["delay"] * 1e6)}
 
 
-def _parse_limit(params: dict[str, Any]) -> dict[str, Any]:
-    p.no_extra(params, COMMON | {"bytes"}, "limit-data")
-    out = _common(params, "downstream")
-    if "bytes" not in params:
-        raise p.ParamError("bytes", "limit-data needs `bytes`, such as bytes: 4096")
-    out["bytes"] = p.number(params["bytes"], "bytes", "4096", integer=True)
-    return out
-
-
-@kind("limit-data", _parse_limit, targets="server", summary="close a connection once it has carried bytes")
+@kind("limit-data", params=LimitDataParams, targets="server", random={"bytes": 4096}, colour="#c49c94",
+      summary="close a connection once it has carried bytes")
 class LimitData(ToxicFault):
     toxic_type = "limit_data"
 

@@ -15,13 +15,15 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Any
+from typing import Annotated
 
 import psutil
+from pydantic import Field
 
-from onceproof.faults import params as p
-from onceproof.faults.base import Fault, FaultError, kind
+from onceproof.faults.base import Fault, FaultError, Marks, Params, kind
+from onceproof.faults.params import Seconds
 from onceproof.targets.process import Node
+from onceproof.targets.procfs import state as _state
 
 
 def descendants(node: Node) -> list[int]:
@@ -58,14 +60,6 @@ def _signal_all(pids: list[int], sig: int) -> None:
             pass
 
 
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0].decode()
-    except (OSError, IndexError):
-        return "X"  # gone
-
-
 def wait_gone(pids: list[int], timeout: float = 2.0) -> bool:
     """Until every process has died (a zombie nobody reaped yet counts as dead)."""
     deadline = time.monotonic() + timeout
@@ -88,23 +82,13 @@ def wait_states(pids: list[int], stopped: bool, timeout: float = 2.0) -> bool:
         time.sleep(0.0005)
 
 
-def _parse_kill(params: dict[str, Any]) -> dict[str, Any]:
-    p.no_extra(params, {"restart-after"}, "kill")
-    out: dict[str, Any] = {}
-    if "restart-after" in params:
-        out["restart-after"] = p.duration(params["restart-after"], "restart-after")
-    return out
+class KillParams(Params):
+    restart_after: Annotated[float, Seconds()] | None = Field(
+        None, description="start the node again this long after the kill (instead of `for`)", examples=["2s"])
 
 
-def _parse_none(name: str):  # type: ignore[no-untyped-def]
-    def parse(params: dict[str, Any]) -> dict[str, Any]:
-        p.no_extra(params, set(), name)
-        return {}
-
-    return parse
-
-
-@kind("kill", _parse_kill, summary="SIGKILL the node; restart it (same data) at heal or after restart-after")
+@kind("kill", params=KillParams, random={}, colour="#d62728", marker="x", marks=Marks("restart", "triangle-up"),
+      summary="SIGKILL the node; restart it (same data) at heal or after restart-after")
 class Kill(Fault):
     slow = True  # healing starts the node and waits until it serves
 
@@ -131,7 +115,8 @@ class Kill(Fault):
         self.details["started"] = started
 
 
-@kind("restart", _parse_none("restart"), summary="stop the node gracefully and start it again")
+@kind("restart", random={}, colour="#d62728", marker="triangle-up", marks=Marks("restarted", "triangle-up"),
+      summary="stop the node gracefully and start it again")
 class Restart(Fault):
     slow = True
     instant = True
@@ -149,7 +134,8 @@ class Restart(Fault):
         pass  # over once apply returned
 
 
-@kind("pause", _parse_none("pause"), summary="SIGSTOP the node (its sockets stay open); SIGCONT at heal")
+@kind("pause", random={}, colour="#8c564b", marker="line-ns-open", marks=Marks("resume", "circle-open"),
+      summary="SIGSTOP the node (its sockets stay open); SIGCONT at heal")
 class Pause(Fault):
     def _apply(self) -> None:
         pids: dict[str, list[int]] = {}

@@ -6,7 +6,10 @@ A plan's `faults:` list holds entries of two shapes:
     {at: 15s, for: 8s, partition: {target: kafka-1, from: pipeline}}
     {random: {from: 5s, until: 35s, every: 6s, for: 3s, kinds: [kill, pause], targets: [pipeline-0]}}
 
-`parse_entry` validates one entry (errors point at the field and show an example),
+`read_entry` validates one entry (errors point at the field and show an example) into a
+typed value: one `<Kind>Step` model per registered kind (`KillStep`, `LatencyStep`, ..., built
+from the kind's own parameter model) or a `RandomEntry`; `FaultEntry` is their union, the type
+of a plan's `faults:` items, so the plan's JSON Schema describes every kind and its fields.
 `expand` turns the list into concrete `Step`s (random specs drawn from the seed: the same
 seed gives the same steps, byte for byte), `make_fault` builds the fault a step describes."""
 from __future__ import annotations
@@ -14,16 +17,21 @@ from __future__ import annotations
 import difflib
 import random
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Iterable, Literal, Union
 
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SerializerFunctionWrapHandler, create_model,
+                      model_serializer)
+
+from onceproof.errors import OnceproofError
 from onceproof.faults import params as p
 from onceproof.faults import selectors
-from onceproof.faults.base import Context, Fault, FaultError, ParamError, known_kinds
+from onceproof.faults.base import Context, Fault, FaultError, FaultKind, ParamError, known_kinds
+from onceproof.faults.params import Seconds
 
 TARGET_KEYS = ("target", "select", "topic", "partition")
 
 
-class FaultSpecError(ValueError):
+class FaultSpecError(OnceproofError, ValueError):
     """A bad `faults:` entry: `path` leads to the offending field, `message` says what was
     expected, with an example."""
 
@@ -48,33 +56,123 @@ class Step:
         return {"at_s": self.at_s, "for_s": self.for_s, "kind": self.kind, "params": self.params}
 
 
-@dataclass(frozen=True)
-class RandomSpec:
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def _kind_names(schema: dict[str, Any]) -> None:
+    schema["items"] = {"enum": sorted(known_kinds())}
+
+
+class RandomSpec(BaseModel):
     """Faults drawn from a seed: one every `every_s` from `from_s` until `until_s` (None = the
-    end of the run), each lasting `for_s`, its kind and target picked among `kinds`/`targets`."""
+    end of the run), each lasting `for_s` (seconds), its kind and target picked among
+    `kinds`/`targets` (none: any node of the run). `params` (`with:` in a plan) overrides a
+    kind's random defaults: `{latency: {ms: 300}}`."""
 
-    every_s: float
-    for_s: float
-    kinds: tuple[str, ...]
-    targets: tuple[str, ...]
-    from_s: float = 0.0
-    until_s: float | None = None
-    params: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    every_s: Annotated[float, Seconds(allow_zero=False)] = Field(alias="every", description="one fault this often")
+    for_s: Annotated[float, Seconds(allow_zero=False)] = Field(alias="for", description="each fault lasts this long")
+    kinds: tuple[str, ...] = Field(description="the kinds drawn from", min_length=1, json_schema_extra=_kind_names)
+    targets: tuple[str, ...] = Field((), description="the nodes drawn from (default: any node of the run)")
+    from_s: Annotated[float, Seconds()] = Field(0.0, alias="from", description="the first fault at this time")
+    until_s: Annotated[float, Seconds()] | None = Field(None, alias="until", description="no fault from this time")
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict, alias="with",
+                                              description="per-kind parameters, such as {latency: {ms: 300}}")
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = _without_none(handler(self))
+        for key in ("targets", "with"):  # empty: the default (and `targets: []` is not a valid plan)
+            if key in out and not out[key]:
+                del out[key]
+        return out
 
 
-# parameters a random fault gets when the plan does not say (`with: {latency: {ms: 300}}`)
-RANDOM_DEFAULTS: dict[str, dict[str, Any]] = {
-    "partition": {},
-    "latency": {"ms": 100, "jitter": 20},
-    "bandwidth": {"rate": 16},
-    "reset": {},
-    "slicer": {"size": 8, "delay": "2ms"},
-    "limit-data": {"bytes": 4096},
-    "clock-skew": {"offset": ["-30s", "30s"]},  # a list: one is drawn per fault
-    "clock-strobe": {"offset": "5s", "period": "200ms"},
-}
+class RandomEntry(BaseModel):
+    """`{random: {...}}`: faults drawn from the plan's seed."""
 
-Entry = Union[list[Step], RandomSpec]
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    random: RandomSpec
+
+
+class Target(BaseModel):
+    """Where a fault acts: `target` (a node, a group such as `kafka`, a Kafka role such as
+    `kafka-leader`, or a list of them), `select` (which of them), and the topic and partition
+    of a `kafka-leader`."""
+
+    target: str | list[str] = Field(description="a node (kafka-1, redis, postgres, pipeline-0), a group (kafka, "
+                                    "pipeline), a role (kafka-leader, kafka-controller) or a list of them")
+    select: Literal["all", "one", "majority", "minority"] | None = Field(
+        None, description="which of the matching nodes (default all), drawn from the seed")
+    topic: str | None = Field(None, description="the topic of a kafka-leader target")
+    partition: int | None = Field(None, ge=0, description="the partition of a kafka-leader target (default 0)")
+
+
+class FixedStep(BaseModel):
+    """One fault at a fixed time: `{at: 8s, for: 2s, <kind>: <target or {target: ..., params}>}`.
+    A kind's parameters may also be written beside it (`{at: 8s, kill: pipeline-0,
+    restart-after: 2s}`). Each kind has its own subclass (`KillStep`, ...) from `step_model`."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
+
+    kind: ClassVar[str] = "?"
+    at: Annotated[float, Seconds()] = Field(description="applied at this time after the start of the run")
+    for_: Annotated[float, Seconds(allow_zero=False)] | None = Field(
+        None, alias="for", description="healed this long later (default: at the end of the run)")
+
+    def body(self) -> BaseModel:
+        """The kind's own field: its target and parameters."""
+        return getattr(self, self.kind.replace("-", "_"))  # type: ignore[no-any-return]
+
+    def step(self) -> Step:
+        """The concrete step: durations in seconds, parameters and target keys in one dict."""
+        params = self.body().model_dump(by_alias=True, exclude_none=True)
+        for_s = self.for_
+        if self.kind == "kill" and "restart-after" in params:
+            for_s = params["restart-after"] or None
+        return Step(self.at, for_s, self.kind, params)
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_none(handler(self))  # type: ignore[no-any-return]
+
+
+def _target_or_body(schema: dict[str, Any]) -> None:
+    ref = schema.pop("$ref", None) or (schema.pop("allOf", None) or [{}])[0].get("$ref")
+    schema["anyOf"] = [{"$ref": ref}, {"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+
+
+def step_model(kind: FaultKind) -> type[FixedStep]:
+    """The typed plan entry of a fixed fault of `kind`: its field named after the kind holds a
+    `Target` plus the kind's parameters (in a plan, also a bare target: `kill: pipeline-0`)."""
+    body = create_model(f"{kind.cls.__name__}Fault", __base__=kind.params, __doc__=kind.summary,
+                        **{n: (f.annotation, f) for n, f in Target.model_fields.items()})  # type: ignore[call-overload]
+    model = create_model(f"{kind.cls.__name__}Step", __base__=FixedStep, __doc__=f"{kind.name}: {kind.summary}",
+                         **{kind.name.replace("-", "_"): (body, Field(alias=kind.name, description=kind.summary,
+                                                                       json_schema_extra=_target_or_body))})  # type: ignore[call-overload]
+    model.kind = kind.name
+    return model
+
+
+STEP_MODELS: dict[str, type[FixedStep]] = {name: step_model(k) for name, k in known_kinds().items()}
+
+
+def _as_entry(value: Any) -> Any:
+    return value if isinstance(value, (FixedStep, RandomEntry)) else read_entry(value)
+
+
+if TYPE_CHECKING:
+    FaultEntry = Union[FixedStep, RandomEntry]
+else:
+    # a plan's `faults:` item: read (and checked) by read_entry, stored typed
+    FaultEntry = Annotated[Union[tuple([*STEP_MODELS.values(), RandomEntry])], BeforeValidator(_as_entry)]
+
+Entry = Union[list[Step], RandomSpec]  # what parse_entry returns
 
 
 # --- parsing one entry --------------------------------------------------------------
@@ -90,7 +188,7 @@ def _kind_params(kind_name: str, raw: dict[str, Any], path: list[str | int]) -> 
     kind = known_kinds()[kind_name]
     own = {k: v for k, v in raw.items() if k not in TARGET_KEYS}
     try:
-        out = kind.parse(own)
+        out = kind.decode(own)
     except ParamError as e:
         raise FaultSpecError(path + ([e.field] if e.field else []), e.message) from None
     if "target" not in raw:
@@ -145,6 +243,15 @@ def _duration(entry: dict[str, Any], key: str, path: list[str | int], required: 
 def parse_entry(entry: Any, path: list[str | int] | None = None) -> Entry:
     """Validate one entry of a plan's `faults:` list. Returns its steps (a fixed entry) or a
     RandomSpec. Raises FaultSpecError pointing at the offending field."""
+    typed = read_entry(entry, path)
+    return typed.random if isinstance(typed, RandomEntry) else [typed.step()]
+
+
+def read_entry(entry: Any, path: list[str | int] | None = None) -> FixedStep | RandomEntry:
+    """Validate one entry of a plan's `faults:` list (a mapping as written in YAML) into its
+    typed value: the kind's `<Kind>Step` (durations in seconds, the kind's defaults filled in)
+    or a `RandomEntry`. Raises FaultSpecError: `path` (below `path`) leads to the offending
+    field, the message says what was expected, with an example."""
     path = list(path or [])
     if not isinstance(entry, dict):
         raise FaultSpecError(path, f"expected a fault such as {{at: 8s, kill: pipeline-0}} or "
@@ -153,7 +260,7 @@ def parse_entry(entry: Any, path: list[str | int] | None = None) -> Entry:
         extra = [k for k in entry if k != "random"]
         if extra:
             raise FaultSpecError(path + [extra[0]], "a random entry holds only `random: {...}`")
-        return _parse_random(entry["random"], path + ["random"])
+        return RandomEntry(random=_parse_random(entry["random"], path + ["random"]))
     kinds = known_kinds()
     kind_keys = [k for k in entry if k in kinds]
     if not kind_keys:
@@ -182,14 +289,11 @@ def parse_entry(entry: Any, path: list[str | int] | None = None) -> Entry:
         kpath = path + [kind_name] if not extras else path
     # a misspelt parameter beside the kind reads best as an unknown parameter of that kind
     params = _kind_params(kind_name, raw, kpath)
-    if kind_name == "kill" and "restart-after" in params:
-        if for_s is not None:
-            raise FaultSpecError(path + ["restart-after"], "give either `for` or `restart-after` for a kill, not both")
-        for_s = params["restart-after"] or None
+    if kind_name == "kill" and "restart-after" in params and for_s is not None:
+        raise FaultSpecError(path + ["restart-after"], "give either `for` or `restart-after` for a kill, not both")
     if known_kinds()[kind_name].cls.instant and for_s is not None:
         raise FaultSpecError(path + ["for"], f"{kind_name} is over as soon as it is done: it takes no `for`")
-    assert at is not None
-    return [Step(at, for_s, kind_name, params)]
+    return STEP_MODELS[kind_name].model_validate({"at": at, "for": for_s, kind_name: params})
 
 
 def _parse_random(spec: Any, path: list[str | int]) -> RandomSpec:
@@ -239,7 +343,7 @@ def _parse_random(spec: Any, path: list[str | int]) -> RandomSpec:
         if not usable:
             raise FaultSpecError(path + ["kinds", i], f"{k} cannot act on any of {targets} (network faults act on "
                                  "servers, not on pipeline replicas)")
-        raw = {**_first_choice(RANDOM_DEFAULTS.get(k, {})), **overrides.get(k, {}), "target": usable[0]}
+        raw = {**_first_choice(known[k].random_defaults), **overrides.get(k, {}), "target": usable[0]}
         _kind_params(k, raw, path + ["with", k])
     assert every is not None and for_s is not None  # required above
     return RandomSpec(every_s=every, for_s=for_s, kinds=tuple(kinds), targets=tuple(targets),
@@ -256,12 +360,17 @@ def _first_choice(defaults: dict[str, Any]) -> dict[str, Any]:
 
 # --- expanding a plan's list ---------------------------------------------------------
 def expand(entries: Iterable[Any], seed: int, duration_s: float | None, target_names: Iterable[str]) -> list[Step]:
-    """Concrete steps, sorted by time. Random entries are drawn from `seed`: the same seed,
-    entries and duration give the same list, byte for byte. Every target must exist."""
+    """Concrete steps, sorted by time, from a plan's `faults:` entries (typed, as `read_entry`
+    returns them, or raw mappings, read here). Random entries are drawn from `seed`: the same
+    seed, entries and duration give the same list, byte for byte. Every target must exist in
+    `target_names`, every step must start within `duration_s` seconds (None: no limit).
+    Raises FaultSpecError whose path starts with the entry's index."""
     names = sorted(target_names)
     steps: list[Step] = []
     for i, entry in enumerate(entries):
-        parsed = entry if isinstance(entry, (list, RandomSpec)) else parse_entry(entry, [i])
+        typed = entry if isinstance(entry, (list, RandomSpec, FixedStep, RandomEntry)) else read_entry(entry, [i])
+        parsed = typed.random if isinstance(typed, RandomEntry) else [typed.step()] if isinstance(
+            typed, FixedStep) else typed
         if isinstance(parsed, RandomSpec):
             # one generator per entry, so adding an entry does not reshuffle the others
             rng = random.Random(f"onceproof-faults:{seed}:{i}")
@@ -309,7 +418,7 @@ def _draw(spec: RandomSpec, rng: random.Random, duration_s: float | None, names:
             raise FaultSpecError(path + ["kinds"], f"{kind_name} has no node to act on in this run")
         target = rng.choice(usable)
         raw: dict[str, Any] = {}
-        for key, v in {**RANDOM_DEFAULTS.get(kind_name, {}), **spec.params.get(kind_name, {})}.items():
+        for key, v in {**known_kinds()[kind_name].random_defaults, **spec.params.get(kind_name, {})}.items():
             raw[key] = rng.choice(v) if isinstance(v, list) else v
         raw["target"] = target
         params = _kind_params(kind_name, raw, path + ["with", kind_name])
@@ -346,4 +455,5 @@ def make_fault(step: Step, context: Context, fault_id: str) -> Fault:
     return fault
 
 
-__all__ = ["FaultSpecError", "Step", "RandomSpec", "parse_entry", "expand", "make_fault", "FaultError"]
+__all__ = ["FaultSpecError", "Step", "RandomSpec", "RandomEntry", "FixedStep", "FaultEntry", "STEP_MODELS", "read_entry",
+           "parse_entry", "expand", "make_fault", "FaultError"]

@@ -7,12 +7,11 @@ and `kafka-controller` (the active KRaft controller). `select: one | all | major
 minority` then picks among the matching nodes with the plan's seeded rng."""
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 from typing import Any, Iterable
 
 from onceproof.faults.base import Context, FaultError, ParamError
+from onceproof.targets.kafka import KafkaCluster, KafkaNode, RoleError
 
 SELECTS = ("all", "one", "majority", "minority")
 GROUPS = ("kafka", "pipeline")
@@ -70,48 +69,21 @@ def is_role(name: str) -> bool:
 
 
 def resolve_role(context: Context, role: str, topic: str | None, partition: int) -> str:
-    """The node currently holding a Kafka role."""
-    if role == "kafka-controller":
-        return active_controller(context)
-    if not topic:
+    """The name of the node holding a Kafka role now, asked of the run's Kafka cluster.
+    Raises FaultError (certain: nothing was changed) if nobody holds it."""
+    if role == "kafka-leader" and not topic:
         raise FaultError("kafka-leader needs `topic` (and optionally `partition`)", certain=True)
-    from confluent_kafka.admin import AdminClient
-
-    if not context.kafka_bootstrap:
-        raise FaultError("kafka-leader: this run has no Kafka", certain=True)
-    admin = AdminClient({"bootstrap.servers": context.kafka_bootstrap, "socket.timeout.ms": 2000})
-    md = admin.list_topics(topic, timeout=5)
-    t = md.topics.get(topic)
-    if t is None or t.error is not None or partition not in t.partitions:
-        raise FaultError(f"kafka-leader: no partition {topic}/{partition} ({t.error if t else 'no topic'})",
-                         certain=True)
-    leader = t.partitions[partition].leader
-    return kafka_node_by_id(context, leader)
+    cluster = kafka_cluster(context, role)
+    try:
+        node = cluster.controller() if role == "kafka-controller" else cluster.leader(topic or "", partition)
+    except RoleError as e:
+        raise FaultError(f"{role}: {e}", certain=True) from None
+    return node.name
 
 
-def kafka_node_by_id(context: Context, node_id: int) -> str:
-    for name, node in context.nodes.items():
-        if getattr(node, "node_id", None) == node_id:
-            return name
-    raise FaultError(f"no Kafka node with id {node_id} in this run", certain=True)
-
-
-def active_controller(context: Context) -> str:
-    """The KRaft leader, read from the nodes' `quorum-state` files (the newest epoch wins).
-    The Admin API cannot tell: a KRaft broker reports a random live broker as `controller`
-    to clients (KIP-919)."""
-    best: tuple[int, int] | None = None
+def kafka_cluster(context: Context, role: str) -> KafkaCluster:
+    """The Kafka cluster the context's Kafka nodes belong to. Raises FaultError if none."""
     for node in context.nodes.values():
-        if getattr(node, "kind", "") != "kafka":
-            continue
-        path = Path(node.data_dir) / "log" / "__cluster_metadata-0" / "quorum-state"
-        try:
-            state = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        epoch, leader = int(state.get("leaderEpoch", -1)), int(state.get("leaderId", -1))
-        if leader >= 0 and (best is None or epoch > best[0]):
-            best = (epoch, leader)
-    if best is None:
-        raise FaultError("kafka-controller: no node knows a quorum leader yet", certain=True)
-    return kafka_node_by_id(context, best[1])
+        if isinstance(node, KafkaNode) and node.cluster is not None:
+            return node.cluster
+    raise FaultError(f"{role}: this run has no Kafka", certain=True)

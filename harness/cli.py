@@ -10,16 +10,16 @@ import importlib
 import sys
 from typing import NoReturn
 
+from onceproof.errors import ExitCode
+
 # name of the sub-command module in harness/commands, in the order `--help` lists them
 COMMANDS = ["run", "check", "report", "plan", "up", "doctor", "setup", "cleanup"]
-
-EXIT_VALID, EXIT_INVALID, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # bad flags are bad input: exit 2 with usage
         self.print_usage(sys.stderr)
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+        self.exit(ExitCode.BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return EXIT_BAD_INPUT
+        return ExitCode.BAD_INPUT
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import threading
 import time
 
-from onceproof.history import History
+from onceproof.recorder import HistoryWriter
 from onceproof.sinks import Sink
 
 
 class Observer:
-    def __init__(self, sink: Sink, history: History, interval_s: float = 0.5) -> None:
+    def __init__(self, sink: Sink, history: HistoryWriter, interval_s: float = 0.5) -> None:
         self.sink = sink
         self.history = history
         self.interval_s = interval_s

@@ -8,30 +8,32 @@ import difflib
 import re
 import shlex
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, create_model,
+                      field_validator, model_validator)
+
+from onceproof.faults.params import Seconds, duration
+from onceproof.faults.schedule import FaultEntry, FaultSpecError, Step, expand
+from onceproof.targets.kinds import Section, target_kinds
+
+from onceproof.errors import OnceproofError
 
 # --- durations ---------------------------------------------------------------------
-_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+# One grammar for every duration of the project (faults/params.py): `40s`, `500ms`, `2m`, `1h`,
+# `250us` or a number of seconds. A plan's own durations are checked for being above zero by
+# their fields (gt=0), so the grammar lets a sign through here, as it always did.
+_EXAMPLE = "40s or 500ms"
 
 
 def parse_duration(value: Any) -> float:
-    """'40s', '500ms', '2m', '1h' or a number of seconds -> seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration such as 40s or 500ms, got {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return float(m.group(1)) * _UNIT[m.group(2)]
-    raise ValueError(f"expected a duration such as 40s or 500ms, got {value!r}")
+    """'40s', '500ms', '2m', '1h', '250us' or a number of seconds -> seconds (float).
+    Raises ValueError (a ParamError) saying what was expected, with an example."""
+    return duration(value, signed=True, example=_EXAMPLE)
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+Duration = Annotated[float, Seconds(signed=True, example=_EXAMPLE)]
 
 
 def _hyphen(name: str) -> str:
@@ -43,27 +45,36 @@ class _Model(BaseModel):
 
 
 # --- sections ----------------------------------------------------------------------
-class KafkaTarget(_Model):
-    nodes: int = Field(1, ge=1, le=9, description="KRaft nodes (each controller + broker)")
+class _TargetsBase(_Model):
+    """`targets:`: one optional field per target kind of the registry (targets/kinds.py),
+    typed by the kind's own section model."""
 
-
-class RedisTarget(_Model):
-    persistence: Literal["none", "aof-everysec", "aof-always"] = "aof-everysec"
-
-
-class PostgresTarget(_Model):
-    fsync: bool = True
-
-
-class Targets(_Model):
-    kafka: KafkaTarget | None = None
-    redis: RedisTarget | None = None
-    postgres: PostgresTarget | None = None
-
-    @field_validator("kafka", "redis", "postgres", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _empty_means_defaults(cls, v: Any) -> Any:
-        return {} if v is None else v  # `postgres: {}` and `postgres:` both mean "with defaults"
+    def _empty_means_defaults(cls, data: Any) -> Any:
+        # `postgres: {}` and `postgres:` both mean "with defaults"
+        if isinstance(data, dict):
+            return {k: {} if v is None and k in target_kinds() else v for k, v in data.items()}
+        return data
+
+    def sections(self) -> dict[str, Section | None]:
+        """Each target kind's section by name, in registry order (None: the plan has none)."""
+        return dict(self)
+
+    def section(self, kind: str) -> Section | None:
+        """The plan's section for target `kind`, or None if it has none (or no such kind exists)."""
+        return self.sections().get(kind)
+
+
+def _targets_model() -> type[_TargetsBase]:
+    fields: dict[str, Any] = {name: (kind.section | None, None) for name, kind in target_kinds().items()}
+    return create_model("Targets", __base__=_TargetsBase, __module__=__name__, **fields)
+
+
+if TYPE_CHECKING:
+    Targets = _TargetsBase
+else:
+    Targets = _targets_model()
 
 
 class Pipeline(_Model):
@@ -166,35 +177,48 @@ class Plan(_Model):
     targets: Targets
     pipeline: Pipeline
     workload: Workload = Field(default_factory=lambda: Workload())
-    faults: list[dict[str, Any]] = Field(default_factory=list)
+    faults: list[FaultEntry] = Field(default_factory=list, description="fault steps at fixed times, and random ones")
     checks: Checks = Field(default_factory=Checks)
     quiesce: Quiesce = Field(default_factory=lambda: Quiesce())
     observe: Observe = Field(default_factory=lambda: Observe())
+    _steps: list[Step] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Plan":
-        needs = {"kafka": self.targets.kafka, "redis": self.targets.redis, "postgres": self.targets.postgres}
         for field, endpoint in (("source", self.workload.source), ("sink", self.workload.sink)):
             kind = endpoint.split(":", 1)[0].split("-")[0]
-            if needs[kind] is None:
+            if self.targets.section(kind) is None:
                 raise PlanConsistencyError(["workload", field],
                                            f"{endpoint} needs a {kind} target: add `{kind}: {{}}` under targets")
-        if self.checks.state and needs["postgres"] is None:
+        if self.checks.state and self.targets.section("postgres") is None:
             raise PlanConsistencyError(["checks", "state"], "a state query runs on PostgreSQL: add `postgres: {}`")
-        if self.pipeline.progress and needs["postgres"] is None:
+        if self.pipeline.progress and self.targets.section("postgres") is None:
             raise PlanConsistencyError(["pipeline", "progress"],
                                        "a progress query runs on PostgreSQL: add `postgres: {}`")
         return self
 
+    @model_validator(mode="after")
+    def _expand_faults(self) -> "Plan":
+        """The fault schedule, drawn once from the seed (every target checked against the run's nodes)."""
+        try:
+            self._steps = expand(self.faults, self.seed, self.workload.duration, self.target_names())
+        except FaultSpecError as e:
+            raise PlanConsistencyError(["faults", *e.path], e.message) from None
+        return self
+
+    @property
+    def fault_steps(self) -> list[Step]:
+        """The concrete fault steps of this plan, sorted by time (random entries already drawn)."""
+        return list(self._steps)
+
     # --- derived --------------------------------------------------------------------
     def target_names(self) -> list[str]:
+        """Every name a fault may target: each target's nodes (as its kind names them), then
+        the group `pipeline` and its replicas `pipeline-0`..."""
         names = []
-        if self.targets.kafka:
-            names += [f"kafka-{i}" for i in range(1, self.targets.kafka.nodes + 1)]
-        if self.targets.redis:
-            names.append("redis")
-        if self.targets.postgres:
-            names.append("postgres")
+        for name, section in self.targets.sections().items():
+            if section is not None:
+                names += target_kinds()[name].node_names(section)
         names += ["pipeline", *(f"pipeline-{i}" for i in range(self.pipeline.replicas))]
         return names
 
@@ -206,14 +230,14 @@ class Plan(_Model):
         return out
 
 
-class PlanConsistencyError(ValueError):
+class PlanConsistencyError(OnceproofError, ValueError):
     def __init__(self, path: list[str | int], message: str) -> None:
         super().__init__(message)
         self.path = path
         self.message = message
 
 
-class PlanError(Exception):
+class PlanError(OnceproofError):
     """A plan that cannot be used, with where and why."""
 
     def __init__(self, file: str, problems: list[tuple[int | None, str, str]]) -> None:
@@ -322,13 +346,19 @@ def load_plan(path: str | Path, overrides: dict[str, Any] | None = None) -> Plan
     if not isinstance(data, dict) or node is None:
         raise PlanError(name, [(1, "", f"expected a mapping of plan fields, e.g.:\n{EXAMPLE}")])
     lines = _line_map(node)
-    for key, value in (overrides or {}).items():
+    apply_overrides(data, overrides or {})
+    return validate_plan(data, name, lines)
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Set `a.b=v` overrides in a plan's raw data, in place: {"workload.duration": 20.0} sets
+    data["workload"]["duration"], creating sections that are missing (before validation)."""
+    for key, value in overrides.items():
         section = data
         parts = key.split(".")
         for p in parts[:-1]:
             section = section.setdefault(p, {})
         section[parts[-1]] = value
-    return validate_plan(data, name, lines)
 
 
 def validate_plan(data: dict[str, Any], name: str = "<plan>", lines: dict[tuple, int] | None = None) -> Plan:
@@ -344,32 +374,16 @@ def validate_plan(data: dict[str, Any], name: str = "<plan>", lines: dict[tuple,
                 loc = tuple(_hyphen(p) if isinstance(p, str) else p for p in ctx_err.path)
                 problems.append((_line_for(lines, loc), _field_name(loc), ctx_err.message))
                 continue
+            if isinstance(ctx_err, FaultSpecError):  # a `faults:` entry, read by the faults package
+                loc = (*err["loc"][:2], *ctx_err.path)
+                problems.append((_line_for(lines, loc), _field_name(loc), ctx_err.message))
+                continue
             problems.append((_line_for(lines, loc), _field_name(loc), _explain(err, _known_fields(err["loc"]))))
         raise PlanError(name, problems) from None
-    problems += _check_faults(plan, lines)
-    if problems:
-        raise PlanError(name, problems)
     return plan
 
 
-def _check_faults(plan: Plan, lines: dict[tuple, int]) -> list[tuple[int | None, str, str]]:
-    """Each `faults:` entry is validated by the faults package (it owns the fault kinds)."""
-    from onceproof.faults import schedule
-    problems = []
-    for i, entry in enumerate(plan.faults):
-        try:
-            schedule.parse_entry(entry)
-        except schedule.FaultSpecError as e:
-            loc = ("faults", i, *e.path)
-            problems.append((_line_for(lines, loc), _field_name(loc), e.message))
-    if not problems:
-        try:
-            schedule.expand(plan.faults, plan.seed, plan.workload.duration, plan.target_names())
-        except schedule.FaultSpecError as e:
-            loc = ("faults", *e.path)
-            problems.append((_line_for(lines, loc), _field_name(loc), e.message))
-    return problems
-
-
 def json_schema() -> dict[str, Any]:
+    """The plans' JSON Schema (draft 2020-12, for editors): every section, and every fault
+    kind with its fields."""
     return Plan.model_json_schema(by_alias=True)

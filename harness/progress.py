@@ -22,13 +22,14 @@ checkers/HISTORY.md):
 """
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from onceproof.history import History
+from onceproof.recorder import HistoryWriter as History
 from onceproof.observer import Observer
 from onceproof.sinks import Sink
 from onceproof.targets.deployment import Deployment
@@ -466,9 +467,15 @@ def hanging_transactions(sink: Sink, blocked: list[dict[str, Any]]) -> tuple[lis
     return out, ""
 
 
-def start_watch(plan: Any, deployment: Deployment, history: History,
-                on_lag: Callable[[int | None], None] | None = None) -> ProgressWatch:
+@contextlib.contextmanager
+def watching(plan: Any, deployment: Deployment, history: History,
+             on_lag: Callable[[int | None], None] | None = None) -> Iterator[ProgressWatch]:
     """The progress watch of a run's plan (`workload.source`, `pipeline.groups`,
-    `pipeline.progress`), polling on its own thread from now on."""
+    `pipeline.progress`), polling on its own thread; stopped and its clients closed on exit."""
     reader = make_reader(plan.workload.source, deployment, plan.pipeline.groups, plan.pipeline.progress)
-    return ProgressWatch(reader, plan.workload.source, history, max(POLL_S, plan.observe.interval), on_lag).start()
+    watch = ProgressWatch(reader, plan.workload.source, history, max(POLL_S, plan.observe.interval), on_lag)
+    watch.start()
+    try:
+        yield watch
+    finally:
+        watch.close()

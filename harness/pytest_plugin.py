@@ -31,7 +31,7 @@ class PlanRun:
 @pytest.fixture
 def onceproof(tmp_path: Path) -> Callable[..., PlanRun]:
     """Run a plan (path or dict) against real targets; results go under the test's tmp_path."""
-    from onceproof.plan import load_plan, parse_duration, validate_plan
+    from onceproof.plan import apply_overrides, load_plan, parse_duration, validate_plan
     from onceproof.runner import execute
 
     counter = [0]
@@ -45,12 +45,7 @@ def onceproof(tmp_path: Path) -> Callable[..., PlanRun]:
             overrides["seed"] = seed
         if isinstance(plan, dict):
             data = dict(plan)
-            for key, value in overrides.items():
-                section = data
-                parts = key.split(".")
-                for p in parts[:-1]:
-                    section = section.setdefault(p, {})
-                section[parts[-1]] = value
+            apply_overrides(data, overrides)
             resolved = validate_plan(data)
         else:
             resolved = load_plan(plan, overrides)

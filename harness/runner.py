@@ -3,10 +3,8 @@ sink observed, everything healed and drained, history checked, results written, 
 teardown always. The CLI, the pytest plugin and any other front-end call `execute()`."""
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
-import signal
-import sys
 import threading
 import time
 import traceback
@@ -15,24 +13,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 import orjson
-import yaml
 
-from onceproof.history import History
+from onceproof import stages
+from onceproof.errors import ExitCode
+from onceproof.recorder import HistoryWriter
 from onceproof.observer import Observer
 from onceproof.plan import Plan
-from onceproof.progress import ProgressWatch, start_watch
-from onceproof.sinks import make_sink
+from onceproof.progress import ProgressWatch, watching
+from onceproof.sinks import Sink, make_sink
 from onceproof.sources import make_source
+from onceproof.stages import Interrupted, RunLog
 from onceproof.workload import Workload
-from onceproof.targets.deployment import Deployment, TargetsSpec
-from onceproof.targets.local import new_run_id
-from onceproof.targets.process import CommandNode
 
-EXIT = {True: 0, False: 1, "unknown": 3}
+__all__ = ["Interrupted", "Progress", "RunResult", "execute"]
 
-
-class Interrupted(Exception):
-    """SIGINT / SIGTERM during a run: tear down, keep what was recorded."""
+FAULT_KEYS = ("fault", "kind", "targets", "outcome", "applied_s", "healed_s")  # results.json's `faults`
 
 
 @dataclass
@@ -52,250 +47,110 @@ class Progress:
 
 @dataclass
 class RunResult:
+    """What execute() returns: the run folder, the verdict, its exit code, results.json's dict."""
+
     out_dir: Path
     valid: Any  # True | False | "unknown"
     exit_code: int
     results: dict[str, Any]
 
 
-def _resolve_command(command: list[str]) -> list[str]:
-    # `python` in a plan means the interpreter onceproof runs on (its virtualenv)
-    if command and command[0] in ("python", "python3"):
-        return [sys.executable, *command[1:]]
-    return list(command)
-
-
-def _make_runtime(plan: Plan, run_id: str, log_dir: Path | None):  # type: ignore[no-untyped-def]
-    if plan.runtime == "netns":
-        from onceproof.targets.netns import NetnsRuntime  # type: ignore[import-not-found]
-
-        return NetnsRuntime(run_id=run_id, log_dir=log_dir)
-    from onceproof.targets.local import LocalRuntime
-
-    return LocalRuntime(run_id=run_id, log_dir=log_dir)
-
-
-def _spec(plan: Plan) -> TargetsSpec:
-    t = plan.targets
-    return TargetsSpec(kafka_nodes=t.kafka.nodes if t.kafka else 0,
-                       redis=t.redis.persistence if t.redis else None,
-                       postgres=t.postgres is not None,
-                       postgres_fsync=t.postgres.fsync if t.postgres else True)
-
-
-class _Signals:
-    """SIGTERM behaves like Ctrl-C during a run, so `finally` blocks tear everything down."""
-
-    def __enter__(self) -> "_Signals":
-        self.previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handler)
-        return self
-
-    @staticmethod
-    def _handler(signum: int, frame: Any) -> None:
-        raise Interrupted(signal.Signals(signum).name)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
 def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[Progress], None] | None = None,
             log: Callable[[str], None] = lambda m: None) -> RunResult:
-    run_id = new_run_id()
-    out_dir = Path(out_dir) if out_dir else Path("runs") / f"{plan.name}-{run_id}"
-    if out_dir.exists() and any(out_dir.iterdir()):
-        shutil.rmtree(out_dir)
-    (out_dir / "logs").mkdir(parents=True, exist_ok=True)
-    (out_dir / "plan.yaml").write_text(yaml.safe_dump(plan.resolved(), sort_keys=False))
-    progress = Progress(total_s=plan.workload.duration)
-    report = on_progress or (lambda p: None)
-    history = History(out_dir / "history.jsonl")
-    started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    wall0 = time.monotonic()
-    errors: list[str] = []
-    notes: list[str] = []
-    load_start_ns = 0
-    load_stats: dict[str, Any] = {}
-    deployment: Deployment | None = None
-    replicas: list[CommandNode] = []
-    nemesis = None
-    observer: Observer | None = None
-    watch: ProgressWatch | None = None
-    load_host: _LoadHost | None = None
-    interrupted = False
-    final_ok = False
-    history.record("harness", "info", "start", {
-        "run_id": run_id, "plan": plan.name, "seed": plan.seed, "rate": plan.workload.rate,
-        "duration_s": plan.workload.duration, "order": plan.checks.exactly_once.order})
-    with _Signals():
-        try:
-            runtime = _make_runtime(plan, run_id, out_dir / "logs")
-            deployment = Deployment.create(runtime, _spec(plan))
+    """Run `plan` once against real targets and check what happened. The steps, each a scope
+    (harness/stages.py) that undoes itself on the way out, so that teardown always happens, in
+    the reverse order: heal, observer, load host, replicas, targets:
+
+    1. a run folder (`out_dir`, default runs/<name>-<run id>) with plan.yaml, and its history;
+    2. SIGINT / SIGTERM become Interrupted for the rest of the run;
+    3. the targets up, then the source's and the sink's set-up; the replicas started;
+    4. the observer reading the sink; the nemesis;
+    5. the load for `workload.duration`, the nemesis applying and healing on its schedule;
+    6. heal everything, restart dead replicas, drain the load, wait until the sink settles,
+       final read (and the declared state);
+    7. teardown; then the history checked by exactly-once and perf (composed), and
+       results.json, junit.xml and report.html written.
+
+    `on_progress` is called with the Progress a few times a second; `log` with a line at
+    each step worth saying. A harness or infrastructure failure, or an interruption, is a
+    result (valid "unknown", exit code 3, its errors in results.json), never an exception."""
+    run = stages.new_run(plan, out_dir)
+    progress, report = Progress(total_s=plan.workload.duration), on_progress or (lambda p: None)
+    with stages.recording(plan, run) as history, stages.interrupts(), run.ending_early(), \
+            contextlib.ExitStack() as scope:
+        with run.ending_early():
             log("starting targets")
-            deployment.start()
-            history.record("harness", "info", "targets-ready", {
-                n: a for n, a, _ in deployment.endpoints()})
+            deployment = scope.enter_context(stages.targets_up(plan, run.run_id, run.out_dir / "logs", run))
+            history.record("harness", "info", "targets-ready", {n: a for n, a, _ in deployment.endpoints()})
             source = make_source(plan.workload.source, deployment, plan.workload.partitions)
             sink = make_sink(plan.workload.sink, deployment)
-            load_host = _LoadHost(runtime)
+            replicas = scope.enter_context(stages.pipeline_replicas(plan, deployment, run))
+            load_host = scope.enter_context(stages.load_host(deployment.runtime, run))
             load_host.call(source.setup)
             sink.setup()
-            progress.phase = "starting pipeline"
-            report(progress)
-            env = {
-                "ONCEPROOF_KAFKA_BOOTSTRAP": deployment.kafka_bootstrap("pipeline"),
-                "ONCEPROOF_REDIS_URL": deployment.redis_url("pipeline"),
-                "ONCEPROOF_POSTGRES_DSN": deployment.postgres_dsn("pipeline"),
-                "ONCEPROOF_SOURCE": plan.workload.source,
-                "ONCEPROOF_SINK": plan.workload.sink,
-                "ONCEPROOF_REPLICAS": str(plan.pipeline.replicas),
-                "ONCEPROOF_RUN_ID": run_id,
-                "PYTHONUNBUFFERED": "1",
-            }
-            command = _resolve_command(plan.pipeline.command)
-            for i in range(plan.pipeline.replicas):
-                node = CommandNode(runtime, f"pipeline-{i}", command,
-                                   {**env, **plan.pipeline.env, "ONCEPROOF_REPLICA": str(i)},
-                                   cwd=plan.pipeline.cwd)
-                node.start()
-                replicas.append(node)
-            nemesis, schedule = _nemesis(plan, deployment, replicas, history)
-            observer = Observer(sink, history, plan.observe.interval)
-            observer.start()
-            watch = start_watch(plan, deployment, history, lambda lag: setattr(progress, "lag", lag))
+            _phase(progress, report, "starting pipeline")
+            replicas.start()
+            observer = scope.enter_context(stages.observing(sink, history, plan.observe.interval, run))
+            watch = scope.enter_context(watching(plan, deployment, history, lambda lag: setattr(progress, "lag", lag)))
+            nemesis, schedule = scope.enter_context(stages.nemesis_for(plan, deployment, replicas, history, run))
             workload = Workload(source, history, rate=plan.workload.rate, keys=plan.workload.keys, seed=plan.seed,
                                 payload_bytes=plan.workload.payload_bytes)
-            stop = threading.Event()
-            load_start_ns = history.now()
-            history.record("harness", "info", "load-start", None, time_ns=load_start_ns)
-            t0 = time.monotonic()
-            nemesis_thread = None
-            if nemesis is not None and schedule:
-                nemesis_thread = threading.Thread(target=nemesis.run, args=(schedule, t0, stop), name="nemesis",
-                                                  daemon=True)
-                nemesis_thread.start()
-            progress.phase = "load"
-            ticker = _Ticker(progress, workload, observer, nemesis, t0, report)
-            ticker.start()
-            try:
-                load_host.call(workload.run, plan.workload.duration, stop)
-            finally:
-                stop.set()
-                history.record("harness", "info", "load-end", workload.stats.as_dict())
-                if nemesis_thread:
-                    nemesis_thread.join(timeout=30)
+            with stages.load_window(history, workload, nemesis, schedule) as window:
+                progress.phase = "load"
+                scope.enter_context(_Ticker(progress, workload, observer, nemesis, window.t0, report))
+                load_host.call(workload.run, plan.workload.duration, window.stop)
             progress.phase = "healing"
             if nemesis is not None:
                 history.record("harness", "info", "heal-all", None)
                 nemesis.heal_all()
-            _restart_dead(replicas, history, notes)
+            replicas.restart_dead(history)
             load_host.call(workload.finish, min(30.0, plan.quiesce.max))
-            load_stats = workload.stats.as_dict()
-            progress.phase = "quiescing"
-            history.record("harness", "info", "quiesce-start", None)
-            quiet = watch.wait_caught_up(observer, sink, plan.quiesce.idle, plan.quiesce.max)
-            history.record("harness", "info", "quiesce-end", quiet.as_dict())
-            notes += quiet.notes
-            observer.stop()
-            progress.phase = "final read"
-            report(progress)
-            watch.final(sink, history)
-            observer.final_read()
-            if plan.checks.state:
-                observer.record_state(plan.checks.state.query)
-            final_ok = True
-            ticker.stop()
-        except Interrupted as e:
-            interrupted = True
-            errors.append(f"interrupted by {e}")
-        except Exception as e:  # noqa: BLE001 - an infrastructure failure is a result (exit 3)
-            errors.append(f"{type(e).__name__}: {e}")
-            (out_dir / "logs" / "harness-error.log").write_text(traceback.format_exc())
-        finally:
-            progress.phase = "teardown"
-            report(progress)
-            if nemesis is not None:
-                try:
-                    nemesis.heal_all()
-                except Exception as e:  # noqa: BLE001
-                    errors.append(f"heal: {e}")
-            if observer is not None:
-                observer.stop()
-            if watch is not None:
-                watch.close()
-            if load_host is not None:
-                load_host.close()
-            for node in replicas:
-                try:
-                    node.stop(timeout=5)
-                except Exception as e:  # noqa: BLE001
-                    errors.append(f"{node.name}: {e}")
-            if deployment is not None:
-                try:
-                    deployment.stop()
-                except Exception as e:  # noqa: BLE001
-                    errors.append(str(e))
-            history.record("harness", "info", "end", {"errors": errors})
-            history.close()
-    return _conclude(plan, out_dir, run_id, started_at, time.monotonic() - wall0, history, deployment, replicas,
-                     load_stats, load_start_ns, errors, notes, final_ok, interrupted)
+            run.load_stats = workload.stats.as_dict()
+            _settle(plan, run, history, observer, watch, sink, progress, report)
+        _phase(progress, report, "teardown")
+    return _conclude(plan, run)
 
 
-def _nemesis(plan: Plan, deployment: Deployment, replicas: list[CommandNode], history: History):  # type: ignore[no-untyped-def]
-    if not plan.faults:
-        return None, []
-    from onceproof.faults import schedule as schedules
-    from onceproof.faults.base import Context
-    from onceproof.faults.nemesis import Nemesis
-
-    context = Context.from_deployment(deployment, {r.name: r for r in replicas}, plan.seed)
-    steps = schedules.expand(plan.faults, plan.seed, plan.workload.duration, plan.target_names())
-    return Nemesis(context, history), steps
+def _phase(progress: Progress, report: Callable[[Progress], None], phase: str) -> None:
+    progress.phase = phase
+    report(progress)
 
 
-def _restart_dead(replicas: list[CommandNode], history: History, notes: list[str]) -> None:
-    for node in replicas:
-        if not node.alive:
-            code = node._popen.returncode if node._popen else None
-            notes.append(f"{node.name} had exited (code {code}) when the load ended; restarted it to drain")
-            history.record("harness", "info", "restart-replica", {"replica": node.name, "exit_code": code})
-            node.start()
-
-
-class _LoadHost:
-    """Runs the load generator's calls on one thread that, on the netns runtime, lives in the
-    `load` host's namespace (so partitions can cut the load generator too); the client
-    library's own threads, created from it, inherit that namespace."""
-
-    def __init__(self, runtime: Any) -> None:
-        import concurrent.futures
-
-        entered = getattr(runtime, "entered", None)
-        self._ctx = entered("load") if entered else None
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="load",
-                                                           initializer=self._enter)
-
-    def _enter(self) -> None:
-        if self._ctx is not None:
-            self._ctx.__enter__()  # for the life of this dedicated thread
-
-    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return self._pool.submit(fn, *args).result()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+def _settle(plan: Plan, run: RunLog, history: HistoryWriter, observer: Observer, watch: ProgressWatch,
+            sink: Sink, progress: Progress, report: Callable[[Progress], None]) -> None:
+    """Wait until the sink has stopped changing and the pipeline has caught up with the source
+    (quiesce, harness/progress.py), record its final position, then read the sink one last time."""
+    progress.phase = "quiescing"
+    history.record("harness", "info", "quiesce-start", None)
+    quiet = watch.wait_caught_up(observer, sink, plan.quiesce.idle, plan.quiesce.max)
+    history.record("harness", "info", "quiesce-end", quiet.as_dict())
+    run.notes.extend(quiet.notes)
+    observer.stop()
+    _phase(progress, report, "final read")
+    watch.final(sink, history)
+    observer.final_read()
+    if plan.checks.state:
+        observer.record_state(plan.checks.state.query)
+    run.final_ok = True
 
 
 class _Ticker(threading.Thread):
+    """Updates the Progress from the load, the observer and the nemesis every 0.25 s while
+    its scope lasts."""
+
     def __init__(self, progress: Progress, workload: Workload, observer: Observer, nemesis: Any, t0: float,
                  report: Callable[[Progress], None]) -> None:
         super().__init__(name="progress", daemon=True)
         self.progress, self.workload, self.observer, self.nemesis = progress, workload, observer, nemesis
         self.t0, self.report = t0, report
         self._stop_evt = threading.Event()
+
+    def __enter__(self) -> "_Ticker":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop_evt.set()
 
     def run(self) -> None:
         last_sent, last_t = 0, time.monotonic()
@@ -314,62 +169,50 @@ class _Ticker(threading.Thread):
                 p.faults = []
             self.report(p)
 
-    def stop(self) -> None:
-        self._stop_evt.set()
 
-
-def _conclude(plan: Plan, out_dir: Path, run_id: str, started_at: str, wall_s: float, history: History,
-              deployment: Deployment | None, replicas: list[CommandNode], load_stats: dict[str, Any],
-              load_start_ns: int, errors: list[str], notes: list[str], final_ok: bool,
-              interrupted: bool) -> RunResult:
-    from onceproof.checkers import exactly_once
+def _conclude(plan: Plan, run: RunLog) -> RunResult:
+    """Check the history (exactly-once and perf, composed), then write results.json,
+    junit.xml and report.html (a plain one if the rich report fails)."""
+    from onceproof.checkers import compose, exactly_once, perf
     from onceproof.checkers.history import read_history
-    from onceproof.report.timeline import fault_windows
 
-    checker_results: dict[str, Any] = {}
-    faults_done: list[dict[str, Any]] = []
-    valid: Any = "unknown"
+    checked: dict[str, Any] = {"valid": "unknown", "checkers": {}}
     try:
-        h = read_history(str(out_dir / "history.jsonl"))
-        # each fault with the times (s since the load started) it was applied and healed
-        t0 = load_start_ns / 1e9
-        faults_done = [{"fault": w.fault, "kind": w.kind, "targets": w.targets, "outcome": w.outcome,
-                        "applied_s": round(w.start_s - t0, 3),
-                        "healed_s": None if w.end_s is None else round(w.end_s - t0, 3)}
-                       for w in fault_windows(h)]
-        eo = exactly_once.check(h, order=plan.checks.exactly_once.order)
-        checker_results["exactly-once"] = eo
-        valid = eo["valid"]
+        h = read_history(str(run.out_dir / "history.jsonl"))
+        order = plan.checks.exactly_once.order
+        checked = dict(compose({"exactly-once": lambda history: exactly_once.check(history, order=order),
+                                "perf": perf.check})(h))
     except Exception as e:  # noqa: BLE001
-        errors.append(f"checker: {type(e).__name__}: {e}")
-    if errors and valid is True:
+        run.errors.append(f"checker: {type(e).__name__}: {e}")
+    run.errors += [f"checker {name}: {r['error']}" for name, r in checked["checkers"].items() if r.get("error")]
+    valid = checked["valid"]
+    if (run.errors or not run.final_ok) and valid is True:
         valid = "unknown"  # a run that did not finish cleanly proves nothing
-    if not final_ok and valid is True:
-        valid = "unknown"
+    # each fault with the times (s since the load started) it was applied and healed
+    faults = [{k: f[k] for k in FAULT_KEYS} for f in (checked["checkers"].get("perf") or {}).get("faults") or []]
     results = {
-        "run_id": run_id, "name": plan.name, "seed": plan.seed, "valid": valid, "exit_code": EXIT[valid],
-        "started_at": started_at, "duration_s": round(wall_s, 3), "plan": plan.resolved(),
-        "checkers": checker_results, "workload": load_stats, "faults": faults_done,
-        "targets": {n.name: {"address": n.address, "log": f"logs/{n.name}.log"}
-                    for n in (deployment.servers() if deployment else [])},
+        "run_id": run.run_id, "name": plan.name, "seed": plan.seed, "valid": valid, "exit_code": int(ExitCode.of(valid)),
+        "started_at": run.started_at, "duration_s": round(run.wall_s, 3), "plan": plan.resolved(),
+        "checkers": checked["checkers"], "workload": run.load_stats, "faults": faults,
+        "targets": {n.name: {"address": n.address, "log": f"logs/{n.name}.log"} for n in run.servers},
         "pipeline": {"command": plan.pipeline.command, "replicas": plan.pipeline.replicas,
-                     "logs": [f"logs/{r.name}.log" for r in replicas]},
-        "errors": errors, "notes": notes, "interrupted": interrupted,
+                     "logs": [f"logs/{r.name}.log" for r in run.replicas]},
+        "errors": run.errors, "notes": run.notes, "interrupted": run.interrupted,
     }
-    _write_json(out_dir / "results.json", results)
+    _write_json(run.out_dir / "results.json", results)
     from onceproof.junit import write_junit
 
-    write_junit(out_dir / "junit.xml", results)
+    write_junit(run.out_dir / "junit.xml", results)
     try:
         from onceproof.report import render
 
-        render(out_dir)
+        render(run.out_dir)
     except Exception as e:  # noqa: BLE001 - a report failure must not hide the verdict
-        (out_dir / "logs" / "report-error.log").write_text(traceback.format_exc())
-        from onceproof.junit import plain_report
+        (run.out_dir / "logs" / "report-error.log").write_text(traceback.format_exc())
+        from onceproof.report.fallback import plain_report
 
-        plain_report(out_dir / "report.html", results, str(e))
-    return RunResult(out_dir, valid, EXIT[valid], results)
+        plain_report(run.out_dir / "report.html", results, str(e))
+    return RunResult(run.out_dir, valid, int(ExitCode.of(valid)), results)
 
 
 def _write_json(path: Path, data: Any) -> None:

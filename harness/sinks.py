@@ -5,49 +5,19 @@ blind the judge). `read()` returns (events, full): events as [id, key, seq, repl
 application order; full=True means it is the whole content of the sink now."""
 from __future__ import annotations
 
-import os
-import socket
-import threading
 import time
 from typing import Any
 
 import orjson
 
+from onceproof.targets.deadline import SocketDeadline
 from onceproof.targets.deployment import Deployment
+from onceproof.topics import create_topic
 
 Effect = list[Any]  # [id, key, seq, replica]
 
 EFFECTS_DDL = ("CREATE TABLE IF NOT EXISTS {t} (event_id text, key text, seq bigint, replica int, "
                "applied_at timestamptz DEFAULT now(), pos bigserial)")
-
-
-class guard:
-    """Make a blocking PostgreSQL call give up after `timeout` seconds even if the server is
-    frozen (SIGSTOP) or a proxy swallows everything: shut the connection's socket down."""
-
-    def __init__(self, conn: Any, timeout: float) -> None:
-        self.conn, self.timeout = conn, timeout
-        self.timer: threading.Timer | None = None
-        self.fired = False
-
-    def _fire(self) -> None:
-        self.fired = True
-        try:
-            s = socket.socket(fileno=os.dup(self.conn.pgconn.socket))
-            s.shutdown(socket.SHUT_RDWR)
-            s.close()
-        except (OSError, ValueError):
-            pass
-
-    def __enter__(self) -> "guard":
-        self.timer = threading.Timer(self.timeout, self._fire)
-        self.timer.daemon = True
-        self.timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.timer:
-            self.timer.cancel()
 
 
 class Sink:
@@ -102,7 +72,7 @@ class PostgresSink(Sink):
 
         conn = self._connect()
         try:
-            with guard(conn, timeout):
+            with SocketDeadline(conn, timeout):
                 return conn.execute(f"SELECT pos, event_id, key, seq, replica FROM {self.name} ORDER BY pos").fetchall()
         except psycopg.Error:
             try:
@@ -128,7 +98,7 @@ class PostgresSink(Sink):
 
     def state(self, query: str) -> dict[str, dict[str, int]] | None:
         conn = self._connect()
-        with guard(conn, 30.0):
+        with SocketDeadline(conn, 30.0):
             rows = conn.execute(query).fetchall()
         return {str(k): {"count": int(c), "sum": int(s)} for k, c, s in rows}
 
@@ -149,18 +119,10 @@ class KafkaSink(Sink):
     says which partitions it is behind the log end of."""
 
     def setup(self) -> None:
-        from confluent_kafka.admin import AdminClient, NewTopic
+        from confluent_kafka.admin import AdminClient
 
-        assert self.deployment.kafka is not None
-        admin = AdminClient({"bootstrap.servers": self.deployment.kafka_bootstrap(), "log_level": 0})
-        rf = min(3, len(self.deployment.kafka.nodes))
-        for f in admin.create_topics([NewTopic(self.name, 3, rf)], operation_timeout=30).values():
-            try:
-                f.result(60)
-            except Exception as e:  # noqa: BLE001
-                if "TOPIC_ALREADY_EXISTS" not in str(e):
-                    raise
-        self.admin = admin
+        create_topic(self.deployment, self.name, 3)
+        self.admin = AdminClient({"bootstrap.servers": self.deployment.kafka_bootstrap(), "log_level": 0})
         self.consumer = self._consumer()
 
     def _ends(self, committed: bool) -> dict[int, int]:

@@ -7,10 +7,10 @@ written) or info (nobody knows: a timeout, a connection lost mid-request)."""
 from __future__ import annotations
 
 import socket
-import time
 from typing import Any, Callable
 
 from onceproof.targets.deployment import Deployment
+from onceproof.topics import create_topic
 
 Event = tuple[str, str, int, str]  # id, key, seq, payload
 Complete = Callable[[list[tuple[str, str, int]], str], None]  # (id, key, seq) events, "ok"|"fail"|"info"
@@ -57,19 +57,7 @@ class KafkaSource(Source):
     a record the client never managed to enqueue or purged unsent is fail."""
 
     def setup(self) -> None:
-        from confluent_kafka.admin import AdminClient, NewTopic
-
-        admin = AdminClient({"bootstrap.servers": self.deployment.kafka_bootstrap()})
-        assert self.deployment.kafka is not None
-        rf = min(3, len(self.deployment.kafka.nodes))
-        futures = admin.create_topics([NewTopic(self.name, self.partitions, rf)], operation_timeout=30)
-        for f in futures.values():
-            try:
-                f.result(60)
-            except Exception as e:  # noqa: BLE001
-                if "TOPIC_ALREADY_EXISTS" not in str(e):
-                    raise
-        _wait_topic(admin, self.name, self.partitions)
+        create_topic(self.deployment, self.name, self.partitions, wait_for_leaders=True)
         from confluent_kafka import Producer
 
         self._pending: dict[str, tuple[str, int]] = {}
@@ -134,17 +122,6 @@ class KafkaSource(Source):
         self.producer.flush(1)
         self._flush_done(complete)
         self.producer = None  # destroyed now, not when the targets are already gone
-
-
-def _wait_topic(admin: Any, topic: str, partitions: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        md = admin.list_topics(topic, timeout=5).topics.get(topic)
-        if md is not None and md.error is None and len(md.partitions) == partitions and all(
-                p.leader >= 0 for p in md.partitions.values()):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"topic {topic} has no leaders after {timeout:.0f}s")
 
 
 class RedisSource(Source):

@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from onceproof.history import History
+from onceproof.recorder import HistoryWriter
 from onceproof.sources import Event, Source
 
 TICK_S = 0.005
@@ -65,7 +65,7 @@ class EventFactory:
 
 
 class Workload:
-    def __init__(self, source: Source, history: History, *, rate: float, keys: int, seed: int,
+    def __init__(self, source: Source, history: HistoryWriter, *, rate: float, keys: int, seed: int,
                  payload_bytes: int = 16, process: str = "load") -> None:
         self.source = source
         self.history = history

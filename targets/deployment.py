@@ -1,5 +1,6 @@
-"""A run's targets: the plan's Kafka / Redis / PostgreSQL nodes on a runtime, with a fault
-proxy in front of every client port, one set of proxies per client group.
+"""A run's targets: the plan's targets (every kind in targets/kinds.py: Kafka, Redis,
+PostgreSQL) built on a runtime, with a fault proxy in front of every client port, one set of
+proxies per client group.
 
 Client groups: `pipeline` (the pipeline under test) and `load` (the workload generator).
 The observer and the harness reach the nodes directly, so a partition of the pipeline never
@@ -7,26 +8,52 @@ blinds the judge."""
 from __future__ import annotations
 
 import concurrent.futures
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator, TypeVar
 
-from onceproof.targets.kafka import KafkaCluster, KafkaNode
-from onceproof.targets.local import LocalRuntime
+from onceproof.targets.kafka import KafkaCluster
+from onceproof.targets.kinds import Section, Target, target_kinds
 from onceproof.targets.postgres import PostgresNode
 from onceproof.targets.process import Node
 from onceproof.targets.redis import RedisNode
+from onceproof.targets.runtime import Runtime
 from onceproof.targets.toxiproxy import ToxiproxyNode
 
 GROUPS = ("pipeline", "load")
+N = TypeVar("N", bound=Node)
 
 
 @dataclass
 class TargetsSpec:
-    kafka_nodes: int = 0
-    redis: str | None = None  # persistence: none | aof-everysec | aof-always; None = no redis
-    postgres: bool = False
+    """Which targets a run has. `sections` maps a target kind's name to its plan section (the
+    kind's pydantic model, or a dict of its fields; None = no such target).
+
+    The keyword shorthands below are for tests and benchmarks; each adds its kind's section
+    unless `sections` already has one. Raises pydantic.ValidationError (a ValueError) from
+    `resolved()` for a bad value, KeyError for an unknown kind."""
+
+    kafka_nodes: int = 0  # shorthand: sections["kafka"] = {"nodes": kafka_nodes}
+    redis: str | None = None  # shorthand: sections["redis"] = {"persistence": redis}
+    postgres: bool = False  # shorthand: sections["postgres"] = {"fsync": postgres_fsync}
     postgres_fsync: bool = True
     groups: tuple[str, ...] = GROUPS
+    sections: Mapping[str, Section | dict[str, Any] | None] = field(default_factory=dict)
+
+    def resolved(self) -> dict[str, Section]:
+        """Kind name -> validated section, for every target the run has, in registry order."""
+        given = {name: section for name, section in self.sections.items() if section is not None}
+        if self.kafka_nodes:
+            given.setdefault("kafka", {"nodes": self.kafka_nodes})
+        if self.redis:
+            given.setdefault("redis", {"persistence": self.redis})
+        if self.postgres:
+            given.setdefault("postgres", {"fsync": self.postgres_fsync})
+        kinds = target_kinds()
+        unknown = sorted(set(given) - set(kinds))
+        if unknown:
+            raise KeyError(f"no target kind {unknown[0]!r}; known: {', '.join(kinds)}")
+        return {name: kind.section.model_validate(given[name]) for name, kind in kinds.items() if name in given}
 
 
 @dataclass
@@ -40,44 +67,48 @@ class Proxy:
 
 @dataclass
 class Deployment:
-    runtime: LocalRuntime
+    """The run's targets by kind name (`targets`, in registry order), the Toxiproxy server in
+    front of them (None on a runtime without client proxies) and its proxies by name."""
+
+    runtime: Runtime
     spec: TargetsSpec
     toxiproxy: ToxiproxyNode | None = None
-    kafka: KafkaCluster | None = None
-    redis: RedisNode | None = None
-    postgres: PostgresNode | None = None
+    targets: dict[str, Target] = field(default_factory=dict)
     proxies: dict[str, Proxy] = field(default_factory=dict)
 
     # --- building -----------------------------------------------------------------
     @classmethod
-    def create(cls, runtime: LocalRuntime, spec: TargetsSpec) -> "Deployment":
+    def create(cls, runtime: Runtime, spec: TargetsSpec) -> "Deployment":
+        """Build (not start) the targets `spec` asks for on `runtime`, and plan one proxy per
+        client group in front of every server node. Raises ValueError/KeyError for a bad spec."""
         d = cls(runtime, spec)
         # netns: every node is a host of its own and clients reach it at its own address;
         # partitions are iptables rules between hosts, so no proxy sits in between
-        direct = getattr(runtime, "name", "local") == "netns"
-        d.toxiproxy = None if direct else ToxiproxyNode(runtime)
-        if spec.kafka_nodes:
-            d.kafka = KafkaCluster(runtime, spec.kafka_nodes, groups=spec.groups)
-        if spec.redis:
-            d.redis = RedisNode(runtime, persistence=spec.redis)
-        if spec.postgres:
-            d.postgres = PostgresNode(runtime, fsync=spec.postgres_fsync)
-        for node in d.servers() if not direct else []:
+        d.toxiproxy = ToxiproxyNode(runtime) if runtime.client_proxies else None
+        kinds = target_kinds()
+        for name, section in spec.resolved().items():
+            d.targets[name] = kinds[name].build(runtime, section, spec.groups)
+        for node in d.servers() if d.toxiproxy is not None else []:
             for group in spec.groups:
-                if isinstance(node, KafkaNode):
-                    upstream = f"{node.host}:{node.group_ports[group]}"
-                else:
-                    upstream = node.address
-                proxy = Proxy(f"{group}-{node.name}", group, node.name, runtime.free_port(), upstream)
+                proxy = Proxy(f"{group}-{node.name}", group, node.name, runtime.free_port(), node.listener(group))
                 d.proxies[proxy.name] = proxy
-                if isinstance(node, KafkaNode):
-                    node.advertise(group, "127.0.0.1", proxy.listen)
+                node.advertise(group, "127.0.0.1", proxy.listen)
         return d
 
+    @classmethod
+    def from_plan(cls, runtime: Runtime, sections: Mapping[str, Section | None],
+                  groups: tuple[str, ...] = GROUPS) -> "Deployment":
+        """`create` for a plan's `targets:` given as kind name -> section (None = absent),
+        e.g. `Plan.targets.sections()`."""
+        return cls.create(runtime, TargetsSpec(groups=groups, sections=dict(sections)))
+
+    def target(self, kind: str) -> Target | None:
+        """The run's target of that kind, or None if it has none."""
+        return self.targets.get(kind)
+
     def servers(self) -> list[Node]:
-        out: list[Node] = list(self.kafka.nodes) if self.kafka else []
-        out += [n for n in (self.redis, self.postgres) if n is not None]
-        return out
+        """Every target's server nodes, in registry order (no Toxiproxy, no pipeline)."""
+        return [n for t in self.targets.values() for n in t.nodes]
 
     def nodes(self) -> dict[str, Node]:
         """Every node by its name (the names fault targets use)."""
@@ -87,33 +118,27 @@ class Deployment:
         return out
 
     def start(self, timeout: float = 60.0) -> None:
+        """Start Toxiproxy and its proxies, then every target at once; return when all serve.
+        `timeout` (s) bounds a cluster's wait for its peers. Raises NodeError, ToxiproxyError."""
         if self.toxiproxy is not None:
             self.toxiproxy.start()
             for p in self.proxies.values():
                 self.toxiproxy.api.create(p.name, f"127.0.0.1:{p.listen}", p.upstream)
-        jobs = []
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            if self.kafka:
-                jobs.append(pool.submit(self.kafka.start, timeout))
-            for n in (self.redis, self.postgres):
-                if n is not None:
-                    jobs.append(pool.submit(n.start))
+            jobs = [pool.submit(t.start, timeout) for t in self.targets.values()]
             for j in jobs:
                 j.result()
 
     def stop(self) -> None:
-        """Stop every node (Kafka killed, the others gracefully) and remove the run's scratch space."""
+        """End every node (`Node.teardown`: Kafka killed, the others stopped gracefully) and
+        remove the run's scratch space. Raises RuntimeError listing the nodes that failed to
+        end, after trying all of them."""
         errors = []
         for node in [*self.servers(), *([self.toxiproxy] if self.toxiproxy else [])]:
             try:
                 if node.paused:
                     node.resume()
-                if isinstance(node, KafkaNode):
-                    # the run's data is thrown away, and a KRaft cluster losing its quorum one
-                    # graceful stop at a time takes seconds per broker: SIGKILL
-                    node.kill()
-                else:
-                    node.stop(timeout=10)
+                node.teardown()
             except Exception as e:  # noqa: BLE001 - keep tearing down the rest
                 errors.append(f"{node.name}: {e}")
         self.runtime.close()
@@ -125,28 +150,54 @@ class Deployment:
         p = self.proxies.get(f"{group}-{node.name}")
         return ("127.0.0.1", p.listen) if p else (node.host, node.port)
 
-    def kafka_bootstrap(self, group: str | None = None) -> str:
-        """Bootstrap servers for a client group (through its proxies), or direct (None)."""
-        if not self.kafka:
+    def endpoint(self, kind: str, group: str | None = None) -> str:
+        """How a client reaches the target `kind`: through client group `group`'s proxies, or
+        directly (None). "" if the run has no such target."""
+        target = self.targets.get(kind)
+        if target is None:
             return ""
         if group is None:
-            return self.kafka.bootstrap_direct
-        return ",".join("%s:%d" % self._proxied(group, n) for n in self.kafka.nodes)
+            return target.endpoint(lambda n: (n.host, n.port))
+        return target.endpoint(lambda n: self._proxied(group, n))
 
-    def redis_url(self, group: str | None = None) -> str:
-        if not self.redis:
-            return ""
-        host, port = self._proxied(group, self.redis) if group else (self.redis.host, self.redis.port)
-        return self.redis.url(host, port)
-
-    def postgres_dsn(self, group: str | None = None) -> str:
-        if not self.postgres:
-            return ""
-        host, port = self._proxied(group, self.postgres) if group else (self.postgres.host, self.postgres.port)
-        return self.postgres.dsn(host, port)
+    def pipeline_env(self) -> dict[str, str]:
+        """Each target kind's `ONCEPROOF_*` variable (ONCEPROOF_KAFKA_BOOTSTRAP, ...) -> its
+        endpoint through the `pipeline` group's proxies; "" for a kind the run does not have."""
+        return {kind.env: self.endpoint(name, "pipeline") for name, kind in target_kinds().items()}
 
     def endpoints(self) -> Iterator[tuple[str, str, str]]:
         """(node, direct address, proxied addresses) for display."""
         for n in self.servers():
             proxied = ", ".join(f"{p.group}=127.0.0.1:{p.listen}" for p in self.proxies.values() if p.node == n.name)
             yield n.name, n.address, proxied
+
+    # --- shortcuts for the harness's Kafka, Redis and PostgreSQL sources and sinks ------
+    @property
+    def kafka(self) -> KafkaCluster | None:
+        target = self.targets.get("kafka")
+        return target if isinstance(target, KafkaCluster) else None
+
+    @property
+    def redis(self) -> RedisNode | None:
+        return self._only("redis", RedisNode)
+
+    @property
+    def postgres(self) -> PostgresNode | None:
+        return self._only("postgres", PostgresNode)
+
+    def _only(self, kind: str, cls: type[N]) -> N | None:
+        target = self.targets.get(kind)
+        node = target.nodes[0] if target is not None and target.nodes else None
+        return node if isinstance(node, cls) else None
+
+    def kafka_bootstrap(self, group: str | None = None) -> str:
+        """Bootstrap servers for a client group (through its proxies), or direct (None)."""
+        return self.endpoint("kafka", group)
+
+    def redis_url(self, group: str | None = None) -> str:
+        """`redis://host:port/0` for a client group (through its proxy), or direct (None)."""
+        return self.endpoint("redis", group)
+
+    def postgres_dsn(self, group: str | None = None) -> str:
+        """`postgresql://user:password@host:port/db` for a client group, or direct (None)."""
+        return self.endpoint("postgres", group)

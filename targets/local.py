@@ -1,24 +1,24 @@
 """The `local` runtime: every node is a process on 127.0.0.1 with its own port and data
-directory. Client traffic goes through Toxiproxy (see targets/deployment.py)."""
+directory. Client traffic goes through Toxiproxy (see targets/deployment.py). It implements
+targets.runtime.Runtime."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
-import time
-import uuid
 from pathlib import Path
 
 from onceproof.targets import paths
-from onceproof.targets.registry import RunEntry
-
-
-def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+from onceproof.targets.ledger import RunEntry, new_run_id
 
 
 class LocalRuntime:
+    """Processes on 127.0.0.1, data under `<scratch root>/<run id>/`, listed in the run's ledger
+    while they live. Raises OSError if the scratch space cannot be made."""
+
     name = "local"
+    client_proxies = True  # every node shares 127.0.0.1: faults act on the clients' proxies
 
     def __init__(self, run_id: str | None = None, log_dir: Path | None = None) -> None:
         self.run_id = run_id or new_run_id()
@@ -47,6 +47,7 @@ class LocalRuntime:
         return target
 
     def host_for(self, node_name: str) -> str:
+        """Every node listens on 127.0.0.1."""
         return "127.0.0.1"
 
     def free_port(self) -> int:
@@ -61,20 +62,37 @@ class LocalRuntime:
         raise RuntimeError("no free TCP port found on 127.0.0.1")
 
     def node_dir(self, name: str, sub: str = "data") -> Path:
+        """`<scratch>/<sub>/<name>`, created."""
         d = self.scratch / sub / name
         d.mkdir(parents=True, exist_ok=True)
         return d
 
     def register(self, name: str, pid: int) -> None:
+        """Record process `pid` as node `name` in the run's ledger."""
         self.entry.add_process(name, pid)
 
     def unregister(self, name: str) -> None:
+        """Forget node `name`'s process in the ledger (a no-op if it is not there)."""
         self.entry.remove_process(name)
 
+    def spawning(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Processes start right here: nothing to do."""
+        return contextlib.nullcontext()
+
+    def entered(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Every host is this machine's loopback: nothing to do."""
+        return contextlib.nullcontext()
+
     def close(self) -> None:
-        """Remove the scratch space and the registry entry (nodes must be stopped first)."""
+        """Remove the scratch space and the ledger entry (nodes must be stopped first)."""
         if self.closed:
             return
         self.closed = True
         shutil.rmtree(self.scratch, ignore_errors=True)
         self.entry.forget()
+
+    def __enter__(self) -> "LocalRuntime":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

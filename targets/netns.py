@@ -17,7 +17,7 @@ Safety, because this machine's root namespace has a default route off the machin
 - the namespaces have no default route, so a node can reach nothing but the run's /24;
 - `check_address` refuses any address that is not one of the run's own hosts.
 
-Everything created is listed in the run registry BEFORE it is created, so `onceproof
+Everything created is listed in the run ledger BEFORE it is created, so `onceproof
 cleanup` removes it after a SIGKILL; close() (also on SIGINT, SIGTERM and at exit) removes it
 otherwise. Root-namespace iptables rules are only precise ACCEPTs for the run's own /24 on
 its own bridge (bridged frames traverse FORWARD when br_netfilter is loaded)."""
@@ -39,9 +39,10 @@ import weakref
 from pathlib import Path
 from typing import Iterator
 
+from onceproof.errors import OnceproofError
 from onceproof.targets import paths
 from onceproof.targets.local import LocalRuntime
-from onceproof.targets.registry import RunEntry, remove_run
+from onceproof.targets.ledger import RunEntry, remove_run
 
 SUPERNET = "10.213"  # 10.213.X.0/24, X per run
 HARNESS = "harness"  # the root namespace's end of the bridge
@@ -49,11 +50,13 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-class NetnsError(RuntimeError):
+class NetnsError(OnceproofError, RuntimeError):
     """The netns runtime cannot run here, or refused to (the message says why and what to do)."""
 
 
 def require_root() -> None:
+    """The one check that the netns runtime can run here (it needs root). Raises NetnsError,
+    saying what to do, when this process is not root."""
     if os.geteuid() != 0:
         raise NetnsError("runtime: netns needs root (it creates network namespaces, veth pairs, a bridge "
                          "and iptables rules); run as root, or use `runtime: local`")
@@ -182,11 +185,12 @@ def _install_signal_handlers() -> None:
 
 
 class NetnsRuntime(LocalRuntime):
-    """Like LocalRuntime (scratch space, logs, registry, clock shim), but every node name is a
+    """Like LocalRuntime (scratch space, logs, ledger, clock shim), but every node name is a
     host in its own namespace. Call host_for(name) to create a host (nodes do it themselves);
     their processes are spawned inside it (see spawning())."""
 
     name = "netns"
+    client_proxies = False  # clients reach each host at its own address; cuts are iptables rules
 
     def __init__(self, run_id: str | None = None, log_dir: Path | None = None) -> None:
         require_root()
@@ -213,7 +217,7 @@ class NetnsRuntime(LocalRuntime):
     # --- the bridge -------------------------------------------------------------------
     @contextlib.contextmanager
     def _subnet_lock(self) -> Iterator[None]:
-        lock = paths.registry_dir() / ".netns.lock"
+        lock = paths.ledger_dir() / ".netns.lock"
         lock.parent.mkdir(parents=True, exist_ok=True)
         with open(lock, "w") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
@@ -249,7 +253,7 @@ class NetnsRuntime(LocalRuntime):
         # The guard: nothing of this process may reach the /24 except through the bridge. It
         # outlives close() (a client the caller forgot would otherwise follow the default route
         # off the machine once the bridge is gone) and goes when this process exits; after a
-        # SIGKILL, `onceproof cleanup` removes it (its own registry entry, owned by this process).
+        # SIGKILL, `onceproof cleanup` removes it (its own ledger entry, owned by this process).
         self.guard = RunEntry(run_id=self.run_id, scratch=str(self.scratch / "guard"), suffix=".guard")
         self.guard.iptables.append(["OUTPUT", "-d", self.subnet, "!", "-o", br, "-m", "comment", "--comment",
                                     f"onceproof {self.run_id} guard", "-j", "REJECT"])
@@ -406,12 +410,12 @@ class NetnsRuntime(LocalRuntime):
 
     def close(self) -> None:
         """Kill whatever still runs in the namespaces, remove them, the veths, the bridge and
-        the root-namespace rules, then the scratch space and the registry entry."""
+        the root-namespace rules, then the scratch space and the ledger entry."""
         with self._lock:
             if self.closed:
                 return
             self.closed = True
-            from onceproof.targets.registry import kill_group
+            from onceproof.targets.ledger import kill_group
 
             for name, proc in list(self.entry.processes.items()):
                 kill_group(proc["pid"], proc.get("start"))

@@ -4,14 +4,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from onceproof.home import home as _home
+
 KAFKA_VERSION = "4.1.1"
 TOXIPROXY_VERSION = "v2.12.0"
 TOXIPROXY_MODULE = "github.com/Shopify/toxiproxy/v2/cmd/server"
 
 
 def home() -> Path:
-    """$ONCEPROOF_HOME, default ~/.cache/onceproof: installed binaries and the run registry."""
-    return Path(os.environ.get("ONCEPROOF_HOME") or Path.home() / ".cache" / "onceproof")
+    """$ONCEPROOF_HOME, default ~/.cache/onceproof: installed binaries and the run ledger
+    (the default is defined once, in `onceproof.home`)."""
+    return _home()
 
 
 def kafka_libs() -> Path:
@@ -31,8 +34,12 @@ def clock_shim() -> Path:
     return home() / "lib" / "libonceproof_clock.so"
 
 
-def registry_dir() -> Path:
+def ledger_dir() -> Path:
+    """$ONCEPROOF_HOME/runs: one ledger file per live run (see targets/ledger.py)."""
     return home() / "runs"
+
+
+registry_dir = ledger_dir  # the former name, still used by tests
 
 
 def scratch_root() -> Path:

@@ -10,11 +10,13 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-
+from onceproof.targets.kinds import Section, SingleServer, TargetKind
 from onceproof.targets.process import Node, NodeError
+
+if TYPE_CHECKING:
+    from onceproof.targets.runtime import Runtime
 
 USER, PASSWORD, DATABASE = "onceproof", "onceproof", "onceproof"
 
@@ -43,10 +45,11 @@ class PostgresNode(Node):
     kind = "postgres"
     stop_signal = signal.SIGINT  # fast shutdown
 
-    def __init__(self, runtime, name: str = "postgres", fsync: bool = True) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, runtime: "Runtime", name: str = "postgres", fsync: bool = True) -> None:
         super().__init__(runtime, name)
         self.fsync = fsync
         self.pgdata = self.data_dir / "pgdata"
+        self._created_db = True  # prepare() makes a fresh cluster, whose database start() creates
 
     def _owner(self) -> pwd.struct_passwd | None:
         return run_as()
@@ -89,12 +92,16 @@ class PostgresNode(Node):
 
     def start(self, wait: bool = True) -> None:
         super().start(wait)
-        if wait and not getattr(self, "_created_db", True):
+        if wait and not self._created_db:
+            import psycopg
+
             with psycopg.connect(self.dsn(dbname="postgres"), autocommit=True, connect_timeout=5) as conn:
                 conn.execute(f"CREATE DATABASE {DATABASE}")
             self._created_db = True
 
     def ready(self) -> bool:
+        import psycopg
+
         with psycopg.connect(self.dsn(dbname="postgres"), connect_timeout=1) as conn:
             conn.execute("SELECT 1")
         return True
@@ -109,7 +116,7 @@ class PostgresStandby(PostgresNode):
 
     kind = "postgres"
 
-    def __init__(self, runtime, primary: PostgresNode, name: str = "postgres-standby") -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, runtime: "Runtime", primary: PostgresNode, name: str = "postgres-standby") -> None:
         super().__init__(runtime, name, fsync=primary.fsync)
         self.primary = primary
 
@@ -134,6 +141,23 @@ class PostgresStandby(PostgresNode):
                        "wal_retrieve_retry_interval = 1s\nwal_receiver_status_interval = 1s\n")
 
     def replay_lsn(self) -> str:
+        import psycopg
+
         with psycopg.connect(self.dsn(dbname="postgres"), connect_timeout=2) as conn:
             row = conn.execute("SELECT pg_last_wal_replay_lsn()").fetchone()
             return str(row[0]) if row else ""
+
+
+class PostgresTarget(Section):
+    """`targets: {postgres: {fsync: ...}}`."""
+
+    fsync: bool = True
+
+
+def _build(runtime: "Runtime", section: PostgresTarget, groups: tuple[str, ...]) -> SingleServer:
+    node = PostgresNode(runtime, fsync=section.fsync)
+    return SingleServer(node, node.dsn)
+
+
+TARGET = TargetKind(name="postgres", section=PostgresTarget, build=_build, node_names=lambda section: ["postgres"],
+                    env="ONCEPROOF_POSTGRES_DSN", endpoint_name="dsn")

@@ -1,9 +1,8 @@
 """A node: one server process (or one pipeline replica) that the harness starts, stops,
 kills, pauses and resumes. Every process runs in its own process group (its own session),
-so a signal reaches its children too, and is listed in the run registry while it lives."""
+so a signal reaches its children too, and is listed in the run ledger while it lives."""
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import struct
@@ -12,12 +11,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from onceproof.errors import OnceproofError
+
 
 if TYPE_CHECKING:
-    from onceproof.targets.local import LocalRuntime
+    from onceproof.targets.runtime import Runtime
 
 
-class NodeError(RuntimeError):
+class NodeError(OnceproofError, RuntimeError):
     """A node failed to start or to stop; the message ends with the tail of its log."""
 
 
@@ -40,7 +41,7 @@ class Node:
     stop_signal = signal.SIGTERM
     start_timeout = 30.0
 
-    def __init__(self, runtime: "LocalRuntime", name: str, port: int | None = None) -> None:
+    def __init__(self, runtime: "Runtime", name: str, port: int | None = None) -> None:
         self.runtime = runtime
         self.name = name
         self.host = runtime.host_for(name)
@@ -107,9 +108,8 @@ class Node:
         with open(self.log_path, "ab") as log:
             log.write(f"\n--- onceproof: starting {self.name}: {' '.join(self.command())}\n".encode())
             log.flush()
-            # a runtime may place the process somewhere (netns: inside the node's namespace)
-            where = getattr(self.runtime, "spawning", None)
-            with where(self.name) if where else contextlib.nullcontext():
+            # the runtime places the process (netns: inside the node's namespace)
+            with self.runtime.spawning(self.name):
                 self._popen = subprocess.Popen(
                     self.command(),
                     stdin=subprocess.DEVNULL,
@@ -179,6 +179,20 @@ class Node:
         self.paused = False
         self.runtime.unregister(self.name)
 
+    def listener(self, group: str) -> str:
+        """`host:port` where this node serves clients of client group `group` (what that
+        group's proxy forwards to): its one port, unless a kind listens per group."""
+        return self.address
+
+    def advertise(self, group: str, host: str, port: int) -> None:
+        """Clients of `group` reach this node at host:port (its proxy). Most servers need not
+        know; a kind that tells clients where to reconnect (Kafka's metadata) must."""
+
+    def teardown(self) -> None:
+        """End the node for good at the end of a run (its data is about to be thrown away):
+        a graceful stop by default; a kind for which that is slow and pointless kills instead."""
+        self.stop(timeout=10)
+
     def pause(self) -> None:
         self._signal(signal.SIGSTOP)
         self.paused = True
@@ -208,7 +222,7 @@ class CommandNode(Node):
 
     kind = "pipeline"
 
-    def __init__(self, runtime: "LocalRuntime", name: str, argv: list[str], env: dict[str, str],
+    def __init__(self, runtime: "Runtime", name: str, argv: list[str], env: dict[str, str],
                  cwd: str | None = None) -> None:
         super().__init__(runtime, name, port=0)
         self.argv = argv

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import shutil
+from typing import TYPE_CHECKING, Literal
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
+from onceproof.targets.kinds import Section, SingleServer, TargetKind
 from onceproof.targets.process import Node
+
+if TYPE_CHECKING:
+    import redis
+
+    from onceproof.targets.runtime import Runtime
 
 PERSISTENCE = {
     "none": ["--appendonly", "no", "--save", ""],
@@ -19,6 +22,10 @@ PERSISTENCE = {
 def client(host: str, port: int, timeout: float = 2.0, db: int = 0) -> redis.Redis:
     """A client whose timeouts are deterministic: redis-py retries by default (a 1 s timeout
     became 15.6 s against a partitioned host), so no retries here."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
     return redis.Redis(host=host, port=port, db=db, socket_timeout=timeout, socket_connect_timeout=timeout,
                        retry=Retry(NoBackoff(), 0), decode_responses=True)
 
@@ -26,7 +33,7 @@ def client(host: str, port: int, timeout: float = 2.0, db: int = 0) -> redis.Red
 class RedisNode(Node):
     kind = "redis"
 
-    def __init__(self, runtime, name: str = "redis", persistence: str = "aof-everysec",  # type: ignore[no-untyped-def]
+    def __init__(self, runtime: "Runtime", name: str = "redis", persistence: str = "aof-everysec",
                  replicaof: "RedisNode | None" = None) -> None:
         if persistence not in PERSISTENCE:
             raise ValueError(f"redis persistence must be one of {sorted(PERSISTENCE)}, not {persistence!r}")
@@ -61,3 +68,18 @@ class RedisNode(Node):
 
     def url(self, host: str | None = None, port: int | None = None) -> str:
         return f"redis://{host or self.host}:{port or self.port}/0"
+
+
+class RedisTarget(Section):
+    """`targets: {redis: {persistence: ...}}`."""
+
+    persistence: Literal["none", "aof-everysec", "aof-always"] = "aof-everysec"
+
+
+def _build(runtime: "Runtime", section: RedisTarget, groups: tuple[str, ...]) -> SingleServer:
+    node = RedisNode(runtime, persistence=section.persistence)
+    return SingleServer(node, node.url)
+
+
+TARGET = TargetKind(name="redis", section=RedisTarget, build=_build, node_names=lambda section: ["redis"],
+                    env="ONCEPROOF_REDIS_URL", endpoint_name="url")

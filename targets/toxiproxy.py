@@ -5,22 +5,26 @@ last release is from 2019 and it keeps one global API host/port for the whole pr
 which does not fit one server per run (tests run several runs in one process)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
+from onceproof.errors import OnceproofError
 from onceproof.targets import paths
 from onceproof.targets.process import Node, NodeError
 
+if TYPE_CHECKING:
+    from onceproof.targets.runtime import Runtime
 
-class ToxiproxyError(RuntimeError):
-    pass
+
+class ToxiproxyError(OnceproofError, RuntimeError):
+    """Toxiproxy's HTTP API refused a request or could not be reached."""
 
 
 class ToxiproxyNode(Node):
     kind = "toxiproxy"
 
-    def __init__(self, runtime, name: str = "toxiproxy") -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, runtime: "Runtime", name: str = "toxiproxy") -> None:
         super().__init__(runtime, name)
         self.api = Toxiproxy(f"http://{self.host}:{self.port}")
 

@@ -46,7 +46,7 @@ def no_leaks_after_suite():
     while time.monotonic() < deadline and _our_processes():
         time.sleep(0.2)
     leftovers = _our_processes()
-    from onceproof.targets.registry import RunEntry
+    from onceproof.targets.ledger import RunEntry
 
     mine = []
     for path in (paths.registry_dir().glob("*.json") if paths.registry_dir().is_dir() else []):
@@ -59,7 +59,7 @@ def no_leaks_after_suite():
     runs = [e.run_id for e in mine]
     scratch = [e.scratch for e in mine if os.path.exists(e.scratch)]
     if leftovers or runs or scratch:
-        from onceproof.targets.registry import remove_run
+        from onceproof.targets.ledger import remove_run
 
         for entry in mine:
             remove_run(entry)
@@ -90,7 +90,7 @@ def runtime(tmp_path):
     rt = LocalRuntime(log_dir=tmp_path / "logs")
     yield rt
     for name, proc in list(rt.entry.processes.items()):
-        from onceproof.targets.registry import kill_group
+        from onceproof.targets.ledger import kill_group
 
         kill_group(proc["pid"], proc.get("start"))
     rt.close()

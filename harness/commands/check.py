@@ -13,8 +13,8 @@ import orjson
 
 from onceproof.checkers import merge_valid
 from onceproof.checkers.history import HistoryError
+from onceproof.errors import ExitCode
 
-EXIT_VALID, EXIT_INVALID, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
 FORMATS = ("onceproof", "jepsen-log", "jepsen-edn")
 CHECKERS = ("exactly-once", "linearizable")
 DEFAULT_MODEL = {"jepsen-log": "cas-register", "jepsen-edn": "kv", "onceproof": "register"}
@@ -73,20 +73,21 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
         stats = r.pop("stats")
         return {"file": path, "valid": r["valid"], "checkers": {"exactly-once": r}, "stats": stats}
 
-    from onceproof.checkers import foreign, linearizable, models
+    from onceproof.checkers import linearizable, models
+    from onceproof.checkers.ops import ops_from_history, read_jepsen_edn, read_jepsen_log
 
     try:
         model = models.by_name(args.model or DEFAULT_MODEL[fmt])
     except ValueError as e:
         raise HistoryError(path, None, str(e)) from None
     if fmt == "jepsen-log":
-        ops = foreign.read_jepsen_log(path)
+        ops = read_jepsen_log(path)
     elif fmt == "jepsen-edn":
-        ops = foreign.read_jepsen_edn(path)
+        ops = read_jepsen_edn(path)
     else:
         from onceproof.checkers.history import read_history
 
-        ops = foreign.ops_from_history(read_history(path))
+        ops = ops_from_history(read_history(path))
     r = linearizable.check(ops, model, budget_s=args.budget, partition=not args.no_partition)
     r.pop("operations")
     r["anomalies"] = {"nonlinearizable": int(r["valid"] is False)}
@@ -113,9 +114,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             _print(out)
     if unreadable:
-        return EXIT_BAD_INPUT
-    merged = merge_valid(verdicts)
-    return EXIT_VALID if merged is True else EXIT_INVALID if merged is False else EXIT_UNKNOWN
+        return ExitCode.BAD_INPUT
+    return ExitCode.of(merge_valid(verdicts))
 
 
 def _print(out: dict[str, Any]) -> None:

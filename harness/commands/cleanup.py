@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from onceproof.errors import ExitCode
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cleanup", help="remove processes, data dirs and namespaces of dead runs")
@@ -11,15 +13,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from onceproof.targets.registry import remove_run, stale_runs
+    from onceproof.targets.ledger import remove_run, stale_runs
 
     runs = stale_runs(include_live=args.all)
     if not runs:
         print("cleanup: nothing left behind")
-        return 0
+        return ExitCode.VALID
     for entry in runs:
         removed = remove_run(entry)
         print(f"cleanup: run {entry.run_id}: removed {len(removed)} item(s)")
         for item in removed:
             print(f"  - {item}")
-    return 0
+    return ExitCode.VALID

@@ -5,6 +5,8 @@ import argparse
 
 from rich.console import Console
 
+from onceproof.errors import ExitCode
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check the installed components, one line each")
@@ -23,4 +25,4 @@ def run(args: argparse.Namespace) -> int:
             line += f"   -> fix: [bold]{c.fix}[/]"
             ok = ok and not c.required
         console.print(line)
-    return 0 if ok else 1
+    return ExitCode.VALID if ok else ExitCode.INVALID

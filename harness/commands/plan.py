@@ -7,6 +7,8 @@ import sys
 
 import yaml
 
+from onceproof.errors import ExitCode
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="plan tools: print the JSON Schema, validate a plan")
@@ -16,14 +18,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     v = psub.add_parser("validate", help="validate a plan and print it with every default filled in")
     v.add_argument("file")
     v.set_defaults(func=validate)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    p.set_defaults(func=lambda args: (p.print_help(), ExitCode.BAD_INPUT)[1])
 
 
 def schema(args: argparse.Namespace) -> int:
     from onceproof.plan import json_schema
 
     print(json.dumps(json_schema(), indent=2))
-    return 0
+    return ExitCode.VALID
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -33,7 +35,7 @@ def validate(args: argparse.Namespace) -> int:
         plan = load_plan(args.file)
     except PlanError as e:
         print(e, file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     print(f"# {args.file}: valid; resolved:")
     print(yaml.safe_dump(plan.resolved(), sort_keys=False), end="")
-    return 0
+    return ExitCode.VALID

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXIT_BAD_INPUT = 2
+from onceproof.errors import ExitCode
 
 
 def register(subparsers: Any) -> None:
@@ -26,11 +26,11 @@ def run(args: argparse.Namespace) -> int:
     if not run_dir.is_dir():
         print(f"onceproof report: {run_dir} is not a folder; give the folder a run wrote "
               f"(`onceproof run PLAN --out DIR` writes one)", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return ExitCode.BAD_INPUT
     if not is_run_folder(run_dir):
         print(f"onceproof report: {run_dir} is not a run folder: it has neither history.jsonl nor "
               f"results.json (a run folder is what `onceproof run PLAN --out DIR` writes)", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return ExitCode.BAD_INPUT
     path = render(run_dir)
     print(path)
-    return 0
+    return ExitCode.VALID

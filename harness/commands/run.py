@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -13,6 +12,8 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+
+from onceproof.errors import ExitCode
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,11 +45,30 @@ def verdict_table(results: dict) -> Table:
     t.add_column("verdict")
     t.add_column("anomalies")
     for name, r in (results.get("checkers") or {}).items():
+        if r.get("measurement") is True:  # perf: figures, not anomalies
+            lat = r.get("latency_ms") or {}
+            t.add_row(name, str(r.get("valid")), f"(latency ms p50={lat.get('p50')} p99={lat.get('p99')})")
+            continue
         counts = ", ".join(f"{k}={n}" for k, n in (r.get("anomalies") or {}).items() if n) or "none"
         if r.get("unseen"):
             counts += f" (unseen={r['unseen']})"
         t.add_row(name, str(r.get("valid")), counts)
     return t
+
+
+def runtime_can_run(plan: Any, plan_file: str) -> bool:
+    """Whether the plan's runtime can run here; if not, says why on stderr (the netns runtime
+    needs root: `onceproof.targets.netns.require_root` says so). Used by `run` and `up`."""
+    if plan.runtime != "netns":
+        return True
+    from onceproof.targets.netns import NetnsError, require_root
+
+    try:
+        require_root()
+    except NetnsError as e:
+        print(f"{plan_file}: {e}", file=sys.stderr)
+        return False
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,16 +83,14 @@ def run(args: argparse.Namespace) -> int:
             overrides["workload.duration"] = parse_duration(args.duration)
         except ValueError as e:
             print(f"onceproof run: --duration: {e}", file=sys.stderr)
-            return 2
+            return ExitCode.BAD_INPUT
     try:
         plan = load_plan(args.plan, overrides)
     except PlanError as e:
         print(e, file=sys.stderr)
-        return 2
-    if plan.runtime == "netns" and os.geteuid() != 0:
-        print(f"{args.plan}: runtime: netns needs root (network namespaces and iptables); run as root, "
-              "or use `runtime: local`", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
+    if not runtime_can_run(plan, args.plan):
+        return ExitCode.BAD_INPUT
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     interactive = console.is_terminal and not args.json
     last_print = [0.0]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from onceproof.errors import ExitCode
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("setup", help="install Kafka jars, Toxiproxy and the clock shim into $ONCEPROOF_HOME")
@@ -18,6 +20,6 @@ def run(args: argparse.Namespace) -> int:
         install_all(log=lambda m: print(f"setup: {m}", flush=True))
     except RuntimeError as e:
         print(f"setup failed: {e}", file=sys.stderr)
-        return 3
+        return ExitCode.UNKNOWN
     print("setup: done")
-    return 0
+    return ExitCode.VALID

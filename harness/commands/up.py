@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import signal
 import sys
 import threading
+
+from onceproof.errors import ExitCode
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,43 +17,37 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from onceproof import stages
+    from onceproof.commands.run import runtime_can_run
     from onceproof.plan import PlanError, load_plan
-    from onceproof.runner import _make_runtime, _spec
-    from onceproof.targets.deployment import Deployment
-    from onceproof.targets.local import new_run_id
+    from onceproof.targets.kinds import target_kinds
+    from onceproof.targets.ledger import new_run_id
 
     try:
         plan = load_plan(args.plan)
     except PlanError as e:
         print(e, file=sys.stderr)
-        return 2
-    if plan.runtime == "netns" and os.geteuid() != 0:
-        print(f"{args.plan}: runtime: netns needs root (network namespaces and iptables)", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
+    if not runtime_can_run(plan, args.plan):
+        return ExitCode.BAD_INPUT
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *a: stop.set())
     run_id = new_run_id()
-    runtime = _make_runtime(plan, run_id, None)  # logs in the run's scratch space
-    deployment = Deployment.create(runtime, _spec(plan))
-    try:
+    with contextlib.ExitStack() as scope:
+        scope.callback(print, "up: done", flush=True)  # the last word, after the targets stopped
         print(f"up: starting targets of {plan.name!r} (run {run_id})", flush=True)
-        deployment.start()
+        deployment = scope.enter_context(stages.targets_up(plan, run_id, None))  # logs in the scratch space
+        scope.callback(print, "up: tearing down", flush=True)
         print(f"{'node':<10} {'direct':<22} proxied (per client group)")
         for name, direct, proxied in deployment.endpoints():
             print(f"{name:<10} {direct:<22} {proxied}")
-        if deployment.kafka:
-            print(f"kafka bootstrap: direct {deployment.kafka_bootstrap()}  pipeline {deployment.kafka_bootstrap('pipeline')}")
-        if deployment.postgres:
-            print(f"postgres dsn: {deployment.postgres_dsn()}")
-        if deployment.redis:
-            print(f"redis url: {deployment.redis_url()}")
-        print(f"logs: {runtime.log_dir}")
+        for name, kind in target_kinds().items():
+            if deployment.target(name) is not None:
+                print(f"{name} {kind.endpoint_name}: direct {deployment.endpoint(name)}  "
+                      f"pipeline {deployment.endpoint(name, 'pipeline')}")
+        print(f"logs: {deployment.runtime.log_dir}")
         print("up: ready; Ctrl-C to tear down", flush=True)
         while not stop.wait(0.5):
             pass
-        return 0
-    finally:
-        print("up: tearing down", flush=True)
-        deployment.stop()
-        print("up: done", flush=True)
+    return ExitCode.VALID

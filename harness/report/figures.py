@@ -10,14 +10,13 @@ from typing import Any
 
 import orjson
 
+from onceproof.faults.base import fault_colours, marker_symbols
 from onceproof.report.anomalies import CheckerAnomalies
 from onceproof.report.timeline import Timeline
 
-FAULT_COLOURS = {"kill": "#d62728", "restart": "#d62728", "crash": "#d62728", "pause": "#8c564b",
-                 "partition": "#9467bd", "latency": "#ff7f0e", "jitter": "#ff7f0e", "clock": "#17becf",
-                 "clock-skew": "#17becf", "skew": "#17becf"}
-MARKER_SYMBOLS = {"kill": "x", "crash": "x", "restart": "triangle-up", "restarted": "triangle-up",
-                  "pause": "line-ns-open", "resume": "circle-open"}
+# declared by each fault kind (`@kind(colour=..., marker=..., marks=...)` in faults/)
+FAULT_COLOURS = fault_colours()
+MARKER_SYMBOLS = marker_symbols()
 MAX_LANE_OPS = 2000
 FONT = {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 12}
 
@@ -27,6 +26,7 @@ def esc(v: Any) -> str:
 
 
 def fault_colour(kind: str) -> str:
+    """The CSS colour of a fault kind's window (grey for a kind this version does not know)."""
     return FAULT_COLOURS.get(kind, "#7f7f7f")
 
 
@@ -81,8 +81,8 @@ def timeline(tl: Timeline, anomalies: list[CheckerAnomalies]) -> dict[str, Any]:
                        "x": [p[0] for p in pts], "y": [p[1] for p in pts], "hovertext": [p[2] for p in pts],
                        "hoverinfo": "text+x",
                        "marker": {"symbol": MARKER_SYMBOLS.get(verb, "circle"), "size": 11,
-                                  "color": "#d62728" if verb in ("kill", "crash") else "#2ca02c",
-                                  "line": {"width": 2, "color": "#d62728" if verb in ("kill", "crash")
+                                  "color": "#d62728" if verb == "kill" else "#2ca02c",
+                                  "line": {"width": 2, "color": "#d62728" if verb == "kill"
                                            else "#2ca02c"}}})
     anomaly_pts: list[tuple[float, str, str]] = []
     for checker in anomalies:

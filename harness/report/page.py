@@ -11,6 +11,7 @@ import jinja2
 import orjson
 from markupsafe import Markup
 
+from onceproof.checkers import merge_valid
 from onceproof.checkers.history import History, HistoryError, read_history
 from onceproof.report import anomalies as anomalies_mod
 from onceproof.report import figures, run_folder
@@ -72,7 +73,7 @@ def _verdict(results: dict[str, Any], checks: list[anomalies_mod.CheckerAnomalie
     valid = results.get("valid")
     if valid is None and results.get("checkers"):
         vals = [c.get("valid") for c in results["checkers"].values() if isinstance(c, dict)]
-        valid = False if False in vals else True if vals and all(v is True for v in vals) else "unknown"
+        valid = merge_valid(vals) if vals else "unknown"
     if valid is True:
         return "valid", "The pipeline held: every event was applied exactly once."
     if valid is False:
@@ -135,11 +136,12 @@ def _sends(results: dict[str, Any], tl: timeline_mod.Timeline) -> dict[str, Any]
 
 
 def _latency(results: dict[str, Any], tl: timeline_mod.Timeline) -> dict[str, Any]:
-    for c in (results.get("checkers") or {}).values():
-        lat = (c.get("stats") or {}).get("latency_ms") if isinstance(c, dict) else None
-        if isinstance(lat, dict) and lat:
-            return {k: lat[k] for k in ("p50", "p90", "p99", "max") if k in lat}
-    return tl.latency_ms
+    """What the perf checker said in results.json, else perf's answer from the history."""
+    perf = (results.get("checkers") or {}).get("perf")
+    lat = perf.get("latency_ms") if isinstance(perf, dict) else None
+    if not isinstance(lat, dict) or not lat:
+        lat = tl.latency_ms
+    return {k: lat[k] for k in ("p50", "p90", "p99", "max") if k in lat}
 
 
 def _linearizability(results: dict[str, Any]) -> list[dict[str, Any]]:

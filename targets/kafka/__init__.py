@@ -13,15 +13,22 @@ Listeners of a node:
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 import socket
 import subprocess
 import uuid
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+from pydantic import Field
 
 from onceproof.targets import paths
+from onceproof.targets.kinds import Section, TargetKind, Where
 from onceproof.targets.process import Node, NodeError
+
+if TYPE_CHECKING:
+    from onceproof.targets.runtime import Runtime
 
 JVM_OPTS = ["-Xms128m", "-Xmx768m", "-XX:+UseParallelGC", "-XX:ParallelGCThreads=2",
             "-Xss512k", "-Djava.awt.headless=true", "-XX:-UsePerfData"]
@@ -97,7 +104,8 @@ class KafkaNode(Node):
     kind = "kafka"
     start_timeout = 60.0
 
-    def __init__(self, runtime, name: str, node_id: int, cluster_id: str, groups: tuple[str, ...] = ()) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, runtime: "Runtime", name: str, node_id: int, cluster_id: str,
+                 groups: tuple[str, ...] = ()) -> None:
         super().__init__(runtime, name)
         self.node_id = node_id
         self.cluster_id = cluster_id
@@ -108,6 +116,11 @@ class KafkaNode(Node):
         self.voters = f"{node_id}@{self.host}:{self.controller_port}"
         self.replication = 1
         self._log_mark = 0
+        self.cluster: KafkaCluster | None = None  # the cluster it belongs to (asked for roles)
+
+    def listener(self, group: str) -> str:
+        """`host:port` of this node's listener for client group `group`."""
+        return f"{self.host}:{self.group_ports[group]}"
 
     def advertise(self, group: str, host: str, port: int) -> None:
         """Clients of this group are told to reach this node at host:port (its proxy)."""
@@ -192,21 +205,86 @@ class KafkaNode(Node):
         with socket.create_connection((self.host, self.port), timeout=0.5):
             return True
 
+    def teardown(self) -> None:
+        """The run's data is thrown away, and a KRaft cluster losing its quorum one graceful
+        stop at a time takes seconds per broker: SIGKILL."""
+        self.kill()
+
+    def quorum(self) -> tuple[int, int] | None:
+        """(leader epoch, leader node id) of the KRaft quorum as this node last wrote it to its
+        `quorum-state` file, or None if it knows no leader (or has not written the file yet)."""
+        path = self.data_dir / "log" / "__cluster_metadata-0" / "quorum-state"
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        epoch, leader = int(state.get("leaderEpoch", -1)), int(state.get("leaderId", -1))
+        return (epoch, leader) if leader >= 0 else None
+
+
+class RoleError(NodeError):
+    """No node holds the asked-for role now (no quorum leader known, no such partition); nothing
+    was changed."""
+
 
 class KafkaCluster:
     """N KRaft nodes named kafka-1..kafka-N, each controller and broker."""
 
-    def __init__(self, runtime, nodes: int = 1, groups: tuple[str, ...] = ()) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, runtime: "Runtime", nodes: int = 1, groups: tuple[str, ...] = ()) -> None:
         cluster_id = random_id()
-        self.nodes = [KafkaNode(runtime, f"kafka-{i}", i, cluster_id, groups) for i in range(1, nodes + 1)]
+        self.nodes = [KafkaNode(runtime, name, i, cluster_id, groups)
+                      for i, name in enumerate(self.node_names(nodes), start=1)]
         voters = ",".join(n.voters for n in self.nodes)
         for n in self.nodes:
             n.voters = voters
             n.replication = 3 if nodes >= 3 else 1
+            n.cluster = self
+
+    @staticmethod
+    def node_names(count: int) -> list[str]:
+        """The names of a cluster of `count` nodes: kafka-1..kafka-<count> (node ids 1..count)."""
+        return [f"kafka-{i}" for i in range(1, count + 1)]
 
     @property
     def bootstrap_direct(self) -> str:
+        """`host:port,...` of every node's own (DIRECT) listener."""
         return ",".join(n.address for n in self.nodes)
+
+    def endpoint(self, where: Where) -> str:
+        """Bootstrap servers, `host:port,...`, with each node reached at `where(node)`."""
+        return ",".join("%s:%d" % where(n) for n in self.nodes)
+
+    # --- roles (Jepsen's db/primaries): who holds what, asked when a fault needs it ----
+    def node_by_id(self, node_id: int) -> KafkaNode:
+        """The node with Kafka node id `node_id`. Raises RoleError if there is none."""
+        for n in self.nodes:
+            if n.node_id == node_id:
+                return n
+        raise RoleError(f"no Kafka node with id {node_id} in this run")
+
+    def controller(self) -> KafkaNode:
+        """The active KRaft controller (the quorum leader), from the nodes' `quorum-state` files:
+        the newest epoch any node wrote wins. The Admin API cannot tell: a KRaft broker reports
+        a random live broker as `controller` to clients (KIP-919). Raises RoleError if no node
+        knows a leader yet."""
+        known = [q for q in (n.quorum() for n in self.nodes) if q is not None]
+        if not known:
+            raise RoleError("no node knows a quorum leader yet")
+        epoch, leader = max(known, key=lambda q: q[0])
+        return self.node_by_id(leader)
+
+    def leader(self, topic: str, partition: int = 0, timeout: float = 5.0) -> KafkaNode:
+        """The current leader of `topic`/`partition`, from the cluster's metadata (asked
+        directly, not through a proxy; `timeout` in seconds). Raises RoleError if the topic or
+        partition does not exist, and KafkaException if the metadata cannot be read."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_direct, "socket.timeout.ms": 2000})
+        md = admin.list_topics(topic, timeout=timeout)
+        t = md.topics.get(topic)
+        if t is None or t.error is not None or partition not in t.partitions:
+            raise RoleError(f"no partition {topic}/{partition} ({t.error if t else 'no topic'})")
+        return self.node_by_id(t.partitions[partition].leader)
 
     def start(self, timeout: float = 60.0) -> None:
         for n in self.nodes:  # a quorum needs its peers: start them all, then wait
@@ -218,6 +296,19 @@ class KafkaCluster:
     def stop(self) -> None:
         for n in self.nodes:
             n.stop()
+
+
+class KafkaTarget(Section):
+    """`targets: {kafka: {nodes: N}}`."""
+
+    nodes: int = Field(1, ge=1, le=9, description="KRaft nodes (each controller + broker)")
+
+
+TARGET = TargetKind(
+    name="kafka", section=KafkaTarget,
+    build=lambda runtime, section, groups: KafkaCluster(runtime, section.nodes, groups=groups),
+    node_names=lambda section: KafkaCluster.node_names(section.nodes),
+    env="ONCEPROOF_KAFKA_BOOTSTRAP", endpoint_name="bootstrap")
 
 
 def wait_brokers(bootstrap: str, count: int, timeout: float = 60.0) -> None:

@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
@@ -19,6 +17,9 @@ import psycopg
 from psycopg import sql
 from confluent_kafka import KafkaError, Message, TopicPartition
 
+from onceproof.errors import OnceproofError
+from onceproof.targets.deadline import SocketDeadline
+
 T = TypeVar("T")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -26,8 +27,8 @@ BATCH_MAX = 500
 BATCH_WAIT = 0.1  # seconds
 
 
-class BadConfig(Exception):
-    pass
+class BadConfig(OnceproofError):
+    """The pipeline's environment (ONCEPROOF_* variables, flags) cannot be used."""
 
 
 @dataclass
@@ -256,19 +257,15 @@ class Postgres:
     def transaction(self, fn: Callable[[psycopg.Connection], T], autocommit: bool = False) -> T:
         conn = self.connect()
         conn.autocommit = autocommit
-        timer = threading.Timer(self.deadline, _shutdown, (conn,))
-        timer.daemon = True
-        timer.start()
-        try:
-            if autocommit:
-                return fn(conn)
-            with conn.transaction():
-                return fn(conn)
-        except psycopg.Error:
-            self.close()  # a rollback on a healthy connection would do, but the fate is unsure
-            raise
-        finally:
-            timer.cancel()
+        with SocketDeadline(conn, self.deadline, on_shut=_log_shut):
+            try:
+                if autocommit:
+                    return fn(conn)
+                with conn.transaction():
+                    return fn(conn)
+            except psycopg.Error:
+                self.close()  # a rollback on a healthy connection would do, but the fate is unsure
+                raise
 
     def retry(self, what: str, fn: Callable[[psycopg.Connection], T], autocommit: bool = False) -> T:
         """transaction(fn) until it succeeds; only for idempotent work."""
@@ -282,17 +279,8 @@ class Postgres:
                 delay = min(delay * 2, 2.0)
 
 
-def _shutdown(conn: psycopg.Connection) -> None:
-    """Unblock a thread stuck reading a dead connection: shut the socket down under it."""
-    try:
-        s = socket.socket(fileno=os.dup(conn.fileno()))
-        try:
-            s.shutdown(socket.SHUT_RDWR)
-        finally:
-            s.close()
-        log("postgres: operation over its deadline, connection shut down")
-    except Exception:  # noqa: BLE001
-        pass
+def _log_shut() -> None:
+    log("postgres: operation over its deadline, connection shut down")
 
 
 def one_line(e: BaseException) -> str:
@@ -300,7 +288,7 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def create_table(pg: Postgres, ddl: sql.Composable | str) -> None:
+def create_table(pg: Postgres, ddl: sql.Composed | sql.SQL | str) -> None:
     """CREATE TABLE IF NOT EXISTS is not race-safe (two creators collide on pg_type): serialize
     the creators with a transaction-scoped advisory lock."""
     def go(conn: psycopg.Connection) -> None:

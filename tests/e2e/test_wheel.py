@@ -4,6 +4,7 @@ its pytest with the onceproof plugin loaded (the `onceproof` fixture used agains
 targets), and runs the reference pipelines by their module path from its own folder."""
 from __future__ import annotations
 
+import shutil
 import site
 import subprocess
 import sys
@@ -32,10 +33,13 @@ def _modules_in_repo() -> set[str]:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # built from a copy: setuptools writes build/ and *.egg-info beside the sources
+    src = tmp_path_factory.mktemp("src") / "onceproof"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", "runs", "test-artifacts", ".*_cache"))
     dist = tmp_path_factory.mktemp("dist")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(dist), str(ROOT)], check=True, capture_output=True, timeout=300,
-                   cwd=tmp_path_factory.mktemp("build-cwd"))
+                    "-w", str(dist), str(src)], check=True, capture_output=True, timeout=300, cwd=src)
     (found,) = dist.glob("onceproof-*.whl")
     return found
 
@@ -116,3 +120,13 @@ def test_wheel_in_a_fresh_virtualenv_beside_a_project_with_rooms_of_the_same_nam
     res = subprocess.run([str(venv / "bin" / "onceproof"), "--help"], cwd=project, capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 0 and "run" in res.stdout, res.stderr
+
+
+def test_the_pytest_plugin_imports_nothing_heavy_at_load() -> None:
+    """pytest loads every plugin entry point in every session, the user's included."""
+    code = ("import sys, onceproof.pytest_plugin; "
+            "print(sorted(m for m in sys.modules if m.startswith('onceproof') or m.split('.')[0] in "
+            "('numpy', 'pydantic', 'confluent_kafka', 'psycopg', 'yaml', 'rich', 'plotly', 'jinja2')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd="/").stdout
+    assert out.strip() == "['onceproof', 'onceproof.pytest_plugin']", out

@@ -11,7 +11,7 @@ import orjson
 import psycopg
 import pytest
 
-from onceproof.history import History
+from onceproof.recorder import HistoryWriter as History
 from onceproof.progress import KafkaGroups, ProgressQuery, RedisGroups, _postgres_ends
 from onceproof.sources import KafkaSource, PostgresSource, RedisSource
 from onceproof.targets.redis import client

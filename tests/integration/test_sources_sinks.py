@@ -11,7 +11,7 @@ import pytest
 
 from onceproof.checkers import exactly_once
 from onceproof.checkers.history import read_history
-from onceproof.history import History
+from onceproof.recorder import HistoryWriter
 from onceproof.observer import Observer
 from onceproof.sinks import PostgresSink, RedisSetSink, RedisStreamSink
 from onceproof.sources import KafkaSource, PostgresSource, RedisSource
@@ -36,7 +36,7 @@ def test_every_event_sent_is_recorded_with_invoke_and_ok_and_lands_in_the_source
     name = f"src_{kind}_{uuid.uuid4().hex[:6]}"
     source = {"kafka": KafkaSource, "redis": RedisSource, "postgres": PostgresSource}[kind](d, name, 2)
     source.setup()
-    history = History(tmp_path / "h.jsonl")
+    history = HistoryWriter(tmp_path / "h.jsonl")
     w = Workload(source, history, rate=2000, keys=7, seed=3)
     w.run(1.0, threading.Event())
     w.finish(20)
@@ -63,7 +63,7 @@ def test_a_refused_redis_connection_is_fail_and_nothing_is_written(shared_target
     source = RedisSource(d, name, 1)
     source.setup()
     source.address = ("127.0.0.1", d.runtime.free_port())  # nobody listens there
-    history = History(tmp_path / "h.jsonl")
+    history = HistoryWriter(tmp_path / "h.jsonl")
     w = Workload(source, history, rate=500, keys=3, seed=1)
     w.run(0.3, threading.Event())
     history.close()
@@ -78,7 +78,7 @@ def test_postgres_observer_sees_new_effects_and_a_deleted_one_is_a_flicker(share
     name = f"eff_{uuid.uuid4().hex[:6]}"
     sink = PostgresSink(d, name)
     sink.setup()
-    history = History(tmp_path / "h.jsonl")
+    history = HistoryWriter(tmp_path / "h.jsonl")
     for i in range(3):  # three events sent and acknowledged
         history.record("load", "invoke", "send", {"id": f"e{i}", "key": "k", "seq": i})
         history.record("load", "ok", "send", {"id": f"e{i}", "key": "k", "seq": i})

@@ -9,12 +9,12 @@ import pytest
 
 from onceproof.faults.base import Context
 from onceproof.faults.nemesis import Nemesis
-from onceproof.history import History
+from onceproof.recorder import HistoryWriter
 
 
 @pytest.fixture
 def shared_nemesis(shared_targets, tmp_path):
-    history = History(tmp_path / "history.jsonl")
+    history = HistoryWriter(tmp_path / "history.jsonl")
     nemesis = Nemesis(Context.from_deployment(shared_targets, [], seed=7), history)
     yield nemesis
     errors = nemesis.heal_all()

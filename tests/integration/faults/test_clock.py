@@ -127,12 +127,12 @@ def test_overlapping_skews_add_up_and_each_heal_removes_its_own_share(shared_tar
 
 
 def test_clock_skew_moves_a_python_pipeline_replicas_time(runtime, tmp_path):
-    from onceproof.history import History
+    from onceproof.recorder import HistoryWriter
 
     script = "import time\nwhile True:\n    print(f'T {time.time():.3f}', flush=True)\n    time.sleep(0.01)\n"
     node = CommandNode(runtime, "pipeline-0", [sys.executable, "-c", script], {})
     node.start()
-    history = History(tmp_path / "history.jsonl")
+    history = HistoryWriter(tmp_path / "history.jsonl")
     nemesis = Nemesis(Context(nodes={"pipeline-0": node}, toxiproxy=None, proxies={}, rng=random.Random(1)), history)
 
     def stamps() -> list[float]:  # what the replica printed (its log also holds the command line)

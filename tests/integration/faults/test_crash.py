@@ -27,13 +27,13 @@ sys.path.insert(0, {root!r})
 from onceproof.faults.base import Context
 from onceproof.faults.nemesis import Nemesis
 from onceproof.faults.schedule import expand
-from onceproof.history import History
+from onceproof.recorder import HistoryWriter
 from onceproof.targets.deployment import Deployment, TargetsSpec
 from onceproof.targets.local import LocalRuntime
 
 d = Deployment.create(LocalRuntime(), TargetsSpec(redis="none"))
 d.start()
-history = History({history!r}, flush_s=0.01)
+history = HistoryWriter({history!r}, flush_s=0.01)
 nemesis = Nemesis(Context.from_deployment(d, [], seed=1), history)
 steps = expand([{{"at": 0, "partition": {{"target": "redis", "style": "refuse"}}}},
                 {{"at": 0, "clock-skew": {{"target": "redis", "offset": "60s"}}}},

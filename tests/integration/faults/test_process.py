@@ -14,7 +14,7 @@ import redis
 from onceproof.faults.base import Context
 from onceproof.faults.nemesis import Nemesis
 from onceproof.faults.schedule import expand
-from onceproof.history import History
+from onceproof.recorder import HistoryWriter
 from onceproof.targets.postgres import PostgresNode
 from onceproof.targets.process import CommandNode
 from onceproof.targets import redis as redis_target
@@ -43,7 +43,7 @@ def nemesis_for(runtime, tmp_path):
     made = []
 
     def build(*nodes):  # type: ignore[no-untyped-def]
-        history = History(tmp_path / "history.jsonl")
+        history = HistoryWriter(tmp_path / "history.jsonl")
         n = Nemesis(Context(nodes={x.name: x for x in nodes}, toxiproxy=None, proxies={}, rng=random.Random(3)),
                     history)
         made.append((n, history, nodes))

@@ -12,8 +12,9 @@ import pytest
 
 from onceproof.checkers import exactly_once
 from onceproof.checkers import history as H
+from onceproof.checkers.history import native as scanner
 
-pytestmark = pytest.mark.skipif(H._scan_lib(None) is None, reason="compiled scanner not built (onceproof setup)")
+pytestmark = pytest.mark.skipif(scanner.scan_lib(None) is None, reason="compiled scanner not built (onceproof setup)")
 
 
 def _columns(h: H.History) -> dict[str, Any]:
@@ -91,8 +92,8 @@ def test_scanner_and_python_reader_agree(seed: int, tail: bytes, tmp_path: Path,
     data = _history(seed, prefix=["e-", ""][seed % 2]) + tail
     path = tmp_path / "h.jsonl"
     path.write_bytes(data)
-    monkeypatch.setattr(H, "_THREADS_MIN_BYTES", 1 << 10)  # two halves, two threads
-    monkeypatch.setattr(H, "_SKELETON_MIN", 256)
+    monkeypatch.setattr(scanner, "_THREADS_MIN_BYTES", 1 << 10)  # two halves, two threads
+    monkeypatch.setattr(scanner, "_SKELETON_MIN", 256)
     a = H.read_history(str(path), native=True)
     b = H.read_history(str(path), native=False)
     c = H.history_from_bytes(data, native=True)

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onceproof.checkers import foreign, linearizable, models
+from onceproof.checkers import linearizable, models
+from onceproof.checkers.ops import read_jepsen_edn, read_jepsen_log
 from onceproof.checkers.linearizable import Op
 from onceproof.checkers.models import UNKNOWN
 
@@ -156,7 +157,7 @@ def _expected_etcd() -> dict[int, bool]:
 @pytest.mark.parametrize("name", ["c01-ok", "c01-bad", "c10-ok", "c10-bad", "c50-ok", "c50-bad"])
 @pytest.mark.parametrize("partition", [True, False], ids=["partitioned", "unpartitioned"])
 def test_porcupine_kv_files_give_the_verdict_their_names_say(name: str, partition: bool) -> None:
-    ops = foreign.read_jepsen_edn(str(DATA / "kv" / f"{name}.txt"))
+    ops = read_jepsen_edn(str(DATA / "kv" / f"{name}.txt"))
     if not partition and name.startswith("c50") and not os.environ.get("ONCEPROOF_SLOW_TESTS"):
         # unpartitioned c50-ok does not finish within minutes, even with the compiled search (the
         # memo of (linearized set, 50-key state) grows without bound): with a budget the answer is
@@ -174,7 +175,7 @@ def test_porcupine_kv_files_give_the_verdict_their_names_say(name: str, partitio
 def test_porcupine_etcd_logs_give_porcupine_verdicts() -> None:
     wrong = {}
     for n, expected in _expected_etcd().items():
-        ops = foreign.read_jepsen_log(str(DATA / "jepsen" / f"etcd_{n:03d}.log"))
+        ops = read_jepsen_log(str(DATA / "jepsen" / f"etcd_{n:03d}.log"))
         r = linearizable.check(ops, models.cas_register, budget_s=60)
         if r["valid"] is not expected:
             wrong[n] = r["valid"]
@@ -190,7 +191,7 @@ def test_jepsen_log_reader_pairs_by_process_and_keeps_info_open(tmp_path: Path) 
                    "INFO  jepsen.util - 2\t:invoke\t:read\tnil\n"
                    "INFO  jepsen.util - 2\t:fail\t:read\t:timed-out\n"
                    "some other line\n")
-    ops = foreign.read_jepsen_log(str(log))
+    ops = read_jepsen_log(str(log))
     assert [(o.input, o.output, o.ret) for o in ops] == [
         (("write", 3), UNKNOWN, math.inf), (("cas", 3, 4), False, 4), (("read",), UNKNOWN, 6)]
 
@@ -223,9 +224,9 @@ def test_compiled_search_gives_the_pure_python_results_on_every_porcupine_file(t
     files = sorted((DATA / "jepsen").glob("*.log")) + sorted((DATA / "kv").glob("*.txt"))
     for f in files:
         if f.suffix == ".log":
-            ops, model = foreign.read_jepsen_log(str(f)), models.cas_register
+            ops, model = read_jepsen_log(str(f)), models.cas_register
         else:
-            ops, model = foreign.read_jepsen_edn(str(f)), models.kv
+            ops, model = read_jepsen_edn(str(f)), models.kv
         a = linearizable.check(ops, model, native=lib, parallel=False, budget_s=120)
         b = linearizable.check(ops, model, native=False, parallel=False, budget_s=120)
         a.pop("elapsed_s")

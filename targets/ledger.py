@@ -1,4 +1,4 @@
-"""The run registry: what each live run started, so that `onceproof cleanup` can remove what
+"""The run ledger: what each live run started, so that `onceproof cleanup` can remove what
 a harness killed with SIGKILL left behind (processes, data directories, network namespaces).
 
 One JSON file per run under $ONCEPROOF_HOME/runs/, rewritten atomically whenever the run
@@ -14,25 +14,22 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from onceproof.targets import paths
+from onceproof.targets.procfs import start_time as process_start_time
 
 
-def process_start_time(pid: int) -> int | None:
-    """Start time of a process in clock ticks since boot, or None if it does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # the command name (field 2) may contain spaces and parentheses: split after the last ')'
-    rest = data[data.rindex(b")") + 2 :].split()
-    return int(rest[19])
+def new_run_id() -> str:
+    """A fresh run id, `YYYYmmdd-HHMMSS-<6 hex>` (local time): it names the run's ledger file,
+    its scratch directory and, by default, its results folder."""
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
 def same_process(pid: int, start: int | None) -> bool:
+    """True if `pid` is still the process that started at `start` (clock ticks since boot)."""
     return start is not None and process_start_time(pid) == start
 
 
@@ -59,7 +56,7 @@ class RunEntry:
 
     @property
     def path(self) -> Path:
-        return paths.registry_dir() / f"{self.run_id}{self.suffix}"
+        return paths.ledger_dir() / f"{self.run_id}{self.suffix}"
 
     def save(self) -> None:
         with self._lock:
@@ -144,7 +141,7 @@ def remove_run(entry: RunEntry) -> list[str]:
 def stale_runs(include_live: bool = False) -> list[RunEntry]:
     """Runs whose harness is gone (or all runs, with include_live)."""
     out: list[RunEntry] = []
-    reg = paths.registry_dir()
+    reg = paths.ledger_dir()
     if not reg.is_dir():
         return out
     for path in sorted([*reg.glob("*.json"), *reg.glob("*.guard")]):

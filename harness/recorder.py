@@ -1,5 +1,5 @@
-"""The run's history, written as it happens: JSON Lines, one operation per line
-(checkers/HISTORY.md). Records are buffered in memory and written to the file by a
+"""The recorder: writes the run's history as it happens, JSON Lines, one operation per line
+(checkers/HISTORY.md; `onceproof.checkers.history` reads it back). Records are buffered in memory and written to the file by a
 background thread every `flush_s`, so a harness killed with SIGKILL loses at most the last
 fraction of a second, and what is on disk always ends at a line boundary or in a truncated
 last line that the reader ignores."""
@@ -13,8 +13,18 @@ from typing import Any
 
 import orjson
 
+# One send line of the workload (checkers/HISTORY.md, "The byte shape of send lines"): the
+# readers parse lines of exactly this shape in bulk, any other shape one by one (slower).
+SEND_TEMPLATE = ('{"index":%d,"time":%d,"process":"%s","type":"%s","f":"send",'
+                 '"value":{"id":"%s","key":"%s","seq":%d}}\n')
 
-class History:
+
+class HistoryWriter:
+    """Appends operations to the history file at `path` (created, or emptied); `flush_s`:
+    seconds between writes of the buffer. Thread-safe; a context manager that closes (flushes
+    and fsyncs) on exit. The faults room writes through it without importing it
+    (`faults/nemesis.py`'s `HistoryLike` protocol: `record`, optional `flush`)."""
+
     def __init__(self, path: Path, flush_s: float = 0.05) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,10 +63,12 @@ class History:
                 self._index += 1
 
     def record_sends(self, process: str, type: str, events: list[tuple[str, str, int]]) -> None:
-        """The workload's hot path: `send` operations of events whose ids and keys are the
-        generator's own (letters and digits only), formatted without building dicts."""
-        template = ('{"index":%d,"time":%d,"process":"' + process + '","type":"' + type +
-                    '","f":"send","value":{"id":"%s","key":"%s","seq":%d}}\n')
+        """The workload's hot path: `send` operations of events (id, key, seq) whose ids and keys
+        are the generator's own (letters and digits only), formatted without building dicts, in
+        the byte shape the readers parse in bulk (checkers/HISTORY.md, "The byte shape of send
+        lines"; `SEND_TEMPLATE`)."""
+        # process and type filled in once (the first two %s), the rest per event
+        template = SEND_TEMPLATE.replace("%s", process, 1).replace("%s", type, 1)
         with self._lock:
             now = self.now()
             i = self._index
@@ -68,6 +80,7 @@ class History:
         return self._index
 
     def flush(self) -> None:
+        """Write what is buffered now (the background thread does it every `flush_s`)."""
         with self._lock:
             buf, self._buf = self._buf, []
         if buf:
@@ -87,6 +100,7 @@ class History:
                 return
 
     def close(self) -> None:
+        """Flush, fsync and close the file; later calls do nothing."""
         if self._closed:
             return
         self._closed = True
@@ -96,7 +110,7 @@ class History:
         os.fsync(self._fd)
         os.close(self._fd)
 
-    def __enter__(self) -> "History":
+    def __enter__(self) -> "HistoryWriter":
         return self
 
     def __exit__(self, *exc: object) -> None:

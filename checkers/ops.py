@@ -1,5 +1,5 @@
-"""Readers of operation histories for the linearizability checker: Jepsen log lines,
-Jepsen EDN op maps, and ours (checkers.history). Each returns a list of `Op`.
+"""Operation histories as `Op`s for the linearizability checker: Jepsen log lines, Jepsen
+EDN op maps, and our own histories (checkers.history). Each reader returns a list of `Op`.
 
 Conventions (the same as Porcupine's readers of the same files, so verdicts agree):
 an op is its invoke paired with the next completion of the same process; `ok` gives the

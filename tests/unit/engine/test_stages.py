@@ -1,0 +1,119 @@
+"""The engine's scopes (harness/stages.py): what ends a run early becomes part of its result,
+teardown runs innermost first and goes on past a failure, SIGTERM unwinds the scopes. No
+servers: the observer reads a sink held in memory."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from onceproof import stages
+from onceproof.plan import validate_plan
+
+PLAN = {"name": "scopes", "targets": {"postgres": {}}, "pipeline": {"command": ["true"]},
+        "workload": {"source": "postgres:events", "sink": "postgres:effects", "duration": "1s"}}
+
+
+class OneHost:
+    """A runtime whose every host is this process (LocalRuntime's `entered`, without its scratch)."""
+
+    def entered(self, name: str) -> Any:
+        return contextlib.nullcontext()
+
+
+class MemorySink:
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def read(self) -> tuple[list[Any], bool]:
+        self.reads += 1
+        return [], False
+
+
+def records(out: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in (out / "history.jsonl").read_bytes().splitlines()]
+
+
+@pytest.fixture
+def plan() -> Any:
+    return validate_plan(PLAN)
+
+
+def test_teardown_runs_innermost_first_and_goes_on_past_a_failing_step(plan: Any, tmp_path: Path) -> None:
+    run = stages.new_run(plan, tmp_path / "out")
+    order: list[str] = []
+    with stages.recording(plan, run) as history, contextlib.ExitStack() as scope:
+        with run.ending_early():
+            scope.callback(order.append, "targets")
+            host = scope.enter_context(stages.load_host(OneHost(), run))
+            observer = scope.enter_context(stages.observing(MemorySink(), history, 0.01, run))
+
+            @contextlib.contextmanager
+            def failing_heal() -> Any:
+                try:
+                    yield
+                finally:
+                    with run.tearing_down("heal: "):
+                        order.append("heal")
+                        raise OSError("proxy gone")
+
+            scope.enter_context(failing_heal())
+            assert host.call(lambda: threading.current_thread().name).startswith("load")
+            raise ValueError("the load broke")
+    assert order == ["heal", "targets"]
+    assert not observer._thread.is_alive()  # type: ignore[union-attr]
+    # the cause first, then what went wrong tearing down; the history's `end` has both
+    assert run.errors == ["ValueError: the load broke", "heal: proxy gone"]
+    assert "ValueError: the load broke" in (run.out_dir / "logs" / "harness-error.log").read_text()
+    end = records(run.out_dir)[-1]
+    assert (end["f"], end["value"]) == ("end", {"errors": run.errors})
+    assert not run.interrupted and not run.final_ok
+
+
+def test_sigterm_during_a_run_unwinds_every_scope_and_marks_the_run_interrupted(plan: Any, tmp_path: Path) -> None:
+    run = stages.new_run(plan, tmp_path / "out")
+    before = signal.getsignal(signal.SIGTERM)
+    torn_down = []
+    with stages.recording(plan, run), stages.interrupts(), contextlib.ExitStack() as scope:
+        with run.ending_early():
+            scope.callback(torn_down.append, "replicas")
+            os.kill(os.getpid(), signal.SIGTERM)
+            threading.Event().wait(5)  # the signal ends this wait
+            torn_down.append("not reached")
+    assert torn_down == ["replicas"]
+    assert run.interrupted and run.errors == ["interrupted by SIGTERM"]
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_signal_while_tearing_down_is_recorded_and_the_teardown_goes_on(plan: Any, tmp_path: Path) -> None:
+    run = stages.new_run(plan, tmp_path / "out")
+    torn_down = []
+    with stages.interrupts(), contextlib.ExitStack() as scope:
+        scope.callback(torn_down.append, "targets")
+
+        @contextlib.contextmanager
+        def slow_heal() -> Any:
+            try:
+                yield
+            finally:
+                with run.tearing_down("heal: "):
+                    os.kill(os.getpid(), signal.SIGINT)
+                    threading.Event().wait(5)
+
+        scope.enter_context(slow_heal())  # entered after the callback, so it tears down first
+    assert torn_down == ["targets"]
+    assert run.interrupted and run.errors == ["heal: interrupted by SIGINT while tearing down"]
+
+
+def test_a_new_run_folder_holds_the_resolved_plan_and_replaces_an_old_one(plan: Any, tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "stale.txt").write_text("old run")
+    run = stages.new_run(plan, tmp_path / "out")
+    assert sorted(p.name for p in run.out_dir.iterdir()) == ["logs", "plan.yaml"]
+    assert run.run_id and run.errors == [] and run.notes == []
