@@ -201,12 +201,12 @@ class ProgressQuery(ProgressReader):
     def read(self) -> list[GroupProgress]:
         import psycopg
 
-        from onceproof.sinks import guard
+        from onceproof.targets.deadline import SocketDeadline
 
         if self.conn is None or self.conn.closed:
             self.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=3)
         try:
-            with guard(self.conn, 10.0):
+            with SocketDeadline(self.conn, 10.0):
                 rows = self.conn.execute(self.query).fetchall()
         except psycopg.Error:
             self.close()
