@@ -160,10 +160,12 @@ class Checks(_Model):
 class Quiesce(_Model):
     """The drain after the load: it ends when the sink has been idle for `idle` AND the pipeline
     has caught up with the source (and a Kafka sink has no open transaction), or at `max`.
-    `max` covers a default Kafka session timeout (45 s) plus a rebalance and the catch-up."""
+    `max` covers Kafka's defaults after the last fault: a dead member's session timeout (45 s),
+    and a killed transactional producer's open transaction (transaction.timeout.ms, 60 s,
+    which also holds back the group's committed offsets), plus a rebalance and the catch-up."""
 
     idle: Duration = Field(5.0, gt=0)
-    max: Duration = Field(90.0, gt=0)
+    max: Duration = Field(120.0, gt=0)
 
 
 class Observe(_Model):
