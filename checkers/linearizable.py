@@ -324,13 +324,14 @@ def _native_model(lib: Any, c: Any, ops: Sequence[Op], model: Any) -> int:
     unknown = _models.UNKNOWN
     try:
         if type(model) is _models.CasRegister:
-            ids: dict[Any, int] = {None: 0}
+            ids: dict[Any, int] = {model.init(): 0}  # the C state 0 is the initial value
+            any_nil = model.nil_read_any
             f, a, b, out = arr(), arr(), arr(), arr()
             for i, op in enumerate(ops):
                 inp, o = op.input, op.output
                 name = inp[0]
                 if name == "read":
-                    f[i], out[i] = 0, -1 if o is unknown else ids.setdefault(o, len(ids))
+                    f[i], out[i] = 0, -1 if o is unknown or (o is None and any_nil) else ids.setdefault(o, len(ids))
                 elif name == "write":
                     f[i], a[i] = 1, ids.setdefault(inp[1], len(ids))
                 else:

@@ -11,6 +11,7 @@ An operation's input is a tuple `(f, *args)`; its output is the observed result,
 """
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -27,6 +28,7 @@ class _Unknown:
 
 
 UNKNOWN: Any = _Unknown()
+_NOT_SET: Any = object()
 
 
 class Model(Protocol):
@@ -42,7 +44,32 @@ class Model(Protocol):
 
 
 class _Base:
+    """What every model shares: `fs` (the op names it knows), `initial` (its first state,
+    `--initial`), `nil_read_any` (Knossos's rule for registers: a read that returned nil
+    says nothing and matches any state) and `configured` (a copy with those set)."""
+
     name = "model"
+    fs: frozenset[str] = frozenset()
+    initial: Any = None
+    nil_read_any = False
+
+    def init(self) -> Any:
+        return self.initial
+
+    def configured(self, *, initial: Any = _NOT_SET, nil_read_any: bool | None = None) -> Any:
+        """A copy of the model with another initial state and/or nil-read rule. Raises
+        ValueError for a model whose initial state cannot be set."""
+        m = copy.copy(self)
+        if initial is not _NOT_SET:
+            if not self.takes_initial:
+                raise ValueError(f"the {self.name} model has a fixed initial state; --initial is for "
+                                 "register, cas-register, counter and multi-register")
+            m.initial = initial
+        if nil_read_any is not None:
+            m.nil_read_any = nil_read_any
+        return m
+
+    takes_initial = False
 
     def partition(self, ops: Sequence[Any]) -> list[list[Any]] | None:
         return None
@@ -56,14 +83,13 @@ class Register(_Base):
     """A read/write register: ("write", v) -> None, ("read",) -> v (None before any write)."""
 
     name = "register"
-
-    def init(self) -> Any:
-        return None
+    fs = frozenset({"read", "write"})
+    takes_initial = True
 
     def step(self, state: Any, input: Any, output: Any) -> tuple[bool, Any]:
         if input[0] == "write":
             return True, input[1]
-        return (output is UNKNOWN or output == state), state
+        return (output is UNKNOWN or output == state or (output is None and self.nil_read_any)), state
 
 
 class CasRegister(_Base):
@@ -72,14 +98,13 @@ class CasRegister(_Base):
     the state (as in Porcupine's etcd model)."""
 
     name = "cas-register"
-
-    def init(self) -> Any:
-        return None
+    fs = frozenset({"read", "write", "cas"})
+    takes_initial = True
 
     def step(self, state: Any, input: Any, output: Any) -> tuple[bool, Any]:
         f = input[0]
         if f == "read":
-            return (output is UNKNOWN or output == state), state
+            return (output is UNKNOWN or output == state or (output is None and self.nil_read_any)), state
         if f == "write":
             return True, input[1]
         hit = input[1] == state
@@ -91,9 +116,8 @@ class KV(_Base):
     The state is a sorted tuple of (key, value) pairs; partitioned by key it is one pair."""
 
     name = "kv"
-
-    def init(self) -> Any:
-        return ()
+    fs = frozenset({"get", "put", "append"})
+    initial = ()
 
     def step(self, state: Any, input: Any, output: Any) -> tuple[bool, Any]:
         f, key = input[0], input[1]
@@ -115,9 +139,9 @@ class Counter(_Base):
     """("add", n) -> None, ("read",) -> total."""
 
     name = "counter"
-
-    def init(self) -> Any:
-        return 0
+    fs = frozenset({"add", "read"})
+    initial = 0
+    takes_initial = True
 
     def step(self, state: Any, input: Any, output: Any) -> tuple[bool, Any]:
         if input[0] == "add":
@@ -129,9 +153,8 @@ class Set(_Base):
     """("add", x) -> None, ("read",) -> the set's elements (any order)."""
 
     name = "set"
-
-    def init(self) -> Any:
-        return frozenset()
+    fs = frozenset({"add", "read"})
+    initial = frozenset()
 
     def step(self, state: Any, input: Any, output: Any) -> tuple[bool, Any]:
         if input[0] == "add":
@@ -145,9 +168,8 @@ class Queue(_Base):
     """FIFO: ("enqueue", x) -> None, ("dequeue",) -> x, or None when empty."""
 
     name = "queue"
-
-    def init(self) -> Any:
-        return ()
+    fs = frozenset({"enqueue", "dequeue"})
+    initial = ()
 
     def step(self, state: Any, input: Any, output: Any) -> tuple[bool, Any]:
         if input[0] == "enqueue":
@@ -157,6 +179,132 @@ class Queue(_Base):
         if not state:
             return output is None, state
         return output == state[0], state[1:]
+
+
+class FifoQueue(_Base):
+    """Knossos's `fifo-queue`: ("enqueue", x) -> None, ("dequeue",) -> x, the oldest element;
+    a dequeue from an empty queue is inconsistent (in Jepsen such a dequeue ends `:fail` and
+    is dropped). Source: knossos/src/knossos/model.clj, FIFOQueue."""
+
+    name = "fifo-queue"
+    fs = frozenset({"enqueue", "dequeue"})
+    initial = ()
+
+    def step(self, state: Any, input: Any, output: Any) -> tuple[bool, Any]:
+        if input[0] == "enqueue":
+            return True, state + (input[1],)
+        if not state:
+            return False, state
+        return (output is UNKNOWN or output == state[0]), state[1:]
+
+
+class UnorderedQueue(_Base):
+    """Knossos's `unordered-queue`: ("enqueue", x) -> None, ("dequeue",) -> any element
+    enqueued and not yet dequeued. The state is a multiset: a sorted tuple of (x, count).
+    An UNKNOWN dequeue takes some element; it is not known which, so it is not modelled
+    (it may or may not have happened, so it is left out: always true, state unchanged).
+    Source: knossos/src/knossos/model.clj, UnorderedQueue."""
+
+    name = "unordered-queue"
+    fs = frozenset({"enqueue", "dequeue"})
+    initial = ()
+
+    def step(self, state: Any, input: Any, output: Any) -> tuple[bool, Any]:
+        bag = dict(state)
+        if input[0] == "enqueue":
+            bag[input[1]] = bag.get(input[1], 0) + 1
+        elif output is UNKNOWN:
+            return True, state
+        elif bag.get(output, 0) == 0:
+            return False, state
+        else:
+            bag[output] -= 1
+            if not bag[output]:
+                del bag[output]
+        return True, tuple(sorted(bag.items(), key=lambda kv: repr(kv[0])))
+
+
+class Mutex(_Base):
+    """Knossos's `mutex`: ("acquire",) when free -> held, ("release",) when held -> free;
+    acquiring a held lock or releasing a free one is inconsistent. The state is a bool
+    (held). Source: knossos/src/knossos/model.clj, Mutex."""
+
+    name = "mutex"
+    fs = frozenset({"acquire", "release"})
+    initial = False
+
+    def step(self, state: Any, input: Any, output: Any) -> tuple[bool, Any]:
+        if input[0] == "acquire":
+            return (not state), True
+        return bool(state), False
+
+
+class MultiRegister(_Base):
+    """Knossos's `multi-register`: ("txn", ((f, k, v), ...)) with micro-ops f "r" (read k,
+    v = the value read, nil: unknown) and "w" (write v to k); the output is the completed
+    txn's micro-ops (reads filled in) or UNKNOWN. Every key starts at `initial` (nil).
+    The state is a sorted tuple of (k, v). Source: knossos/src/knossos/model.clj,
+    MultiRegister; Jepsen's `[[:r :x nil] [:w :y 2]]`."""
+
+    name = "multi-register"
+    fs = frozenset({"txn"})
+    initial = None
+    takes_initial = True
+
+    def init(self) -> Any:
+        return ()
+
+    def step(self, state: Any, input: Any, output: Any) -> tuple[bool, Any]:
+        regs = dict(state)
+        done = input[1] if output is UNKNOWN else output
+        for f, k, v in done:
+            if f == "w":
+                regs[k] = v
+            elif v is not None and output is not UNKNOWN and v != regs.get(k, self.initial):
+                return False, state
+        return True, tuple(sorted(regs.items(), key=lambda kv: repr(kv[0])))
+
+    def describe(self, input: Any, output: Any) -> str:
+        return f"txn {list(input[1])} -> {output if output is UNKNOWN else list(output)}"
+
+
+class Keyed(_Base):
+    """Jepsen's `independent` ops over any model: the input is (f, key, *inner args), the
+    output the inner model's; each key is its own copy of `inner`, checked separately
+    (partitioned by key). The state is a sorted tuple of (key, inner state). Source:
+    jepsen/src/jepsen/independent.clj (`:value [k v]` tuples)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = f"{inner.name} per key"
+        self.fs = inner.fs
+
+    def init(self) -> Any:
+        return ()
+
+    def configured(self, *, initial: Any = _NOT_SET, nil_read_any: bool | None = None) -> Any:
+        return Keyed(self.inner.configured(initial=initial, nil_read_any=nil_read_any))
+
+    def step(self, state: Any, input: Any, output: Any) -> tuple[bool, Any]:
+        key = input[1]
+        inner_input = (input[0],) + tuple(input[2:])
+        if len(state) == 1 and state[0][0] == key:
+            cur = state[0][1]
+        else:
+            cur = next((s for k, s in state if k == key), _NOT_SET)
+            if cur is _NOT_SET:
+                cur = self.inner.init()
+        ok, new = self.inner.step(cur, inner_input, output)
+        if not ok:
+            return False, state
+        rest = tuple(ks for ks in state if ks[0] != key)
+        return True, tuple(sorted(rest + ((key, new),), key=lambda ks: repr(ks[0]))) if rest else ((key, new),)
+
+    def partition(self, ops: Sequence[Any]) -> list[list[Any]] | None:
+        return _by_key(ops)
+
+    def describe(self, input: Any, output: Any) -> str:
+        return f"[{input[1]!r}] " + self.inner.describe((input[0],) + tuple(input[2:]), output)
 
 
 def _by_key(ops: Sequence[Any]) -> list[list[Any]]:
@@ -172,8 +320,13 @@ kv = KV()
 counter = Counter()
 set_ = Set()
 queue = Queue()
+fifo_queue = FifoQueue()
+unordered_queue = UnorderedQueue()
+mutex = Mutex()
+multi_register = MultiRegister()
 
-MODELS: dict[str, Any] = {m.name: m for m in (register, cas_register, kv, counter, set_, queue)}
+MODELS: dict[str, Any] = {m.name: m for m in (register, cas_register, kv, counter, set_, queue, fifo_queue,
+                                              unordered_queue, mutex, multi_register)}
 
 
 def __getattr__(name: str) -> Any:  # `checkers.models.set`, without shadowing the builtin here
@@ -182,7 +335,14 @@ def __getattr__(name: str) -> Any:  # `checkers.models.set`, without shadowing t
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def accepting(f: str) -> list[str]:
+    """The names of the models that know the op name `f` (e.g. "cas" -> ["cas-register"])."""
+    return [name for name, m in MODELS.items() if f in m.fs]
+
+
 def by_name(name: str) -> Any:
+    """The model called `name` (`cas_register` = `cas-register`); ValueError naming the
+    models there are when there is none."""
     try:
         return MODELS[name.replace("_", "-")]
     except KeyError:

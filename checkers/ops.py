@@ -1,12 +1,18 @@
 """Operation histories as `Op`s for the linearizability checker: Jepsen log lines, Jepsen
 EDN op maps, and our own histories (checkers.history). Each reader returns a list of `Op`.
 
-Conventions (the same as Porcupine's readers of the same files, so verdicts agree):
-an op is its invoke paired with the next completion of the same process; `ok` gives the
-output; a `cas` that ends `fail` returned false; a `read` that ends `fail` (timed out)
-and any op that ends `info` or never completes has an UNKNOWN output and stays open
-until the end of the history (ret = inf); any other `fail` certainly did not happen and
-is dropped. Times are line numbers when the format has none.
+An op is its invoke paired with the next completion of the same process; `ok` gives the
+output; `info`, or no completion, leaves it open to the end (ret = inf) with an UNKNOWN
+output. What `fail` means depends on where the file comes from:
+
+- Jepsen EDN (`read_edn_history`, default meaning "jepsen", as Knossos reads it): a `fail`
+  certainly did not happen and is dropped;
+- Jepsen log lines and Porcupine's files (meaning "porcupine", as Porcupine's readers in
+  porcupine_test.go read test_data/, so verdicts agree): a `cas` that ends `fail` happened
+  and returned false; a `read` that ends `fail :timed-out` is unknown; other `fail`s are
+  dropped.
+
+Times are line numbers (log lines) or op positions (EDN) when the format has none.
 """
 from __future__ import annotations
 
@@ -14,12 +20,14 @@ import math
 import re
 from typing import Any
 
+from dataclasses import dataclass, field
+
+from onceproof.checkers.edn import iter_maps
 from onceproof.checkers.history import History, HistoryError
 from onceproof.checkers.linearizable import Op
 from onceproof.checkers.models import UNKNOWN
 
 _LOG_LINE = re.compile(r"^\S+\s+jepsen\.util\s+-\s+(\S+)\s+:(invoke|ok|fail|info)\s+:(\S+)\s*(.*?)\s*$")
-_EDN_PAIR = re.compile(r':([\w\-?!]+)\s+("(?:[^"\\]|\\.)*"|\[[^\]]*\]|[^,\s}]+)')
 
 
 def _parse_value(text: str, path: str, line: int) -> Any:
@@ -44,11 +52,20 @@ def _parse_value(text: str, path: str, line: int) -> Any:
                                            "a string, a keyword or a vector)") from None
 
 
-class _Pairing:
-    """Pairs invocations with completions per process."""
+MEANINGS = ("jepsen", "porcupine")
 
-    def __init__(self, path: str) -> None:
+
+class _Pairing:
+    """Pairs invocations with completions per process, under a source format's meaning of
+    `fail`: "jepsen" (Knossos: a `fail` certainly did not happen and is dropped) or
+    "porcupine" (Porcupine's etcd reader: a `cas` that ends `fail` happened and returned
+    false; a `read` that ends `fail :timed-out` is unknown; other `fail`s are dropped).
+    Either way `info`, or no completion at all, leaves the op open to the end (ret = inf)
+    with an UNKNOWN output."""
+
+    def __init__(self, path: str, meaning: str = "porcupine") -> None:
         self.path = path
+        self.meaning = meaning
         self.open: dict[Any, tuple[int, float, str, Any]] = {}  # process -> (id, call, f, input)
         self.ops: dict[int, Op] = {}
         self.next_id = 0
@@ -66,6 +83,8 @@ class _Pairing:
         if typ == "ok":
             out = True if f0 == "cas" else (value if f0 in ("read", "get", "dequeue") else None)
             self._close(process, t, out)
+        elif typ == "fail" and self.meaning == "jepsen":
+            del self.open[process]  # certainly did not happen
         elif typ == "fail" and f0 == "cas":
             self._close(process, t, False)
         elif typ == "fail" and f0 in ("read", "get") and value == ":timed-out":
@@ -93,9 +112,11 @@ def _read_lines(path: str) -> list[str]:
         raise HistoryError(path, None, f"cannot open: {e.strerror or e}") from None
 
 
-def read_jepsen_log(path: str) -> list[Op]:
-    """Jepsen log lines: `INFO  jepsen.util - 3\t:invoke\t:cas\t[3 0]` (other lines are skipped)."""
-    pairing = _Pairing(path)
+def read_jepsen_log(path: str, meaning: str = "porcupine") -> list[Op]:
+    """Jepsen log lines: `INFO  jepsen.util - 3\t:invoke\t:cas\t[3 0]` (other lines are skipped),
+    as Porcupine's `parseJepsenLog` reads them (porcupine_test.go; its test_data/jepsen/etcd_*.log)
+    unless `meaning="jepsen"`. Raises HistoryError (file, line, reason)."""
+    pairing = _Pairing(path, meaning)
     for n, line in enumerate(_read_lines(path), 1):
         m = _LOG_LINE.match(line)
         if not m:
@@ -115,34 +136,185 @@ def read_jepsen_log(path: str) -> list[Op]:
     return pairing.finish()
 
 
-def read_jepsen_edn(path: str) -> list[Op]:
-    """Jepsen EDN op maps, one per line: `{:process 0, :type :invoke, :f :get, :key "7", :value nil}`."""
-    pairing = _Pairing(path)
-    for n, line in enumerate(_read_lines(path), 1):
-        text = line.strip()
-        if not text:
-            continue
-        if not (text.startswith("{") and text.endswith("}")):
-            raise HistoryError(path, n, "expected an EDN map {:process .., :type .., :f .., :value ..}")
-        fields = {k: v for k, v in _EDN_PAIR.findall(text)}
-        missing = [k for k in ("process", "type", "f") if k not in fields]
+@dataclass
+class EdnHistory:
+    """A Jepsen EDN history read as ops: `ops` (ids 0..n-1 in invoke order), `lines` (op id ->
+    the line of its invoke), `fs` (op name -> line where it first appears), `keyed` (read as
+    Jepsen `independent` ops: input (f, key, *args)), `read_values` (the values reads returned,
+    for telling a counter from a set), `meaning`."""
+
+    path: str
+    ops: list[Op]
+    lines: dict[int, int]
+    fs: dict[str, int]
+    keyed: bool
+    meaning: str
+    read_values: list[Any] = field(default_factory=list)
+
+
+_TYPES = ("invoke", "ok", "fail", "info")
+_NO_ARG = ("read", "get", "dequeue", "acquire", "release")
+
+
+def _name(v: Any) -> Any:
+    """`:invoke` -> "invoke" (keywords and strings); anything else as it is."""
+    return v[1:] if isinstance(v, str) and v.startswith(":") else v
+
+
+def read_edn_history(path: str, meaning: str = "jepsen", keyed: bool | None = None) -> EdnHistory:
+    """Read a Jepsen EDN history (any layout `checkers.edn` reads: one map per line, a
+    vector/list of maps across lines, tagged `#jepsen.history.Op{..}` maps) into ops.
+
+    Each op map needs `:process`, `:type` (:invoke/:ok/:fail/:info) and `:f`; `:value`
+    defaults to nil; Porcupine's kv files add `:key`; other keys (`:index`, `:time`,
+    `:node`, `:error`, ...) are ignored. Ops of a non-integer process (`:nemesis`) are
+    skipped. Time is the op map's position in the file (Jepsen writes histories in order).
+
+    Meaning (`meaning="jepsen"`, Knossos's, knossos/src/knossos/history.clj): `:fail` = did
+    not happen (dropped); `:info` or no completion = may have happened at any time after the
+    invoke (open to the end, output unknown). `meaning="porcupine"`: Porcupine's reading
+    (see `_Pairing`). Inputs: `(f,)` for read/get/dequeue/acquire/release, `("cas", old, new)`
+    for `:value [old new]`, `("txn", ((f, k, v), ...))` for micro-ops, `(f, value)` otherwise,
+    `(f, key, ...)` with `:key`. `keyed` (None: decided from the ops): every value is Jepsen's
+    `independent` tuple `[k v]` (jepsen/src/jepsen/independent.clj), read as input
+    `(f, k, *inner args)` and the output of `v`.
+
+    Raises HistoryError (file, line, what was expected) on anything unreadable."""
+    if meaning not in MEANINGS:
+        raise ValueError(f"meaning must be one of {MEANINGS}, got {meaning!r}")
+    # op: [line, process, call, ret, f, invoke value, key, outcome, completion value]
+    raw: list[list[Any]] = []
+    open_: dict[Any, int] = {}
+    fs: dict[str, int] = {}
+    for t, (line, m) in enumerate(iter_maps(path), 1):
+        missing = [k for k in (":process", ":type", ":f") if k not in m]
         if missing:
-            raise HistoryError(path, n, f"missing {', '.join(':' + k for k in missing)}")
-        try:
-            process: Any = int(fields["process"])
-        except ValueError:
-            continue  # :nemesis
-        typ, f = fields["type"].lstrip(":"), fields["f"].lstrip(":")
-        if typ not in ("invoke", "ok", "fail", "info"):
-            raise HistoryError(path, n, f":type must be :invoke, :ok, :fail or :info, got {fields['type']}")
-        value = _parse_value(fields.get("value", "nil"), path, n)
-        key = _parse_value(fields["key"], path, n) if "key" in fields else None
+            raise HistoryError(path, line, f"the op map has no {', '.join(missing)} (expected "
+                                           "{:process 0, :type :invoke, :f :read, :value nil})")
+        process = m[":process"]
+        if isinstance(process, bool) or not isinstance(process, int):
+            continue  # :nemesis and the like
+        typ, f = _name(m[":type"]), _name(m[":f"])
+        if typ not in _TYPES:
+            raise HistoryError(path, line, f":type must be :invoke, :ok, :fail or :info, got {m[':type']!r}")
+        if not isinstance(f, str):
+            raise HistoryError(path, line, f":f must be a keyword such as :read, got {m[':f']!r}")
+        value = m.get(":value")
         if typ == "invoke":
-            inp = _input(f, value) if key is None else (f, key) + (() if f in ("get", "read") else (value,))
-            pairing.invoke(process, n, f, inp)
+            open_[process] = len(raw)
+            fs.setdefault(f, line)
+            raw.append([line, process, t, math.inf, f, value, m.get(":key", _NO_KEY), "info", None])
+            continue
+        i = open_.pop(process, None)
+        if i is None:
+            raise HistoryError(path, line, f"a :{typ} of process {process} with no :invoke before it")
+        r = raw[i]
+        r[7], r[8] = typ, value
+        if typ != "info":
+            r[3] = t
+    if keyed is None:
+        keyed = _looks_independent(raw)
+    ops: list[Op] = []
+    lines: dict[int, int] = {}
+    read_values: list[Any] = []
+    for line, process, call, ret, f, inv, key, outcome, done in raw:
+        if outcome == "fail" and (meaning == "jepsen" or not (
+                f == "cas" or (f in ("read", "get") and done == ":timed-out"))):
+            continue  # certainly did not happen
+        if keyed:
+            if not (isinstance(inv, tuple) and len(inv) == 2):
+                raise HistoryError(path, line, f"expected an independent [key value] tuple as :value, got {inv!r}")
+            k, inv = inv
+            if outcome == "ok" and isinstance(done, tuple) and len(done) == 2:
+                done = done[1]
+        inp = _edn_input(f, inv, path, line)
+        if keyed:
+            inp = (inp[0], k) + inp[1:]
+        elif key is not _NO_KEY:
+            inp = (f, key) + (() if f in ("get", "read") else (inv,))
+        if outcome == "ok":
+            out = True if f == "cas" else (done if f in ("read", "get", "dequeue") else
+                                           _edn_input(f, done, path, line)[1] if f == "txn" else None)
+            if f in ("read", "get"):
+                read_values.append(done)
+        elif outcome == "fail":  # porcupine meaning: a cas that returned false, a timed-out read
+            out = False if f == "cas" else UNKNOWN
         else:
-            pairing.complete(process, n, typ, f, value, n)
-    return pairing.finish()
+            out = UNKNOWN
+        lines[len(ops)] = line
+        ops.append(Op(len(ops), process, call, ret if outcome != "info" else math.inf, inp, out))
+    return EdnHistory(path, ops, lines, fs, keyed, meaning, read_values)
+
+
+_NO_KEY: Any = object()
+
+
+def _looks_independent(raw: list[list[Any]]) -> bool:
+    """Jepsen `independent` ops: every value (invoke, and ok completion) is a [k v] tuple, with
+    the same k, and a cas's v is itself [old new]. A plain history has nil reads or scalar
+    writes, so it never looks like this; a history with a :key is Porcupine's kv, not this."""
+    if not raw:
+        return False
+    for r in raw:
+        inv, f, key, outcome, done = r[5], r[4], r[6], r[7], r[8]
+        if key is not _NO_KEY or not (isinstance(inv, tuple) and len(inv) == 2):
+            return False
+        if f == "cas" and not (isinstance(inv[1], tuple) and len(inv[1]) == 2):
+            return False
+        if outcome == "ok" and done is not None and not (isinstance(done, tuple) and len(done) == 2
+                                                          and done[0] == inv[0]):
+            return False
+    return True
+
+
+def _edn_input(f: str, value: Any, path: str, line: int) -> tuple[Any, ...]:
+    if f == "txn":
+        if not isinstance(value, tuple):
+            raise HistoryError(path, line, f"a :txn :value must be a vector of micro-ops such as "
+                                           f"[[:r :x nil] [:w :y 2]], got {value!r}")
+        mops = []
+        for mop in value:
+            if not (isinstance(mop, tuple) and len(mop) == 3 and _name(mop[0]) in ("r", "w")):
+                raise HistoryError(path, line, f"a :txn micro-op must be [:r key value] or [:w key value], got {mop!r}")
+            mops.append((_name(mop[0]), mop[1], mop[2]))
+        return ("txn", tuple(mops))
+    if f in _NO_ARG and value is None:
+        return (f,)
+    if f == "cas":
+        if not (isinstance(value, tuple) and len(value) == 2):
+            raise HistoryError(path, line, f"a :cas :value must be [old new], got {value!r}")
+        return ("cas", *value)
+    return (f, value)
+
+
+def read_jepsen_edn(path: str, meaning: str = "jepsen") -> list[Op]:
+    """The ops of a Jepsen EDN history (see `read_edn_history`; Porcupine's kv files,
+    test_data/kv/*.txt, read the same under either meaning: they have no fail or info)."""
+    return read_edn_history(path, meaning).ops
+
+
+def guess_model(h: EdnHistory) -> str | None:
+    """The model the ops of an EDN history call for, as Jepsen's tests pair them (None when
+    the ops do not say): :txn multi-register, :acquire/:release mutex, :enqueue/:dequeue
+    fifo-queue, :get/:put/:append kv, :cas/:read/:write cas-register (the same verdicts as
+    register on read/write alone, and the compiled search), :add with collection reads set,
+    :add counter."""
+    fs = set(h.fs)
+    if "txn" in fs:
+        return "multi-register"
+    if fs & {"acquire", "release"}:
+        return "mutex"
+    if fs & {"enqueue", "dequeue"}:
+        return "fifo-queue"
+    if fs & {"get", "put", "append"}:
+        return "kv"
+    if "add" in fs:
+        if any(isinstance(v, (tuple, frozenset, list, set)) for v in h.read_values):
+            return "set"
+        return "counter"
+    if fs & {"cas", "read", "write"}:
+        return "cas-register"
+    return None
 
 
 def _input(f: str, value: Any) -> tuple[Any, ...]:

@@ -1,0 +1,271 @@
+"""A small streaming EDN reader for Jepsen histories.
+
+Jepsen writes a history (`history.edn`, `jepsen.history` dumps, Knossos test files) as
+EDN op maps, in one of these layouts, all read here without loading the whole file:
+
+- one map per line: `{:process 0, :type :invoke, :f :read, :value nil}`;
+- the whole history as one vector `[...]` or list `(...)`, maps broken across lines;
+- any mix of the above with `;` comments and `#_` discarded forms.
+
+`iter_maps(path)` yields `(line, map)` for each op map as soon as its closing `}` is read:
+a top-level map, or an element of the top-level vector/list (the container itself is never
+built, so memory is one op at a time). Values are read as:
+
+| EDN                         | Python                                              |
+|-----------------------------|-----------------------------------------------------|
+| `nil` `true` `false`        | `None` `True` `False`                               |
+| `42` `-7` `123N` (big ints) | `int`                                               |
+| `1.5` `1e3` `##Inf` `2.5M`  | `float` (`M`: `decimal.Decimal`)                    |
+| `22/7`                      | `fractions.Fraction`                                |
+| `"a\\n\\"b"`                | `str` (escapes `\\t \\n \\r \\b \\f \\\\ \\" \\uXXXX`)          |
+| `\\c` `\\newline`           | `str` (one character)                               |
+| `:read` `:ns/kw`            | `Keyword` (a `str` subclass that keeps the colon)   |
+| `foo` `clojure.core/inc`    | `Symbol` (a `str` subclass)                         |
+| `[..]` `(..)`               | `tuple` (hashable, so values can be model states)   |
+| `{..}`                      | `Map` (a `dict` subclass, hashable)                 |
+| `#{..}`                     | `frozenset`                                         |
+| `#inst "..."` `#uuid "..."` | the string inside                                   |
+| `#jepsen.history.Op{..}`    | the map inside (any other `#tag form`: the form)    |
+
+Errors raise `HistoryError(path, line, reason)`: an unterminated string or collection
+(the line it started on), a closing bracket that does not match, an unreadable token, or a
+top-level form that is not a map or a vector/list of maps.
+
+The grammar is edn-format's (https://github.com/edn-format/edn). The `edn_format` package on
+PyPI reads a whole string at once (`loads`/`loads_all` over a PLY lexer), not a stream, so
+the reader is this small tokenizer instead.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+from typing import Any
+
+from onceproof.checkers.history import HistoryError
+
+
+class Keyword(str):
+    """An EDN keyword, kept with its colon: `:read` reads as `Keyword(":read")`."""
+
+    __slots__ = ()
+
+    @property
+    def name(self) -> str:
+        """The keyword without its colon (`:read` -> `read`)."""
+        return self[1:]
+
+
+class Symbol(str):
+    """An EDN symbol (`foo`, `clojure.core/inc`)."""
+
+    __slots__ = ()
+
+
+class Map(dict):  # type: ignore[type-arg]
+    """An EDN map: a dict that can be hashed (a model state, a set element)."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+
+_TOKEN = re.compile(r'''
+    (?P<ws>[\s,]+)
+  | (?P<comment>;.*)
+  | (?P<string>"(?:[^"\\]|\\.)*")
+  | (?P<open_string>"(?:[^"\\]|\\.)*\\?$)
+  | (?P<open>\#\{|[\[({])
+  | (?P<close>[\])}])
+  | (?P<discard>\#_)
+  | (?P<special>\#\#(?:Inf|-Inf|NaN))
+  | (?P<tag>\#[A-Za-z][^\s,\[\](){}"]*)
+  | (?P<char>\\(?:newline|space|tab|return|formfeed|backspace|u[0-9a-fA-F]{4}|.))
+  | (?P<atom>[^\s,\[\](){}";]+)
+''', re.VERBOSE)
+_INT = re.compile(r"[+-]?\d+N?")
+_FLOAT = re.compile(r"[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?M?")
+_RATIO = re.compile(r"[+-]?\d+/\d+")
+_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "b": "\b", "f": "\f", "\\": "\\", '"': '"', "'": "'"}
+_CHARS = {"newline": "\n", "space": " ", "tab": "\t", "return": "\r", "formfeed": "\f", "backspace": "\b"}
+_CLOSERS = {"[": "]", "(": ")", "{": "}", "#{": "}"}
+_SPECIAL = {"##Inf": float("inf"), "##-Inf": float("-inf"), "##NaN": float("nan")}
+
+
+def _unescape(body: str) -> str:
+    if "\\" not in body:
+        return body
+    return re.sub(r"\\(u[0-9a-fA-F]{4}|.)",
+                  lambda m: chr(int(m.group(1)[1:], 16)) if len(m.group(1)) == 5 else _ESCAPES.get(m.group(1), m.group(1)),
+                  body, flags=re.DOTALL)
+
+
+def atom(text: str) -> Any:
+    """One EDN scalar from its text (`nil`, `42`, `22/7`, `1.5M`, `:kw`, `"s"`, a symbol).
+    Raises ValueError when the text is not one."""
+    if text == "nil":
+        return None
+    if text == "true":
+        return True
+    if text == "false":
+        return False
+    if text.startswith(":") and len(text) > 1:
+        return Keyword(text)
+    if text.startswith('"') and text.endswith('"') and len(text) >= 2:
+        return _unescape(text[1:-1])
+    if text[0].isdigit() or (text[0] in "+-" and len(text) > 1 and text[1].isdigit()):
+        if _INT.fullmatch(text):
+            return int(text.rstrip("N"))
+        if _RATIO.fullmatch(text):
+            return Fraction(text)
+        if _FLOAT.fullmatch(text):
+            try:
+                return Decimal(text[:-1]) if text.endswith("M") else float(text)
+            except InvalidOperation:
+                pass
+        raise ValueError(f"{text!r} is not an EDN number")
+    if text in _SPECIAL:
+        return _SPECIAL[text]
+    return Symbol(text)
+
+
+class _Frame:
+    __slots__ = ("opener", "items", "line", "tags", "discard")
+
+    def __init__(self, opener: str, line: int) -> None:
+        self.opener = opener
+        self.items: list[Any] = []
+        self.line = line
+        self.tags: list[str] = []  # tags waiting for the next form
+        self.discard = 0  # `#_` markers waiting for the next form
+
+
+def _build(opener: str, items: list[Any], path: str, line: int) -> Any:
+    if opener == "{":
+        if len(items) % 2:
+            raise HistoryError(path, line, "a map with an odd number of forms (a key without its value)")
+        try:
+            return Map(zip(items[::2], items[1::2]))
+        except TypeError:
+            raise HistoryError(path, line, "a map key that is itself a map or set of maps") from None
+    if opener == "#{":
+        try:
+            return frozenset(items)
+        except TypeError:
+            raise HistoryError(path, line, "a set element that cannot be compared") from None
+    return tuple(items)
+
+
+def iter_forms(path: str, *, ops_in_top_container: bool = True) -> Iterator[tuple[int, Any]]:
+    """(line, form) for each top-level EDN form of the file at `path`, streaming. With
+    `ops_in_top_container`, a top-level vector or list is not returned whole: its elements
+    are yielded one by one instead (a Jepsen history written as one vector)."""
+    try:
+        fh = open(path, encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise HistoryError(path, None, f"cannot open: {e.strerror or e}") from None
+    top = _Frame("", 0)
+    stack: list[_Frame] = [top]
+    container: _Frame | None = None  # the top-level vector/list whose elements are yielded
+    pending_string: list[str] | None = None  # a string spanning lines
+    string_line = 0
+    out: list[tuple[int, Any]] = []
+
+    def emit(value: Any, line: int, start: int) -> None:
+        frame = stack[-1]
+        if frame.discard:
+            frame.discard -= 1
+            return
+        while frame.tags:
+            tag = frame.tags.pop()
+            if tag == "#uuid" or tag == "#inst":
+                value = str(value)
+        if frame is top or frame is container:
+            out.append((start, value))
+        else:
+            frame.items.append(value)
+
+    with fh:
+        for n, line in enumerate(fh, 1):
+            pos = 0
+            if pending_string is not None:
+                m = re.match(r'(?:[^"\\]|\\.)*"', line, re.DOTALL)
+                if m is None:
+                    pending_string.append(line)
+                    continue
+                pending_string.append(m.group(0)[:-1])
+                emit(_unescape("".join(pending_string)), n, string_line)
+                pending_string = None
+                pos = m.end()
+            length = len(line)
+            while pos < length:
+                m = _TOKEN.match(line, pos)
+                if m is None:  # pragma: no cover - the atom alternative matches any other char
+                    raise HistoryError(path, n, f"cannot read {line[pos:pos + 20]!r}")
+                pos = m.end()
+                kind = m.lastgroup
+                text = m.group()
+                if kind == "ws" or kind == "comment":
+                    continue
+                if kind == "string":
+                    emit(_unescape(text[1:-1]), n, n)
+                elif kind == "open":
+                    if stack[-1] is top and container is None and text in "[(" and ops_in_top_container \
+                            and not top.tags and not top.discard:
+                        container = _Frame(text, n)
+                        stack.append(container)
+                    else:
+                        stack.append(_Frame(text, n))
+                elif kind == "close":
+                    frame = stack[-1]
+                    if frame is top:
+                        raise HistoryError(path, n, f"a closing {text!r} with nothing open before it")
+                    if _CLOSERS[frame.opener] != text:
+                        raise HistoryError(path, n, f"{text!r} closes the {frame.opener!r} opened on line "
+                                                    f"{frame.line} (expected {_CLOSERS[frame.opener]!r})")
+                    if frame.tags or frame.discard:
+                        raise HistoryError(path, n, f"{' '.join(frame.tags) or '#_'} with no form after it")
+                    stack.pop()
+                    if frame is container:
+                        container = None
+                        continue
+                    emit(_build(frame.opener, frame.items, path, frame.line), n, frame.line)
+                elif kind == "discard":
+                    stack[-1].discard += 1
+                elif kind == "tag":
+                    stack[-1].tags.append(text)
+                elif kind == "open_string":
+                    pending_string, string_line = [text[1:]], n
+                elif kind == "char":
+                    body = text[1:]
+                    emit(_CHARS.get(body) or (chr(int(body[1:], 16)) if len(body) == 5 and body[0] == "u"
+                                              else body), n, n)
+                else:
+                    try:
+                        emit(atom(text), n, n)
+                    except ValueError as e:
+                        raise HistoryError(path, n, str(e)) from None
+            if out:
+                yield from out
+                out.clear()
+    if pending_string is not None:
+        raise HistoryError(path, string_line, "a string that is never closed (a missing '\"')")
+    if len(stack) > 1:
+        frame = stack[-1]
+        raise HistoryError(path, frame.line, f"the {frame.opener!r} opened here is never closed "
+                                             f"(expected {_CLOSERS[frame.opener]!r} before the end of the file)")
+
+
+def iter_maps(path: str) -> Iterator[tuple[int, Map]]:
+    """(line, op map) for each op of a Jepsen EDN history, streaming: top-level maps, or the
+    maps of a top-level vector/list. Raises HistoryError on a form that is not a map."""
+    for line, form in iter_forms(path):
+        if not isinstance(form, dict):
+            raise HistoryError(path, line, "expected an EDN op map {:process .., :type .., :f .., :value ..} "
+                                           f"(or a vector of them), got {_show(form)}")
+        yield line, form  # type: ignore[misc]
+
+
+def _show(form: Any) -> str:
+    text = repr(form)
+    return text if len(text) <= 40 else text[:37] + "..."
