@@ -68,10 +68,13 @@ def as_ops(items: Iterable[Any]) -> list[Op]:
 
 
 def check(history_ops: Iterable[Any], model: Any, *, budget_s: float = 10.0, partition: bool = True,
-          parallel: bool | None = None, native: Any = True) -> dict[str, Any]:
+          parallel: bool | None = None, native: Any = True, minimise_s: float = 0.0) -> dict[str, Any]:
     """Is the history linearizable with respect to `model`? `valid` is True, False, or
     "unknown" when the budget ran out first. `native`: True (the compiled search when it is
-    installed), False (pure Python), or a library from `load_native`."""
+    installed), False (pure Python), or a library from `load_native`. `minimise_s` > 0: when
+    invalid, also look (for at most that long) for the smallest set of ops of the first failed
+    partition that cannot be linearized (`smallest_invalid`), returned as `minimal_invalid`
+    (op ids) and `minimal_complete` (False: the budget ran out, the set may not be minimal)."""
     t0 = time.perf_counter()
     if isinstance(model, str):
         model = _models.by_name(model)
@@ -108,7 +111,12 @@ def check(history_ops: Iterable[Any], model: Any, *, budget_s: float = 10.0, par
             unplaced.extend(p[j].id for j in range(len(p)) if j not in placed)
         elif valid is True:
             longest.extend(ids)
+    extra: dict[str, Any] = {}
+    if valid is False and minimise_s > 0 and failed:
+        small, complete = smallest_invalid(parts[failed[0]], model, budget_s=minimise_s, native=native)
+        extra = {"minimal_invalid": [op.id for op in small], "minimal_complete": complete}
     return {
+        **extra,
         "valid": valid,
         "model": model.name,
         "partitions": len(parts),
@@ -119,6 +127,53 @@ def check(history_ops: Iterable[Any], model: Any, *, budget_s: float = 10.0, par
         "elapsed_s": round(time.perf_counter() - t0, 6),
         "timed_out": "unknown" in verdicts,
     }
+
+
+def smallest_invalid(ops: Sequence[Op], model: Any, *, budget_s: float = 5.0,
+                     native: Any = True) -> tuple[list[Op], bool]:
+    """A smallest set of ops that cannot be linearized, taken from the non-linearizable history
+    `ops` (as Knossos reports the ops that cannot be linearized and Porcupine its partial
+    linearizations): first the shortest non-linearizable prefix in call order, then ops dropped
+    while the rest stays non-linearizable (halves, quarters, ..., single ops), so that every op
+    left is needed. Returns (ops in call order, True) when that is done within `budget_s`, or
+    (the smallest set found so far, False)."""
+    deadline = time.perf_counter() + budget_s
+
+    def invalid(sub: list[Op]) -> bool | None:
+        if not sub:
+            return False
+        if time.perf_counter() > deadline:
+            return None
+        r = _interleave([_searcher(sub, model, native)], deadline)[0]
+        return None if r is None or r[0] == "unknown" else r[0] == "invalid"
+
+    cand = sorted(ops, key=lambda op: (op.call, op.id))
+    lo, hi = 1, len(cand)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        v = invalid(cand[:mid])
+        if v is None:
+            return cand[:hi], False
+        if v:
+            hi = mid
+        else:
+            lo = mid + 1
+    cand = cand[:hi]
+    chunk = max(len(cand) // 2, 1)
+    while True:
+        i = 0
+        while i < len(cand):
+            trial = cand[:i] + cand[i + chunk:]
+            v = invalid(trial)
+            if v is None:
+                return cand, False
+            if v:
+                cand = trial
+            else:
+                i += chunk
+        if chunk == 1:
+            return cand, True
+        chunk //= 2
 
 
 def _run_pool(parts: list[list[Op]], model: Any, deadline: float, native: Any = True) -> list[tuple[str, list[int]] | None]:

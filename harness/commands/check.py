@@ -1,4 +1,4 @@
-"""`onceproof check`: check history files (ours, Jepsen log lines, Jepsen EDN op maps).
+"""`onceproof check`: check history files (ours, Jepsen log lines, Jepsen EDN histories).
 
 Exit code: 0 all valid, 1 any invalid, 3 any unknown (and none invalid), 2 unreadable
 input (file, line and reason on stderr; never a traceback).
@@ -17,7 +17,8 @@ from onceproof.errors import ExitCode
 
 FORMATS = ("onceproof", "jepsen-log", "jepsen-edn")
 CHECKERS = ("exactly-once", "linearizable")
-DEFAULT_MODEL = {"jepsen-log": "cas-register", "jepsen-edn": "kv", "onceproof": "register"}
+DEFAULT_MODEL = {"jepsen-log": "cas-register", "onceproof": "register"}  # jepsen-edn: from its ops
+DEFAULT_MEANING = {"jepsen-log": "porcupine", "jepsen-edn": "jepsen", "onceproof": "porcupine"}
 
 
 def register(subparsers: Any) -> None:
@@ -31,8 +32,20 @@ def register(subparsers: Any) -> None:
     p.add_argument("--checker", choices=CHECKERS, default=None,
                    help="default: exactly-once for onceproof histories, linearizable for Jepsen's")
     p.add_argument("--model", default=None,
-                   help="linearizability model: register, cas-register, kv, counter, set, queue "
-                        "(default: cas-register for jepsen-log, kv for jepsen-edn)")
+                   help="linearizability model: register, cas-register, kv, counter, set, queue, "
+                        "fifo-queue, unordered-queue, mutex, multi-register (default: cas-register for "
+                        "jepsen-log; for jepsen-edn, the model its ops call for: :cas/:read/:write "
+                        "cas-register, :acquire mutex, :txn multi-register, :enqueue fifo-queue, "
+                        ":get/:put kv, :add counter or set); Jepsen `independent` ops ([k v] values) "
+                        "are checked per key under it")
+    p.add_argument("--initial", default=None, metavar="VALUE",
+                   help="the model's initial state as an EDN value (e.g. 0, nil, \"x\"); default nil "
+                        "(counter: 0)")
+    p.add_argument("--meaning", choices=("jepsen", "porcupine"), default=None,
+                   help="what :fail means: jepsen (did not happen: dropped; a nil read says nothing, "
+                        "as in Knossos) or porcupine (a failed cas returned false; a nil read is "
+                        "'absent', as Porcupine reads its test files). Default: jepsen for EDN, "
+                        "porcupine for Jepsen log lines")
     p.add_argument("--order", choices=["per-key"], default=None,
                    help="also check per-key order (default: what the run's start record says)")
     p.add_argument("--budget", type=float, default=10.0, metavar="SECONDS",
@@ -50,7 +63,8 @@ def guess_format(path: str) -> str:
     except OSError as e:
         raise HistoryError(path, None, f"cannot open: {e.strerror or e}") from None
     first = next((line.strip() for line in head.splitlines() if line.strip()), b"")
-    if first.startswith(b"{:"):
+    if first.startswith((b"{:", b"[", b"(", b";", b"#")) or (first.startswith(b"{") and not first.startswith(b'{"')
+                                                           and b":" in first[:3]):
         return "jepsen-edn"
     if b"jepsen.util" in head:
         return "jepsen-log"
@@ -73,26 +87,81 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
         stats = r.pop("stats")
         return {"file": path, "valid": r["valid"], "checkers": {"exactly-once": r}, "stats": stats}
 
-    from onceproof.checkers import linearizable, models
-    from onceproof.checkers.ops import ops_from_history, read_jepsen_edn, read_jepsen_log
+    from onceproof.checkers import edn, linearizable, models
+    from onceproof.checkers.ops import guess_model, ops_from_history, read_edn_history, read_jepsen_log
 
-    try:
-        model = models.by_name(args.model or DEFAULT_MODEL[fmt])
-    except ValueError as e:
-        raise HistoryError(path, None, str(e)) from None
-    if fmt == "jepsen-log":
-        ops = read_jepsen_log(path)
-    elif fmt == "jepsen-edn":
-        ops = read_jepsen_edn(path)
+    meaning = args.meaning or DEFAULT_MEANING[fmt]
+    lines: dict[int, int] = {}
+    fs: dict[str, int | None]
+    keyed = False
+    if fmt == "jepsen-edn":
+        h = read_edn_history(path, meaning)
+        ops, lines, fs, keyed = h.ops, h.lines, dict(h.fs), h.keyed
+        name = args.model or guess_model(h)
+        if name is None:
+            raise HistoryError(path, None, f"cannot tell the model from the ops ({_names(fs)}); choose one "
+                                           f"with --model ({', '.join(models.MODELS)})")
     else:
-        from onceproof.checkers.history import read_history
+        if fmt == "jepsen-log":
+            ops = read_jepsen_log(path, meaning)
+        else:
+            from onceproof.checkers.history import read_history
 
-        ops = ops_from_history(read_history(path))
-    r = linearizable.check(ops, model, budget_s=args.budget, partition=not args.no_partition)
-    r.pop("operations")
+            ops = ops_from_history(read_history(path))
+        fs = {}
+        for op in ops:
+            fs.setdefault(str(op.input[0]), None)
+        name = args.model or DEFAULT_MODEL[fmt]
+    try:
+        model = models.by_name(name)
+        if args.initial is not None:
+            model = model.configured(initial=edn.atom(args.initial.strip()))
+        if meaning == "jepsen":
+            model = model.configured(nil_read_any=True)
+    except ValueError as e:
+        raise HistoryError(path, None, f"--initial {args.initial}: {e}" if args.initial is not None
+                           and "model" not in str(e) else str(e)) from None
+    for f, line in fs.items():
+        if f not in model.fs:
+            takers = models.accepting(f)
+            raise HistoryError(path, line, f"the op :f :{f} is not one the {model.name} model knows "
+                                           f"({_names(dict.fromkeys(sorted(model.fs)))}); "
+                               + (f"models that accept :{f}: {', '.join(takers)} (use --model)" if takers
+                                  else f"no model accepts :{f}"))
+    if keyed:
+        model = models.Keyed(model)
+    _check_shapes(path, ops, model, lines)
+    r = linearizable.check(ops, model, budget_s=args.budget, partition=not args.no_partition,
+                           minimise_s=min(5.0, args.budget))
+    by_id = {o["id"]: o for o in r.pop("operations")}
+    if "minimal_invalid" in r:
+        r["minimal_invalid"] = [{**by_id[i], **({"line": lines[i]} if i in lines else {})}
+                                for i in r["minimal_invalid"]]
     r["anomalies"] = {"nonlinearizable": int(r["valid"] is False)}
+    if r["valid"] is False and r.get("minimal_invalid"):
+        first = r["minimal_invalid"]
+        r["examples"] = {"nonlinearizable": [{"id": ", ".join(str(o["id"]) for o in first),
+                                              "why": f"these {len(first)} ops cannot be linearized"}]}
     stats = {"operations": len(ops), "partitions": r["partitions"], "elapsed_s": r["elapsed_s"]}
     return {"file": path, "valid": r["valid"], "checkers": {"linearizable": r}, "stats": stats}
+
+
+def _names(fs: dict[str, Any]) -> str:
+    return ", ".join(f":{f}" for f in fs)
+
+
+def _check_shapes(path: str, ops: list[Any], model: Any, lines: dict[int, int]) -> None:
+    """Every op as the model takes it: one step from the initial state must not raise (a
+    `:value` of the wrong shape is refused here with its line, not a traceback later)."""
+    state = model.init()
+    for op in ops:
+        try:
+            model.step(state, op.input, op.output)
+            hash(op.input)
+        except Exception as e:  # noqa: BLE001 - any model error is a bad op
+            raise HistoryError(path, lines.get(op.id), f"the op {list(op.input)} -> {op.output!r} does not have "
+                                                       f"the shape the {model.name} model takes ({type(e).__name__}: "
+                                                       f"{e})") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -142,6 +211,12 @@ def _print(out: dict[str, Any]) -> None:
             console.print(f"  {out['stats']['operations']} operations in {r['partitions']} partition(s), "
                           f"{r['elapsed_s']:.3f} s" + (f"; {len(r['unplaced'])} could not be placed"
                                                        if valid is False else ""))
+            if r.get("minimal_invalid"):
+                console.print("  the smallest set of ops that cannot be linearized"
+                              + ("" if r.get("minimal_complete") else " found in the time given") + ":")
+                for o in r["minimal_invalid"]:
+                    console.print(f"    {'line ' + str(o['line']) + ': ' if 'line' in o else ''}process "
+                                  f"{o['process']} {o['input']} -> {o['output']}", markup=False, highlight=False)
         for note in r.get("notes", []):
             console.print(f"  note: {note}")
     stats = out.get("stats", {})
