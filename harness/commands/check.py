@@ -95,9 +95,9 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
     fs: dict[str, int | None]
     keyed = False
     if fmt == "jepsen-edn":
-        h = read_edn_history(path, meaning)
-        ops, lines, fs, keyed = h.ops, h.lines, dict(h.fs), h.keyed
-        name = args.model or guess_model(h)
+        eh = read_edn_history(path, meaning)
+        ops, lines, fs, keyed = eh.ops, eh.lines, dict(eh.fs), eh.keyed
+        name = args.model or guess_model(eh)
         if name is None:
             raise HistoryError(path, None, f"cannot tell the model from the ops ({_names(fs)}); choose one "
                                            f"with --model ({', '.join(models.MODELS)})")

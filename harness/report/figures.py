@@ -183,13 +183,15 @@ def _line(name: str, x: list[float], y: list[Any], colour: str, *, yaxis: str = 
 def lanes(result: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     """A Porcupine-like view of a linearizability result: a lane of operation bars per
     process, the longest linearizable prefix and the operations that could not be placed
-    highlighted. Returns (figure, a note on what was left out)."""
+    highlighted, and the smallest set that cannot be linearized (`minimal_invalid`) when the
+    result has it. Returns (figure, a note on what was left out)."""
     ops = [op for op in result.get("operations") or [] if isinstance(op, dict)
            and isinstance(op.get("call"), (int, float))]
     if not ops:
         return None, "the checker listed no operations"
     prefix = {_key(i) for i in result.get("longest_prefix") or []}
     unplaced = {_key(i) for i in result.get("unplaced") or []}
+    minimal = {_key(i.get("id") if isinstance(i, dict) else i) for i in result.get("minimal_invalid") or []}
     ops.sort(key=lambda op: op["call"])
     note = ""
     if len(ops) > MAX_LANE_OPS:
@@ -204,7 +206,8 @@ def lanes(result: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     lane_names: list[str] = []
     for op in ops:
         k = _key(op.get("id"))
-        status = ("could not be placed" if k in unplaced else
+        status = ("in the smallest set that cannot be linearized" if k in minimal else
+                  "could not be placed" if k in unplaced else
                   "in the longest linearizable prefix" if k in prefix else "after the prefix")
         ret = op.get("return")
         pending = not isinstance(ret, (int, float))
@@ -221,6 +224,7 @@ def lanes(result: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
                           f"{'pending' if pending else esc(op.get('output'))}<br>"
                           f"{op['call'] / scale:g} → {'?' if pending else f'{stop / scale:g}'}")
     colours = {"in the longest linearizable prefix": "#2ca02c", "could not be placed": "#d62728",
+               "in the smallest set that cannot be linearized": "#9467bd",
                "after the prefix": "#bbbbbb"}
     traces = [{"type": "bar", "orientation": "h", "name": status, "y": g["y"], "base": g["base"], "x": g["x"],
                "text": g["text"], "textposition": "inside", "insidetextanchor": "middle",

@@ -153,7 +153,9 @@ def _linearizability(results: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({"name": str(name), "valid": res.get("valid"), "partitions": res.get("partitions"),
                     "n_ops": len(res.get("operations") or []), "n_prefix": len(res.get("longest_prefix") or []),
                     "unplaced": [str(u) for u in (res.get("unplaced") or [])][:50],
-                    "n_unplaced": len(res.get("unplaced") or []), "figure": fig, "note": note,
+                    "n_unplaced": len(res.get("unplaced") or []),
+                    "minimal": [str(m.get("id") if isinstance(m, dict) else m)
+                                for m in (res.get("minimal_invalid") or [])][:50], "figure": fig, "note": note,
                     "fig_id": f"lanes-{len(out)}"})
     return out
 
