@@ -132,11 +132,15 @@ def check(history_ops: Iterable[Any], model: Any, *, budget_s: float = 10.0, par
 def smallest_invalid(ops: Sequence[Op], model: Any, *, budget_s: float = 5.0,
                      native: Any = True) -> tuple[list[Op], bool]:
     """A smallest set of ops that cannot be linearized, taken from the non-linearizable history
-    `ops` (as Knossos reports the ops that cannot be linearized and Porcupine its partial
-    linearizations): first the shortest non-linearizable prefix in call order, then ops dropped
-    while the rest stays non-linearizable (halves, quarters, ..., single ops), so that every op
-    left is needed. Returns (ops in call order, True) when that is done within `budget_s`, or
-    (the smallest set found so far, False)."""
+    `ops`, as Knossos reports the op that cannot be linearized (`:op`) with what came before
+    it, and Porcupine its partial linearizations. The anchor is the last op of the shortest
+    non-linearizable prefix in call order; then ops are dropped (halves, quarters, ...,
+    single ops) while the set stays non-linearizable AND stays linearizable without the
+    anchor, so that every op left is needed to make the anchor impossible (not a set that is
+    impossible for another reason); when the anchor is impossible alone (a read of a value
+    never written), the set keeps an op with which it is possible (the write it read).
+    Returns (ops in call order, True) when done within `budget_s`, or (the smallest set
+    found so far, False)."""
     deadline = time.perf_counter() + budget_s
 
     def invalid(sub: list[Op]) -> bool | None:
@@ -158,17 +162,24 @@ def smallest_invalid(ops: Sequence[Op], model: Any, *, budget_s: float = 5.0,
             hi = mid
         else:
             lo = mid + 1
+    anchor = cand[hi - 1]
     cand = cand[:hi]
+    alone = invalid([anchor])  # e.g. a read of a value never written: keep an op that explains it
     chunk = max(len(cand) // 2, 1)
     while True:
         i = 0
         while i < len(cand):
-            trial = cand[:i] + cand[i + chunk:]
+            trial = cand[:i] + [op for op in cand[i:i + chunk] if op is anchor] + cand[i + chunk:]
+            if len(trial) == len(cand):
+                i += chunk
+                continue
             v = invalid(trial)
-            if v is None:
+            w = invalid([op for op in trial if op is not anchor]) if v else None
+            if v is None or (v and w is None):
                 return cand, False
-            if v:
+            if v and not w and (not alone or any(invalid([op, anchor]) is False for op in trial if op is not anchor)):
                 cand = trial
+                i += 1 if cand[i:i + 1] == [anchor] else 0
             else:
                 i += chunk
         if chunk == 1:
