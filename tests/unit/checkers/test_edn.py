@@ -347,3 +347,14 @@ def test_one_map_per_line_and_a_multiline_vector_give_the_same_ops_and_verdict(
         ha, hb = read_edn_history(per_line, meaning), read_edn_history(vector, meaning)
         model = models.cas_register.configured(nil_read_any=meaning == "jepsen")
         assert linearizable.check(ha.ops, model)["valid"] == linearizable.check(hb.ops, model)["valid"]
+
+
+def test_report_lanes_mark_the_smallest_non_linearizable_set(tmp_path: Path) -> None:
+    from onceproof.report import figures
+
+    h = read_edn_history(write(tmp_path, history((0, "invoke", "write", "1"), (0, "ok", "write", "1"),
+                                                 (1, "invoke", "read", "nil"), (1, "ok", "read", "2"))))
+    r = linearizable.check(h.ops, models.cas_register, minimise_s=1)
+    fig, _ = figures.lanes(r)
+    assert fig is not None and r["minimal_invalid"] == [1]
+    assert "in the smallest set that cannot be linearized" in [t["name"] for t in fig["data"]]
