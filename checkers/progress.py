@@ -213,7 +213,7 @@ def _stall_reason(st: dict[str, Any]) -> str:
     n = st["partitions"]
     lag = f"had lag {st['lag']:,} on {n} partition{'s' if n != 1 else ''}"
     if st["state"] == "stalled":
-        when = (f"made no progress after {st['last_progress_s']:.1f} s" if st.get("last_progress_s") is not None
+        when = (f"made no progress after t={st['last_progress_s']:.1f} s" if st.get("last_progress_s") is not None
                 else "made no progress at all")
         return f"stalled: consumer group {st['group']} {lag} and {when}{after}"
     return (f"behind: consumer group {st['group']} still {lag} at the end of the drain and was still "

@@ -133,6 +133,9 @@ class Fault:
     slow: ClassVar[bool] = False
     # the effect is over as soon as apply returns (a graceful restart): heal right away
     instant: ClassVar[bool] = False
+    # the runtimes that can carry this kind out (a Toxiproxy toxic needs `local`'s proxies, an
+    # iptables cut needs `netns`'s hosts): a plan asking for it elsewhere is refused when read
+    runtimes: ClassVar[tuple[str, ...]] = ("local", "netns")
 
     def __init__(self, fault_id: str, context: Context, targets: list[str], params: dict[str, Any]) -> None:
         self.id = fault_id

@@ -322,6 +322,8 @@ def _runtime(fault: Fault) -> NetnsRuntime:
 class NetnsFault(Fault):
     """A fault made of one Cut of the netns Partitioner."""
 
+    runtimes = ("netns",)
+
     def cut(self, partitioner: Partitioner) -> Cut:
         raise NotImplementedError
 

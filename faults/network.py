@@ -75,6 +75,8 @@ class LimitDataParams(ToxicParams):
 class ToxicFault(Fault):
     """A fault made of one Toxiproxy toxic per proxy and stream."""
 
+    runtimes = ("local",)
+
     toxic_type = ""
 
     def attributes(self) -> dict[str, Any]:

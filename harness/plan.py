@@ -15,7 +15,8 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
                       field_validator, model_validator)
 
 from onceproof.faults.params import Seconds, duration
-from onceproof.faults.schedule import FaultEntry, FaultSpecError, Step, expand
+from onceproof.faults.base import known_kinds
+from onceproof.faults.schedule import FaultEntry, FaultSpecError, RandomEntry, Step, expand
 from onceproof.targets.kinds import Section, target_kinds
 
 from onceproof.errors import OnceproofError
@@ -197,6 +198,26 @@ class Plan(_Model):
         if self.pipeline.progress and self.targets.section("postgres") is None:
             raise PlanConsistencyError(["pipeline", "progress"],
                                        "a progress query runs on PostgreSQL: add `postgres: {}`")
+        return self
+
+    @model_validator(mode="after")
+    def _faults_fit_the_runtime(self) -> "Plan":
+        """A fault kind the plan's runtime cannot carry out is bad input now, not a fault that
+        silently fails to apply in the middle of a run (which then proves nothing)."""
+        for i, entry in enumerate(self.faults):
+            kinds: list[tuple[str, list[str | int]]]
+            if isinstance(entry, RandomEntry):
+                kinds = [(k, ["faults", i, "random", "kinds", j]) for j, k in enumerate(entry.random.kinds)]
+            else:
+                kinds = [(type(entry).kind, ["faults", i, type(entry).kind])]
+            for name, path in kinds:
+                fault = known_kinds().get(name)
+                if fault is not None and self.runtime not in fault.cls.runtimes:
+                    other = "partition (through Toxiproxy)" if "netns" in fault.cls.runtimes else \
+                        "partition-isolate, partition-halves, ... (iptables)"
+                    raise PlanConsistencyError(
+                        path, f"{name} needs `runtime: {' or '.join(fault.cls.runtimes)}`; this plan runs on "
+                              f"`{self.runtime}`, where the network faults are {other}")
         return self
 
     @model_validator(mode="after")

@@ -106,7 +106,7 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
             replicas.restart_dead(history)
             load_host.call(workload.finish, min(30.0, plan.quiesce.max))
             run.load_stats = workload.stats.as_dict()
-            _settle(plan, run, history, observer, watch, sink, progress, report)
+            _settle(plan, run, history, observer, watch, sink, progress, report, replicas)
         _phase(progress, report, "teardown")
     return _conclude(plan, run)
 
@@ -117,7 +117,8 @@ def _phase(progress: Progress, report: Callable[[Progress], None], phase: str) -
 
 
 def _settle(plan: Plan, run: RunLog, history: HistoryWriter, observer: Observer, watch: ProgressWatch,
-            sink: Sink, progress: Progress, report: Callable[[Progress], None]) -> None:
+            sink: Sink, progress: Progress, report: Callable[[Progress], None],
+            replicas: stages.Replicas) -> None:
     """Wait until the sink has stopped changing and the pipeline has caught up with the source
     (quiesce, harness/progress.py), record its final position, then read the sink one last time."""
     progress.phase = "quiescing"
@@ -125,6 +126,7 @@ def _settle(plan: Plan, run: RunLog, history: HistoryWriter, observer: Observer,
     quiet = watch.wait_caught_up(observer, sink, plan.quiesce.idle, plan.quiesce.max)
     history.record("harness", "info", "quiesce-end", quiet.as_dict())
     run.notes.extend(quiet.notes)
+    replicas.note_exits(history, "the drain")  # a crashed pipeline explains a stall
     observer.stop()
     _phase(progress, report, "final read")
     watch.final(sink, history)

@@ -39,7 +39,7 @@ from onceproof.sinks import Sink
 from onceproof.targets.deployment import Deployment
 from onceproof.targets.ledger import new_run_id
 from onceproof.targets.runtime import Runtime, make_runtime
-from onceproof.targets.process import CommandNode, Node
+from onceproof.targets.process import CommandNode, Node, log_tail
 from onceproof.workload import Workload
 
 if TYPE_CHECKING:  # the faults are imported when a plan has some
@@ -224,11 +224,28 @@ class Replicas:
         `restart-replica` record saying how it had ended."""
         for node in self.nodes:
             if not node.alive:
-                code = node._popen.returncode if node._popen else None
+                code = node.exit_code
                 self.run.notes.append(f"{node.name} had exited (code {code}) when the load ended; "
                                       "restarted it to drain")
                 history.record("harness", "info", "restart-replica", {"replica": node.name, "exit_code": code})
                 node.start()
+
+    def note_exits(self, history: HistoryWriter, during: str) -> list[str]:
+        """Say which replicas are no longer running (they exited on their own `during` a phase,
+        e.g. "the drain"): a note each, with the last line of its log, and a `replica-exited`
+        record. Returns their names. A pipeline that crashes while draining explains a stall."""
+        gone = []
+        for node in self.nodes:
+            if node.alive or node.exit_code is None:
+                continue
+            last = next((line for line in reversed(log_tail(node.log_path, 5).splitlines()) if line.strip()),
+                        "(empty log)")
+            self.run.notes.append(f"{node.name} exited (code {node.exit_code}) during {during}; its log "
+                                  f"(logs/{node.log_path.name}) ends: {last[:300]}")
+            history.record("harness", "info", "replica-exited",
+                           {"replica": node.name, "exit_code": node.exit_code, "during": during})
+            gone.append(node.name)
+        return gone
 
 
 @contextlib.contextmanager

@@ -84,6 +84,12 @@ class Node:
     def alive(self) -> bool:
         return self._popen is not None and self._popen.poll() is None
 
+    @property
+    def exit_code(self) -> int | None:
+        """How the last start ended: its exit status (negative: killed by that signal), or
+        None while it runs or before it was ever started."""
+        return self._popen.poll() if self._popen is not None else None
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         shim = self.runtime.clock_shim

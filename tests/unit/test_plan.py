@@ -83,3 +83,20 @@ def test_every_plan_in_the_repo_is_valid():
 
     for path in sorted((Path(__file__).resolve().parents[2] / "plans").glob("*.yaml")):
         load_plan(path)
+
+
+@pytest.mark.parametrize("runtime, fault, field", [
+    ("local", "{at: 2s, for: 2s, partition-halves: {target: kafka}}", "faults[0].partition-halves"),
+    ("local", "{random: {every: 2s, for: 1s, kinds: [kill, partition-bridge]}}", "faults[0].random.kinds[1]"),
+    ("netns", "{at: 2s, for: 2s, latency: {target: kafka-1, ms: 100}}", "faults[0].latency"),
+])
+def test_a_fault_kind_the_runtime_cannot_carry_out_is_bad_input(tmp_path, runtime, fault, field):
+    """Not a fault that fails to apply mid-run and leaves a run that tested nothing."""
+    p = tmp_path / "plan.yaml"
+    p.write_text(f"name: x\nruntime: {runtime}\ntargets: {{kafka: {{}}, postgres: {{}}}}\n"
+                 "pipeline: {command: [python, -m, onceproof.targets.pipelines.kafka_to_postgres]}\n"
+                 "workload: {source: kafka:onceproof.events, sink: postgres:onceproof_effects, duration: 10s}\n"
+                 f"faults:\n  - {fault}\n")
+    with pytest.raises(PlanError) as e:
+        load_plan(p)
+    assert f"plan.yaml:7: {field}:" in str(e.value) and "needs `runtime:" in str(e.value)

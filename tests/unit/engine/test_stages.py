@@ -117,3 +117,34 @@ def test_a_new_run_folder_holds_the_resolved_plan_and_replaces_an_old_one(plan: 
     run = stages.new_run(plan, tmp_path / "out")
     assert sorted(p.name for p in run.out_dir.iterdir()) == ["logs", "plan.yaml"]
     assert run.run_id and run.errors == [] and run.notes == []
+
+
+def test_a_replica_that_exits_during_the_drain_is_named_with_its_last_log_line(plan: Any, tmp_path: Path) -> None:
+    import sys
+    import time
+
+    from onceproof.targets.local import LocalRuntime
+    from onceproof.targets.process import CommandNode
+
+    run = stages.new_run(plan, tmp_path / "out")
+    with stages.recording(plan, run) as history, LocalRuntime(log_dir=tmp_path / "logs") as runtime:
+        replicas = stages.Replicas(plan, None, run)  # type: ignore[arg-type]
+        crash = CommandNode(runtime, "pipeline-0", [sys.executable, "-c",
+                                                    "print('psycopg.OperationalError: the connection is lost'); "
+                                                    "raise SystemExit(3)"], {})
+        steady = CommandNode(runtime, "pipeline-1", [sys.executable, "-c", "import time; time.sleep(60)"], {})
+        for node in (crash, steady):
+            node.start()
+            replicas.nodes.append(node)
+        deadline = time.monotonic() + 10
+        while crash.alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+        try:
+            assert replicas.note_exits(history, "the drain") == ["pipeline-0"]
+        finally:
+            steady.stop(timeout=5)
+    assert crash.exit_code == 3
+    assert run.notes == ["pipeline-0 exited (code 3) during the drain; its log (logs/pipeline-0.log) ends: "
+                         "psycopg.OperationalError: the connection is lost"]
+    exited = [r for r in records(run.out_dir) if r["f"] == "replica-exited"]
+    assert [r["value"] for r in exited] == [{"replica": "pipeline-0", "exit_code": 3, "during": "the drain"}]
