@@ -92,6 +92,14 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.BAD_INPUT
     if not runtime_can_run(plan, args.plan):
         return ExitCode.BAD_INPUT
+    from onceproof.stages import RunFolderError, check_out_dir
+
+    try:
+        if args.out:
+            check_out_dir(Path(args.out))  # before anything starts; new_run checks again
+    except RunFolderError as e:
+        print(f"onceproof run: {e}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     interactive = console.is_terminal and not args.json
     last_print = [0.0]
@@ -109,8 +117,12 @@ def run(args: argparse.Namespace) -> int:
                           f"faults={', '.join(p.faults) or '-'}")
 
     console.print(f"onceproof: running plan {escape(repr(plan.name))} (seed {plan.seed}, {plan.workload.duration:g}s of load)")
-    with live if live is not None else contextlib.nullcontext():
-        result = execute(plan, Path(args.out) if args.out else None, on_progress=on_progress)
+    try:
+        with live if live is not None else contextlib.nullcontext():
+            result = execute(plan, Path(args.out) if args.out else None, on_progress=on_progress)
+    except RunFolderError as e:
+        print(f"onceproof run: {e}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
     res = result.results
     if args.json:
         summary = {"out": str(result.out_dir), "valid": res["valid"], "exit_code": result.exit_code,

@@ -112,8 +112,10 @@ def test_a_signal_while_tearing_down_is_recorded_and_the_teardown_goes_on(plan: 
 
 
 def test_a_new_run_folder_holds_the_resolved_plan_and_replaces_an_old_one(plan: Any, tmp_path: Path) -> None:
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "stale.txt").write_text("old run")
+    (tmp_path / "out" / "logs").mkdir(parents=True)
+    (tmp_path / "out" / "logs" / "kafka-1.log").write_text("old run")
+    (tmp_path / "out" / "results.json").write_text('{"run_id": "20240101-000000-abcdef"}')
     run = stages.new_run(plan, tmp_path / "out")
     assert sorted(p.name for p in run.out_dir.iterdir()) == ["logs", "plan.yaml"]
+    assert not any((run.out_dir / "logs").iterdir())
     assert run.run_id and run.errors == [] and run.notes == []
