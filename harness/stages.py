@@ -197,23 +197,64 @@ def recording(plan: Plan, run: RunLog) -> Iterator[HistoryWriter]:
             history.close()
 
 
-@contextlib.contextmanager
-def interrupts() -> Iterator[None]:
-    """The run's only SIGINT / SIGTERM handlers: both raise Interrupted in the main thread, so
-    every scope unwinds and tears its resource down; the previous handlers are back on exit.
-    Off the main thread (where Python cannot handle signals) it changes nothing."""
-    def raise_interrupted(signum: int, frame: Any) -> None:
-        raise Interrupted(signal.Signals(signum).name)
+class Signals:
+    """The state of a run's SIGINT / SIGTERM handling (see `interrupts`): the first signal
+    before teardown raises Interrupted; from then on (or once `tearing_down()` is called) a
+    signal is only noted on stderr, so teardown always finishes (only SIGKILL stops it, and
+    then `onceproof cleanup` finds what is left)."""
 
+    def __init__(self) -> None:
+        self.since: float | None = None  # when teardown began (the first signal, or tearing_down())
+        self.noted = 0  # signals received during teardown
+
+    def tearing_down(self) -> None:
+        """From now on no signal raises: the run is tearing down (or concluding)."""
+        if self.since is None:
+            self.since = time.monotonic()
+
+    def handle(self, signum: int, frame: Any) -> None:
+        """The signal handler: raise Interrupted once, before teardown; note the signal after."""
+        name = signal.Signals(signum).name
+        if self.since is None:
+            self.since = time.monotonic()
+            raise Interrupted(name)
+        self.noted += 1
+        message = (f"onceproof: {name}: still tearing down, {time.monotonic() - self.since:.0f} s "
+                   "(it always finishes; SIGKILL stops it, then run `onceproof cleanup`)\n")
+        try:
+            os.write(2, message.encode())  # no buffered I/O inside a signal handler
+        except OSError:
+            pass
+
+
+@contextlib.contextmanager
+def interrupts() -> Iterator[Signals]:
+    """The run's only SIGINT / SIGTERM handlers (a `Signals`): the first signal raises
+    Interrupted in the main thread, so every scope unwinds and tears its resource down; any
+    further signal, or any signal once `tearing_down()` was called, is noted on stderr and
+    never raises inside teardown. The previous handlers are back on exit. Off the main thread
+    (where Python cannot handle signals) it changes nothing."""
+    signals = Signals()
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, raise_interrupted)
+            previous[sig] = signal.signal(sig, signals.handle)
     try:
-        yield
+        yield signals
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def teardown_after(signals: Signals) -> Iterator[contextlib.ExitStack]:
+    """An ExitStack for the run's scopes that, before it unwinds them (on success, on an
+    error or on an interruption), tells `signals` that teardown has begun."""
+    with contextlib.ExitStack() as scope:
+        try:
+            yield scope
+        finally:
+            signals.tearing_down()
 
 
 # --- targets --------------------------------------------------------------------------------

@@ -119,3 +119,38 @@ def test_a_new_run_folder_holds_the_resolved_plan_and_replaces_an_old_one(plan: 
     assert sorted(p.name for p in run.out_dir.iterdir()) == ["logs", "plan.yaml"]
     assert not any((run.out_dir / "logs").iterdir())
     assert run.run_id and run.errors == [] and run.notes == []
+
+
+def test_a_second_signal_during_teardown_is_noted_and_never_raises(plan: Any, tmp_path: Path, capfd: Any) -> None:
+    run = stages.new_run(plan, tmp_path / "out")
+    torn_down = []
+    with stages.interrupts() as signals, run.ending_early(), stages.teardown_after(signals) as scope:
+        scope.callback(torn_down.append, "targets")
+
+        @contextlib.contextmanager
+        def slow_heal() -> Any:
+            try:
+                yield
+            finally:
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C again, outside any tearing_down step
+                threading.Event().wait(0.2)
+                os.kill(os.getpid(), signal.SIGTERM)
+                threading.Event().wait(0.2)
+                torn_down.append("heal")
+
+        scope.enter_context(slow_heal())
+        os.kill(os.getpid(), signal.SIGINT)  # the first one interrupts the run
+        threading.Event().wait(5)
+    assert torn_down == ["heal", "targets"]
+    assert run.interrupted and run.errors == ["interrupted by SIGINT"]
+    assert signals.noted == 2
+    err = capfd.readouterr().err
+    assert err.count("still tearing down") == 2 and "Traceback" not in err
+
+
+def test_no_signal_raises_once_teardown_has_begun(plan: Any, tmp_path: Path, capfd: Any) -> None:
+    run = stages.new_run(plan, tmp_path / "out")
+    with stages.interrupts() as signals, run.ending_early(), stages.teardown_after(signals) as scope:
+        scope.callback(lambda: (os.kill(os.getpid(), signal.SIGINT), threading.Event().wait(0.2)))
+    assert not run.interrupted and run.errors == []
+    assert "still tearing down" in capfd.readouterr().err
