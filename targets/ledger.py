@@ -126,11 +126,20 @@ def _proc_text(pid: int, what: str) -> str:
 
 def process_is_ours(pid: int, entry: RunEntry) -> bool:
     """Whether process `pid` belongs to `entry`'s run: its command line or its environment
-    carries the run id or the run's scratch path (every node of ours gets ONCEPROOF_RUN_ID)."""
+    carries the run id or the run's scratch path (every node of ours gets ONCEPROOF_RUN_ID),
+    or it works in the run's scratch folder (Redis rewrites its command line and environment
+    into its process title, and works in its data folder)."""
     marks = [entry.run_id, entry.scratch] if RUN_ID.fullmatch(entry.run_id) else [entry.scratch]
     marks = [m for m in marks if m and len(m) >= 6]
     text = _proc_text(pid, "cmdline") + "\n" + _proc_text(pid, "environ")
-    return any(m in text for m in marks)
+    if any(m in text for m in marks):
+        return True
+    try:
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return False
+    scratch = Path(entry.scratch)
+    return scratch_is_ours(scratch) and (cwd == scratch or scratch in cwd.parents)
 
 
 def scratch_is_ours(scratch: Path) -> bool:
