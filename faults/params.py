@@ -10,6 +10,7 @@ pydantic model (`Annotated[float, Seconds()]`), so a fault kind's parameters are
 model and read by one generic decoder (`FaultKind.decode` in faults/base.py)."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, get_args
@@ -23,6 +24,17 @@ from onceproof.faults.base import ParamError
 DURATION_PATTERN = r"^\s*[+-]?\d+(\.\d+)?\s*(us|ms|s|m|h)?\s*$"
 _DURATION = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)\s*(ms|s|m|h|us)?\s*$")
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+MAX_DURATION_S = 30 * 24 * 3600.0  # the longest duration (or time) a plan may name: 30 days
+MAX_NUMBER = 1e9  # the largest number a fault parameter may take
+
+
+def _finite(value: Any) -> float | None:
+    """`value` as a finite float, or None (NaN, an infinity, or an int too large for a float)."""
+    try:
+        f = float(value)
+    except (OverflowError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
 
 
 def duration(value: Any, field: str = "", signed: bool = False, allow_zero: bool = True,
@@ -37,12 +49,17 @@ def duration(value: Any, field: str = "", signed: bool = False, allow_zero: bool
     if isinstance(value, bool) or value is None:
         raise ParamError(field, f"expected a duration such as {example}, got {_show(value)}")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        number_s = _finite(value)
     else:
         m = _DURATION.match(str(value))
         if not m:
             raise ParamError(field, f"expected a duration such as {example}, got {_show(value)}")
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+        number_s = _finite(m.group(1))
+        number_s = None if number_s is None else number_s * _UNITS[m.group(2)]
+    if number_s is None or abs(number_s) > MAX_DURATION_S:
+        raise ParamError(field, f"expected a finite duration of at most {MAX_DURATION_S / 86400:g} days, "
+                         f"such as {example}, got {_show(value)}")
+    seconds = number_s
     if seconds < 0 and not signed:
         raise ParamError(field, f"expected a duration that is not negative, such as {example}, got {_show(value)}")
     if seconds == 0 and not allow_zero:
@@ -50,11 +67,16 @@ def duration(value: Any, field: str = "", signed: bool = False, allow_zero: bool
     return round(seconds, 9)
 
 
-def number(value: Any, field: str, example: str, minimum: float | None = 0, integer: bool = False) -> float:
-    """`value` as a float (an int when `integer`), at least `minimum` (None: no bound).
-    Raises ParamError(field, message) naming `example` otherwise; a bool or a string is not a number."""
+def number(value: Any, field: str, example: str, minimum: float | None = 0, integer: bool = False,
+           maximum: float = MAX_NUMBER) -> float:
+    """`value` as a float (an int when `integer`), finite, at least `minimum` (None: no lower
+    bound) and at most `maximum`. Raises ParamError(field, message) naming `example`
+    otherwise; a bool or a string is not a number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ParamError(field, f"expected a number such as {example}, got {_show(value)}")
+    f = _finite(value)
+    if f is None or abs(f) > maximum:
+        raise ParamError(field, f"expected a finite number of at most {maximum:g} such as {example}, got {_show(value)}")
     if integer and int(value) != value:
         raise ParamError(field, f"expected a whole number such as {example}, got {_show(value)}")
     if minimum is not None and value < minimum:
@@ -78,9 +100,11 @@ def hosts(value: Any, field: str, example: str) -> list[str]:
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    return repr(value)
+    try:
+        shown = f'"{value}"' if isinstance(value, str) else repr(value)
+    except ValueError:  # an int too long to print
+        return "a number too large to print"
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 # --- the readers as pydantic field annotations ---------------------------------------

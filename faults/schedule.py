@@ -15,6 +15,7 @@ seed gives the same steps, byte for byte), `make_fault` builds the fault a step 
 from __future__ import annotations
 
 import difflib
+import math
 import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Iterable, Literal, Union
@@ -29,6 +30,8 @@ from onceproof.faults.base import Context, Fault, FaultError, FaultKind, ParamEr
 from onceproof.faults.params import Seconds
 
 TARGET_KEYS = ("target", "select", "topic", "partition")
+MAX_RANDOM_STEPS = 10_000  # the most faults one random entry may draw (counted before drawing)
+MIN_EVERY_S = 0.001  # random faults at most once a millisecond
 
 
 class FaultSpecError(OnceproofError, ValueError):
@@ -405,6 +408,14 @@ def _draw(spec: RandomSpec, rng: random.Random, duration_s: float | None, names:
         raise FaultSpecError(path + ["until"], "a random entry needs `until` when the run has no duration")
     if duration_s is not None:
         until = min(until, duration_s)
+    # the schedule's size is known before it is drawn: refuse one that would not end
+    if spec.every_s < MIN_EVERY_S:
+        raise FaultSpecError(path + ["every"], f"expected at least {MIN_EVERY_S * 1000:g}ms between two faults, "
+                             f"such as every: 6s, got {spec.every_s:g}s")
+    count = math.ceil(max(0.0, until - spec.from_s) / spec.every_s)
+    if count > MAX_RANDOM_STEPS:
+        raise FaultSpecError(path + ["every"], f"this entry would draw {count:,} faults, more than "
+                             f"{MAX_RANDOM_STEPS:,}: draw them less often (every: 6s) or over less time")
     out: list[Step] = []
     k = 0
     while True:

@@ -48,7 +48,8 @@ def unknown_target(spec: str, names: Iterable[str]) -> str:
     import difflib
 
     names = sorted(names)
-    choices = names + [g for g in GROUPS if any(n.startswith(g + "-") for n in names)] + list(KAFKA_ROLES)
+    groups = [g for g in GROUPS if any(n.startswith(g + "-") for n in names)]
+    choices = list(dict.fromkeys([*names, *groups, *KAFKA_ROLES]))  # each name once (`pipeline` is both)
     close = difflib.get_close_matches(spec, choices, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"expected a node of this run ({', '.join(choices)}), got {spec!r}{hint}"

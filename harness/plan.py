@@ -5,8 +5,11 @@ and an example; the CLI turns it into exit code 2, never a traceback."""
 from __future__ import annotations
 
 import difflib
+import math
+import os
 import re
 import shlex
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -42,7 +45,7 @@ def _hyphen(name: str) -> str:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=_hyphen)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=_hyphen, allow_inf_nan=False)
 
 
 # --- sections ----------------------------------------------------------------------
@@ -131,7 +134,7 @@ class Workload(_Model):
     sink: Annotated[str, BeforeValidator(_endpoint(SINK_KINDS, "postgres:onceproof_effects"))] = \
         "postgres:onceproof_effects"
     rate: float = Field(1000, gt=0, le=2_000_000, description="events per second, open loop")
-    keys: int = Field(50, ge=1)
+    keys: int = Field(50, ge=1, le=10_000_000)
     duration: Duration = Field(30.0, gt=0)
     partitions: int = Field(3, ge=1, le=256, description="source topic partitions (kafka)")
     payload_bytes: int = Field(16, ge=0, le=1_000_000)
@@ -173,9 +176,20 @@ class Observe(_Model):
     interval: Duration = Field(0.5, gt=0)
 
 
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}"
+
+
+def _safe_name(v: Any) -> Any:
+    # the name becomes a folder name (runs/<name>-<run id>) and is printed on terminals
+    if isinstance(v, str) and not re.fullmatch(NAME_PATTERN, v):
+        raise ValueError(f"expected a plain name of at most 100 letters, digits, _ . + - (starting with a letter "
+                         f"or digit; it names the run folder), such as kafka-to-postgres, got {v!r}")
+    return v
+
+
 class Plan(_Model):
-    name: str
-    seed: int = 1
+    name: Annotated[str, BeforeValidator(_safe_name)]
+    seed: int = Field(1, ge=-(2**63), le=2**63 - 1)
     runtime: Literal["local", "netns"] = "local"
     targets: Targets
     pipeline: Pipeline
@@ -351,21 +365,140 @@ def _alias_loc(model: type[BaseModel], loc: tuple) -> tuple:
     return tuple(_hyphen(p) if isinstance(p, str) else p for p in loc)
 
 
-def load_plan(path: str | Path, overrides: dict[str, Any] | None = None) -> Plan:
-    """Read, validate and fill in a plan file. Raises PlanError (file, line, field, why)."""
-    path = Path(path)
+MAX_PLAN_BYTES = 1_000_000  # a plan is a page of YAML: a megabyte is plenty
+MAX_DEPTH = 32  # mappings and lists nested at most this deep
+MAX_NODES = 100_000  # values in the document once every alias is expanded
+MAX_INT = 2**63 - 1  # every number of a plan fits in 64 bits
+
+
+class _Limit(yaml.YAMLError):
+    """The plan's YAML is too big, too deep, recursive or an alias bomb."""
+
+    def __init__(self, problem: str, mark: Any = None) -> None:
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
+class _PlanLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing documents nested deeper than MAX_DEPTH while it composes
+    (before the recursion of composing or of anything reading the result can overflow)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Limit(f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _check_expanded(node: yaml.Node) -> None:
+    """Refuse a recursive alias, and a document whose aliases expand to more than MAX_NODES
+    values or deeper than MAX_DEPTH (an alias bomb is a few hundred bytes that expand to
+    billions): counted on the composed graph, each shared node once, before anything walks it."""
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) once expanded
+    on_path: set[int] = set()
+
+    def walk(n: yaml.Node) -> tuple[int, int]:
+        if id(n) in sizes:
+            return sizes[id(n)]
+        if id(n) in on_path:
+            raise _Limit("a recursive alias (a value that contains itself)", n.start_mark)
+        children: list[yaml.Node] = []
+        if isinstance(n, yaml.MappingNode):
+            children = [x for pair in n.value for x in pair]
+        elif isinstance(n, yaml.SequenceNode):
+            children = list(n.value)
+        on_path.add(id(n))
+        total, depth = 1, 0
+        for c in children:
+            size, d = walk(c)
+            total, depth = total + size, max(depth, d)
+            if total > MAX_NODES or depth + 1 > MAX_DEPTH:
+                raise _Limit(f"too large once its aliases are expanded (more than {MAX_NODES:,} values or "
+                             f"{MAX_DEPTH} levels)", n.start_mark)
+        on_path.discard(id(n))
+        sizes[id(n)] = (total, depth + 1)
+        return sizes[id(n)]
+
+    walk(node)
+
+
+def _check_numbers(data: Any, path: tuple = ()) -> list[tuple[tuple, str]]:
+    """Every number of a plan must be finite and fit in 64 bits: (path, message) of each that is not."""
+    out: list[tuple[tuple, str]] = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            out += _check_numbers(v, (*path, k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            out += _check_numbers(v, (*path, i))
+    elif isinstance(data, float) and not math.isfinite(data):
+        out.append((path, f"expected a finite number, got {data!r}"))
+    elif isinstance(data, int) and not isinstance(data, bool) and abs(data) > MAX_INT:
+        out.append((path, f"expected a number of at most {MAX_INT:,} in size, got one with "
+                          f"{len(str(abs(data))) if abs(data).bit_length() < 10_000 else 'thousands of'} digits"))
+    return out
+
+
+def read_plan_text(path: str | Path) -> str:
+    """The plan file's text: a regular file (a FIFO, a device or a folder is refused without
+    blocking), at most MAX_PLAN_BYTES, UTF-8. Raises PlanError saying which of these it is not."""
     name = str(path)
     try:
-        text = path.read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
         raise PlanError(name, [(None, "", f"cannot read the plan: {e.strerror or e}")]) from None
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PlanError(name, [(None, "", "cannot read the plan: not a regular file (a folder, a FIFO or a "
+                                              "device); give the path of a .yaml file")])
+        raw = os.read(fd, MAX_PLAN_BYTES + 1)
+        while len(raw) <= MAX_PLAN_BYTES and (more := os.read(fd, MAX_PLAN_BYTES + 1 - len(raw))):
+            raw += more
+    except OSError as e:
+        raise PlanError(name, [(None, "", f"cannot read the plan: {e.strerror or e}")]) from None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_PLAN_BYTES:
+        raise PlanError(name, [(None, "", f"the plan is larger than {MAX_PLAN_BYTES:,} bytes")])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise PlanError(name, [(line, "", f"not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}): "
+                                          "save the plan as UTF-8")]) from None
+
+
+def parse_plan_yaml(text: str, name: str = "<plan>") -> tuple[Any, yaml.Node | None]:
+    """(data, node) of a plan's YAML text, with limits on depth, size once aliases are
+    expanded, and recursion. Raises PlanError (with the line) on bad or oversized YAML."""
+    loader = _PlanLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _check_expanded(node)
+        return loader.construct_document(node), node
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise PlanError(name, [(mark.line + 1 if mark else None, "",
-                                f"not valid YAML: {getattr(e, 'problem', e)}")]) from None
+                                f"not valid YAML: {getattr(e, 'problem', None) or e}")]) from None
+    except ValueError as e:  # an int too long to convert, a bad timestamp, ...
+        raise PlanError(name, [(None, "", f"not valid YAML: {e}")]) from None
+    finally:
+        loader.dispose()
+
+
+def load_plan(path: str | Path, overrides: dict[str, Any] | None = None) -> Plan:
+    """Read, validate and fill in a plan file. Raises PlanError (file, line, field, why)."""
+    name = str(path)
+    data, node = parse_plan_yaml(read_plan_text(path), name)
     if not isinstance(data, dict) or node is None:
         raise PlanError(name, [(1, "", f"expected a mapping of plan fields, e.g.:\n{EXAMPLE}")])
     lines = _line_map(node)
@@ -381,12 +514,22 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> None:
         parts = key.split(".")
         for p in parts[:-1]:
             section = section.setdefault(p, {})
-        section[parts[-1]] = value
+            if not isinstance(section, dict):
+                break  # `workload: 5`: not a section; validation says what was expected
+        else:
+            section[parts[-1]] = value
 
 
 def validate_plan(data: dict[str, Any], name: str = "<plan>", lines: dict[tuple, int] | None = None) -> Plan:
+    """A Plan from a plan's raw data (every number finite and within range first); `lines`
+    maps field paths to lines for the messages. Raises PlanError listing every problem."""
     lines = lines or {}
     problems: list[tuple[int | None, str, str]] = []
+    for loc, message in _check_numbers(data):
+        loc = _alias_loc(Plan, loc)
+        problems.append((_line_for(lines, loc), _field_name(loc), message))
+    if problems:
+        raise PlanError(name, problems)
     try:
         plan = Plan.model_validate(data)
     except ValidationError as e:

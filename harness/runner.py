@@ -3,8 +3,8 @@ sink observed, everything healed and drained, history checked, results written, 
 teardown always. The CLI, the pytest plugin and any other front-end call `execute()`."""
 from __future__ import annotations
 
-import contextlib
 import os
+import tempfile
 import threading
 import time
 import traceback
@@ -76,8 +76,18 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
     result (valid "unknown", exit code 3, its errors in results.json), never an exception."""
     run = stages.new_run(plan, out_dir)
     progress, report = Progress(total_s=plan.workload.duration), on_progress or (lambda p: None)
-    with stages.recording(plan, run) as history, stages.interrupts(), run.ending_early(), \
-            contextlib.ExitStack() as scope:
+    with stages.interrupts() as signals:  # until the results are written: a signal never stops teardown
+        _scopes(plan, run, signals, progress, report, log)
+        signals.tearing_down()
+        if signals.noted:
+            run.notes.append(f"{signals.noted} more signal(s) arrived during teardown: noted, and teardown finished")
+        return _conclude(plan, run)
+
+
+def _scopes(plan: Plan, run: RunLog, signals: stages.Signals, progress: Progress,
+            report: Callable[[Progress], None], log: Callable[[str], None]) -> None:
+    """Steps 1 to 7 of execute(): everything up to and including teardown."""
+    with stages.recording(plan, run) as history, run.ending_early(), stages.teardown_after(signals) as scope:
         with run.ending_early():
             log("starting targets")
             deployment = scope.enter_context(stages.targets_up(plan, run.run_id, run.out_dir / "logs", run))
@@ -108,7 +118,6 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
             run.load_stats = workload.stats.as_dict()
             _settle(plan, run, history, observer, watch, sink, progress, report, replicas)
         _phase(progress, report, "teardown")
-    return _conclude(plan, run)
 
 
 def _phase(progress: Progress, report: Callable[[Progress], None], phase: str) -> None:
@@ -218,6 +227,9 @@ def _conclude(plan: Plan, run: RunLog) -> RunResult:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    # a fresh temporary file (O_EXCL): never written through a symlink someone put in its place
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
+import os
 import shutil
 import signal
 import sys
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import yaml
 
+from onceproof.errors import OnceproofError
 from onceproof.recorder import HistoryWriter
 from onceproof.observer import Observer
 from onceproof.plan import Plan
@@ -45,6 +48,62 @@ from onceproof.workload import Workload
 if TYPE_CHECKING:  # the faults are imported when a plan has some
     from onceproof.faults.nemesis import Nemesis
     from onceproof.faults.schedule import Step
+
+
+class RunFolderError(OnceproofError):
+    """`--out` names a folder the run may not use: a file, a folder holding files that are not
+    a previous run's, or one that cannot be written. Bad input (exit 2): nothing was touched."""
+
+
+# what a run writes in its folder, and all it ever removes from one it reuses
+RUN_FILES = ("plan.yaml", "history.jsonl", "results.json", "junit.xml", "report.html")
+RUN_DIRS = ("logs",)
+
+
+def is_previous_run(out: Path) -> bool:
+    """Whether folder `out` was written by a run of ours: its history.jsonl opens with the
+    harness's `start` record, or its results.json carries a run id."""
+    try:
+        with open(out / "history.jsonl", "rb") as f:
+            first = json.loads(f.readline(65536) or b"null")
+        if isinstance(first, dict) and first.get("process") == "harness" and first.get("f") == "start":
+            return True
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(out / "results.json", "rb") as f:
+            results = json.loads(f.read(64 * 1024 * 1024))
+        return isinstance(results, dict) and isinstance(results.get("run_id"), str)
+    except (OSError, ValueError):
+        return False
+
+
+def check_out_dir(out: Path) -> None:
+    """Raise RunFolderError unless a run may write into `out`: absent, an empty folder, or a
+    previous run folder of ours. Changes nothing."""
+    if out.is_symlink() and not out.is_dir() or out.exists() and not out.is_dir():
+        raise RunFolderError(f"--out {out}: not a folder; give a new or empty folder (or a previous run folder)")
+    if not out.exists():
+        return
+    try:
+        entries = [e.name for e in os.scandir(out)]
+    except OSError as e:
+        raise RunFolderError(f"--out {out}: cannot read the folder: {e.strerror or e}") from None
+    if entries and not is_previous_run(out):
+        shown = ", ".join(sorted(entries)[:5]) + (", ..." if len(entries) > 5 else "")
+        raise RunFolderError(f"--out {out}: the folder holds files that are not a previous run's ({shown}); "
+                             "a run never deletes what it did not write: give a new or empty folder")
+
+
+def _clear_previous_run(out: Path) -> None:
+    """Remove from a previous run folder the files a run writes, and only those (a symlink
+    in their place is removed, never followed)."""
+    for name in (*RUN_FILES, *RUN_DIRS):
+        path = out / name
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
 
 
 class Interrupted(Exception):
@@ -104,15 +163,20 @@ class RunLog:
 
 
 def new_run(plan: Plan, out_dir: Path | None) -> RunLog:
-    """A fresh run folder (`out_dir`, default runs/<plan name>-<run id>, emptied if it holds
-    anything) with the resolved plan.yaml and an empty logs/; returns the run's RunLog.
-    Raises OSError if the folder cannot be written."""
+    """The run folder (`out_dir`, default runs/<plan name>-<run id>) with the resolved
+    plan.yaml and an empty logs/; returns the run's RunLog. The folder must be new, empty or
+    a previous run folder of ours, whose own files (RUN_FILES, logs/) are replaced and
+    nothing else. Raises RunFolderError (bad input) if it is not, or cannot be written."""
     run_id = new_run_id()
     out = Path(out_dir) if out_dir else Path("runs") / f"{plan.name}-{run_id}"
-    if out.exists() and any(out.iterdir()):
-        shutil.rmtree(out)
-    (out / "logs").mkdir(parents=True, exist_ok=True)
-    (out / "plan.yaml").write_text(yaml.safe_dump(plan.resolved(), sort_keys=False))
+    check_out_dir(out)
+    try:
+        if out.exists():
+            _clear_previous_run(out)
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+        (out / "plan.yaml").write_text(yaml.safe_dump(plan.resolved(), sort_keys=False))
+    except OSError as e:
+        raise RunFolderError(f"--out {out}: cannot write the run folder: {e.strerror or e}") from None
     return RunLog(run_id, out, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
@@ -133,23 +197,64 @@ def recording(plan: Plan, run: RunLog) -> Iterator[HistoryWriter]:
             history.close()
 
 
-@contextlib.contextmanager
-def interrupts() -> Iterator[None]:
-    """The run's only SIGINT / SIGTERM handlers: both raise Interrupted in the main thread, so
-    every scope unwinds and tears its resource down; the previous handlers are back on exit.
-    Off the main thread (where Python cannot handle signals) it changes nothing."""
-    def raise_interrupted(signum: int, frame: Any) -> None:
-        raise Interrupted(signal.Signals(signum).name)
+class Signals:
+    """The state of a run's SIGINT / SIGTERM handling (see `interrupts`): the first signal
+    before teardown raises Interrupted; from then on (or once `tearing_down()` is called) a
+    signal is only noted on stderr, so teardown always finishes (only SIGKILL stops it, and
+    then `onceproof cleanup` finds what is left)."""
 
+    def __init__(self) -> None:
+        self.since: float | None = None  # when teardown began (the first signal, or tearing_down())
+        self.noted = 0  # signals received during teardown
+
+    def tearing_down(self) -> None:
+        """From now on no signal raises: the run is tearing down (or concluding)."""
+        if self.since is None:
+            self.since = time.monotonic()
+
+    def handle(self, signum: int, frame: Any) -> None:
+        """The signal handler: raise Interrupted once, before teardown; note the signal after."""
+        name = signal.Signals(signum).name
+        if self.since is None:
+            self.since = time.monotonic()
+            raise Interrupted(name)
+        self.noted += 1
+        message = (f"onceproof: {name}: still tearing down, {time.monotonic() - self.since:.0f} s "
+                   "(it always finishes; SIGKILL stops it, then run `onceproof cleanup`)\n")
+        try:
+            os.write(2, message.encode())  # no buffered I/O inside a signal handler
+        except OSError:
+            pass
+
+
+@contextlib.contextmanager
+def interrupts() -> Iterator[Signals]:
+    """The run's only SIGINT / SIGTERM handlers (a `Signals`): the first signal raises
+    Interrupted in the main thread, so every scope unwinds and tears its resource down; any
+    further signal, or any signal once `tearing_down()` was called, is noted on stderr and
+    never raises inside teardown. The previous handlers are back on exit. Off the main thread
+    (where Python cannot handle signals) it changes nothing."""
+    signals = Signals()
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, raise_interrupted)
+            previous[sig] = signal.signal(sig, signals.handle)
     try:
-        yield
+        yield signals
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def teardown_after(signals: Signals) -> Iterator[contextlib.ExitStack]:
+    """An ExitStack for the run's scopes that, before it unwinds them (on success, on an
+    error or on an interruption), tells `signals` that teardown has begun."""
+    with contextlib.ExitStack() as scope:
+        try:
+            yield scope
+        finally:
+            signals.tearing_down()
 
 
 # --- targets --------------------------------------------------------------------------------

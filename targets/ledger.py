@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -108,16 +109,82 @@ def kill_group(pid: int, start: int | None) -> bool:
     return True
 
 
-def remove_run(entry: RunEntry) -> list[str]:
-    """Remove everything a run owns. Returns one line per thing removed."""
+# names the netns runtime gives what it creates: `op` + 4 hex chars, then `-<node>` for a
+# namespace, `br` / `v<i>` for a link (targets/netns.py)
+NETNS_NAME = re.compile(r"op[0-9a-f]{4}-[A-Za-z0-9_.-]+")
+LINK_NAME = re.compile(r"op[0-9a-f]{4}(br|v[0-9]+)")
+RUN_ID = re.compile(r"[A-Za-z0-9_.-]{6,}")
+
+
+def _proc_text(pid: int, what: str) -> str:
+    try:
+        with open(f"/proc/{pid}/{what}", "rb") as f:
+            return f.read(1 << 20).replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def process_is_ours(pid: int, entry: RunEntry) -> bool:
+    """Whether process `pid` belongs to `entry`'s run: its command line or its environment
+    carries the run id or the run's scratch path (every node of ours gets ONCEPROOF_RUN_ID),
+    or it works in the run's scratch folder (Redis rewrites its command line and environment
+    into its process title, and works in its data folder)."""
+    marks = [entry.run_id, entry.scratch] if RUN_ID.fullmatch(entry.run_id) else [entry.scratch]
+    marks = [m for m in marks if m and len(m) >= 6]
+    text = _proc_text(pid, "cmdline") + "\n" + _proc_text(pid, "environ")
+    if any(m in text for m in marks):
+        return True
+    try:
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return False
+    scratch = Path(entry.scratch)
+    return scratch_is_ours(scratch) and (cwd == scratch or scratch in cwd.parents)
+
+
+def scratch_is_ours(scratch: Path) -> bool:
+    """Whether `scratch` is a folder strictly under our scratch root (symlinks resolved)."""
+    try:
+        root = paths.scratch_root().resolve()
+        where = scratch.resolve()
+    except (OSError, RuntimeError):
+        return False
+    return where != root and root in where.parents
+
+
+def _rule_is_ours(rule: list[str], entry: RunEntry) -> bool:
+    # every root-namespace rule of a run carries the comment `onceproof <run id>[ guard]`
+    return any(a == "--comment" and i + 1 < len(rule) and rule[i + 1].split()[:2] == ["onceproof", entry.run_id]
+               for i, a in enumerate(rule))
+
+
+def remove_run(entry: RunEntry, refused: list[str] | None = None) -> list[str]:
+    """Remove everything a run owns, after checking each thing is ours: a process whose
+    command line or environment carries the run's id or scratch path, a scratch folder under
+    our scratch root, namespaces and links with our name prefix, iptables rules with our
+    comment. Returns one line per thing removed; what was left alone is added to `refused`."""
     removed: list[str] = []
+    refused = [] if refused is None else refused
     for name, proc in list(entry.processes.items()):
-        if kill_group(proc["pid"], proc.get("start")):
-            removed.append(f"process {name} (pid {proc['pid']})")
+        pid = proc.get("pid")
+        if not isinstance(pid, int) or pid <= 1 or not same_process(pid, proc.get("start")):
+            continue  # gone (or its pid reused): nothing to do
+        if not process_is_ours(pid, entry):
+            refused.append(f"process {name} (pid {pid}): its command line and environment do not name run "
+                           f"{entry.run_id}")
+            continue
+        if kill_group(pid, proc.get("start")):
+            removed.append(f"process {name} (pid {pid})")
     for rule in entry.iptables:
+        if not _rule_is_ours(rule, entry):
+            refused.append(f"iptables rule {' '.join(map(str, rule))}: no `onceproof {entry.run_id}` comment")
+            continue
         if subprocess.run(["iptables", "-D", *rule], capture_output=True).returncode == 0:
             removed.append(f"iptables rule {' '.join(rule)}")
     for ns in entry.netns:
+        if not NETNS_NAME.fullmatch(ns):
+            refused.append(f"network namespace {ns}: not a name onceproof gives (op<hex>-<node>)")
+            continue
         if subprocess.run(["ip", "netns", "pids", ns], capture_output=True).returncode == 0:
             pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
             for p in pids:
@@ -128,10 +195,15 @@ def remove_run(entry: RunEntry) -> list[str]:
             if subprocess.run(["ip", "netns", "delete", ns], capture_output=True).returncode == 0:
                 removed.append(f"network namespace {ns}")
     for link in entry.links:
+        if not LINK_NAME.fullmatch(link):
+            refused.append(f"link {link}: not a name onceproof gives (op<hex>br, op<hex>v<i>)")
+            continue
         if subprocess.run(["ip", "link", "delete", link], capture_output=True).returncode == 0:
             removed.append(f"link {link}")
     scratch = Path(entry.scratch)
-    if scratch.exists():
+    if not scratch_is_ours(scratch):
+        refused.append(f"directory {scratch}: not under onceproof's scratch root {paths.scratch_root()}")
+    elif scratch.exists():
         shutil.rmtree(scratch, ignore_errors=True)
         removed.append(f"directory {scratch}")
     entry.forget()

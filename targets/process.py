@@ -92,6 +92,7 @@ class Node:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
+        env["ONCEPROOF_RUN_ID"] = self.runtime.run_id  # how `onceproof cleanup` knows the process is ours
         shim = self.runtime.clock_shim
         if shim is not None:
             # every node can have its wall clock moved while it runs: see targets/clock/

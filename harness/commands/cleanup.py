@@ -20,8 +20,11 @@ def run(args: argparse.Namespace) -> int:
         print("cleanup: nothing left behind")
         return ExitCode.VALID
     for entry in runs:
-        removed = remove_run(entry)
+        refused: list[str] = []
+        removed = remove_run(entry, refused)
         print(f"cleanup: run {entry.run_id}: removed {len(removed)} item(s)")
         for item in removed:
             print(f"  - {item}")
+        for item in refused:  # a ledger entry naming what is not ours: never acted on
+            print(f"  - left alone, not ours: {item}")
     return ExitCode.VALID

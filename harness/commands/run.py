@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from onceproof.errors import ExitCode
@@ -40,19 +41,19 @@ def verdict_table(results: dict) -> Table:
     v = results.get("valid")
     title = "[green]VALID[/]" if v is True else "[red]ANOMALIES FOUND[/]" if v is False else \
         "[yellow]UNKNOWN (no verdict)[/]"
-    t = Table(title=f"{results.get('name')}: {title}", show_lines=False)
+    t = Table(title=f"{escape(str(results.get('name')))}: {title}", show_lines=False)
     t.add_column("checker")
     t.add_column("verdict")
     t.add_column("anomalies")
     for name, r in (results.get("checkers") or {}).items():
         if r.get("measurement") is True:  # perf: figures, not anomalies
             lat = r.get("latency_ms") or {}
-            t.add_row(name, str(r.get("valid")), f"(latency ms p50={lat.get('p50')} p99={lat.get('p99')})")
+            t.add_row(escape(name), str(r.get("valid")), f"(latency ms p50={lat.get('p50')} p99={lat.get('p99')})")
             continue
         counts = ", ".join(f"{k}={n}" for k, n in (r.get("anomalies") or {}).items() if n) or "none"
         if r.get("unseen"):
             counts += f" (unseen={r['unseen']})"
-        t.add_row(name, str(r.get("valid")), counts)
+        t.add_row(escape(name), str(r.get("valid")), escape(counts))
     return t
 
 
@@ -91,6 +92,14 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.BAD_INPUT
     if not runtime_can_run(plan, args.plan):
         return ExitCode.BAD_INPUT
+    from onceproof.stages import RunFolderError, check_out_dir
+
+    try:
+        if args.out:
+            check_out_dir(Path(args.out))  # before anything starts; new_run checks again
+    except RunFolderError as e:
+        print(f"onceproof run: {e}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     interactive = console.is_terminal and not args.json
     last_print = [0.0]
@@ -107,9 +116,13 @@ def run(args: argparse.Namespace) -> int:
                           f"applied={p.applied} rate={p.rate:.0f}/s lag={'-' if p.lag is None else p.lag} "
                           f"faults={', '.join(p.faults) or '-'}")
 
-    console.print(f"onceproof: running plan {plan.name!r} (seed {plan.seed}, {plan.workload.duration:g}s of load)")
-    with live if live is not None else contextlib.nullcontext():
-        result = execute(plan, Path(args.out) if args.out else None, on_progress=on_progress)
+    console.print(f"onceproof: running plan {escape(repr(plan.name))} (seed {plan.seed}, {plan.workload.duration:g}s of load)")
+    try:
+        with live if live is not None else contextlib.nullcontext():
+            result = execute(plan, Path(args.out) if args.out else None, on_progress=on_progress)
+    except RunFolderError as e:
+        print(f"onceproof run: {e}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
     res = result.results
     if args.json:
         summary = {"out": str(result.out_dir), "valid": res["valid"], "exit_code": result.exit_code,
@@ -124,16 +137,17 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"load: asked {wl.get('asked_rate', 0):,.0f}/s, achieved {wl.get('achieved_rate', 0):,.0f}/s; "
                       f"sends ok={wl.get('ok')} fail={wl.get('fail')} info={wl.get('info')}")
     for err in res["errors"]:
-        console.print(f"[red]error:[/] {err}")
+        console.print(f"[red]error:[/] {escape(str(err))}")  # user strings are text, never markup
     for n in res["notes"]:
-        console.print(f"note: {n}")
+        console.print(f"note: {n}", markup=False)
     for name, r in (res.get("checkers") or {}).items():
         stall = r.get("stall")
         if isinstance(stall, dict) and stall.get("state") != "caught-up":
             console.print(f"{name}: pipeline {stall.get('state')}: group {stall.get('group')} lag {stall.get('lag'):,}, "
-                          f"no progress for {stall.get('stalled_s')} s; unseen={r.get('unseen', 0):,}")
+                          f"no progress for {stall.get('stalled_s')} s; unseen={r.get('unseen', 0):,}",
+                          markup=False)
         if r.get("valid") == "unknown":  # say why there is no verdict
             for n in r.get("notes") or []:
-                console.print(f"{name}: {n}")
-    console.print(f"report: {result.out_dir / 'report.html'}")
+                console.print(f"{name}: {n}", markup=False)
+    console.print(f"report: {result.out_dir / 'report.html'}", markup=False)
     return result.exit_code

@@ -8,6 +8,8 @@ files may be missing: the report shows what there is and says what is not.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from onceproof.report.page import build_page
@@ -27,7 +29,9 @@ def render(run_dir: Path) -> Path:
     """Write `run_dir/report.html` and return its path."""
     run_dir = Path(run_dir)
     out = run_dir / REPORT_NAME
-    tmp = out.with_name(REPORT_NAME + ".tmp")
-    tmp.write_text(render_html(run_dir), encoding="utf-8")
-    tmp.replace(out)  # a reader never sees half a report
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{REPORT_NAME}.")  # O_EXCL: never through a symlink
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(render_html(run_dir))
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, out)  # a reader never sees half a report
     return out

@@ -112,10 +112,12 @@ def test_a_signal_while_tearing_down_is_recorded_and_the_teardown_goes_on(plan: 
 
 
 def test_a_new_run_folder_holds_the_resolved_plan_and_replaces_an_old_one(plan: Any, tmp_path: Path) -> None:
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "stale.txt").write_text("old run")
+    (tmp_path / "out" / "logs").mkdir(parents=True)
+    (tmp_path / "out" / "logs" / "kafka-1.log").write_text("old run")
+    (tmp_path / "out" / "results.json").write_text('{"run_id": "20240101-000000-abcdef"}')
     run = stages.new_run(plan, tmp_path / "out")
     assert sorted(p.name for p in run.out_dir.iterdir()) == ["logs", "plan.yaml"]
+    assert not any((run.out_dir / "logs").iterdir())
     assert run.run_id and run.errors == [] and run.notes == []
 
 
@@ -148,3 +150,38 @@ def test_a_replica_that_exits_during_the_drain_is_named_with_its_last_log_line(p
                          "psycopg.OperationalError: the connection is lost"]
     exited = [r for r in records(run.out_dir) if r["f"] == "replica-exited"]
     assert [r["value"] for r in exited] == [{"replica": "pipeline-0", "exit_code": 3, "during": "the drain"}]
+
+
+def test_a_second_signal_during_teardown_is_noted_and_never_raises(plan: Any, tmp_path: Path, capfd: Any) -> None:
+    run = stages.new_run(plan, tmp_path / "out")
+    torn_down = []
+    with stages.interrupts() as signals, run.ending_early(), stages.teardown_after(signals) as scope:
+        scope.callback(torn_down.append, "targets")
+
+        @contextlib.contextmanager
+        def slow_heal() -> Any:
+            try:
+                yield
+            finally:
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C again, outside any tearing_down step
+                threading.Event().wait(0.2)
+                os.kill(os.getpid(), signal.SIGTERM)
+                threading.Event().wait(0.2)
+                torn_down.append("heal")
+
+        scope.enter_context(slow_heal())
+        os.kill(os.getpid(), signal.SIGINT)  # the first one interrupts the run
+        threading.Event().wait(5)
+    assert torn_down == ["heal", "targets"]
+    assert run.interrupted and run.errors == ["interrupted by SIGINT"]
+    assert signals.noted == 2
+    err = capfd.readouterr().err
+    assert err.count("still tearing down") == 2 and "Traceback" not in err
+
+
+def test_no_signal_raises_once_teardown_has_begun(plan: Any, tmp_path: Path, capfd: Any) -> None:
+    run = stages.new_run(plan, tmp_path / "out")
+    with stages.interrupts() as signals, run.ending_early(), stages.teardown_after(signals) as scope:
+        scope.callback(lambda: (os.kill(os.getpid(), signal.SIGINT), threading.Event().wait(0.2)))
+    assert not run.interrupted and run.errors == []
+    assert "still tearing down" in capfd.readouterr().err
