@@ -149,8 +149,10 @@ class RunFolder:
         for name, t in (self.results.get("targets") or {}).items():
             if isinstance(t, dict):
                 add(t.get("log"), f"{name} log")
-        for rel in (self.results.get("pipeline") or {}).get("logs") or []:
-            add(rel, f"{Path(str(rel)).stem} log")
+        pipeline_logs = (self.results.get("pipeline") or {}).get("logs")
+        for rel in pipeline_logs if isinstance(pipeline_logs, list) else []:
+            if isinstance(rel, str):
+                add(rel, f"{Path(rel).stem} log")
         logs = self.path / "logs"
         if logs.is_dir():
             for p in sorted(logs.glob("*.log")):
