@@ -312,21 +312,23 @@ class _Examples:
         s = int(self.h.event_seq[eid])
         return s if s >= 0 else None
 
-    def records(self, eid: int) -> list[dict[str, Any]]:
+    def rows(self, eid: int) -> list[tuple[int, dict[str, Any]]]:
+        """(record number, record) of the records that concern event `eid`, in file order (the
+        record number orders them: a record's own `index` may be absent)."""
         h = self.h
         recs = [int(r) for r in (self.invoke_rec[eid], self.comp_rec[eid]) if r >= 0]
-        out = [h.record(r) for r in recs]
-        out += [self._observation(o, eid) for o in sorted(set(self.sightings.get(eid, [])))]
-        out.sort(key=lambda r: r["index"])
+        out = [(r, h.record(r)) for r in recs]
+        out += [(int(h.obs_rec[o]), self._observation(o, eid)) for o in sorted(set(self.sightings.get(eid, [])))]
+        out.sort(key=lambda r: r[0])
         return out
 
     def example(self, kind: str, eid: int) -> dict[str, Any]:
         h = self.h
         why = WHY[kind]
-        recs = self.records(eid)
+        recs = self.rows(eid)
         if kind == "lost" and self.judged is not None and eid in self.judged.proof:
             why += f": {self.judged.proof[eid]}"
-            recs = sorted(recs + h.records(self.judged.proof_recs), key=lambda r: r["index"])
+            recs = sorted(recs + [(int(r), h.record(int(r))) for r in self.judged.proof_recs], key=_first)
         elif kind == "duplicate":
             why += f": {int(self.applied[eid])} times in the final read"
         elif kind == "phantom":
@@ -336,14 +338,18 @@ class _Examples:
             f = int(self.missing_from[eid])
             missing = self._observation(f, eid)
             missing["value"]["events"] = []
-            recs = sorted(recs + [missing], key=lambda r: r["index"])
+            recs = sorted(recs + [(int(h.obs_rec[f]), missing)], key=_first)
             why += f": missing from the complete read at time {missing['time']}"
         elif kind == "reorder":
             other = int(self.reorder_after[eid])
             if other >= 0:
                 why += f": seq {self._seq(eid)} applied after seq {self._seq(other)} ({h.event_ids[other]})"
-                recs = sorted(recs + self.records(other), key=lambda r: r["index"])
+                recs = sorted(recs + self.rows(other), key=_first)
         elif kind == "premature":
             why += f": invoked at {int(h.time[self.invoke_rec[eid]])}"
         return {"id": h.event_ids[eid], "key": self._key(eid), "seq": self._seq(eid), "why": why,
-                "records": recs}
+                "records": [r for _, r in recs]}
+
+
+def _first(row: tuple[int, dict[str, Any]]) -> int:
+    return row[0]

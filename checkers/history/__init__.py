@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
+import stat
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -59,6 +61,9 @@ def read_history(path: Any, native: bool | None = None) -> History:
     compiled scanner, or an error). Raises HistoryError: the file cannot be opened, a line
     other than a cut last one is unreadable (with its 1-based line number), or `native=True`
     and the scanner is not built or gives up."""
+    data = _unsized(path)
+    if data is not None:
+        return history_from_bytes(data, str(path), native)
     with _no_gc(), _no_hugepages():
         lib = scan_lib(native)
         if lib is not None:
@@ -68,6 +73,33 @@ def read_history(path: Any, native: bool | None = None) -> History:
             if native:
                 raise HistoryError(path, None, "the compiled scanner could not read this file")
         return read_python(path)
+
+
+_UNSIZED_MAX = 256 << 20
+
+
+def _unsized(path: Any) -> bytes | None:
+    """The bytes of a file whose size says nothing (a /proc file: size 0, yet it has text), read
+    whole; None for an ordinary file. Raises HistoryError for what is not a regular file (a
+    FIFO would block the reader forever; a folder or a device is no history)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise HistoryError(str(path), None, f"cannot open: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise HistoryError(str(path), None, "not a regular file (a folder, FIFO, socket or device); "
+                                            "give the path of a history file")
+    if st.st_size > 0:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(_UNSIZED_MAX + 1)
+    except OSError as e:
+        raise HistoryError(str(path), None, f"cannot read: {e.strerror or e}") from None
+    if len(data) > _UNSIZED_MAX:
+        raise HistoryError(str(path), None, f"a file without a size holding more than {_UNSIZED_MAX >> 20} MiB; "
+                                            "copy it to a regular file first")
+    return data or None
 
 
 def history_from_bytes(data: bytes, path: str | None = None, native: bool | None = None) -> History:

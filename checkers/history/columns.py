@@ -340,8 +340,10 @@ def _replay(h: History, eids: list[int], fe: np.ndarray, e_pos: np.ndarray, s_ke
         first_effect[e] = (int(h.obs_rec[h.eff_obs[i]]), int(e_pos[i]))
     described: dict[int, tuple[int, int]] = {}
     by_rec: dict[int, list[tuple[int, int]]] = {}
+    wanted_eids = set(eids)  # built once: a membership test per effect must not scan a list
+    key_code = {k: i for i, k in enumerate(h.key_names)}
     for e, (rec, j) in first_effect.items():
-        if e in set(eids):
+        if e in wanted_eids:
             by_rec.setdefault(rec, []).append((j, e))
     for rec, wanted in by_rec.items():
         d = BigObservation(raw(rec))
@@ -355,9 +357,10 @@ def _replay(h: History, eids: list[int], fe: np.ndarray, e_pos: np.ndarray, s_ke
             kc = -1
             if key is not None:
                 key = str(key)
-                if key not in h.key_names:
+                kc = key_code.get(key, -1)
+                if kc < 0:
+                    kc = key_code[key] = len(h.key_names)
                     h.key_names.append(key)
-                kc = h.key_names.index(key)
             described[e] = (kc, seq if isinstance(seq, int) else -1)
     rows = np.flatnonzero(np.isin(h.send_eid, want))
     items: dict[int, list[tuple[int, int, int, int]]] = {e: [] for e in eids}  # (at, type, key, seq)

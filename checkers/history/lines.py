@@ -4,7 +4,6 @@ point at a line. Both readers (`python_reader.py`, `native.py`) hand such lines 
 `parse_line`."""
 from __future__ import annotations
 
-import operator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,9 +49,6 @@ def line_of(src: Any, offset: int) -> int:
     return n + 1
 
 
-_get_0 = operator.itemgetter(0)
-
-
 def _short(v: Any) -> str:
     s = orjson.dumps(v, default=str).decode()
     return s if len(s) < 80 else s[:77] + "..."
@@ -62,7 +58,8 @@ def _send_problem(rec: Any) -> str | None:
     if rec.get("f") in (OBSERVE, FINAL_READ):
         return ('an ok "observe"/"final-read" needs a value {"full": bool, "events": '
                 f'[[id, key, seq, replica], ...]}}; got {_short(rec.get("value"))}')
-    return 'a "send" record needs a value {"id", "key", "seq"}; got ' + _short(rec.get("value"))
+    return ('a "send" record needs a value {"id": string, "key": string, "seq": integer >= 0 below 2^63}; '
+            "got " + _short(rec.get("value")))
 
 
 def _problem(rec: Any) -> str | None:
@@ -72,7 +69,7 @@ def _problem(rec: Any) -> str | None:
     if missing:
         return (f"missing field(s) {', '.join(missing)}; every record has "
                 '{"index", "time", "process", "type", "f", "value"}')
-    if rec["type"] not in TYPE_CODE:
+    if not isinstance(rec["type"], str) or rec["type"] not in TYPE_CODE:
         return f"type must be one of invoke, ok, fail, info; got {_short(rec['type'])}"
     if not isinstance(rec["time"], int) or isinstance(rec["time"], bool):
         return f"time must be an integer (ns since the run started); got {_short(rec['time'])}"
@@ -80,7 +77,53 @@ def _problem(rec: Any) -> str | None:
         return f"f must be a string; got {_short(rec['f'])}"
     if not isinstance(rec["process"], (str, int)):
         return f"process must be a string or an integer; got {_short(rec['process'])}"
+    if "index" in rec and not _is_int(rec["index"]):
+        return f"index must be an integer; got {_short(rec['index'])}"
     return None
+
+
+_I64 = 1 << 63
+
+
+def _is_int(v: Any) -> bool:
+    return v.__class__ is int and -_I64 <= v < _I64
+
+
+def _seq_of(v: Any) -> int:
+    """A send's or an effect's `seq`: a non-negative integer below 2^63, or null/absent (-1)."""
+    if v is None:
+        return -1
+    if v.__class__ is not int or not 0 <= v < _I64:
+        raise ValueError
+    return int(v)
+
+
+def _id_of(v: Any) -> str:
+    """An event id: a string, or an integer (kept as its text)."""
+    if isinstance(v, str):
+        return v
+    if v.__class__ is int:
+        return str(v)
+    raise ValueError
+
+
+def _full_of(value: dict[str, Any], final: bool, off: int) -> bool:
+    full = value.get("full", final)
+    if not isinstance(full, bool):
+        raise LineError(off, f'"full" must be true or false; got {_short(full)}')
+    return full or final
+
+
+def _check_state(value: Any, off: int) -> None:
+    """A derived state: {key: {"count": int, "sum": int}}, or null (not declared)."""
+    if value is None:
+        return
+    ok = isinstance(value, dict) and all(
+        isinstance(v, dict) and all(k in ("count", "sum") and _is_int(n) for k, n in v.items())
+        for v in value.values())
+    if not ok:
+        raise LineError(off, 'an ok "state" record needs a value {key: {"count": int, "sum": int}, ...}; '
+                             f"got {_short(value)}")
 
 
 class BigObservation(dict):  # type: ignore[type-arg]
@@ -151,18 +194,20 @@ def parse_line(part: Part, spec: SendShape, x: bytes, off: int, rec: int, may_be
         pc = part.proc_code(d["process"])
         if t.__class__ is not int or not -(1 << 63) <= t < (1 << 63):
             raise TypeError
+        if "index" in d and not _is_int(d["index"]):
+            raise TypeError
         send = None
         if f == SEND:
             v = d["value"]
-            event_id = v["id"]
-            hash(event_id)
-            if not isinstance(event_id, str):
-                event_id = str(event_id)
-            sq = v.get("seq")
-            send = (event_id, part.key_code(v.get("key")), sq if sq.__class__ is int else -1)
+            event_id = _id_of(v["id"])
+            key = v.get("key")
+            if key is not None and not isinstance(key, (str, int)):
+                raise ValueError
+            send = (event_id, part.key_code(key), _seq_of(v.get("seq")))
         elif typ == OK and (f == OBSERVE or f == FINAL_READ):
             _observation(part, spec, d, x, off, rec, f == FINAL_READ, effects)
         elif typ == OK and f == STATE:
+            _check_state(d.get("value"), off)
             part.state_recs.append(rec)
         elif f == "start" and part.start is None and isinstance(d.get("value"), dict):
             part.start = d["value"]
@@ -173,11 +218,28 @@ def parse_line(part: Part, spec: SendShape, x: bytes, off: int, rec: int, may_be
     return t, typ, fc, pc, send
 
 
+def _effect_id(ev: Any, off: int) -> str:
+    """The event id of one sink effect [id, key, seq, replica] (each field checked)."""
+    try:
+        if not isinstance(ev, list) or len(ev) != 4:
+            raise ValueError
+        event_id, key, seq, replica = ev
+        if key is not None and not isinstance(key, (str, int)):
+            raise ValueError
+        _seq_of(seq)
+        if replica is not None and not _is_int(replica):
+            raise ValueError
+        return _id_of(event_id)
+    except ValueError:
+        raise LineError(off, "each sink effect must be [id, key, seq, replica] (id a string, key a string, "
+                             f"seq an integer >= 0, replica an integer); got {_short(ev)}") from None
+
+
 def _observation(part: Part, spec: SendShape, d: Any, x: bytes, off: int, rec: int, final: bool,
                  effects: Any = None) -> None:
     if effects is not None:  # read by the C scanner (checked: value is a dict, events in the writer's shape)
         part.obs_rec.append(rec)
-        part.obs_full.append(bool(d["value"].get("full", final) or final))
+        part.obs_full.append(_full_of(d["value"], final, off))
         part.obs_final.append(final)
         part.eff_num.append(effects[0])
         part.eff_width.append(effects[1])
@@ -185,13 +247,17 @@ def _observation(part: Part, spec: SendShape, d: Any, x: bytes, off: int, rec: i
         return
     chunks: Iterable[list[Any]] | None
     if isinstance(d, BigObservation):
-        full, body, chunks = d.full, d.body, None
+        value = d.get("value")
+        if not isinstance(value, dict):
+            raise LineError(off, 'an ok "observe"/"final-read" needs a value {"full": bool, '
+                                  '"events": [[id, key, seq, replica], ...]}; got ' + _short(value))
+        full, body, chunks = _full_of(value, final, off), d.body, None
     else:
         value = d.get("value")
         if not isinstance(value, dict) or not isinstance(value.get("events", []), list):
             raise LineError(off, 'an ok "observe"/"final-read" needs a value {"full": bool, '
                                   '"events": [[id, key, seq, replica], ...]}; got ' + _short(value))
-        full = bool(value.get("full", final))
+        full = _full_of(value, final, off)
         events = value.get("events") or []
         body, chunks = None, [events]
         if len(events) > 64:  # the writer's shape: split the raw text instead of walking lists
@@ -233,14 +299,9 @@ def _observation(part: Part, spec: SendShape, d: Any, x: bytes, off: int, rec: i
         except ValueError as e:
             raise LineError(off, str(e)) from None
         for events in all_events:
-            try:
-                ids = list(map(_get_0, events))
-            except (IndexError, TypeError, KeyError):
-                raise LineError(off, "each sink effect must be [id, key, seq, replica]") from None
-            for j, i in enumerate(ids):
-                hash(i)
-                strs.append((count + j, i if isinstance(i, str) else str(i)))
-            count += len(ids)
+            for j, ev in enumerate(events):
+                strs.append((count + j, _effect_id(ev, off)))
+            count += len(events)
         nums = [np.full(count, -1, np.int64)]
         widths = [np.zeros(count, np.int64)]
     part.obs_rec.append(rec)

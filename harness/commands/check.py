@@ -6,10 +6,14 @@ input (file, line and reason on stderr; never a traceback).
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import stat
 import sys
 from typing import Any
 
 import orjson
+from rich.text import Text
 
 from onceproof.checkers import merge_valid
 from onceproof.checkers.history import HistoryError
@@ -57,6 +61,8 @@ def register(subparsers: Any) -> None:
 
 
 def guess_format(path: str) -> str:
+    """The format of the history at `path`, from its first line (raises HistoryError)."""
+    _regular(path)
     try:
         with open(path, "rb") as fh:
             head = fh.read(4096)
@@ -71,8 +77,20 @@ def guess_format(path: str) -> str:
     return "onceproof"
 
 
+def _regular(path: str) -> None:
+    """Refuse what is not a regular file before opening it: open() on a FIFO blocks forever."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise HistoryError(path, None, f"cannot open: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise HistoryError(path, None, "not a regular file (a folder, FIFO, socket or device); "
+                                       "give the path of a history file")
+
+
 def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
     """The verdict of one file as the JSON object `--json` prints (raises HistoryError)."""
+    _regular(path)
     fmt = args.format or guess_format(path)
     checker = args.checker or ("exactly-once" if fmt == "onceproof" else "linearizable")
     if checker == "exactly-once":
@@ -172,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
             out = check_file(path, args)
         except HistoryError as e:
             unreadable = True
-            print(f"onceproof check: {e}", file=sys.stderr)
+            print(f"onceproof check: {plain(e)}", file=sys.stderr)
             if args.json:
                 print(orjson.dumps({"file": path, "valid": None, "error": {
                     "file": e.path, "line": e.line, "reason": e.reason}}).decode(), flush=True)
@@ -187,41 +205,55 @@ def run(args: argparse.Namespace) -> int:
     return ExitCode.of(merge_valid(verdicts))
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def plain(value: Any) -> Text:
+    """`value` (anything read from a history) as plain terminal text: never rich markup (an id
+    `[/]` or `[link=...]` stays literal) and control characters escaped (`\\x1b`), so that no
+    history can clear, colour or relabel the user's terminal."""
+    return Text(_CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), str(value)))
+
+
 def _print(out: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(highlight=False)
+
+    def say(*parts: Any, style: str | None = None) -> None:
+        # every piece is Text: rich reads no markup in it and emits no escape sequence of ours
+        console.print(Text.assemble(*(p if isinstance(p, Text) else plain(p) for p in parts)), style=style)
+
     valid = out["valid"]
     style = {True: "bold green", False: "bold red"}.get(valid, "bold yellow")
     word = {True: "valid", False: "INVALID"}.get(valid, "unknown")
-    console.print(f"[{style}]{word}[/]  {out['file']}")
+    say(Text(word, style=style), "  ", out["file"])
     for name, r in out["checkers"].items():
-        table = Table(title=name, show_header=True, title_justify="left")
+        table = Table(title=plain(name), show_header=True, title_justify="left")
         table.add_column("anomaly")
         table.add_column("count", justify="right")
         table.add_column("first example")
         for kind, count in r.get("anomalies", {}).items():
             first = (r.get("examples", {}).get(kind) or [{}])[0]
-            table.add_row(kind, str(count), (f"{first.get('id') or first.get('key')}: {first.get('why')}"
-                                             if count and first else ""),
+            table.add_row(plain(kind), plain(count), plain(f"{first.get('id') or first.get('key')}: "
+                                                           f"{first.get('why')}" if count and first else ""),
                           style="red" if count else None)
         console.print(table)
         if name == "linearizable":
-            console.print(f"  {out['stats']['operations']} operations in {r['partitions']} partition(s), "
-                          f"{r['elapsed_s']:.3f} s" + (f"; {len(r['unplaced'])} could not be placed"
-                                                       if valid is False else ""))
+            say(f"  {out['stats']['operations']} operations in {r['partitions']} partition(s), "
+                f"{r['elapsed_s']:.3f} s" + (f"; {len(r['unplaced'])} could not be placed" if valid is False else ""))
             if r.get("minimal_invalid"):
-                console.print("  the smallest set of ops that cannot be linearized"
-                              + ("" if r.get("minimal_complete") else " found in the time given") + ":")
+                say("  the smallest set of ops that cannot be linearized"
+                    + ("" if r.get("minimal_complete") else " found in the time given") + ":")
                 for o in r["minimal_invalid"]:
-                    console.print(f"    {'line ' + str(o['line']) + ': ' if 'line' in o else ''}process "
-                                  f"{o['process']} {o['input']} -> {o['output']}", markup=False, highlight=False)
+                    say(f"    {'line ' + str(o['line']) + ': ' if 'line' in o else ''}process "
+                        f"{o['process']} {o['input']} -> {o['output']}")
         for note in r.get("notes", []):
-            console.print(f"  note: {note}")
+            say(f"  note: {note}")
     stats = out.get("stats", {})
     if "sends" in stats:
         lat = stats["latency_ms"]
-        console.print(f"  sends ok/fail/info: {stats['sends']['ok']}/{stats['sends']['fail']}/"
-                      f"{stats['sends']['info']}, applied: {stats['applied']}, latency ms p50/p99/max: "
-                      f"{lat['p50']}/{lat['p99']}/{lat['max']}")
+        say(f"  sends ok/fail/info: {stats['sends']['ok']}/{stats['sends']['fail']}/"
+            f"{stats['sends']['info']}, applied: {stats['applied']}, latency ms p50/p99/max: "
+            f"{lat['p50']}/{lat['p99']}/{lat['max']}")

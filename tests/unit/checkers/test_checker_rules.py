@@ -1,0 +1,80 @@
+"""Properties of the exactly-once rules that single-rule mutants of the checker break: a run
+without a final read proves no loss and is never valid; a run where nothing was acknowledged
+is vacuous; of several final reads, the last one is the sink's content."""
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from onceproof.checkers import exactly_once
+from onceproof.checkers.history import history_from_records
+
+OUTCOMES = st.sampled_from(["ok", "fail", "info", None])
+EVENTS = st.lists(st.tuples(OUTCOMES, st.integers(0, 2)), min_size=1, max_size=12)
+
+
+def _records(events: list[tuple[str | None, int]], reads: list[list[int]], final: bool) -> list[dict[str, Any]]:
+    """A run: each event's send (outcome None: no completion), then sink reads, each listing
+    how many times each event is in the sink (the last one a final read when `final`)."""
+    recs: list[dict[str, Any]] = []
+
+    def add(process: str, typ: str, f: str, value: Any) -> None:
+        recs.append({"index": len(recs), "time": len(recs) * 10, "process": process, "type": typ, "f": f,
+                     "value": value})
+
+    for i, (outcome, _) in enumerate(events):
+        v = {"id": f"e{i}", "key": "k", "seq": i}
+        add("load", "invoke", "send", v)
+        if outcome is not None:
+            add("load", outcome, "send", v)
+    for n, counts in enumerate(reads):
+        effects = [[f"e{i}", "k", i, 0] for i, c in enumerate(counts) for _ in range(c)]
+        last = n == len(reads) - 1
+        add("observer", "ok", "final-read" if final and last else "observe", {"full": True, "events": effects})
+    return recs
+
+
+def _check(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    return exactly_once.check(history_from_records(recs))
+
+
+@settings(max_examples=150, deadline=None)
+@given(EVENTS)
+def test_without_a_final_read_nothing_is_lost_and_the_run_is_never_valid(events: list[Any]) -> None:
+    r = _check(_records(events, [[c for _, c in events]], final=False))
+    assert r["anomalies"]["lost"] == 0
+    assert r["valid"] is not True
+    assert r["stats"]["final_read"] is False
+
+
+@settings(max_examples=150, deadline=None)
+@given(EVENTS)
+def test_an_acked_event_missing_from_the_final_read_is_lost(events: list[Any]) -> None:
+    r = _check(_records(events, [[c for _, c in events]], final=True))
+    missing = sum(1 for o, c in events if o == "ok" and c == 0)
+    assert r["anomalies"]["lost"] == missing
+    assert r["anomalies"]["duplicate"] == sum(1 for _, c in events if c > 1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["fail", "info", None]), st.integers(0, 1)), min_size=1, max_size=12))
+def test_a_run_where_nothing_was_acknowledged_is_vacuous(events: list[Any]) -> None:
+    r = _check(_records(events, [[c for _, c in events]], final=True))
+    assert r["vacuous"] is True and r["valid"] != True  # noqa: E712 - "unknown" or False, never True
+    assert any("no send was acknowledged" in n for n in r["notes"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(EVENTS, st.lists(st.lists(st.integers(0, 2), min_size=12, max_size=12), min_size=1, max_size=3))
+def test_of_several_final_reads_the_last_is_the_sinks_content(events: list[Any], earlier: list[list[int]]) -> None:
+    last = [c for _, c in events]
+    recs = _records(events, [e[:len(events)] for e in earlier] + [last], final=True)
+    for r in recs:  # every read a final read
+        if r["f"] == "observe":
+            r["f"] = "final-read"
+    r = _check(recs)
+    assert r["anomalies"]["lost"] == sum(1 for o, c in events if o == "ok" and c == 0)
+    assert r["anomalies"]["duplicate"] == sum(1 for c in last if c > 1)
+    assert r["stats"]["effects"] == sum(last)
