@@ -308,6 +308,14 @@ def _records_of(h: History, process: str) -> list[dict[str, Any]]:
     return h.records(np.flatnonzero(h.process == code).tolist())
 
 
+def _targets(v: dict[str, Any]) -> list[str]:
+    """A nemesis record's `targets` as names: a list of them, one name, or nothing usable."""
+    t = v.get("targets")
+    if isinstance(t, list):
+        return [str(x) for x in t]
+    return [t] if isinstance(t, str) else []
+
+
 def fault_windows(h: History) -> list[FaultWindow]:
     """Each fault of the history's nemesis, from the completion of its apply to the completion
     of its heal (seconds since the run started); apply and heal paired by `value.fault`.
@@ -320,8 +328,7 @@ def fault_windows(h: History) -> list[FaultWindow]:
         t = rec["time"] / NS
         if rec["f"] == "apply":
             if rec["type"] == "invoke":
-                w = FaultWindow(name, str(v.get("kind", "fault")), [str(x) for x in v.get("targets") or []],
-                                t, None, outcome="info")
+                w = FaultWindow(name, str(v.get("kind", "fault")), _targets(v), t, None, outcome="info")
                 open_.setdefault(name, []).append(w)
                 faults.append(w)
             else:  # the fault is in effect from its completion on
@@ -329,8 +336,7 @@ def fault_windows(h: History) -> list[FaultWindow]:
                 if pending:
                     pending[0].start_s, pending[0].outcome = t, rec["type"]
                 else:
-                    w = FaultWindow(name, str(v.get("kind", "fault")),
-                                    [str(x) for x in v.get("targets") or []], t, None, outcome=rec["type"])
+                    w = FaultWindow(name, str(v.get("kind", "fault")), _targets(v), t, None, outcome=rec["type"])
                     open_.setdefault(name, []).append(w)
                     faults.append(w)
         elif rec["f"] == "heal":
