@@ -139,8 +139,9 @@ class KafkaGroups(ProgressReader):
         if not self.named and (not self.groups or time.monotonic() - self.found_at > REDISCOVER_S):
             self._discover()
         if not self.groups:
-            self.note = (f"no consumer group reads {self.topic} or has committed offsets of it: name the "
-                         "pipeline's group in pipeline.groups, or give pipeline.progress")
+            self.note = (f"no consumer group reads {self.topic} or has committed offsets of it: if the "
+                         "pipeline never got to read (see logs/pipeline-*.log), fix that first; else name its "
+                         "group in pipeline.groups, or give pipeline.progress")
             return []
         ends = self._ends()
         out = []

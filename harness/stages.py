@@ -331,7 +331,7 @@ class Replicas:
             if not node.alive:
                 code = node.exit_code
                 self.run.notes.append(f"{node.name} had exited (code {code}) when the load ended; "
-                                      "restarted it to drain")
+                                      f"restarted it to drain; its log ends: {_last_line(node.log_path)}")
                 history.record("harness", "info", "restart-replica", {"replica": node.name, "exit_code": code})
                 node.start()
 
@@ -343,14 +343,18 @@ class Replicas:
         for node in self.nodes:
             if node.alive or node.exit_code is None:
                 continue
-            last = next((line for line in reversed(log_tail(node.log_path, 5).splitlines()) if line.strip()),
-                        "(empty log)")
             self.run.notes.append(f"{node.name} exited (code {node.exit_code}) during {during}; its log "
-                                  f"(logs/{node.log_path.name}) ends: {last[:300]}")
+                                  f"(logs/{node.log_path.name}) ends: {_last_line(node.log_path)}")
             history.record("harness", "info", "replica-exited",
                            {"replica": node.name, "exit_code": node.exit_code, "during": during})
             gone.append(node.name)
         return gone
+
+
+def _last_line(log: Path) -> str:
+    """The last non-blank line of a log (at most 300 characters), or "(empty log)"."""
+    last = next((line for line in reversed(log_tail(log, 5).splitlines()) if line.strip()), "(empty log)")
+    return last[:300]
 
 
 @contextlib.contextmanager
