@@ -152,13 +152,14 @@ class Deployment:
 
     def endpoint(self, kind: str, group: str | None = None) -> str:
         """How a client reaches the target `kind`: through client group `group`'s proxies, or
-        directly (None). "" if the run has no such target."""
+        directly (None). "" if the run has no such target. The `pipeline` group gets the
+        pipeline's own credentials (PostgreSQL: a role that is not a superuser)."""
         target = self.targets.get(kind)
         if target is None:
             return ""
         if group is None:
             return target.endpoint(lambda n: (n.host, n.port))
-        return target.endpoint(lambda n: self._proxied(group, n))
+        return target.endpoint(lambda n: self._proxied(group, n), pipeline=group == "pipeline")
 
     def pipeline_env(self) -> dict[str, str]:
         """Each target kind's `ONCEPROOF_*` variable (ONCEPROOF_KAFKA_BOOTSTRAP, ...) -> its
