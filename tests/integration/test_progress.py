@@ -67,7 +67,7 @@ def test_redis_entry_ids_landed_and_a_groups_pending_entries_hold_its_progress(s
     d = shared_targets
     stream = f"prog_{uuid.uuid4().hex[:6]}"
     landed = _load(d, "redis", stream, tmp_path)
-    r = client(d.redis.host, d.redis.port)
+    r = client(d.redis.host, d.redis.port, password=d.redis.password)
     ids = [e[0] for e in r.xrange(stream)]
     assert sorted(pos for _, pos in landed.values()) == sorted(ids)
     r.xgroup_create(stream, "g", id="0")

@@ -1,14 +1,22 @@
-"""PostgreSQL, real: the run's passwords are its own (the former fixed one no longer opens
-the server), the pipeline's role cannot do what only a superuser may (run a program on the
-server, make roles) yet can use its tables, and the unix socket folder is private."""
+"""The servers of a run, real, on a machine other users share. PostgreSQL: the run's passwords
+are its own (the former fixed one no longer opens the server), the pipeline's role cannot do
+what only a superuser may (run a program on the server, make roles) yet can use its tables,
+and the unix socket folder is private. Redis: no password, no answer (NOAUTH), protected mode
+on, the password off the command line, an unprivileged account when we are root."""
 from __future__ import annotations
 
+import os
+import pwd
+import socket
 import stat
+from pathlib import Path
 
 import psycopg
 import pytest
+import redis as redis_lib
 
 from onceproof.targets.deployment import Deployment, TargetsSpec
+from onceproof.targets.redis import client
 
 pytestmark = pytest.mark.integration
 
@@ -59,3 +67,37 @@ def test_unix_socket_folder_is_private(postgres: Deployment) -> None:
     sockets = list(node.data_dir.glob(".s.PGSQL.*"))
     assert sockets, "no unix socket in the node's folder"
     assert stat.S_IMODE(node.data_dir.stat().st_mode) == 0o700
+
+
+# --- Redis ------------------------------------------------------------------------------------
+@pytest.fixture
+def redis_node(runtime):  # type: ignore[no-untyped-def]
+    d = Deployment.create(runtime, TargetsSpec(redis="aof-everysec"))
+    try:
+        d.start()
+        assert d.redis is not None
+        yield d.redis
+    finally:
+        d.stop()
+
+
+def test_redis_answers_noauth_to_a_client_without_the_run_password(redis_node) -> None:  # type: ignore[no-untyped-def]
+    with socket.create_connection((redis_node.host, redis_node.port), timeout=5) as s:
+        s.sendall(b"PING\r\n")
+        assert s.recv(200).startswith(b"-NOAUTH")
+    with pytest.raises(redis_lib.AuthenticationError):
+        client(redis_node.host, redis_node.port, password="onceproof").ping()
+    ours = client(redis_node.host, redis_node.port, password=redis_node.password)
+    assert ours.ping()
+    assert ours.config_get("protected-mode") == {"protected-mode": "yes"}
+
+
+def test_redis_keeps_its_password_off_the_command_line_and_runs_unprivileged_when_root(redis_node) -> None:  # type: ignore[no-untyped-def]
+    pid = redis_node.pid
+    assert redis_node.password not in Path(f"/proc/{pid}/cmdline").read_text()
+    assert stat.S_IMODE(redis_node.config.stat().st_mode) == 0o600
+    uid = Path(f"/proc/{pid}").stat().st_uid
+    if os.geteuid() == 0:
+        assert uid != 0 and pwd.getpwuid(uid).pw_name in ("redis", "nobody")
+    else:
+        assert uid == os.geteuid()
