@@ -2,13 +2,15 @@
 are its own (the former fixed one no longer opens the server), the pipeline's role cannot do
 what only a superuser may (run a program on the server, make roles) yet can use its tables,
 and the unix socket folder is private. Redis: no password, no answer (NOAUTH), protected mode
-on, the password off the command line, an unprivileged account when we are root."""
+on, the password off the command line, an unprivileged account when we are root. Toxiproxy:
+its API answers only the run's owner (when root), and no proxy listens off loopback."""
 from __future__ import annotations
 
 import os
 import pwd
 import socket
 import stat
+import subprocess
 from pathlib import Path
 
 import psycopg
@@ -17,6 +19,7 @@ import redis as redis_lib
 
 from onceproof.targets.deployment import Deployment, TargetsSpec
 from onceproof.targets.redis import client
+from onceproof.targets.toxiproxy import ToxiproxyError
 
 pytestmark = pytest.mark.integration
 
@@ -101,3 +104,48 @@ def test_redis_keeps_its_password_off_the_command_line_and_runs_unprivileged_whe
         assert uid != 0 and pwd.getpwuid(uid).pw_name in ("redis", "nobody")
     else:
         assert uid == os.geteuid()
+
+
+# --- Toxiproxy --------------------------------------------------------------------------------
+def _api_answers_to(uid: int, host: str, port: int) -> bool:
+    # bash's /dev/tcp: a client any account can run (our virtualenv may be out of its reach)
+    script = f'exec 3<>/dev/tcp/{host}/{port} && printf "GET /version HTTP/1.0\\r\\n\\r\\n" >&3 && cat <&3'
+    res = subprocess.run(["bash", "-c", script], user=uid, cwd="/", capture_output=True, text=True, timeout=30)
+    return "200 OK" in res.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the owner rule needs root (see targets/toxiproxy.py)")
+def test_toxiproxy_api_answers_only_to_the_run_owner_and_the_rule_goes_at_teardown(runtime) -> None:  # type: ignore[no-untyped-def]
+    d = Deployment.create(runtime, TargetsSpec(redis="aof-everysec"))
+    run_id = runtime.run_id
+    try:
+        d.start()
+        assert d.toxiproxy is not None
+        node = d.toxiproxy
+        assert _api_answers_to(os.geteuid(), node.host, node.port)  # the owner
+        nobody = pwd.getpwnam("nobody").pw_uid
+        assert not _api_answers_to(nobody, node.host, node.port), "another local user reached the Toxiproxy API"
+        assert any(run_id in " ".join(r) for r in runtime.entry.iptables)  # cleanup can find it
+    finally:
+        d.stop()
+    rules = subprocess.run(["iptables", "-S", "OUTPUT"], capture_output=True, text=True).stdout
+    assert run_id not in rules
+
+
+def test_toxiproxy_proxy_off_loopback_is_refused_and_a_foreign_one_removed(runtime) -> None:  # type: ignore[no-untyped-def]
+    d = Deployment.create(runtime, TargetsSpec(redis="aof-everysec"))
+    try:
+        d.start()
+        assert d.toxiproxy is not None and d.redis is not None
+        api = d.toxiproxy.api
+        with pytest.raises(ToxiproxyError, match="only 127.0.0.1"):
+            api.create("open", f"0.0.0.0:{runtime.free_port()}", f"{d.redis.host}:{d.redis.port}")
+        # one made behind our client's back (as another user would without the owner rule)
+        api._call("POST", "/proxies", {"name": "open", "listen": f"0.0.0.0:{runtime.free_port()}",
+                                       "upstream": f"{d.redis.host}:{d.redis.port}", "enabled": True})
+        removed = api.check(set(d.proxies))
+        assert len(removed) == 1 and "proxy open listening on" in removed[0]
+        assert "open" not in api.proxies()
+        assert set(api.proxies()) == set(d.proxies)
+    finally:
+        d.stop()
