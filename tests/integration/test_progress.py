@@ -73,7 +73,7 @@ def test_redis_entry_ids_landed_and_a_groups_pending_entries_hold_its_progress(s
     r.xgroup_create(stream, "g", id="0")
     got = r.xreadgroup("g", "c1", {stream: ">"}, count=10)[0][1]
     r.xack(stream, "g", *[eid for eid, _ in got[:4]])  # 4 done, 6 delivered and pending
-    groups = RedisGroups(d.redis.host, d.redis.port, stream).read()
+    groups = RedisGroups(d.redis.host, d.redis.port, stream, d.redis.password).read()
     assert len(groups) == 1 and groups[0].pending == 6
     (_, committed, end), = groups[0].partitions
     assert committed == got[4][0]  # everything before the oldest pending entry is done
