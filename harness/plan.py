@@ -85,6 +85,9 @@ class Pipeline(_Model):
     command: list[str] = Field(description="the pipeline's command line (a list, or a string split like a shell)")
     replicas: int = Field(1, ge=1, le=32)
     env: dict[str, str] = Field(default_factory=dict)
+    secret_env: list[str] = Field(default_factory=list, description=(
+        "names of `env` variables whose values are secret, besides those named like *PASSWORD*, *SECRET*, "
+        "*TOKEN* or *KEY*: their values are never written into the run folder"))
     cwd: str | None = None
     groups: list[str] = Field(default_factory=list, description=(
         "Kafka consumer groups whose committed offsets are the pipeline's progress on a Kafka source "
@@ -108,6 +111,16 @@ class Pipeline(_Model):
         if isinstance(v, dict):
             return {str(k): str(x) for k, x in v.items()}
         return v
+
+
+REDACTED = "<redacted>"
+SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|KEY|CREDENTIAL", re.IGNORECASE)
+
+
+def is_secret(name: str, also: list[str] | tuple[str, ...] = ()) -> bool:
+    """Whether environment variable `name` holds a secret: its name contains PASSWORD, SECRET,
+    TOKEN, KEY (any case), or it is listed in `also` (the plan's `pipeline.secret-env`)."""
+    return name in also or SECRET_NAME.search(name) is not None
 
 
 SOURCE_KINDS = ("kafka", "redis", "postgres")
@@ -260,8 +273,14 @@ class Plan(_Model):
         return names
 
     def resolved(self) -> dict[str, Any]:
-        """The plan with every default filled in, as written back to the run's plan.yaml."""
+        """The plan with every default filled in, as written back to the run's plan.yaml (and
+        into results.json, the report and junit.xml): the value of every secret variable of
+        `pipeline.env` (see `is_secret`) is replaced with REDACTED."""
         out = self.model_dump(mode="json", by_alias=True)
+        env = out["pipeline"]["env"]
+        for name in env:
+            if is_secret(name, self.pipeline.secret_env):
+                env[name] = REDACTED
         # an absent target stays absent (`redis: null` would read back as "redis with defaults")
         out["targets"] = {k: v for k, v in out["targets"].items() if v is not None}
         return out

@@ -164,10 +164,10 @@ class RedisGroups(ProgressReader):
     """Consumer groups of a Redis stream: everything before the oldest pending entry, or after
     the last-delivered id when nothing is pending, is claimed processed."""
 
-    def __init__(self, host: str, port: int, stream: str) -> None:
+    def __init__(self, host: str, port: int, stream: str, password: str | None = None) -> None:
         from onceproof.targets.redis import client
 
-        self.client: Any = client(host, port, timeout=5.0)
+        self.client: Any = client(host, port, timeout=5.0, password=password)
         self.stream = stream
 
     def read(self) -> list[GroupProgress]:
@@ -243,7 +243,7 @@ def make_reader(source: str, deployment: Deployment, groups: list[str], query: s
         return kafka
     if kind == "redis":
         assert deployment.redis is not None
-        return RedisGroups(deployment.redis.host, deployment.redis.port, name)
+        return RedisGroups(deployment.redis.host, deployment.redis.port, name, deployment.redis.password)
     if kind == "postgres" and query:
         return ProgressQuery(deployment.postgres_dsn(), query, _postgres_ends(deployment.postgres_dsn(), name))
     return None

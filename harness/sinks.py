@@ -199,7 +199,8 @@ class RedisStreamSink(Sink):  # redis-py types every reply as maybe-awaitable: A
         from onceproof.targets.redis import client
 
         assert self.deployment.redis is not None
-        self.client: Any = client(self.deployment.redis.host, self.deployment.redis.port, timeout=5.0)
+        self.client: Any = client(self.deployment.redis.host, self.deployment.redis.port, timeout=5.0,
+                                  password=self.deployment.redis.password)
         self.client.delete(self.name)
         self.last = "0-0"
 
@@ -239,7 +240,8 @@ class RedisSetSink(Sink):
         from onceproof.targets.redis import client
 
         assert self.deployment.redis is not None
-        self.client: Any = client(self.deployment.redis.host, self.deployment.redis.port, timeout=5.0)
+        self.client: Any = client(self.deployment.redis.host, self.deployment.redis.port, timeout=5.0,
+                                  password=self.deployment.redis.password)
         self.client.delete(self.name)
         self.seen: set[str] = set()
 

@@ -7,6 +7,7 @@ written) or info (nobody knows: a timeout, a connection lost mid-request)."""
 from __future__ import annotations
 
 import socket
+import urllib.parse
 from typing import Any, Callable
 
 from onceproof.targets.deployment import Deployment
@@ -137,10 +138,12 @@ class RedisSource(Source):
 
         assert self.deployment.redis is not None
         r = self.deployment.redis
-        client(r.host, r.port).delete(self.name)
-        url = self.deployment.redis_url("load")
-        host, port = url.split("//")[1].split("/")[0].split(":")
-        self.address = (host, int(port))
+        client(r.host, r.port, password=r.password).delete(self.name)
+        url = urllib.parse.urlsplit(self.deployment.redis_url("load"))
+        assert url.hostname is not None and url.port is not None
+        self.address = (url.hostname, url.port)
+        password = (url.password or "").encode()
+        self.auth = b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(password), password) if password else b""
         self.sock: socket.socket | None = None
         self.head = b"*11\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$1\r\n*\r\n" % (len(self.name), self.name.encode())
 
@@ -162,6 +165,10 @@ class RedisSource(Source):
             if self.sock is None:
                 self.sock = socket.create_connection(self.address, timeout=self.timeout)
                 self.reader = self.sock.makefile("rb")
+                if self.auth:
+                    self.sock.sendall(self.auth)
+                    if self.reader.readline()[:3] != b"+OK":
+                        raise ConnectionRefusedError("redis refused the run's password")
         except OSError as e:
             self._drop()
             complete(events, "fail" if isinstance(e, ConnectionRefusedError) else "info")

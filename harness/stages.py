@@ -173,7 +173,13 @@ def new_run(plan: Plan, out_dir: Path | None) -> RunLog:
     try:
         if out.exists():
             _clear_previous_run(out)
-        (out / "logs").mkdir(parents=True, exist_ok=True)
+        # no world access: logs may carry what a pipeline prints (report.html and results.json
+        # carry no secret and can be shared by copying them out)
+        fresh = not out.exists()
+        out.mkdir(mode=0o750, parents=True, exist_ok=True)
+        if fresh:
+            os.chmod(out, 0o750)  # whatever the umask
+        (out / "logs").mkdir(mode=0o750, exist_ok=True)
         (out / "plan.yaml").write_text(yaml.safe_dump(plan.resolved(), sort_keys=False))
     except OSError as e:
         raise RunFolderError(f"--out {out}: cannot write the run folder: {e.strerror or e}") from None

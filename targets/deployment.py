@@ -75,6 +75,7 @@ class Deployment:
     toxiproxy: ToxiproxyNode | None = None
     targets: dict[str, Target] = field(default_factory=dict)
     proxies: dict[str, Proxy] = field(default_factory=dict)
+    intruders: list[str] = field(default_factory=list)  # Toxiproxy proxies found that were not ours
 
     # --- building -----------------------------------------------------------------
     @classmethod
@@ -124,6 +125,7 @@ class Deployment:
             self.toxiproxy.start()
             for p in self.proxies.values():
                 self.toxiproxy.api.create(p.name, f"127.0.0.1:{p.listen}", p.upstream)
+            self.intruders += self.toxiproxy.api.check(set(self.proxies))
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             jobs = [pool.submit(t.start, timeout) for t in self.targets.values()]
             for j in jobs:
@@ -134,6 +136,12 @@ class Deployment:
         remove the run's scratch space. Raises RuntimeError listing the nodes that failed to
         end, after trying all of them."""
         errors = []
+        if self.toxiproxy is not None and self.toxiproxy.alive:
+            try:  # a proxy someone else made while the run went on makes the run's teardown fail
+                self.intruders += self.toxiproxy.api.check(set(self.proxies))
+            except Exception as e:  # noqa: BLE001 - keep tearing down
+                errors.append(f"toxiproxy: {e}")
+        errors += [f"removed {what}" for what in self.intruders]
         for node in [*self.servers(), *([self.toxiproxy] if self.toxiproxy else [])]:
             try:
                 if node.paused:
@@ -152,13 +160,14 @@ class Deployment:
 
     def endpoint(self, kind: str, group: str | None = None) -> str:
         """How a client reaches the target `kind`: through client group `group`'s proxies, or
-        directly (None). "" if the run has no such target."""
+        directly (None). "" if the run has no such target. The `pipeline` group gets the
+        pipeline's own credentials (PostgreSQL: a role that is not a superuser)."""
         target = self.targets.get(kind)
         if target is None:
             return ""
         if group is None:
             return target.endpoint(lambda n: (n.host, n.port))
-        return target.endpoint(lambda n: self._proxied(group, n))
+        return target.endpoint(lambda n: self._proxied(group, n), pipeline=group == "pipeline")
 
     def pipeline_env(self) -> dict[str, str]:
         """Each target kind's `ONCEPROOF_*` variable (ONCEPROOF_KAFKA_BOOTSTRAP, ...) -> its

@@ -57,9 +57,10 @@ class Target(Protocol):
         """Start every node and return when the target serves. `timeout` (s) bounds a cluster's
         wait for its peers; a single server waits its own `start_timeout`. Raises NodeError."""
 
-    def endpoint(self, where: Where) -> str:
+    def endpoint(self, where: Where, pipeline: bool = False) -> str:
         """The connection string a client uses (`host:port,...`, `redis://...`, `postgresql://...`)
-        when it reaches each node at `where(node)`."""
+        when it reaches each node at `where(node)`; with `pipeline`, the one the pipeline under
+        test gets (a target may give it fewer rights than the harness's own)."""
 
 
 S = TypeVar("S", bound=Section)
@@ -81,9 +82,11 @@ class SingleServer:
     """A target made of one server node (Redis, PostgreSQL); `url(host, port)` formats its
     endpoint."""
 
-    def __init__(self, node: Node, url: Callable[[str, int], str]) -> None:
+    def __init__(self, node: Node, url: Callable[[str, int], str],
+                 pipeline_url: Callable[[str, int], str] | None = None) -> None:
         self.node = node
         self._url = url
+        self._pipeline_url = pipeline_url or url
 
     @property
     def nodes(self) -> Sequence[Node]:
@@ -93,8 +96,8 @@ class SingleServer:
         """Start the server and wait until it serves (its own start_timeout). Raises NodeError."""
         self.node.start()
 
-    def endpoint(self, where: Where) -> str:
-        return self._url(*where(self.node))
+    def endpoint(self, where: Where, pipeline: bool = False) -> str:
+        return (self._pipeline_url if pipeline else self._url)(*where(self.node))
 
 
 @functools.cache

@@ -22,12 +22,14 @@ class LocalRuntime:
 
     def __init__(self, run_id: str | None = None, log_dir: Path | None = None) -> None:
         self.run_id = run_id or new_run_id()
-        self.scratch = paths.scratch_root() / self.run_id
-        self.scratch.mkdir(parents=True, exist_ok=True)
-        os.chmod(paths.scratch_root(), 0o755)
-        os.chmod(self.scratch, 0o755)
+        # an exclusive mkdir (what tempfile.mkdtemp does, under the run's own unique name) in a
+        # root only we can write: nobody can have put a folder or a symlink there first
+        self.scratch = paths.private_scratch_root() / self.run_id
+        os.mkdir(self.scratch, 0o700)
+        if os.geteuid() == 0:
+            os.chmod(self.scratch, 0o711)  # servers' own accounts traverse to their 0700 folders
         self.log_dir = Path(log_dir) if log_dir else self.scratch / "logs"
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.entry = RunEntry(run_id=self.run_id, scratch=str(self.scratch))
         self.entry.save()
         self._ports: set[int] = set()
@@ -62,9 +64,11 @@ class LocalRuntime:
         raise RuntimeError("no free TCP port found on 127.0.0.1")
 
     def node_dir(self, name: str, sub: str = "data") -> Path:
-        """`<scratch>/<sub>/<name>`, created."""
+        """`<scratch>/<sub>/<name>`, created 0700 (a node that runs as another account gets it
+        chowned by its node class)."""
         d = self.scratch / sub / name
-        d.mkdir(parents=True, exist_ok=True)
+        d.parent.mkdir(mode=0o711, exist_ok=True)
+        d.mkdir(mode=0o700, exist_ok=True)
         return d
 
     def register(self, name: str, pid: int) -> None:

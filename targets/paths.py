@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from onceproof.home import home as _home
@@ -43,6 +44,41 @@ registry_dir = ledger_dir  # the former name, still used by tests
 
 
 def scratch_root() -> Path:
-    """Nodes' data directories. Not under $HOME: PostgreSQL runs as an unprivileged user
-    when we are root and must be able to reach its data directory."""
-    return Path(os.environ.get("ONCEPROOF_SCRATCH") or "/tmp/onceproof")
+    """Nodes' data directories: $ONCEPROOF_SCRATCH, default /tmp/onceproof-<uid> (one root per
+    user, so another user cannot take the name first). Not under $HOME: PostgreSQL and Redis
+    run as unprivileged users when we are root and must be able to reach their data."""
+    return Path(os.environ.get("ONCEPROOF_SCRATCH") or f"/tmp/onceproof-{os.geteuid()}")
+
+
+class ScratchError(OSError):
+    """The scratch root is not a folder of ours that only we can write."""
+
+
+def private_scratch_root() -> Path:
+    """scratch_root(), made if missing, after checking it is a real folder (not a symlink)
+    owned by us that no one else can write. Its mode is set through a descriptor opened with
+    O_NOFOLLOW, never through a path someone could swap for a symlink: 0700, or 0711 when we
+    are root (the unprivileged server accounts must traverse it; nobody else can list it).
+    Raises ScratchError."""
+    root = scratch_root()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(root, 0o700)
+    except FileExistsError:
+        pass
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as e:
+        raise ScratchError(f"scratch root {root} is not a folder (a symlink?): {e.strerror}; "
+                           "remove it or set ONCEPROOF_SCRATCH to a folder of yours") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise ScratchError(f"scratch root {root} belongs to uid {st.st_uid}, not to us (uid {os.geteuid()}): "
+                               "remove it or set ONCEPROOF_SCRATCH to a folder of yours")
+        os.fchmod(fd, 0o711 if os.geteuid() == 0 else 0o700)
+        if not stat.S_ISDIR(st.st_mode):  # pragma: no cover - O_DIRECTORY already refused it
+            raise ScratchError(f"scratch root {root} is not a folder")
+    finally:
+        os.close(fd)
+    return root

@@ -1,11 +1,19 @@
 """A PostgreSQL server node. The server refuses to run as root: when we are root, initdb runs
 through `runuser` and the `postgres` binary is started directly with user=/group= so the
-harness holds the postmaster's own pid (kill -9 hits the postmaster, not a wrapper)."""
+harness holds the postmaster's own pid (kill -9 hits the postmaster, not a wrapper).
+
+Two roles, each with a password made per run (`secrets`): the superuser `onceproof`, for the
+harness's own set-up, sources, sinks and observer; and `onceproof_pipeline`, which the pipeline
+gets (ONCEPROOF_POSTGRES_DSN): it may connect, create tables in the `public` schema and use
+every table there (those the harness makes before the pipeline starts included), and nothing
+a superuser alone may do (no `COPY ... TO PROGRAM`, no roles, no files of the server). The unix
+socket lives in the node's data folder, 0700 and owned by the server's account."""
 from __future__ import annotations
 
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import subprocess
@@ -18,7 +26,13 @@ from onceproof.targets.process import Node, NodeError
 if TYPE_CHECKING:
     from onceproof.targets.runtime import Runtime
 
-USER, PASSWORD, DATABASE = "onceproof", "onceproof", "onceproof"
+USER, DATABASE = "onceproof", "onceproof"
+PIPELINE_USER = "onceproof_pipeline"
+
+
+def new_password() -> str:
+    """A password for one run: 32 URL-safe characters (nothing to quote in a DSN)."""
+    return secrets.token_urlsafe(24)
 
 
 def bin_dir() -> Path | None:
@@ -49,6 +63,8 @@ class PostgresNode(Node):
         super().__init__(runtime, name)
         self.fsync = fsync
         self.pgdata = self.data_dir / "pgdata"
+        self.password = new_password()  # the superuser's
+        self.pipeline_password = new_password()
         self._created_db = True  # prepare() makes a fresh cluster, whose database start() creates
 
     def _owner(self) -> pwd.struct_passwd | None:
@@ -60,7 +76,8 @@ class PostgresNode(Node):
             raise NodeError("PostgreSQL server binaries not found: apt-get install postgresql")
         owner = self._owner()
         pwfile = self.data_dir / "pwfile"
-        pwfile.write_text(PASSWORD + "\n")
+        with os.fdopen(os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(self.password + "\n")
         if owner:
             for p in (self.data_dir, pwfile):
                 os.chown(p, owner.pw_uid, owner.pw_gid)
@@ -94,9 +111,25 @@ class PostgresNode(Node):
         super().start(wait)
         if wait and not self._created_db:
             import psycopg
+            from psycopg import sql
 
             with psycopg.connect(self.dsn(dbname="postgres"), autocommit=True, connect_timeout=5) as conn:
                 conn.execute(f"CREATE DATABASE {DATABASE}")
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+                                     "PASSWORD {}").format(sql.Identifier(PIPELINE_USER),
+                                                           sql.Literal(self.pipeline_password)))
+            with psycopg.connect(self.dsn(), autocommit=True, connect_timeout=5) as conn:
+                # what the reference pipelines need: their own tables (offsets), and the tables
+                # the harness makes (the sink, a Postgres source), now and later
+                for grant in (f"GRANT CONNECT, TEMPORARY ON DATABASE {DATABASE} TO {PIPELINE_USER}",
+                              f"GRANT USAGE, CREATE ON SCHEMA public TO {PIPELINE_USER}",
+                              f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {PIPELINE_USER}",
+                              f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {PIPELINE_USER}",
+                              f"ALTER DEFAULT PRIVILEGES FOR ROLE {USER} IN SCHEMA public "
+                              f"GRANT ALL ON TABLES TO {PIPELINE_USER}",
+                              f"ALTER DEFAULT PRIVILEGES FOR ROLE {USER} IN SCHEMA public "
+                              f"GRANT ALL ON SEQUENCES TO {PIPELINE_USER}"):
+                    conn.execute(grant)
             self._created_db = True
 
     def ready(self) -> bool:
@@ -107,7 +140,13 @@ class PostgresNode(Node):
         return True
 
     def dsn(self, host: str | None = None, port: int | None = None, dbname: str = DATABASE) -> str:
-        return f"postgresql://{USER}:{PASSWORD}@{host or self.host}:{port or self.port}/{dbname}"
+        """The superuser's DSN: for the harness only."""
+        return f"postgresql://{USER}:{self.password}@{host or self.host}:{port or self.port}/{dbname}"
+
+    def pipeline_dsn(self, host: str | None = None, port: int | None = None) -> str:
+        """The pipeline role's DSN (see the module docstring)."""
+        return (f"postgresql://{PIPELINE_USER}:{self.pipeline_password}@{host or self.host}:{port or self.port}/"
+                f"{DATABASE}")
 
 
 class PostgresStandby(PostgresNode):
@@ -119,6 +158,7 @@ class PostgresStandby(PostgresNode):
     def __init__(self, runtime: "Runtime", primary: PostgresNode, name: str = "postgres-standby") -> None:
         super().__init__(runtime, name, fsync=primary.fsync)
         self.primary = primary
+        self.password, self.pipeline_password = primary.password, primary.pipeline_password  # a clone
 
     def prepare(self) -> None:
         bindir = bin_dir()
@@ -131,7 +171,7 @@ class PostgresStandby(PostgresNode):
                "-p", str(self.primary.port), "-U", USER, "-X", "stream", "-R", "--no-sync", "--checkpoint=fast"]
         if owner:
             cmd = ["runuser", "-u", owner.pw_name, "--", *cmd]
-        res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PGPASSWORD": PASSWORD})
+        res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PGPASSWORD": self.password})
         if res.returncode != 0:
             raise NodeError(f"pg_basebackup of {self.name} from {self.primary.name} failed:\n"
                             f"{res.stdout[-2000:]}{res.stderr[-2000:]}")
@@ -156,7 +196,7 @@ class PostgresTarget(Section):
 
 def _build(runtime: "Runtime", section: PostgresTarget, groups: tuple[str, ...]) -> SingleServer:
     node = PostgresNode(runtime, fsync=section.fsync)
-    return SingleServer(node, node.dsn)
+    return SingleServer(node, node.dsn, pipeline_url=node.pipeline_dsn)
 
 
 TARGET = TargetKind(name="postgres", section=PostgresTarget, build=_build, node_names=lambda section: ["postgres"],

@@ -109,6 +109,9 @@ class Node:
             if not self.clock_file.exists():
                 self.clock_file.write_bytes(b"\0" * 4096)
                 os.chmod(self.clock_file, 0o644)
+            user = self.spawn_kwargs().get("user")
+            if isinstance(user, int):  # a server that runs as its own account reads its clock file
+                os.chown(self.clock_file.parent, user, -1)
             self.prepare()
             self._prepared = True
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,27 @@
 
 We talk to Toxiproxy's HTTP API directly instead of through toxiproxy-python: that package's
 last release is from 2019 and it keeps one global API host/port for the whole process,
-which does not fit one server per run (tests run several runs in one process)."""
+which does not fit one server per run (tests run several runs in one process).
+
+Who may use the API. Toxiproxy's API has no authentication, and anyone who can reach it can
+change the run's faults or add a proxy that opens a server of the run to the network. So:
+- When we are root, the API port is closed to every other local account by an iptables rule
+  in the OUTPUT chain (`-m owner ! --uid-owner <our uid> -j REJECT`: locally made packets carry
+  the uid of the socket's owner; replies of the server come from the port, not to it, and
+  are not matched). The rule is added before the server starts, carries the comment
+  `onceproof <run id> toxiproxy-api`, is listed in the run's ledger (so `onceproof cleanup`
+  removes it after a SIGKILL) and is removed at teardown. Our own pipeline (same uid) can
+  still reach the API: it is the owner's. Without iptables (or its owner match) the server
+  still starts, with a line in its log saying the API is open.
+- Not root: no firewall rule can be set, and the API is open to local users (toxiproxy
+  listens on TCP only). What we do then, and always: our client refuses to make a proxy that
+  listens anywhere but 127.0.0.1, and `Toxiproxy.check` (called when the proxies are made and
+  at teardown) reports any proxy that is not ours or listens off loopback, and removes it."""
 from __future__ import annotations
 
+import ipaddress
+import os
+import subprocess
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -21,12 +39,58 @@ class ToxiproxyError(OnceproofError, RuntimeError):
     """Toxiproxy's HTTP API refused a request or could not be reached."""
 
 
+def on_loopback(listen: str) -> bool:
+    """Whether `listen` (host:port) is an address on 127.0.0.0/8."""
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host) in ipaddress.ip_network("127.0.0.0/8")
+    except ValueError:
+        return False
+
+
 class ToxiproxyNode(Node):
     kind = "toxiproxy"
 
     def __init__(self, runtime: "Runtime", name: str = "toxiproxy") -> None:
         super().__init__(runtime, name)
         self.api = Toxiproxy(f"http://{self.host}:{self.port}")
+        self.guard: list[str] | None = None  # the iptables rule (without -I/-D) closing the API to others
+
+    def prepare(self) -> None:
+        if os.geteuid() != 0:
+            return
+        rule = ["OUTPUT", "-p", "tcp", "-d", self.host, "--dport", str(self.port), "-m", "owner", "!",
+                "--uid-owner", str(os.geteuid()), "-m", "comment", "--comment",
+                f"onceproof {self.runtime.run_id} toxiproxy-api", "-j", "REJECT", "--reject-with", "tcp-reset"]
+        entry = getattr(self.runtime, "entry", None)  # the run's ledger: listed before it exists
+        if entry is not None:
+            entry.iptables.append(rule)
+            entry.save()
+        try:
+            res = subprocess.run(["iptables", "-w", "5", "-I", *rule], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            res = subprocess.CompletedProcess([], 1, "", str(e))
+        if res.returncode == 0:
+            self.guard = rule
+            return
+        if entry is not None:
+            entry.iptables.remove(rule)
+            entry.save()
+        with open(self.log_path, "a") as log:
+            log.write(f"onceproof: WARNING: the Toxiproxy API is open to every local user: iptables refused "
+                      f"the owner rule: {res.stderr.strip()}\n")
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            if self.guard is not None:
+                subprocess.run(["iptables", "-w", "5", "-D", *self.guard], capture_output=True, timeout=30)
+                entry = getattr(self.runtime, "entry", None)
+                if entry is not None and self.guard in entry.iptables:
+                    entry.iptables.remove(self.guard)
+                    entry.save()
+                self.guard = None
 
     def command(self) -> list[str]:
         binary = paths.toxiproxy_binary()
@@ -70,8 +134,25 @@ class Toxiproxy:
         return self._call("GET", "/proxies")
 
     def create(self, name: str, listen: str, upstream: str) -> dict:
+        """A proxy `name` listening at `listen` (host:port), which must be on loopback: a proxy
+        on any other address would open the server behind it to the network. Raises
+        ToxiproxyError."""
+        if not on_loopback(listen):
+            raise ToxiproxyError(f"toxiproxy proxy {name}: refusing to listen on {listen}: only 127.0.0.1 is allowed")
         return self._call("POST", "/proxies", {"name": name, "listen": listen, "upstream": upstream,
                                                "enabled": True})
+
+    def check(self, ours: set[str]) -> list[str]:
+        """Remove every proxy that is not in `ours` or that listens off loopback (someone else
+        made or changed it); returns one line per proxy removed. Raises ToxiproxyError."""
+        removed = []
+        for name, proxy in self.proxies().items():
+            listen = str(proxy.get("listen", "")) if isinstance(proxy, dict) else ""
+            if name in ours and on_loopback(listen):
+                continue
+            self._call("DELETE", f"/proxies/{name}")
+            removed.append(f"toxiproxy proxy {name} listening on {listen or '?'} (not one of the run's)")
+        return removed
 
     def set_enabled(self, name: str, enabled: bool) -> dict:
         return self._call("POST", f"/proxies/{name}", {"enabled": enabled})

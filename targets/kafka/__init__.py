@@ -250,7 +250,7 @@ class KafkaCluster:
         """`host:port,...` of every node's own (DIRECT) listener."""
         return ",".join(n.address for n in self.nodes)
 
-    def endpoint(self, where: Where) -> str:
+    def endpoint(self, where: Where, pipeline: bool = False) -> str:
         """Bootstrap servers, `host:port,...`, with each node reached at `where(node)`."""
         return ",".join("%s:%d" % where(n) for n in self.nodes)
 

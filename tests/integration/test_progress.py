@@ -67,13 +67,13 @@ def test_redis_entry_ids_landed_and_a_groups_pending_entries_hold_its_progress(s
     d = shared_targets
     stream = f"prog_{uuid.uuid4().hex[:6]}"
     landed = _load(d, "redis", stream, tmp_path)
-    r = client(d.redis.host, d.redis.port)
+    r = client(d.redis.host, d.redis.port, password=d.redis.password)
     ids = [e[0] for e in r.xrange(stream)]
     assert sorted(pos for _, pos in landed.values()) == sorted(ids)
     r.xgroup_create(stream, "g", id="0")
     got = r.xreadgroup("g", "c1", {stream: ">"}, count=10)[0][1]
     r.xack(stream, "g", *[eid for eid, _ in got[:4]])  # 4 done, 6 delivered and pending
-    groups = RedisGroups(d.redis.host, d.redis.port, stream).read()
+    groups = RedisGroups(d.redis.host, d.redis.port, stream, d.redis.password).read()
     assert len(groups) == 1 and groups[0].pending == 6
     (_, committed, end), = groups[0].partitions
     assert committed == got[4][0]  # everything before the oldest pending entry is done

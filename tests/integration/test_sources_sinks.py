@@ -45,7 +45,7 @@ def test_every_event_sent_is_recorded_with_invoke_and_ok_and_lands_in_the_source
     assert len(sends) == w.stats.sent >= 1500
     assert all(types == ["invoke", "ok"] for types in sends.values())
     if kind == "redis":
-        r = client(d.redis.host, d.redis.port)
+        r = client(d.redis.host, d.redis.port, password=d.redis.password)
         entries = r.xrange(name)
         assert [e[1]["id"] for e in entries] == [f"e{i}" for i in range(len(sends))]
         per_key: dict[str, list[int]] = {}
@@ -69,7 +69,7 @@ def test_a_refused_redis_connection_is_fail_and_nothing_is_written(shared_target
     history.close()
     sends = _sends(tmp_path / "h.jsonl")
     assert sends and all(types == ["invoke", "fail"] for types in sends.values())
-    assert client(d.redis.host, d.redis.port).xlen(name) == 0
+    assert client(d.redis.host, d.redis.port, password=d.redis.password).xlen(name) == 0
 
 
 
@@ -103,7 +103,7 @@ def test_postgres_observer_sees_new_effects_and_a_deleted_one_is_a_flicker(share
 
 def test_redis_stream_and_set_sinks_read_incrementally_and_fully(shared_targets):
     d = shared_targets
-    r = client(d.redis.host, d.redis.port)
+    r = client(d.redis.host, d.redis.port, password=d.redis.password)
     stream = RedisStreamSink(d, f"effs_{uuid.uuid4().hex[:6]}")
     stream.setup()
     r.xadd(stream.name, {"id": "e1", "key": "k", "seq": 0, "replica": 0})

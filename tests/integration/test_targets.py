@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -18,9 +19,9 @@ pytestmark = pytest.mark.integration
 
 
 def _redis_via(d: Deployment, group: str = "pipeline"):
-    url = d.redis_url(group)
-    host, port = url.split("//")[1].split("/")[0].split(":")
-    return client(host, int(port))
+    url = urlsplit(d.redis_url(group))
+    assert url.hostname is not None and url.port is not None
+    return client(url.hostname, url.port, password=url.password)
 
 
 @pytest.mark.parametrize("persistence,survives", [("aof-always", True), ("none", False)])
@@ -51,7 +52,8 @@ def test_redis_pause_stalls_a_client_until_resume(shared_targets):
     r.set("pause-probe", "1")
     shared_targets.redis.pause()
     try:
-        slow = client(shared_targets.redis.host, shared_targets.redis.port, timeout=0.5)
+        slow = client(shared_targets.redis.host, shared_targets.redis.port, timeout=0.5,
+                      password=shared_targets.redis.password)
         t = time.monotonic()
         with pytest.raises(Exception):
             slow.get("pause-probe")

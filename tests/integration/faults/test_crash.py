@@ -43,6 +43,7 @@ with nemesis.guard():
         nemesis.apply(nemesis.make(step))
     print(json.dumps({{"redis": [d.redis.host, d.redis.port], "pid": d.redis.pid,
                       "proxy": d.proxies["pipeline-redis"].listen, "toxiproxy": d.toxiproxy.api.url,
+                      "password": d.redis.password,
                       "scratch": str(d.runtime.scratch), "toxiproxy_pid": d.toxiproxy.pid}}), flush=True)
     time.sleep(120)  # the run "goes on" until a signal ends it; no teardown ever runs
 """
@@ -82,7 +83,7 @@ def test_a_run_ended_by_sigterm_heals_its_faults_before_it_dies_and_cleanup_remo
         assert proc.wait(30) == -signal.SIGTERM
         # the servers outlived their harness (no teardown ran), but carry no fault
         assert api.proxies()["pipeline-redis"]["enabled"] is True
-        client = redis_target.client("127.0.0.1", info["proxy"], timeout=1)
+        client = redis_target.client("127.0.0.1", info["proxy"], timeout=1, password=info["password"])
         s, us = client.time()
         assert abs(s + us / 1e6 - time.time()) < 0.5  # clock back, server resumed, proxy enabled
         heals = [json.loads(x) for x in (tmp_path / "history.jsonl").read_text().splitlines()]

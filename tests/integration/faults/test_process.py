@@ -60,7 +60,7 @@ def nemesis_for(runtime, tmp_path):
 def test_kill_makes_redis_vanish_and_the_restart_brings_it_back_with_its_data(runtime, nemesis_for):
     node = RedisNode(runtime, persistence="aof-always")
     node.start()
-    direct = redis_target.client(node.host, node.port, timeout=0.5)
+    direct = redis_target.client(node.host, node.port, timeout=0.5, password=node.password)
     direct.set("k", "kept")
     nemesis = nemesis_for(node)
     steps = expand([{"at": "0.2s", "kill": "redis", "restart-after": "1s"}], 1, 10, ["redis"])
@@ -70,11 +70,11 @@ def test_kill_makes_redis_vanish_and_the_restart_brings_it_back_with_its_data(ru
     assert wait_for(lambda: not exists(old_pid), 1.0)
     assert 0.19 <= time.monotonic() - t0 < 0.5
     with pytest.raises(redis.ConnectionError):
-        redis_target.client(node.host, node.port, timeout=0.5).ping()
+        redis_target.client(node.host, node.port, timeout=0.5, password=node.password).ping()
     nemesis.wait(30)
     assert time.monotonic() - t0 >= 1.2
     assert node.alive and node.pid != old_pid
-    assert redis_target.client(node.host, node.port, timeout=0.5).get("k") == "kept"
+    assert redis_target.client(node.host, node.port, timeout=0.5, password=node.password).get("k") == "kept"
     recs = nemesis_records(nemesis.history)
     assert [(r["type"], r["f"]) for r in recs] == [("invoke", "apply"), ("ok", "apply"), ("invoke", "heal"),
                                                    ("ok", "heal")], [(r["time"] / 1e6, r["type"], r["f"]) for r in recs]
@@ -116,7 +116,7 @@ def test_pause_stalls_redis_until_resume_and_a_write_that_timed_out_is_applied_a
     node = RedisNode(runtime, persistence="none")
     node.start()
     nemesis = nemesis_for(node)
-    client = redis_target.client(node.host, node.port, timeout=0.3)
+    client = redis_target.client(node.host, node.port, timeout=0.3, password=node.password)
     client.set("n", "0")
     (step,) = expand([{"at": 0, "pause": "redis"}], 1, None, ["redis"])
     f = nemesis.make(step)
@@ -128,7 +128,7 @@ def test_pause_stalls_redis_until_resume_and_a_write_that_timed_out_is_applied_a
     assert time.monotonic() - t < 1.0
     nemesis.heal(f)
     assert state(node.pid) in "SR"
-    fresh = redis_target.client(node.host, node.port, timeout=0.5)
+    fresh = redis_target.client(node.host, node.port, timeout=0.5, password=node.password)
     assert wait_for(lambda: fresh.get("n") == "1", 2)
 
 

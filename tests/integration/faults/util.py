@@ -31,9 +31,10 @@ def within(seconds: float, fn: Callable[..., Any], *args: Any) -> tuple[str, Any
 def redis_via(deployment, group: str | None, timeout: float = 0.5):  # type: ignore[no-untyped-def]
     """A Redis client (no retries) through a client group's proxy, or direct (None)."""
     if group is None:
-        return redis_target.client(deployment.redis.host, deployment.redis.port, timeout)
+        return redis_target.client(deployment.redis.host, deployment.redis.port, timeout,
+                                   password=deployment.redis.password)
     proxy = deployment.proxies[f"{group}-redis"]
-    return redis_target.client("127.0.0.1", proxy.listen, timeout)
+    return redis_target.client("127.0.0.1", proxy.listen, timeout, password=deployment.redis.password)
 
 
 def round_trips(fn: Callable[[], Any], n: int) -> list[float]:

@@ -71,7 +71,8 @@ def test_redis_replica_cut_from_its_primary_falls_behind_and_catches_up_after_he
     try:
         primary.start()
         replica.start()
-        p, r = client(primary.host, primary.port), client(replica.host, replica.port)
+        p = client(primary.host, primary.port, password=primary.password)
+        r = client(replica.host, replica.port, password=replica.password)
         p.set("k", 1)
         eventually(lambda: r.get("k") == "1", 30, "the replica's first sync")
         cut = Partitioner(rt).isolate(["redis-replica"], from_=["redis-primary"])

@@ -57,11 +57,12 @@ def test_the_pipeline_reaches_every_target_through_its_own_proxies(runtime):
     env = d.pipeline_env()
     assert set(env) == {"ONCEPROOF_KAFKA_BOOTSTRAP", "ONCEPROOF_REDIS_URL", "ONCEPROOF_POSTGRES_DSN"}
     port = {name: p.listen for name, p in d.proxies.items()}
-    assert env["ONCEPROOF_REDIS_URL"] == f"redis://127.0.0.1:{port['pipeline-redis']}/0"
+    assert d.redis is not None
+    assert env["ONCEPROOF_REDIS_URL"] == f"redis://:{d.redis.password}@127.0.0.1:{port['pipeline-redis']}/0"
     assert env["ONCEPROOF_POSTGRES_DSN"].endswith(f"@127.0.0.1:{port['pipeline-postgres']}/onceproof")
     assert env["ONCEPROOF_KAFKA_BOOTSTRAP"] == ",".join(f"127.0.0.1:{port[f'pipeline-kafka-{i}']}" for i in (1, 2, 3))
     assert d.kafka_bootstrap("load") == ",".join(f"127.0.0.1:{port[f'load-kafka-{i}']}" for i in (1, 2, 3))
-    assert d.redis is not None and d.redis_url() == f"redis://127.0.0.1:{d.redis.port}/0"
+    assert d.redis_url() == f"redis://:{d.redis.password}@127.0.0.1:{d.redis.port}/0"
     assert [n.name for n in d.servers()] == ["kafka-1", "kafka-2", "kafka-3", "redis", "postgres"]
 
 
