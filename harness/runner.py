@@ -87,13 +87,15 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
 def _scopes(plan: Plan, run: RunLog, signals: stages.Signals, progress: Progress,
             report: Callable[[Progress], None], log: Callable[[str], None]) -> None:
     """Steps 1 to 7 of execute(): everything up to and including teardown."""
-    with stages.recording(plan, run) as history, run.ending_early(), stages.teardown_after(signals) as scope:
+    with stages.recording(plan, run) as history, stages.kafka_client_logs(run), run.ending_early(), \
+            stages.teardown_after(signals) as scope:
         with run.ending_early():
             log("starting targets")
             deployment = scope.enter_context(stages.targets_up(plan, run.run_id, run.out_dir / "logs", run))
             history.record("harness", "info", "targets-ready", {n: a for n, a, _ in deployment.endpoints()})
             source = make_source(plan.workload.source, deployment, plan.workload.partitions)
             sink = make_sink(plan.workload.sink, deployment)
+            scope.enter_context(stages.clients_closed(source, sink, run))
             replicas = scope.enter_context(stages.pipeline_replicas(plan, deployment, run))
             load_host = scope.enter_context(stages.load_host(deployment.runtime, run))
             load_host.call(source.setup)

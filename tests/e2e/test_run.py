@@ -94,6 +94,18 @@ def test_transactional_kafka_copy_passes_under_kills(tmp_path, seed):
     code, summary, err = _run(_plan(tmp_path, "txn", TXN_COPY), tmp_path / "out", "--seed", str(seed))
     assert code == 0, (summary, err[-3000:])
     assert summary["valid"] is True
+    assert "rdkafka" not in err, err[-3000:]
+
+
+def test_kafka_clients_of_the_harness_leave_no_line_on_the_terminal(tmp_path):
+    """Kafka source and Kafka sink: every client of ours is closed before the brokers stop, and
+    librdkafka's own lines go to logs/harness-kafka.log, never to the user's terminal."""
+    plan = _plan(tmp_path, "txn", TXN_COPY.replace("duration: 12s", "duration: 6s").replace(
+        "  - {at: 7s, kill: pipeline-1, restart-after: 1s}\n", ""))
+    code, summary, err = _run(plan, tmp_path / "out")
+    assert code == 0, (summary, err[-3000:])
+    assert "rdkafka" not in err, err[-3000:]
+    assert (tmp_path / "out" / "logs" / "harness-kafka.log").exists()
 
 
 @pytest.mark.parametrize("module,anomaly", [("at_least_once", "duplicate"), ("commit_before_process", "lost")])
