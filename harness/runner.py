@@ -186,18 +186,24 @@ class _Ticker(threading.Thread):
 def _conclude(plan: Plan, run: RunLog) -> RunResult:
     """Check the history (exactly-once and perf, composed), then write results.json,
     junit.xml and report.html (a plain one if the rich report fails)."""
-    from onceproof.checkers import compose, exactly_once, perf
+    from onceproof.checkers import compose, exactly_once, faults as faults_check, perf
     from onceproof.checkers.history import read_history
 
     checked: dict[str, Any] = {"valid": "unknown", "checkers": {}}
     try:
         h = read_history(str(run.out_dir / "history.jsonl"))
         order = plan.checks.exactly_once.order
-        checked = dict(compose({"exactly-once": lambda history: exactly_once.check(history, order=order),
-                                "perf": perf.check})(h))
+        checkers: dict[str, Any] = {"exactly-once": lambda history: exactly_once.check(history, order=order),
+                                    "perf": perf.check}
+        if plan.faults:  # did the planned faults happen? (checks.faults: strict or lenient)
+            planned, strict = len(plan.fault_steps), plan.checks.faults == "strict"
+            checkers["faults"] = lambda history: faults_check.check(history, planned=planned, strict=strict)
+        checked = dict(compose(checkers)(h))
     except Exception as e:  # noqa: BLE001
         run.errors.append(f"checker: {type(e).__name__}: {e}")
     run.errors += [f"checker {name}: {r['error']}" for name, r in checked["checkers"].items() if r.get("error")]
+    for note in (checked["checkers"].get("faults") or {}).get("notes") or []:
+        run.notes.append(note)
     valid = checked["valid"]
     if (run.errors or not run.final_ok) and valid is True:
         valid = "unknown"  # a run that did not finish cleanly proves nothing

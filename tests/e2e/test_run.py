@@ -70,12 +70,46 @@ quiesce: {{idle: 3s, max: 60s}}
 """
 
 
+def _assert_every_planned_fault_applied(results: dict, planned: int) -> None:
+    """A VALID under faults means the faults happened: each planned one applied (outcome ok)."""
+    assert len(results["faults"]) == planned, results["faults"]
+    assert all(f["outcome"] == "ok" for f in results["faults"]), results["faults"]
+    faults = results["checkers"]["faults"]
+    assert faults["valid"] is True and faults["applied"] == planned == faults["planned"], faults
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_exactly_once_pipeline_passes_under_kills_partition_and_pause(tmp_path, seed):
     code, summary, err = _run(_plan(tmp_path, "k2p", KAFKA_TO_POSTGRES), tmp_path / "out", "--seed", str(seed))
     assert code == 0, (summary, err[-3000:])
     assert summary["valid"] is True
     assert summary["workload"]["ok"] > 5000
+    _assert_every_planned_fault_applied(json.loads((tmp_path / "out" / "results.json").read_text()), 3)
+
+
+def test_a_planned_fault_that_could_not_apply_leaves_the_run_without_a_verdict(tmp_path):
+    """The pipeline is correct, but the one fault of the plan (the leader of a topic that does
+    not exist) could not be applied: the run tested nothing, so it is unknown, never VALID."""
+    plan = _plan(tmp_path, "k2p", KAFKA_TO_POSTGRES.replace("duration: 12s", "duration: 5s").split("faults:")[0]
+                 + "faults:\n  - {at: 1s, for: 2s, pause: {target: kafka-leader, topic: no-such-topic}}\n"
+                 + "quiesce: {idle: 2s, max: 60s}\n")
+    code, summary, err = _run(plan, tmp_path / "out")
+    assert code == 3, (summary, err[-3000:])
+    assert summary["valid"] == "unknown"
+    assert summary["checkers"]["exactly-once"]["valid"] is True  # the pipeline did nothing wrong
+    reason = summary["checkers"]["faults"]["reason"]
+    assert reason.startswith("f1 pause") and "was not applied: kafka-leader" in reason, reason
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [f["outcome"] for f in results["faults"]] == ["fail"]
+    assert any("was not applied" in n for n in results["notes"]), results["notes"]
+    junit = (tmp_path / "out" / "junit.xml").read_text()
+    assert 'name="faults"' in junit and "no verdict (unknown): f1 pause" in junit, junit
+    # lenient: the verdict stands, with the note
+    lenient = _plan(tmp_path, "lenient", plan.read_text() + "checks: {faults: lenient}\n")
+    code, summary, err = _run(lenient, tmp_path / "lenient-out")
+    assert code == 0, (summary, err[-3000:])
+    results = json.loads((tmp_path / "lenient-out" / "results.json").read_text())
+    assert any("lenient" in n and "f1 pause" in n for n in results["notes"]), results["notes"]
 
 
 def test_exactly_once_pipeline_passes_through_the_pytest_fixture(onceproof):
@@ -87,6 +121,7 @@ def test_exactly_once_pipeline_passes_through_the_pytest_fixture(onceproof):
     assert run.exit_code == 0
     assert (run.out_dir / "report.html").exists() and (run.out_dir / "junit.xml").exists()
     assert run.results["workload"]["ok"] > 5000
+    _assert_every_planned_fault_applied(run.results, 3)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -95,6 +130,7 @@ def test_transactional_kafka_copy_passes_under_kills(tmp_path, seed):
     assert code == 0, (summary, err[-3000:])
     assert summary["valid"] is True
     assert "rdkafka" not in err, err[-3000:]
+    _assert_every_planned_fault_applied(json.loads((tmp_path / "out" / "results.json").read_text()), 2)
 
 
 def test_kafka_clients_of_the_harness_leave_no_line_on_the_terminal(tmp_path):
