@@ -47,6 +47,8 @@ def test_without_a_final_read_nothing_is_lost_and_the_run_is_never_valid(events:
     assert r["anomalies"]["lost"] == 0
     assert r["valid"] is not True
     assert r["stats"]["final_read"] is False
+    if r["valid"] == "unknown" and not r["vacuous"]:  # the reason says why: no final read
+        assert r["reason"].startswith("no final read (the run did not finish)"), r["reason"]
 
 
 @settings(max_examples=150, deadline=None)
@@ -64,6 +66,8 @@ def test_a_run_where_nothing_was_acknowledged_is_vacuous(events: list[Any]) -> N
     r = _check(_records(events, [[c for _, c in events]], final=True))
     assert r["vacuous"] is True and r["valid"] != True  # noqa: E712 - "unknown" or False, never True
     assert any("no send was acknowledged" in n for n in r["notes"])
+    if r["valid"] == "unknown":
+        assert r["reason"].startswith("vacuous run: no send was acknowledged"), r["reason"]
 
 
 @settings(max_examples=150, deadline=None)
