@@ -102,7 +102,7 @@ def test_a_planned_fault_that_could_not_apply_leaves_the_run_without_a_verdict(t
     assert reason.startswith("f1 pause") and "was not applied: kafka-leader" in reason, reason
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [f["outcome"] for f in results["faults"]] == ["fail"]
-    assert any("was not applied" in n for n in results["notes"]), results["notes"]
+    assert any("was not applied" in n for n in results["checkers"]["faults"]["notes"]), results["checkers"]
     junit = (tmp_path / "out" / "junit.xml").read_text()
     assert 'name="faults"' in junit and "no verdict (unknown): f1 pause" in junit, junit
     # lenient: the verdict stands, with the note
