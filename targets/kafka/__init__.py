@@ -280,7 +280,9 @@ class KafkaCluster:
         partition does not exist, and KafkaException if the metadata cannot be read."""
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient(clients.config({"bootstrap.servers": self.bootstrap_direct, "socket.timeout.ms": 2000}))
+        # asking for a topic's metadata must not create it (a producer-type client's default)
+        admin = AdminClient(clients.config({"bootstrap.servers": self.bootstrap_direct, "socket.timeout.ms": 2000,
+                                            "allow.auto.create.topics": False}))
         md = admin.list_topics(topic, timeout=timeout)
         t = md.topics.get(topic)
         if t is None or t.error is not None or partition not in t.partitions:
