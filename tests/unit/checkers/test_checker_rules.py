@@ -158,3 +158,35 @@ def test_notes_say_what_was_not_checked_and_only_that() -> None:
     ordered = exactly_once.check(history_from_records(_recs(
         *base, ("observer", "ok", "state", {"k": {"count": 1, "sum": 0}}))), order="per-key")
     assert not any("order not checked" in n or "no derived state" in n for n in ordered["notes"])
+
+
+def _with_state(*states: Any) -> dict[str, Any]:
+    """e2 (key k, seq 1) sent, acknowledged and applied once; then each declared state."""
+    return _check(_recs(("load", "invoke", "send", E2), ("load", "ok", "send", E2),
+                        ("observer", "ok", "final-read", {"full": True, "events": [FX2]}),
+                        *[("observer", "ok", "state", s) for s in states]))
+
+
+def test_of_several_declared_states_the_last_is_compared() -> None:
+    assert _with_state({"k": {"count": 5, "sum": 5}}, {"k": {"count": 1, "sum": 1}})["anomalies"]["state-mismatch"] == 0
+    assert _with_state({"k": {"count": 1, "sum": 1}}, {"k": {"count": 5, "sum": 5}})["anomalies"]["state-mismatch"] == 1
+
+
+def test_a_declared_key_no_event_touched_must_be_zero() -> None:
+    assert _with_state({"k": {"count": 1, "sum": 1}, "kx": {"count": 0, "sum": 0}})["valid"] is True
+    r = _with_state({"k": {"count": 1, "sum": 1}, "kx": {"count": 1, "sum": 0}})
+    assert r["anomalies"]["state-mismatch"] == 1 and r["examples"]["state-mismatch"][0]["key"] == "kx"
+
+
+def test_a_key_applied_but_missing_from_the_declared_state_is_a_mismatch() -> None:
+    r = _with_state({"other": {"count": 0, "sum": 0}})
+    assert r["anomalies"]["state-mismatch"] == 1
+    assert "count is 0 in the sink, 1 by the events applied" in r["examples"]["state-mismatch"][0]["why"]
+
+
+def test_a_phantom_says_whether_its_send_failed_or_never_happened() -> None:
+    r = _check(_recs(("load", "invoke", "send", E1), ("load", "fail", "send", E1),
+                     ("load", "invoke", "send", E2), ("load", "ok", "send", E2),
+                     ("observer", "ok", "final-read", {"full": True, "events": [FX1, FX2, ["e3", "k", 2, 0]]})))
+    why = {ex["id"]: ex["why"] for ex in r["examples"]["phantom"]}
+    assert why["e1"].endswith(": its send failed") and why["e3"].endswith(": no send of this id"), why

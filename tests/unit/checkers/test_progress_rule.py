@@ -71,7 +71,7 @@ def test_missing_event_past_the_committed_offset_is_unseen_and_the_verdict_unkno
     assert r["valid"] == "unknown"
     assert r["reason"].startswith("stalled: consumer group g had lag 2 on 1 partition and made no progress after t=")
     assert r["stall"]["state"] == "stalled" and r["stall"]["lag"] == 2
-    assert {e["id"] for e in r["unseen_examples"]} == {"e8", "e9"}
+    assert {(e["id"], e["partition"], e["position"]) for e in r["unseen_examples"]} == {("e8", 0, 8), ("e9", 0, 9)}
     assert r["notes"][0].startswith("2 acknowledged events unseen (not lost, not proven applied): stalled")
 
 
