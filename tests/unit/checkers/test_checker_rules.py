@@ -185,8 +185,12 @@ def test_a_key_applied_but_missing_from_the_declared_state_is_a_mismatch() -> No
 
 
 def test_a_phantom_says_whether_its_send_failed_or_never_happened() -> None:
-    r = _check(_recs(("load", "invoke", "send", E1), ("load", "fail", "send", E1),
+    # e1's failed send is record 0, and the history's last record is a failed send (of e4): an
+    # index of 0 is a record, and "no record" (-1) must never read the last one
+    e4 = {"id": "e4", "key": "k", "seq": 3}
+    r = _check(_recs(("load", "fail", "send", E1),
                      ("load", "invoke", "send", E2), ("load", "ok", "send", E2),
-                     ("observer", "ok", "final-read", {"full": True, "events": [FX1, FX2, ["e3", "k", 2, 0]]})))
+                     ("observer", "ok", "final-read", {"full": True, "events": [FX1, FX2, ["e3", "k", 2, 0]]}),
+                     ("load", "invoke", "send", e4), ("load", "fail", "send", e4)))
     why = {ex["id"]: ex["why"] for ex in r["examples"]["phantom"]}
     assert why["e1"].endswith(": its send failed") and why["e3"].endswith(": no send of this id"), why
