@@ -2,7 +2,7 @@
 operator, constant or `not` in the rules (one at a time, by AST), runs the checker's unit tests
 against it, and is killed if a test fails. Prints every mutant and lists the survivors.
 
-    .venv/bin/python benchmarks/mutate_exactly_once.py [--limit N]
+    .venv/bin/python benchmarks/mutate_exactly_once.py [--limit N] [--lines 58,60-62]
 
 Why not mutmut/cosmic-ray: the package is installed from this tree under another name
 (onceproof.checkers), and a mutant must be imported as that module; swapping the module
@@ -71,10 +71,18 @@ class _Unwrap(ast.NodeTransformer):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--limit", type=int, default=0, help="only the first N mutants")
+    ap.add_argument("--lines", default="", help="only mutants on these source lines, e.g. 58,60-62 "
+                    "(to run again the survivors of a previous run)")
     args = ap.parse_args()
     source = TARGET.read_text()
     found = mutants(ast.parse(source))
-    todo = range(len(found) if not args.limit else min(args.limit, len(found)))
+    todo: list[int] | range = range(len(found) if not args.limit else min(args.limit, len(found)))
+    if args.lines:
+        wanted = set()
+        for part in args.lines.split(","):
+            lo, _, hi = part.partition("-")
+            wanted.update(range(int(lo), int(hi or lo) + 1))
+        todo = [k for k in todo if found[k][0] in wanted]
     survivors = []
     t0 = time.monotonic()
     for k in todo:

@@ -10,8 +10,11 @@ completion) 0 or 1 times; a `fail` send never. An `ok` send missing from the fin
 `lost` only when the pipeline's own progress proves it (checkers/progress.py), else `unseen`:
 no anomaly, but the verdict is "unknown" with the reason (`reason`, `unseen`, `stall` in the
 result). Histories without progress records judge `lost` by the final read alone (a note
-says so). Nothing acknowledged or nothing read from the sink -> "unknown" (vacuous), never valid. Everything is computed on numpy
-columns indexed by event number (eid), so a 10M-record history costs a few array passes.
+says so). Nothing acknowledged or nothing read from the sink -> "unknown" (vacuous), never
+valid; no final read (a run cut short) and no anomaly -> "unknown". `reason` says in one line
+why a verdict is unknown: the unseen events, "vacuous run: ...", or "no final read ...".
+Everything is computed on numpy columns indexed by event number (eid), so a 10M-record
+history costs a few array passes.
 """
 from __future__ import annotations
 
@@ -147,6 +150,12 @@ def check(history: History, *, order: str | None = None, examples: int = 10) -> 
     reason = judged.reason if judged is not None and n_unseen else ""
     if reason:
         notes.insert(0, f"{n_unseen:,} acknowledged events unseen (not lost, not proven applied): {reason}")
+    # why there is no verdict, in one line (results, junit, the report)
+    if vacuous:
+        reason = "vacuous run: " + " and ".join(vacuous)
+    elif valid == "unknown" and not has_final:
+        reason = "no final read (the run did not finish): lost events cannot be proven" + (
+            f"; {reason}" if reason else "")
     if order != "per-key":
         notes.append("per-key order not checked (the plan does not ask for it)")
     if not h.state_recs:

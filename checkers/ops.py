@@ -225,12 +225,16 @@ def read_edn_history(path: str, meaning: str = "jepsen", keyed: bool | None = No
             if not (isinstance(inv, tuple) and len(inv) == 2):
                 raise HistoryError(path, line, f"expected an independent [key value] tuple as :value, got {inv!r}")
             k, inv = inv
+            if not is_key(k):
+                raise HistoryError(path, line, _key_expected("the key of an independent [key value] :value", k))
             if outcome == "ok" and isinstance(done, tuple) and len(done) == 2:
                 done = done[1]
         inp = _edn_input(f, inv, path, line)
         if keyed:
             inp = (inp[0], k) + inp[1:]
         elif key is not _NO_KEY:
+            if not is_key(key):
+                raise HistoryError(path, line, _key_expected(":key", key))
             inp = (f, key) + (() if f in ("get", "read") else (inv,))
         if outcome == "ok":
             out = True if f == "cas" else (done if f in ("read", "get", "dequeue") else
@@ -247,6 +251,16 @@ def read_edn_history(path: str, meaning: str = "jepsen", keyed: bool | None = No
 
 
 _NO_KEY: Any = object()
+
+
+def is_key(k: Any) -> bool:
+    """Whether `k` can be a key (of the kv model, a Porcupine `:key`, a Jepsen `independent`
+    tuple): a string, keyword or number; never nil, a boolean, a vector, a set or a map."""
+    return isinstance(k, (str, int, float)) and not isinstance(k, bool) or type(k).__name__ in ("Decimal", "Fraction")
+
+
+def _key_expected(what: str, k: Any) -> str:
+    return f"{what} must be a string, keyword or number such as \"x\" or :x, got {k!r}"
 
 
 def _looks_independent(raw: list[list[Any]]) -> bool:

@@ -39,6 +39,7 @@ class FaultWindow:
     start_s: float
     end_s: float | None  # None: never healed
     outcome: str = "ok"  # how the apply ended: ok, fail, info
+    error: str = ""  # why the apply did not end ok (the nemesis's `error`), when it said
     before_rate: float | None = None  # applied events/s before the fault
     recovery_s: float | None = None  # heal -> applied rate back at RECOVERY_LEVEL x before
     recovery_note: str = ""
@@ -334,11 +335,14 @@ def fault_windows(h: History) -> list[FaultWindow]:
             else:  # the fault is in effect from its completion on
                 pending = [w for w in open_.get(name, []) if w.outcome == "info"]
                 if pending:
-                    pending[0].start_s, pending[0].outcome = t, rec["type"]
+                    w = pending[0]
+                    w.start_s, w.outcome = t, rec["type"]
                 else:
                     w = FaultWindow(name, str(v.get("kind", "fault")), _targets(v), t, None, outcome=rec["type"])
                     open_.setdefault(name, []).append(w)
                     faults.append(w)
+                if rec["type"] != "ok" and v.get("error") is not None:
+                    w.error = str(v["error"])[:300]
         elif rec["f"] == "heal":
             windows = open_.get(name) or []
             if not windows:

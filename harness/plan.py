@@ -167,6 +167,9 @@ class StateCheck(_Model):
 class Checks(_Model):
     exactly_once: ExactlyOnceCheck = Field(default_factory=ExactlyOnceCheck)
     state: StateCheck | None = None
+    faults: Literal["strict", "lenient"] = Field(
+        "strict", description="a planned fault that was not applied: strict = no verdict (unknown, with the "
+        "reason); lenient = the verdict stands, with a note")
 
     @field_validator("exactly_once", mode="before")
     @classmethod

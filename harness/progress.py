@@ -33,6 +33,7 @@ from onceproof.recorder import HistoryWriter as History
 from onceproof.observer import Observer
 from onceproof.sinks import Sink
 from onceproof.targets.deployment import Deployment
+from onceproof.targets.kafka import clients as kafka_clients
 
 POLL_S = 1.0  # a progress poll costs the brokers two small requests per group
 REDISCOVER_S = 5.0  # how often to look for consumer groups again once some were found
@@ -77,7 +78,7 @@ class KafkaGroups(ProgressReader):
     def __init__(self, bootstrap: str, topic: str, groups: list[str]) -> None:
         from confluent_kafka.admin import AdminClient
 
-        self.admin: Any = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+        self.admin: Any = AdminClient(kafka_clients.config({"bootstrap.servers": bootstrap}))
         self.topic = topic
         self.named = list(groups)
         self.groups: list[str] = list(groups)

@@ -87,13 +87,15 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
 def _scopes(plan: Plan, run: RunLog, signals: stages.Signals, progress: Progress,
             report: Callable[[Progress], None], log: Callable[[str], None]) -> None:
     """Steps 1 to 7 of execute(): everything up to and including teardown."""
-    with stages.recording(plan, run) as history, run.ending_early(), stages.teardown_after(signals) as scope:
+    with stages.recording(plan, run) as history, stages.kafka_client_logs(run), run.ending_early(), \
+            stages.teardown_after(signals) as scope:
         with run.ending_early():
             log("starting targets")
             deployment = scope.enter_context(stages.targets_up(plan, run.run_id, run.out_dir / "logs", run))
             history.record("harness", "info", "targets-ready", {n: a for n, a, _ in deployment.endpoints()})
             source = make_source(plan.workload.source, deployment, plan.workload.partitions)
             sink = make_sink(plan.workload.sink, deployment)
+            scope.enter_context(stages.clients_closed(source, sink, run))
             replicas = scope.enter_context(stages.pipeline_replicas(plan, deployment, run))
             load_host = scope.enter_context(stages.load_host(deployment.runtime, run))
             load_host.call(source.setup)
@@ -184,18 +186,25 @@ class _Ticker(threading.Thread):
 def _conclude(plan: Plan, run: RunLog) -> RunResult:
     """Check the history (exactly-once and perf, composed), then write results.json,
     junit.xml and report.html (a plain one if the rich report fails)."""
-    from onceproof.checkers import compose, exactly_once, perf
+    from onceproof.checkers import compose, exactly_once, faults as faults_check, perf
     from onceproof.checkers.history import read_history
 
     checked: dict[str, Any] = {"valid": "unknown", "checkers": {}}
     try:
         h = read_history(str(run.out_dir / "history.jsonl"))
         order = plan.checks.exactly_once.order
-        checked = dict(compose({"exactly-once": lambda history: exactly_once.check(history, order=order),
-                                "perf": perf.check})(h))
+        checkers: dict[str, Any] = {"exactly-once": lambda history: exactly_once.check(history, order=order),
+                                    "perf": perf.check}
+        if plan.faults:  # did the planned faults happen? (checks.faults: strict or lenient)
+            planned, strict = len(plan.fault_steps), plan.checks.faults == "strict"
+            checkers["faults"] = lambda history: faults_check.check(history, planned=planned, strict=strict)
+        checked = dict(compose(checkers)(h))
     except Exception as e:  # noqa: BLE001
         run.errors.append(f"checker: {type(e).__name__}: {e}")
     run.errors += [f"checker {name}: {r['error']}" for name, r in checked["checkers"].items() if r.get("error")]
+    faults_checked = checked["checkers"].get("faults") or {}
+    if faults_checked.get("valid") is True:  # lenient: the verdict stands, the run's notes say what did not happen
+        run.notes += faults_checked.get("notes") or []
     valid = checked["valid"]
     if (run.errors or not run.final_ok) and valid is True:
         valid = "unknown"  # a run that did not finish cleanly proves nothing

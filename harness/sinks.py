@@ -12,6 +12,7 @@ import orjson
 
 from onceproof.targets.deadline import SocketDeadline
 from onceproof.targets.deployment import Deployment
+from onceproof.targets.kafka import clients as kafka_clients
 from onceproof.topics import create_topic
 
 Effect = list[Any]  # [id, key, seq, replica]
@@ -44,7 +45,7 @@ class Sink:
         return None
 
     def close(self) -> None:
-        pass
+        """Release the sink's clients (the run closes it before the targets stop)."""
 
 
 class PostgresSink(Sink):
@@ -103,8 +104,9 @@ class PostgresSink(Sink):
         return {str(k): {"count": int(c), "sum": int(s)} for k, c, s in rows}
 
     def close(self) -> None:
-        if getattr(self, "conn", None) is not None:
-            self.conn.close()
+        conn, self.conn = getattr(self, "conn", None), None
+        if conn is not None:
+            conn.close()
 
 
 def _effect_from_json(value: bytes | None) -> Effect:
@@ -122,7 +124,7 @@ class KafkaSink(Sink):
         from confluent_kafka.admin import AdminClient
 
         create_topic(self.deployment, self.name, 3)
-        self.admin = AdminClient({"bootstrap.servers": self.deployment.kafka_bootstrap(), "log_level": 0})
+        self.admin = AdminClient(kafka_clients.config({"bootstrap.servers": self.deployment.kafka_bootstrap()}))
         self.consumer = self._consumer()
 
     def _ends(self, committed: bool) -> dict[int, int]:
@@ -145,9 +147,9 @@ class KafkaSink(Sink):
     def _consumer(self) -> Any:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-        c = Consumer({"bootstrap.servers": self.deployment.kafka_bootstrap(), "group.id": "onceproof-observer",
-                      "isolation.level": "read_committed", "enable.auto.commit": False,
-                      "auto.offset.reset": "earliest", "log_level": 3})
+        c = Consumer(kafka_clients.config({
+            "bootstrap.servers": self.deployment.kafka_bootstrap(), "group.id": "onceproof-observer",
+            "isolation.level": "read_committed", "enable.auto.commit": False, "auto.offset.reset": "earliest"}))
         md = c.list_topics(self.name, timeout=10).topics[self.name]
         c.assign([TopicPartition(self.name, p, OFFSET_BEGINNING) for p in sorted(md.partitions)])
         return c
@@ -188,8 +190,12 @@ class KafkaSink(Sink):
             fresh.close()
 
     def close(self) -> None:
-        if getattr(self, "consumer", None) is not None:
-            self.consumer.close()
+        """Close the observer's consumer and drop the admin client (both destroyed now, while
+        the brokers still run: a client that outlives them logs connection failures)."""
+        consumer, self.consumer = getattr(self, "consumer", None), None
+        self.admin = None
+        if consumer is not None:
+            consumer.close()
 
 
 class RedisStreamSink(Sink):  # redis-py types every reply as maybe-awaitable: Any here

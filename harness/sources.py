@@ -11,6 +11,7 @@ import urllib.parse
 from typing import Any, Callable
 
 from onceproof.targets.deployment import Deployment
+from onceproof.targets.kafka import clients as kafka_clients
 from onceproof.topics import create_topic
 
 Event = tuple[str, str, int, str]  # id, key, seq, payload
@@ -51,6 +52,10 @@ class Source:
     def close(self, timeout: float, complete: Complete) -> None:
         """Wait up to timeout for outstanding sends; what is still unknown then ends as info."""
 
+    def release(self) -> None:
+        """Drop the source's client at once, without waiting or recording anything (the run's
+        end when the load did not get to close() it): never left for after the targets stop."""
+
 
 class KafkaSource(Source):
     """An idempotent producer with acks=all. A delivery report is ok or info: once a record
@@ -64,13 +69,12 @@ class KafkaSource(Source):
         self._pending: dict[str, tuple[str, int]] = {}
         self._done: list[tuple[tuple[str, str, int], str]] = []
         self._landed: dict[int, list[tuple[str, int | str]]] = {}
-        self.producer = Producer({
+        self.producer = Producer(kafka_clients.config({
             "bootstrap.servers": self.deployment.kafka_bootstrap("load"),
             "enable.idempotence": True, "acks": "all", "linger.ms": 5,
             "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 1_048_576,
             "batch.num.messages": 10000, "message.timeout.ms": 20000, "socket.timeout.ms": 5000,
-            "log_level": 3,
-        })
+        }))
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         value = msg.value()
@@ -123,6 +127,11 @@ class KafkaSource(Source):
         self.producer.flush(1)
         self._flush_done(complete)
         self.producer = None  # destroyed now, not when the targets are already gone
+
+    def release(self) -> None:
+        producer, self.producer = getattr(self, "producer", None), None
+        if producer is not None:
+            producer.purge()  # what is still queued is never sent: destroyed at once
 
 
 class RedisSource(Source):
@@ -200,6 +209,10 @@ class RedisSource(Source):
     def close(self, timeout: float, complete: Complete) -> None:
         self._drop()
 
+    def release(self) -> None:
+        if getattr(self, "sock", None) is not None:
+            self._drop()
+
 
 class PostgresSource(Source):
     """INSERT into a table (pos, id, key, seq, payload), one transaction per batch. An error
@@ -259,6 +272,10 @@ class PostgresSource(Source):
 
     def close(self, timeout: float, complete: Complete) -> None:
         self._drop()
+
+    def release(self) -> None:
+        if getattr(self, "conn", None) is not None:
+            self._drop()
 
 
 SOURCES: dict[str, type[Source]] = {"kafka": KafkaSource, "redis": RedisSource, "postgres": PostgresSource}

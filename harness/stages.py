@@ -6,7 +6,9 @@ is the reverse of set-up, always: on success, on an exception, on Ctrl-C or SIGT
 |---------------------|------------------------------|-------------------------------------|
 | `recording`         | the history                  | an `end` record, closed             |
 | `interrupts`        | SIGINT / SIGTERM handlers    | the previous handlers back          |
+| `kafka_client_logs` | librdkafka's log lines       | logs/harness-kafka.log closed       |
 | `targets_up`        | the Deployment (and runtime) | every node stopped, scratch removed |
+| `clients_closed`    | our source and sink clients  | each one closed (servers still up)  |
 | `pipeline_replicas` | the pipeline's replicas      | each replica stopped                |
 | `load_host`         | the load generator's thread  | closed                              |
 | `observing`         | the observer's thread        | stopped                             |
@@ -39,7 +41,9 @@ from onceproof.recorder import HistoryWriter
 from onceproof.observer import Observer
 from onceproof.plan import Plan
 from onceproof.sinks import Sink
+from onceproof.sources import Source
 from onceproof.targets.deployment import Deployment
+from onceproof.targets.kafka import clients as kafka_clients
 from onceproof.targets.ledger import new_run_id
 from onceproof.targets.runtime import Runtime, make_runtime
 from onceproof.targets.process import CommandNode, Node, log_tail
@@ -284,6 +288,27 @@ def targets_up(plan: Plan, run_id: str, log_dir: Path | None, run: RunLog | None
     finally:
         with run.tearing_down("") if run is not None else contextlib.nullcontext():
             deployment.stop()
+
+
+@contextlib.contextmanager
+def clients_closed(source: Source, sink: Sink, run: RunLog) -> Iterator[None]:
+    """The harness's own clients of the source and the sink: on exit (entered right after the
+    targets, so before they stop) each one is released, so that none outlives the servers."""
+    try:
+        yield
+    finally:
+        with run.tearing_down("source client: "):
+            source.release()
+        with run.tearing_down("sink client: "):
+            sink.close()
+
+
+@contextlib.contextmanager
+def kafka_client_logs(run: RunLog) -> Iterator[None]:
+    """librdkafka's log lines of every Kafka client the harness makes go to
+    logs/harness-kafka.log while the scope lasts (never to the terminal)."""
+    with kafka_clients.logs_to(run.out_dir / "logs" / "harness-kafka.log"):
+        yield
 
 
 # --- the pipeline under test ----------------------------------------------------------------

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from onceproof.targets.deployment import Deployment
+from onceproof.targets.kafka import clients as kafka_clients
 
 
 def create_topic(deployment: Deployment, name: str, partitions: int, wait_for_leaders: bool = False) -> Any:
@@ -18,7 +19,7 @@ def create_topic(deployment: Deployment, name: str, partitions: int, wait_for_le
     from confluent_kafka.admin import AdminClient, NewTopic
 
     assert deployment.kafka is not None, "no Kafka target in this deployment"
-    admin = AdminClient({"bootstrap.servers": deployment.kafka_bootstrap()})
+    admin = AdminClient(kafka_clients.config({"bootstrap.servers": deployment.kafka_bootstrap()}))
     rf = min(3, len(deployment.kafka.nodes))
     for f in admin.create_topics([NewTopic(name, partitions, rf)], operation_timeout=30).values():
         try:

@@ -171,8 +171,15 @@ def _names(fs: dict[str, Any]) -> str:
 def _check_shapes(path: str, ops: list[Any], model: Any, lines: dict[int, int]) -> None:
     """Every op as the model takes it: one step from the initial state must not raise (a
     `:value` of the wrong shape is refused here with its line, not a traceback later)."""
+    from onceproof.checkers.ops import is_key
+
     state = model.init()
     for op in ops:
+        if model.name == "kv" and (len(op.input) < 2 or not is_key(op.input[1])):
+            got = repr(op.input[1]) if len(op.input) > 1 else "no key"
+            raise HistoryError(path, lines.get(op.id), f"a :{op.input[0]} of the kv model needs a key: a string, "
+                                                       f"keyword or number as :key (Porcupine's kv), such as "
+                                                       f"{{:f :put, :key \"x\", :value \"1\"}}; got {got}")
         try:
             model.step(state, op.input, op.output)
             hash(op.input)

@@ -55,6 +55,12 @@ def _env() -> jinja2.Environment:
     return env
 
 
+def _dict(v: Any) -> dict[Any, Any]:
+    """`v` if it is a mapping, else {}: a run folder's JSON and YAML are read as given, and a
+    section that is not a mapping (`targets: true`) is shown as absent, never a traceback."""
+    return v if isinstance(v, dict) else {}
+
+
 def _secs(v: Any, digits: int = 3) -> str:
     return f"{v:.{digits}f} s" if isinstance(v, (int, float)) else "–"
 
@@ -79,7 +85,7 @@ def _verdict(results: dict[str, Any], checks: list[anomalies_mod.CheckerAnomalie
     if valid is False:
         parts = [f"{n:,} {kind}" for c in checks for kind, n in c.counts if n]
         return "anomalies", "The pipeline did not hold: " + (", ".join(parts) or "see the checkers") + "."
-    reasons = [str(c["reason"]) for c in (results.get("checkers") or {}).values()
+    reasons = [str(c["reason"]) for c in _dict(results.get("checkers")).values()
                if isinstance(c, dict) and c.get("reason")]
     why = "; ".join([str(e) for e in results.get("errors") or []] + reasons) or (
         "the run was not checked" if not results else "the checkers could not decide (nothing was "
@@ -89,10 +95,10 @@ def _verdict(results: dict[str, Any], checks: list[anomalies_mod.CheckerAnomalie
 
 def _targets(results: dict[str, Any], plan: dict[str, Any]) -> list[dict[str, str]]:
     out = []
-    for name, t in (results.get("targets") or {}).items():
+    for name, t in _dict(results.get("targets")).items():
         out.append({"name": str(name), "address": str(t.get("address", "")) if isinstance(t, dict) else ""})
     if not out:
-        for name, spec in (plan.get("targets") or {}).items():
+        for name, spec in _dict(plan.get("targets")).items():
             out.append({"name": str(name), "address": "" if spec in (None, {}) else _compact(spec)})
     return out
 
@@ -102,7 +108,7 @@ def _compact(v: Any) -> str:
 
 
 def _command(results: dict[str, Any], plan: dict[str, Any]) -> str:
-    cmd = (results.get("pipeline") or {}).get("command") or (plan.get("pipeline") or {}).get("command")
+    cmd = _dict(results.get("pipeline")).get("command") or _dict(plan.get("pipeline")).get("command")
     if isinstance(cmd, list):
         return shlex.join(str(c) for c in cmd)
     return str(cmd) if cmd else ""
@@ -111,7 +117,7 @@ def _command(results: dict[str, Any], plan: dict[str, Any]) -> str:
 def _rates(results: dict[str, Any], plan: dict[str, Any], tl: timeline_mod.Timeline,
            history: History | None) -> dict[str, Any]:
     w = results.get("workload") or {}
-    asked = w.get("asked_rate") or (plan.get("workload") or {}).get("rate") or (
+    asked = w.get("asked_rate") or _dict(plan.get("workload")).get("rate") or (
         (history.start or {}).get("rate") if history is not None else None)
     achieved = w.get("achieved_rate")
     if achieved is None and tl.n_sent and tl.load_start_s is not None:
@@ -126,8 +132,8 @@ def _sends(results: dict[str, Any], tl: timeline_mod.Timeline) -> dict[str, Any]
     w = results.get("workload") or {}
     if all(k in w for k in ("ok", "fail", "info")):
         return {"ok": w["ok"], "fail": w["fail"], "info": w["info"], "sent": w.get("sent")}
-    for c in (results.get("checkers") or {}).values():
-        s = (c.get("stats") or {}).get("sends") if isinstance(c, dict) else None
+    for c in _dict(results.get("checkers")).values():
+        s = _dict(c.get("stats")).get("sends") if isinstance(c, dict) else None
         if isinstance(s, dict):
             return {**s, "sent": sum(v for v in s.values() if isinstance(v, int))}
     if tl.n_sent:
@@ -137,7 +143,7 @@ def _sends(results: dict[str, Any], tl: timeline_mod.Timeline) -> dict[str, Any]
 
 def _latency(results: dict[str, Any], tl: timeline_mod.Timeline) -> dict[str, Any]:
     """What the perf checker said in results.json, else perf's answer from the history."""
-    perf = (results.get("checkers") or {}).get("perf")
+    perf = _dict(results.get("checkers")).get("perf")
     lat = perf.get("latency_ms") if isinstance(perf, dict) else None
     if not isinstance(lat, dict) or not lat:
         lat = tl.latency_ms
@@ -146,7 +152,7 @@ def _latency(results: dict[str, Any], tl: timeline_mod.Timeline) -> dict[str, An
 
 def _linearizability(results: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for name, res in (results.get("checkers") or {}).items():
+    for name, res in _dict(results.get("checkers")).items():
         if not isinstance(res, dict) or not ("operations" in res or "longest_prefix" in res):
             continue
         fig, note = figures.lanes(res)
@@ -163,7 +169,7 @@ def _linearizability(results: dict[str, Any]) -> list[dict[str, Any]]:
 def _progress(results: dict[str, Any], tl: timeline_mod.Timeline) -> dict[str, Any]:
     """The pipeline's progress card: events unseen (not lost, not proven applied), the stall
     figure and the reason, from the exactly-once checker's result."""
-    for c in (results.get("checkers") or {}).values():
+    for c in _dict(results.get("checkers")).values():
         if isinstance(c, dict) and ("unseen" in c or c.get("stall")):
             stall = c.get("stall") if isinstance(c.get("stall"), dict) else {}
             return {"unseen": c.get("unseen"), "stall": stall, "reason": c.get("reason") or "",
@@ -211,7 +217,7 @@ def build_page(run_dir: Path) -> str:
         "started_at": results.get("started_at") or "",
         "duration": duration, "exit_code": results.get("exit_code"),
         "targets": _targets(results, plan), "command": _command(results, plan),
-        "replicas": (results.get("pipeline") or {}).get("replicas") or (plan.get("pipeline") or {}).get("replicas"),
+        "replicas": _dict(results.get("pipeline")).get("replicas") or _dict(plan.get("pipeline")).get("replicas"),
         "plan_text": run.plan_text, "errors": [str(e) for e in results.get("errors") or []], "notes": notes,
         "timeline": tl, "checks": checks, "lin": lin,
         "sends": _sends(results, tl), "rates": _rates(results, plan, tl, history),

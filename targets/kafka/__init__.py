@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, NoReturn
 from pydantic import Field
 
 from onceproof.targets import paths
+from onceproof.targets.kafka import clients
 from onceproof.targets.kinds import Section, TargetKind, Where
 from onceproof.targets.process import Node, NodeError
 
@@ -279,7 +280,9 @@ class KafkaCluster:
         partition does not exist, and KafkaException if the metadata cannot be read."""
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_direct, "socket.timeout.ms": 2000})
+        # asking for a topic's metadata must not create it (a producer-type client's default)
+        admin = AdminClient(clients.config({"bootstrap.servers": self.bootstrap_direct, "socket.timeout.ms": 2000,
+                                            "allow.auto.create.topics": False}))
         md = admin.list_topics(topic, timeout=timeout)
         t = md.topics.get(topic)
         if t is None or t.error is not None or partition not in t.partitions:
@@ -317,7 +320,7 @@ def wait_brokers(bootstrap: str, count: int, timeout: float = 60.0) -> None:
 
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000})
+    admin = AdminClient(clients.config({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000}))
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:

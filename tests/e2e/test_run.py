@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -70,12 +71,46 @@ quiesce: {{idle: 3s, max: 60s}}
 """
 
 
+def _assert_every_planned_fault_applied(results: dict, planned: int) -> None:
+    """A VALID under faults means the faults happened: each planned one applied (outcome ok)."""
+    assert len(results["faults"]) == planned, results["faults"]
+    assert all(f["outcome"] == "ok" for f in results["faults"]), results["faults"]
+    faults = results["checkers"]["faults"]
+    assert faults["valid"] is True and faults["applied"] == planned == faults["planned"], faults
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_exactly_once_pipeline_passes_under_kills_partition_and_pause(tmp_path, seed):
     code, summary, err = _run(_plan(tmp_path, "k2p", KAFKA_TO_POSTGRES), tmp_path / "out", "--seed", str(seed))
     assert code == 0, (summary, err[-3000:])
     assert summary["valid"] is True
     assert summary["workload"]["ok"] > 5000
+    _assert_every_planned_fault_applied(json.loads((tmp_path / "out" / "results.json").read_text()), 3)
+
+
+def test_a_planned_fault_that_could_not_apply_leaves_the_run_without_a_verdict(tmp_path):
+    """The pipeline is correct, but the one fault of the plan (the leader of a topic that does
+    not exist) could not be applied: the run tested nothing, so it is unknown, never VALID."""
+    plan = _plan(tmp_path, "k2p", KAFKA_TO_POSTGRES.replace("duration: 12s", "duration: 5s").split("faults:")[0]
+                 + "faults:\n  - {at: 1s, for: 2s, pause: {target: kafka-leader, topic: no-such-topic}}\n"
+                 + "quiesce: {idle: 2s, max: 60s}\n")
+    code, summary, err = _run(plan, tmp_path / "out")
+    assert code == 3, (summary, err[-3000:])
+    assert summary["valid"] == "unknown"
+    assert summary["checkers"]["exactly-once"]["valid"] is True  # the pipeline did nothing wrong
+    reason = summary["checkers"]["faults"]["reason"]
+    assert reason.startswith("f1 pause") and "was not applied: kafka-leader" in reason, reason
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [f["outcome"] for f in results["faults"]] == ["fail"]
+    assert any("was not applied" in n for n in results["checkers"]["faults"]["notes"]), results["checkers"]
+    junit = (tmp_path / "out" / "junit.xml").read_text()
+    assert 'name="faults"' in junit and "no verdict (unknown): f1 pause" in junit, junit
+    # lenient: the verdict stands, with the note
+    lenient = _plan(tmp_path, "lenient", plan.read_text() + "checks: {faults: lenient}\n")
+    code, summary, err = _run(lenient, tmp_path / "lenient-out")
+    assert code == 0, (summary, err[-3000:])
+    results = json.loads((tmp_path / "lenient-out" / "results.json").read_text())
+    assert any("lenient" in n and "f1 pause" in n for n in results["notes"]), results["notes"]
 
 
 def test_exactly_once_pipeline_passes_through_the_pytest_fixture(onceproof):
@@ -87,6 +122,7 @@ def test_exactly_once_pipeline_passes_through_the_pytest_fixture(onceproof):
     assert run.exit_code == 0
     assert (run.out_dir / "report.html").exists() and (run.out_dir / "junit.xml").exists()
     assert run.results["workload"]["ok"] > 5000
+    _assert_every_planned_fault_applied(run.results, 3)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -94,6 +130,19 @@ def test_transactional_kafka_copy_passes_under_kills(tmp_path, seed):
     code, summary, err = _run(_plan(tmp_path, "txn", TXN_COPY), tmp_path / "out", "--seed", str(seed))
     assert code == 0, (summary, err[-3000:])
     assert summary["valid"] is True
+    assert "rdkafka" not in err, err[-3000:]
+    _assert_every_planned_fault_applied(json.loads((tmp_path / "out" / "results.json").read_text()), 2)
+
+
+def test_kafka_clients_of_the_harness_leave_no_line_on_the_terminal(tmp_path):
+    """Kafka source and Kafka sink: every client of ours is closed before the brokers stop, and
+    librdkafka's own lines go to logs/harness-kafka.log, never to the user's terminal."""
+    plan = _plan(tmp_path, "txn", TXN_COPY.replace("duration: 12s", "duration: 6s").replace(
+        "  - {at: 7s, kill: pipeline-1, restart-after: 1s}\n", ""))
+    code, summary, err = _run(plan, tmp_path / "out")
+    assert code == 0, (summary, err[-3000:])
+    assert "rdkafka" not in err, err[-3000:]
+    assert (tmp_path / "out" / "logs" / "harness-kafka.log").exists()
 
 
 @pytest.mark.parametrize("module,anomaly", [("at_least_once", "duplicate"), ("commit_before_process", "lost")])
@@ -117,6 +166,10 @@ def test_pipeline_that_does_nothing_is_unknown_never_valid(tmp_path):
     code, summary, err = _run(ROOT / "plans" / "do-nothing.yaml", tmp_path / "out")
     assert code == 3, (summary, err[-2000:])
     assert summary["valid"] == "unknown"
+    # unknown because the run was vacuous, not because the infrastructure failed
+    assert summary["errors"] == [], summary["errors"]
+    assert summary["checkers"]["exactly-once"]["reason"] == "vacuous run: nothing was ever seen in the sink", summary
+    assert summary["workload"]["ok"] > 0
 
 
 def test_malformed_plan_is_bad_input_naming_the_line(tmp_path):
@@ -137,20 +190,27 @@ def test_sigkill_of_the_harness_leaves_a_history_that_check_reads(tmp_path):
     history = out / "history.jsonl"
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # until the load has been running for a while
-            if history.exists() and history.stat().st_size > 200_000:
-                break
+        # until the load has been running for a while and the sink has shown effects (else the
+        # run is vacuous, which is another reason for no verdict)
+        def going() -> bool:
+            return history.exists() and history.stat().st_size > 200_000 and re.search(
+                rb'"f":"observe","value":\{"full":(true|false),"events":\[\["', history.read_bytes()) is not None
+
+        while time.monotonic() < deadline and not going():
             time.sleep(0.2)
-        assert history.exists() and history.stat().st_size > 200_000
+        assert going()
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
     res = subprocess.run([sys.executable, "-m", "onceproof", "check", "--json", str(history)], capture_output=True,
                          text=True, timeout=120, cwd=ROOT)
-    assert res.returncode in (0, 1, 3), res.stderr
+    # the pipeline is correct and the run never reached its final read: no verdict, and why
+    assert res.returncode == 3, (res.stdout[-2000:], res.stderr)
     verdict = json.loads(res.stdout.splitlines()[0])
-    assert verdict["valid"] in (True, False, "unknown")
-    assert verdict["stats"], verdict
+    assert verdict["valid"] == "unknown", verdict
+    reason = verdict["checkers"]["exactly-once"]["reason"]
+    assert reason.startswith("no final read (the run did not finish)"), reason
+    assert verdict["stats"]["final_read"] is False and verdict["stats"]["sends"]["ok"] > 0, verdict["stats"]
     cleanup = subprocess.run([sys.executable, "-m", "onceproof", "cleanup"], capture_output=True, text=True, timeout=60)
     assert cleanup.returncode == 0
     assert "removed" in cleanup.stdout

@@ -86,7 +86,9 @@ def mutated_records(draw: Any, base: Any) -> Any:
         paths = _paths(doc)
         at = draw(st.sampled_from(paths))
         drop = bool(at) and draw(st.booleans()) and draw(st.booleans())
-        doc = _set(doc, at, draw(HOSTILE), drop)
+        # a copy: a drawn list or dict is the strategy's own object (sampled_from), and a later
+        # mutation of it would change what the strategy draws next time (FlakyStrategyDefinition)
+        doc = _set(doc, at, copy.deepcopy(draw(HOSTILE)), drop)
         if not isinstance(doc, (list, dict)):
             break
     return doc

@@ -100,3 +100,14 @@ def test_a_fault_kind_the_runtime_cannot_carry_out_is_bad_input(tmp_path, runtim
     with pytest.raises(PlanError) as e:
         load_plan(p)
     assert f"plan.yaml:7: {field}:" in str(e.value) and "needs `runtime:" in str(e.value)
+
+
+def test_checks_faults_is_strict_unless_the_plan_says_lenient(tmp_path):
+    assert load_plan(_write(tmp_path, GOOD)).resolved()["checks"]["faults"] == "strict"
+    lenient = GOOD.replace("checks: {exactly-once: {order: per-key}}",
+                           "checks: {exactly-once: {order: per-key}, faults: lenient}")
+    assert load_plan(_write(tmp_path, lenient)).checks.faults == "lenient"
+    path = _write(tmp_path, GOOD.replace("checks: {exactly-once: {order: per-key}}", "checks: {faults: loose}"))
+    with pytest.raises(PlanError) as e:
+        load_plan(path)
+    assert "checks.faults" in str(e.value) and f"{path}:11:" in str(e.value), str(e.value)

@@ -163,3 +163,17 @@ def test_kafka_roles_resolve_to_the_node_holding_them(shared_targets, shared_nem
         assert f.targets == ["kafka-1"] and f.details["proxies"] == ["pipeline-kafka-1"]
     assert leader.describe()["roles"] == {"kafka-leader": "kafka-1"}
     assert controller.describe()["roles"] == {"kafka-controller": "kafka-1"}
+
+
+def test_the_leader_of_a_topic_that_does_not_exist_is_not_found_and_the_topic_not_created(
+        shared_targets, shared_nemesis):
+    """Looking a role up never changes the cluster: asking for the metadata of an absent topic
+    (a producer-type client's default) would create it, and the fault would then apply."""
+    from confluent_kafka.admin import AdminClient
+
+    topic = f"faults-absent-{time.monotonic_ns()}"
+    fault = make(shared_nemesis, "latency", target="kafka-leader", topic=topic, partition=0, ms=1)
+    assert shared_nemesis.apply(fault) is False
+    time.sleep(1.0)  # a topic created by the lookup would show up by now
+    admin = AdminClient({"bootstrap.servers": shared_targets.kafka_bootstrap(), "allow.auto.create.topics": False})
+    assert topic not in admin.list_topics(timeout=10).topics

@@ -41,6 +41,7 @@ class PipelineRun:
         self.extra_env = env or {}
         self.procs: dict[int, subprocess.Popen] = {}
         self.acked: list[str] = []
+        self.positions: dict[str, tuple[int, int]] = {}  # acked id -> (partition, offset) in the source
         self.sent: set[str] = set()
         self.kills = 0
         self.started_at: dict[int, int] = {}  # replica -> size of its log when it last started
@@ -81,7 +82,9 @@ class PipelineRun:
 
             def acked(err, msg) -> None:  # type: ignore[no-untyped-def]
                 if err is None:
-                    self.acked.append(json.loads(msg.value())["id"])
+                    eid = json.loads(msg.value())["id"]
+                    self.acked.append(eid)
+                    self.positions[eid] = (msg.partition(), msg.offset())
             start = time.monotonic()
             for i in range(n):
                 key = f"k{i % 20}"
@@ -232,6 +235,37 @@ class PipelineRun:
                 return counts
             time.sleep(0.25)
 
+    # --- the pipeline's progress (the progress rule: harness/progress.py, checkers/progress.py) ---
+    def committed(self) -> dict[int, int]:
+        """The pipeline group's committed offset per partition of the source (-1: none): every
+        event before it is claimed processed by the pipeline."""
+        from confluent_kafka import ConsumerGroupTopicPartitions
+
+        admin = AdminClient({"bootstrap.servers": self.d.kafka_bootstrap()})
+        group = f"onceproof-{self.run_id}"
+        result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                                   require_stable=True, request_timeout=10)[group].result()
+        got = {tp.partition: tp.offset for tp in result.topic_partitions or [] if tp.topic == self.topic}
+        return {p: got.get(p, -1) for p in range(self.partitions)}
+
+    def wait_caught_up(self, timeout: float) -> dict[int, int]:
+        """Until the group's committed offsets have passed every acknowledged event (the
+        pipeline claims to have processed the whole load), or `timeout`; the last offsets."""
+        ends: dict[int, int] = {}
+        for part, off in self.positions.values():
+            ends[part] = max(ends.get(part, 0), off + 1)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                committed = self.committed()
+            except Exception:  # noqa: BLE001 - the group is rebalancing: ask again
+                committed = {}
+            if committed and all(committed.get(p, -1) >= end for p, end in ends.items()):
+                return committed
+            if time.monotonic() > deadline:
+                return committed
+            time.sleep(0.5)
+
     def tails(self, lines: int = 25) -> str:
         out = []
         for i in range(self.replicas):
@@ -240,7 +274,19 @@ class PipelineRun:
         return "\n".join(out)
 
 
-def verdict(run: PipelineRun, counts: collections.Counter[str]) -> dict[str, list[str]]:
-    return {"lost": sorted(set(run.acked) - set(counts)),
+def verdict(run: PipelineRun, counts: collections.Counter[str],
+            committed: dict[int, int] | None = None) -> dict[str, list[str]]:
+    """Acknowledged events missing from the sink are `lost` only when proven: with the group's
+    `committed` offsets, an event before its partition's committed offset (the pipeline
+    claims it processed it) and not in the sink is lost; one at or after it is `unseen` (late,
+    not lost). Without `committed`, every missing event counts as lost (for tests that expect
+    none, and waited for every event)."""
+    missing = sorted(set(run.acked) - set(counts))
+    if committed is None:
+        lost, unseen = missing, []
+    else:
+        lost = [e for e in missing if run.positions[e][1] < committed.get(run.positions[e][0], -1)]
+        unseen = [e for e in missing if e not in set(lost)]
+    return {"lost": lost, "unseen": unseen,
             "duplicate": sorted(e for e, c in counts.items() if c > 1),
             "phantom": sorted(set(counts) - run.sent)}

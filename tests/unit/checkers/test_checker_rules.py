@@ -47,6 +47,8 @@ def test_without_a_final_read_nothing_is_lost_and_the_run_is_never_valid(events:
     assert r["anomalies"]["lost"] == 0
     assert r["valid"] is not True
     assert r["stats"]["final_read"] is False
+    if r["valid"] == "unknown" and not r["vacuous"]:  # the reason says why: no final read
+        assert r["reason"].startswith("no final read (the run did not finish)"), r["reason"]
 
 
 @settings(max_examples=150, deadline=None)
@@ -64,6 +66,8 @@ def test_a_run_where_nothing_was_acknowledged_is_vacuous(events: list[Any]) -> N
     r = _check(_records(events, [[c for _, c in events]], final=True))
     assert r["vacuous"] is True and r["valid"] != True  # noqa: E712 - "unknown" or False, never True
     assert any("no send was acknowledged" in n for n in r["notes"])
+    if r["valid"] == "unknown":
+        assert r["reason"].startswith("vacuous run: no send was acknowledged"), r["reason"]
 
 
 @settings(max_examples=150, deadline=None)
@@ -78,3 +82,115 @@ def test_of_several_final_reads_the_last_is_the_sinks_content(events: list[Any],
     assert r["anomalies"]["lost"] == sum(1 for o, c in events if o == "ok" and c == 0)
     assert r["anomalies"]["duplicate"] == sum(1 for c in last if c > 1)
     assert r["stats"]["effects"] == sum(last)
+
+
+# --- single rules that surviving mutants showed untested (benchmarks/mutate_exactly_once.py) ---
+def _recs(*rows: tuple[str, str, str, Any]) -> list[dict[str, Any]]:
+    """Records (process, type, f, value) in this order, 10 ns apart, indexed from 0 (so the
+    first row is record 0: a rule must not take index 0 for "absent")."""
+    return [{"index": i, "time": 10 * (i + 1), "process": p, "type": t, "f": f, "value": v}
+            for i, (p, t, f, v) in enumerate(rows)]
+
+
+E1, E2 = {"id": "e1", "key": "k", "seq": 0}, {"id": "e2", "key": "k", "seq": 1}
+FX1, FX2 = ["e1", "k", 0, 0], ["e2", "k", 1, 0]
+
+
+def test_a_send_invoked_in_record_0_without_completion_is_unfinished() -> None:
+    r = _check(_recs(("load", "invoke", "send", E1), ("load", "invoke", "send", E2), ("load", "ok", "send", E2),
+                     ("observer", "ok", "final-read", {"full": True, "events": [FX2]})))
+    assert r["stats"]["unfinished_sends"] == 1 and r["stats"]["sends"] == {"ok": 1, "fail": 0, "info": 1}
+    assert r["valid"] is True  # e1 unknown (no completion), applied 0 times: allowed
+
+
+def test_a_send_invoked_in_record_0_and_applied_once_is_no_phantom() -> None:
+    r = _check(_recs(("load", "invoke", "send", E1), ("load", "ok", "send", E1),
+                     ("observer", "ok", "final-read", {"full": True, "events": [FX1]})))
+    assert r["valid"] is True and r["anomalies"]["phantom"] == 0
+
+
+def test_a_completion_in_record_0_counts_as_a_completion() -> None:
+    # an `ok` with no invoke (a history cut at its start): acknowledged, and a phantom once applied
+    r = _check(_recs(("load", "ok", "send", E1),
+                     ("observer", "ok", "final-read", {"full": True, "events": [FX1]})))
+    assert r["stats"]["sends"]["ok"] == 1 and r["stats"]["unfinished_sends"] == 0
+    assert r["anomalies"]["phantom"] == 1 and r["valid"] is False
+
+
+def test_only_several_final_reads_get_the_several_final_reads_note() -> None:
+    one = _recs(("load", "invoke", "send", E1), ("load", "ok", "send", E1),
+                ("observer", "ok", "final-read", {"full": True, "events": [FX1]}))
+    assert not any("final reads" in n for n in _check(one)["notes"])
+    two = _recs(*[(r["process"], r["type"], r["f"], r["value"]) for r in one],
+                ("observer", "ok", "final-read", {"full": True, "events": [FX1]}))
+    assert "2 final reads; the last one is the sink's content" in _check(two)["notes"]
+
+
+def test_without_a_final_read_the_content_is_the_latest_full_observe_and_what_followed() -> None:
+    sends = [("load", "invoke", "send", E1), ("load", "ok", "send", E1)]
+    # a duplicate in the latest full observe is in the content (found)...
+    r = _check(_recs(*sends, ("observer", "ok", "observe", {"full": True, "events": [FX1, FX1]})))
+    assert r["anomalies"]["duplicate"] == 1 and r["stats"]["effects"] == 2
+    # ...one only in an earlier full observe is not (the later full observe replaced it)
+    r = _check(_recs(*sends, ("observer", "ok", "observe", {"full": True, "events": [FX1, FX1]}),
+                     ("observer", "ok", "observe", {"full": True, "events": [FX1]})))
+    assert r["anomalies"]["duplicate"] == 0 and r["stats"]["effects"] == 1
+    # with no full observe at all, every incremental one from the first on is the content
+    r = _check(_recs(("observer", "ok", "observe", {"full": False, "events": [FX1]}), *sends,
+                     ("observer", "ok", "observe", {"full": False, "events": [FX1]})))
+    assert r["anomalies"]["duplicate"] == 1 and r["stats"]["effects"] == 2
+
+
+def test_an_event_never_sent_seen_then_gone_is_a_phantom() -> None:
+    r = _check(_recs(("load", "invoke", "send", E1), ("load", "ok", "send", E1),
+                     ("observer", "ok", "observe", {"full": True, "events": [FX1, FX2]}),
+                     ("observer", "ok", "final-read", {"full": True, "events": [FX1]})))
+    assert r["anomalies"]["phantom"] == 1 and r["examples"]["phantom"][0]["id"] == "e2"
+
+
+def test_notes_say_what_was_not_checked_and_only_that() -> None:
+    base = [("load", "invoke", "send", E1), ("load", "ok", "send", E1),
+            ("observer", "ok", "final-read", {"full": True, "events": [FX1]})]
+    plain = exactly_once.check(history_from_records(_recs(*base)))
+    assert "per-key order not checked (the plan does not ask for it)" in plain["notes"]
+    assert "no derived state declared: state not checked" in plain["notes"]
+    assert plain["unseen"] == 0  # no progress records: nothing unseen
+    ordered = exactly_once.check(history_from_records(_recs(
+        *base, ("observer", "ok", "state", {"k": {"count": 1, "sum": 0}}))), order="per-key")
+    assert not any("order not checked" in n or "no derived state" in n for n in ordered["notes"])
+
+
+def _with_state(*states: Any) -> dict[str, Any]:
+    """e2 (key k, seq 1) sent, acknowledged and applied once; then each declared state."""
+    return _check(_recs(("load", "invoke", "send", E2), ("load", "ok", "send", E2),
+                        ("observer", "ok", "final-read", {"full": True, "events": [FX2]}),
+                        *[("observer", "ok", "state", s) for s in states]))
+
+
+def test_of_several_declared_states_the_last_is_compared() -> None:
+    assert _with_state({"k": {"count": 5, "sum": 5}}, {"k": {"count": 1, "sum": 1}})["anomalies"]["state-mismatch"] == 0
+    assert _with_state({"k": {"count": 1, "sum": 1}}, {"k": {"count": 5, "sum": 5}})["anomalies"]["state-mismatch"] == 1
+
+
+def test_a_declared_key_no_event_touched_must_be_zero() -> None:
+    assert _with_state({"k": {"count": 1, "sum": 1}, "kx": {"count": 0, "sum": 0}})["valid"] is True
+    r = _with_state({"k": {"count": 1, "sum": 1}, "kx": {"count": 1, "sum": 0}})
+    assert r["anomalies"]["state-mismatch"] == 1 and r["examples"]["state-mismatch"][0]["key"] == "kx"
+
+
+def test_a_key_applied_but_missing_from_the_declared_state_is_a_mismatch() -> None:
+    r = _with_state({"other": {"count": 0, "sum": 0}})
+    assert r["anomalies"]["state-mismatch"] == 1
+    assert "count is 0 in the sink, 1 by the events applied" in r["examples"]["state-mismatch"][0]["why"]
+
+
+def test_a_phantom_says_whether_its_send_failed_or_never_happened() -> None:
+    # e1's failed send is record 0, and the history's last record is a failed send (of e4): an
+    # index of 0 is a record, and "no record" (-1) must never read the last one
+    e4 = {"id": "e4", "key": "k", "seq": 3}
+    r = _check(_recs(("load", "fail", "send", E1),
+                     ("load", "invoke", "send", E2), ("load", "ok", "send", E2),
+                     ("observer", "ok", "final-read", {"full": True, "events": [FX1, FX2, ["e3", "k", 2, 0]]}),
+                     ("load", "invoke", "send", e4), ("load", "fail", "send", e4)))
+    why = {ex["id"]: ex["why"] for ex in r["examples"]["phantom"]}
+    assert why["e1"].endswith(": its send failed") and why["e3"].endswith(": no send of this id"), why

@@ -119,6 +119,16 @@ def test_nested_values_read_as_python_values(text: str, value: Any, tmp_path: Pa
     ("{:process 0, :type :invoke, :f :frobnicate, :value 1}\n", None, "cannot tell the model"),
     ("{:process 0, :type :invoke, :f :read, :value nil}\n"
      "{:process 1, :type :invoke, :f :cas, :value [1 2]}\n", 2, "models that accept :cas: cas-register"),
+    # a kv op whose :value has no key (issue 18): refused, not judged
+    ("{:process 0, :type :invoke, :f :get, :value {}}\n{:process 0, :type :ok, :f :get, :value {}}\n", 1,
+     "a :get of the kv model needs a key"),
+    ("{:process 0, :type :invoke, :f :put, :key \"a\", :value \"1\"}\n{:process 0, :type :ok, :f :put, :key \"a\", "
+     ":value \"1\"}\n{:process 1, :type :invoke, :f :get, :value [\"a\"]}\n", 3, "a :get of the kv model needs a key"),
+    # a vector (or map, or nil) as the key of an independent [key value] op
+    ("{:process 0, :type :invoke, :f :read, :value [[1 2] nil]}\n"
+     "{:process 0, :type :ok, :f :read, :value [[1 2] 3]}\n", 1, "the key of an independent [key value] :value "
+     "must be a string, keyword or number"),
+    ('{:process 0, :type :invoke, :f :get, :key [1], :value nil}\n', 1, ":key must be a string, keyword or number"),
 ])
 def test_bad_edn_exits_2_with_file_line_and_what_was_expected(text: str, line: int | None, words: str,
                                                                tmp_path: Path, capsys: Any) -> None:

@@ -71,7 +71,8 @@ def test_missing_event_past_the_committed_offset_is_unseen_and_the_verdict_unkno
     assert r["valid"] == "unknown"
     assert r["reason"].startswith("stalled: consumer group g had lag 2 on 1 partition and made no progress after t=")
     assert r["stall"]["state"] == "stalled" and r["stall"]["lag"] == 2
-    assert {e["id"] for e in r["unseen_examples"]} == {"e8", "e9"}
+    assert {(e["id"], e["partition"], e["position"]) for e in r["unseen_examples"]} == {("e8", 0, 8), ("e9", 0, 9)}
+    assert r["notes"][0].startswith("2 acknowledged events unseen (not lost, not proven applied): stalled")
 
 
 def test_stall_reason_names_the_fault_it_stalled_after() -> None:
@@ -149,3 +150,13 @@ def test_onceproof_check_applies_the_rule_to_a_history_file(tmp_path: Any, capsy
     eo = out["checkers"]["exactly-once"]
     assert out["valid"] == "unknown" and eo["unseen"] == 2 and eo["anomalies"]["lost"] == 0
     assert eo["reason"].startswith("stalled: consumer group g")
+
+
+def test_the_unseen_note_comes_first_whatever_else_is_noted() -> None:
+    data = _history(10, set(range(8)), [(2.0, [[0, 5, 10]]), (30.0, [[0, 8, 10]]), (40.0, [[0, 8, 10]])])
+    last = data.splitlines()[-1]  # the final read, read twice: a note comes before the unseen one
+    again = orjson.loads(last)
+    data += orjson.dumps({**again, "index": again["index"] + 1, "time": again["time"] + 1}) + b"\n"
+    r = _check(data)
+    assert r["unseen"] == 2 and "2 final reads; the last one is the sink's content" in r["notes"]
+    assert r["notes"][0].startswith("2 acknowledged events unseen"), r["notes"]

@@ -65,3 +65,14 @@ def test_a_plan_nested_500_deep_in_results_json_is_ignored_with_a_note(tmp_path:
     run = _folder(tmp_path, results={"plan": plan})
     assert main(["report", str(run)]) == 0
     assert "nested too deep" in (run / "report.html").read_text()
+
+
+@pytest.mark.parametrize("section", ["targets", "pipeline", "workload", "checkers"])
+@pytest.mark.parametrize("value", [True, 5, "x", ["a"]])
+def test_a_section_that_is_not_a_mapping_is_shown_as_absent(section: str, value: Any, tmp_path: Path,
+                                                             capsys: Any) -> None:
+    """Found by the long fuzz run: `plan: {targets: true}` in results.json was a traceback."""
+    run = _folder(tmp_path, results={"targets": None, section: value, "plan": {"name": "p", section: value}})
+    assert main(["report", str(run)]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert (run / "report.html").exists()
