@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -41,6 +42,18 @@ def test_sigint_to_the_run_and_its_group_twice_tears_everything_down(tmp_path: P
     proc = subprocess.Popen([sys.executable, "-m", "onceproof", "run", str(plan), "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             start_new_session=True)  # its own process group, as under `timeout`
+    lines: list[str] = []
+    tearing_down = threading.Event()
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("[teardown]"):
+                tearing_down.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
     try:
         history = out / "history.jsonl"
         deadline = time.monotonic() + 120
@@ -50,11 +63,13 @@ def test_sigint_to_the_run_and_its_group_twice_tears_everything_down(tmp_path: P
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 5  # toxiproxy, kafka, postgres, 2 replicas
         os.kill(proc.pid, signal.SIGINT)  # what GNU timeout does: the child, then its group
+        os.killpg(proc.pid, signal.SIGINT)  # (two SIGINTs this close may reach the harness as one)
+        # and an impatient Ctrl-C once teardown has begun: signals do not queue, so wait for it
+        assert tearing_down.wait(60), "".join(lines)[-3000:]
         os.killpg(proc.pid, signal.SIGINT)
-        time.sleep(1)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)  # and an impatient third Ctrl-C in the middle of teardown
-        _, err = proc.communicate(timeout=180)
+        proc.wait(timeout=180)
+        reader.join(10)
+        err = "".join(lines)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
