@@ -179,7 +179,7 @@ def remove_run(entry: RunEntry, refused: list[str] | None = None) -> list[str]:
         if not _rule_is_ours(rule, entry):
             refused.append(f"iptables rule {' '.join(map(str, rule))}: no `onceproof {entry.run_id}` comment")
             continue
-        if subprocess.run(["iptables", "-D", *rule], capture_output=True).returncode == 0:
+        if subprocess.run(["iptables", "-D", *rule], capture_output=True, start_new_session=True).returncode == 0:
             removed.append(f"iptables rule {' '.join(rule)}")
     for ns in entry.netns:
         if not NETNS_NAME.fullmatch(ns):

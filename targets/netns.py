@@ -63,7 +63,8 @@ def require_root() -> None:
 
 
 def sh(*argv: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(list(argv), capture_output=True, text=True, input=input)
+    res = subprocess.run(list(argv), capture_output=True, text=True, input=input,
+                         start_new_session=True)  # a Ctrl-C to our group must not cut a teardown step
     if check and res.returncode != 0:
         raise NetnsError(f"`{' '.join(argv)}` failed ({res.returncode}): {res.stderr.strip() or res.stdout.strip()}")
     return res

@@ -85,7 +85,7 @@ class PostgresNode(Node):
                "-A", "scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"]
         if owner:
             cmd = ["runuser", "-u", owner.pw_name, "--", *cmd]
-        res = subprocess.run(cmd, capture_output=True, text=True)
+        res = subprocess.run(cmd, capture_output=True, text=True, start_new_session=True)
         pwfile.unlink()
         if res.returncode != 0:
             raise NodeError(f"initdb for {self.name} failed:\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
@@ -171,7 +171,8 @@ class PostgresStandby(PostgresNode):
                "-p", str(self.primary.port), "-U", USER, "-X", "stream", "-R", "--no-sync", "--checkpoint=fast"]
         if owner:
             cmd = ["runuser", "-u", owner.pw_name, "--", *cmd]
-        res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PGPASSWORD": self.password})
+        res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PGPASSWORD": self.password},
+                             start_new_session=True)
         if res.returncode != 0:
             raise NodeError(f"pg_basebackup of {self.name} from {self.primary.name} failed:\n"
                             f"{res.stdout[-2000:]}{res.stderr[-2000:]}")

@@ -67,7 +67,8 @@ class ToxiproxyNode(Node):
             entry.iptables.append(rule)
             entry.save()
         try:
-            res = subprocess.run(["iptables", "-w", "5", "-I", *rule], capture_output=True, text=True, timeout=30)
+            res = subprocess.run(["iptables", "-w", "5", "-I", *rule], capture_output=True, text=True, timeout=30,
+                                 start_new_session=True)
         except (OSError, subprocess.TimeoutExpired) as e:
             res = subprocess.CompletedProcess([], 1, "", str(e))
         if res.returncode == 0:
@@ -85,7 +86,8 @@ class ToxiproxyNode(Node):
             super().teardown()
         finally:
             if self.guard is not None:
-                subprocess.run(["iptables", "-w", "5", "-D", *self.guard], capture_output=True, timeout=30)
+                subprocess.run(["iptables", "-w", "5", "-D", *self.guard], capture_output=True, timeout=30,
+                               start_new_session=True)  # a Ctrl-C to our group must not cut it short
                 entry = getattr(self.runtime, "entry", None)
                 if entry is not None and self.guard in entry.iptables:
                     entry.iptables.remove(self.guard)
