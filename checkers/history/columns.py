@@ -38,6 +38,13 @@ class Part:
         self.state_recs: list[int] = []
         self.start: Any = None
         self.truncated_at: int | None = None  # offset of an ignored cut last line
+
+    def add_records(self, n: int, times: np.ndarray, types: np.ndarray, fs: np.ndarray, procs: np.ndarray,
+                    offs: np.ndarray) -> None:
+        """Append a chunk's per-record columns, keeping its first `n` records (a cut last line's
+        slot, always the last, is dropped by giving a smaller `n`)."""
+        for name, col in (("time", times), ("type", types), ("f", fs), ("process", procs), ("off", offs)):
+            self.cols[name].append(col[:n] if len(col) > n else col)
         self.end = 0  # offset after the last byte consumed
 
     def f_code(self, f: Any) -> int:

@@ -203,13 +203,8 @@ def _native_part(lib: Any, addr: int, src: Any, spec: SendShape, start: int, end
     procs[o_recs] = o_p
     if dropped:
         n_rec -= 1
-        times, types, fs, procs, offs = times[:n_rec], types[:n_rec], fs[:n_rec], procs[:n_rec], offs[:n_rec]
+    part.add_records(n_rec, times, types, fs, procs, offs)
     c = part.cols
-    c["time"].append(times)
-    c["type"].append(types)
-    c["f"].append(fs)
-    c["process"].append(procs)
-    c["off"].append(offs)
     num, width, key, seq = out["s_num"], out["s_width"], out["s_key"], out["s_seq"]
     s_str = [(s, src[a:b].decode()) for s, a, b in zip(out["sid_send"].tolist(), out["sid_start"].tolist(),
                                                       out["sid_end"].tolist())]

@@ -201,14 +201,8 @@ def _parse_chunk(part: Part, spec: SendShape, chunk: bytes, base: int, at_eof: b
         offs[pos] = line_start[li]
         if send is not None:
             o_sends.append((pos, typ, *send))
-    if n_rec < n_m + n_o:  # drop the slot of the cut line (always the last)
-        times, types, fs, procs, offs = times[:n_rec], types[:n_rec], fs[:n_rec], procs[:n_rec], offs[:n_rec]
+    part.add_records(n_rec, times, types, fs, procs, offs)  # n_rec < n_m + n_o: the cut line dropped
     c = part.cols
-    c["time"].append(times)
-    c["type"].append(types)
-    c["f"].append(fs)
-    c["process"].append(procs)
-    c["off"].append(offs)
     # sends: fast and slow merged in record order
     if o_sends:
         s_pos = np.concatenate([m_pos, np.array([s[0] for s in o_sends], np.int64)]) if n_m else \
