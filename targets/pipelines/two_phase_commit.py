@@ -10,7 +10,8 @@ How (Gray & Reuter's 2PC with Redis as the last resource, whose commit is the de
    (durable, invisible, can still be committed or rolled back by anyone later).
 2. Redis (AOF always), one Lua script, atomic: compare-and-set of the batch's source positions
    (kept in Redis, fencing a zombie as in kafka_to_postgres), SADD of the ids, and the decision
-   record `decision:<gid>`. This is the commit point.
+   record `decision:<gid>`. This is the commit point. (The positions are also committed to the
+   consumer group afterwards, for monitoring only: that is the progress the harness watches.)
 3. PostgreSQL: `COMMIT PREPARED <gid>` (or `ROLLBACK PREPARED` when step 2 was fenced).
 Recovery: on every start and after any error whose outcome is unknown, each prepared
 transaction of this replica (gid prefix) is committed if Redis holds its decision, else rolled
@@ -180,6 +181,12 @@ class Coordinator:
             return
         for p, (_, new) in ranges.items():
             self.position[p] = new
+        # for monitoring only (the harness's progress): the positions that count are in Redis
+        try:
+            self.consumer.commit(offsets=[TopicPartition(self.cfg.source_topic, p, new)
+                                          for p, (_, new) in ranges.items()], asynchronous=True)
+        except Exception as e:  # noqa: BLE001 - e.g. partitions revoked meanwhile
+            log(f"offset commit (monitoring): {e}")
         log(f"committed {len(events)} in both stores: " + ", ".join(
             f"p{p} {a}->{b}" for p, (a, b) in sorted(ranges.items())))
 
