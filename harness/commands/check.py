@@ -105,10 +105,11 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
         stats = r.pop("stats")
         checkers: dict[str, Any] = {"exactly-once": r}
         if h.f_code("sink-content") >= 0:  # a run with several sinks: in all of them or in none
-            from onceproof.checkers import compose, partial
+            from onceproof.checkers import partial
+            from onceproof.checkers.compose import merge_valid
 
             checkers["partial"] = partial.check(h, examples=args.examples)
-            return {"file": path, "valid": compose.merge_valid(c["valid"] for c in checkers.values()),
+            return {"file": path, "valid": merge_valid(c["valid"] for c in checkers.values()),
                     "checkers": checkers, "stats": stats}
         return {"file": path, "valid": r["valid"], "checkers": checkers, "stats": stats}
 

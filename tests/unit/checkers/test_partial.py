@@ -15,7 +15,8 @@ from .histories import RunModel, runs
 SETTINGS = settings(max_examples=35, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def content(run: RunModel, sink: str, drop: set[str] = frozenset(), add: list[list[Any]] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+def content(run: RunModel, sink: str, drop: frozenset[str] | set[str] = frozenset(),
+            add: tuple[list[Any], ...] | list[list[Any]] = ()) -> dict[str, Any]:
     evs = [[e.id, e.key, e.seq, 0] for e in run.effects_until(run.end_t) if e.id not in drop] + list(add)
     return {"time": run.end_t + 5, "process": "observer", "type": "ok", "f": "sink-content",
             "value": {"sink": sink, "events": evs}}
@@ -98,3 +99,26 @@ def test_without_the_final_read_there_is_no_verdict() -> None:
     recs = [r for r in run.records() if r["f"] != "final-read"]
     r = partial.check(history_from_records(recs))
     assert r["valid"] == "unknown" and "no final read" in r["reason"], r
+
+
+def test_onceproof_check_applies_partial_to_a_history_with_two_sinks(tmp_path) -> None:
+    """`onceproof check` on a run folder's history: the partial checker runs when the history
+    has sink-content records, and its verdict counts (exit 1)."""
+    import json
+    import subprocess
+    import sys
+
+    from .histories import Event
+
+    run = RunModel(events=[Event("e1", "k", 0, 1, "ok", 2, 3), Event("e2", "k", 1, 4, "ok", 5, 6)],
+                   observe_ts=[50], full_ts=[], end_t=100)
+    run.extra.append(content(run, "redis-set:second", drop={"e2"}))
+    path = tmp_path / "history.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in run.records()))
+    res = subprocess.run([sys.executable, "-m", "onceproof", "check", "--json", str(path)], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 1, (res.stdout, res.stderr)
+    verdict = json.loads(res.stdout.splitlines()[0])
+    assert verdict["checkers"]["exactly-once"]["valid"] is True
+    assert verdict["checkers"]["partial"]["anomalies"] == {"partial": 1}
+    assert verdict["checkers"]["partial"]["examples"]["partial"][0]["id"] == "e2"
