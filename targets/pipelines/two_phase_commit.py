@@ -14,8 +14,9 @@ How (Gray & Reuter's 2PC with Redis as the last resource, whose commit is the de
    consumer group afterwards, for monitoring only: that is the progress the harness watches.)
 3. PostgreSQL: `COMMIT PREPARED <gid>` (or `ROLLBACK PREPARED` when step 2 was fenced).
 Recovery: on every start and after any error whose outcome is unknown, each prepared
-transaction of this replica (gid prefix) is committed if Redis holds its decision, else rolled
-back. A coordinator killed between 2 and 3 thus commits its PostgreSQL half when it restarts.
+transaction of this replica (gid prefix) is committed if Redis holds its decision, else marked
+aborted in Redis (the decision script refuses an aborted gid, so a late decision cannot commit
+after the check) and rolled back. A coordinator killed between 2 and 3 thus commits its PostgreSQL half when it restarts.
 
 Test hook: ONCEPROOF_2PC_HOLD_MS waits between phases 2 and 3 (aims a kill there).
 Broken twin: two_phase_commit_no_recovery.
@@ -36,9 +37,11 @@ from onceproof.targets.pipelines.dedup_cache import redis_client
 
 EFFECTS_DDL = ("CREATE TABLE IF NOT EXISTS {} (event_id text, key text, seq bigint, replica int, "
                "applied_at timestamptz DEFAULT now(), pos bigserial)")
-# KEYS: positions hash, effects set, decision key; ARGV: n partitions, then (partition, expected,
-# new) n times, then the ids. Returns 1 when applied, 0 when a position is not where expected.
+# KEYS: positions hash, effects set, decision key, abort key; ARGV: n partitions, then
+# (partition, expected, new) n times, then the ids. Returns 1 when applied, 0 when a position is
+# not where expected or recovery already aborted this transaction.
 DECIDE = """
+if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
 local n = tonumber(ARGV[1])
 for i = 0, n - 1 do
   local cur = redis.call('HGET', KEYS[1], ARGV[2 + 3 * i]) or '0'
@@ -71,6 +74,17 @@ class Coordinator:
 
     def decision(self, gid: str) -> str:
         return f"onceproof-2pc:{self.cfg.run_id}:decision:{gid}"
+
+    def aborted(self, gid: str) -> str:
+        return f"onceproof-2pc:{self.cfg.run_id}:abort:{gid}"
+
+    def decided(self, gid: str) -> bool:
+        """Whether `gid` committed in Redis. When not, it is marked aborted first, so that a
+        decision still on its way (a script sent before a timeout) can no longer commit."""
+        if self.redis.exists(self.decision(gid)):
+            return True
+        self.redis.set(self.aborted(gid), "1")
+        return bool(self.redis.exists(self.decision(gid)))
 
     # --- positions (in Redis, with the decisions) ------------------------------------------
     def stored(self, partitions: list[int]) -> dict[int, int]:
@@ -109,7 +123,7 @@ class Coordinator:
                                                (self.prefix + "%",)).fetchall()]
             done = [0, 0]
             for gid in gids:
-                commit = bool(self.redis.exists(self.decision(gid)))
+                commit = self.decided(gid)
                 conn.execute(f"{'COMMIT' if commit else 'ROLLBACK'} PREPARED '{gid}'")
                 done[0 if commit else 1] += 1
             return done[0], done[1]
@@ -157,7 +171,8 @@ class Coordinator:
             args += [p, expected, new]
         args += [e["id"] for e in events]
         try:  # phase 2: the decision
-            ok = self.decide(keys=[self.positions_key, self.set_name, self.decision(gid)], args=args)
+            ok = self.decide(keys=[self.positions_key, self.set_name, self.decision(gid), self.aborted(gid)],
+                             args=args)
         except Exception as e:  # noqa: BLE001 - fate unknown: recovery reads the decision
             log(f"decision of {len(events)}: {one_line(e)}; fate unknown")
             self.pg.close()

@@ -26,6 +26,7 @@ ROWS = {
     "outbox-dual-write": "lost",
     "dedup-cache-correct": None,
     "dedup-cache-short-ttl": "duplicate",
+    "dedup-cache-clock-jump": "duplicate",
     "checkpoint-correct": None,
     "checkpoint-separate-snapshot": "state-mismatch",
     "rebalance-correct": None,
