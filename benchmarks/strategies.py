@@ -3,7 +3,8 @@ per plan, how many runs gave the table's verdict and, for the broken ones, how l
 load started the first anomaly was visible.
 
 Time to the first anomaly: a `duplicate` is visible when the observer's reads show an event id
-a second time; `lost` and `state-mismatch` are known only once the pipeline caught up, so their
+a second time (or, when the reads during the run showed nothing, as they often do for a Kafka
+sink, at the final read); `lost` and `state-mismatch` are known only once the pipeline caught up, so their
 time is the final read's; `partial` is known once the other sinks were read after it.
 
     .venv/bin/python benchmarks/strategies.py                     # every plan, seeds 1 2 3
@@ -42,6 +43,11 @@ def first_anomaly_s(out: Path, anomaly: str) -> float | None:
                     counts[ev[0]] = counts.get(ev[0], 0) + 1
                     if counts[ev[0]] > 1 and start is not None:
                         return (rec["time"] - start) / 1e9
+            elif anomaly == "duplicate" and b'"f":"final-read"' in line and b'"type":"ok"' in line:
+                rec = orjson.loads(line)
+                ids = [ev[0] for ev in (rec.get("value") or {}).get("events") or []]
+                if len(ids) != len(set(ids)) and start is not None:
+                    return (rec["time"] - start) / 1e9
             elif anomaly != "duplicate" and b'"type":"ok"' in line and (
                     b'"f":"sink-content"' in line if anomaly == "partial" else b'"f":"final-read"' in line):
                 if start is not None:
