@@ -152,6 +152,11 @@ class Workload(_Model):
     duration: Duration = Field(30.0, gt=0)
     partitions: int = Field(3, ge=1, le=256, description="source topic partitions (kafka)")
     payload_bytes: int = Field(16, ge=0, le=1_000_000)
+    also_sinks: list[Annotated[str, BeforeValidator(_endpoint(SINK_KINDS, "redis-set:onceproof_effects"))]] = Field(
+        default_factory=list, description=(
+            "other sinks the pipeline applies every effect to besides `sink` (e.g. a two-phase commit "
+            "across two stores): each is read after quiescence, and the `partial` checker demands that "
+            "every event be in all the sinks or in none"))
 
 
 class ExactlyOnceCheck(_Model):
@@ -219,7 +224,8 @@ class Plan(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Plan":
-        for field, endpoint in (("source", self.workload.source), ("sink", self.workload.sink)):
+        for field, endpoint in (("source", self.workload.source), ("sink", self.workload.sink),
+                                *(("also-sinks", e) for e in self.workload.also_sinks)):
             kind = endpoint.split(":", 1)[0].split("-")[0]
             if self.targets.section(kind) is None:
                 raise PlanConsistencyError(["workload", field],

@@ -20,6 +20,7 @@ from onceproof.recorder import HistoryWriter
 from onceproof.observer import Observer
 from onceproof.plan import Plan
 from onceproof.progress import ProgressWatch, watching
+from onceproof.extra_sinks import extra_sinks
 from onceproof.sinks import Sink, make_sink
 from onceproof.sources import make_source
 from onceproof.stages import Interrupted, RunLog
@@ -96,10 +97,12 @@ def _scopes(plan: Plan, run: RunLog, signals: stages.Signals, progress: Progress
             source = make_source(plan.workload.source, deployment, plan.workload.partitions)
             sink = make_sink(plan.workload.sink, deployment)
             scope.enter_context(stages.clients_closed(source, sink, run))
+            others = scope.enter_context(extra_sinks(plan.workload.also_sinks, deployment))
             replicas = scope.enter_context(stages.pipeline_replicas(plan, deployment, run))
             load_host = scope.enter_context(stages.load_host(deployment.runtime, run))
             load_host.call(source.setup)
             sink.setup()
+            others.setup()
             _phase(progress, report, "starting pipeline")
             replicas.start()
             observer = scope.enter_context(stages.observing(sink, history, plan.observe.interval, run))
@@ -119,6 +122,7 @@ def _scopes(plan: Plan, run: RunLog, signals: stages.Signals, progress: Progress
             load_host.call(workload.finish, min(30.0, plan.quiesce.max))
             run.load_stats = workload.stats.as_dict()
             _settle(plan, run, history, observer, watch, sink, progress, report, replicas)
+            others.record_contents(history)
         _phase(progress, report, "teardown")
 
 
@@ -198,6 +202,11 @@ def _conclude(plan: Plan, run: RunLog) -> RunResult:
         if plan.faults:  # did the planned faults happen? (checks.faults: strict or lenient)
             planned, strict = len(plan.fault_steps), plan.checks.faults == "strict"
             checkers["faults"] = lambda history: faults_check.check(history, planned=planned, strict=strict)
+        if plan.workload.also_sinks:  # in all the sinks or in none
+            from onceproof.checkers import partial
+
+            main_sink = plan.workload.sink
+            checkers["partial"] = lambda history: partial.check(history, main=main_sink)
         checked = dict(compose(checkers)(h))
     except Exception as e:  # noqa: BLE001
         run.errors.append(f"checker: {type(e).__name__}: {e}")

@@ -322,6 +322,8 @@ def pipeline_env(plan: Plan, deployment: Deployment, run_id: str) -> dict[str, s
         "ONCEPROOF_REPLICAS": str(plan.pipeline.replicas),
         "ONCEPROOF_RUN_ID": run_id,
         "PYTHONUNBUFFERED": "1",
+        # the other sinks of a multi-store pipeline (workload.also-sinks), comma-separated
+        **({"ONCEPROOF_ALSO_SINKS": ",".join(plan.workload.also_sinks)} if plan.workload.also_sinks else {}),
     }
 
 

@@ -103,7 +103,15 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
         h = read_history(path)
         r = exactly_once.check(h, order=args.order, examples=args.examples)
         stats = r.pop("stats")
-        return {"file": path, "valid": r["valid"], "checkers": {"exactly-once": r}, "stats": stats}
+        checkers: dict[str, Any] = {"exactly-once": r}
+        if h.f_code("sink-content") >= 0:  # a run with several sinks: in all of them or in none
+            from onceproof.checkers import partial
+            from onceproof.checkers.compose import merge_valid
+
+            checkers["partial"] = partial.check(h, examples=args.examples)
+            return {"file": path, "valid": merge_valid(c["valid"] for c in checkers.values()),
+                    "checkers": checkers, "stats": stats}
+        return {"file": path, "valid": r["valid"], "checkers": checkers, "stats": stats}
 
     from onceproof.checkers import edn, linearizable, models
     from onceproof.checkers.ops import guess_model, ops_from_history, read_edn_history, read_jepsen_log

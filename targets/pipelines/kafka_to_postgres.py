@@ -103,23 +103,18 @@ class Pipeline:
             ranges[p] = (expected, off + 1)
             ev = event(m)
             if ev is not None:
+                ev["partition"], ev["offset"] = p, off  # for subclasses' write(); insert_effects ignores them
                 events.append(ev)
         if not ranges:
             return
         if self.hold:
             log(f"holding a batch of {len(events)} for {self.hold} ms")
             time.sleep(self.hold / 1000)
-        key = (self.cfg.group, self.topic)
 
         def go(conn: psycopg.Connection) -> None:
-            for p, (expected, new) in sorted(ranges.items()):  # lock rows in one order: no deadlock
-                cur = conn.execute("UPDATE onceproof_offsets SET next_offset = %s WHERE grp = %s "
-                                   "AND topic = %s AND partition = %s AND next_offset = %s",
-                                   (new, *key, p, expected))
-                if cur.rowcount != 1:
-                    raise Fenced(f"partition {p} is no longer at {expected}")
+            self.advance(conn, ranges)
             if events:
-                insert_effects(conn, self.cfg.sink_name, events, self.cfg.replica)
+                self.write(conn, events)
 
         try:
             self.pg.transaction(go)
@@ -136,8 +131,32 @@ class Pipeline:
             self.position[p] = new
         log(f"applied {len(events)}: " + ", ".join(f"p{p} {a}->{b}" for p, (a, b) in sorted(ranges.items())))
 
-    def run(self) -> None:
+    def advance(self, conn: psycopg.Connection, ranges: dict[int, tuple[int, int]]) -> None:
+        """Move the stored positions from `expected` to `new` (partition -> (expected, new)) in
+        the batch's transaction; raise Fenced when one is not where this replica stands.
+        Subclasses (targets/pipelines/rebalance_*.py) fence differently."""
+        key = (self.cfg.group, self.topic)
+        for p, (expected, new) in sorted(ranges.items()):  # lock rows in one order: no deadlock
+            cur = conn.execute("UPDATE onceproof_offsets SET next_offset = %s WHERE grp = %s "
+                               "AND topic = %s AND partition = %s AND next_offset = %s",
+                               (new, *key, p, expected))
+            if cur.rowcount != 1:
+                raise Fenced(f"partition {p} is no longer at {expected}")
+
+    def write(self, conn: psycopg.Connection, events: list[dict]) -> None:
+        """Apply a batch's events (dicts id, key, seq, partition, offset) in the batch's
+        transaction. Subclasses (outbox, checkpoint) write more, or elsewhere."""
+        insert_effects(conn, self.cfg.sink_name, events, self.cfg.replica)
+
+    def setup(self) -> None:
+        """Tables the pipeline needs, created before it subscribes."""
         create_table(self.pg, OFFSETS_DDL)
+
+    def idle(self) -> None:
+        """Called once per loop round (subclasses' periodic work)."""
+
+    def run(self) -> None:
+        self.setup()
         self.consumer.subscribe([self.topic], on_assign=self.on_assign, on_revoke=self.on_revoke,
                                 on_lost=self.on_revoke)
         while True:
@@ -146,6 +165,7 @@ class Pipeline:
             msgs = batch(self.consumer)
             if msgs:
                 self.apply(msgs)
+            self.idle()
 
 
 def run(cfg: Config) -> None:
