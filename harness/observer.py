@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 from onceproof.recorder import HistoryWriter
 from onceproof.sinks import Sink
@@ -77,10 +78,12 @@ class Observer:
             self.history.record("observer", "ok", "final-read", {"full": True, "events": events})
             return len(events)
 
-    def record_state(self, query: str) -> None:
+    def record_state(self, query: str | Callable[[], dict[str, dict[str, int]] | None]) -> None:
+        """One `state` record: the declared derived state, from a SQL query on the sink or a
+        reader function (harness/mappings.state_reader)."""
         self.history.record("observer", "invoke", "state", None)
         try:
-            state = self.sink.state(query)
+            state = query() if callable(query) else self.sink.state(query)
         except Exception as e:  # noqa: BLE001
             self.history.record("observer", "fail", "state", {"error": str(e)[:300]})
             return

@@ -91,7 +91,7 @@ class PostgresNode(Node):
             raise NodeError(f"initdb for {self.name} failed:\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
         with open(self.pgdata / "postgresql.conf", "a") as conf:
             conf.write("\n# onceproof\nmax_connections = 200\nshared_buffers = 64MB\n"
-                       "max_prepared_transactions = 50\nwal_level = replica\n"
+                       "max_prepared_transactions = 50\nwal_level = logical\n"
                        f"fsync = {'on' if self.fsync else 'off'}\nlog_min_messages = warning\n")
         with open(self.pgdata / "pg_hba.conf", "a") as hba:
             hba.write("host all all 0.0.0.0/0 scram-sha-256\nhost replication all 0.0.0.0/0 scram-sha-256\n")
