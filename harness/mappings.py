@@ -340,17 +340,28 @@ class PostgresTableSink(Sink):
         rows = Rows(s.id, s.key, s.seq, None, s.applied)
         self.follower = Follower(self.deployment.postgres_dsn(), s.table or "", rows, s.schema_)
         self.follower.create()
+        cols = ", ".join(c or "NULL" for c in (s.id, s.key, s.seq, s.applied if s.applied != "xmin" else None))
+        self.query = PostgresQuerySink(self.deployment, PostgresMapping(
+            query=f"SELECT {cols} FROM {s.schema_}.{s.table}", applied=s.applied if s.applied != "xmin" else None))
+
+    def _full(self) -> list[Effect]:
+        """The table read in full (a delete the WAL did not identify: `Follower.blind`)."""
+        return self.query._rows(60.0)
 
     def read(self) -> tuple[list[Effect], bool]:
         return self.follower.read()
 
     def final_read(self) -> list[Effect]:
-        return self.follower.final_read()
+        effects = self.follower.final_read()
+        return self._full() if self.follower.blind else effects
 
     def close(self) -> None:
         follower = getattr(self, "follower", None)
         if follower is not None:
             follower.close()
+        query = getattr(self, "query", None)
+        if query is not None:
+            query.close()
 
 
 class MappedKafkaSink(KafkaSink):

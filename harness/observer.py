@@ -19,6 +19,7 @@ class Observer:
         self.applied = 0  # effects seen so far (rows, duplicates included)
         self.last_change = time.monotonic()
         self.errors = 0
+        self.last_full = True  # whether the last read was a full one (a re-read of the sink)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -34,6 +35,7 @@ class Observer:
                 self.history.record("observer", "fail", "observe", {"error": str(e)[:300]})
                 return 0
             self.history.record("observer", "ok", "observe", {"full": full, "events": events})
+            self.last_full = full
             new = len(events) if not full else max(0, len(events) - self.applied)
             self.applied = len(events) if full else self.applied + len(events)
             if events:
@@ -46,7 +48,9 @@ class Observer:
             self.observe_once()
             spent = time.monotonic() - started
             # a big sink takes longer to read: never spend more than a fifth of the time reading
-            self._stop.wait(max(self.interval_s, spent * 4))
+            # it in full; an incremental read (logical decoding, a stream) costs what is new, and
+            # must keep up with the rate: it waits the interval at most
+            self._stop.wait(max(self.interval_s, spent * 4) if self.last_full else max(0.0, self.interval_s - spent))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="observer", daemon=True)

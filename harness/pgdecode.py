@@ -28,7 +28,8 @@ from onceproof.targets.deadline import SocketDeadline
 Effect = list[Any]  # [id, key, seq, replica]
 
 # `name[type]:value`: value is 'text with '' doubled', null, or a bare token (numbers, booleans)
-_COLUMN = re.compile(r"""("(?:[^"]|"")+"|[^\s\[]+)\[([^\]]*(?:\[\])?)\]:('(?:[^']|'')*'|\S+)""")
+_VALUE = r"('[^']*(?:''[^']*)*'|\S+)"  # a quoted text value (quotes doubled inside), or a bare token
+_COLUMN = re.compile(r"""("(?:[^"]|"")+"|[^\s\[]+)\[([^\]]*(?:\[\])?)\]:""" + _VALUE)
 BATCH = 100_000  # changes per pg_logical_slot_get_changes call (it stops at a transaction's end)
 
 
@@ -99,6 +100,12 @@ class Follower:
         self.slot = "onceproof_" + secrets.token_hex(6)
         self.conn: Any = None
         self.next_identity = 0
+        # with a full_select and one application per row, the table itself is the content: rows
+        # are not kept here, and anything but an insert reads the table in full (`_reload`)
+        self.track = full_select is None or rows.applied is not None
+        self.count = 0
+        self.blind = False  # a delete that did not say which row: the final read reads the table
+        self._shape: tuple[re.Pattern[str], Callable[[tuple], Effect]] | None = None  # see _insert_pattern
         self.commit_times: list[str] = []  # not used by the checker yet: commit time of the last read's changes
 
     def _connect(self) -> Any:
@@ -145,9 +152,90 @@ class Follower:
             self.conn = None
             raise
 
+    def _insert_pattern(self, line: str) -> tuple[re.Pattern[str], Callable[[tuple], Effect]] | None:
+        """From one decoded INSERT of the table: a regex matching every INSERT line of it with
+        the same columns, capturing only id, key, seq and replica (text unquoted, integers as
+        digits), and a function making the effect of one match. None: no such pattern."""
+        body = line[len(self.prefix) + len("INSERT: "):]
+        cols = _COLUMN.findall(body)
+        if not cols:
+            return None
+        names = [n for n, _, _ in cols]
+        r = self.rows
+        want = [r.id_col, r.key_col, r.seq_col, r.replica_col]
+        if r.id_col not in names or r.applied is not None:
+            return None
+        last = max(names.index(c) for c in want if c in names)  # the columns after it are skipped
+        parts, exprs, group = [], ["None"] * 4, 0
+        for n, t, _ in cols[:last + 1]:
+            head = re.escape(f"{n}[{t}]:")
+            if n not in want:
+                parts.append(head + "(?:'[^']*(?:''[^']*)*'|\\S+)")
+                continue
+            slot = want.index(n)
+            if t in ("text", "character varying", "varchar", "name") and slot < 2:
+                parts.append(head + "'([^']*(?:''[^']*)*)'")
+                exprs[slot] = f"t[{group}]"
+            elif t in ("bigint", "integer", "smallint") and slot >= 2:
+                parts.append(head + "(-?\\d+)")
+                exprs[slot] = f"int(t[{group}])"
+            else:
+                return None  # another type (or a null): the line-by-line parser
+            group += 1
+        rx = "^" + re.escape(self.prefix + "INSERT: ") + " ".join(parts) + ("(?: [^\\n]*)?$" if last + 1 < len(cols) else "$")
+        if group == 1:  # findall gives strings, not tuples, for one group
+            exprs = [e.replace("t[0]", "t") for e in exprs]
+        make = eval(f"lambda t: [{', '.join(exprs)}]", {"int": int})  # noqa: S307 - our own expression
+        return re.compile(rx, re.MULTILINE), make
+
+    def _fast_inserts(self, lines: list[str], out: list[Effect]) -> bool:
+        """A batch whose lines for the table are all INSERTs of one row shape (an effects table:
+        the common case) parsed with one regex over the whole batch. False: not such a batch,
+        nothing done (the caller goes line by line)."""
+        mine = [ln for ln in lines if ln.startswith(self.prefix)]
+        if not mine:
+            return True
+        ins = self.prefix + "INSERT: "
+        if not all(ln.startswith(ins) for ln in mine):
+            return False
+        if self._shape is None:
+            self._shape = self._insert_pattern(mine[0])
+            if self._shape is None:
+                return False
+        rx, make = self._shape
+        text = "\n".join(mine)
+        if "''" in text:  # a quote inside a value: the line-by-line parser unquotes it
+            return False
+        found = rx.findall(text)
+        if len(found) != len(mine):
+            self._shape = None  # the table changed shape: learn it again next time
+            return False
+        effects = list(map(make, found))
+        out.extend(effects)
+        if not self.track:  # the table itself is the content: nothing to keep here
+            self.count += len(found)
+            return True
+        rows, by_id = self.rows.rows, self.rows.by_id
+        ident = self.next_identity
+        for eff in effects:
+            rows[ident] = [eff, 1]
+            ids = by_id.get(eff[0])
+            if ids is None:
+                by_id[eff[0]] = [ident]
+            else:
+                ids.append(ident)
+            ident += 1
+        self.next_identity = ident
+        return True
+
     def _apply(self, lines: list[str], out: list[Effect]) -> bool:
         """Apply decoded lines to the content; new applications go to `out`. True when a row
         went away (a delete or truncate): the caller returns the whole content then."""
+        if self._fast_inserts(lines, out):
+            return False
+        if not self.track:  # anything but inserts: the table is read in full (it is the content)
+            if any(ln.startswith(self.prefix) and not ln.startswith(self.prefix + "INSERT: ") for ln in lines):
+                return True  # read() reads the table in full
         rows, prefix, n = self.rows, self.prefix, len(self.prefix)
         vanished = False
         for line in lines:
@@ -194,6 +282,7 @@ class Follower:
                     if not ids:
                         del rows.by_id[eid]
                 else:
+                    self.blind = True  # which row went is unknown (no key in the WAL): see final_read
                     self._reload()
                 vanished = True
             elif op == "TRUNCATE":
@@ -224,9 +313,16 @@ class Follower:
             if len(lines) < BATCH:
                 break
         if vanished:
+            if not self.track and self.full_select is not None:
+                return self.full_select(), True
             return self.rows.expand(), True
         return out, False
 
     def final_read(self) -> list[Effect]:
+        """The whole content after reading the rest of the slot: the table read in full when
+        there is a `full_select` and the decoded content may be wrong (`blind`), else the
+        decoded content (which alone knows the re-applications by xmin)."""
         self.read(timeout=60.0)
+        if self.full_select is not None and (self.blind or not self.track):
+            return self.full_select()
         return self.rows.expand()
