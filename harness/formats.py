@@ -121,7 +121,7 @@ class Format:
         self.columns = {str(n): compile_text(t, ("columns", n)) for n, t in (spec.get("columns") or {}).items()}
         for n in self.columns:
             if not n.isidentifier() or n.lower() == "pos":
-                raise TemplateError(("columns", n), f"expected a plain column name (letters, digits, _; not `pos`, "
+                raise TemplateError(("columns", n), "expected a plain column name (letters, digits, _; not `pos`, "
                                     "which the source keeps for its own order)")
 
     def carries_id(self, kind: str) -> bool:

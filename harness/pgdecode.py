@@ -277,7 +277,7 @@ class Follower:
                 old = parse_row(rest)
                 eid = old.get(rows.id_col)
                 ids = rows.by_id.get(eid) if eid is not None else None
-                if ids:
+                if eid is not None and ids:
                     rows.rows.pop(ids.pop(), None)
                     if not ids:
                         del rows.by_id[eid]
