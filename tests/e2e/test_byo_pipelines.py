@@ -6,8 +6,10 @@ nobody here wrote the framework of:
   replies are slow (a PostgreSQL latency fault) leave orders written twice, found as
   `duplicate` through a `query:` mapping on the library's table;
 - a Kafka Streams topology counting events per key into a topic of 8-byte longs (and copying
-  the events): exactly_once_v2 passes the state check under kills; at_least_once with slow
-  commits (commit.interval.ms 60 s) is caught as `state-mismatch` after a kill;
+  the events), the record cache off (statestore.cache.max.bytes 0: every update reaches the
+  changelog and the output at once): exactly_once_v2 passes the state check under kills;
+  at_least_once with slow commits (commit.interval.ms 5 s) is caught as `state-mismatch` after
+  a kill (the updates since the last commit are counted again);
 - a pipeline reading a text format (`customer,n`, the id in a header) and upserting its own
   table, followed by logical decoding with an applied_count column: valid under kills.
 
@@ -62,7 +64,7 @@ pipeline:
   replicas: 1
   cwd: {cwd}
   groups: [count-per-key]
-  env: {{PROCESSING_GUARANTEE: {guarantee}, COMMIT_MS: {commit_ms}, STATE_DIR: {cwd}/state}}
+  env: {{PROCESSING_GUARANTEE: {guarantee}, COMMIT_MS: {commit_ms}, CACHE_BYTES: 0, STATE_DIR: {cwd}/state}}
 workload: {{source: kafka:ks-events, sink: kafka:ks-copy, rate: 200, keys: 10, duration: 40s}}
 checks: {{state: {{topic: ks-counts, value: long}}}}
 faults:
@@ -144,7 +146,7 @@ def test_kafka_streams_exactly_once_v2_passes_the_state_check_under_kills(tmp_pa
 
 def test_kafka_streams_at_least_once_with_slow_commits_is_a_state_mismatch_after_a_kill(
         tmp_path: Path, kstreams_classes: str) -> None:
-    code, results, out = _run(tmp_path, KSTREAMS.format(guarantee="at_least_once", commit_ms=60000, cwd=tmp_path,
+    code, results, out = _run(tmp_path, KSTREAMS.format(guarantee="at_least_once", commit_ms=5000, cwd=tmp_path,
                                                         classpath=kstreams_classes))
     eo = results["checkers"]["exactly-once"]
     assert code == 1 and eo["anomalies"]["state-mismatch"] >= 1, (eo.get("anomalies"), results.get("notes"))
