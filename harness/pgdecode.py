@@ -30,7 +30,7 @@ Effect = list[Any]  # [id, key, seq, replica]
 # `name[type]:value`: value is 'text with '' doubled', null, or a bare token (numbers, booleans)
 _VALUE = r"('[^']*(?:''[^']*)*'|\S+)"  # a quoted text value (quotes doubled inside), or a bare token
 _COLUMN = re.compile(r"""("(?:[^"]|"")+"|[^\s\[]+)\[([^\]]*(?:\[\])?)\]:""" + _VALUE)
-BATCH = 100_000  # changes per pg_logical_slot_get_changes call (it stops at a transaction's end)
+BATCH = 20_000  # changes per pg_logical_slot_get_changes call (it stops at a transaction's end)
 
 
 def _value(raw: str) -> str | None:
@@ -304,13 +304,18 @@ class Follower:
             self.rows.rows[ident] = [eff, 1]
             self.rows.by_id.setdefault(eff[0], []).append(ident)
 
-    def read(self, timeout: float = 10.0) -> tuple[list[Effect], bool]:
+    def read(self, timeout: float = 10.0, budget_s: float = 1.0) -> tuple[list[Effect], bool]:
+        """Changes since the last read, for at most about `budget_s` (the observer records each
+        read as it returns, so a busy sink is followed in steps, not one read that never ends)."""
+        import time
+
         out: list[Effect] = []
         vanished = False
+        started = time.monotonic()
         while True:
             lines = self._changes(timeout)
             vanished = self._apply(lines, out) or vanished
-            if len(lines) < BATCH:
+            if len(lines) < BATCH or time.monotonic() - started > budget_s:
                 break
         if vanished:
             if not self.track and self.full_select is not None:
@@ -322,7 +327,11 @@ class Follower:
         """The whole content after reading the rest of the slot: the table read in full when
         there is a `full_select` and the decoded content may be wrong (`blind`), else the
         decoded content (which alone knows the re-applications by xmin)."""
-        self.read(timeout=60.0)
+        while True:  # to the end of the slot
+            before = self.next_identity + self.count
+            self.read(timeout=60.0, budget_s=60.0)
+            if self.next_identity + self.count == before:
+                break
         if self.full_select is not None and (self.blind or not self.track):
             return self.full_select()
         return self.rows.expand()
