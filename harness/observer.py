@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 from onceproof.recorder import HistoryWriter
 from onceproof.sinks import Sink
@@ -18,6 +19,7 @@ class Observer:
         self.applied = 0  # effects seen so far (rows, duplicates included)
         self.last_change = time.monotonic()
         self.errors = 0
+        self.last_full = True  # whether the last read was a full one (a re-read of the sink)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -33,6 +35,7 @@ class Observer:
                 self.history.record("observer", "fail", "observe", {"error": str(e)[:300]})
                 return 0
             self.history.record("observer", "ok", "observe", {"full": full, "events": events})
+            self.last_full = full
             new = len(events) if not full else max(0, len(events) - self.applied)
             self.applied = len(events) if full else self.applied + len(events)
             if events:
@@ -45,7 +48,9 @@ class Observer:
             self.observe_once()
             spent = time.monotonic() - started
             # a big sink takes longer to read: never spend more than a fifth of the time reading
-            self._stop.wait(max(self.interval_s, spent * 4))
+            # it in full; an incremental read (logical decoding, a stream) costs what is new, and
+            # must keep up with the rate: it waits the interval at most
+            self._stop.wait(max(self.interval_s, spent * 4) if self.last_full else max(0.0, self.interval_s - spent))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="observer", daemon=True)
@@ -77,10 +82,12 @@ class Observer:
             self.history.record("observer", "ok", "final-read", {"full": True, "events": events})
             return len(events)
 
-    def record_state(self, query: str) -> None:
+    def record_state(self, query: str | Callable[[], dict[str, dict[str, int]] | None]) -> None:
+        """One `state` record: the declared derived state, from a SQL query on the sink or a
+        reader function (harness/mappings.state_reader)."""
         self.history.record("observer", "invoke", "state", None)
         try:
-            state = self.sink.state(query)
+            state = query() if callable(query) else self.sink.state(query)
         except Exception as e:  # noqa: BLE001
             self.history.record("observer", "fail", "state", {"error": str(e)[:300]})
             return

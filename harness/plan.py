@@ -23,6 +23,8 @@ from onceproof.faults.schedule import FaultEntry, FaultSpecError, RandomEntry, S
 from onceproof.targets.kinds import Section, target_kinds
 
 from onceproof.errors import OnceproofError
+from onceproof.formats import Format, TemplateError
+from onceproof.mappings import SinkMapping, StateSpec
 
 # --- durations ---------------------------------------------------------------------
 # One grammar for every duration of the project (faults/params.py): `40s`, `500ms`, `2m`, `1h`,
@@ -143,6 +145,33 @@ def _endpoint(kinds: tuple[str, ...], example: str):  # type: ignore[no-untyped-
     return check
 
 
+class SourceFormat(_Model):
+    """`workload.format`: what each event looks like on the wire (harness/formats.py). Kafka:
+    `value` (a JSON template or a text template), `key` (text), `headers` (name -> text);
+    Redis: `fields` (stream field -> text); PostgreSQL: `columns` (column -> text). Templates
+    hold {id}, {key}, {seq}, {payload}. Absent: the contract's JSON (id, key, seq, payload)."""
+
+    value: Any = None
+    key: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    fields: dict[str, str] = Field(default_factory=dict)
+    columns: dict[str, str] = Field(default_factory=dict)
+    _compiled: Format | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _compile(self) -> "SourceFormat":
+        try:
+            self._compiled = Format(self.model_dump())
+        except TemplateError as e:
+            raise PlanConsistencyError(["workload", "format", *e.path], e.message) from None
+        return self
+
+    @property
+    def compiled(self) -> Format:
+        assert self._compiled is not None
+        return self._compiled
+
+
 class Workload(_Model):
     source: Annotated[str, BeforeValidator(_endpoint(SOURCE_KINDS, "kafka:onceproof.events"))] = "kafka:onceproof.events"
     sink: Annotated[str, BeforeValidator(_endpoint(SINK_KINDS, "postgres:onceproof_effects"))] = \
@@ -157,17 +186,30 @@ class Workload(_Model):
             "other sinks the pipeline applies every effect to besides `sink` (e.g. a two-phase commit "
             "across two stores): each is read after quiescence, and the `partial` checker demands that "
             "every event be in all the sinks or in none"))
+    format: SourceFormat | None = Field(None, description="the source's wire format (default: the contract's JSON)")
+    sink_mapping: SinkMapping | None = Field(None, description=(
+        "the pipeline's own store, when `sink` is given as a mapping (harness/mappings.py)"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sink_as_mapping(cls, data: Any) -> Any:
+        """`sink: {postgres: {query: ...}}` -> sink-mapping, with `sink` the KIND:NAME it stands for."""
+        if isinstance(data, dict) and isinstance(data.get("sink"), dict):
+            data = dict(data)
+            raw = data.pop("sink")
+            data["sink-mapping"] = raw
+            try:
+                data["sink"] = SinkMapping.model_validate(raw).endpoint()
+            except ValidationError:
+                data["sink"] = "postgres:mapped"  # the mapping's own errors are reported on sink-mapping
+        return data
 
 
 class ExactlyOnceCheck(_Model):
     order: Literal["per-key"] | None = None
 
 
-class StateCheck(_Model):
-    """Derived state the pipeline keeps: a SQL query on the sink database returning rows
-    (key, count, sum of seq). The checker compares it with the fold of the events."""
-
-    query: str
+StateCheck = StateSpec  # derived state: a SQL query or a compacted topic (harness/mappings.py)
 
 
 class Checks(_Model):
@@ -230,7 +272,13 @@ class Plan(_Model):
             if self.targets.section(kind) is None:
                 raise PlanConsistencyError(["workload", field],
                                            f"{endpoint} needs a {kind} target: add `{kind}: {{}}` under targets")
-        if self.checks.state and self.targets.section("postgres") is None:
+        if self.workload.format is not None and not self.workload.format.compiled.carries_id(
+                self.workload.source.split(":", 1)[0]):
+            raise PlanConsistencyError(["workload", "format"], "no template of this source's format holds {id}: "
+                                       "the event id must travel in the value, the key, a header, a field or a column")
+        if self.checks.state and self.checks.state.topic and self.targets.section("kafka") is None:
+            raise PlanConsistencyError(["checks", "state"], "a state topic is read from Kafka: add `kafka: {}`")
+        if self.checks.state and self.checks.state.query and self.targets.section("postgres") is None:
             raise PlanConsistencyError(["checks", "state"], "a state query runs on PostgreSQL: add `postgres: {}`")
         if self.pipeline.progress and self.targets.section("postgres") is None:
             raise PlanConsistencyError(["pipeline", "progress"],
@@ -391,7 +439,10 @@ def _known_fields(loc: tuple) -> list[str]:
 
 
 def _alias_loc(model: type[BaseModel], loc: tuple) -> tuple:
-    return tuple(_hyphen(p) if isinstance(p, str) else p for p in loc)
+    loc = tuple(_hyphen(p) if isinstance(p, str) else p for p in loc)
+    if loc[:2] == ("workload", "sink-mapping"):  # written as `sink:` in the plan
+        loc = ("workload", "sink", *loc[2:])
+    return loc
 
 
 MAX_PLAN_BYTES = 1_000_000  # a plan is a page of YAML: a megabyte is plenty

@@ -21,6 +21,7 @@ from onceproof.observer import Observer
 from onceproof.plan import Plan
 from onceproof.progress import ProgressWatch, watching
 from onceproof.extra_sinks import extra_sinks
+from onceproof.mappings import make_mapped_sink, state_reader
 from onceproof.sinks import Sink, make_sink
 from onceproof.sources import make_source
 from onceproof.stages import Interrupted, RunLog
@@ -94,8 +95,10 @@ def _scopes(plan: Plan, run: RunLog, signals: stages.Signals, progress: Progress
             log("starting targets")
             deployment = scope.enter_context(stages.targets_up(plan, run.run_id, run.out_dir / "logs", run))
             history.record("harness", "info", "targets-ready", {n: a for n, a, _ in deployment.endpoints()})
-            source = make_source(plan.workload.source, deployment, plan.workload.partitions)
-            sink = make_sink(plan.workload.sink, deployment)
+            fmt = plan.workload.format.compiled if plan.workload.format is not None else None
+            source = make_source(plan.workload.source, deployment, plan.workload.partitions, fmt)
+            sink = make_mapped_sink(plan.workload.sink_mapping, deployment) if plan.workload.sink_mapping \
+                else make_sink(plan.workload.sink, deployment)
             scope.enter_context(stages.clients_closed(source, sink, run))
             others = scope.enter_context(extra_sinks(plan.workload.also_sinks, deployment))
             replicas = scope.enter_context(stages.pipeline_replicas(plan, deployment, run))
@@ -121,7 +124,7 @@ def _scopes(plan: Plan, run: RunLog, signals: stages.Signals, progress: Progress
             replicas.restart_dead(history)
             load_host.call(workload.finish, min(30.0, plan.quiesce.max))
             run.load_stats = workload.stats.as_dict()
-            _settle(plan, run, history, observer, watch, sink, progress, report, replicas)
+            _settle(plan, run, history, observer, watch, sink, progress, report, replicas, deployment)
             others.record_contents(history)
         _phase(progress, report, "teardown")
 
@@ -133,7 +136,7 @@ def _phase(progress: Progress, report: Callable[[Progress], None], phase: str) -
 
 def _settle(plan: Plan, run: RunLog, history: HistoryWriter, observer: Observer, watch: ProgressWatch,
             sink: Sink, progress: Progress, report: Callable[[Progress], None],
-            replicas: stages.Replicas) -> None:
+            replicas: stages.Replicas, deployment: Any) -> None:
     """Wait until the sink has stopped changing and the pipeline has caught up with the source
     (quiesce, harness/progress.py), record its final position, then read the sink one last time."""
     progress.phase = "quiescing"
@@ -147,7 +150,7 @@ def _settle(plan: Plan, run: RunLog, history: HistoryWriter, observer: Observer,
     watch.final(sink, history)
     observer.final_read()
     if plan.checks.state:
-        observer.record_state(plan.checks.state.query)
+        observer.record_state(state_reader(plan.checks.state, deployment))
     run.final_ok = True
 
 

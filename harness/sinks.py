@@ -50,7 +50,9 @@ class Sink:
 
 class PostgresSink(Sink):
     """The default sink: a table with one row per application of an effect, no unique
-    constraint (a duplicate is a second row). `pos` orders rows by insertion."""
+    constraint (a duplicate is a second row). `pos` orders rows by insertion. Followed by
+    logical decoding while the run goes on (harness/pgdecode.py: each read costs what changed)
+    when the server allows it, else re-read on each pass; the final read is a full read."""
 
     def setup(self) -> None:
         import psycopg
@@ -58,8 +60,13 @@ class PostgresSink(Sink):
         with psycopg.connect(self.deployment.postgres_dsn(), autocommit=True, connect_timeout=10) as c:
             c.execute(f"DROP TABLE IF EXISTS {self.name}")
             c.execute(EFFECTS_DDL.format(t=self.name))
+            c.execute(f"ALTER TABLE {self.name} REPLICA IDENTITY FULL")  # a decoded delete names its row
         self.conn: Any = None
         self.seen: dict[int, Effect] = {}  # pos -> effect, everything seen so far
+        self.follower = _follower(self.deployment.postgres_dsn(), self.name, self._full)
+
+    def _full(self) -> list[Effect]:
+        return [[r[1], r[2], r[3], r[4]] for r in self._select(timeout=30.0)]
 
     def _connect(self) -> Any:
         import psycopg
@@ -84,6 +91,8 @@ class PostgresSink(Sink):
             raise
 
     def read(self) -> tuple[list[Effect], bool]:
+        if self.follower is not None:
+            return self.follower.read()
         rows = self._select()
         now = {r[0]: [r[1], r[2], r[3], r[4]] for r in rows}
         vanished = [p for p in self.seen if p not in now]
@@ -104,9 +113,28 @@ class PostgresSink(Sink):
         return {str(k): {"count": int(c), "sum": int(s)} for k, c, s in rows}
 
     def close(self) -> None:
+        follower, self.follower = getattr(self, "follower", None), None
+        if follower is not None:
+            follower.close()  # drops the replication slot
         conn, self.conn = getattr(self, "conn", None), None
         if conn is not None:
             conn.close()
+
+
+def _follower(dsn: str, table: str, full: Any) -> Any:
+    """A logical-decoding Follower of our effects table, or None when the server cannot decode
+    (wal_level below logical, no free slot): the sink then re-reads the table on each pass."""
+    import psycopg
+
+    from onceproof.pgdecode import Follower, Rows
+
+    follower = Follower(dsn, table, Rows("event_id", "key", "seq", "replica"), full_select=full)
+    try:
+        follower.create()
+    except psycopg.Error:
+        follower.close()
+        return None
+    return follower
 
 
 def _effect_from_json(value: bytes | None) -> Effect:
@@ -126,6 +154,10 @@ class KafkaSink(Sink):
         create_topic(self.deployment, self.name, 3)
         self.admin = AdminClient(kafka_clients.config({"bootstrap.servers": self.deployment.kafka_bootstrap()}))
         self.consumer = self._consumer()
+
+    def effect_of(self, msg: Any) -> Effect:
+        """One message as an effect (our JSON; a mapped topic overrides it: harness/mappings.py)."""
+        return _effect_from_json(msg.value())
 
     def _ends(self, committed: bool) -> dict[int, int]:
         """End offset per partition: the last stable offset (committed=True) or the log end."""
@@ -164,7 +196,7 @@ class KafkaSink(Sink):
             msgs = consumer.consume(10000, timeout=0.1)
             for m in msgs:
                 if m.error() is None:
-                    out.append(_effect_from_json(m.value()))
+                    out.append(self.effect_of(m))
             if not msgs:
                 if not until_end:
                     break

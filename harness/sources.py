@@ -10,6 +10,7 @@ import socket
 import urllib.parse
 from typing import Any, Callable
 
+from onceproof.formats import Format
 from onceproof.targets.deployment import Deployment
 from onceproof.targets.kafka import clients as kafka_clients
 from onceproof.topics import create_topic
@@ -34,10 +35,11 @@ class Source:
     A source that knows where an acknowledged event landed calls `on_landed` (set by the
     workload) before completing it."""
 
-    def __init__(self, deployment: Deployment, name: str, partitions: int) -> None:
+    def __init__(self, deployment: Deployment, name: str, partitions: int, fmt: Format | None = None) -> None:
         self.deployment = deployment
         self.name = name
         self.partitions = partitions
+        self.fmt = fmt  # the wire format (harness/formats.py); None: the contract's JSON
         self.on_landed: Landed | None = None
 
     def setup(self) -> None:
@@ -89,7 +91,41 @@ class KafkaSource(Source):
             outcome = "fail" if err.code() == KafkaError._PURGE_QUEUE else "info"
         self._done.append(((eid, key, seq), outcome))
 
+    def _on_delivery_of(self, eid: str) -> Callable[[Any, Any], None]:
+        def delivered(err: Any, msg: Any) -> None:
+            key, seq = self._pending.pop(eid, ("", -1))
+            if err is None:
+                outcome = "ok"
+                self._landed.setdefault(msg.partition(), []).append((eid, msg.offset()))
+            else:
+                from confluent_kafka import KafkaError
+
+                outcome = "fail" if err.code() == KafkaError._PURGE_QUEUE else "info"
+            self._done.append(((eid, key, seq), outcome))
+        return delivered
+
+    def _send_formatted(self, batch: list[Event], complete: Complete, fmt: Format) -> None:
+        """Each event rendered by the plan's format: value, key and headers templates."""
+        value, key_t, headers = fmt.value, fmt.key, list(fmt.headers.items())
+        failed = []
+        for event in batch:
+            eid, key, seq, _ = event
+            v = value.render(event).encode() if value is not None else encode(event)
+            k = key_t.render(event).encode() if key_t is not None else key.encode()
+            hs = [(n, t.render(event).encode()) for n, t in headers] or None
+            try:
+                self.producer.produce(self.name, v, k, headers=hs, on_delivery=self._on_delivery_of(eid))
+                self._pending[eid] = (key, seq)
+            except BufferError:
+                failed.append((eid, key, seq))
+        if failed:
+            complete(failed, "fail")
+        self._flush_done(complete)
+
     def send(self, batch: list[Event], complete: Complete) -> None:
+        if self.fmt is not None:
+            self._send_formatted(batch, complete, self.fmt)
+            return
         failed = []
         for event in batch:
             eid, key, seq, _ = event
@@ -157,11 +193,20 @@ class RedisSource(Source):
         self.head = b"*11\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$1\r\n*\r\n" % (len(self.name), self.name.encode())
 
     def _pack(self, event: Event) -> bytes:
+        if self.fmt is not None and self.fmt.fields:
+            return self._pack_fields(event, self.fmt)
         eid, key, seq, payload = event
         s = str(seq)
         return b"".join((self.head, (f"$2\r\nid\r\n${len(eid)}\r\n{eid}\r\n$3\r\nkey\r\n${len(key)}\r\n{key}\r\n"
                                      f"$3\r\nseq\r\n${len(s)}\r\n{s}\r\n$7\r\npayload\r\n${len(payload)}\r\n"
                                      f"{payload}\r\n").encode()))
+
+    def _pack_fields(self, event: Event, fmt: Format) -> bytes:
+        """XADD with the plan's fields (field -> template), in the plan's order."""
+        parts = [b"XADD", self.name.encode(), b"*"]
+        for name, t in fmt.fields.items():
+            parts += [name.encode(), t.render(event).encode()]
+        return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
 
     def _drop(self) -> None:
         if self.sock is not None:
@@ -223,7 +268,11 @@ class PostgresSource(Source):
 
         with psycopg.connect(self.deployment.postgres_dsn(), autocommit=True, connect_timeout=10) as c:
             c.execute(f"DROP TABLE IF EXISTS {self.name}")
-            c.execute(SOURCE_TABLE_DDL.format(t=self.name))
+            if self.fmt is not None and self.fmt.columns:
+                cols = ", ".join(f"{n} {'bigint' if t.whole_seq else 'text'}" for n, t in self.fmt.columns.items())
+                c.execute(f"CREATE TABLE {self.name} (pos bigserial, {cols})")
+            else:
+                c.execute(SOURCE_TABLE_DDL.format(t=self.name))
         self.conn: Any = None
 
     def _connect(self) -> Any:
@@ -241,13 +290,26 @@ class PostgresSource(Source):
         try:
             conn = self._connect()
             with conn.cursor() as cur:
-                cur.executemany(f"INSERT INTO {self.name} (id, key, seq, payload) VALUES (%s, %s, %s, %s) "
-                                "RETURNING id, pos", batch, returning=True)
                 landed: list[tuple[str, int | str]] = []
-                while True:
-                    landed += [(str(i), int(p)) for i, p in cur.fetchall()]
-                    if not cur.nextset():
-                        break
+                if self.fmt is not None and self.fmt.columns:
+                    cols = self.fmt.columns
+                    rows = [tuple(int(t.render(e)) if t.whole_seq else t.render(e) for t in cols.values())
+                            for e in batch]
+                    cur.executemany(f"INSERT INTO {self.name} ({', '.join(cols)}) VALUES "
+                                    f"({', '.join(['%s'] * len(cols))}) RETURNING pos", rows, returning=True)
+                    positions: list[int] = []
+                    while True:
+                        positions += [int(r[0]) for r in cur.fetchall()]
+                        if not cur.nextset():
+                            break
+                    landed = [(e[0], p) for e, p in zip(batch, positions)]
+                else:
+                    cur.executemany(f"INSERT INTO {self.name} (id, key, seq, payload) VALUES (%s, %s, %s, %s) "
+                                    "RETURNING id, pos", batch, returning=True)
+                    while True:
+                        landed += [(str(i), int(p)) for i, p in cur.fetchall()]
+                        if not cur.nextset():
+                            break
         except psycopg.Error:
             self._drop()
             complete(events, "fail")
@@ -281,6 +343,7 @@ class PostgresSource(Source):
 SOURCES: dict[str, type[Source]] = {"kafka": KafkaSource, "redis": RedisSource, "postgres": PostgresSource}
 
 
-def make_source(endpoint: str, deployment: Deployment, partitions: int) -> Source:
+def make_source(endpoint: str, deployment: Deployment, partitions: int, fmt: Format | None = None) -> Source:
+    """The source for KIND:NAME, writing events in `fmt` (None: the contract's JSON)."""
     kind, name = endpoint.split(":", 1)
-    return SOURCES[kind](deployment, name, partitions)
+    return SOURCES[kind](deployment, name, partitions, fmt)

@@ -4,7 +4,8 @@ harness holds the postmaster's own pid (kill -9 hits the postmaster, not a wrapp
 
 Two roles, each with a password made per run (`secrets`): the superuser `onceproof`, for the
 harness's own set-up, sources, sinks and observer; and `onceproof_pipeline`, which the pipeline
-gets (ONCEPROOF_POSTGRES_DSN): it may connect, create tables in the `public` schema and use
+gets (ONCEPROOF_POSTGRES_DSN): it may connect, create schemas (a library may `CREATE SCHEMA IF
+NOT EXISTS public`, as Quix Streams' PostgreSQLSink does), create tables in the `public` schema and use
 every table there (those the harness makes before the pipeline starts included), and nothing
 a superuser alone may do (no `COPY ... TO PROGRAM`, no roles, no files of the server). The unix
 socket lives in the node's data folder, 0700 and owned by the server's account."""
@@ -91,7 +92,7 @@ class PostgresNode(Node):
             raise NodeError(f"initdb for {self.name} failed:\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
         with open(self.pgdata / "postgresql.conf", "a") as conf:
             conf.write("\n# onceproof\nmax_connections = 200\nshared_buffers = 64MB\n"
-                       "max_prepared_transactions = 50\nwal_level = replica\n"
+                       "max_prepared_transactions = 50\nwal_level = logical\n"
                        f"fsync = {'on' if self.fsync else 'off'}\nlog_min_messages = warning\n")
         with open(self.pgdata / "pg_hba.conf", "a") as hba:
             hba.write("host all all 0.0.0.0/0 scram-sha-256\nhost replication all 0.0.0.0/0 scram-sha-256\n")
@@ -121,7 +122,7 @@ class PostgresNode(Node):
             with psycopg.connect(self.dsn(), autocommit=True, connect_timeout=5) as conn:
                 # what the reference pipelines need: their own tables (offsets), and the tables
                 # the harness makes (the sink, a Postgres source), now and later
-                for grant in (f"GRANT CONNECT, TEMPORARY ON DATABASE {DATABASE} TO {PIPELINE_USER}",
+                for grant in (f"GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {DATABASE} TO {PIPELINE_USER}",
                               f"GRANT USAGE, CREATE ON SCHEMA public TO {PIPELINE_USER}",
                               f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {PIPELINE_USER}",
                               f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {PIPELINE_USER}",

@@ -39,4 +39,5 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 .venv/bin/onceproof setup
+bash tests/e2e/kstreams/fetch.sh  # Kafka Streams jars for the e2e tests (Maven, cached)
 .venv/bin/onceproof doctor

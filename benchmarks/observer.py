@@ -1,0 +1,119 @@
+"""How fast the observer follows a PostgreSQL sink incrementally (logical decoding, issue 17),
+side by side with a plain `COPY (SELECT ...) TO STDOUT` of the same rows, in one run on the
+same server:
+
+    .venv/bin/python benchmarks/observer.py [--seconds 10] [--batch 20000]
+
+A writer fills onceproof's effects table as fast as this machine allows (COPY FROM STDIN, one
+transaction per batch) while an Observer (the run's own class, recording a history) follows
+it. Printed: the write rate, the rows the observer followed per second of its own reading
+time, the same over wall time (sustained: it has to keep up with the writer), the lag at the
+end of the writes, the number of full reads during the run (goal 0), and the COPY rate.
+Goals (issue 17): >= 100K rows/s sustained and >= 0.5x the COPY rate."""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+
+from onceproof.observer import Observer
+from onceproof.recorder import HistoryWriter
+from onceproof.sinks import PostgresSink
+from onceproof.targets.deployment import Deployment, TargetsSpec
+from onceproof.targets.local import LocalRuntime
+
+
+def writer(dsn: str, table: str, seconds: float, batch: int, counter: list[int], done: threading.Event) -> None:
+    with psycopg.connect(dsn) as conn:
+        end = time.monotonic() + seconds
+        n = 0
+        while time.monotonic() < end:
+            block = "".join(f"e{i}\tk{i % 50}\t{i}\t0\n" for i in range(n, n + batch)).encode()
+            with conn.cursor() as cur, cur.copy(f"COPY {table} (event_id, key, seq, replica) FROM STDIN") as cp:
+                cp.write(block)
+            conn.commit()
+            n += batch
+            counter[0] = n
+    done.set()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--batch", type=int, default=20000, help="rows per writer transaction")
+    ap.add_argument("--interval", type=float, default=0.2, help="the observer's interval (s)")
+    args = ap.parse_args()
+    rt = LocalRuntime()
+    d = Deployment.create(rt, TargetsSpec(postgres=True))
+    try:
+        d.start()
+        with tempfile.TemporaryDirectory() as tmpdir:
+            sink = PostgresSink(d, "bench_effects")
+            sink.setup()
+            assert sink.follower is not None, "the server cannot decode (wal_level below logical?)"
+            full_reads = [0]
+            select = sink._select
+
+            def counted(*a, **kw):  # type: ignore[no-untyped-def]
+                full_reads[0] += 1
+                return select(*a, **kw)
+            sink._select = counted  # type: ignore[method-assign]
+            history = HistoryWriter(Path(tmpdir) / "h.jsonl")
+            obs = Observer(sink, history, interval_s=args.interval)
+            busy = [0.0]
+            once = obs.observe_once
+
+            def timed() -> int:
+                t = time.perf_counter()
+                try:
+                    return once()
+                finally:
+                    busy[0] += time.perf_counter() - t
+            obs.observe_once = timed  # type: ignore[method-assign]
+            written, done = [0], threading.Event()
+            t0 = time.monotonic()
+            w = threading.Thread(target=writer, args=(d.postgres_dsn(), sink.name, args.seconds, args.batch,
+                                                      written, done))
+            w.start()
+            obs.start()
+            w.join()
+            t_written = time.monotonic()
+            lag_at_end = written[0] - obs.applied
+            while obs.applied < written[0] and time.monotonic() - t_written < 120:
+                time.sleep(0.05)
+            t_followed = time.monotonic()
+            obs.stop()
+            followed = obs.applied
+            during = full_reads[0]
+            history.close()
+            sink.close()
+            with psycopg.connect(d.postgres_dsn()) as conn, conn.cursor() as cur:
+                t = time.perf_counter()
+                size = 0
+                with cur.copy("COPY (SELECT pos, event_id, key, seq, replica FROM bench_effects ORDER BY pos) "
+                              "TO STDOUT") as cp:
+                    for chunk in cp:
+                        size += len(chunk)
+                copy_s = time.perf_counter() - t
+        write_rate = written[0] / (t_written - t0)
+        follow_busy = followed / busy[0] if busy[0] else 0.0
+        follow_wall = followed / (t_followed - t0)
+        copy_rate = written[0] / copy_s
+        print(f"rows written            {written[0]:>12,}  ({write_rate:,.0f} rows/s, COPY FROM in {args.batch:,}-row "
+              "transactions)")
+        print(f"observer, followed      {followed:>12,}  lag when the writes ended: {lag_at_end:,} rows, caught up "
+              f"{t_followed - t_written:.2f} s later")
+        print(f"observer rows/s (busy)  {follow_busy:>12,.0f}  (rows / time spent in its reads)")
+        print(f"observer rows/s (wall)  {follow_wall:>12,.0f}  (rows / wall time, writes and catch-up)")
+        print(f"COPY TO STDOUT rows/s   {copy_rate:>12,.0f}  ({size / 1e6:.1f} MB in {copy_s:.2f} s)")
+        print(f"ratio observer/COPY     {follow_busy / copy_rate:>12.2f}x (busy)   full reads during the run: {during}")
+    finally:
+        d.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,573 @@
+"""Sink mappings: the user's own store read back as applications `(event_id, key?, seq?)`, and
+derived state read back as per-key counts.
+
+A plan names the store where the pipeline already writes (`workload.sink` as a mapping):
+
+    sink: {postgres: {query: "SELECT order_id, customer, n FROM orders"}}          # any query
+    sink: {postgres: {table: orders, id: order_id, key: customer, seq: n, applied: xmin}}
+    sink: {kafka: {topic: orders-out, id: "json:/order/id", key: key, seq: "json:/n"}}
+    sink: {redis: {stream: out, id: order_id}}   # or list: / set: / hash: "customer:*"
+
+A `query` is read in full on each pass (nothing can follow an arbitrary query); a `table` is
+followed by logical decoding (harness/pgdecode.py), so each pass costs what changed. Derived
+state (`checks.state`) is a SQL query of rows (key, count[, sum of seq]) or a compacted Kafka
+topic of key -> count (text or an 8-byte big-endian long, as Kafka Streams' LongSerializer
+writes), compared by the checker with the fold of the events applied once."""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from onceproof.sinks import Effect, KafkaSink, Sink
+from onceproof.targets.deadline import SocketDeadline
+from onceproof.targets.deployment import Deployment
+from onceproof.targets.kafka import clients as kafka_clients
+
+IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=lambda n: n.replace("_", "-"))
+
+
+# --- where a value sits in a message ------------------------------------------------------
+def _pointer(doc: Any, pointer: str) -> Any:
+    """RFC 6901 JSON pointer `pointer` ("/order/id") into `doc`; None when absent."""
+    if pointer == "":
+        return doc
+    for part in pointer[1:].split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(doc, dict):
+            doc = doc.get(part)
+        elif isinstance(doc, list) and part.isdigit() and int(part) < len(doc):
+            doc = doc[int(part)]
+        else:
+            return None
+    return doc
+
+
+def check_locator(v: str) -> str:
+    """A location of a value in a message: `json:/a/b` (RFC 6901 pointer into a JSON value),
+    `header:NAME`, `key` (the message key), `value` (the whole value as text) or `regex:PATTERN`
+    (on the value as text; group `v` if named so, else group 1, else the whole match).
+    Raises ValueError saying what was expected."""
+    kind, _, arg = v.partition(":")
+    if kind == "json" and (arg == "" or arg.startswith("/")):
+        return v
+    if kind == "header" and arg:
+        return v
+    if v in ("key", "value"):
+        return v
+    if kind == "regex":
+        try:
+            re.compile(arg)
+        except re.error as e:
+            raise ValueError(f"not a regular expression ({e}) in {v!r}") from None
+        return v
+    raise ValueError(f"expected json:/pointer/to/field, header:NAME, key, value or regex:PATTERN, got {v!r}")
+
+
+class Locator:
+    """A compiled `check_locator` string: `get(value, key, headers)` -> str or None."""
+
+    def __init__(self, spec: str) -> None:
+        kind, _, arg = spec.partition(":")
+        self.kind = kind if spec not in ("key", "value") else spec
+        self.arg = arg
+        if self.kind == "regex":
+            rx = re.compile(arg)
+            group: int | str = "v" if "v" in rx.groupindex else (1 if rx.groups else 0)
+            self.rx, self.group = rx, group
+
+    def get(self, value: bytes | str | None, key: bytes | None, headers: list[tuple[str, bytes]] | None,
+            doc: Any = None) -> str | None:
+        if self.kind == "json":
+            if doc is None:
+                return None
+            got = _pointer(doc, self.arg)
+            return None if got is None or isinstance(got, (dict, list)) else str(got)
+        if self.kind == "header":
+            for n, v in headers or ():
+                if n == self.arg and v is not None:
+                    return v.decode(errors="replace")
+            return None
+        if self.kind == "key":
+            return key.decode(errors="replace") if key is not None else None
+        text = value.decode(errors="replace") if isinstance(value, bytes) else value
+        if text is None:
+            return None
+        if self.kind == "value":
+            return text
+        m = self.rx.search(text)
+        return m.group(self.group) if m else None
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(v) if v is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+class MessageMapping:
+    """id / key / seq locators applied to one message -> an Effect [id, key, seq, None]."""
+
+    def __init__(self, id: str, key: str | None, seq: str | None) -> None:
+        self.locs = [Locator(id), Locator(key) if key else None, Locator(seq) if seq else None]
+        self.json = any(loc is not None and loc.kind == "json" for loc in self.locs)
+
+    def effect(self, value: bytes | str | None, key: bytes | None = None,
+               headers: list[tuple[str, bytes]] | None = None) -> Effect:
+        doc = None
+        if self.json and value:
+            try:
+                doc = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                doc = None
+        got = [loc.get(value, key, headers, doc) if loc is not None else None for loc in self.locs]
+        return [got[0], got[1], _int(got[2]), None]
+
+
+# --- plan sections -------------------------------------------------------------------------
+class PostgresMapping(_M):
+    """`sink: {postgres: ...}`: exactly one of `query` (read in full each pass; its columns are
+    id, key, seq in that order, key and seq optional) or `table` (followed by logical decoding;
+    `id`, `key`, `seq` name its columns). `applied`: a column holding how many times the row was
+    applied (a version or applied_count an upsert bumps), or `xmin` (table only: every UPDATE
+    of a row is one more application) - so duplicates stay visible in an upserted table."""
+
+    query: str | None = None
+    table: str | None = None
+    schema_: str = Field("public", alias="schema")
+    id: str = "event_id"
+    key: str | None = None
+    seq: str | None = None
+    applied: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "PostgresMapping":
+        if (self.query is None) == (self.table is None):
+            raise ValueError("expected exactly one of `query` (SQL returning id, key, seq) or `table` "
+                             "(followed by logical decoding), e.g. {query: \"SELECT order_id, customer, n FROM orders\"}")
+        for name in ("table", "schema_", "id", "key", "seq", "applied"):
+            v = getattr(self, name)
+            if v is not None and not re.fullmatch(IDENT, v):
+                raise ValueError(f"{name.rstrip('_')}: expected a plain SQL name (letters, digits, _), got {v!r}")
+        if self.applied == "xmin" and self.query is not None:
+            raise ValueError("applied: xmin needs `table` (row versions are seen by logical decoding)")
+        return self
+
+
+class KafkaMapping(_M):
+    """`sink: {kafka: ...}`: a topic read with read_committed; `id`, `key`, `seq` say where each
+    sits in a message (see `check_locator`)."""
+
+    topic: str
+    id: str = "json:/id"
+    key: str | None = "json:/key"
+    seq: str | None = "json:/seq"
+
+    @field_validator("id", "key", "seq")
+    @classmethod
+    def _loc(cls, v: Any) -> Any:
+        return check_locator(v) if isinstance(v, str) else v
+
+
+class RedisMapping(_M):
+    """`sink: {redis: ...}`: exactly one of `stream`, `list`, `set` (a key name) or `hash` (a
+    key pattern such as `order:*`: one hash per effect). Stream and hash: `id`, `key`, `seq` are
+    field names (`key` of a hash may also be `@name`: the hash's own key). List and set: `id`,
+    `key`, `seq` are locations in each element (see `check_locator`; default the whole value)."""
+
+    stream: str | None = None
+    list_: str | None = Field(None, alias="list")
+    set_: str | None = Field(None, alias="set")
+    hash: str | None = None
+    id: str | None = None
+    key: str | None = None
+    seq: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "RedisMapping":
+        given = [n for n in ("stream", "list_", "set_", "hash") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("expected exactly one of stream, list, set or hash, e.g. {stream: orders-out, id: order_id}")
+        if given[0] in ("list_", "set_"):
+            for n in ("id", "key", "seq"):
+                v = getattr(self, n)
+                if v is not None:
+                    check_locator(v)
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(n.rstrip("_") for n in ("stream", "list_", "set_", "hash") if getattr(self, n) is not None)
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self, self.kind + ("_" if self.kind in ("list", "set") else "")))
+
+
+class SinkMapping(_M):
+    """`workload.sink` given as a mapping: exactly one of postgres, kafka, redis."""
+
+    postgres: PostgresMapping | None = None
+    kafka: KafkaMapping | None = None
+    redis: RedisMapping | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "SinkMapping":
+        if sum(x is not None for x in (self.postgres, self.kafka, self.redis)) != 1:
+            raise ValueError("expected exactly one of postgres, kafka or redis, e.g. "
+                             "{postgres: {query: \"SELECT order_id, customer, n FROM orders\"}}")
+        return self
+
+    def endpoint(self) -> str:
+        """The plain KIND:NAME this mapping stands for (ONCEPROOF_SINK, the target check)."""
+        if self.postgres is not None:
+            name = self.postgres.table or "query"
+            return f"postgres:{name}"
+        if self.kafka is not None:
+            return f"kafka:{self.kafka.topic}"
+        assert self.redis is not None
+        return "redis-stream:" + re.sub(r"[^A-Za-z0-9_.\-]", "_", self.redis.name)
+
+
+class StateSpec(_M):
+    """`checks.state`: a SQL `query` on the postgres target returning rows (key, count[, sum of
+    seq]), or a compacted Kafka `topic` of key -> count whose values are `text` (decimal) or
+    `long` (8-byte big-endian, Kafka's LongSerializer); the last value of each key counts, a
+    null value (tombstone) deletes the key."""
+
+    query: str | None = None
+    topic: str | None = None
+    value: Literal["text", "long"] = "text"
+
+    @model_validator(mode="after")
+    def _one(self) -> "StateSpec":
+        if (self.query is None) == (self.topic is None):
+            raise ValueError("expected exactly one of `query` (SQL returning key, count[, sum]) or `topic` "
+                             "(a compacted topic of key -> count)")
+        return self
+
+
+# --- sinks ---------------------------------------------------------------------------------
+class PostgresQuerySink(Sink):
+    """A user's query read in full each pass; the read returns only what is new unless an
+    application vanished (then the whole content, so the checker sees the flicker)."""
+
+    def __init__(self, deployment: Deployment, spec: PostgresMapping) -> None:
+        super().__init__(deployment, spec.table or "query")
+        self.spec = spec
+        self.conn: Any = None
+        self.seen: dict[str, int] = {}
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg.connect(self.deployment.postgres_dsn(), autocommit=True, connect_timeout=3)
+        return self.conn
+
+    def _rows(self, timeout: float) -> list[Effect]:
+        import psycopg
+
+        conn = self._connect()
+        applied = self.spec.applied
+        try:
+            with SocketDeadline(conn, timeout):
+                cur = conn.execute(self.spec.query or "")  # the plan's own SQL, run as written
+                names = [d.name for d in cur.description or ()]
+                rows = cur.fetchall()
+        except psycopg.errors.UndefinedTable:
+            return []  # the pipeline creates its table itself: nothing applied yet
+        except psycopg.Error:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self.conn = None
+            raise
+        at = names.index(applied) if applied in names else None
+        out: list[Effect] = []
+        for r in rows:
+            eff = [None if r[0] is None else str(r[0]), None if len(r) < 2 or r[1] is None else str(r[1]),
+                   _int(r[2]) if len(r) > 2 else None, None]
+            n = max(_int(r[at]) or 1, 1) if at is not None else 1
+            out.extend([eff] * n)
+        return out
+
+    def read(self) -> tuple[list[Effect], bool]:
+        rows = self._rows(10.0)
+        now: dict[str, int] = {}
+        for e in rows:
+            now[e[0]] = now.get(e[0], 0) + 1
+        if any(now.get(i, 0) < n for i, n in self.seen.items()):
+            self.seen = now
+            return rows, True
+        new: list[Effect] = []
+        taken: dict[str, int] = {}
+        for e in rows:
+            k = taken[e[0]] = taken.get(e[0], 0) + 1
+            if k > self.seen.get(e[0], 0):
+                new.append(e)
+        self.seen = now
+        return new, False
+
+    def final_read(self) -> list[Effect]:
+        return self._rows(60.0)
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
+
+
+class PostgresTableSink(Sink):
+    """A user's table followed by logical decoding (harness/pgdecode.py)."""
+
+    def __init__(self, deployment: Deployment, spec: PostgresMapping) -> None:
+        super().__init__(deployment, spec.table or "")
+        self.spec = spec
+
+    def setup(self) -> None:
+        from onceproof.pgdecode import Follower, Rows
+
+        s = self.spec
+        rows = Rows(s.id, s.key, s.seq, None, s.applied)
+        self.follower = Follower(self.deployment.postgres_dsn(), s.table or "", rows, s.schema_)
+        self.follower.create()
+        cols = ", ".join(c or "NULL" for c in (s.id, s.key, s.seq, s.applied if s.applied != "xmin" else None))
+        self.query = PostgresQuerySink(self.deployment, PostgresMapping(
+            query=f"SELECT {cols} FROM {s.schema_}.{s.table}", applied=s.applied if s.applied != "xmin" else None))
+
+    def _full(self) -> list[Effect]:
+        """The table read in full (a delete the WAL did not identify: `Follower.blind`)."""
+        return self.query._rows(60.0)
+
+    def read(self) -> tuple[list[Effect], bool]:
+        return self.follower.read()
+
+    def final_read(self) -> list[Effect]:
+        effects = self.follower.final_read()
+        return self._full() if self.follower.blind else effects
+
+    def close(self) -> None:
+        follower = getattr(self, "follower", None)
+        if follower is not None:
+            follower.close()
+        query = getattr(self, "query", None)
+        if query is not None:
+            query.close()
+
+
+class MappedKafkaSink(KafkaSink):
+    """A topic of the user's own messages; where the id, key and seq sit comes from the plan."""
+
+    def __init__(self, deployment: Deployment, spec: KafkaMapping) -> None:
+        super().__init__(deployment, spec.topic)
+        self.mapping = MessageMapping(spec.id, spec.key, spec.seq)
+
+    def effect_of(self, msg: Any) -> Effect:
+        return self.mapping.effect(msg.value(), msg.key(), msg.headers())
+
+
+class _RedisBase(Sink):
+    def __init__(self, deployment: Deployment, spec: RedisMapping) -> None:
+        super().__init__(deployment, spec.name)
+        self.spec = spec
+
+    def setup(self) -> None:
+        from onceproof.targets.redis import client
+
+        r = self.deployment.redis
+        assert r is not None
+        self.client: Any = client(r.host, r.port, timeout=5.0, password=r.password)
+        self.prev: list[Effect] = []
+
+    def _diff(self, now: list[Effect]) -> tuple[list[Effect], bool]:
+        """New applications since the last read, or the whole content if one vanished."""
+        before: dict[Any, int] = {}
+        for e in self.prev:
+            before[e[0]] = before.get(e[0], 0) + 1
+        count: dict[Any, int] = {}
+        new = []
+        for e in now:
+            k = count[e[0]] = count.get(e[0], 0) + 1
+            if k > before.get(e[0], 0):
+                new.append(e)
+        self.prev = now
+        if any(count.get(i, 0) < n for i, n in before.items()):
+            return now, True
+        return new, False
+
+    def final_read(self) -> list[Effect]:
+        return self._all()
+
+    def _all(self) -> list[Effect]:
+        raise NotImplementedError
+
+    def read(self) -> tuple[list[Effect], bool]:
+        return self._diff(self._all())
+
+
+class RedisMappedStream(_RedisBase):
+    """A stream of the user's entries, read incrementally (XRANGE from the last entry id)."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.last = "0-0"
+
+    def _effect(self, fields: dict) -> Effect:
+        s = self.spec
+        return [fields.get(s.id or "id"), fields.get(s.key) if s.key else None,
+                _int(fields.get(s.seq)) if s.seq else None, None]
+
+    def read(self) -> tuple[list[Effect], bool]:
+        out: list[Effect] = []
+        while True:
+            entries = self.client.xrange(self.name, min=f"({self.last}", count=10000)
+            if not entries:
+                return out, False
+            out += [self._effect(f) for _, f in entries]
+            self.last = entries[-1][0]
+
+    def _all(self) -> list[Effect]:
+        out: list[Effect] = []
+        last = "-"
+        while True:
+            entries = self.client.xrange(self.name, min=last, count=10000)
+            if last != "-":
+                entries = entries[1:]
+            if not entries:
+                return out
+            out += [self._effect(f) for _, f in entries]
+            last = entries[-1][0]
+
+
+class RedisMappedList(_RedisBase):
+    """A list (RPUSH order) of elements; a shorter list than before is read in full."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.mapping = MessageMapping(self.spec.id or "value", self.spec.key, self.spec.seq)
+        self.length = 0
+
+    def read(self) -> tuple[list[Effect], bool]:
+        n = self.client.llen(self.name)
+        if n < self.length:
+            self.length = n
+            return self._all(), True
+        items = self.client.lrange(self.name, self.length, n - 1) if n > self.length else []
+        self.length += len(items)
+        return [self.mapping.effect(v) for v in items], False
+
+    def _all(self) -> list[Effect]:
+        return [self.mapping.effect(v) for v in self.client.lrange(self.name, 0, -1)]
+
+
+class RedisMappedSet(_RedisBase):
+    """A set of members (one application each at most: a set cannot show duplicates)."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.mapping = MessageMapping(self.spec.id or "value", self.spec.key, self.spec.seq)
+
+    def _all(self) -> list[Effect]:
+        return [self.mapping.effect(v) for v in sorted(self.client.smembers(self.name))]
+
+
+class RedisMappedHash(_RedisBase):
+    """One hash per effect, keys matching a pattern (SCAN); `id` etc. are field names,
+    `key: "@name"` takes the hash's own key name."""
+
+    def _all(self) -> list[Effect]:
+        s = self.spec
+        out = []
+        for name in sorted(self.client.scan_iter(match=self.name, count=1000)):
+            h = self.client.hgetall(name)
+            if not h:
+                continue
+            key = name if s.key == "@name" else (h.get(s.key) if s.key else None)
+            out.append([h.get(s.id or "id"), key, _int(h.get(s.seq)) if s.seq else None, None])
+        return out
+
+
+def make_mapped_sink(mapping: SinkMapping, deployment: Deployment) -> Sink:
+    """The Sink reading `mapping` (raises nothing: errors come at setup/read)."""
+    if mapping.postgres is not None:
+        if mapping.postgres.table is not None:
+            return PostgresTableSink(deployment, mapping.postgres)
+        return PostgresQuerySink(deployment, mapping.postgres)
+    if mapping.kafka is not None:
+        return MappedKafkaSink(deployment, mapping.kafka)
+    assert mapping.redis is not None
+    cls = {"stream": RedisMappedStream, "list": RedisMappedList, "set": RedisMappedSet,
+           "hash": RedisMappedHash}[mapping.redis.kind]
+    return cls(deployment, mapping.redis)
+
+
+# --- derived state -------------------------------------------------------------------------
+def decode_count(value: bytes | None, fmt: str) -> int | None:
+    """A state topic's value -> the count: decimal text, or an 8-byte big-endian signed long
+    (Kafka's LongSerializer). None for a tombstone. Raises ValueError on anything else."""
+    if value is None:
+        return None
+    if fmt == "long":
+        if len(value) != 8:
+            raise ValueError(f"expected an 8-byte big-endian long, got {len(value)} bytes")
+        return int.from_bytes(value, "big", signed=True)
+    return int(value.decode().strip())
+
+
+def state_reader(spec: StateSpec, deployment: Deployment) -> Callable[[], dict[str, dict[str, int]]]:
+    """A function reading the declared state now: {key: {"count": n[, "sum": s]}}. Raises what
+    the client raises (the observer records a failed `state`)."""
+    if spec.query is not None:
+        query = spec.query
+
+        def from_sql() -> dict[str, dict[str, int]]:
+            import psycopg
+
+            with psycopg.connect(deployment.postgres_dsn(), autocommit=True, connect_timeout=5) as conn:
+                with SocketDeadline(conn, 30.0):
+                    rows = conn.execute(query).fetchall()  # the plan's own SQL
+            out: dict[str, dict[str, int]] = {}
+            for r in rows:
+                d = {"count": int(r[1])}
+                if len(r) > 2 and r[2] is not None:
+                    d["sum"] = int(r[2])
+                out[str(r[0])] = d
+            return out
+        return from_sql
+    topic, fmt = spec.topic or "", spec.value
+
+    def from_topic() -> dict[str, dict[str, int]]:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        c = Consumer(kafka_clients.config({
+            "bootstrap.servers": deployment.kafka_bootstrap(), "group.id": "onceproof-state",
+            "isolation.level": "read_committed", "enable.auto.commit": False}))
+        try:
+            md = c.list_topics(topic, timeout=10).topics[topic]
+            parts = sorted(md.partitions)
+            ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+            c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+            latest: dict[str, int | None] = {}
+            import time
+
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                for m in c.consume(10000, timeout=0.5):
+                    if m.error() is None and m.key() is not None:
+                        latest[m.key().decode(errors="replace")] = decode_count(m.value(), fmt)
+                pos = {tp.partition: tp.offset for tp in c.position([TopicPartition(topic, p) for p in parts])}
+                if all(ends[p] <= 0 or pos.get(p, -1) >= ends[p] for p in parts):
+                    break
+            return {k: {"count": v} for k, v in latest.items() if v is not None}
+        finally:
+            c.close()
+    return from_topic

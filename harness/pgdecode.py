@@ -1,0 +1,337 @@
+"""Incremental observation of a PostgreSQL table by logical decoding.
+
+A logical replication slot with PostgreSQL's built-in `test_decoding` output plugin gives every
+INSERT, UPDATE and DELETE committed in the database, in commit order, each with its row
+(PostgreSQL docs, "Logical Decoding", chapter 49; `pg_logical_slot_get_changes`). Following it
+costs what changed since the last read, never a re-read of the table: the observer's cost grows
+with the rate, not with the size of the sink. The server must run with `wal_level = logical`
+(targets/postgres.py sets it).
+
+The slot is created before the pipeline starts (setup) and dropped by `close()`; a slot left
+behind would hold back the server's WAL for ever, so `close()` is called by the run's
+`clients_closed` scope even after a crash or Ctrl-C, and the slot is `temporary`-like: named
+`onceproof_<random>` so a leftover one is recognisable.
+
+What a row counts for (`Rows`): one application per row (an insert-only effects table); with
+`applied: <column>`, the column's value (a counter or version the pipeline bumps on each
+re-application of an upsert); with `applied: xmin`, one application per row version, i.e.
+the insert and every later UPDATE of the row. A DELETE removes the row's applications: the
+read then returns the whole content (a `full` observe, so the checker sees the flicker)."""
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any, Callable
+
+from onceproof.targets.deadline import SocketDeadline
+
+Effect = list[Any]  # [id, key, seq, replica]
+
+# `name[type]:value`: value is 'text with '' doubled', null, or a bare token (numbers, booleans)
+_VALUE = r"('[^']*(?:''[^']*)*'|\S+)"  # a quoted text value (quotes doubled inside), or a bare token
+_COLUMN = re.compile(r"""("(?:[^"]|"")+"|[^\s\[]+)\[([^\]]*(?:\[\])?)\]:""" + _VALUE)
+BATCH = 20_000  # changes per pg_logical_slot_get_changes call (it stops at a transaction's end)
+
+
+def _value(raw: str) -> str | None:
+    if raw[:1] == "'":
+        return raw[1:-1].replace("''", "'")
+    if raw == "null":
+        return None
+    return raw
+
+
+def parse_row(text: str) -> dict[str, str | None]:
+    """`col[type]:value ...` of test_decoding -> {col: text value or None}."""
+    return {(n[1:-1].replace('""', '"') if n[:1] == '"' else n): _value(v) for n, _, v in _COLUMN.findall(text)}
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(v) if v is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+class Rows:
+    """The table's rows as applications: row identity -> [effect, applications], in first
+    insertion order. `columns` names the table's columns for id, key, seq, replica (key, seq,
+    replica may be None); `applied` as in the module's doc."""
+
+    def __init__(self, id_col: str, key_col: str | None, seq_col: str | None, replica_col: str | None = None,
+                 applied: str | None = None) -> None:
+        self.id_col, self.key_col, self.seq_col, self.replica_col = id_col, key_col, seq_col, replica_col
+        self.applied = applied
+        self.rows: dict[Any, list[Any]] = {}  # identity -> [effect, applications]
+        self.by_id: dict[str, list[Any]] = {}  # event id -> identities of its rows, oldest first
+
+    def effect(self, row: dict[str, str | None]) -> Effect:
+        return [row.get(self.id_col), row.get(self.key_col) if self.key_col else None,
+                _int(row.get(self.seq_col)) if self.seq_col else None,
+                _int(row.get(self.replica_col)) if self.replica_col else None]
+
+    def count(self, row: dict[str, str | None], before: int) -> int:
+        """Applications a row version stands for, given the row's count before it (0 = new)."""
+        if self.applied is None:
+            return 1
+        if self.applied == "xmin":
+            return before + 1
+        n = _int(row.get(self.applied))
+        return max(n, 1) if n is not None else max(before, 1)
+
+    def expand(self) -> list[Effect]:
+        """Every application of the content, in row order."""
+        return [e for e, n in self.rows.values() for _ in range(n)]
+
+
+class Follower:
+    """Follows one table of the database at `dsn` through a logical replication slot.
+
+    `read()` -> (effects, full): the applications new since the last read (full=False), or the
+    whole content when a row was deleted or the table truncated (full=True). `final_read()`
+    reads the rest of the slot and returns the whole content. Raises psycopg.Error when the
+    server cannot be read (the observer records a failed observe)."""
+
+    def __init__(self, dsn: str, table: str, rows: Rows, schema: str = "public",
+                 full_select: Callable[[], list[Effect]] | None = None) -> None:
+        self.dsn, self.rows = dsn, rows
+        self.prefix = f"table {schema}.{table}: "
+        self.full_select = full_select
+        self.slot = "onceproof_" + secrets.token_hex(6)
+        self.conn: Any = None
+        self.next_identity = 0
+        # with a full_select and one application per row, the table itself is the content: rows
+        # are not kept here, and anything but an insert reads the table in full (`_reload`)
+        self.track = full_select is None or rows.applied is not None
+        self.count = 0
+        self.blind = False  # a delete that did not say which row: the final read reads the table
+        self._shape: tuple[re.Pattern[str], Callable[[tuple], Effect]] | None = None  # see _insert_pattern
+        self.commit_times: list[str] = []  # not used by the checker yet: commit time of the last read's changes
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
+        return self.conn
+
+    def create(self) -> None:
+        """Create the slot now: every change committed from now on will be read."""
+        self._connect().execute("SELECT pg_create_logical_replication_slot(%s, 'test_decoding')", (self.slot,))
+
+    def close(self) -> None:
+        """Drop the slot (no WAL held back after the run) and the connection. Never raises."""
+        try:
+            conn = self._connect()
+            with SocketDeadline(conn, 10.0):
+                conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                             "WHERE slot_name = %s", (self.slot,))
+        except Exception:  # noqa: BLE001 - the server may be gone already: nothing is held then
+            pass
+        try:
+            if self.conn is not None:
+                self.conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+        self.conn = None
+
+    def _changes(self, timeout: float) -> list[str]:
+        import psycopg
+
+        conn = self._connect()
+        try:
+            with SocketDeadline(conn, timeout):
+                return [r[0] for r in conn.execute(
+                    "SELECT data FROM pg_logical_slot_get_changes(%s, NULL, %s, 'include-xids', '0', "
+                    "'include-timestamp', '1')", (self.slot, BATCH))]
+        except psycopg.Error:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self.conn = None
+            raise
+
+    def _insert_pattern(self, line: str) -> tuple[re.Pattern[str], Callable[[tuple], Effect]] | None:
+        """From one decoded INSERT of the table: a regex matching every INSERT line of it with
+        the same columns, capturing only id, key, seq and replica (text unquoted, integers as
+        digits), and a function making the effect of one match. None: no such pattern."""
+        body = line[len(self.prefix) + len("INSERT: "):]
+        cols = _COLUMN.findall(body)
+        if not cols:
+            return None
+        names = [n for n, _, _ in cols]
+        r = self.rows
+        want = [r.id_col, r.key_col, r.seq_col, r.replica_col]
+        if r.id_col not in names or r.applied is not None:
+            return None
+        last = max(names.index(c) for c in want if c in names)  # the columns after it are skipped
+        parts, exprs, group = [], ["None"] * 4, 0
+        for n, t, _ in cols[:last + 1]:
+            head = re.escape(f"{n}[{t}]:")
+            if n not in want:
+                parts.append(head + "(?:'[^']*(?:''[^']*)*'|\\S+)")
+                continue
+            slot = want.index(n)
+            if t in ("text", "character varying", "varchar", "name") and slot < 2:
+                parts.append(head + "'([^']*(?:''[^']*)*)'")
+                exprs[slot] = f"t[{group}]"
+            elif t in ("bigint", "integer", "smallint") and slot >= 2:
+                parts.append(head + "(-?\\d+)")
+                exprs[slot] = f"int(t[{group}])"
+            else:
+                return None  # another type (or a null): the line-by-line parser
+            group += 1
+        rx = "^" + re.escape(self.prefix + "INSERT: ") + " ".join(parts) + ("(?: [^\\n]*)?$" if last + 1 < len(cols) else "$")
+        if group == 1:  # findall gives strings, not tuples, for one group
+            exprs = [e.replace("t[0]", "t") for e in exprs]
+        make = eval(f"lambda t: [{', '.join(exprs)}]", {"int": int})  # noqa: S307 - our own expression
+        return re.compile(rx, re.MULTILINE), make
+
+    def _fast_inserts(self, lines: list[str], out: list[Effect]) -> bool:
+        """A batch whose lines for the table are all INSERTs of one row shape (an effects table:
+        the common case) parsed with one regex over the whole batch. False: not such a batch,
+        nothing done (the caller goes line by line)."""
+        mine = [ln for ln in lines if ln.startswith(self.prefix)]
+        if not mine:
+            return True
+        ins = self.prefix + "INSERT: "
+        if not all(ln.startswith(ins) for ln in mine):
+            return False
+        if self._shape is None:
+            self._shape = self._insert_pattern(mine[0])
+            if self._shape is None:
+                return False
+        rx, make = self._shape
+        text = "\n".join(mine)
+        if "''" in text:  # a quote inside a value: the line-by-line parser unquotes it
+            return False
+        found = rx.findall(text)
+        if len(found) != len(mine):
+            self._shape = None  # the table changed shape: learn it again next time
+            return False
+        effects = list(map(make, found))
+        out.extend(effects)
+        if not self.track:  # the table itself is the content: nothing to keep here
+            self.count += len(found)
+            return True
+        rows, by_id = self.rows.rows, self.rows.by_id
+        ident = self.next_identity
+        for eff in effects:
+            rows[ident] = [eff, 1]
+            ids = by_id.get(eff[0])
+            if ids is None:
+                by_id[eff[0]] = [ident]
+            else:
+                ids.append(ident)
+            ident += 1
+        self.next_identity = ident
+        return True
+
+    def _apply(self, lines: list[str], out: list[Effect]) -> bool:
+        """Apply decoded lines to the content; new applications go to `out`. True when a row
+        went away (a delete or truncate): the caller returns the whole content then."""
+        if self._fast_inserts(lines, out):
+            return False
+        if not self.track:  # anything but inserts: the table is read in full (it is the content)
+            if any(ln.startswith(self.prefix) and not ln.startswith(self.prefix + "INSERT: ") for ln in lines):
+                return True  # read() reads the table in full
+        rows, prefix, n = self.rows, self.prefix, len(self.prefix)
+        vanished = False
+        for line in lines:
+            if not line.startswith(prefix):
+                if line.startswith("COMMIT"):
+                    self.commit_times.append(line)
+                continue
+            op, _, rest = line[n:].partition(": ")
+            if op == "INSERT":
+                row = parse_row(rest)
+                eff = rows.effect(row)
+                c = rows.count(row, 0)
+                ident = self.next_identity
+                self.next_identity += 1
+                rows.rows[ident] = [eff, c]
+                rows.by_id.setdefault(eff[0], []).append(ident)
+                out.extend([eff] * c)
+            elif op == "UPDATE":
+                new = parse_row(rest.split("new-tuple: ", 1)[-1])
+                eff = rows.effect(new)
+                ids = rows.by_id.get(eff[0])
+                if not ids:  # a row we never saw inserted (updated from another id): a new row
+                    ident = self.next_identity
+                    self.next_identity += 1
+                    c = rows.count(new, 0)
+                    rows.rows[ident] = [eff, c]
+                    rows.by_id.setdefault(eff[0], []).append(ident)
+                    out.extend([eff] * c)
+                    continue
+                slot = rows.rows[ids[-1]]
+                before = slot[1]
+                after = rows.count(new, before) if rows.applied else before
+                slot[0], slot[1] = eff, after
+                if after > before:
+                    out.extend([eff] * (after - before))
+                elif after < before:
+                    vanished = True
+            elif op == "DELETE":
+                old = parse_row(rest)
+                eid = old.get(rows.id_col)
+                ids = rows.by_id.get(eid) if eid is not None else None
+                if eid is not None and ids:
+                    rows.rows.pop(ids.pop(), None)
+                    if not ids:
+                        del rows.by_id[eid]
+                else:
+                    self.blind = True  # which row went is unknown (no key in the WAL): see final_read
+                    self._reload()
+                vanished = True
+            elif op == "TRUNCATE":
+                rows.rows.clear()
+                rows.by_id.clear()
+                vanished = True
+        return vanished
+
+    def _reload(self) -> None:
+        """A delete that does not say which row it removed: read the table in full (each row
+        once; re-applications counted by the `applied` column only)."""
+        if self.full_select is None:
+            return
+        self.rows.rows.clear()
+        self.rows.by_id.clear()
+        for eff in self.full_select():
+            ident = self.next_identity
+            self.next_identity += 1
+            self.rows.rows[ident] = [eff, 1]
+            self.rows.by_id.setdefault(eff[0], []).append(ident)
+
+    def read(self, timeout: float = 10.0, budget_s: float = 1.0) -> tuple[list[Effect], bool]:
+        """Changes since the last read, for at most about `budget_s` (the observer records each
+        read as it returns, so a busy sink is followed in steps, not one read that never ends)."""
+        import time
+
+        out: list[Effect] = []
+        vanished = False
+        started = time.monotonic()
+        while True:
+            lines = self._changes(timeout)
+            vanished = self._apply(lines, out) or vanished
+            if len(lines) < BATCH or time.monotonic() - started > budget_s:
+                break
+        if vanished:
+            if not self.track and self.full_select is not None:
+                return self.full_select(), True
+            return self.rows.expand(), True
+        return out, False
+
+    def final_read(self) -> list[Effect]:
+        """The whole content after reading the rest of the slot: the table read in full when
+        there is a `full_select` and the decoded content may be wrong (`blind`), else the
+        decoded content (which alone knows the re-applications by xmin)."""
+        while True:  # to the end of the slot
+            before = self.next_identity + self.count
+            self.read(timeout=60.0, budget_s=60.0)
+            if self.next_identity + self.count == before:
+                break
+        if self.full_select is not None and (self.blind or not self.track):
+            return self.full_select()
+        return self.rows.expand()

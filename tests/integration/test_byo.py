@@ -1,0 +1,173 @@
+"""Bring your own pipeline (issue 17) on real servers: source formats put each event where the
+plan says (value/key/header templates, stream fields, table columns); sink mappings read the
+user's own store back as applications (a query, a table followed by logical decoding with
+re-applications of an upsert visible, a topic with the id in a header or a regex, Redis lists
+and hashes); state comes from a compacted topic of 8-byte longs; the decoding slot is dropped."""
+from __future__ import annotations
+
+import threading
+import uuid
+
+import orjson
+import psycopg
+import pytest
+
+from onceproof.formats import Format
+from onceproof.mappings import (KafkaMapping, MappedKafkaSink, PostgresMapping, PostgresQuerySink, PostgresTableSink,
+                                RedisMapping, RedisMappedHash, RedisMappedList, StateSpec, state_reader)
+from onceproof.recorder import HistoryWriter
+from onceproof.sinks import PostgresSink
+from onceproof.sources import KafkaSource, PostgresSource, RedisSource
+from onceproof.targets.kafka import clients as kafka_clients
+from onceproof.targets.redis import client
+from onceproof.topics import create_topic
+from onceproof.workload import Workload
+
+pytestmark = pytest.mark.integration
+
+
+def _send(source, tmp_path, n_s: float = 0.5) -> Workload:
+    source.setup()
+    history = HistoryWriter(tmp_path / f"h-{uuid.uuid4().hex[:4]}.jsonl")
+    w = Workload(source, history, rate=1000, keys=5, seed=2)
+    w.run(n_s, threading.Event())
+    w.finish(20)
+    history.close()
+    assert w.stats.ok == w.stats.sent >= 300
+    return w
+
+
+def _slots(d) -> list[str]:
+    with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+        return [r[0] for r in c.execute("SELECT slot_name FROM pg_replication_slots")]
+
+
+def test_kafka_text_value_with_the_id_in_a_header_is_read_back_by_a_header_mapping(shared_targets, tmp_path):
+    d = shared_targets
+    topic = f"fmt_{uuid.uuid4().hex[:6]}"
+    fmt = Format({"value": "{key},{seq}", "key": "cust-{key}", "headers": {"onceproof-id": "{id}"}})
+    w = _send(KafkaSource(d, topic, 2, fmt), tmp_path)
+    sink = MappedKafkaSink(d, KafkaMapping(topic=topic, id="header:onceproof-id", key="regex:^([^,]+),",
+                                           seq="regex:,(?P<v>\\d+)$"))
+    sink.setup()
+    try:
+        effects = sink.final_read()
+    finally:
+        sink.close()
+    assert len(effects) == w.stats.sent
+    assert {e[0] for e in effects} == {f"e{i}" for i in range(w.stats.sent)}
+    assert all(e[1].startswith("k") and isinstance(e[2], int) for e in effects)
+
+
+def test_kafka_json_template_is_the_users_shape_and_a_json_pointer_finds_the_id(shared_targets, tmp_path):
+    d = shared_targets
+    topic = f"fmtj_{uuid.uuid4().hex[:6]}"
+    fmt = Format({"value": {"order": {"id": "{id}", "customer": "{key}"}, "n": "{seq}", "note": "x{{y}}"}})
+    w = _send(KafkaSource(d, topic, 1, fmt), tmp_path)
+    sink = MappedKafkaSink(d, KafkaMapping(topic=topic, id="json:/order/id", key="json:/order/customer", seq="json:/n"))
+    sink.setup()
+    try:
+        effects = sink.final_read()
+    finally:
+        sink.close()
+    assert len(effects) == w.stats.sent and effects[0][0] == "e0" and effects[0][2] == 0
+
+
+def test_redis_fields_and_postgres_columns_are_mapped_from_the_format(shared_targets, tmp_path):
+    d = shared_targets
+    stream = f"fmts_{uuid.uuid4().hex[:6]}"
+    w = _send(RedisSource(d, stream, 1, Format({"fields": {"order_id": "{id}", "customer": "{key}", "n": "{seq}"}})),
+              tmp_path)
+    entries = client(d.redis.host, d.redis.port, password=d.redis.password).xrange(stream)
+    assert len(entries) == w.stats.sent and set(entries[0][1]) == {"order_id", "customer", "n"}
+    table = f"fmtp_{uuid.uuid4().hex[:6]}"
+    w = _send(PostgresSource(d, table, 1, Format({"columns": {"order_id": "{id}", "customer": "c-{key}", "n": "{seq}"}})),
+              tmp_path)
+    with psycopg.connect(d.postgres_dsn()) as c:
+        rows = c.execute(f"SELECT order_id, customer, n, pg_typeof(n)::text FROM {table} ORDER BY pos").fetchall()
+    assert len(rows) == w.stats.sent and rows[0][0] == "e0" and rows[0][1].startswith("c-k") and rows[0][3] == "bigint"
+
+
+def test_default_postgres_sink_follows_by_logical_decoding_and_drops_its_slot(shared_targets):
+    d = shared_targets
+    name = f"effd_{uuid.uuid4().hex[:6]}"
+    sink = PostgresSink(d, name)
+    sink.setup()
+    assert sink.follower is not None and sink.follower.slot in _slots(d)
+    with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+        c.execute(f"INSERT INTO {name} (event_id, key, seq, replica) SELECT 'e' || i, 'k', i, 0 "
+                  "FROM generate_series(0, 999) i")
+        events, full = sink.read()
+        assert (len(events), full) == (1000, False) and events[5] == ["e5", "k", 5, 0]
+        c.execute(f"INSERT INTO {name} (event_id, key, seq, replica) VALUES ('e5', 'k', 5, 1)")  # a duplicate
+        assert sink.read() == ([["e5", "k", 5, 1]], False)
+        c.execute(f"DELETE FROM {name} WHERE event_id = 'e7'")  # a visible effect rolled back
+        events, full = sink.read()
+        assert full is True and len(events) == 1000 and "e7" not in {e[0] for e in events}
+    assert len(sink.final_read()) == 1000
+    slot = sink.follower.slot
+    sink.close()
+    assert slot not in _slots(d)
+
+
+def test_an_upserted_table_shows_reapplications_by_xmin_and_by_an_applied_count_column(shared_targets):
+    d = shared_targets
+    table = f"orders_{uuid.uuid4().hex[:6]}"
+    by_xmin = PostgresTableSink(d, PostgresMapping(table=table, id="order_id", key="customer", seq="n", applied="xmin"))
+    by_xmin.setup()
+    query = PostgresQuerySink(d, PostgresMapping(query=f"SELECT order_id, customer, n, applied_count FROM {table}",
+                                                 applied="applied_count"))
+    try:
+        assert query.read() == ([], False)  # the table does not exist yet: nothing applied
+        upsert = (f"INSERT INTO {table} VALUES (%s, 'k1', %s, 1) ON CONFLICT (order_id) DO UPDATE "
+                  "SET applied_count = {t}.applied_count + 1").replace("{t}", table)
+        with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+            c.execute(f"CREATE TABLE {table} (order_id text PRIMARY KEY, customer text, n bigint, applied_count int)")
+            for eid, seq in (("e1", 0), ("e2", 1), ("e1", 0)):  # e1 applied twice
+                c.execute(upsert, (eid, seq))
+            assert sorted(e[0] for e in by_xmin.read()[0]) == ["e1", "e1", "e2"]
+            assert sorted(e[0] for e in query.read()[0]) == ["e1", "e1", "e2"]
+            c.execute(f"DELETE FROM {table} WHERE order_id = 'e2'")
+            events, full = by_xmin.read()
+            assert full is True and sorted(e[0] for e in events) == ["e1", "e1"]
+            events, full = query.read()
+            assert full is True and sorted(e[0] for e in events) == ["e1", "e1"]
+        assert sorted(e[0] for e in by_xmin.final_read()) == ["e1", "e1"]
+    finally:
+        slot = by_xmin.follower.slot
+        by_xmin.close()
+        query.close()
+    assert slot not in _slots(d)
+
+
+def test_redis_list_and_hash_per_key_mappings(shared_targets):
+    d = shared_targets
+    r = client(d.redis.host, d.redis.port, password=d.redis.password)
+    name = f"out_{uuid.uuid4().hex[:6]}"
+    lst = RedisMappedList(d, RedisMapping(list=name, id="json:/id", key="json:/k"))
+    lst.setup()
+    r.rpush(name, orjson.dumps({"id": "e1", "k": "a"}), orjson.dumps({"id": "e2", "k": "b"}))
+    assert lst.read() == ([["e1", "a", None, None], ["e2", "b", None, None]], False)
+    r.rpush(name, orjson.dumps({"id": "e1", "k": "a"}))
+    assert lst.read() == ([["e1", "a", None, None]], False)
+    hashes = RedisMappedHash(d, RedisMapping(hash=f"{name}:*", id="last_id", key="@name", seq="n"))
+    hashes.setup()
+    r.hset(f"{name}:a", mapping={"last_id": "e1", "n": 0})
+    assert hashes.read() == ([["e1", f"{name}:a", 0, None]], False)
+    r.delete(f"{name}:a")
+    assert hashes.read() == ([], True)
+    r.delete(name)
+
+
+def test_state_from_a_compacted_topic_of_big_endian_longs(shared_targets):
+    d = shared_targets
+    from confluent_kafka import Producer
+
+    topic = f"counts_{uuid.uuid4().hex[:6]}"
+    create_topic(d, topic, 2)
+    p = Producer(kafka_clients.config({"bootstrap.servers": d.kafka_bootstrap()}))
+    for key, n in (("k1", 1), ("k2", 1), ("k1", 2), ("k3", 7)):
+        p.produce(topic, (n).to_bytes(8, "big", signed=True), key.encode())
+    p.produce(topic, None, b"k3")  # a tombstone deletes k3
+    p.flush(10)
+    assert state_reader(StateSpec(topic=topic, value="long"), d)() == {"k1": {"count": 2}, "k2": {"count": 1}}
