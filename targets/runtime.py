@@ -7,7 +7,8 @@ act as one of its hosts (`entered`), keeps the run's ledger up to date (`registe
 everything of the run at `close`.
 
 Implementations: `local` (targets/local.py: processes on 127.0.0.1, clients through
-Toxiproxy) and `netns` (targets/netns.py: one network namespace and address per node).
+Toxiproxy), `netns` (targets/netns.py: one network namespace and address per node) and
+`docker` (targets/docker/: containers on one network per run, clients through Toxiproxy).
 Nodes, faults and the engine ask a runtime only what this protocol says; anything else
 (e.g. the netns runtime's `exec` inside a host) is asked of that runtime's own type."""
 from __future__ import annotations
@@ -16,7 +17,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-KINDS = ("local", "netns")
+KINDS = ("local", "netns", "docker")
 
 
 @runtime_checkable
@@ -88,4 +89,8 @@ def make_runtime(kind: str, run_id: str | None = None, log_dir: Path | None = No
         from onceproof.targets.local import LocalRuntime
 
         return LocalRuntime(run_id=run_id, log_dir=log_dir)
+    if kind == "docker":
+        from onceproof.targets.docker.runtime import DockerRuntime
+
+        return DockerRuntime(run_id=run_id, log_dir=log_dir)
     raise ValueError(f"unknown runtime {kind!r}: expected one of {', '.join(KINDS)}")

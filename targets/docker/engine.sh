@@ -27,7 +27,7 @@ fi
 
 # 1. packages
 need=()
-for p in podman runc uidmap iptables curl; do
+for p in podman runc netavark aardvark-dns catatonit uidmap iptables curl; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if ((${#need[@]})); then
@@ -51,6 +51,10 @@ default_ulimits = [\"nofile=$NOFILE:$NOFILE\", \"nproc=$NPROC:$NPROC\"]
 runtime = \"runc\"
 cgroup_manager = \"cgroupfs\"
 events_logger = \"file\"
+
+# netavark + aardvark-dns: user-defined networks resolve container names (CNI here has no DNS)
+[network]
+network_backend = \"netavark\"
 "
 if [ -e "$conf" ] && ! grep -q "onceproof targets/docker/engine.sh" "$conf"; then
   echo "engine: $conf exists and is not ours; leaving it alone" >&2
