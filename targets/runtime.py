@@ -13,6 +13,7 @@ Nodes, faults and the engine ask a runtime only what this protocol says; anythin
 (e.g. the netns runtime's `exec` inside a host) is asked of that runtime's own type."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -77,10 +78,12 @@ class Runtime(Protocol):
         links, rules). Nodes must be stopped first. Idempotent."""
 
 
-def make_runtime(kind: str, run_id: str | None = None, log_dir: Path | None = None) -> Runtime:
+def make_runtime(kind: str, run_id: str | None = None, log_dir: Path | None = None,
+                 images: Mapping[str, str] | None = None) -> Runtime:
     """A new runtime of `kind` (one of KINDS) for run `run_id` (None: a fresh id), writing
-    node logs to `log_dir` (None: `<scratch>/logs`). Raises ValueError for an unknown kind, and
-    targets.netns.NetnsError when `netns` cannot run here (it needs root)."""
+    node logs to `log_dir` (None: `<scratch>/logs`); `images` (docker only): node kind -> image.
+    Raises ValueError for an unknown kind, targets.netns.NetnsError when `netns` cannot run
+    here (it needs root), targets.docker.engine.EngineError when no container engine answers."""
     if kind == "netns":
         from onceproof.targets.netns import NetnsRuntime
 
@@ -92,5 +95,5 @@ def make_runtime(kind: str, run_id: str | None = None, log_dir: Path | None = No
     if kind == "docker":
         from onceproof.targets.docker.runtime import DockerRuntime
 
-        return DockerRuntime(run_id=run_id, log_dir=log_dir)
+        return DockerRuntime(run_id=run_id, log_dir=log_dir, images=images)
     raise ValueError(f"unknown runtime {kind!r}: expected one of {', '.join(KINDS)}")

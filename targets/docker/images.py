@@ -228,13 +228,18 @@ def build_local_images(kinds: Iterable[str] | None = None, log: Callable[[str], 
     for kind, image in recipes().items():
         if kinds is not None and kind not in kinds:
             continue
-        members = _members(image)
-        want = content_hash(image, members)
         try:
             have = c.images.get(image.tag).labels.get(HASH_LABEL)
         except docker.errors.ImageNotFound:
             have = None
+        quick = _quick_hash(image)
+        if have and have == _remembered(quick) and not force:  # nothing changed: no ldd, no tar
+            done[kind] = "cached"
+            continue
+        members = _members(image)
+        want = content_hash(image, members)
         if have == want and not force:
+            _remember(quick, want)
             done[kind] = "cached"
             continue
         log(f"building image {image.tag} from this machine's files ({len(members)} files)")
@@ -249,8 +254,45 @@ def build_local_images(kinds: Iterable[str] | None = None, log: Callable[[str], 
         got = c.images.get(image.tag).labels.get(HASH_LABEL)
         if got != want:
             raise EngineError(f"image {image.tag} imported but carries label {got!r}, not {want!r}")
+        _remember(quick, want)
         done[kind] = "built"
     return done
+
+
+def _quick_hash(image: LocalImage) -> str:
+    """A hash of the image's own files (paths, sizes, times), without the libraries `ldd`
+    finds for them (slow on thousands of files): the key under which the full hash is kept."""
+    h = hashlib.sha256(f"{BUILD_VERSION}\n{image.tag}\n{_settings(image)}\n{image.files}\n".encode())
+    for src in sorted(image.trees):
+        for dirpath, dirnames, names in os.walk(src, followlinks=True):
+            dirnames.sort()
+            for n in sorted(names):
+                try:
+                    st = os.stat(os.path.join(dirpath, n))
+                except OSError:
+                    continue
+                h.update(f"{dirpath}/{n}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for f in image.files + ([str(paths.toxiproxy_binary())] if image.kind == "toxiproxy" else []):
+        st = os.stat(f)
+        h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def _cache_file(quick: str) -> Path:
+    return paths.home() / "images" / f"{quick}.hash"
+
+
+def _remembered(quick: str) -> str | None:
+    try:
+        return _cache_file(quick).read_text().strip()
+    except OSError:
+        return None
+
+
+def _remember(quick: str, full: str) -> None:
+    f = _cache_file(quick)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(full + "\n")
 
 
 def present(images: dict[str, str] | None = None) -> dict[str, bool]:
@@ -266,3 +308,107 @@ def present(images: dict[str, str] | None = None) -> dict[str, bool]:
         except docker.errors.ImageNotFound:
             out[kind] = False
     return out
+
+
+# --- the reference pipelines as an image ------------------------------------------------------
+PIPELINE_IMAGE = "onceproof/pipelines:local"
+PIPELINE_PACKAGES = ("confluent_kafka", "confluent_kafka.libs", "psycopg", "psycopg_binary", "psycopg_binary.libs",
+                     "typing_extensions")
+SKIP_STDLIB = {"site-packages", "dist-packages", "test", "idlelib", "tkinter", "ensurepip", "lib2to3", "turtledemo",
+               "__pycache__", "config-3.11-x86_64-linux-gnu"}
+
+
+def _pipeline_members() -> list[tuple[str, str]]:
+    """The files of PIPELINE_IMAGE: this interpreter (its binary, libpython, the standard
+    library), the client libraries the reference pipelines import, and onceproof's own
+    packages, under /opt/onceproof/site (PYTHONPATH)."""
+    import importlib.util
+    import sys
+    import sysconfig
+
+    out: dict[str, str] = {}
+    exe = os.path.realpath(sys.executable)
+    out[exe.lstrip("/")] = exe
+    stdlib = sysconfig.get_paths()["stdlib"]
+    for dirpath, dirnames, names in os.walk(stdlib):
+        dirnames[:] = [d for d in dirnames if d not in SKIP_STDLIB]
+        for n in names:
+            host = os.path.join(dirpath, n)
+            out[os.path.realpath(host).lstrip("/")] = host
+    elves = [exe, *_elf_files(os.path.join(stdlib, "lib-dynload"))]
+    site = "opt/onceproof/site"
+    for name in PIPELINE_PACKAGES:
+        spec = importlib.util.find_spec(name) if not name.endswith(".libs") else None
+        if name.endswith(".libs"):
+            base = importlib.util.find_spec(name[:-5])
+            origin = os.path.join(os.path.dirname(os.path.dirname(base.origin or "")), name) if base else ""
+        else:
+            origin = (os.path.dirname(spec.origin) if spec and spec.origin and spec.origin.endswith("__init__.py")
+                      else spec.origin if spec else "") or ""
+        if not origin or not os.path.exists(origin):
+            continue
+        if os.path.isfile(origin):
+            out[f"{site}/{os.path.basename(origin)}"] = origin
+            continue
+        for dirpath, dirnames, names in os.walk(origin):
+            dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+            for n in names:
+                host = os.path.join(dirpath, n)
+                out[f"{site}/{name}/{os.path.relpath(host, origin)}"] = host
+        elves += _elf_files(origin)
+    root = Path(__file__).resolve().parents[2]  # the repository (editable install) or site-packages
+    here = Path(__file__).resolve().parents[1]  # the package onceproof.targets
+    rooms = {"onceproof": here.parent / "harness" if (here.parent / "harness").is_dir() else here.parent}
+    if (root / "harness").is_dir():
+        rooms = {"onceproof": root / "harness", "onceproof/checkers": root / "checkers",
+                 "onceproof/faults": root / "faults", "onceproof/targets": root / "targets"}
+    for dst, src in rooms.items():
+        for dirpath, dirnames, names in os.walk(src):
+            dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+            for n in names:
+                if n.endswith((".py", ".c", ".xml", ".yaml")):
+                    host = os.path.join(dirpath, n)
+                    out[f"{site}/{dst}/{os.path.relpath(host, src)}"] = host
+    for lib in shared_libraries(elves):
+        out.setdefault(_usr(lib).lstrip("/"), lib)
+    return sorted(out.items(), key=lambda kv: kv[0])
+
+
+def build_pipeline_image(tag: str = PIPELINE_IMAGE, log: Callable[[str], None] = print) -> str:
+    """Make (or keep, when unchanged) an image holding this Python, the Kafka and PostgreSQL
+    client libraries and onceproof's reference pipelines (`python -m
+    onceproof.targets.pipelines.<name>`): what the tests use as "a pipeline given as an image".
+    Returns "built" or "cached". Raises EngineError."""
+    import sys
+
+    import docker
+
+    image = LocalImage("pipeline", env_path=f"{os.path.dirname(os.path.realpath(sys.executable))}:{BASE_PATH}")
+    members = _pipeline_members()
+    changes = [f"ENV PATH={image.env_path}", "ENV PYTHONPATH=/opt/onceproof/site", "ENV PYTHONUNBUFFERED=1",
+               "ENV LANG=C.UTF-8"]
+    h = hashlib.sha256(f"{BUILD_VERSION}\n{tag}\n{changes}\n".encode())
+    for arc, host in members:
+        st = os.stat(host)
+        h.update(f"{arc}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    want = h.hexdigest()[:32]
+    c = client(timeout=600)
+    try:
+        if c.images.get(tag).labels.get(HASH_LABEL) == want:
+            return "cached"
+    except docker.errors.ImageNotFound:
+        pass
+    log(f"building image {tag} from this machine's Python ({len(members)} files)")
+    exe = os.path.realpath(sys.executable)
+    with tempfile.TemporaryDirectory(prefix="onceproof-image-") as tmp:
+        tar = Path(tmp) / "rootfs.tar"
+        _tar(members, tar)
+        with tarfile.open(tar, "a") as t:  # `python` and `python3` beside the interpreter
+            for alias in ("python", "python3"):
+                link = f"{os.path.dirname(exe).lstrip('/')}/{alias}"
+                if link != exe.lstrip("/"):
+                    info = tarfile.TarInfo(link)
+                    info.type, info.linkname = tarfile.SYMTYPE, os.path.basename(exe)
+                    t.addfile(info)
+        c.api.import_image_from_file(str(tar), repository=tag, changes=[*changes, f"LABEL {HASH_LABEL}={want}"])
+    return "built"
