@@ -36,9 +36,7 @@ def _retry(fn, timeout: float = 30.0):
 
 
 def test_every_node_is_a_labelled_container_published_on_loopback_only(docker_targets):
-    import docker
-
-    c = docker.DockerClient(base_url=docker_targets.runtime.client.api.base_url, version="auto")
+    c = docker_targets.runtime.client
     run_id = docker_targets.runtime.run_id
     mine = c.containers.list(filters={"label": f"io.onceproof.run={run_id}"})
     assert sorted(x.labels["io.onceproof.node"] for x in mine) == ["kafka-1", "postgres", "redis", "toxiproxy"]
