@@ -96,8 +96,9 @@ class Deployment:
             for group in spec.groups:
                 proxy = Proxy(f"{group}-{node.name}", group, node.name, runtime.free_port(), node.listener(group))
                 d.proxies[proxy.name] = proxy
-                d.toxiproxy.proxy_ports.append(proxy.listen)
                 node.advertise(group, "127.0.0.1", proxy.listen)
+        if d.toxiproxy is not None:
+            d.toxiproxy.proxy_ports += [p.listen for p in d.proxies.values()]
         return d
 
     @classmethod

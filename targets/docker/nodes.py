@@ -60,6 +60,7 @@ class ContainerNode(Node):
 
     runtime: "DockerRuntime"
     stop_timeout = 10
+    _prepared: bool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
