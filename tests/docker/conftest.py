@@ -2,7 +2,10 @@
 provisions it (targets/docker/engine.sh: podman + runc serving the Docker API on a machine
 without Docker; nothing on one that has it) and builds the local images (cached by content
 hash: seconds when nothing changed), once per session, for every test under tests/docker/.
-One set of targets is shared by the tests that leave it as they found it."""
+One set of targets is shared by the tests that leave it as they found it.
+
+netavark (podman's network backend) leaves its own iptables chains (NETAVARK_*) behind, empty,
+once the last container is gone; they carry no run id and are not ours to remove."""
 from __future__ import annotations
 
 import os
@@ -25,10 +28,11 @@ def docker_engine():
     yield engine.docker_host()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def docker_targets(docker_engine):
-    """One Kafka node + Redis + PostgreSQL + Toxiproxy as containers, shared by the session;
-    tests heal what they break and use their own keys."""
+    """One Kafka node + Redis + PostgreSQL + Toxiproxy as containers, shared by a module's
+    tests (removed after it, so no container of ours outlives tests/docker/); tests heal what
+    they break and use their own keys."""
     from onceproof.targets.deployment import Deployment, TargetsSpec
     from onceproof.targets.docker.runtime import DockerRuntime
 

@@ -67,7 +67,7 @@ targets: {kafka: {nodes: 1}, postgres: {}}
 pipeline: {command: [python, -m, onceproof.targets.pipelines.kafka_to_postgres], replicas: 1}
 workload: {source: kafka:onceproof.events, sink: postgres:onceproof_effects, rate: 300, keys: 10, duration: 6s}
 faults:
-  - {at: 2s, kill: pipeline-0, restart-after: 1s}
+  - {at: 2s, for: 2s, latency: {target: postgres, ms: 100}}
 quiesce: {idle: 3s, max: 60s}
 """
 
@@ -96,7 +96,8 @@ def test_the_workflow_run_steps_in_order_leave_the_artifacts_and_a_passing_job(t
         res = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=work, env={**env, **step_env},
                              capture_output=True, text=True, timeout=900)
         ran.append(step["name"])
-        assert res.returncode == 0, f"step {step['name']!r} exited {res.returncode}:\n{res.stdout[-3000:]}{res.stderr[-3000:]}"
+        assert res.returncode == 0, (f"step {step['name']!r} exited {res.returncode}:\n{res.stdout[-3000:]}"
+                                     f"{res.stderr[-3000:]}\nsummary: {summary.read_text()}")
     assert ran == ["Install onceproof", "Run the plan", "Verdict", "Fail on anomalies or no verdict"]
     assert "exit-code=0" in output.read_text()
     assert "## onceproof `ci-check`: VALID (exit 0)" in summary.read_text()
