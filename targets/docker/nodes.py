@@ -429,15 +429,18 @@ class ContainerCommand(ContainerNode, CommandNode):
     (127.0.0.1:<proxy port>) reach the same proxies as a local replica's do."""
 
     def __init__(self, runtime: "DockerRuntime", name: str, image: str, argv: list[str], env: dict[str, str],
-                 toxiproxy: DockerToxiproxy) -> None:
+                 toxiproxy: ToxiproxyNode | None) -> None:
         super().__init__(runtime, name, argv, env)
         self.image = image
         self.toxiproxy = toxiproxy
 
     def spec(self) -> Spec:
-        assert self.toxiproxy.container is not None
+        """Raises NodeError unless the run's Toxiproxy is a running container (runtime docker)."""
+        proxy = self.toxiproxy
+        if not isinstance(proxy, DockerToxiproxy) or proxy.container is None:
+            raise NodeError(f"{self.name}: a pipeline given as an image needs the docker runtime's Toxiproxy container")
         return Spec(self.image, list(self.argv), [], env=dict(self._env), log_wrap=False, clock=False,
-                    network_mode=f"container:{self.toxiproxy.container.id}")
+                    network_mode=f"container:{proxy.container.id}")
 
     def stop(self, timeout: float = 15.0) -> None:
         self._save_logs()
