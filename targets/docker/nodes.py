@@ -113,16 +113,16 @@ class ContainerNode(Node):
             self.log_path.touch()
             if spec.user == "postgres":
                 os.chown(self.log_path, PG_UID, PG_UID)
-            c.with_volume_mapping(str(self.log_path), LOG_FILE, "rw")
+            c.with_volume_mapping(os.path.abspath(self.log_path), LOG_FILE, "rw")  # relative: a volume's name
             argv = ["sh", "-c", f'exec "$@" >> {LOG_FILE} 2>&1', "sh", *argv]
         shim = self.runtime.clock_shim
         if spec.clock and shim is not None:
-            c.with_volume_mapping(str(shim), f"{SHIM_DIR}/{shim.name}", "ro")
-            c.with_volume_mapping(str(self.clock_file.parent), CLOCK_DIR, "ro")
+            c.with_volume_mapping(os.path.abspath(shim), f"{SHIM_DIR}/{shim.name}", "ro")
+            c.with_volume_mapping(os.path.abspath(self.clock_file.parent), CLOCK_DIR, "ro")
             env["LD_PRELOAD"] = f"{SHIM_DIR}/{shim.name}"
             env["ONCEPROOF_CLOCK_FILE"] = f"{CLOCK_DIR}/{self.clock_file.name}"
         for host, (inside, mode) in spec.mounts.items():
-            c.with_volume_mapping(host, inside, mode)
+            c.with_volume_mapping(os.path.abspath(host), inside, mode)
         for key, value in env.items():
             c.with_env(key, value)
         kwargs: dict[str, Any] = {"labels": self.runtime.labels(self.name), "entrypoint": argv[:1],
