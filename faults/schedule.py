@@ -18,7 +18,7 @@ import difflib
 import math
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Iterable, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar, Iterable, Literal, Union
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SerializerFunctionWrapHandler, create_model,
                       model_serializer)
@@ -159,7 +159,22 @@ def step_model(kind: FaultKind) -> type[FixedStep]:
                          **{kind.name.replace("-", "_"): (body, Field(alias=kind.name, description=kind.summary,
                                                                        json_schema_extra=_target_or_body))})  # type: ignore[call-overload]
     model.kind = kind.name
+    model.model_config["json_schema_extra"] = _siblings_schema(kind)
+    model.model_rebuild(force=True)
     return model
+
+
+def _siblings_schema(kind: FaultKind) -> Callable[[dict[str, Any]], None]:
+    """The step's JSON Schema as the reader accepts it: the kind's parameters may also stand
+    beside the kind (`{at: 8s, kill: pipeline-0, restart-after: 2s}`), and nothing else may, so
+    an editor flags an unknown key as `onceproof run` does (the model itself allows extra keys
+    only for `read_entry` to sort them)."""
+    params = kind.params.model_json_schema(by_alias=True).get("properties", {})
+
+    def extra(schema: dict[str, Any]) -> None:
+        schema["properties"].update({name: p for name, p in params.items() if name not in schema["properties"]})
+        schema["additionalProperties"] = False
+    return extra
 
 
 STEP_MODELS: dict[str, type[FixedStep]] = {name: step_model(k) for name, k in known_kinds().items()}

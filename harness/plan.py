@@ -88,7 +88,8 @@ class Pipeline(_Model):
     secret_env: list[str] = Field(default_factory=list, description=(
         "names of `env` variables whose values are secret, besides those named like *PASSWORD*, *SECRET*, "
         "*TOKEN* or *KEY*: their values are never written into the run folder"))
-    cwd: str | None = None
+    cwd: str | None = Field(None, description=(
+        "the folder the pipeline runs in; relative to the plan file's folder, which is also the default"))
     image: str | None = Field(None, description=(
         "runtime docker: run each replica as a container of this image (its `command` the container's "
         "command), with the same ONCEPROOF_* environment, reaching the targets through the run's proxies"))
@@ -529,14 +530,19 @@ def parse_plan_yaml(text: str, name: str = "<plan>") -> tuple[Any, yaml.Node | N
 
 
 def load_plan(path: str | Path, overrides: dict[str, Any] | None = None) -> Plan:
-    """Read, validate and fill in a plan file. Raises PlanError (file, line, field, why)."""
+    """Read, validate and fill in a plan file. Raises PlanError (file, line, field, why).
+    The pipeline's `cwd` comes back absolute: relative to the plan file's folder, as a relative
+    path in a docker-compose file is (default: that folder itself)."""
     name = str(path)
     data, node = parse_plan_yaml(read_plan_text(path), name)
     if not isinstance(data, dict) or node is None:
         raise PlanError(name, [(1, "", f"expected a mapping of plan fields, e.g.:\n{EXAMPLE}")])
     lines = _line_map(node)
     apply_overrides(data, overrides or {})
-    return validate_plan(data, name, lines)
+    plan = validate_plan(data, name, lines)
+    base = Path(path).resolve().parent
+    plan.pipeline.cwd = str(base / (plan.pipeline.cwd or "."))  # an absolute cwd stays as written
+    return plan
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> None:

@@ -78,11 +78,20 @@ def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
-def test_every_plan_in_the_repo_is_valid():
+def test_every_plan_in_the_repo_is_valid_and_matches_the_published_schema():
     from pathlib import Path
 
-    for path in sorted((Path(__file__).resolve().parents[2] / "plans").glob("*.yaml")):
+    import jsonschema
+
+    from onceproof.plan import json_schema
+
+    validator = jsonschema.Draft202012Validator(json_schema())
+    paths = sorted((Path(__file__).resolve().parents[2] / "plans").glob("*.yaml"))
+    assert paths
+    for path in paths:
         load_plan(path)
+        errors = [e.message for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
+        assert not errors, (path.name, errors)
 
 
 @pytest.mark.parametrize("runtime, fault, field", [
@@ -111,3 +120,15 @@ def test_checks_faults_is_strict_unless_the_plan_says_lenient(tmp_path):
     with pytest.raises(PlanError) as e:
         load_plan(path)
     assert "checks.faults" in str(e.value) and f"{path}:11:" in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("cwd, expected", [(None, "."), ("sub", "sub"), ("/opt/abs", "/opt/abs")])
+def test_the_pipeline_runs_in_the_plan_files_folder_unless_the_plan_says_otherwise(tmp_path, cwd, expected):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    line = f", cwd: {cwd}" if cwd else ""
+    path = folder / "plan.yaml"
+    path.write_text("name: c\ntargets: {kafka: {}, postgres: {}}\n"
+                    f"pipeline: {{command: [python, pipeline.py]{line}}}\n")
+    plan = load_plan(path)
+    assert plan.pipeline.cwd == (expected if expected.startswith("/") else str((folder / expected).resolve()))

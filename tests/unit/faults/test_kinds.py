@@ -83,3 +83,29 @@ def test_one_duration_grammar_for_plans_and_faults(text, seconds):
     from onceproof.plan import parse_duration
 
     assert parse_duration(text) == duration(text, signed=True) == seconds
+
+
+@pytest.mark.parametrize("extra, accepted", [
+    ({}, True),
+    ({"restart-after": "2s"}, True),  # a kind's parameter beside the kind: the reader takes it
+    ({"restart-afterr": "2s"}, False),  # a typo: the reader refuses it, so must the schema
+    ({"ms": 100}, False),  # another kind's parameter
+])
+def test_the_plan_schema_accepts_a_fault_step_exactly_when_the_plan_reader_does(tmp_path, extra, accepted):
+    import jsonschema
+    import yaml
+
+    from onceproof.plan import PlanError, load_plan
+
+    plan = {"name": "s", "targets": {"kafka": {"nodes": 1}, "postgres": {}}, "pipeline": {"command": ["true"]},
+            "faults": [{"at": "1s", "kill": "pipeline-0", **extra}]}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    errors = list(jsonschema.Draft202012Validator(json_schema()).iter_errors(plan))
+    try:
+        load_plan(path)
+        read = True
+    except PlanError:
+        read = False
+    assert read is accepted
+    assert (not errors) is accepted, [e.message for e in errors]
