@@ -135,7 +135,7 @@ class Fault:
     instant: ClassVar[bool] = False
     # the runtimes that can carry this kind out (a Toxiproxy toxic needs `local`'s proxies, an
     # iptables cut needs `netns`'s hosts): a plan asking for it elsewhere is refused when read
-    runtimes: ClassVar[tuple[str, ...]] = ("local", "netns")
+    runtimes: ClassVar[tuple[str, ...]] = ("local", "netns", "docker")
 
     def __init__(self, fault_id: str, context: Context, targets: list[str], params: dict[str, Any]) -> None:
         self.id = fault_id

@@ -75,7 +75,7 @@ class LimitDataParams(ToxicParams):
 class ToxicFault(Fault):
     """A fault made of one Toxiproxy toxic per proxy and stream."""
 
-    runtimes = ("local",)
+    runtimes = ("local", "docker")  # docker: the Toxiproxy container's proxies
 
     toxic_type = ""
 

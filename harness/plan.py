@@ -92,6 +92,9 @@ class Pipeline(_Model):
         "*TOKEN* or *KEY*: their values are never written into the run folder"))
     cwd: str | None = Field(None, description=(
         "the folder the pipeline runs in; relative to the plan file's folder, which is also the default"))
+    image: str | None = Field(None, description=(
+        "runtime docker: run each replica as a container of this image (its `command` the container's "
+        "command), with the same ONCEPROOF_* environment, reaching the targets through the run's proxies"))
     groups: list[str] = Field(default_factory=list, description=(
         "Kafka consumer groups whose committed offsets are the pipeline's progress on a Kafka source "
         "(default: every group that has committed offsets of the source topic)"))
@@ -254,7 +257,10 @@ def _safe_name(v: Any) -> Any:
 class Plan(_Model):
     name: Annotated[str, BeforeValidator(_safe_name)]
     seed: int = Field(1, ge=-(2**63), le=2**63 - 1)
-    runtime: Literal["local", "netns"] = "local"
+    runtime: Literal["local", "netns", "docker"] = "local"
+    images: dict[str, str] = Field(default_factory=dict, description=(
+        "runtime docker: the image of each node kind (kafka, redis, postgres, toxiproxy) instead of the "
+        "default (the projects' official images; `onceproof setup --images` makes local ones under those names)"))
     targets: Targets
     pipeline: Pipeline
     workload: Workload = Field(default_factory=lambda: Workload())
@@ -280,6 +286,11 @@ class Plan(_Model):
             raise PlanConsistencyError(["checks", "state"], "a state topic is read from Kafka: add `kafka: {}`")
         if self.checks.state and self.checks.state.query and self.targets.section("postgres") is None:
             raise PlanConsistencyError(["checks", "state"], "a state query runs on PostgreSQL: add `postgres: {}`")
+        if self.pipeline.image and self.runtime != "docker":
+            raise PlanConsistencyError(["pipeline", "image"], "a pipeline given as an image needs `runtime: docker`")
+        unknown = sorted(set(self.images) - {"kafka", "redis", "postgres", "toxiproxy"})
+        if unknown:
+            raise PlanConsistencyError(["images", unknown[0]], "expected one of kafka, redis, postgres, toxiproxy")
         if self.pipeline.progress and self.targets.section("postgres") is None:
             raise PlanConsistencyError(["pipeline", "progress"],
                                        "a progress query runs on PostgreSQL: add `postgres: {}`")

@@ -274,7 +274,7 @@ def targets_up(plan: Plan, run_id: str, log_dir: Path | None, run: RunLog | None
     node is stopped and the runtime's scratch space removed. With a `run`, the servers are
     listed in it and a teardown failure is one of its errors; without one (`onceproof up`)
     it raises RuntimeError. Starting raises NodeError (a node exited or was not ready)."""
-    runtime = make_runtime(plan.runtime, run_id, log_dir)
+    runtime = make_runtime(plan.runtime, run_id, log_dir, images=plan.images)
     try:
         deployment = Deployment.from_plan(runtime, plan.targets.sections())
     except BaseException:
@@ -348,8 +348,16 @@ class Replicas:
         env = {**pipeline_env(self.plan, self.deployment, self.run.run_id), **self.plan.pipeline.env}
         command = _resolve_command(self.plan.pipeline.command)
         for i in range(self.plan.pipeline.replicas):
-            node = CommandNode(self.deployment.runtime, f"pipeline-{i}", command,
-                               {**env, "ONCEPROOF_REPLICA": str(i)}, cwd=self.plan.pipeline.cwd)
+            node: CommandNode
+            if self.plan.pipeline.image:  # runtime docker: a container of the user's image
+                from onceproof.targets.docker.nodes import ContainerCommand
+
+                node = ContainerCommand(self.deployment.runtime, f"pipeline-{i}",  # type: ignore[arg-type]
+                                        self.plan.pipeline.image, list(self.plan.pipeline.command),
+                                        {**env, "ONCEPROOF_REPLICA": str(i)}, self.deployment.toxiproxy)
+            else:
+                node = CommandNode(self.deployment.runtime, f"pipeline-{i}", command,
+                                   {**env, "ONCEPROOF_REPLICA": str(i)}, cwd=self.plan.pipeline.cwd)
             node.start()
             self.nodes.append(node)
 

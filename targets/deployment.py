@@ -85,15 +85,20 @@ class Deployment:
         d = cls(runtime, spec)
         # netns: every node is a host of its own and clients reach it at its own address;
         # partitions are iptables rules between hosts, so no proxy sits in between
-        d.toxiproxy = ToxiproxyNode(runtime) if runtime.client_proxies else None
+        # a runtime with nodes of its own kind (docker: containers) builds them (`build_target`)
+        own = getattr(runtime, "build_target", None)
+        if runtime.client_proxies:
+            d.toxiproxy = own("toxiproxy", None, spec.groups) if own else ToxiproxyNode(runtime)
         kinds = target_kinds()
         for name, section in spec.resolved().items():
-            d.targets[name] = kinds[name].build(runtime, section, spec.groups)
+            d.targets[name] = own(name, section, spec.groups) if own else kinds[name].build(runtime, section, spec.groups)
         for node in d.servers() if d.toxiproxy is not None else []:
             for group in spec.groups:
                 proxy = Proxy(f"{group}-{node.name}", group, node.name, runtime.free_port(), node.listener(group))
                 d.proxies[proxy.name] = proxy
                 node.advertise(group, "127.0.0.1", proxy.listen)
+        if d.toxiproxy is not None:
+            d.toxiproxy.proxy_ports += [p.listen for p in d.proxies.values()]
         return d
 
     @classmethod

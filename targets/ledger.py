@@ -46,6 +46,7 @@ class RunEntry:
     netns: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
     iptables: list[list[str]] = field(default_factory=list)  # root-namespace rules to delete
+    engine: str = ""  # the docker runtime's engine (DOCKER_HOST): its objects carry the run's label
     # ".json" for a run; ".guard" for what must outlive a run until its harness exits (the
     # netns runtime's rule that keeps forgotten clients from following the default route)
     suffix: str = ".json"
@@ -200,6 +201,15 @@ def remove_run(entry: RunEntry, refused: list[str] | None = None) -> list[str]:
             continue
         if subprocess.run(["ip", "link", "delete", link], capture_output=True).returncode == 0:
             removed.append(f"link {link}")
+    if entry.engine:  # the docker runtime: containers, networks, volumes labelled with the run id
+        from onceproof.targets.docker.cleanup import EngineError, remove_labelled
+
+        os.environ.setdefault("DOCKER_HOST", entry.engine)
+        try:
+            removed += remove_labelled(entry.run_id)
+        except EngineError as e:
+            refused.append(f"containers of run {entry.run_id}: {e}")
+            return removed  # the entry stays, for a cleanup once the engine answers
     scratch = Path(entry.scratch)
     if not scratch_is_ours(scratch):
         refused.append(f"directory {scratch}: not under onceproof's scratch root {paths.scratch_root()}")

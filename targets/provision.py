@@ -152,7 +152,24 @@ def components() -> list[Component]:
     ipt = shutil.which("iptables")
     out.append(Component("iptables", bool(ipt), _version(["iptables", "--version"]) if ipt else "not found",
                          "apt-get install -y iptables iproute2", required=False))
+    out += _engine()
     root = os.geteuid() == 0
     out.append(Component("root", root, "yes (netns runtime available)" if root else
                          "no (local runtime only; netns needs root)", "sudo", required=False))
+    return out
+
+
+def _engine() -> list[Component]:
+    """The docker runtime's engine and images (optional: the local runtimes need neither)."""
+    from onceproof.targets.docker import engine
+
+    st = engine.status()
+    out = [Component("docker engine", st.reachable, st.detail, "onceproof setup --images", required=False)]
+    if st.reachable:
+        from onceproof.targets.docker import images
+
+        have = images.present()
+        missing = [images.DEFAULT_IMAGES[k] for k, ok in have.items() if not ok]
+        out.append(Component("docker images", not missing, "missing: " + ", ".join(missing) if missing else
+                             ", ".join(images.DEFAULT_IMAGES.values()), "onceproof setup --images", required=False))
     return out

@@ -7,16 +7,18 @@ act as one of its hosts (`entered`), keeps the run's ledger up to date (`registe
 everything of the run at `close`.
 
 Implementations: `local` (targets/local.py: processes on 127.0.0.1, clients through
-Toxiproxy) and `netns` (targets/netns.py: one network namespace and address per node).
+Toxiproxy), `netns` (targets/netns.py: one network namespace and address per node) and
+`docker` (targets/docker/: containers on one network per run, clients through Toxiproxy).
 Nodes, faults and the engine ask a runtime only what this protocol says; anything else
 (e.g. the netns runtime's `exec` inside a host) is asked of that runtime's own type."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-KINDS = ("local", "netns")
+KINDS = ("local", "netns", "docker")
 
 
 @runtime_checkable
@@ -76,10 +78,12 @@ class Runtime(Protocol):
         links, rules). Nodes must be stopped first. Idempotent."""
 
 
-def make_runtime(kind: str, run_id: str | None = None, log_dir: Path | None = None) -> Runtime:
+def make_runtime(kind: str, run_id: str | None = None, log_dir: Path | None = None,
+                 images: Mapping[str, str] | None = None) -> Runtime:
     """A new runtime of `kind` (one of KINDS) for run `run_id` (None: a fresh id), writing
-    node logs to `log_dir` (None: `<scratch>/logs`). Raises ValueError for an unknown kind, and
-    targets.netns.NetnsError when `netns` cannot run here (it needs root)."""
+    node logs to `log_dir` (None: `<scratch>/logs`); `images` (docker only): node kind -> image.
+    Raises ValueError for an unknown kind, targets.netns.NetnsError when `netns` cannot run
+    here (it needs root), targets.docker.engine.EngineError when no container engine answers."""
     if kind == "netns":
         from onceproof.targets.netns import NetnsRuntime
 
@@ -88,4 +92,8 @@ def make_runtime(kind: str, run_id: str | None = None, log_dir: Path | None = No
         from onceproof.targets.local import LocalRuntime
 
         return LocalRuntime(run_id=run_id, log_dir=log_dir)
+    if kind == "docker":
+        from onceproof.targets.docker.runtime import DockerRuntime
+
+        return DockerRuntime(run_id=run_id, log_dir=log_dir, images=images)
     raise ValueError(f"unknown runtime {kind!r}: expected one of {', '.join(KINDS)}")

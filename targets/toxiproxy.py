@@ -55,6 +55,9 @@ class ToxiproxyNode(Node):
         super().__init__(runtime, name)
         self.api = Toxiproxy(f"http://{self.host}:{self.port}")
         self.guard: list[str] | None = None  # the iptables rule (without -I/-D) closing the API to others
+        # the ports its proxies will listen on (Deployment.create fills it in before the start: a
+        # runtime that publishes ports, docker, needs them when the server starts)
+        self.proxy_ports: list[int] = []
 
     def prepare(self) -> None:
         if os.geteuid() != 0:

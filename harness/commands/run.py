@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="override the plan's seed")
     p.add_argument("--duration", help="override the load's duration (e.g. 20s)")
     p.add_argument("--json", action="store_true", help="print results.json's summary as JSON on stdout")
+    p.add_argument("--runtime", choices=("local", "netns", "docker"), help="override the plan's runtime")
     p.set_defaults(func=run)
 
 
@@ -79,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = {}
     if args.seed is not None:
         overrides["seed"] = args.seed
+    if getattr(args, "runtime", None):
+        overrides["runtime"] = args.runtime
     if args.duration is not None:
         try:
             overrides["workload.duration"] = parse_duration(args.duration)

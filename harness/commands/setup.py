@@ -10,6 +10,9 @@ from onceproof.errors import ExitCode
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("setup", help="install Kafka jars, Toxiproxy and the clock shim into $ONCEPROOF_HOME")
+    p.add_argument("--images", action="store_true",
+                   help="also the docker runtime: provision a container engine if none answers (root, Debian: podman), "
+                        "and build its images from this machine's binaries when they are missing or changed")
     p.set_defaults(func=run)
 
 
@@ -18,6 +21,13 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         install_all(log=lambda m: print(f"setup: {m}", flush=True))
+        if getattr(args, "images", False):
+            from onceproof.targets.docker import engine, images
+
+            engine.provision(log=lambda m: print(f"setup: {m}", flush=True))
+            done = images.build_local_images(log=lambda m: print(f"setup: {m}", flush=True))
+            done["pipelines"] = images.build_pipeline_image(log=lambda m: print(f"setup: {m}", flush=True))
+            print("setup: images: " + ", ".join(f"{k} {v}" for k, v in done.items()), flush=True)
     except RuntimeError as e:
         print(f"setup failed: {e}", file=sys.stderr)
         return ExitCode.UNKNOWN

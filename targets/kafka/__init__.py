@@ -229,11 +229,14 @@ class RoleError(NodeError):
 
 
 class KafkaCluster:
-    """N KRaft nodes named kafka-1..kafka-N, each controller and broker."""
+    """N KRaft nodes named kafka-1..kafka-N, each controller and broker (of `node_class`: a
+    runtime with nodes of its own, e.g. containers, subclasses this and sets it)."""
+
+    node_class: type[KafkaNode] = KafkaNode
 
     def __init__(self, runtime: "Runtime", nodes: int = 1, groups: tuple[str, ...] = ()) -> None:
         cluster_id = random_id()
-        self.nodes = [KafkaNode(runtime, name, i, cluster_id, groups)
+        self.nodes = [self.node_class(runtime, name, i, cluster_id, groups)
                       for i, name in enumerate(self.node_names(nodes), start=1)]
         voters = ",".join(n.voters for n in self.nodes)
         for n in self.nodes:

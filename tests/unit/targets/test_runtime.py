@@ -59,9 +59,9 @@ def test_make_runtime_gives_the_runtime_named_in_a_plan(tmp_path):
         assert rt.log_dir == tmp_path / "logs"
     finally:
         rt.close()
-    assert KINDS == ("local", "netns")
+    assert KINDS == ("local", "netns", "docker")
 
 
 def test_make_runtime_refuses_an_unknown_kind_and_names_the_known_ones():
-    with pytest.raises(ValueError, match="unknown runtime 'docker': expected one of local, netns"):
-        make_runtime("docker")
+    with pytest.raises(ValueError, match="unknown runtime 'kubernetes': expected one of local, netns, docker"):
+        make_runtime("kubernetes")

@@ -1,0 +1,173 @@
+"""Each target as a container, real: write and read through its fault proxy, kill -9, start
+again, pause and resume, a partition and a clock skew, with the assertions of the local
+target tests; and nothing of the run is left in the engine once it is torn down."""
+from __future__ import annotations
+
+import time
+import uuid
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from onceproof.targets.deployment import Deployment
+from onceproof.targets.docker import cleanup
+from onceproof.targets.redis import client
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+
+def _redis_via(d: Deployment, group: str = "pipeline", timeout: float = 2.0):
+    url = urlsplit(d.redis_url(group))
+    assert url.hostname is not None and url.port is not None
+    return client(url.hostname, url.port, password=url.password, timeout=timeout)
+
+
+def _retry(fn, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return fn()
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_every_node_is_a_labelled_container_published_on_loopback_only(docker_targets):
+    c = docker_targets.runtime.client
+    run_id = docker_targets.runtime.run_id
+    mine = c.containers.list(filters={"label": f"io.onceproof.run={run_id}"})
+    assert sorted(x.labels["io.onceproof.node"] for x in mine) == ["kafka-1", "postgres", "redis", "toxiproxy"]
+    for x in mine:
+        for bindings in (x.attrs["NetworkSettings"]["Ports"] or {}).values():
+            assert all(b["HostIp"] == "127.0.0.1" for b in bindings or []), (x.name, bindings)
+    assert f"network op-{run_id}" in cleanup.leftovers(run_id)
+
+
+def test_redis_in_a_container_keeps_its_aof_always_data_after_kill_9(docker_targets):
+    r = _redis_via(docker_targets)
+    for i in range(100):
+        r.set(f"kill9-{i}", i)
+    node = docker_targets.redis
+    node.kill()
+    assert not node.alive and node.exit_code == 137
+    with pytest.raises(Exception):
+        _redis_via(docker_targets, timeout=0.5).get("kill9-1")
+    node.start()
+    r = _redis_via(docker_targets)
+    assert sum(1 for i in range(100) if r.get(f"kill9-{i}") is not None) == 100
+
+
+def test_redis_pause_stalls_a_client_until_resume(docker_targets):
+    r = _redis_via(docker_targets)
+    r.set("pause-probe", "1")
+    docker_targets.redis.pause()
+    try:
+        slow = _redis_via(docker_targets, timeout=0.5)
+        t = time.monotonic()
+        with pytest.raises(Exception):
+            slow.get("pause-probe")
+        assert time.monotonic() - t >= 0.4
+    finally:
+        docker_targets.redis.resume()
+    assert _retry(lambda: _redis_via(docker_targets).get("pause-probe")) == "1"
+
+
+def test_a_partition_through_the_toxiproxy_container_cuts_the_pipeline_and_heals(docker_targets):
+    api = docker_targets.toxiproxy.api
+    _redis_via(docker_targets).set("partition-probe", "1")
+    api.set_enabled("pipeline-redis", False)
+    try:
+        with pytest.raises(Exception):
+            _redis_via(docker_targets, timeout=0.5).get("partition-probe")
+        assert _redis_via(docker_targets, "load").get("partition-probe") == "1"  # the load group is not cut
+    finally:
+        api.set_enabled("pipeline-redis", True)
+    assert _retry(lambda: _redis_via(docker_targets).get("partition-probe")) == "1"
+
+
+def test_latency_through_the_toxiproxy_container_slows_each_request(docker_targets):
+    api = docker_targets.toxiproxy.api
+    r = _redis_via(docker_targets)
+    r.set("latency-probe", "1")
+    api.add_toxic("pipeline-redis", "lat", "latency", latency=300)
+    try:
+        t = time.monotonic()
+        _redis_via(docker_targets).get("latency-probe")
+        assert time.monotonic() - t >= 0.3
+    finally:
+        api.remove_toxic("pipeline-redis", "lat")
+
+
+def test_postgres_in_a_container_survives_kill_9_with_its_committed_rows(docker_targets):
+    dsn = docker_targets.postgres_dsn("pipeline")
+    table = f"t_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (v int)")
+        conn.execute(f"INSERT INTO {table} SELECT generate_series(1, 50)")
+    docker_targets.postgres.kill()
+    assert not docker_targets.postgres.alive
+    docker_targets.postgres.start()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (50,)
+        conn.execute(f"DROP TABLE {table}")
+
+
+def test_clock_skew_moves_the_clock_inside_the_postgres_container(docker_targets):
+    node = docker_targets.postgres
+    dsn = docker_targets.postgres_dsn()
+
+    def server_offset() -> float:
+        with psycopg.connect(dsn, autocommit=True) as conn:  # a new backend: a fresh process reads the clock
+            row = conn.execute("SELECT extract(epoch from clock_timestamp())").fetchone()
+            assert row is not None
+            return float(row[0]) - time.time()
+
+    assert abs(server_offset()) < 5
+    node.set_clock_offset(3600)
+    try:
+        assert 3590 < server_offset() < 3610
+    finally:
+        node.set_clock_offset(0)
+    assert abs(server_offset()) < 5
+
+
+def test_kafka_in_a_container_writes_and_reads_through_its_proxy_and_restarts(docker_targets):
+    topic = f"docker-{uuid.uuid4().hex[:8]}"
+    bootstrap = docker_targets.kafka_bootstrap("pipeline")
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for i in range(20):
+        p.produce(topic, key=b"k", value=str(i).encode())
+    assert p.flush(30) == 0
+    node = docker_targets.kafka.nodes[0]
+    node.kill()
+    assert not node.alive
+    node.start()
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": topic, "enable.auto.commit": False})
+    try:
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        got: list[bytes] = []
+        deadline = time.monotonic() + 60
+        while len(got) < 20 and time.monotonic() < deadline:
+            m = c.poll(1)
+            if m is not None and not m.error():
+                got.append(m.value())
+        assert got == [str(i).encode() for i in range(20)]
+    finally:
+        c.close()
+
+
+def test_teardown_leaves_no_container_network_or_volume_of_the_run(docker_engine, tmp_path):
+    from onceproof.targets.deployment import TargetsSpec
+    from onceproof.targets.docker.runtime import DockerRuntime
+
+    runtime = DockerRuntime(log_dir=tmp_path / "logs")
+    d = Deployment.create(runtime, TargetsSpec(redis="none"))
+    d.start()
+    d.redis.pause()  # a paused container is removed too
+    assert len(cleanup.leftovers(runtime.run_id)) == 3  # redis, toxiproxy, the network
+    d.stop()
+    assert cleanup.leftovers(runtime.run_id) == []
+    assert not runtime.scratch.exists() and not runtime.entry.path.exists()

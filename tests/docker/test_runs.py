@@ -1,0 +1,118 @@
+"""Whole runs on the docker runtime, through the CLI: the README's demo plan is VALID, the
+broken at-least-once pipeline is caught (`duplicate`), a pipeline given as an image is
+judged like a local one; and a run stopped by SIGINT tears its containers down, one killed
+by SIGKILL leaves them to `onceproof cleanup`, which removes every one."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from onceproof.targets.docker import cleanup
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str, timeout: float = 600) -> tuple[int, dict]:
+    res = subprocess.run([sys.executable, "-m", "onceproof", "run", *args, "--json"], capture_output=True,
+                         text=True, cwd=ROOT, timeout=timeout)
+    line = next((ln for ln in res.stdout.splitlines() if ln.startswith("{")), None)
+    assert line is not None, f"exit {res.returncode}, no JSON summary; stderr: {res.stderr[-3000:]}"
+    return res.returncode, json.loads(line)
+
+
+def test_the_demo_plan_on_docker_is_valid_with_every_fault_applied(tmp_path: Path) -> None:
+    code, summary = _run("plans/demo.yaml", "--runtime", "docker", "--out", str(tmp_path / "out"))
+    assert summary["errors"] == []
+    assert (code, summary["valid"]) == (0, True), summary
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["plan"]["runtime"] == "docker"
+    assert [f["outcome"] for f in results["faults"]] == ["ok"] * 6, results["faults"]
+
+
+def test_the_at_least_once_pipeline_on_docker_is_caught_duplicating(tmp_path: Path) -> None:
+    code, summary = _run("plans/at-least-once.yaml", "--runtime", "docker", "--out", str(tmp_path / "out"))
+    assert code == 1, summary
+    assert summary["checkers"]["exactly-once"]["anomalies"]["duplicate"] > 0
+    assert summary["checkers"]["exactly-once"]["anomalies"]["lost"] == 0
+
+
+IMAGE_PLAN = """name: pipeline-image
+runtime: docker
+targets: {kafka: {nodes: 1}, postgres: {}}
+pipeline:
+  image: onceproof/pipelines:local
+  command: [python, -m, onceproof.targets.pipelines.kafka_to_postgres]
+  replicas: 2
+workload: {source: kafka:onceproof.events, sink: postgres:onceproof_effects, rate: 500, keys: 20, duration: 12s}
+faults:
+  - {at: 3s, kill: pipeline-0, restart-after: 2s}
+  - {at: 6s, for: 3s, partition: {target: postgres, from: pipeline}}
+  - {at: 8s, for: 2s, pause: pipeline-1}
+quiesce: {idle: 3s, max: 60s}
+"""
+
+
+def test_a_pipeline_given_as_an_image_is_valid_under_kill_partition_and_pause(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(IMAGE_PLAN)
+    code, summary = _run(str(plan), "--out", str(tmp_path / "out"))
+    assert summary["errors"] == []
+    assert (code, summary["valid"]) == (0, True), summary
+    logs = tmp_path / "out" / "logs"
+    assert (logs / "pipeline-0.log").exists() and (logs / "pipeline-1.log").exists()
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [f["outcome"] for f in results["faults"]] == ["ok"] * 3, results["faults"]
+
+
+STOP_PLAN = """name: docker-stop
+runtime: docker
+targets: {kafka: {nodes: 1}, postgres: {}}
+pipeline: {command: [python, -m, onceproof.targets.pipelines.kafka_to_postgres], replicas: 1}
+workload: {source: kafka:onceproof.events, sink: postgres:onceproof_effects, rate: 200, keys: 10, duration: 120s}
+quiesce: {idle: 3s, max: 30s}
+"""
+
+
+def _start_and_wait_for_load(tmp_path: Path) -> tuple[subprocess.Popen, str]:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(STOP_PLAN)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "onceproof", "run", str(plan), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)
+    history = out / "history.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (history.exists() and b"load-start" in history.read_bytes()):
+        assert proc.poll() is None, f"the run ended early ({proc.returncode})"
+        time.sleep(0.5)
+    assert history.exists() and b"load-start" in history.read_bytes(), "the load never started"
+    run_id = json.loads(history.read_text().splitlines()[0])["value"]["run_id"]
+    assert len(cleanup.leftovers(run_id)) == 4  # kafka-1, postgres, toxiproxy, the network
+    return proc, run_id
+
+
+def test_sigint_tears_down_every_container_and_the_network_of_the_run(tmp_path: Path) -> None:
+    proc, run_id = _start_and_wait_for_load(tmp_path)
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 3
+    assert cleanup.leftovers(run_id) == []
+
+
+def test_after_sigkill_onceproof_cleanup_removes_every_container_and_the_network(tmp_path: Path) -> None:
+    proc, run_id = _start_and_wait_for_load(tmp_path)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert cleanup.leftovers(run_id) != []  # nobody tore them down
+    res = subprocess.run([sys.executable, "-m", "onceproof", "cleanup"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert f"network op-{run_id}" in res.stdout
+    assert cleanup.leftovers(run_id) == []
