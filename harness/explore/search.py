@@ -68,6 +68,11 @@ class SearchResult:
         return sum(e.judgement.fails for e in self.examples)
 
 
+class _Spent(Exception):
+    """Raised inside the Hypothesis test once the budget is spent before any failure: the only
+    way to end Hypothesis's generation early (its shrinking of it costs no run)."""
+
+
 class ScheduleFails(Exception):
     """Raised inside the Hypothesis test when a schedule fails (so Hypothesis shrinks it)."""
 
@@ -118,6 +123,8 @@ class Search:
         judgement = self._cache.get(schedule)
         if judgement is None:
             judgement = self._judge(schedule)
+        if judgement is None and not self.steps:
+            raise _Spent()  # nothing failed and no time left: end the generation (Hypothesis has no "stop")
         if judgement is not None and judgement.fails:
             raise ScheduleFails(schedule)  # one place only: Hypothesis tells bugs apart by where they are raised
 
@@ -162,6 +169,8 @@ class Search:
             final = next((x for x in self.examples if x.schedule == e.args[0]), None)
             if final is not None and final is not self.minimal:
                 self.steps.append(final)
+        except _Spent:
+            pass
         except KeyboardInterrupt:
             self._stopped.set()
         except BaseException as e:  # noqa: BLE001 - Hypothesis's own errors: the result so far stands
