@@ -91,13 +91,13 @@ class RepeatResult:
 
 def run_many(plan: Plan, n: int, out_dir: Path, *, reuse: bool = True,
              on_progress: Callable[[Any], None] | None = None,
-             on_run: Callable[[int, Any], None] | None = None) -> RepeatResult:
+             on_run: Callable[[int, Any], None] | None = None, session: Any = None) -> RepeatResult:
     """Run `plan` `n` times (seeds: `derive_seed`), run i into `out_dir/run-<i>`, then write the
     summary. `reuse`: one Session for all runs (targets started once, data reset between runs);
     else each run starts and stops its own targets. `on_run(i, result)` after each run. Ctrl-C
     during a run ends that run as interrupted (the runner's own handling) and no further run
-    starts; the summary covers the runs done. Raises RunFolderError (bad input) for an
-    unusable `out_dir`."""
+    starts; the summary covers the runs done. `session`: a Session already up to run on (it
+    must fit the plan). Raises RunFolderError (bad input) for an unusable `out_dir`."""
     from onceproof.runner import execute
     from onceproof.session import Session
     from onceproof.stages import RunFolderError, check_out_dir
@@ -111,7 +111,9 @@ def run_many(plan: Plan, n: int, out_dir: Path, *, reuse: bool = True,
     t0 = time.monotonic()
     import contextlib
 
-    with Session(plan, out_dir / "targets-logs") if reuse else contextlib.nullcontext() as session:
+    shared = session is not None
+    with contextlib.nullcontext(session) if shared or not reuse else Session(plan, out_dir / "targets-logs") \
+            as session:
         for i in range(1, n + 1):
             variant = plan if i == 1 else derive_plan(plan, {"seed": derive_seed(plan.seed, i)})
             run_dir = out_dir / f"run-{i}"
@@ -127,7 +129,7 @@ def run_many(plan: Plan, n: int, out_dir: Path, *, reuse: bool = True,
                 break
     result.valid = aggregate([r.valid for r in result.runs])
     result.exit_code = int(ExitCode.of(result.valid))
-    result.summary = summarize(plan, result.runs, result.valid, n, reuse, time.monotonic() - t0, result.interrupted)
+    result.summary = summarize(plan, result.runs, result.valid, n, reuse or shared, time.monotonic() - t0, result.interrupted)
     write_summary(out_dir, result.summary)
     return result
 

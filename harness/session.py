@@ -163,8 +163,12 @@ class Session:
             self._stack.close()
 
     def compatible(self, plan: Plan) -> bool:
-        """Whether `plan` can run on this session's targets (same runtime and `targets:`)."""
-        return plan.runtime == self.plan.runtime and plan.targets == self.plan.targets
+        """Whether `plan` can run on this session's targets: the same runtime, and each target
+        the plan has, the session has with the same section (a target the plan does not use
+        stays up, idle, and is reset with the others)."""
+        ours = self.plan.targets.sections()
+        return plan.runtime == self.plan.runtime and all(
+            section is None or ours.get(kind) == section for kind, section in plan.targets.sections().items())
 
     def execute(self, plan: Plan, out_dir: Path | None = None, **kw: Any) -> Any:
         """`runner.execute(plan, out_dir, **kw)` on the session's targets; returns its RunResult.

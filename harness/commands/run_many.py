@@ -29,11 +29,11 @@ def run_many_command(plan: Any, args: argparse.Namespace) -> int:
     console.print(f"onceproof: running plan {escape(repr(plan.name))} {args.runs} times (seed {plan.seed} "
                   f"and derived ones, {plan.workload.duration:g}s of load each; targets "
                   f"{'started for each run' if args.restart_targets else 'kept up between runs'})")
-    last = [0.0, ""]
+    last_t, last_phase = [0.0], [""]
 
     def on_progress(p: Any) -> None:
-        if time.monotonic() - last[0] >= 5 or p.phase != last[1]:
-            last[0], last[1] = time.monotonic(), p.phase
+        if time.monotonic() - last_t[0] >= 5 or p.phase != last_phase[0]:
+            last_t[0], last_phase[0] = time.monotonic(), p.phase
             console.print(f"  \\[{p.phase}] {p.elapsed_s:5.1f}s sent={p.sent} applied={p.applied}")
 
     def on_run(i: int, r: Any) -> None:

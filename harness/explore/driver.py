@@ -6,6 +6,7 @@ explore.html (examples tried, verdicts, shrink steps). Written also after Ctrl-C
 best plan found so far. No run logic here: runs are `runner.execute` calls."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -20,7 +21,6 @@ from onceproof.explore.replay import EngineJudge
 from onceproof.explore.search import Search, SearchResult
 from onceproof.explore.space import Schedule, Space, schedule_entries
 from onceproof.plan import Plan, load_plan, parse_duration, parse_plan_yaml, read_plan_text
-from onceproof.repeat import plan_data
 
 __all__ = ["ExploreResult", "explore", "OUT_FILES"]
 
@@ -84,7 +84,7 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
             need: int = 1, run_duration: str | float = "15s", seed: int | None = None,
             out: str | Path | None = None, on_event: Callable[[str, Search], None] | None = None,
             on_progress: Callable[[Any], None] | None = None,
-            search_holder: list[Search] | None = None) -> ExploreResult:
+            search_holder: list[Search] | None = None, session: Any = None) -> ExploreResult:
     """Search `plan`'s fault space (its `explore:` section, or kill, pause, partition, latency
     and clock-skew over every node, up to 6 faults) for `budget` (a duration, e.g. "10m"):
     each schedule run for `run_duration` of load, judged failing when `need` of up to
@@ -92,7 +92,9 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
     2); the first failure is shrunk by Hypothesis. `seed`: Hypothesis's seed and the base seed
     of the runs (default: the plan's). `out`: the folder (default runs/<name>-explore-<time>).
     `on_event(kind, search)` after each example and at the end; `on_progress` gets the engine's
-    Progress. Raises PlanError / ValueError / ExploreFolderError on bad input."""
+    Progress. `session`: a `session.Session` already up to run on (its targets must fit the
+    plan's, see Session.compatible), else the plan's targets are started for this explore.
+    Raises PlanError / ValueError / ExploreFolderError on bad input."""
     from onceproof.session import Session
 
     budget_s = parse_duration(budget) if not isinstance(budget, (int, float)) else float(budget)
@@ -115,7 +117,10 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
     result: SearchResult | None = None
     judge: EngineJudge | None = None
     try:
-        with Session(base, out_dir / "targets-logs") as session:
+        if session is not None and not session.compatible(base):
+            raise ValueError("the session's targets do not fit this plan's")
+        with contextlib.nullcontext(session) if session is not None else Session(base, out_dir / "targets-logs") \
+                as session:
             def run_one(p: Plan, folder: Path) -> Any:
                 return session.execute(p, folder, on_progress=on_progress)
 
@@ -131,13 +136,18 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
     except KeyboardInterrupt:
         if search is not None:
             search.stop()
-    if result is None:  # stopped before or while the targets started, or between runs
-        assert search is not None or True
-        result = SearchResult(list(search.examples) if search else [], list(search.steps) if search else [],
-                              search.minimal if search else None, search.anomaly if search else None,
-                              "stopped", round(time.monotonic() - (search.t0 if search and search.t0 else
-                                                                   time.monotonic()), 3))
+    if result is None:  # stopped while the targets started or stopped: what was judged stands
+        result = _so_far(search)
     return _write_outputs(base, raw, space, result, out_dir, started, budget_s, run_s, replays, need)
+
+
+def _so_far(search: Search | None) -> SearchResult:
+    """The result of a search cut short outside a run (Ctrl-C while targets start or stop)."""
+    if search is None:
+        return SearchResult([], [], None, None, "stopped", 0.0)
+    spent = time.monotonic() - search.t0 if search.t0 else 0.0
+    return SearchResult(list(search.examples), list(search.steps), search.minimal, search.anomaly, "stopped",
+                        round(spent, 3))
 
 
 def _write_outputs(base: Plan, raw: dict[str, Any], space: Space, result: SearchResult, out_dir: Path,
@@ -189,5 +199,3 @@ def _write_outputs(base: Plan, raw: dict[str, Any], space: Space, result: Search
     write_page(out_dir / "explore.html", summary)
     return ExploreResult(out_dir, result, minimal_plan, reproduced, int(exit_code), summary)
 
-
-__all__ += ["plan_data"]

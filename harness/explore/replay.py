@@ -10,7 +10,9 @@ between a write and a commit) being dropped by the shrinker after one lucky pass
 on plans/at-least-once.yaml (`onceproof run --runs 3`, see README): its own schedule caught
 `duplicate` in every run, so a second replay is all a shrink candidate needs, and a third
 would cost a run on every candidate that really passes. Replays stop early: at the `need`-th
-failure, or when `need` can no longer be reached."""
+failure, or when `need` can no longer be reached. Before the first failure (Hypothesis's
+generation, nothing sought yet) a schedule is run once: a miss there only moves the search on
+to the next schedule, while in shrinking a miss would throw away a smaller failing plan."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,7 +56,8 @@ class EngineJudge:
         self.count += 1
         found: list[dict[str, Any]] = []
         hits, last_failing, anomaly, cut_short = 0, None, sought, False
-        for j in range(1, self.replays + 1):
+        replays = self.replays if sought is not None else 1  # see the module's docstring
+        for j in range(1, replays + 1):
             plan = plan_for(self.base, schedule, self.run_duration_s, derive_seed(self.base.seed, j))
             folder = self.out_dir / "examples" / f"{self.count:04d}-{j}"
             result = self.execute(plan, folder)
@@ -72,9 +75,9 @@ class EngineJudge:
                 hits += 1
                 anomaly = anomaly or hit_kind
                 last_failing = folder
-            if hits >= self.need or hits + (self.replays - j) < self.need:
+            if hits >= min(self.need, replays) or hits + (replays - j) < min(self.need, replays):
                 break
-        fails = hits >= self.need
+        fails = hits >= min(self.need, replays)
         return Judgement(fails, anomaly if fails else None, found,
                          {"last_failing": str(last_failing) if last_failing else None, "cut_short": cut_short,
                           "hits": hits})
