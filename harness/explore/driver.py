@@ -175,8 +175,9 @@ def _write_outputs(base: Plan, raw: dict[str, Any], space: Space, result: Search
         if last and Path(last).is_dir():
             shutil.copytree(last, out_dir / "minimal-run", symlinks=True)
     verdicts = [r.get("valid") for e in result.examples for r in e.judgement.replays]
+    # nothing found proves something only if the search ran its course (a stop is no verdict)
     exit_code = ExitCode.INVALID if minimal is not None else ExitCode.VALID if any(v is True for v in verdicts) \
-        else ExitCode.UNKNOWN
+        and result.ended != "stopped" else ExitCode.UNKNOWN
     summary = {
         "name": base.name, "seed": base.seed, "started_at": started, "budget_s": budget_s, "run_duration_s": run_s,
         "replays": replays, "need": need, "ended": result.ended, "seconds": result.seconds,
