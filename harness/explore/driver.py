@@ -128,8 +128,15 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
                 if r.results.get("interrupted") and search is not None:
                     search.stop()
 
+            def on_example(kind: str, s: Search) -> None:
+                if kind == "example":  # the folder is up to date after every schedule, even if we die
+                    _write_outputs(base, raw, space, _so_far(s, "running"), out_dir, started, budget_s, run_s,
+                                   replays, need)
+                if on_event is not None:
+                    on_event(kind, s)
+
             judge = EngineJudge(base, run_one, out_dir, run_s, replays, need, on_run)
-            search = Search(space, judge, budget_s, seed=base.seed, on_event=on_event)
+            search = Search(space, judge, budget_s, seed=base.seed, on_event=on_example)
             if search_holder is not None:
                 search_holder.append(search)
             result = search.run()
@@ -141,12 +148,13 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
     return _write_outputs(base, raw, space, result, out_dir, started, budget_s, run_s, replays, need)
 
 
-def _so_far(search: Search | None) -> SearchResult:
-    """The result of a search cut short outside a run (Ctrl-C while targets start or stop)."""
+def _so_far(search: Search | None, ended: str = "stopped") -> SearchResult:
+    """The search's result so far: while it runs ("running"), or cut short outside a run
+    (Ctrl-C while the targets start or stop: "stopped")."""
     if search is None:
-        return SearchResult([], [], None, None, "stopped", 0.0)
+        return SearchResult([], [], None, None, ended, 0.0)
     spent = time.monotonic() - search.t0 if search.t0 else 0.0
-    return SearchResult(list(search.examples), list(search.steps), search.minimal, search.anomaly, "stopped",
+    return SearchResult(list(search.examples), list(search.steps), search.minimal, search.anomaly, ended,
                         round(spent, 3))
 
 
@@ -172,8 +180,13 @@ def _write_outputs(base: Plan, raw: dict[str, Any], space: Space, result: Search
         _atomic(minimal_plan, (header + yaml.safe_dump(data, sort_keys=False)).encode())
         reproduced = (int(minimal.judgement.detail.get("hits") or 0), len(minimal.judgement.replays))
         last = minimal.judgement.detail.get("last_failing")
-        if last and Path(last).is_dir():
-            shutil.copytree(last, out_dir / "minimal-run", symlinks=True)
+        copied = out_dir / "minimal-run"
+        marker = copied / ".copied-from"
+        if last and Path(last).is_dir() and not (marker.is_file() and marker.read_text() == str(last)):
+            if copied.is_dir() and not copied.is_symlink():
+                shutil.rmtree(copied)
+            shutil.copytree(last, copied, symlinks=True)
+            marker.write_text(str(last))
     verdicts = [r.get("valid") for e in result.examples for r in e.judgement.replays]
     # nothing found proves something only if the search ran its course (a stop is no verdict)
     exit_code = ExitCode.INVALID if minimal is not None else ExitCode.VALID if any(v is True for v in verdicts) \

@@ -57,6 +57,7 @@ def _check_found(result, anomaly: str) -> None:
     assert "Shrink steps" in page and f"{s['schedules_tried']} schedules tried" in page
 
 
+@pytest.mark.timeout(900)
 def test_explore_finds_duplicate_in_at_least_once_and_the_minimal_plan_fails_again(shared, tmp_path):
     result = explore(ROOT / "plans/at-least-once.yaml", budget="5m", run_duration="10s", out=tmp_path / "x",
                      session=shared)
@@ -70,6 +71,7 @@ def test_explore_finds_duplicate_in_at_least_once_and_the_minimal_plan_fails_aga
     assert "duplicate" in out["catch_rate"]
 
 
+@pytest.mark.timeout(900)
 def test_explore_finds_lost_in_commit_before_process(shared, tmp_path):
     result = explore(ROOT / "plans/commit-before-process.yaml", budget="5m", run_duration="10s",
                      out=tmp_path / "x", session=shared)
