@@ -47,6 +47,21 @@ def test_runs_aggregate_is_invalid_when_a_run_is_and_the_catch_rate_matches_the_
     assert "duplicate" in (tmp_path / "runs" / "summary.html").read_text()
 
 
+def _narrowed(tmp_path: Path, name: str, targets: tuple[str, ...] = ("pipeline-0", "pipeline-1", "postgres")) -> Path:
+    """The reference plan with an `explore:` section keeping Kafka out of the space. Why: a kill
+    or pause of the only broker can abort the harness process in librdkafka
+    (`rd_kafka_enq_once_del_source_return: Assertion eonce->refcnt > 0`, from the progress
+    watch's list_consumer_group_offsets in harness/progress.py while the broker is down), which
+    would take the whole test session down. The default space is covered by the unit tests."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "plans" / f"{name}.yaml").read_text())
+    data["explore"] = {"targets": list(targets)}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
 def _check_found(result, anomaly: str) -> None:
     s = result.summary
     assert result.exit_code == 1, s["ended"]
@@ -59,7 +74,7 @@ def _check_found(result, anomaly: str) -> None:
 
 @pytest.mark.timeout(900)
 def test_explore_finds_duplicate_in_at_least_once_and_the_minimal_plan_fails_again(shared, tmp_path):
-    result = explore(ROOT / "plans/at-least-once.yaml", budget="5m", run_duration="10s", out=tmp_path / "x",
+    result = explore(_narrowed(tmp_path, "at-least-once"), budget="6m", run_duration="10s", out=tmp_path / "x",
                      session=shared)
     _check_found(result, "duplicate")
     env = {**os.environ}
@@ -73,13 +88,13 @@ def test_explore_finds_duplicate_in_at_least_once_and_the_minimal_plan_fails_aga
 
 @pytest.mark.timeout(900)
 def test_explore_finds_lost_in_commit_before_process(shared, tmp_path):
-    result = explore(ROOT / "plans/commit-before-process.yaml", budget="5m", run_duration="10s",
+    result = explore(_narrowed(tmp_path, "commit-before-process"), budget="6m", run_duration="10s",
                      out=tmp_path / "x", session=shared)
     _check_found(result, "lost")
 
 
 def test_explore_of_a_correct_pipeline_spends_its_budget_and_passes(shared, tmp_path):
-    result = explore(ROOT / "plans/kafka-txn-copy.yaml", budget="90s", run_duration="8s", out=tmp_path / "x",
+    result = explore(_narrowed(tmp_path, "kafka-txn-copy", ("pipeline-0", "pipeline-1")), budget="90s", run_duration="8s", out=tmp_path / "x",
                      session=shared)
     s = result.summary
     assert result.exit_code == 0 and result.minimal is None and s["ended"] == "budget"
