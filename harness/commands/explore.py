@@ -75,9 +75,10 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"  [{p.phase}] {p.elapsed_s:4.0f}s sent={p.sent} applied={p.applied}", markup=False)
 
     try:
-        result = explore(plan if args.seed is None else plan, budget=args.budget, replays=args.runs, need=args.need,
+        # the path, not the Plan: minimal.yaml is written from the user's own file (their values, unredacted)
+        result = explore(args.plan, budget=args.budget, replays=args.runs, need=args.need, seed=args.seed,
                          run_duration=args.run_duration, out=args.out, on_event=on_event, on_progress=on_progress)
-    except (ExploreFolderError, ValueError) as e:
+    except (ExploreFolderError, PlanError, ValueError) as e:
         print(f"onceproof explore: {e}", file=sys.stderr)
         return ExitCode.BAD_INPUT
     s = result.summary
