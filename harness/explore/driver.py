@@ -136,7 +136,9 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
                     on_event(kind, s)
 
             judge = EngineJudge(base, run_one, out_dir, run_s, replays, need, on_run)
-            search = Search(space, judge, budget_s, seed=base.seed, on_event=on_example)
+            # rounds of few examples each: see Search.run (a run judges one in ~20 s here)
+            search = Search(space, judge, budget_s, seed=base.seed, on_event=on_example,
+                            max_examples=max(10, int(budget_s // 30)))
             if search_holder is not None:
                 search_holder.append(search)
             result = search.run()

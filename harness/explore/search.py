@@ -128,6 +128,36 @@ class Search:
         if judgement is not None and judgement.fails:
             raise ScheduleFails(schedule)  # one place only: Hypothesis tells bugs apart by where they are raised
 
+    def _round(self, seed: int) -> str:
+        """One run of the Hypothesis test; "shrunk" if it found (and shrank) a failure."""
+        from hypothesis import HealthCheck, Phase, given, settings
+        from hypothesis import seed as hseed
+
+        @hseed(seed)
+        @settings(database=None, deadline=None, max_examples=self.max_examples, derandomize=False,
+                  phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck),
+                  report_multiple_bugs=False, print_blob=False, verbosity=_quiet())
+        @given(self.space.strategy())
+        def test(schedule: Schedule) -> None:
+            self._examine(schedule)
+
+        try:
+            test()
+        except ScheduleFails as e:  # Hypothesis's minimal example, replayed last (from the cache)
+            final = next((x for x in self.examples if x.schedule == e.args[0]), None)
+            if final is not None and final is not self.minimal:
+                self.steps.append(final)
+            return "shrunk"
+        except _Spent:
+            pass
+        except KeyboardInterrupt:
+            self._stopped.set()
+        except BaseException as e:  # noqa: BLE001 - Hypothesis's own errors: the result so far stands
+            if _is_flaky(e) or isinstance(e, ExceptionGroup):
+                return "shrunk" if self.steps else "exhausted"
+            raise
+        return "exhausted"
+
     def _judge(self, schedule: Schedule) -> Judgement | None:
         if self.spent:
             return None  # the budget is spent: pass over it without a run, the shrinker ends
@@ -147,37 +177,16 @@ class Search:
         return judgement
 
     def run(self) -> SearchResult:
-        """Generate, judge, shrink; until the shrinker is done, the budget is spent, or stop()."""
-        from hypothesis import HealthCheck, Phase, given, settings
-        from hypothesis import seed as hseed
-
+        """Generate, judge, shrink; until the shrinker is done, the budget is spent, or stop().
+        Hypothesis is run in rounds of `max_examples` (each round seeded `seed + round`, the
+        judgements cached across rounds) until one finds a failure or the budget is spent: a
+        small `max_examples` keeps Hypothesis from spending its first examples (up to 50 when
+        max_examples is large) on near-minimal schedules, which a run costs seconds to judge."""
         self.t0 = time.monotonic()
-
-        @hseed(self.seed)
-        @settings(database=None, deadline=None, max_examples=self.max_examples, derandomize=False,
-                  phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck),
-                  report_multiple_bugs=False, print_blob=False, verbosity=_quiet())
-        @given(self.space.strategy())
-        def test(schedule: Schedule) -> None:
-            self._examine(schedule)
-
-        ended = "exhausted"
-        try:
-            test()
-        except ScheduleFails as e:  # Hypothesis's minimal example, replayed last (from the cache)
-            ended = "shrunk"
-            final = next((x for x in self.examples if x.schedule == e.args[0]), None)
-            if final is not None and final is not self.minimal:
-                self.steps.append(final)
-        except _Spent:
-            pass
-        except KeyboardInterrupt:
-            self._stopped.set()
-        except BaseException as e:  # noqa: BLE001 - Hypothesis's own errors: the result so far stands
-            if _is_flaky(e) or isinstance(e, ExceptionGroup):
-                ended = "shrunk" if self.steps else "exhausted"
-            else:
-                raise
+        ended, round_ = "exhausted", 0
+        while ended == "exhausted" and not self.spent:
+            ended = self._round(self.seed + round_)
+            round_ += 1
         if self._stopped.is_set():
             ended = "stopped"
         elif self.time_left <= 0:

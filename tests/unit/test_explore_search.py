@@ -110,3 +110,10 @@ def test_aggregate_and_derived_seeds() -> None:
     assert aggregate([True, True]) is True
     assert aggregate([]) == "unknown"
     assert derive_seed(7, 1) == 7 and derive_seed(7, 2) == derive_seed(7, 2) != derive_seed(8, 2)
+
+
+def test_rounds_of_few_examples_still_find_and_shrink() -> None:
+    result = Search(Space(None, NODES, 15.0), _needs_kill_and_slow_db, budget_s=120, seed=1, max_examples=10).run()
+    assert result.ended == "shrunk" and result.minimal is not None and len(result.minimal.schedule) == 2
+    trivial = [e for e in result.examples[:10] if all(f.at_s == 0 and f.for_s == 0.5 for f in e.schedule)]
+    assert len(trivial) <= 3  # Hypothesis's near-minimal opening examples are few
