@@ -17,8 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explore", help="search fault schedules for a failure and shrink it to a minimal plan")
     p.add_argument("plan", help="the plan (YAML); its `explore:` section, if any, is the space searched")
     p.add_argument("--budget", default="15m", help="how long to search (default 15m)")
-    p.add_argument("--runs", type=int, default=2, metavar="N",
-                   help="replays of a schedule before it counts as passing (default 2)")
+    p.add_argument("--runs", type=int, default=1, metavar="N",
+                   help="replays of a shrink candidate before it counts as passing (default 1)")
     p.add_argument("--need", type=int, default=1, metavar="K",
                    help="failing replays (same anomaly) for a schedule to count as failing (default 1)")
     p.add_argument("--run-duration", default="15s", help="load per run (default 15s)")

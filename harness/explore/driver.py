@@ -80,7 +80,7 @@ def _plan_and_raw(plan: str | Path | Plan | dict[str, Any], overrides: dict[str,
     return loaded, raw
 
 
-def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "15m", replays: int = 2,
+def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "15m", replays: int = 1,
             need: int = 1, run_duration: str | float = "15s", seed: int | None = None,
             out: str | Path | None = None, on_event: Callable[[str, Search], None] | None = None,
             on_progress: Callable[[Any], None] | None = None,
@@ -89,7 +89,7 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
     and clock-skew over every node, up to 6 faults) for `budget` (a duration, e.g. "10m"):
     each schedule run for `run_duration` of load, judged failing when `need` of up to
     `replays` replays end invalid with the same anomaly kind (explore/replay.py says why 1 of
-    2); the first failure is shrunk by Hypothesis. `seed`: Hypothesis's seed and the base seed
+    1); the first failure is shrunk by Hypothesis. `seed`: Hypothesis's seed and the base seed
     of the runs (default: the plan's). `out`: the folder (default runs/<name>-explore-<time>).
     `on_event(kind, search)` after each example and at the end; `on_progress` gets the engine's
     Progress. `session`: a `session.Session` already up to run on (its targets must fit the

@@ -2,14 +2,15 @@
 `faults:` replaced, the load shortened, as `plan_for` writes it), run on the engine up to
 `replays` times; it fails if at least `need` replays end invalid with the anomaly sought.
 
-Why `need` = 1 of `replays` = 2 by default: the checker has no false alarms to filter out (an
-anomaly is proof the schedule CAN break the pipeline; a correct pipeline is never accused,
-tests/ prove it per anomaly), so one failing replay suffices; what replays guard against is
-the opposite, a schedule that breaks the pipeline only sometimes (a kill that has to land
-between a write and a commit) being dropped by the shrinker after one lucky pass. Measured
-on plans/at-least-once.yaml (`onceproof run --runs 3`, see README): its own schedule caught
-`duplicate` in every run, so a second replay is all a shrink candidate needs, and a third
-would cost a run on every candidate that really passes. Replays stop early: at the `need`-th
+Why `need` = 1 of `replays` = 1 by default (`--runs` raises it): the checker has no false
+alarms to filter out (an anomaly is proof the schedule CAN break the pipeline; a correct
+pipeline is never accused, tests/ prove it per anomaly), so one failing replay suffices; more
+replays only guard against a schedule that breaks the pipeline sometimes being dropped by the
+shrinker after one lucky pass, and each costs a run on every candidate that really passes.
+Measured here: `run plans/at-least-once.yaml --runs 3` caught `duplicate` 3 of 3 times, and in
+an explore of it with 2 replays no shrink candidate's second replay changed its verdict (every
+failing candidate failed on its first replay, every passing one passed both): the second
+replay doubled the cost of shrinking for nothing, so the default is 1. Replays stop early: at the `need`-th
 failure, or when `need` can no longer be reached. Before the first failure (Hypothesis's
 generation, nothing sought yet) a schedule is run once: a miss there only moves the search on
 to the next schedule, while in shrinking a miss would throw away a smaller failing plan."""
@@ -46,7 +47,7 @@ class EngineJudge:
     execute: Callable[[Plan, Path], Any]
     out_dir: Path
     run_duration_s: float
-    replays: int = 2
+    replays: int = 1
     need: int = 1
     on_run: Callable[[Path, Any], None] | None = None
     count: int = 0  # schedules judged
