@@ -13,7 +13,7 @@ from typing import NoReturn
 from onceproof.errors import ExitCode
 
 # name of the sub-command module in harness/commands, in the order `--help` lists them
-COMMANDS = ["run", "check", "report", "plan", "up", "doctor", "setup", "cleanup"]
+COMMANDS = ["run", "explore", "check", "report", "plan", "up", "doctor", "setup", "cleanup"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -21,6 +21,7 @@ from onceproof.faults.params import Seconds, duration
 from onceproof.faults.base import known_kinds
 from onceproof.faults.schedule import FaultEntry, FaultSpecError, RandomEntry, Step, expand
 from onceproof.targets.kinds import Section, target_kinds
+from onceproof.explore.space import ExploreSpace
 
 from onceproof.errors import OnceproofError
 from onceproof.formats import Format, TemplateError
@@ -268,6 +269,7 @@ class Plan(_Model):
     checks: Checks = Field(default_factory=Checks)
     quiesce: Quiesce = Field(default_factory=lambda: Quiesce())
     observe: Observe = Field(default_factory=lambda: Observe())
+    explore: ExploreSpace | None = Field(None, description="the space `onceproof explore` searches (harness/explore/space.py)")
     _steps: list[Step] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")

@@ -3,6 +3,14 @@
     def test_my_pipeline_is_exactly_once(onceproof):
         result = onceproof("plans/my-pipeline.yaml", duration="20s", seed=3)
         assert result.valid is True, result.summary()
+
+    def test_my_pipeline_over_five_runs(onceproof):
+        result = onceproof("plans/my-pipeline.yaml", runs=5)   # aggregate verdict, summary.json
+        assert result.valid is True, result.summary()
+
+    def test_no_schedule_breaks_it(onceproof):
+        found = onceproof.explore("plans/my-pipeline.yaml", budget="5m")
+        assert found.minimal is None, found.minimal_plan
 """
 from __future__ import annotations
 
@@ -28,6 +36,23 @@ class PlanRun:
                 f"report={self.out_dir / 'report.html'}")
 
 
+class RepeatRun:
+    """The result of `onceproof(plan, runs=N)`: the aggregate verdict, each run's PlanRun, and
+    summary.json's dict (catch rate per anomaly)."""
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+        self.valid = result.valid
+        self.exit_code = result.exit_code
+        self.out_dir: Path = result.out_dir
+        self.runs = [PlanRun(r) for r in result.runs]
+        self.summary_data: dict[str, Any] = result.summary
+
+    def summary(self) -> str:
+        return (f"aggregate={self.valid} catch_rate={self.summary_data.get('catch_rate')} "
+                f"summary={self.out_dir / 'summary.html'}")
+
+
 @pytest.fixture
 def onceproof(tmp_path: Path) -> Callable[..., PlanRun]:
     """Run a plan (path or dict) against real targets; results go under the test's tmp_path."""
@@ -37,7 +62,7 @@ def onceproof(tmp_path: Path) -> Callable[..., PlanRun]:
     counter = [0]
 
     def run(plan: str | Path | dict[str, Any], *, duration: str | float | None = None, seed: int | None = None,
-            out: Path | None = None) -> PlanRun:
+            out: Path | None = None, runs: int | None = None) -> Any:
         overrides: dict[str, Any] = {}
         if duration is not None:
             overrides["workload.duration"] = parse_duration(duration)
@@ -50,6 +75,19 @@ def onceproof(tmp_path: Path) -> Callable[..., PlanRun]:
         else:
             resolved = load_plan(plan, overrides)
         counter[0] += 1
+        if runs is not None:  # `onceproof run --runs N`: a RepeatRun
+            from onceproof.repeat import run_many
+
+            return RepeatRun(run_many(resolved, runs, out or tmp_path / f"runs-{counter[0]}"))
         return PlanRun(execute(resolved, out or tmp_path / f"run-{counter[0]}"))
 
+    def explore(plan: str | Path | dict[str, Any], *, budget: str | float = "15m", out: Path | None = None,
+                **kw: Any) -> Any:
+        """`onceproof explore` (onceproof.explore.driver.explore's keywords); its ExploreResult."""
+        from onceproof.explore.driver import explore as search
+
+        counter[0] += 1
+        return search(plan, budget=budget, out=out or tmp_path / f"explore-{counter[0]}", **kw)
+
+    run.explore = explore  # type: ignore[attr-defined]
     return run

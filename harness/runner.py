@@ -58,7 +58,7 @@ class RunResult:
 
 
 def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[Progress], None] | None = None,
-            log: Callable[[str], None] = lambda m: None) -> RunResult:
+            log: Callable[[str], None] = lambda m: None, deployment: Any = None) -> RunResult:
     """Run `plan` once against real targets and check what happened. The steps, each a scope
     (harness/stages.py) that undoes itself on the way out, so that teardown always happens, in
     the reverse order: heal, observer, load host, replicas, targets:
@@ -75,11 +75,14 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
 
     `on_progress` is called with the Progress a few times a second; `log` with a line at
     each step worth saying. A harness or infrastructure failure, or an interruption, is a
-    result (valid "unknown", exit code 3, its errors in results.json), never an exception."""
+    result (valid "unknown", exit code 3, its errors in results.json), never an exception.
+
+    `deployment`: targets already up (a `session.Session` lends its own): step 3 resets their
+    data instead of starting them, and step 7 leaves them running."""
     run = stages.new_run(plan, out_dir)
     progress, report = Progress(total_s=plan.workload.duration), on_progress or (lambda p: None)
     with stages.interrupts() as signals:  # until the results are written: a signal never stops teardown
-        _scopes(plan, run, signals, progress, report, log)
+        _scopes(plan, run, signals, progress, report, log, deployment)
         signals.tearing_down()
         if signals.noted:
             run.notes.append(f"{signals.noted} more signal(s) arrived during teardown: noted, and teardown finished")
@@ -87,13 +90,19 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
 
 
 def _scopes(plan: Plan, run: RunLog, signals: stages.Signals, progress: Progress,
-            report: Callable[[Progress], None], log: Callable[[str], None]) -> None:
+            report: Callable[[Progress], None], log: Callable[[str], None], reused: Any = None) -> None:
     """Steps 1 to 7 of execute(): everything up to and including teardown."""
     with stages.recording(plan, run) as history, stages.kafka_client_logs(run), run.ending_early(), \
             stages.teardown_after(signals) as scope:
         with run.ending_early():
-            log("starting targets")
-            deployment = scope.enter_context(stages.targets_up(plan, run.run_id, run.out_dir / "logs", run))
+            if reused is None:
+                log("starting targets")
+                deployment = scope.enter_context(stages.targets_up(plan, run.run_id, run.out_dir / "logs", run))
+            else:
+                from onceproof.session import reused_targets
+
+                log("resetting the targets' data")
+                deployment = scope.enter_context(reused_targets(reused, run))
             history.record("harness", "info", "targets-ready", {n: a for n, a, _ in deployment.endpoints()})
             fmt = plan.workload.format.compiled if plan.workload.format is not None else None
             source = make_source(plan.workload.source, deployment, plan.workload.partitions, fmt)

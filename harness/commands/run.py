@@ -25,6 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", help="override the load's duration (e.g. 20s)")
     p.add_argument("--json", action="store_true", help="print results.json's summary as JSON on stdout")
     p.add_argument("--runtime", choices=("local", "netns", "docker"), help="override the plan's runtime")
+    p.add_argument("--runs", type=int, metavar="N", help="run the plan N times (seeds derived from the plan's; "
+                   "one folder each, an aggregate verdict and summary.html with the catch rate per anomaly)")
+    p.add_argument("--restart-targets", action="store_true",
+                   help="with --runs: start fresh targets for each run instead of keeping them up between runs")
     p.set_defaults(func=run)
 
 
@@ -95,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.BAD_INPUT
     if not runtime_can_run(plan, args.plan):
         return ExitCode.BAD_INPUT
+    if args.runs is not None:
+        from onceproof.commands.run_many import run_many_command
+
+        return run_many_command(plan, args)
     from onceproof.stages import RunFolderError, check_out_dir
 
     try:

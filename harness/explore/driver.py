@@ -1,0 +1,217 @@
+"""The explore job, shared by `onceproof explore` and `onceproof.explore(...)` in pytest: the
+plan's targets started once (a Session), the search run with the engine judge, then the out
+folder written: minimal.yaml (a normal plan: `onceproof run minimal.yaml` reproduces),
+minimal-run/ (the last failing replay's run folder, with its report), explore.json and
+explore.html (examples tried, verdicts, shrink steps). Written also after Ctrl-C, with the
+best plan found so far. No run logic here: runs are `runner.execute` calls."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from onceproof.errors import ExitCode
+from onceproof.explore.replay import EngineJudge
+from onceproof.explore.search import Search, SearchResult
+from onceproof.explore.space import Schedule, Space, schedule_entries
+from onceproof.plan import Plan, load_plan, parse_duration, parse_plan_yaml, read_plan_text
+
+__all__ = ["ExploreResult", "explore", "OUT_FILES"]
+
+OUT_FILES = ("minimal.yaml", "explore.json", "explore.html")
+OUT_DIRS = ("examples", "minimal-run", "targets-logs")
+
+
+@dataclass
+class ExploreResult:
+    """What an explore ends with: the out folder, the search's result, the minimal plan file
+    (None: nothing failed), the minimal schedule's reproduction (failing replays, replays), the
+    exit code (1: a failing schedule found; 0: the budget ran out without one; 3: no run gave a
+    verdict) and explore.json's dict."""
+
+    out_dir: Path
+    search: SearchResult
+    minimal_plan: Path | None
+    reproduced: tuple[int, int]
+    exit_code: int
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def minimal(self) -> Schedule | None:
+        return self.search.minimal.schedule if self.search.minimal else None
+
+
+class ExploreFolderError(ValueError):
+    """The out folder holds files an explore did not write (bad input, exit 2)."""
+
+
+def check_out(out: Path) -> None:
+    """Raise ExploreFolderError unless `out` is absent, empty or a previous explore's folder."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ExploreFolderError(f"--out {out}: not a folder; give a new or empty folder")
+    foreign = [e.name for e in os.scandir(out) if e.name not in (*OUT_FILES, *OUT_DIRS)]
+    if foreign:
+        raise ExploreFolderError(f"--out {out}: the folder holds {', '.join(sorted(foreign)[:5])}, which explore "
+                                 "did not write; give a new or empty folder")
+
+
+def _plan_and_raw(plan: str | Path | Plan | dict[str, Any], overrides: dict[str, Any]) -> tuple[Plan, dict[str, Any]]:
+    """The validated plan and the raw data minimal.yaml is written from: the user's own file
+    (their values as they wrote them), else the plan's resolved form (secrets redacted)."""
+    from onceproof.plan import apply_overrides, validate_plan
+
+    if isinstance(plan, Plan):
+        return plan, plan.resolved()
+    if isinstance(plan, dict):
+        data = dict(plan)
+        apply_overrides(data, overrides)
+        return validate_plan(data), dict(data)
+    loaded = load_plan(plan, overrides)
+    raw, _ = parse_plan_yaml(read_plan_text(plan), str(plan))
+    apply_overrides(raw, overrides)
+    return loaded, raw
+
+
+def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "15m", replays: int = 1,
+            need: int = 1, run_duration: str | float = "15s", seed: int | None = None,
+            out: str | Path | None = None, on_event: Callable[[str, Search], None] | None = None,
+            on_progress: Callable[[Any], None] | None = None,
+            search_holder: list[Search] | None = None, session: Any = None) -> ExploreResult:
+    """Search `plan`'s fault space (its `explore:` section, or kill, pause, partition, latency
+    and clock-skew over every node, up to 6 faults) for `budget` (a duration, e.g. "10m"):
+    each schedule run for `run_duration` of load, judged failing when `need` of up to
+    `replays` replays end invalid with the same anomaly kind (explore/replay.py says why 1 of
+    1); the first failure is shrunk by Hypothesis. `seed`: Hypothesis's seed and the base seed
+    of the runs (default: the plan's). `out`: the folder (default runs/<name>-explore-<time>).
+    `on_event(kind, search)` after each example and at the end; `on_progress` gets the engine's
+    Progress. `session`: a `session.Session` already up to run on (its targets must fit the
+    plan's, see Session.compatible), else the plan's targets are started for this explore.
+    Raises PlanError / ValueError / ExploreFolderError on bad input."""
+    from onceproof.session import Session
+
+    budget_s = parse_duration(budget) if not isinstance(budget, (int, float)) else float(budget)
+    run_s = parse_duration(run_duration) if not isinstance(run_duration, (int, float)) else float(run_duration)
+    if budget_s <= 0 or run_s <= 0:
+        raise ValueError("budget and run duration must be above zero")
+    if not 1 <= need <= replays:
+        raise ValueError(f"need {need} of {replays} replays: expected 1 <= need <= replays")
+    overrides = {"seed": seed} if seed is not None else {}
+    base, raw = _plan_and_raw(plan, overrides)
+    space = Space(base.explore, base.target_names(), run_s)
+    out_dir = Path(out) if out else Path("runs") / f"{base.name}-explore-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_out(out_dir)
+    for d in OUT_DIRS:
+        if (out_dir / d).is_dir() and not (out_dir / d).is_symlink():
+            shutil.rmtree(out_dir / d)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    search: Search | None = None
+    result: SearchResult | None = None
+    judge: EngineJudge | None = None
+    try:
+        if session is not None and not session.compatible(base):
+            raise ValueError("the session's targets do not fit this plan's")
+        with contextlib.nullcontext(session) if session is not None else Session(base, out_dir / "targets-logs") \
+                as session:
+            def run_one(p: Plan, folder: Path) -> Any:
+                return session.execute(p, folder, on_progress=on_progress)
+
+            def on_run(folder: Path, r: Any) -> None:
+                if r.results.get("interrupted") and search is not None:
+                    search.stop()
+
+            def on_example(kind: str, s: Search) -> None:
+                if kind == "example":  # the folder is up to date after every schedule, even if we die
+                    _write_outputs(base, raw, space, _so_far(s, "running"), out_dir, started, budget_s, run_s,
+                                   replays, need)
+                if on_event is not None:
+                    on_event(kind, s)
+
+            judge = EngineJudge(base, run_one, out_dir, run_s, replays, need, on_run)
+            # rounds of few examples each: see Search.run (a run judges one in ~20 s here)
+            search = Search(space, judge, budget_s, seed=base.seed, on_event=on_example,
+                            max_examples=max(10, int(budget_s // 30)))
+            if search_holder is not None:
+                search_holder.append(search)
+            result = search.run()
+    except KeyboardInterrupt:
+        if search is not None:
+            search.stop()
+    if result is None:  # stopped while the targets started or stopped: what was judged stands
+        result = _so_far(search)
+    return _write_outputs(base, raw, space, result, out_dir, started, budget_s, run_s, replays, need)
+
+
+def _so_far(search: Search | None, ended: str = "stopped") -> SearchResult:
+    """The search's result so far: while it runs ("running"), or cut short outside a run
+    (Ctrl-C while the targets start or stop: "stopped")."""
+    if search is None:
+        return SearchResult([], [], None, None, ended, 0.0)
+    spent = time.monotonic() - search.t0 if search.t0 else 0.0
+    return SearchResult(list(search.examples), list(search.steps), search.minimal, search.anomaly, ended,
+                        round(spent, 3))
+
+
+def _write_outputs(base: Plan, raw: dict[str, Any], space: Space, result: SearchResult, out_dir: Path,
+                   started: str, budget_s: float, run_s: float, replays: int, need: int) -> ExploreResult:
+    from onceproof.explore.page import write_page
+    from onceproof.repeat import _atomic
+
+    minimal_plan = None
+    reproduced = (0, 0)
+    minimal = result.minimal
+    if minimal is not None:
+        data = dict(raw)
+        data["faults"] = schedule_entries(minimal.schedule)
+        data.setdefault("workload", {})
+        if isinstance(data["workload"], dict):
+            data["workload"]["duration"] = f"{run_s:g}s"
+        data["seed"] = base.seed
+        header = (f"# found by `onceproof explore` on {started}: the smallest schedule that made {base.name!r} fail "
+                  f"with {result.anomaly}\n# ({len(minimal.schedule)} fault(s); it failed in "
+                  f"{minimal.judgement.detail.get('hits')} of {len(minimal.judgement.replays)} replay(s))\n")
+        minimal_plan = out_dir / "minimal.yaml"
+        _atomic(minimal_plan, (header + yaml.safe_dump(data, sort_keys=False)).encode())
+        reproduced = (int(minimal.judgement.detail.get("hits") or 0), len(minimal.judgement.replays))
+        last = minimal.judgement.detail.get("last_failing")
+        copied = out_dir / "minimal-run"
+        marker = copied / ".copied-from"
+        if last and Path(last).is_dir() and not (marker.is_file() and marker.read_text() == str(last)):
+            if copied.is_dir() and not copied.is_symlink():
+                shutil.rmtree(copied)
+            shutil.copytree(last, copied, symlinks=True)
+            marker.write_text(str(last))
+    verdicts = [r.get("valid") for e in result.examples for r in e.judgement.replays]
+    # nothing found proves something only if the search ran its course (a stop is no verdict)
+    exit_code = ExitCode.INVALID if minimal is not None else ExitCode.VALID if any(v is True for v in verdicts) \
+        and result.ended != "stopped" else ExitCode.UNKNOWN
+    summary = {
+        "name": base.name, "seed": base.seed, "started_at": started, "budget_s": budget_s, "run_duration_s": run_s,
+        "replays": replays, "need": need, "ended": result.ended, "seconds": result.seconds,
+        "space": {"kinds": space.kinds, "nodes": space.nodes, "max_faults": space.spec.max_faults,
+                  "from_s": space.spec.from_s, "until_s": space.until_s, "shortest_s": space.spec.shortest,
+                  "longest_s": space.longest},
+        "schedules_tried": len(result.examples), "runs": len(verdicts), "failures": result.failures,
+        "anomaly": result.anomaly, "exit_code": int(exit_code),
+        "minimal": None if minimal is None else {"faults": schedule_entries(minimal.schedule),
+                                                 "reproduced": list(reproduced), "plan": "minimal.yaml",
+                                                 "run": "minimal-run/report.html"},
+        "examples": [{"index": e.index, "phase": e.phase, "fails": e.judgement.fails,
+                      "anomaly": e.judgement.anomaly, "faults": [f.label() for f in e.schedule],
+                      "replays": e.judgement.replays, "seconds": e.seconds} for e in result.examples],
+        "steps": [e.index for e in result.steps],
+    }
+    import orjson
+
+    _atomic(out_dir / "explore.json", orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    write_page(out_dir / "explore.html", summary)
+    return ExploreResult(out_dir, result, minimal_plan, reproduced, int(exit_code), summary)
+

@@ -1,0 +1,94 @@
+"""The judge `explore` gives its search: a schedule becomes a normal plan (the base plan with
+`faults:` replaced, the load shortened, as `plan_for` writes it), run on the engine up to
+`replays` times; it fails if at least `need` replays end invalid with the anomaly sought.
+
+Why `need` = 1 of `replays` = 1 by default (`--runs` raises it): the checker has no false
+alarms to filter out (an anomaly is proof the schedule CAN break the pipeline; a correct
+pipeline is never accused, tests/ prove it per anomaly), so one failing replay suffices; more
+replays only guard against a schedule that breaks the pipeline sometimes being dropped by the
+shrinker after one lucky pass, and each costs a run on every candidate that really passes.
+Measured here: `run plans/at-least-once.yaml --runs 3` caught `duplicate` 3 of 3 times, and in
+an explore of it with 2 replays no shrink candidate's second replay changed its verdict (every
+failing candidate failed on its first replay, every passing one passed both): the second
+replay doubled the cost of shrinking for nothing, so the default is 1. Replays stop early: at the `need`-th
+failure, or when `need` can no longer be reached. Before the first failure (Hypothesis's
+generation, nothing sought yet) a schedule is run once: a miss there only moves the search on
+to the next schedule, while in shrinking a miss would throw away a smaller failing plan."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from onceproof.explore.search import Judgement
+from onceproof.explore.space import Schedule, schedule_entries
+from onceproof.plan import Plan
+from onceproof.repeat import anomalies_of, derive_plan, derive_seed
+
+__all__ = ["EngineJudge", "plan_for"]
+
+
+def plan_for(base: Plan, schedule: Schedule, run_duration_s: float, seed: int | None = None) -> Plan:
+    """The plan that runs `schedule`: `base` with its faults replaced by the schedule's, a load
+    of `run_duration_s` seconds, and `seed` (default: the base plan's). Raises PlanError."""
+    changes: dict[str, Any] = {"faults": schedule_entries(schedule), "workload.duration": run_duration_s}
+    if seed is not None:
+        changes["seed"] = seed
+    return derive_plan(base, changes, "<explored schedule>")
+
+
+@dataclass
+class EngineJudge:
+    """Runs each schedule with `execute(plan, out_dir) -> RunResult` (a Session's, so the
+    targets stay up) into `out_dir/examples/<example>-<replay>`; `on_run(folder, result)`
+    after each run; `stopped()` says whether to give up (Ctrl-C)."""
+
+    base: Plan
+    execute: Callable[[Plan, Path], Any]
+    out_dir: Path
+    run_duration_s: float
+    replays: int = 1
+    need: int = 1
+    on_run: Callable[[Path, Any], None] | None = None
+    count: int = 0  # schedules judged
+    runs: int = 0
+
+    def __call__(self, schedule: Schedule, sought: str | None) -> Judgement:
+        self.count += 1
+        found: list[dict[str, Any]] = []
+        hits, last_failing, anomaly, cut_short = 0, None, sought, False
+        replays = self.replays if sought is not None else 1  # see the module's docstring
+        for j in range(1, replays + 1):
+            plan = plan_for(self.base, schedule, self.run_duration_s, derive_seed(self.base.seed, j))
+            folder = self.out_dir / "examples" / f"{self.count:04d}-{j}"
+            result = self.execute(plan, folder)
+            self.runs += 1
+            kinds = anomalies_of(result.results)
+            found.append({"folder": str(folder.relative_to(self.out_dir)), "valid": result.valid, "anomalies": kinds,
+                          "seconds": result.results.get("duration_s")})
+            if self.on_run:
+                self.on_run(folder, result)
+            if result.results.get("interrupted"):
+                cut_short = True
+                break
+            hit_kind = _hit(result.valid, kinds, sought)
+            if hit_kind:
+                hits += 1
+                anomaly = anomaly or hit_kind
+                last_failing = folder
+            if hits >= min(self.need, replays) or hits + (replays - j) < min(self.need, replays):
+                break
+        fails = hits >= min(self.need, replays)
+        return Judgement(fails, anomaly if fails else None, found,
+                         {"last_failing": str(last_failing) if last_failing else None, "cut_short": cut_short,
+                          "hits": hits})
+
+
+def _hit(valid: Any, kinds: dict[str, int], sought: str | None) -> str | None:
+    """The anomaly a run failed with: the one sought if it is among the run's; before any is
+    sought, the run's most frequent one (None: the run is not invalid with an anomaly)."""
+    if valid is not False or not kinds:
+        return None
+    if sought is not None:
+        return sought if sought in kinds else None
+    return max(sorted(kinds), key=lambda k: kinds[k])
