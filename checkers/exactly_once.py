@@ -206,7 +206,7 @@ def partial(history: History, *, order: str | None = None, examples: int = 10) -
 
 
 def finish(parts: list[Partial], *, examples: int = 10,
-           first_at: list[np.ndarray] | None = None) -> dict[str, Any]:
+           first_at: list[Any] | None = None) -> dict[str, Any]:
     """The result of `check` from the partials of the partitions of one history's events
     (one partial: the whole history). `first_at[i][eid]`: where partition i's event eid first
     appears in the whole history (any increasing number; default: the eid itself), so that the
@@ -459,8 +459,9 @@ class _Examples:
         rec = int(h.obs_rec[obs])
         times = self.sightings.get(eid, []).count(obs)
         ev = [h.event_ids[eid], self._key(eid), self._seq(eid)]
-        n_total = int(np.count_nonzero(h.eff_obs == obs))
-        return {"index": rec, "time": int(h.time[rec]), "process": h.process_names[h.process[rec]],
+        n_total = int(h.obs_total[obs]) if h.obs_total is not None else int(np.count_nonzero(h.eff_obs == obs))
+        index = int(h.rec_global[rec]) if h.rec_global is not None else rec
+        return {"index": index, "time": int(h.time[rec]), "process": h.process_names[h.process[rec]],
                 "type": "ok", "f": h.f_names[h.f[rec]],
                 "value": {"full": bool(h.obs_full[obs]), "events": [ev] * times,
                           "events_total": n_total, "trimmed": True}}

@@ -1,0 +1,513 @@
+"""The exactly-once check of a history bigger than memory: spilled by partitions of events.
+
+The check is an aggregation per event (its sends, its sightings, its count in the final read)
+plus per key (order, derived state), so it runs by partitions: one pass over the file reads it
+chunk by chunk with the same readers as the in-memory path (the C scanner, else pure Python),
+keeps the records that are not sends (observations without their effects, progress, faults:
+few) in memory, and appends each send and each sink effect to the binary files of its
+partition on disk. Then each partition is loaded as a `History` of its own (its sends, every
+other record, the effects of its events) and checked by `exactly_once.partial`;
+`exactly_once.finish` merges the partials. The result is the in-memory one exactly:
+counts and totals add up, examples are the first in the whole history (ordered by where each
+event first appears), latency percentiles are exact order statistics over the partitions'
+sorted runs, the state fold is added up by key.
+
+Routing: an event goes where its first record seen by the split goes: a send by the hash of its
+key (so that a key's events share a partition and per-key order is checked whole), an effect
+by the hash of its id; every later record of that id follows (a map from id number to
+partition, 1 byte per id number; ids whose number is past `_MAP_LIMIT` go by id hash alone).
+Per-key order is then exact for every event first seen in a send; an event seen in the sink
+before any send of it (a phantom, a premature one) sits where its id hashes, and its place in
+its key's order is judged within that partition only.
+
+Memory: the chunk being read (`_CHUNK` bytes), the id map, the non-send records, then one
+partition at a time; the number of partitions is chosen so that one partition's estimated
+in-memory check fits in about half the budget. A line longer than a chunk (a final read of
+millions of effects) is streamed slice by slice. The spill folder is removed whatever happens
+(an exception, Ctrl-C, SIGTERM).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import shutil
+import signal
+import tempfile
+import threading
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from onceproof.checkers import exactly_once
+from onceproof.checkers.history import read_history
+from onceproof.checkers.history.columns import Part, _intern
+from onceproof.checkers.history.lines import LineError, _effect_id, cut_warning, line_of
+from onceproof.checkers.history.model import FINAL_READ, OBSERVE, OK, History, HistoryError
+from onceproof.checkers.history.native import native_parts, scan_lib
+from onceproof.checkers.history.python_reader import parse_span
+from onceproof.checkers.history.shape import SendShape, digits, id_prefix
+
+DEFAULT_MEMORY = 2 << 30
+BYTES_FACTOR = 1.4  # peak RSS of the in-memory check per byte of history (benchmarks/check_exactly_once.py)
+_CHUNK = 64 << 20
+_SLICE = 16 << 20
+_MAP_LIMIT = 1 << 30  # id numbers below this are routed through the map (1 byte each, grown on demand)
+_UNSET = 255
+_MAX_PARTS = 250
+
+SEND_DT = np.dtype([("rec", "<i8"), ("time", "<i8"), ("num", "<i8"), ("seq", "<i8"), ("off", "<i8"),
+                    ("end", "<i8"), ("key", "<i4"), ("proc", "<i4"), ("f", "<i2"), ("type", "i1"),
+                    ("width", "i1")])
+EFF_DT = np.dtype([("num", "<i8"), ("pos", "<i8"), ("obs", "<i4"), ("width", "i1")])
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """A memory size as bytes: "2GiB", "512MiB", "1.5G", "800M", "1000000" (K/M/G/T: powers of
+    1024 with or without the "i"; a bare number is bytes). Raises ValueError with what is
+    expected, for anything else or a size below 64 MiB (too small to hold a chunk)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"not a memory size: {text!r}; expected a number with a unit such as 512MiB or 2GiB")
+    n = float(m.group(1)) * (1 << (10 * "_KMGT".index(m.group(2).upper() or "_"))) if m.group(2) else float(
+        m.group(1))
+    if n < 64 << 20:
+        raise ValueError(f"memory size {text!r} is below the minimum of 64MiB")
+    return int(n)
+
+
+def estimate(path: Any) -> int:
+    """Estimated peak RSS in bytes of the in-memory check of the history at `path` (from its size)."""
+    return int(os.path.getsize(path) * BYTES_FACTOR) + (64 << 20)
+
+
+def check_path(path: Any, *, memory: int = DEFAULT_MEMORY, order: str | None = None, examples: int = 10,
+               spill_dir: Any = None, partitions: int | None = None) -> dict[str, Any]:
+    """The exactly-once check of the history file at `path` within about `memory` bytes of RSS:
+    in memory when `estimate(path)` fits, else partitioned (`partitions` forces the partitioned
+    path with that many partitions: tests). `spill_dir`: where the spill folder is made
+    (default $ONCEPROOF_SCRATCH, else the system's temp folder). Result as `exactly_once.check`;
+    raises HistoryError as `read_history` does."""
+    if partitions is None:
+        need = estimate(path)
+        if need <= memory:
+            return exactly_once.check(read_history(path), order=order, examples=examples)
+        partitions = min(_MAX_PARTS, max(2, math.ceil(need / (memory * 0.45))))
+    with _spill_folder(spill_dir) as folder:
+        split = Split(path, folder, partitions)
+        split.run()
+        return split.check(order=order, examples=examples)
+
+
+@contextlib.contextmanager
+def _spill_folder(where: Any) -> Iterator[Path]:
+    base = where or os.environ.get("ONCEPROOF_SCRATCH") or None
+    if base:
+        Path(base).mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="onceproof-spill-", dir=base))
+    old = None
+    if threading.current_thread() is threading.main_thread():
+        def _term(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt  # unwinds through the finally below
+
+        old = signal.signal(signal.SIGTERM, _term)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+class Split:
+    """One pass over the history at `path` into `k` partitions under `folder` (see the module)."""
+
+    def __init__(self, path: Any, folder: Path, k: int) -> None:
+        self.path, self.folder, self.k = str(path), folder, k
+        self.f_names: list[str] = []
+        self.f_index: dict[Any, int] = {}
+        self.p_names: list[Any] = []
+        self.p_index: dict[Any, int] = {}
+        self.k_names: list[str] = []
+        self.k_index: dict[Any, int] = {}
+        self.k_part = np.zeros(0, np.uint8)
+        self.idmap = np.full(0, _UNSET, np.uint8)
+        self.text_map: dict[str, int] = {}
+        self.others: dict[str, list[np.ndarray]] = {c: [] for c in ("rec", "time", "type", "f", "proc", "off", "end")}
+        self.obs_rec: list[int] = []
+        self.obs_full: list[bool] = []
+        self.obs_final: list[bool] = []
+        self.obs_total: list[int] = []
+        self.state_recs: list[int] = []
+        self.start: Any = None
+        self.warnings: list[str] = []
+        self.n_rec = 0
+        self.n_send = [0] * k
+        self.n_eff = [0] * k
+        self.s_text: list[list[tuple[int, str]]] = [[] for _ in range(k)]
+        self.e_text: list[list[tuple[int, str]]] = [[] for _ in range(k)]
+        self.prefix = b""
+        self._files: list[Any] = []
+
+    # -- the pass ---------------------------------------------------------------------------
+    def run(self) -> None:
+        """Read the file once and spill it. Raises HistoryError (cannot open, a bad line)."""
+        try:
+            fh = open(self.path, "rb")
+        except OSError as e:
+            raise HistoryError(self.path, None, f"cannot open: {e.strerror or e}") from None
+        with fh:
+            size = os.fstat(fh.fileno()).st_size
+            self.spec = SendShape(id_prefix(fh.read(1 << 20)) or b"")
+            self.prefix = self.spec.prefix
+            self.lib = scan_lib(None)
+            self._files = [(open(self.folder / f"s{p}.bin", "wb", buffering=1 << 20),
+                            open(self.folder / f"e{p}.bin", "wb", buffering=1 << 20)) for p in range(self.k)]
+            try:
+                pos = 0
+                while pos < size:
+                    try:
+                        pos = self._step(fh, pos, size)
+                    except LineError as e:
+                        raise HistoryError(self.path, line_of(fh, e.offset), e.reason) from None
+            finally:
+                for s, e in self._files:
+                    s.close()
+                    e.close()
+            if self._cut is not None:
+                self.warnings.append(cut_warning(self.path, line_of(fh, self._cut)))
+
+    _cut: int | None = None
+
+    def _step(self, fh: Any, pos: int, size: int) -> int:
+        fh.seek(pos)
+        buf = fh.read(_CHUNK)
+        at_eof = pos + len(buf) >= size
+        if not at_eof:
+            cut = buf.rfind(b"\n") + 1
+            if cut == 0:  # a line longer than a chunk
+                return self._big_line(fh, pos, size, buf)
+            buf = buf[:cut]
+            at_eof = pos + cut >= size
+        for part in self._parts(buf, at_eof):
+            self._route_part(part, pos)
+        return pos + len(buf)
+
+    def _parts(self, buf: bytes, at_eof: bool) -> list[Part]:
+        parts = native_parts(self.lib, buf, self.spec) if self.lib is not None else None
+        if parts is None:
+            parts = [parse_span(buf, 0, len(buf), self.spec, at_eof)]
+        elif not at_eof:  # the scanner treats the end of its bytes as the end of the file
+            for part in parts:
+                if part.truncated_at is not None:
+                    raise LineError(part.truncated_at, "not valid JSON")
+        return parts
+
+    def _big_line(self, fh: Any, pos: int, size: int, head: bytes) -> int:
+        """A line longer than a chunk: an ok observe/final-read of the writer's shape is read as
+        its skeleton (the line without its effects) plus its effects slice by slice."""
+        end = _find(fh, b"\n", pos + len(head), size)
+        line_end = end if end >= 0 else size
+        nxt = line_end + 1 if end >= 0 else size
+        s = head.find(b'"events":[')
+        fh.seek(max(pos, line_end - (1 << 16)))
+        tail_at = fh.tell()
+        tail = fh.read(line_end - tail_at)
+        t = tail.rfind(b"]]")
+        if s < 0 or t < 0:
+            raise LineError(pos, f"a line of {line_end - pos:,} bytes that is not a sink read of the writer's shape")
+        e_abs = tail_at + t  # the events array is [s + 10, e_abs + 1]
+        skeleton = head[:s + 9] + b"[]" + tail[t + 2:]
+        try:
+            d = orjson.loads(skeleton)
+        except orjson.JSONDecodeError as err:
+            raise LineError(pos, f"not valid JSON: {err}") from None
+        if not (isinstance(d, dict) and d.get("type") == "ok" and d.get("f") in (OBSERVE, FINAL_READ)):
+            raise LineError(pos, f"a line of {line_end - pos:,} bytes that is not a sink read of the writer's shape")
+        part = parse_span(skeleton + b"\n", 0, len(skeleton) + 1, self.spec, False)
+        obs = len(self.obs_rec)
+        self._route_part(part, pos, line_end=nxt)
+        count = 0
+        at = s + 10 + pos
+        stop = e_abs + 1
+        while at < stop:
+            fh.seek(at)
+            piece = fh.read(min(_SLICE, stop - at))
+            if at + len(piece) < stop:
+                cut = piece.rfind(b"],[")
+                if cut < 0:
+                    raise LineError(pos, "a sink effect longer than 16 MiB")
+                piece = piece[:cut + 1]
+            nums, widths, strs = self._effects(piece, pos)
+            self._route_effects(obs, nums, widths, strs, count)
+            count += len(nums)
+            at += len(piece) + 1
+        self.obs_total[obs] = count
+        return nxt
+
+    def _effects(self, piece: bytes, off: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+        """The ids of a slice `[..],[..]` of a sink read: numbers and digit counts (-1: a text id in strs)."""
+        pieces = self.spec.eff_re.split(piece) if self.spec.prefix is not None else []
+        k = (len(pieces) - 1) // 2
+        if k > 0 and not pieces[0] and not pieces[-1] and pieces[2:-1:2].count(b",") == k - 1:
+            nums, widths = digits(pieces[1::2])
+            return nums, widths.astype(np.int64), []
+        try:
+            events = orjson.loads(b"[" + piece + b"]")
+        except orjson.JSONDecodeError as e:
+            raise LineError(off, f"sink effects are not valid JSON: {e}") from None
+        if not isinstance(events, list):
+            raise LineError(off, "sink effects are not a list")
+        strs = [(j, _effect_id(ev, off)) for j, ev in enumerate(events)]
+        return np.full(len(events), -1, np.int64), np.zeros(len(events), np.int64), strs
+
+    # -- routing ----------------------------------------------------------------------------
+    def _remap(self, names: list[Any], index: dict[Any, int], out: list[Any]) -> np.ndarray:
+        codes = []
+        for name in names:
+            c = index.get(name)
+            if c is None:
+                c = index[name] = len(out)
+                out.append(name)
+            codes.append(c)
+        return np.array(codes + [0], np.int64)
+
+    def _route_part(self, part: Part, base: int, line_end: int | None = None) -> None:
+        fmap = self._remap(part.f_names, self.f_index, self.f_names)
+        pmap = self._remap(part.proc_names, self.p_index, self.p_names)
+        kmap = self._remap(part.key_names, self.k_index, self.k_names)
+        if len(self.k_names) > len(self.k_part):
+            new = np.array([zlib.crc32(k.encode()) % self.k for k in self.k_names[len(self.k_part):]], np.uint8)
+            self.k_part = np.concatenate([self.k_part, new])
+
+        def cat(name: str, dt: Any) -> np.ndarray:
+            got = part.cols[name]
+            return (got[0] if len(got) == 1 else np.concatenate(got)) if got else np.zeros(0, dt)
+
+        n = part.n
+        time, typ = cat("time", np.int64)[:n], cat("type", np.int8)[:n]
+        f, proc = fmap[cat("f", np.int16)[:n]], pmap[cat("process", np.int32)[:n]]
+        off = cat("off", np.int64)[:n] + base
+        end = np.append(off[1:], part.end + base if line_end is None else line_end)
+        rec0 = self.n_rec
+        s_rec = cat("s_rec", np.int64)
+        is_send = np.zeros(n, bool)
+        is_send[s_rec] = True
+        o = np.flatnonzero(~is_send)
+        for name, col in (("rec", o + rec0), ("time", time[o]), ("type", typ[o]), ("f", f[o]), ("proc", proc[o]),
+                          ("off", off[o]), ("end", end[o])):
+            self.others[name].append(col)
+        # sends
+        if len(s_rec):
+            keys = cat("s_key", np.int32)
+            keys = np.where(keys >= 0, kmap[keys], -1)
+            nums = cat("s_num", np.int64).copy()
+            widths = cat("s_width", np.int64)
+            texts = dict(part.s_str)
+            cand = np.where(keys >= 0, self.k_part[np.maximum(keys, 0)], 0).astype(np.uint8)
+            dest = self._route(nums, widths, texts, cand, keys >= 0)
+            rows = np.empty(len(s_rec), SEND_DT)
+            rows["rec"], rows["time"], rows["type"] = s_rec + rec0, time[s_rec], typ[s_rec]
+            rows["f"], rows["proc"], rows["off"], rows["end"] = f[s_rec], proc[s_rec], off[s_rec], end[s_rec]
+            rows["num"], rows["width"], rows["key"], rows["seq"] = nums, widths, keys, cat("s_seq", np.int64)
+            self._write(rows, dest, texts, self.n_send, self.s_text, 0)
+        # sink reads and their effects
+        for j, rec in enumerate(part.obs_rec):
+            obs = len(self.obs_rec)
+            self.obs_rec.append(rec + rec0)
+            self.obs_full.append(bool(part.obs_full[j]))
+            self.obs_final.append(bool(part.obs_final[j]))
+            self.obs_total.append(len(part.eff_num[j]))
+            self._route_effects(obs, part.eff_num[j], part.eff_width[j], part.eff_str[j], 0)
+            part.eff_num[j] = part.eff_width[j] = np.zeros(0, np.int64)
+        self.state_recs.extend(r + rec0 for r in part.state_recs)
+        if self.start is None and part.start is not None:
+            self.start = part.start
+        if part.truncated_at is not None:
+            self._cut = part.truncated_at + base
+        self.n_rec += n
+
+    def _route_effects(self, obs: int, nums: np.ndarray, widths: np.ndarray, strs: list[tuple[int, str]],
+                       pos0: int) -> None:
+        if not len(nums):
+            return
+        nums = nums.copy()
+        texts = dict(strs)
+        dest = self._route(nums, widths, texts, None, None)
+        rows = np.empty(len(nums), EFF_DT)
+        rows["num"], rows["width"], rows["obs"] = nums, widths, obs
+        rows["pos"] = np.arange(pos0, pos0 + len(nums), dtype=np.int64)
+        self._write(rows, dest, texts, self.n_eff, self.e_text, 1)
+
+    def _route(self, nums: np.ndarray, widths: np.ndarray, texts: dict[int, str], cand: np.ndarray | None,
+               has_cand: np.ndarray | None) -> np.ndarray:
+        """Each id's partition: the map's, else (first seen) the candidate (a send's key) or the id hash."""
+        k = self.k
+        prefix = self.prefix.decode()
+        for i, v in texts.items():  # text of the numeric shape is the same id as the number
+            rest = v[len(prefix):] if v.startswith(prefix) else ""
+            if 0 < len(rest) <= 18 and rest.isdigit() and rest.isascii():
+                nums[i] = int(rest)
+                widths[i] = len(rest)
+        dest = np.empty(len(nums), np.uint8)
+        is_num = nums >= 0
+        small = is_num & (nums < _MAP_LIMIT)
+        big = is_num & ~small
+        dest[big] = (nums[big] % k).astype(np.uint8)
+        if small.any():
+            ns = nums[small]
+            top = int(ns.max()) + 1
+            if top > len(self.idmap):
+                grown = np.full(max(top, 2 * len(self.idmap), 1 << 20), _UNSET, np.uint8)
+                grown[:len(self.idmap)] = self.idmap
+                self.idmap = grown
+            cur = self.idmap[ns]
+            unset = cur == _UNSET
+            if unset.any():
+                c = (ns % k).astype(np.uint8)
+                if cand is not None and has_cand is not None:
+                    c = np.where(has_cand[small], cand[small], c)
+                u, first = np.unique(ns[unset], return_index=True)
+                self.idmap[u] = c[unset][first]
+                cur = self.idmap[ns]
+            dest[small] = cur
+        for i in np.flatnonzero(~is_num).tolist():
+            v = texts[i]
+            p = self.text_map.get(v)
+            if p is None:
+                if cand is not None and has_cand is not None and has_cand[i]:
+                    p = int(cand[i])
+                else:
+                    p = zlib.crc32(v.encode()) % k
+                self.text_map[v] = p
+            dest[i] = p
+        # text ids that became numbers are numbers for the History too
+        for i in list(texts):
+            if nums[i] >= 0:
+                del texts[i]
+        return dest
+
+    def _write(self, rows: np.ndarray, dest: np.ndarray, texts: dict[int, str], counts: list[int],
+               text_lists: list[list[tuple[int, str]]], which: int) -> None:
+        order = np.argsort(dest, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(dest, minlength=self.k))])
+        for p in range(self.k):
+            sel = order[bounds[p]:bounds[p + 1]]
+            if not len(sel):
+                continue
+            if texts:
+                for j, i in enumerate(sel.tolist()):
+                    if i in texts:
+                        text_lists[p].append((counts[p] + j, texts[i]))
+            rows[sel].tofile(self._files[p][which])
+            counts[p] += len(sel)
+
+    # -- the check --------------------------------------------------------------------------
+    def check(self, *, order: str | None, examples: int) -> dict[str, Any]:
+        """Check every partition in turn and merge (exactly_once.finish)."""
+        others = {c: (np.concatenate(v) if v else np.zeros(0, np.int64)) for c, v in self.others.items()}
+        self.others = {}
+        obs_at = np.searchsorted(others["rec"], np.array(self.obs_rec, np.int64))
+        state_at = np.searchsorted(others["rec"], np.array(self.state_recs, np.int64))
+        obs_total = np.array(self.obs_total, np.int64)
+        big = int(obs_total.max()) + 2 if len(obs_total) else 1
+        obs_grec = np.array(self.obs_rec, np.int64)
+        partials, first_at = [], []
+        for p in range(self.k):
+            h, e_pos = self._history(p, others, obs_at, state_at, obs_total)
+            part = exactly_once.partial(h, order=order, examples=examples)
+            part.records = self.n_rec
+            wanted = {e for c in part.candidates.values() for e, _ in c} | {e for e, _ in part.unseen_candidates}
+            first_at.append(_first_at(h, e_pos, wanted, obs_grec, big))
+            partials.append(part)
+            del h, e_pos
+        return exactly_once.finish(partials, examples=examples, first_at=first_at)
+
+    def _history(self, p: int, others: dict[str, np.ndarray], obs_at: np.ndarray, state_at: np.ndarray,
+                 obs_total: np.ndarray) -> tuple[History, np.ndarray]:
+        """Partition `p` as a History of its own (its sends, every other record, its effects),
+        and the position of each of its effects in its sink read."""
+        sends = np.fromfile(self.folder / f"s{p}.bin", SEND_DT)
+        effs = np.fromfile(self.folder / f"e{p}.bin", EFF_DT)
+        n_o, n_s = len(others["rec"]), len(sends)
+        grec = np.concatenate([others["rec"], sends["rec"]])
+        order = np.argsort(grec, kind="stable")
+        inv = np.empty(len(order), np.int64)
+        inv[order] = np.arange(len(order))
+        h = History()
+        h.path, h._data = self.path, None
+        h.rec_global = grec[order]
+        del grec
+        h.time = np.concatenate([others["time"], sends["time"]])[order]
+        h.type = np.concatenate([others["type"], sends["type"]]).astype(np.int8)[order]
+        h.f = np.concatenate([others["f"], sends["f"]]).astype(np.int16)[order]
+        h.process = np.concatenate([others["proc"], sends["proc"]]).astype(np.int32)[order]
+        h._offsets = np.append(np.concatenate([others["off"], sends["off"]])[order], 0)
+        h._ends = np.concatenate([others["end"], sends["end"]])[order]
+        h.f_names, h.process_names, h.key_names = list(self.f_names), list(self.p_names), list(self.k_names)
+        h.send_rec = inv[n_o:]
+        h.obs_rec = inv[obs_at]
+        h.obs_full = np.array(self.obs_full, bool)
+        h.obs_final = np.array(self.obs_final, bool)
+        h.obs_total = obs_total
+        h.state_recs = inv[state_at].tolist()
+        h.start = self.start
+        h.warnings = list(self.warnings)
+        h.truncated = bool(self.warnings)
+        h.eff_obs = effs["obs"].astype(np.int32)
+        del order, inv
+        s_num = sends["num"].copy()
+        s_str = list(self.s_text[p])
+        for i, _ in s_str:
+            s_num[i] = -1
+        e_num = effs["num"].copy()
+        e_str = list(self.e_text[p])
+        for i, _ in e_str:
+            e_num[i] = -1
+        _intern(h, self.prefix.decode(), s_num, sends["width"].astype(np.int64), s_str, e_num,
+                effs["width"].astype(np.int64), e_str, effs["pos"].copy(), sends["key"].copy(),
+                sends["seq"].copy(), h.raw)
+        return h, effs["pos"]
+
+
+def _first_at(h: History, e_pos: np.ndarray, wanted: set[int], obs_grec: np.ndarray, big: int) -> dict[int, int]:
+    """Where each event in `wanted` first appears in the whole history, as a number that orders
+    records and the effects within a read the way the reader numbers events."""
+    if not wanted:
+        return {}
+    w = np.array(sorted(wanted), np.int64)
+    out: dict[int, int] = {}
+    assert h.rec_global is not None
+    s = np.flatnonzero(np.isin(h.send_eid, w))
+    for e, r in zip(h.send_eid[s].tolist(), h.rec_global[h.send_rec[s]].tolist()):
+        at = r * big
+        if at < out.get(e, at + 1):
+            out[e] = at
+    f = np.flatnonzero(np.isin(h.eff_eid, w))
+    if len(f):
+        for e, o, pos in zip(h.eff_eid[f].tolist(), h.eff_obs[f].tolist(), e_pos[f].tolist()):
+            at = int(obs_grec[o]) * big + pos + 1
+            if at < out.get(e, at + 1):
+                out[e] = at
+    return out
+
+
+def _find(fh: Any, needle: bytes, start: int, size: int) -> int:
+    pos = start
+    while pos < size:
+        fh.seek(pos)
+        buf = fh.read(1 << 20)
+        if not buf:
+            break
+        i = buf.find(needle)
+        if i >= 0:
+            return pos + i
+        pos += len(buf)
+    return -1
