@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import mmap
 import os
 import re
 import shutil
@@ -49,7 +50,7 @@ from onceproof.checkers.history import read_history
 from onceproof.checkers.history.columns import Part, _intern
 from onceproof.checkers.history.lines import LineError, _effect_id, cut_warning, line_of
 from onceproof.checkers.history.model import FINAL_READ, OBSERVE, OK, History, HistoryError
-from onceproof.checkers.history.native import native_parts, scan_lib
+from onceproof.checkers.history.native import _native_part, _scan_span, scan_lib
 from onceproof.checkers.history.python_reader import parse_span
 from onceproof.checkers.history.shape import SendShape, digits, id_prefix
 
@@ -101,7 +102,7 @@ def check_path(path: Any, *, memory: int = DEFAULT_MEMORY, order: str | None = N
             return exactly_once.check(read_history(path), order=order, examples=examples)
         partitions = min(_MAX_PARTS, max(2, math.ceil(need / (memory * 0.45))))
     with _spill_folder(spill_dir) as folder:
-        split = Split(path, folder, partitions)
+        split = Split(path, folder, partitions, chunk=max(1 << 20, min(_CHUNK, memory // 16)))
         split.run()
         return split.check(order=order, examples=examples)
 
@@ -129,8 +130,10 @@ def _spill_folder(where: Any) -> Iterator[Path]:
 class Split:
     """One pass over the history at `path` into `k` partitions under `folder` (see the module)."""
 
-    def __init__(self, path: Any, folder: Path, k: int) -> None:
-        self.path, self.folder, self.k = str(path), folder, k
+    def __init__(self, path: Any, folder: Path, k: int, chunk: int = _CHUNK) -> None:
+        self.path, self.folder, self.k, self.chunk = str(path), folder, k, chunk
+        self.slice = max(1 << 16, min(_SLICE, chunk // 4))
+        self.mm: Any = None
         self.f_names: list[str] = []
         self.f_index: dict[Any, int] = {}
         self.p_names: list[Any] = []
@@ -170,45 +173,49 @@ class Split:
             self.lib = scan_lib(None)
             self._files = [(open(self.folder / f"s{p}.bin", "wb", buffering=1 << 20),
                             open(self.folder / f"e{p}.bin", "wb", buffering=1 << 20)) for p in range(self.k)]
+            mm = self.mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
             try:
                 pos = 0
                 while pos < size:
                     try:
-                        pos = self._step(fh, pos, size)
+                        pos = self._step(fh, mm, pos, size)
                     except LineError as e:
                         raise HistoryError(self.path, line_of(fh, e.offset), e.reason) from None
             finally:
                 for s, e in self._files:
                     s.close()
                     e.close()
+                if mm is not None:
+                    self.mm = None
+                    mm.close()
             if self._cut is not None:
                 self.warnings.append(cut_warning(self.path, line_of(fh, self._cut)))
 
     _cut: int | None = None
 
-    def _step(self, fh: Any, pos: int, size: int) -> int:
-        fh.seek(pos)
-        buf = fh.read(_CHUNK)
-        at_eof = pos + len(buf) >= size
-        if not at_eof:
-            cut = buf.rfind(b"\n") + 1
+    def _step(self, fh: Any, mm: Any, pos: int, size: int) -> int:
+        """One chunk of whole lines from `pos`: the position after it."""
+        stop = min(size, pos + self.chunk)
+        if stop < size:
+            cut = mm.rfind(b"\n", pos, stop) + 1
             if cut == 0:  # a line longer than a chunk
-                return self._big_line(fh, pos, size, buf)
-            buf = buf[:cut]
-            at_eof = pos + cut >= size
-        for part in self._parts(buf, at_eof):
-            self._route_part(part, pos)
-        return pos + len(buf)
-
-    def _parts(self, buf: bytes, at_eof: bool) -> list[Part]:
-        parts = native_parts(self.lib, buf, self.spec) if self.lib is not None else None
-        if parts is None:
-            parts = [parse_span(buf, 0, len(buf), self.spec, at_eof)]
-        elif not at_eof:  # the scanner treats the end of its bytes as the end of the file
-            for part in parts:
-                if part.truncated_at is not None:
-                    raise LineError(part.truncated_at, "not valid JSON")
-        return parts
+                fh.seek(pos)
+                return self._big_line(fh, pos, size, fh.read(min(self.slice, size - pos)))
+            stop = cut
+        at_eof = stop >= size
+        if self.lib is not None:
+            arr = np.frombuffer(mm, np.uint8)
+            try:
+                out = _scan_span(self.lib, arr.ctypes.data, pos, stop, self.spec, True)
+                if out is not None:
+                    part = _native_part(self.lib, arr.ctypes.data, mm, self.spec, pos, stop, out, at_eof, True)
+                    self._route_part(part, 0)
+                    return stop
+            finally:
+                del arr
+        part = parse_span(mm[pos:stop], 0, stop - pos, self.spec, at_eof)
+        self._route_part(part, pos)
+        return stop
 
     def _big_line(self, fh: Any, pos: int, size: int, head: bytes) -> int:
         """A line longer than a chunk: an ok observe/final-read of the writer's shape is read as
@@ -239,21 +246,33 @@ class Split:
         stop = e_abs + 1
         while at < stop:
             fh.seek(at)
-            piece = fh.read(min(_SLICE, stop - at))
+            piece = fh.read(min(self.slice, stop - at))
             if at + len(piece) < stop:
                 cut = piece.rfind(b"],[")
                 if cut < 0:
-                    raise LineError(pos, "a sink effect longer than 16 MiB")
+                    raise LineError(pos, f"a sink effect longer than {self.slice:,} bytes")
                 piece = piece[:cut + 1]
-            nums, widths, strs = self._effects(piece, pos)
+            nums, widths, strs = self._effects(piece, at, pos)
             self._route_effects(obs, nums, widths, strs, count)
             count += len(nums)
             at += len(piece) + 1
         self.obs_total[obs] = count
         return nxt
 
-    def _effects(self, piece: bytes, off: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
-        """The ids of a slice `[..],[..]` of a sink read: numbers and digit counts (-1: a text id in strs)."""
+    def _effects(self, piece: bytes, at: int, off: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+        """The ids of a slice `[..],[..]` of a sink read (at byte `at` of the line at `off`): numbers
+        and digit counts (-1: a text id, in strs), read by the C scanner when it is built."""
+        if self.lib is not None and self.mm is not None:
+            cap = len(piece) // 12 + 1
+            num, width = np.empty(cap, np.int64), np.empty(cap, np.int64)
+            arr = np.frombuffer(self.mm, np.uint8)
+            try:
+                k = self.lib.hs_effects(arr.ctypes.data, at, at + len(piece), self.spec.prefix,
+                                        len(self.spec.prefix), num.ctypes.data, width.ctypes.data, cap, True)
+            finally:
+                del arr
+            if k > 0:
+                return num[:k], width[:k], []
         pieces = self.spec.eff_re.split(piece) if self.spec.prefix is not None else []
         k = (len(pieces) - 1) // 2
         if k > 0 and not pieces[0] and not pieces[-1] and pieces[2:-1:2].count(b",") == k - 1:

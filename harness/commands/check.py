@@ -57,7 +57,19 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-partition", action="store_true", help="do not split the history by key")
     p.add_argument("--examples", type=int, default=10, help="examples kept per anomaly")
     p.add_argument("--json", action="store_true", help="one JSON object per file, one per line")
+    p.add_argument("--memory", type=_memory, default=None, metavar="SIZE",
+                   help="memory budget of the exactly-once check, e.g. 512MiB or 2GiB (default 2GiB): a "
+                        "history that would not fit is checked by partitions spilled to disk, same result")
     p.set_defaults(func=run)
+
+
+def _memory(text: str) -> int:
+    from onceproof.checkers.partitioned import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def guess_format(path: str) -> str:
@@ -97,11 +109,10 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
         if fmt != "onceproof":
             raise HistoryError(path, None, f"the exactly-once checker reads onceproof histories, not {fmt}; "
                                            "use --checker linearizable")
-        from onceproof.checkers import exactly_once
-        from onceproof.checkers.history import read_history
+        from onceproof.checkers.partitioned import DEFAULT_MEMORY, check_path
 
-        h = read_history(path)
-        r = exactly_once.check(h, order=args.order, examples=args.examples)
+        r = check_path(path, memory=getattr(args, "memory", None) or DEFAULT_MEMORY, order=args.order,
+                       examples=args.examples)
         stats = r.pop("stats")
         return {"file": path, "valid": r["valid"], "checkers": {"exactly-once": r}, "stats": stats}
 
