@@ -58,6 +58,8 @@ DEFAULT_MEMORY = 2 << 30
 BYTES_FACTOR = 1.4  # peak RSS of the in-memory check per byte of history (benchmarks/check_exactly_once.py)
 _CHUNK = 64 << 20
 _SLICE = 16 << 20
+_MIN_CHUNK = 1 << 20  # tests lower these two to split tiny histories into many chunks and slices
+_MIN_SLICE = 1 << 16
 _MAP_LIMIT = 1 << 30  # id numbers below this are routed through the map (1 byte each, grown on demand)
 _UNSET = 255
 _MAX_PARTS = 250
@@ -102,7 +104,7 @@ def check_path(path: Any, *, memory: int = DEFAULT_MEMORY, order: str | None = N
             return exactly_once.check(read_history(path), order=order, examples=examples)
         partitions = min(_MAX_PARTS, max(2, math.ceil(need / (memory * 0.45))))
     with _spill_folder(spill_dir) as folder:
-        split = Split(path, folder, partitions, chunk=max(1 << 20, min(_CHUNK, memory // 16)))
+        split = Split(path, folder, partitions, chunk=max(_MIN_CHUNK, min(_CHUNK, memory // 32)))
         split.run()
         return split.check(order=order, examples=examples)
 
@@ -132,7 +134,7 @@ class Split:
 
     def __init__(self, path: Any, folder: Path, k: int, chunk: int = _CHUNK) -> None:
         self.path, self.folder, self.k, self.chunk = str(path), folder, k, chunk
-        self.slice = max(1 << 16, min(_SLICE, chunk // 4))
+        self.slice = max(_MIN_SLICE, min(_SLICE, chunk // 4))
         self.mm: Any = None
         self.f_names: list[str] = []
         self.f_index: dict[Any, int] = {}
@@ -198,10 +200,15 @@ class Split:
         stop = min(size, pos + self.chunk)
         if stop < size:
             cut = mm.rfind(b"\n", pos, stop) + 1
-            if cut == 0:  # a line longer than a chunk
+            if cut == 0:  # a line longer than a chunk: a sink read is streamed, any other line read whole
                 fh.seek(pos)
-                return self._big_line(fh, pos, size, fh.read(min(self.slice, size - pos)))
-            stop = cut
+                nxt = self._big_line(fh, pos, size, fh.read(min(self.slice, size - pos)))
+                if nxt is not None:
+                    return nxt
+                end = _find(fh, b"\n", stop, size)
+                stop = end + 1 if end >= 0 else size
+            else:
+                stop = cut
         at_eof = stop >= size
         if self.lib is not None:
             arr = np.frombuffer(mm, np.uint8)
@@ -217,9 +224,10 @@ class Split:
         self._route_part(part, pos)
         return stop
 
-    def _big_line(self, fh: Any, pos: int, size: int, head: bytes) -> int:
-        """A line longer than a chunk: an ok observe/final-read of the writer's shape is read as
-        its skeleton (the line without its effects) plus its effects slice by slice."""
+    def _big_line(self, fh: Any, pos: int, size: int, head: bytes) -> int | None:
+        """A line longer than a chunk: an ok observe/final-read is read as its skeleton (the line
+        without its effects) plus its effects slice by slice; the position after it. None for
+        any other line (read whole by the caller)."""
         end = _find(fh, b"\n", pos + len(head), size)
         line_end = end if end >= 0 else size
         nxt = line_end + 1 if end >= 0 else size
@@ -228,16 +236,17 @@ class Split:
         tail_at = fh.tell()
         tail = fh.read(line_end - tail_at)
         t = tail.rfind(b"]]")
-        if s < 0 or t < 0:
-            raise LineError(pos, f"a line of {line_end - pos:,} bytes that is not a sink read of the writer's shape")
+        if s < 0 or t < 0 or tail_at + t <= pos + s + 10:
+            return None
         e_abs = tail_at + t  # the events array is [s + 10, e_abs + 1]
         skeleton = head[:s + 9] + b"[]" + tail[t + 2:]
         try:
             d = orjson.loads(skeleton)
-        except orjson.JSONDecodeError as err:
-            raise LineError(pos, f"not valid JSON: {err}") from None
-        if not (isinstance(d, dict) and d.get("type") == "ok" and d.get("f") in (OBSERVE, FINAL_READ)):
-            raise LineError(pos, f"a line of {line_end - pos:,} bytes that is not a sink read of the writer's shape")
+        except orjson.JSONDecodeError:
+            return None
+        if not (isinstance(d, dict) and d.get("type") == "ok" and d.get("f") in (OBSERVE, FINAL_READ)
+                and isinstance(d.get("value"), dict) and d["value"].get("events") == []):
+            return None
         part = parse_span(skeleton + b"\n", 0, len(skeleton) + 1, self.spec, False)
         obs = len(self.obs_rec)
         self._route_part(part, pos, line_end=nxt)
@@ -253,7 +262,7 @@ class Split:
                     raise LineError(pos, f"a sink effect longer than {self.slice:,} bytes")
                 piece = piece[:cut + 1]
             nums, widths, strs = self._effects(piece, at, pos)
-            self._route_effects(obs, nums, widths, strs, count)
+            self._route_effects(obs, nums, widths, strs, count, lambda p=piece: orjson.loads(b"[" + p + b"]"))
             count += len(nums)
             at += len(piece) + 1
         self.obs_total[obs] = count
@@ -344,7 +353,9 @@ class Split:
             self.obs_full.append(bool(part.obs_full[j]))
             self.obs_final.append(bool(part.obs_final[j]))
             self.obs_total.append(len(part.eff_num[j]))
-            self._route_effects(obs, part.eff_num[j], part.eff_width[j], part.eff_str[j], 0)
+            line = (int(off[rec]), int(end[rec]))
+            self._route_effects(obs, part.eff_num[j], part.eff_width[j], part.eff_str[j], 0,
+                                lambda line=line: self._events_of(*line))
             part.eff_num[j] = part.eff_width[j] = np.zeros(0, np.int64)
         self.state_recs.extend(r + rec0 for r in part.state_recs)
         if self.start is None and part.start is not None:
@@ -353,21 +364,29 @@ class Split:
             self._cut = part.truncated_at + base
         self.n_rec += n
 
+    def _events_of(self, start: int, end: int) -> list[Any]:
+        """The effects of the sink read on bytes [start, end) of the file, parsed."""
+        d = orjson.loads(bytes(self.mm[start:end]).split(b"\n", 1)[0]) if self.mm is not None else {}
+        return list((d.get("value") or {}).get("events") or [])
+
     def _route_effects(self, obs: int, nums: np.ndarray, widths: np.ndarray, strs: list[tuple[int, str]],
-                       pos0: int) -> None:
+                       pos0: int, events: Any) -> None:
+        """Spill the effects of sink read `obs` (positions pos0...); `events()` parses them, for
+        the keys of ids seen here first (they go by their key, as a send would)."""
         if not len(nums):
             return
         nums = nums.copy()
         texts = dict(strs)
-        dest = self._route(nums, widths, texts, None, None)
+        dest = self._route(nums, widths, texts, None, None, events)
         rows = np.empty(len(nums), EFF_DT)
         rows["num"], rows["width"], rows["obs"] = nums, widths, obs
         rows["pos"] = np.arange(pos0, pos0 + len(nums), dtype=np.int64)
         self._write(rows, dest, texts, self.n_eff, self.e_text, 1)
 
     def _route(self, nums: np.ndarray, widths: np.ndarray, texts: dict[int, str], cand: np.ndarray | None,
-               has_cand: np.ndarray | None) -> np.ndarray:
-        """Each id's partition: the map's, else (first seen) the candidate (a send's key) or the id hash."""
+               has_cand: np.ndarray | None, events: Any = None) -> np.ndarray:
+        """Each id's partition: the map's, else (first seen) the candidate (a send's key), or for
+        effects (`events`: parses them) the effect's own key, else the id hash."""
         k = self.k
         prefix = self.prefix.decode()
         for i, v in texts.items():  # text of the numeric shape is the same id as the number
@@ -375,6 +394,8 @@ class Split:
             if 0 < len(rest) <= 18 and rest.isdigit() and rest.isascii():
                 nums[i] = int(rest)
                 widths[i] = len(rest)
+        if events is not None:
+            cand, has_cand = self._effect_keys(nums, texts, events)
         dest = np.empty(len(nums), np.uint8)
         is_num = nums >= 0
         small = is_num & (nums < _MAP_LIMIT)
@@ -412,6 +433,33 @@ class Split:
             if nums[i] >= 0:
                 del texts[i]
         return dest
+
+    def _effect_keys(self, nums: np.ndarray, texts: dict[int, str], events: Any) -> tuple[Any, Any]:
+        """(partition of each effect's key, whether it has one) when some id is new to the map
+        (rare: an effect seen before any send of it); else (None, None)."""
+        fresh = np.zeros(len(nums), bool)
+        small = (nums >= 0) & (nums < _MAP_LIMIT)
+        if small.any():
+            ns = nums[small]
+            seen = np.zeros(len(ns), bool)
+            inside = ns < len(self.idmap)
+            seen[inside] = self.idmap[ns[inside]] != _UNSET
+            fresh[np.flatnonzero(small)[~seen]] = True
+        for i, v in texts.items():
+            if nums[i] < 0 and v not in self.text_map:
+                fresh[i] = True
+        if not fresh.any():
+            return None, None
+        evs = events()
+        cand = np.zeros(len(nums), np.uint8)
+        has = np.zeros(len(nums), bool)
+        for i in np.flatnonzero(fresh).tolist():
+            ev = evs[i] if i < len(evs) else None
+            key = ev[1] if isinstance(ev, list) and len(ev) > 1 else None
+            if key is not None:
+                cand[i] = zlib.crc32(str(key).encode()) % self.k
+                has[i] = True
+        return cand, has
 
     def _write(self, rows: np.ndarray, dest: np.ndarray, texts: dict[int, str], counts: list[int],
                text_lists: list[list[tuple[int, str]]], which: int) -> None:
