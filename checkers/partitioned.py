@@ -39,6 +39,7 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -479,31 +480,68 @@ class Split:
     # -- the check --------------------------------------------------------------------------
     def check(self, *, order: str | None, examples: int) -> dict[str, Any]:
         """Check every partition in turn and merge (exactly_once.finish)."""
+        sealed = self.seal()
+        outs = [sealed.check_partition(p, order, examples) for p in range(self.k)]
+        return exactly_once.finish([o[0] for o in outs], examples=examples, first_at=[o[1] for o in outs])
+
+    def seal(self) -> Sealed:
+        """What a partition's check needs besides its spill files: small, picklable (sent to
+        Spark's executors by checkers/spark.py)."""
         others = {c: (np.concatenate(v) if v else np.zeros(0, np.int64)) for c, v in self.others.items()}
         self.others = {}
-        obs_at = np.searchsorted(others["rec"], np.array(self.obs_rec, np.int64))
-        state_at = np.searchsorted(others["rec"], np.array(self.state_recs, np.int64))
         obs_total = np.array(self.obs_total, np.int64)
-        big = int(obs_total.max()) + 2 if len(obs_total) else 1
-        obs_grec = np.array(self.obs_rec, np.int64)
-        partials, first_at = [], []
-        for p in range(self.k):
-            h, e_pos = self._history(p, others, obs_at, state_at, obs_total)
-            part = exactly_once.partial(h, order=order, examples=examples)
-            part.records = self.n_rec
-            wanted = {e for c in part.candidates.values() for e, _ in c} | {e for e, _ in part.unseen_candidates}
-            first_at.append(_first_at(h, e_pos, wanted, obs_grec, big))
-            partials.append(part)
-            del h, e_pos
-        return exactly_once.finish(partials, examples=examples, first_at=first_at)
+        return Sealed(
+            path=self.path, folder=str(self.folder), k=self.k, n_rec=self.n_rec, prefix=self.prefix.decode(),
+            others=others, obs_at=np.searchsorted(others["rec"], np.array(self.obs_rec, np.int64)),
+            state_at=np.searchsorted(others["rec"], np.array(self.state_recs, np.int64)),
+            obs_total=obs_total, obs_grec=np.array(self.obs_rec, np.int64),
+            obs_full=np.array(self.obs_full, bool), obs_final=np.array(self.obs_final, bool),
+            f_names=list(self.f_names), p_names=list(self.p_names), k_names=list(self.k_names),
+            s_text=self.s_text, e_text=self.e_text, start=self.start, warnings=list(self.warnings))
 
-    def _history(self, p: int, others: dict[str, np.ndarray], obs_at: np.ndarray, state_at: np.ndarray,
-                 obs_total: np.ndarray) -> tuple[History, np.ndarray]:
+
+@dataclass
+class Sealed:
+    """A finished split: the records that are not sends, the name tables, the text ids per
+    partition, and where the spill files are (`folder`, `s<p>.bin`/`e<p>.bin`)."""
+
+    path: str
+    folder: str
+    k: int
+    n_rec: int
+    prefix: str
+    others: dict[str, np.ndarray]
+    obs_at: np.ndarray
+    state_at: np.ndarray
+    obs_total: np.ndarray
+    obs_grec: np.ndarray
+    obs_full: np.ndarray
+    obs_final: np.ndarray
+    f_names: list[str]
+    p_names: list[Any]
+    k_names: list[str]
+    s_text: list[list[tuple[int, str]]]
+    e_text: list[list[tuple[int, str]]]
+    start: Any
+    warnings: list[str]
+
+    def check_partition(self, p: int, order: str | None, examples: int) -> tuple[exactly_once.Partial, dict[int, int]]:
+        """exactly_once.partial of partition `p`, and where its example events first appear."""
+        h, e_pos = self.history(p)
+        part = exactly_once.partial(h, order=order, examples=examples)
+        part.records = self.n_rec
+        wanted = {e for c in part.candidates.values() for e, _ in c} | {e for e, _ in part.unseen_candidates}
+        big = int(self.obs_total.max()) + 2 if len(self.obs_total) else 1
+        return part, _first_at(h, e_pos, wanted, self.obs_grec, big)
+
+    def history(self, p: int) -> tuple[History, np.ndarray]:
         """Partition `p` as a History of its own (its sends, every other record, its effects),
         and the position of each of its effects in its sink read."""
-        sends = np.fromfile(self.folder / f"s{p}.bin", SEND_DT)
-        effs = np.fromfile(self.folder / f"e{p}.bin", EFF_DT)
-        n_o, n_s = len(others["rec"]), len(sends)
+        others = self.others
+        folder = Path(self.folder)
+        sends = np.fromfile(folder / f"s{p}.bin", SEND_DT)
+        effs = np.fromfile(folder / f"e{p}.bin", EFF_DT)
+        n_o = len(others["rec"])
         grec = np.concatenate([others["rec"], sends["rec"]])
         order = np.argsort(grec, kind="stable")
         inv = np.empty(len(order), np.int64)
@@ -520,11 +558,11 @@ class Split:
         h._ends = np.concatenate([others["end"], sends["end"]])[order]
         h.f_names, h.process_names, h.key_names = list(self.f_names), list(self.p_names), list(self.k_names)
         h.send_rec = inv[n_o:]
-        h.obs_rec = inv[obs_at]
-        h.obs_full = np.array(self.obs_full, bool)
-        h.obs_final = np.array(self.obs_final, bool)
-        h.obs_total = obs_total
-        h.state_recs = inv[state_at].tolist()
+        h.obs_rec = inv[self.obs_at]
+        h.obs_full = self.obs_full.copy()
+        h.obs_final = self.obs_final.copy()
+        h.obs_total = self.obs_total
+        h.state_recs = inv[self.state_at].tolist()
         h.start = self.start
         h.warnings = list(self.warnings)
         h.truncated = bool(self.warnings)
@@ -538,7 +576,7 @@ class Split:
         e_str = list(self.e_text[p])
         for i, _ in e_str:
             e_num[i] = -1
-        _intern(h, self.prefix.decode(), s_num, sends["width"].astype(np.int64), s_str, e_num,
+        _intern(h, self.prefix, s_num, sends["width"].astype(np.int64), s_str, e_num,
                 effs["width"].astype(np.int64), e_str, effs["pos"].copy(), sends["key"].copy(),
                 sends["seq"].copy(), h.raw)
         return h, effs["pos"]
