@@ -50,7 +50,7 @@ from onceproof.checkers import exactly_once
 from onceproof.checkers.history import read_history
 from onceproof.checkers.history.columns import Part, _intern
 from onceproof.checkers.history.lines import LineError, _effect_id, cut_warning, line_of
-from onceproof.checkers.history.model import FINAL_READ, OBSERVE, OK, History, HistoryError
+from onceproof.checkers.history.model import FINAL_READ, OBSERVE, History, HistoryError
 from onceproof.checkers.history.native import _native_part, _scan_span, scan_lib
 from onceproof.checkers.history.python_reader import parse_span
 from onceproof.checkers.history.shape import SendShape, digits, id_prefix
@@ -185,9 +185,9 @@ class Split:
                     except LineError as e:
                         raise HistoryError(self.path, line_of(fh, e.offset), e.reason) from None
             finally:
-                for s, e in self._files:
-                    s.close()
-                    e.close()
+                for s_file, e_file in self._files:
+                    s_file.close()
+                    e_file.close()
                 if mm is not None:
                     self.mm = None
                     mm.close()
