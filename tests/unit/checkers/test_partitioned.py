@@ -132,3 +132,25 @@ def test_a_history_bigger_than_the_budget_is_checked_within_it(tmp_path: Path) -
     assert out["stats"]["records"] == injected["records"]
     assert rss < budget, f"peak RSS {rss >> 20} MiB over the 100 MiB budget"
     assert list((tmp_path / "s").iterdir()) == []
+
+
+def test_sigterm_during_a_partitioned_check_leaves_no_spill(tmp_path: Path) -> None:
+    """SIGTERM while the split writes its partitions: exit 130 ("interrupted"), spill folder gone."""
+    import signal
+    import time
+
+    path = tmp_path / "h.jsonl"
+    _generate()(str(path), 300_000)
+    scratch = tmp_path / "s"
+    proc = subprocess.Popen([sys.executable, "-m", "onceproof", "check", "--memory", "64MiB", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=os.environ | {"ONCEPROOF_SCRATCH": str(scratch)})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (scratch.exists() and any(scratch.iterdir())):
+        time.sleep(0.01)
+    assert scratch.exists() and any(scratch.iterdir()), "the check never started spilling"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert list(scratch.iterdir()) == []
