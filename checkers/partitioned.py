@@ -214,10 +214,29 @@ class Split:
         if self.lib is not None:
             arr = np.frombuffer(mm, np.uint8)
             try:
-                out = _scan_span(self.lib, arr.ctypes.data, pos, stop, self.spec, True)
-                if out is not None:
-                    part = _native_part(self.lib, arr.ctypes.data, mm, self.spec, pos, stop, out, at_eof, True)
-                    self._route_part(part, 0)
+                addr = arr.ctypes.data
+                mid = mm.find(b"\n", (pos + stop) // 2, stop) + 1
+                spans = [(pos, mid), (mid, stop)] if 0 < mid < stop and stop - pos >= 8 << 20 else [(pos, stop)]
+                outs: list[Any] = [None] * len(spans)
+
+                def scan(i: int) -> None:
+                    outs[i] = _scan_span(self.lib, addr, spans[i][0], spans[i][1], self.spec, True)
+
+                if len(spans) > 1:  # two threads: ctypes lets go of the GIL
+                    t = threading.Thread(target=scan, args=(1,))
+                    t.start()
+                    try:
+                        scan(0)
+                    finally:
+                        t.join()
+                else:
+                    scan(0)
+                if all(o is not None for o in outs):
+                    for i, (a, b) in enumerate(spans):
+                        part = _native_part(self.lib, addr, mm, self.spec, a, b, outs[i],
+                                            at_eof and i == len(spans) - 1, True)
+                        outs[i] = None
+                        self._route_part(part, 0)
                     return stop
             finally:
                 del arr
