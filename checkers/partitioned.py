@@ -560,21 +560,27 @@ class Sealed:
         folder = Path(self.folder)
         sends = np.fromfile(folder / f"s{p}.bin", SEND_DT)
         effs = np.fromfile(folder / f"e{p}.bin", EFF_DT)
-        n_o = len(others["rec"])
-        grec = np.concatenate([others["rec"], sends["rec"]])
-        order = np.argsort(grec, kind="stable")
-        inv = np.empty(len(order), np.int64)
-        inv[order] = np.arange(len(order))
+        n_o, n_s = len(others["rec"]), len(sends)
+        # both are in file order: merge them by where each goes (no sort of the whole)
+        at_o = np.searchsorted(sends["rec"], others["rec"]) + np.arange(n_o)
+        at_s = np.searchsorted(others["rec"], sends["rec"]) + np.arange(n_s)
+        inv = np.concatenate([at_o, at_s])
+
+        def merged(a: np.ndarray, b: np.ndarray, dt: Any) -> np.ndarray:
+            out = np.empty(n_o + n_s, dt)
+            out[at_o] = a
+            out[at_s] = b
+            return out
+
         h = History()
         h.path, h._data = self.path, None
-        h.rec_global = grec[order]
-        del grec
-        h.time = np.concatenate([others["time"], sends["time"]])[order]
-        h.type = np.concatenate([others["type"], sends["type"]]).astype(np.int8)[order]
-        h.f = np.concatenate([others["f"], sends["f"]]).astype(np.int16)[order]
-        h.process = np.concatenate([others["proc"], sends["proc"]]).astype(np.int32)[order]
-        h._offsets = np.append(np.concatenate([others["off"], sends["off"]])[order], 0)
-        h._ends = np.concatenate([others["end"], sends["end"]])[order]
+        h.rec_global = merged(others["rec"], sends["rec"], np.int64)
+        h.time = merged(others["time"], sends["time"], np.int64)
+        h.type = merged(others["type"], sends["type"], np.int8)
+        h.f = merged(others["f"], sends["f"], np.int16)
+        h.process = merged(others["proc"], sends["proc"], np.int32)
+        h._offsets = np.append(merged(others["off"], sends["off"], np.int64), 0)
+        h._ends = merged(others["end"], sends["end"], np.int64)
         h.f_names, h.process_names, h.key_names = list(self.f_names), list(self.p_names), list(self.k_names)
         h.send_rec = inv[n_o:]
         h.obs_rec = inv[self.obs_at]
@@ -586,7 +592,7 @@ class Sealed:
         h.warnings = list(self.warnings)
         h.truncated = bool(self.warnings)
         h.eff_obs = effs["obs"].astype(np.int32)
-        del order, inv
+        del inv, at_o, at_s
         s_num = sends["num"].copy()
         s_str = list(self.s_text[p])
         for i, _ in s_str:
