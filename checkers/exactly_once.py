@@ -18,6 +18,7 @@ history costs a few array passes.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,9 +42,54 @@ WHY = {
 _NONE = np.int64(-1)
 
 
+@dataclass
+class Partial:
+    """What `partial` found in one history, or in one partition of a history's events
+    (checkers/partitioned.py): per-event totals that add up over partitions, example candidates
+    (eid, example) in order of first appearance, the per-key fold of the applied events, the
+    sorted ack -> first-seen latencies; and the global facts every partition sees alike (they
+    depend only on the records that are not sends: observations, progress, state, start)."""
+
+    # global: the same in every partition
+    order: str | None
+    notes: list[str]  # notes made before the per-event rules, in order
+    has_final: bool
+    n_obs: int
+    progress: bool  # the history has progress records (lost judged by progress_rule)
+    records: int
+    state_rec: dict[str, Any] | None  # the last ok state record, when it declares a dict
+    state_declared: dict[str, Any] | None
+    # per partition: sums
+    n_ev: int
+    n_ok: int
+    n_fail: int
+    n_info: int
+    unfinished: int
+    applied: int
+    effects: int  # effects in the sink's content
+    seen_effects: int  # every effect of every read
+    counts: dict[str, int]  # per kind but state-mismatch
+    n_unseen: int
+    judged: progress_rule.Verdict | None
+    candidates: dict[str, list[tuple[int, dict[str, Any]]]]  # kind -> [(eid, example)] first `examples`
+    unseen_candidates: list[tuple[int, dict[str, Any]]]
+    key_names: list[str]
+    state_count: np.ndarray  # per key code: distinct events applied (int64)
+    state_total: np.ndarray  # per key code: sum of their seqs (float64, as np.bincount gives)
+    latency_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # sorted, ack -> first seen
+
+
 def check(history: History, *, order: str | None = None, examples: int = 10) -> dict[str, Any]:
     """Check a history for exactly-once delivery. `order="per-key"` also checks per-key order
-    (default: what the run's `start` record says)."""
+    (default: what the run's `start` record says). The same as `finish([partial(history)])`; the
+    partitioned check (checkers/partitioned.py) calls `partial` per partition instead."""
+    p = partial(history, order=order, examples=examples)
+    return finish([p], examples=examples)
+
+
+def partial(history: History, *, order: str | None = None, examples: int = 10) -> Partial:
+    """The per-event part of the check of `history` (all its events, or one partition of them):
+    see `Partial`. `order` as in `check`."""
     h = history
     notes: list[str] = list(h.warnings)
     if order is None and h.start:
@@ -97,7 +143,8 @@ def check(history: History, *, order: str | None = None, examples: int = 10) -> 
     masks: dict[str, np.ndarray] = {}
     missing = (comp_type == OK) & (applied == 0) if has_final else np.zeros(n_ev, bool)
     judged: progress_rule.Verdict | None = None
-    if progress_rule.has_progress(h):
+    progress = progress_rule.has_progress(h)
+    if progress:
         ack_ns = np.full(n_ev, np.iinfo(np.int64).max, np.int64)
         ack_ns[has_comp] = h.time[comp_rec[has_comp]]
         judged = progress_rule.judge(h, missing, ack_ns)
@@ -120,21 +167,77 @@ def check(history: History, *, order: str | None = None, examples: int = 10) -> 
         masks["reorder"], reorder_after = _reorder(h, content, n_ev)
     else:
         masks["reorder"] = np.zeros(n_ev, bool)
-    state_bad, state_examples = _state(h, content, n_ev)
+    state_rec, declared = _declared_state(h)
+    state_count, state_total = _state_fold(h, content) if declared is not None else (
+        np.zeros(0, np.int64), np.zeros(0, np.float64))
 
     counts = {k: int(np.count_nonzero(m)) for k, m in masks.items()}
-    counts["state-mismatch"] = len(state_bad)
+
+    # -- latency: ack -> first seen (as perf.ack_latencies), kept sorted for an exact merge
+    never = np.iinfo(np.int64).max
+    t_first = np.full(n_ev, never, np.int64)  # the earliest time seen (reads need not be in time order)
+    if len(h.eff_eid):
+        np.minimum.at(t_first, h.eff_eid, obs_time[h.eff_obs])
+    both = (comp_type == OK) & (t_first != never)
+    lat_ns = np.sort(np.maximum(t_first[both] - h.time[comp_rec[both]], 0))
+    del t_first
+
+    ctx = _Examples(h, invoke_rec, comp_rec, missing_from, reorder_after, applied, judged)
+    chosen = {k: np.flatnonzero(masks[k])[:examples] for k in KINDS if k != "state-mismatch"}
+    ctx.load_sightings(np.concatenate(list(chosen.values())) if chosen else np.zeros(0, np.int64))
+    candidates = {kind: [(int(e), ctx.example(kind, int(e))) for e in eids] for kind, eids in chosen.items()}
+    unseen_candidates = []
+    n_unseen = 0
+    if judged is not None:
+        n_unseen = int(np.count_nonzero(judged.unseen))
+        for e in np.flatnonzero(judged.unseen)[:examples].tolist():
+            where = judged.positions.get(e)
+            unseen_candidates.append((e, {"id": h.event_ids[e], "key": ctx._key(e), "seq": ctx._seq(e),
+                                          "partition": where[0] if where else None,
+                                          "position": where[1] if where else None}))
+    return Partial(
+        order=order, notes=notes, has_final=bool(has_final), n_obs=n_obs, progress=progress,
+        records=len(h), state_rec=state_rec, state_declared=declared,
+        n_ev=n_ev, n_ok=n_ok, n_fail=n_fail, n_info=n_info, unfinished=int(np.count_nonzero(unfinished)),
+        applied=int(np.count_nonzero(applied)), effects=int(len(content)), seen_effects=int(len(h.eff_eid)),
+        counts=counts, n_unseen=n_unseen, judged=judged, candidates=candidates,
+        unseen_candidates=unseen_candidates, key_names=list(h.key_names), state_count=state_count,
+        state_total=state_total, latency_ns=lat_ns)
+
+
+def finish(parts: list[Partial], *, examples: int = 10,
+           first_at: list[Any] | None = None) -> dict[str, Any]:
+    """The result of `check` from the partials of the partitions of one history's events
+    (one partial: the whole history). `first_at[i][eid]`: where partition i's event eid first
+    appears in the whole history (any increasing number; default: the eid itself), so that the
+    examples kept are the first `examples` of each kind in the history, whatever the partitions.
+    Raises ValueError for no partials."""
+    if not parts:
+        raise ValueError("finish() needs at least one partial")
+    g = parts[0]
+    order = g.order
+    notes = list(g.notes)
+    has_final = g.has_final
+
+    def total(name: str) -> int:
+        return sum(int(getattr(p, name)) for p in parts)
+
+    n_ok, n_eff = total("n_ok"), total("seen_effects")
+    counts = {k: sum(p.counts[k] for p in parts) for k in KINDS if k != "state-mismatch"}
+    state_examples = _state_compare(parts)
+    counts["state-mismatch"] = len(state_examples)
     counts = {k: counts[k] for k in KINDS}
 
     # -- verdict
-    n_reads = n_obs
+    n_reads = g.n_obs
     vacuous = []
     if n_ok == 0:
         vacuous.append("no send was acknowledged")
     if n_reads == 0:
         vacuous.append("the sink was never read")
-    elif len(h.eff_eid) == 0:
+    elif n_eff == 0:
         vacuous.append("nothing was ever seen in the sink")
+    n_unseen = total("n_unseen")
     if vacuous:  # DESIGN: nothing acknowledged or nothing seen -> no verdict, whatever else
         valid: bool | str = "unknown"
         notes.append("vacuous: " + " and ".join(vacuous) + "; nothing can be concluded")
@@ -142,12 +245,12 @@ def check(history: History, *, order: str | None = None, examples: int = 10) -> 
         valid = False
     elif not has_final:
         valid = "unknown"
-    elif judged is not None and judged.unseen.any():
+    elif n_unseen:
         valid = "unknown"
     else:
         valid = True
-    n_unseen = int(np.count_nonzero(judged.unseen)) if judged is not None else 0
-    reason = judged.reason if judged is not None and n_unseen else ""
+    judged = next((p.judged for p in parts if p.n_unseen), None)
+    reason = progress_rule.unseen_reason(judged, n_unseen) if judged is not None else ""
     if reason:
         notes.insert(0, f"{n_unseen:,} acknowledged events unseen (not lost, not proven applied): {reason}")
     # why there is no verdict, in one line (results, junit, the report)
@@ -158,50 +261,82 @@ def check(history: History, *, order: str | None = None, examples: int = 10) -> 
             f"; {reason}" if reason else "")
     if order != "per-key":
         notes.append("per-key order not checked (the plan does not ask for it)")
-    if not h.state_recs:
+    if g.state_rec is None:
         notes.append("no derived state declared: state not checked")
 
-    # -- latency: ack -> first seen (measured by perf; kept in the stats of `onceproof check`)
-    latency = perf.latency_ms(h)
+    def first(cands: list[list[tuple[int, dict[str, Any]]]]) -> list[dict[str, Any]]:
+        keyed = [(int(first_at[i][e]) if first_at is not None else e, ex)
+                 for i, c in enumerate(cands) for e, ex in c]
+        keyed.sort(key=lambda r: r[0])
+        return [ex for _, ex in keyed[:examples]]
 
-    ctx = _Examples(h, invoke_rec, comp_rec, missing_from, reorder_after, applied, judged)
-    ex: dict[str, list[dict[str, Any]]] = {}
-    chosen = {k: np.flatnonzero(masks[k])[:examples] for k in KINDS if k != "state-mismatch"}
-    ctx.load_sightings(np.concatenate(list(chosen.values())) if chosen else np.zeros(0, np.int64))
-    for kind, eids in chosen.items():
-        ex[kind] = [ctx.example(kind, int(e)) for e in eids]
+    ex = {kind: first([p.candidates[kind] for p in parts]) for kind in KINDS if kind != "state-mismatch"}
     ex["state-mismatch"] = state_examples[:examples]
-    unseen_examples = []
-    if judged is not None:
-        for e in np.flatnonzero(judged.unseen)[:examples].tolist():
-            where = judged.positions.get(e)
-            unseen_examples.append({"id": h.event_ids[e], "key": ctx._key(e), "seq": ctx._seq(e),
-                                    "partition": where[0] if where else None,
-                                    "position": where[1] if where else None})
-
+    stall = g.judged.stall if g.judged is not None else None
     return {
         "valid": valid,
         "anomalies": counts,
         "unseen": n_unseen,
         "reason": reason,
-        "stall": judged.stall if judged is not None else None,
-        "unseen_examples": unseen_examples,
+        "stall": stall,
+        "unseen_examples": first([p.unseen_candidates for p in parts]),
         "examples": ex,
         "stats": {
-            "events": n_ev,
-            "sends": {"ok": n_ok, "fail": n_fail, "info": n_info},
-            "unfinished_sends": int(np.count_nonzero(unfinished)),
-            "applied": int(np.count_nonzero(applied)),
-            "effects": int(len(content)),
-            "observations": n_obs,
+            "events": total("n_ev"),
+            "sends": {"ok": n_ok, "fail": total("n_fail"), "info": total("n_info")},
+            "unfinished_sends": total("unfinished"),
+            "applied": total("applied"),
+            "effects": total("effects"),
+            "observations": g.n_obs,
             "final_read": bool(has_final),
-            "latency_ms": latency,
-            "records": len(h),
+            "latency_ms": latency_summary([p.latency_ns for p in parts]),
+            "records": g.records,
         },
         "order": order,
         "vacuous": bool(vacuous),
         "notes": notes,
     }
+
+
+def latency_summary(sorted_ns: list[np.ndarray]) -> dict[str, Any]:
+    """perf.latency_summary of the latencies in ms of several sorted int64 ns arrays taken as
+    one, without joining them: each order statistic is found by bisection on the value, with
+    `np.searchsorted` in each array (arrays may be np.memmap: a few pages are read). The
+    percentiles are numpy's default ("linear", Hyndman & Fan type 7), computed as numpy does,
+    so the result equals `perf.latency_summary(np.concatenate(arrays) / 1e6)`."""
+    arrays = [a for a in sorted_ns if len(a)]
+    n = sum(len(a) for a in arrays)
+    if not n:
+        return perf.latency_summary(np.zeros(0))
+    if len(arrays) == 1:
+        return perf.latency_summary(np.asarray(arrays[0]) / 1e6)
+    lo_all = min(int(a[0]) for a in arrays)
+    hi_all = max(int(a[-1]) for a in arrays)
+
+    def kth(k: int) -> int:  # the k-th smallest (0-based)
+        lo, hi = lo_all, hi_all
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if sum(int(np.searchsorted(a, mid, side="right")) for a in arrays) > k:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    q = np.true_divide(np.asarray([50, 90, 99], np.float64), 100)
+    virtual = n * q + (1 + q * (1 - 1 - 1)) - 1  # numpy's _compute_virtual_index, alpha = beta = 1
+    prev = np.floor(virtual)
+    gamma = virtual - prev
+    prev_i = np.clip(prev.astype(np.int64), 0, n - 1)
+    next_i = np.clip(prev_i + 1, 0, n - 1)
+    a = np.array([kth(int(i)) for i in prev_i], np.float64) / 1e6
+    b = np.array([kth(int(i)) for i in next_i], np.float64) / 1e6
+    diff = b - a
+    vals = a + diff * gamma  # numpy's _lerp
+    vals = np.where(gamma >= 0.5, b - diff * (1 - gamma), vals)
+    mx = hi_all / 1e6
+    return {"p50": round(float(vals[0]), 3), "p90": round(float(vals[1]), 3), "p99": round(float(vals[2]), 3),
+            "max": round(float(mx), 3), "n": int(n)}
 
 
 def _first_wins(target: np.ndarray, idx: np.ndarray, values: np.ndarray) -> None:
@@ -249,38 +384,55 @@ def _reorder(h: History, content: np.ndarray, n_ev: int) -> tuple[np.ndarray, np
     return bad, after
 
 
-def _state(h: History, content: np.ndarray, n_ev: int) -> tuple[list[str], list[dict[str, Any]]]:
-    """Compare the last declared derived state with the fold of the applied events (each once)."""
+def _declared_state(h: History) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(the last ok state record, its value) when it declares a dict, else (None or the record, None)."""
     if not h.state_recs:
-        return [], []
+        return None, None
     rec = h.record(h.state_recs[-1])
     declared = rec.get("value") or {}
     if not isinstance(declared, dict):
-        return [], []
+        return rec, None
+    return rec, declared
+
+
+def _state_fold(h: History, content: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per key code: how many distinct events were applied and the sum of their seqs."""
     distinct = np.unique(content) if len(content) else np.zeros(0, np.int64)
     keys = h.event_key[distinct]
     known = keys >= 0
     count = np.bincount(keys[known], minlength=len(h.key_names))
     total = np.bincount(keys[known], weights=np.maximum(h.event_seq[distinct][known], 0),
                         minlength=len(h.key_names))
-    key_code = {k: i for i, k in enumerate(h.key_names)}
-    bad: list[str] = []
+    return count, total
+
+
+def _state_compare(parts: list[Partial]) -> list[dict[str, Any]]:
+    """Compare the last declared derived state with the fold of the applied events (each once),
+    the folds of all partitions added up by key name."""
+    g = parts[0]
+    rec, declared = g.state_rec, g.state_declared
+    if rec is None or declared is None:
+        return []
+    count: dict[str, int] = {}
+    total: dict[str, float] = {}
+    for p in parts:
+        for i in np.flatnonzero(p.state_count).tolist():
+            k = p.key_names[i]
+            count[k] = count.get(k, 0) + int(p.state_count[i])
+            total[k] = total.get(k, 0.0) + float(p.state_total[i])
     examples: list[dict[str, Any]] = []
-    for key in sorted(set(declared) | {h.key_names[i] for i in np.flatnonzero(count)}):
+    for key in sorted(set(declared) | set(count)):
         got = declared.get(key) or {}
-        code = key_code.get(key)
-        want = {"count": int(count[code]) if code is not None else 0,
-                "sum": int(total[code]) if code is not None else 0}
+        want = {"count": count.get(key, 0), "sum": int(total.get(key, 0))}
         fields = ("count", "sum") if key not in declared else [f for f in ("count", "sum") if f in got]
         diff = {f: (want[f], got.get(f, 0)) for f in fields if got.get(f, 0) != want[f]}
         if diff:
-            bad.append(key)
             examples.append({
                 "id": None, "key": key, "seq": None,
                 "why": f"{WHY['state-mismatch']}: key {key}: " + ", ".join(
-                    f"{f} is {g} in the sink, {w} by the events applied" for f, (w, g) in diff.items()),
+                    f"{f} is {g_} in the sink, {w} by the events applied" for f, (w, g_) in diff.items()),
                 "expected": want, "declared": got, "records": [rec]})
-    return bad, examples
+    return examples
 
 
 class _Examples:
@@ -307,8 +459,9 @@ class _Examples:
         rec = int(h.obs_rec[obs])
         times = self.sightings.get(eid, []).count(obs)
         ev = [h.event_ids[eid], self._key(eid), self._seq(eid)]
-        n_total = int(np.count_nonzero(h.eff_obs == obs))
-        return {"index": rec, "time": int(h.time[rec]), "process": h.process_names[h.process[rec]],
+        n_total = int(h.obs_total[obs]) if h.obs_total is not None else int(np.count_nonzero(h.eff_obs == obs))
+        index = int(h.rec_global[rec]) if h.rec_global is not None else rec
+        return {"index": index, "time": int(h.time[rec]), "process": h.process_names[h.process[rec]],
                 "type": "ok", "f": h.f_names[h.f[rec]],
                 "value": {"full": bool(h.obs_full[obs]), "events": [ev] * times,
                           "events_total": n_total, "trimmed": True}}

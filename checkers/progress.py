@@ -78,6 +78,8 @@ class Verdict:
     proof_recs: list[int] = field(default_factory=list)  # records that prove it (final progress, ...)
     notes: list[str] = field(default_factory=list)
     positions: dict[int, tuple[int, Any]] = field(default_factory=dict)  # eid -> (partition, position)
+    blocked: dict[str, Any] | None = None  # the last sink-blocked record's value
+    final: Snapshot | None = None  # the final progress snapshot that judged
 
 
 def has_progress(h: History) -> bool:
@@ -255,21 +257,30 @@ def judge(h: History, missing: np.ndarray, ack_ns: np.ndarray) -> Verdict:
     if v.proof:
         v.lost[np.array(list(v.proof), np.int64)] = True
     v.unseen = missing & ~v.lost
+    v.blocked, v.final = blocked, final
     if v.unseen.any():
-        n = int(np.count_nonzero(v.unseen))
-        if blocked is not None:
-            v.reason = blocked_reason(blocked)
-            if v.stall is not None and v.stall["state"] != "caught-up":
-                v.reason += "; and " + _stall_reason(v.stall)
-        elif final is None or not final.groups:
-            note = final.note if final is not None and final.note else "no progress was recorded"
-            v.reason = (f"progress unknown: {note}; {n:,} acknowledged events missing from the final read "
-                        "cannot be told lost or late")
-        elif v.stall is not None and v.stall["state"] != "caught-up":
-            v.reason = _stall_reason(v.stall)
-        else:
-            v.reason = f"{n:,} acknowledged events missing have no known source position"
+        v.reason = unseen_reason(v, int(np.count_nonzero(v.unseen)))
     return v
+
+
+def unseen_reason(v: Verdict, n: int) -> str:
+    """Why `n` acknowledged events missing from the final read are unseen rather than lost, in
+    one line, from what `judge` found (`v`: its blocked sink, final progress and stall, which
+    depend on the history's progress records only). Also used by the partitioned check, which
+    knows `n` only once every partition is judged."""
+    blocked, final = v.blocked, v.final
+    if blocked is not None:
+        reason = blocked_reason(blocked)
+        if v.stall is not None and v.stall["state"] != "caught-up":
+            reason += "; and " + _stall_reason(v.stall)
+        return reason
+    if final is None or not final.groups:
+        note = final.note if final is not None and final.note else "no progress was recorded"
+        return (f"progress unknown: {note}; {n:,} acknowledged events missing from the final read "
+                "cannot be told lost or late")
+    if v.stall is not None and v.stall["state"] != "caught-up":
+        return _stall_reason(v.stall)
+    return f"{n:,} acknowledged events missing have no known source position"
 
 
 def _show(raw: dict[str, Any], partition: int) -> Any:

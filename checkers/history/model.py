@@ -86,6 +86,11 @@ class History:
         self.start: dict[str, Any] | None = None
         self._offsets = np.zeros(1, np.int64)
         self._data: bytes | None = None  # in-memory source; else self.path is read on demand
+        # a partition of a bigger history (checkers/partitioned.py): per record, its number in the
+        # whole history and where its line ends; per sink read, how many effects it holds in all
+        self.rec_global: np.ndarray | None = None
+        self._ends: np.ndarray | None = None
+        self.obs_total: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.time)
@@ -99,7 +104,8 @@ class History:
 
     def raw(self, i: int) -> bytes:
         """The bytes of record `i` as they are in the file."""
-        start, end = int(self._offsets[i]), int(self._offsets[i + 1])
+        start = int(self._offsets[i])
+        end = int(self._ends[i]) if self._ends is not None else int(self._offsets[i + 1])
         if self._data is not None:
             data = self._data[start:end]
         else:

@@ -57,7 +57,23 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-partition", action="store_true", help="do not split the history by key")
     p.add_argument("--examples", type=int, default=10, help="examples kept per anomaly")
     p.add_argument("--json", action="store_true", help="one JSON object per file, one per line")
+    p.add_argument("--engine", choices=("local", "spark"), default="local",
+                   help="exactly-once check: here (local) or as an Apache Spark job (spark; same result)")
+    p.add_argument("--master", default=None, metavar="URL",
+                   help="with --engine spark: the Spark master (default local[*]), e.g. spark://host:7077")
+    p.add_argument("--memory", type=_memory, default=None, metavar="SIZE",
+                   help="memory budget of the exactly-once check, e.g. 512MiB or 2GiB (default 2GiB): a "
+                        "history that would not fit is checked by partitions spilled to disk, same result")
     p.set_defaults(func=run)
+
+
+def _memory(text: str) -> int:
+    from onceproof.checkers.partitioned import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def guess_format(path: str) -> str:
@@ -97,11 +113,18 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
         if fmt != "onceproof":
             raise HistoryError(path, None, f"the exactly-once checker reads onceproof histories, not {fmt}; "
                                            "use --checker linearizable")
-        from onceproof.checkers import exactly_once
-        from onceproof.checkers.history import read_history
+        from onceproof.checkers.partitioned import DEFAULT_MEMORY, check_path
 
-        h = read_history(path)
-        r = exactly_once.check(h, order=args.order, examples=args.examples)
+        memory = getattr(args, "memory", None) or DEFAULT_MEMORY
+        if getattr(args, "engine", "local") == "spark":
+            from onceproof.checkers import spark
+
+            session = spark.active()  # a caller's session (tests, a notebook) is used, never stopped
+            if session is None:
+                session = args._spark = spark.session(args.master)
+            r = spark.check_path(path, spark=session, memory=memory, order=args.order, examples=args.examples)
+        else:
+            r = check_path(path, memory=memory, order=args.order, examples=args.examples)
         stats = r.pop("stats")
         checkers: dict[str, Any] = {"exactly-once": r}
         if h.f_code("sink-content") >= 0:  # a run with several sinks: in all of them or in none
@@ -198,6 +221,16 @@ def _check_shapes(path: str, ops: list[Any], model: Any, lines: dict[int, int]) 
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    finally:
+        if getattr(args, "_spark", None) is not None:
+            from onceproof.checkers import spark
+
+            spark.shutdown(args._spark)
+
+
+def _run(args: argparse.Namespace) -> int:
     verdicts: list[Any] = []
     unreadable = False
     for path in args.files:

@@ -1,0 +1,643 @@
+"""The exactly-once check of a history bigger than memory: spilled by partitions of events.
+
+The check is an aggregation per event (its sends, its sightings, its count in the final read)
+plus per key (order, derived state), so it runs by partitions: one pass over the file reads it
+chunk by chunk with the same readers as the in-memory path (the C scanner, else pure Python),
+keeps the records that are not sends (observations without their effects, progress, faults:
+few) in memory, and appends each send and each sink effect to the binary files of its
+partition on disk. Then each partition is loaded as a `History` of its own (its sends, every
+other record, the effects of its events) and checked by `exactly_once.partial`;
+`exactly_once.finish` merges the partials. The result is the in-memory one exactly:
+counts and totals add up, examples are the first in the whole history (ordered by where each
+event first appears), latency percentiles are exact order statistics over the partitions'
+sorted runs, the state fold is added up by key.
+
+Routing: an event goes where its first record seen by the split goes: a send by the hash of its
+key (so that a key's events share a partition and per-key order is checked whole), an effect
+by the hash of its id; every later record of that id follows (a map from id number to
+partition, 1 byte per id number; ids whose number is past `_MAP_LIMIT` go by id hash alone).
+Per-key order is then exact for every event first seen in a send; an event seen in the sink
+before any send of it (a phantom, a premature one) sits where its id hashes, and its place in
+its key's order is judged within that partition only.
+
+Memory: the chunk being read (`_CHUNK` bytes), the id map, the non-send records, then one
+partition at a time; the number of partitions is chosen so that one partition's estimated
+in-memory check fits in about half the budget. A line longer than a chunk (a final read of
+millions of effects) is streamed slice by slice. The spill folder is removed whatever happens
+(an exception, Ctrl-C, SIGTERM).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import mmap
+import os
+import re
+import shutil
+import signal
+import tempfile
+import threading
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from onceproof.checkers import exactly_once
+from onceproof.checkers.history import read_history
+from onceproof.checkers.history.columns import Part, _intern
+from onceproof.checkers.history.lines import LineError, _effect_id, cut_warning, line_of
+from onceproof.checkers.history.model import FINAL_READ, OBSERVE, History, HistoryError
+from onceproof.checkers.history.native import _native_part, _scan_span, scan_lib
+from onceproof.checkers.history.python_reader import parse_span
+from onceproof.checkers.history.shape import SendShape, digits, id_prefix
+
+DEFAULT_MEMORY = 2 << 30
+BYTES_FACTOR = 1.4  # peak RSS of the in-memory check per byte of history (benchmarks/check_exactly_once.py)
+_CHUNK = 64 << 20
+_SLICE = 16 << 20
+_MIN_CHUNK = 1 << 20  # tests lower these two to split tiny histories into many chunks and slices
+_MIN_SLICE = 1 << 16
+_MAP_LIMIT = 1 << 30  # id numbers below this are routed through the map (1 byte each, grown on demand)
+_UNSET = 255
+_MAX_PARTS = 250
+
+SEND_DT = np.dtype([("rec", "<i8"), ("time", "<i8"), ("num", "<i8"), ("seq", "<i8"), ("off", "<i8"),
+                    ("end", "<i8"), ("key", "<i4"), ("proc", "<i4"), ("f", "<i2"), ("type", "i1"),
+                    ("width", "i1")])
+EFF_DT = np.dtype([("num", "<i8"), ("pos", "<i8"), ("obs", "<i4"), ("width", "i1")])
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """A memory size as bytes: "2GiB", "512MiB", "1.5G", "800M", "1000000" (K/M/G/T: powers of
+    1024 with or without the "i"; a bare number is bytes). Raises ValueError with what is
+    expected, for anything else or a size below 64 MiB (too small to hold a chunk)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"not a memory size: {text!r}; expected a number with a unit such as 512MiB or 2GiB")
+    n = float(m.group(1)) * (1 << (10 * "_KMGT".index(m.group(2).upper() or "_"))) if m.group(2) else float(
+        m.group(1))
+    if n < 64 << 20:
+        raise ValueError(f"memory size {text!r} is below the minimum of 64MiB")
+    return int(n)
+
+
+def estimate(path: Any) -> int:
+    """Estimated peak RSS in bytes of the in-memory check of the history at `path` (from its size)."""
+    return int(os.path.getsize(path) * BYTES_FACTOR) + (64 << 20)
+
+
+def check_path(path: Any, *, memory: int = DEFAULT_MEMORY, order: str | None = None, examples: int = 10,
+               spill_dir: Any = None, partitions: int | None = None) -> dict[str, Any]:
+    """The exactly-once check of the history file at `path` within about `memory` bytes of RSS:
+    in memory when `estimate(path)` fits, else partitioned (`partitions` forces the partitioned
+    path with that many partitions: tests). `spill_dir`: where the spill folder is made
+    (default $ONCEPROOF_SCRATCH, else the system's temp folder). Result as `exactly_once.check`;
+    raises HistoryError as `read_history` does."""
+    if partitions is None:
+        need = estimate(path)
+        if need <= memory:
+            return exactly_once.check(read_history(path), order=order, examples=examples)
+        partitions = min(_MAX_PARTS, max(2, math.ceil(need / (memory * 0.45))))
+    with _spill_folder(spill_dir) as folder:
+        split = Split(path, folder, partitions, chunk=max(_MIN_CHUNK, min(_CHUNK, memory // 32)))
+        split.run()
+        return split.check(order=order, examples=examples)
+
+
+@contextlib.contextmanager
+def _spill_folder(where: Any) -> Iterator[Path]:
+    base = where or os.environ.get("ONCEPROOF_SCRATCH") or None
+    if base:
+        Path(base).mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="onceproof-spill-", dir=base))
+    old = None
+    if threading.current_thread() is threading.main_thread():
+        def _term(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt  # unwinds through the finally below
+
+        old = signal.signal(signal.SIGTERM, _term)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+class Split:
+    """One pass over the history at `path` into `k` partitions under `folder` (see the module)."""
+
+    def __init__(self, path: Any, folder: Path, k: int, chunk: int = _CHUNK) -> None:
+        self.path, self.folder, self.k, self.chunk = str(path), folder, k, chunk
+        self.slice = max(_MIN_SLICE, min(_SLICE, chunk // 4))
+        self.mm: Any = None
+        self.f_names: list[str] = []
+        self.f_index: dict[Any, int] = {}
+        self.p_names: list[Any] = []
+        self.p_index: dict[Any, int] = {}
+        self.k_names: list[str] = []
+        self.k_index: dict[Any, int] = {}
+        self.k_part = np.zeros(0, np.uint8)
+        self.idmap = np.full(0, _UNSET, np.uint8)
+        self.text_map: dict[str, int] = {}
+        self.others: dict[str, list[np.ndarray]] = {c: [] for c in ("rec", "time", "type", "f", "proc", "off", "end")}
+        self.obs_rec: list[int] = []
+        self.obs_full: list[bool] = []
+        self.obs_final: list[bool] = []
+        self.obs_total: list[int] = []
+        self.state_recs: list[int] = []
+        self.start: Any = None
+        self.warnings: list[str] = []
+        self.n_rec = 0
+        self.n_send = [0] * k
+        self.n_eff = [0] * k
+        self.s_text: list[list[tuple[int, str]]] = [[] for _ in range(k)]
+        self.e_text: list[list[tuple[int, str]]] = [[] for _ in range(k)]
+        self.prefix = b""
+        self._files: list[Any] = []
+
+    # -- the pass ---------------------------------------------------------------------------
+    def run(self) -> None:
+        """Read the file once and spill it. Raises HistoryError (cannot open, a bad line)."""
+        try:
+            fh = open(self.path, "rb")
+        except OSError as e:
+            raise HistoryError(self.path, None, f"cannot open: {e.strerror or e}") from None
+        with fh:
+            size = os.fstat(fh.fileno()).st_size
+            self.spec = SendShape(id_prefix(fh.read(1 << 20)) or b"")
+            self.prefix = self.spec.prefix
+            self.lib = scan_lib(None)
+            self._files = [(open(self.folder / f"s{p}.bin", "wb", buffering=1 << 20),
+                            open(self.folder / f"e{p}.bin", "wb", buffering=1 << 20)) for p in range(self.k)]
+            mm = self.mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+            try:
+                pos = 0
+                while pos < size:
+                    try:
+                        pos = self._step(fh, mm, pos, size)
+                    except LineError as e:
+                        raise HistoryError(self.path, line_of(fh, e.offset), e.reason) from None
+            finally:
+                for s_file, e_file in self._files:
+                    s_file.close()
+                    e_file.close()
+                if mm is not None:
+                    self.mm = None
+                    mm.close()
+            if self._cut is not None:
+                self.warnings.append(cut_warning(self.path, line_of(fh, self._cut)))
+
+    _cut: int | None = None
+
+    def _step(self, fh: Any, mm: Any, pos: int, size: int) -> int:
+        """One chunk of whole lines from `pos`: the position after it."""
+        stop = min(size, pos + self.chunk)
+        if stop < size:
+            cut = mm.rfind(b"\n", pos, stop) + 1
+            if cut == 0:  # a line longer than a chunk: a sink read is streamed, any other line read whole
+                fh.seek(pos)
+                nxt = self._big_line(fh, pos, size, fh.read(min(self.slice, size - pos)))
+                if nxt is not None:
+                    return nxt
+                end = _find(fh, b"\n", stop, size)
+                stop = end + 1 if end >= 0 else size
+            else:
+                stop = cut
+        at_eof = stop >= size
+        if self.lib is not None:
+            arr = np.frombuffer(mm, np.uint8)
+            try:
+                addr = arr.ctypes.data
+                mid = mm.find(b"\n", (pos + stop) // 2, stop) + 1
+                spans = [(pos, mid), (mid, stop)] if 0 < mid < stop and stop - pos >= 8 << 20 else [(pos, stop)]
+                outs: list[Any] = [None] * len(spans)
+
+                def scan(i: int) -> None:
+                    outs[i] = _scan_span(self.lib, addr, spans[i][0], spans[i][1], self.spec, True)
+
+                if len(spans) > 1:  # two threads: ctypes lets go of the GIL
+                    t = threading.Thread(target=scan, args=(1,))
+                    t.start()
+                    try:
+                        scan(0)
+                    finally:
+                        t.join()
+                else:
+                    scan(0)
+                if all(o is not None for o in outs):
+                    for i, (a, b) in enumerate(spans):
+                        part = _native_part(self.lib, addr, mm, self.spec, a, b, outs[i],
+                                            at_eof and i == len(spans) - 1, True)
+                        outs[i] = None
+                        self._route_part(part, 0)
+                    return stop
+            finally:
+                del arr
+        part = parse_span(mm[pos:stop], 0, stop - pos, self.spec, at_eof)
+        self._route_part(part, pos)
+        return stop
+
+    def _big_line(self, fh: Any, pos: int, size: int, head: bytes) -> int | None:
+        """A line longer than a chunk: an ok observe/final-read is read as its skeleton (the line
+        without its effects) plus its effects slice by slice; the position after it. None for
+        any other line (read whole by the caller)."""
+        end = _find(fh, b"\n", pos + len(head), size)
+        line_end = end if end >= 0 else size
+        nxt = line_end + 1 if end >= 0 else size
+        s = head.find(b'"events":[')
+        fh.seek(max(pos, line_end - (1 << 16)))
+        tail_at = fh.tell()
+        tail = fh.read(line_end - tail_at)
+        t = tail.rfind(b"]]")
+        if s < 0 or t < 0 or tail_at + t <= pos + s + 10:
+            return None
+        e_abs = tail_at + t  # the events array is [s + 10, e_abs + 1]
+        skeleton = head[:s + 9] + b"[]" + tail[t + 2:]
+        try:
+            d = orjson.loads(skeleton)
+        except orjson.JSONDecodeError:
+            return None
+        if not (isinstance(d, dict) and d.get("type") == "ok" and d.get("f") in (OBSERVE, FINAL_READ)
+                and isinstance(d.get("value"), dict) and d["value"].get("events") == []):
+            return None
+        part = parse_span(skeleton + b"\n", 0, len(skeleton) + 1, self.spec, False)
+        obs = len(self.obs_rec)
+        self._route_part(part, pos, line_end=nxt)
+        count = 0
+        at = s + 10 + pos
+        stop = e_abs + 1
+        while at < stop:
+            fh.seek(at)
+            piece = fh.read(min(self.slice, stop - at))
+            if at + len(piece) < stop:
+                cut = piece.rfind(b"],[")
+                if cut < 0:
+                    raise LineError(pos, f"a sink effect longer than {self.slice:,} bytes")
+                piece = piece[:cut + 1]
+            nums, widths, strs = self._effects(piece, at, pos)
+            self._route_effects(obs, nums, widths, strs, count, lambda p=piece: orjson.loads(b"[" + p + b"]"))
+            count += len(nums)
+            at += len(piece) + 1
+        self.obs_total[obs] = count
+        return nxt
+
+    def _effects(self, piece: bytes, at: int, off: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+        """The ids of a slice `[..],[..]` of a sink read (at byte `at` of the line at `off`): numbers
+        and digit counts (-1: a text id, in strs), read by the C scanner when it is built."""
+        if self.lib is not None and self.mm is not None:
+            cap = len(piece) // 12 + 1
+            num, width = np.empty(cap, np.int64), np.empty(cap, np.int64)
+            arr = np.frombuffer(self.mm, np.uint8)
+            try:
+                k = self.lib.hs_effects(arr.ctypes.data, at, at + len(piece), self.spec.prefix,
+                                        len(self.spec.prefix), num.ctypes.data, width.ctypes.data, cap, True)
+            finally:
+                del arr
+            if k > 0:
+                return num[:k], width[:k], []
+        pieces = self.spec.eff_re.split(piece) if self.spec.prefix is not None else []
+        k = (len(pieces) - 1) // 2
+        if k > 0 and not pieces[0] and not pieces[-1] and pieces[2:-1:2].count(b",") == k - 1:
+            nums, widths = digits(pieces[1::2])
+            return nums, widths.astype(np.int64), []
+        try:
+            events = orjson.loads(b"[" + piece + b"]")
+        except orjson.JSONDecodeError as e:
+            raise LineError(off, f"sink effects are not valid JSON: {e}") from None
+        if not isinstance(events, list):
+            raise LineError(off, "sink effects are not a list")
+        strs = [(j, _effect_id(ev, off)) for j, ev in enumerate(events)]
+        return np.full(len(events), -1, np.int64), np.zeros(len(events), np.int64), strs
+
+    # -- routing ----------------------------------------------------------------------------
+    def _remap(self, names: list[Any], index: dict[Any, int], out: list[Any]) -> np.ndarray:
+        codes = []
+        for name in names:
+            c = index.get(name)
+            if c is None:
+                c = index[name] = len(out)
+                out.append(name)
+            codes.append(c)
+        return np.array(codes + [0], np.int64)
+
+    def _route_part(self, part: Part, base: int, line_end: int | None = None) -> None:
+        fmap = self._remap(part.f_names, self.f_index, self.f_names)
+        pmap = self._remap(part.proc_names, self.p_index, self.p_names)
+        kmap = self._remap(part.key_names, self.k_index, self.k_names)
+        if len(self.k_names) > len(self.k_part):
+            new = np.array([zlib.crc32(k.encode()) % self.k for k in self.k_names[len(self.k_part):]], np.uint8)
+            self.k_part = np.concatenate([self.k_part, new])
+
+        def cat(name: str, dt: Any) -> np.ndarray:
+            got = part.cols[name]
+            return (got[0] if len(got) == 1 else np.concatenate(got)) if got else np.zeros(0, dt)
+
+        n = part.n
+        time, typ = cat("time", np.int64)[:n], cat("type", np.int8)[:n]
+        f, proc = fmap[cat("f", np.int16)[:n]], pmap[cat("process", np.int32)[:n]]
+        off = cat("off", np.int64)[:n] + base
+        end = np.append(off[1:], part.end + base if line_end is None else line_end)
+        rec0 = self.n_rec
+        s_rec = cat("s_rec", np.int64)
+        is_send = np.zeros(n, bool)
+        is_send[s_rec] = True
+        o = np.flatnonzero(~is_send)
+        for name, col in (("rec", o + rec0), ("time", time[o]), ("type", typ[o]), ("f", f[o]), ("proc", proc[o]),
+                          ("off", off[o]), ("end", end[o])):
+            self.others[name].append(col)
+        # sends
+        if len(s_rec):
+            keys = cat("s_key", np.int32)
+            keys = np.where(keys >= 0, kmap[keys], -1)
+            nums = cat("s_num", np.int64).copy()
+            widths = cat("s_width", np.int64)
+            texts = dict(part.s_str)
+            cand = np.where(keys >= 0, self.k_part[np.maximum(keys, 0)], 0).astype(np.uint8)
+            dest = self._route(nums, widths, texts, cand, keys >= 0)
+            rows = np.empty(len(s_rec), SEND_DT)
+            rows["rec"], rows["time"], rows["type"] = s_rec + rec0, time[s_rec], typ[s_rec]
+            rows["f"], rows["proc"], rows["off"], rows["end"] = f[s_rec], proc[s_rec], off[s_rec], end[s_rec]
+            rows["num"], rows["width"], rows["key"], rows["seq"] = nums, widths, keys, cat("s_seq", np.int64)
+            self._write(rows, dest, texts, self.n_send, self.s_text, 0)
+        # sink reads and their effects
+        for j, rec in enumerate(part.obs_rec):
+            obs = len(self.obs_rec)
+            self.obs_rec.append(rec + rec0)
+            self.obs_full.append(bool(part.obs_full[j]))
+            self.obs_final.append(bool(part.obs_final[j]))
+            self.obs_total.append(len(part.eff_num[j]))
+            line = (int(off[rec]), int(end[rec]))
+            self._route_effects(obs, part.eff_num[j], part.eff_width[j], part.eff_str[j], 0,
+                                lambda line=line: self._events_of(*line))
+            part.eff_num[j] = part.eff_width[j] = np.zeros(0, np.int64)
+        self.state_recs.extend(r + rec0 for r in part.state_recs)
+        if self.start is None and part.start is not None:
+            self.start = part.start
+        if part.truncated_at is not None:
+            self._cut = part.truncated_at + base
+        self.n_rec += n
+
+    def _events_of(self, start: int, end: int) -> list[Any]:
+        """The effects of the sink read on bytes [start, end) of the file, parsed."""
+        d = orjson.loads(bytes(self.mm[start:end]).split(b"\n", 1)[0]) if self.mm is not None else {}
+        return list((d.get("value") or {}).get("events") or [])
+
+    def _route_effects(self, obs: int, nums: np.ndarray, widths: np.ndarray, strs: list[tuple[int, str]],
+                       pos0: int, events: Any) -> None:
+        """Spill the effects of sink read `obs` (positions pos0...); `events()` parses them, for
+        the keys of ids seen here first (they go by their key, as a send would)."""
+        if not len(nums):
+            return
+        nums = nums.copy()
+        texts = dict(strs)
+        dest = self._route(nums, widths, texts, None, None, events)
+        rows = np.empty(len(nums), EFF_DT)
+        rows["num"], rows["width"], rows["obs"] = nums, widths, obs
+        rows["pos"] = np.arange(pos0, pos0 + len(nums), dtype=np.int64)
+        self._write(rows, dest, texts, self.n_eff, self.e_text, 1)
+
+    def _route(self, nums: np.ndarray, widths: np.ndarray, texts: dict[int, str], cand: np.ndarray | None,
+               has_cand: np.ndarray | None, events: Any = None) -> np.ndarray:
+        """Each id's partition: the map's, else (first seen) the candidate (a send's key), or for
+        effects (`events`: parses them) the effect's own key, else the id hash."""
+        k = self.k
+        prefix = self.prefix.decode()
+        for i, v in texts.items():  # text of the numeric shape is the same id as the number
+            rest = v[len(prefix):] if v.startswith(prefix) else ""
+            if 0 < len(rest) <= 18 and rest.isdigit() and rest.isascii():
+                nums[i] = int(rest)
+                widths[i] = len(rest)
+        if events is not None:
+            cand, has_cand = self._effect_keys(nums, texts, events)
+        dest = np.empty(len(nums), np.uint8)
+        is_num = nums >= 0
+        small = is_num & (nums < _MAP_LIMIT)
+        big = is_num & ~small
+        dest[big] = (nums[big] % k).astype(np.uint8)
+        if small.any():
+            ns = nums[small]
+            top = int(ns.max()) + 1
+            if top > len(self.idmap):
+                grown = np.full(max(top, 2 * len(self.idmap), 1 << 20), _UNSET, np.uint8)
+                grown[:len(self.idmap)] = self.idmap
+                self.idmap = grown
+            cur = self.idmap[ns]
+            unset = cur == _UNSET
+            if unset.any():
+                c = (ns % k).astype(np.uint8)
+                if cand is not None and has_cand is not None:
+                    c = np.where(has_cand[small], cand[small], c)
+                u, first = np.unique(ns[unset], return_index=True)
+                self.idmap[u] = c[unset][first]
+                cur = self.idmap[ns]
+            dest[small] = cur
+        for i in np.flatnonzero(~is_num).tolist():
+            v = texts[i]
+            p = self.text_map.get(v)
+            if p is None:
+                if cand is not None and has_cand is not None and has_cand[i]:
+                    p = int(cand[i])
+                else:
+                    p = zlib.crc32(v.encode()) % k
+                self.text_map[v] = p
+            dest[i] = p
+        # text ids that became numbers are numbers for the History too
+        for i in list(texts):
+            if nums[i] >= 0:
+                del texts[i]
+        return dest
+
+    def _effect_keys(self, nums: np.ndarray, texts: dict[int, str], events: Any) -> tuple[Any, Any]:
+        """(partition of each effect's key, whether it has one) when some id is new to the map
+        (rare: an effect seen before any send of it); else (None, None)."""
+        fresh = np.zeros(len(nums), bool)
+        small = (nums >= 0) & (nums < _MAP_LIMIT)
+        if small.any():
+            ns = nums[small]
+            seen = np.zeros(len(ns), bool)
+            inside = ns < len(self.idmap)
+            seen[inside] = self.idmap[ns[inside]] != _UNSET
+            fresh[np.flatnonzero(small)[~seen]] = True
+        for i, v in texts.items():
+            if nums[i] < 0 and v not in self.text_map:
+                fresh[i] = True
+        if not fresh.any():
+            return None, None
+        evs = events()
+        cand = np.zeros(len(nums), np.uint8)
+        has = np.zeros(len(nums), bool)
+        for i in np.flatnonzero(fresh).tolist():
+            ev = evs[i] if i < len(evs) else None
+            key = ev[1] if isinstance(ev, list) and len(ev) > 1 else None
+            if key is not None:
+                cand[i] = zlib.crc32(str(key).encode()) % self.k
+                has[i] = True
+        return cand, has
+
+    def _write(self, rows: np.ndarray, dest: np.ndarray, texts: dict[int, str], counts: list[int],
+               text_lists: list[list[tuple[int, str]]], which: int) -> None:
+        order = np.argsort(dest, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(dest, minlength=self.k))])
+        for p in range(self.k):
+            sel = order[bounds[p]:bounds[p + 1]]
+            if not len(sel):
+                continue
+            if texts:
+                for j, i in enumerate(sel.tolist()):
+                    if i in texts:
+                        text_lists[p].append((counts[p] + j, texts[i]))
+            rows[sel].tofile(self._files[p][which])
+            counts[p] += len(sel)
+
+    # -- the check --------------------------------------------------------------------------
+    def check(self, *, order: str | None, examples: int) -> dict[str, Any]:
+        """Check every partition in turn and merge (exactly_once.finish)."""
+        sealed = self.seal()
+        outs = [sealed.check_partition(p, order, examples) for p in range(self.k)]
+        return exactly_once.finish([o[0] for o in outs], examples=examples, first_at=[o[1] for o in outs])
+
+    def seal(self) -> Sealed:
+        """What a partition's check needs besides its spill files: small, picklable (sent to
+        Spark's executors by checkers/spark.py)."""
+        others = {c: (np.concatenate(v) if v else np.zeros(0, np.int64)) for c, v in self.others.items()}
+        self.others = {}
+        obs_total = np.array(self.obs_total, np.int64)
+        return Sealed(
+            path=self.path, folder=str(self.folder), k=self.k, n_rec=self.n_rec, prefix=self.prefix.decode(),
+            others=others, obs_at=np.searchsorted(others["rec"], np.array(self.obs_rec, np.int64)),
+            state_at=np.searchsorted(others["rec"], np.array(self.state_recs, np.int64)),
+            obs_total=obs_total, obs_grec=np.array(self.obs_rec, np.int64),
+            obs_full=np.array(self.obs_full, bool), obs_final=np.array(self.obs_final, bool),
+            f_names=list(self.f_names), p_names=list(self.p_names), k_names=list(self.k_names),
+            s_text=self.s_text, e_text=self.e_text, start=self.start, warnings=list(self.warnings))
+
+
+@dataclass
+class Sealed:
+    """A finished split: the records that are not sends, the name tables, the text ids per
+    partition, and where the spill files are (`folder`, `s<p>.bin`/`e<p>.bin`)."""
+
+    path: str
+    folder: str
+    k: int
+    n_rec: int
+    prefix: str
+    others: dict[str, np.ndarray]
+    obs_at: np.ndarray
+    state_at: np.ndarray
+    obs_total: np.ndarray
+    obs_grec: np.ndarray
+    obs_full: np.ndarray
+    obs_final: np.ndarray
+    f_names: list[str]
+    p_names: list[Any]
+    k_names: list[str]
+    s_text: list[list[tuple[int, str]]]
+    e_text: list[list[tuple[int, str]]]
+    start: Any
+    warnings: list[str]
+
+    def check_partition(self, p: int, order: str | None, examples: int) -> tuple[exactly_once.Partial, dict[int, int]]:
+        """exactly_once.partial of partition `p`, and where its example events first appear."""
+        h, e_pos = self.history(p)
+        part = exactly_once.partial(h, order=order, examples=examples)
+        part.records = self.n_rec
+        wanted = {e for c in part.candidates.values() for e, _ in c} | {e for e, _ in part.unseen_candidates}
+        big = int(self.obs_total.max()) + 2 if len(self.obs_total) else 1
+        return part, _first_at(h, e_pos, wanted, self.obs_grec, big)
+
+    def history(self, p: int) -> tuple[History, np.ndarray]:
+        """Partition `p` as a History of its own (its sends, every other record, its effects),
+        and the position of each of its effects in its sink read."""
+        others = self.others
+        folder = Path(self.folder)
+        sends = np.fromfile(folder / f"s{p}.bin", SEND_DT)
+        effs = np.fromfile(folder / f"e{p}.bin", EFF_DT)
+        n_o, n_s = len(others["rec"]), len(sends)
+        # both are in file order: merge them by where each goes (no sort of the whole)
+        at_o = np.searchsorted(sends["rec"], others["rec"]) + np.arange(n_o)
+        at_s = np.searchsorted(others["rec"], sends["rec"]) + np.arange(n_s)
+        inv = np.concatenate([at_o, at_s])
+
+        def merged(a: np.ndarray, b: np.ndarray, dt: Any) -> np.ndarray:
+            out = np.empty(n_o + n_s, dt)
+            out[at_o] = a
+            out[at_s] = b
+            return out
+
+        h = History()
+        h.path, h._data = self.path, None
+        h.rec_global = merged(others["rec"], sends["rec"], np.int64)
+        h.time = merged(others["time"], sends["time"], np.int64)
+        h.type = merged(others["type"], sends["type"], np.int8)
+        h.f = merged(others["f"], sends["f"], np.int16)
+        h.process = merged(others["proc"], sends["proc"], np.int32)
+        h._offsets = np.append(merged(others["off"], sends["off"], np.int64), 0)
+        h._ends = merged(others["end"], sends["end"], np.int64)
+        h.f_names, h.process_names, h.key_names = list(self.f_names), list(self.p_names), list(self.k_names)
+        h.send_rec = inv[n_o:]
+        h.obs_rec = inv[self.obs_at]
+        h.obs_full = self.obs_full.copy()
+        h.obs_final = self.obs_final.copy()
+        h.obs_total = self.obs_total
+        h.state_recs = inv[self.state_at].tolist()
+        h.start = self.start
+        h.warnings = list(self.warnings)
+        h.truncated = bool(self.warnings)
+        h.eff_obs = effs["obs"].astype(np.int32)
+        del inv, at_o, at_s
+        s_num = sends["num"].copy()
+        s_str = list(self.s_text[p])
+        for i, _ in s_str:
+            s_num[i] = -1
+        e_num = effs["num"].copy()
+        e_str = list(self.e_text[p])
+        for i, _ in e_str:
+            e_num[i] = -1
+        _intern(h, self.prefix, s_num, sends["width"].astype(np.int64), s_str, e_num,
+                effs["width"].astype(np.int64), e_str, effs["pos"].copy(), sends["key"].copy(),
+                sends["seq"].copy(), h.raw)
+        return h, effs["pos"]
+
+
+def _first_at(h: History, e_pos: np.ndarray, wanted: set[int], obs_grec: np.ndarray, big: int) -> dict[int, int]:
+    """Where each event in `wanted` first appears in the whole history, as a number that orders
+    records and the effects within a read the way the reader numbers events."""
+    if not wanted:
+        return {}
+    w = np.array(sorted(wanted), np.int64)
+    out: dict[int, int] = {}
+    assert h.rec_global is not None
+    s = np.flatnonzero(np.isin(h.send_eid, w))
+    for e, r in zip(h.send_eid[s].tolist(), h.rec_global[h.send_rec[s]].tolist()):
+        at = r * big
+        if at < out.get(e, at + 1):
+            out[e] = at
+    f = np.flatnonzero(np.isin(h.eff_eid, w))
+    if len(f):
+        for e, o, pos in zip(h.eff_eid[f].tolist(), h.eff_obs[f].tolist(), e_pos[f].tolist()):
+            at = int(obs_grec[o]) * big + pos + 1
+            if at < out.get(e, at + 1):
+                out[e] = at
+    return out
+
+
+def _find(fh: Any, needle: bytes, start: int, size: int) -> int:
+    pos = start
+    while pos < size:
+        fh.seek(pos)
+        buf = fh.read(1 << 20)
+        if not buf:
+            break
+        i = buf.find(needle)
+        if i >= 0:
+            return pos + i
+        pos += len(buf)
+    return -1

@@ -1,0 +1,108 @@
+"""The exactly-once check as an Apache Spark job (`onceproof check --engine spark`).
+
+The same partitioned check as checkers/partitioned.py, with Spark running the partitions: the
+driver makes one pass over the history into a columnar export (the spill folder: per
+partition, binary columns of its sends and sink effects; the records that are not sends,
+broadcast), then one Spark task per partition builds that partition's History from the export
+and runs `exactly_once.partial`, and the driver merges the partials with
+`exactly_once.finish`. The result is identical to the local check's by construction (same
+partials, same merge), which the tests check.
+
+On this machine Spark runs in local mode (`local[*]`, the installed Java 17; pyspark 3.5
+supports it). On a cluster (`--master spark://host:7077`, `yarn`, `k8s://...`): the executors
+must see the history file and the spill folder at the same paths as the driver (a shared
+mount: set ONCEPROOF_SCRATCH to a folder on it), and run a Python with onceproof installed
+(PYSPARK_PYTHON; default: this interpreter). The split itself is one sequential pass on the
+driver; a run that writes its history already partitioned (one shard per producer process)
+would let the executors read the shards directly: see README, "Runs on a real cluster".
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from typing import Any
+
+from onceproof.checkers import exactly_once
+from onceproof.checkers.history import HistoryError
+from onceproof.checkers.partitioned import (
+    _CHUNK,
+    _MAX_PARTS,
+    _MIN_CHUNK,
+    DEFAULT_MEMORY,
+    Split,
+    _spill_folder,
+    estimate,
+)
+
+
+def session(master: str | None = None) -> Any:
+    """A SparkSession (the running one if there is one, else a new one on `master`, default
+    `local[*]`); its Python workers run this interpreter unless PYSPARK_PYTHON says otherwise.
+    Raises HistoryError when pyspark or Java is missing."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as e:
+        raise HistoryError(None, None, f"--engine spark needs pyspark ({e}); install onceproof[spark]") from None
+    builder = SparkSession.builder.appName("onceproof-check").master(master or "local[*]")
+    builder = builder.config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+    try:
+        spark = builder.getOrCreate()
+    except Exception as e:  # noqa: BLE001 - a JVM that cannot start: no traceback, the reason
+        raise HistoryError(None, None, f"Spark could not start ({type(e).__name__}: {e}); it needs Java 17") from None
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def active() -> Any:
+    """The SparkSession running in this process, or None (also when pyspark is not installed)."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        return None
+    return SparkSession.getActiveSession()
+
+
+def shutdown(spark: Any) -> None:
+    """Stop `spark` and end its JVM (SparkSession.stop leaves the gateway's java process running
+    until this interpreter exits)."""
+    from pyspark import SparkContext
+
+    spark.stop()
+    gateway = SparkContext._gateway
+    if gateway is not None:
+        proc = getattr(gateway, "proc", None)
+        gateway.shutdown()
+        if proc is not None:
+            if proc.stdin:
+                proc.stdin.close()
+            try:
+                proc.wait(timeout=20)
+            except Exception:  # noqa: BLE001 - still there: end it
+                proc.kill()
+                proc.wait()
+        SparkContext._gateway = None
+        SparkContext._jvm = None
+
+
+def check_path(path: Any, *, spark: Any = None, master: str | None = None, memory: int = DEFAULT_MEMORY,
+               order: str | None = None, examples: int = 10, partitions: int | None = None,
+               spill_dir: Any = None) -> dict[str, Any]:
+    """The exactly-once check of the history at `path`, run by Spark (`spark`: a session, else
+    `session(master)`). Partitions: `partitions`, else enough for `memory` per task and at least
+    twice Spark's default parallelism. Result as `exactly_once.check`; raises HistoryError."""
+    spark = spark or session(master)
+    sc = spark.sparkContext
+    k = partitions or min(_MAX_PARTS, max(2 * sc.defaultParallelism, math.ceil(estimate(path) / (memory * 0.45))))
+    with _spill_folder(spill_dir) as folder:
+        split = Split(path, folder, k, chunk=max(_MIN_CHUNK, min(_CHUNK, memory // 32)))
+        split.run()
+        sealed = sc.broadcast(split.seal())
+        try:
+            outs = sc.parallelize(range(k), k).map(
+                lambda p: sealed.value.check_partition(p, order, examples)).collect()
+        finally:
+            sealed.unpersist()
+    return exactly_once.finish([o[0] for o in outs], examples=examples, first_at=[o[1] for o in outs])

@@ -1,0 +1,59 @@
+"""`onceproof check --engine spark`: the Spark job's result is identical to the local check's
+(verdict, counts, examples, stats) on the same histories. One SparkSession (one JVM) serves
+every test of the session: a JVM start costs tens of seconds on 2 cores."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from onceproof.checkers import exactly_once
+from onceproof.checkers import spark as spark_engine
+from onceproof.checkers.history import read_history
+from tests.unit.checkers.conftest import same
+from tests.unit.checkers.histories import RunModel, runs
+from tests.unit.checkers.test_partitioned import _inject
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    session = spark_engine.session("local[2]")
+    yield session
+    spark_engine.shutdown(session)
+
+
+@settings(max_examples=12, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(run=runs(max_events=30), data=st.data(), k=st.integers(1, 5), order=st.sampled_from([None, "per-key"]))
+def test_spark_equals_local_on_generated_histories_with_every_anomaly(
+        spark: Any, run: RunModel, data: Any, k: int, order: str | None,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    _inject(run, data)
+    path = tmp_path_factory.mktemp("spark") / "h.jsonl"
+    path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in run.records()))
+    local = exactly_once.check(read_history(path), order=order)
+    remote = spark_engine.check_path(path, spark=spark, partitions=k, order=order)
+    assert same(local, remote), (local, remote)
+
+
+def test_cli_engine_spark_prints_the_local_result(spark: Any, tmp_path: Path, capsys: Any) -> None:
+    from onceproof.cli import main
+
+    recs = [{"index": 0, "time": 1, "process": "load", "type": "invoke", "f": "send",
+             "value": {"id": "e-1", "key": "k", "seq": 0}},
+            {"index": 1, "time": 2, "process": "load", "type": "ok", "f": "send",
+             "value": {"id": "e-1", "key": "k", "seq": 0}},
+            {"index": 2, "time": 3, "process": "observer", "type": "ok", "f": "final-read",
+             "value": {"full": True, "events": [["e-1", "k", 0, 0], ["e-1", "k", 0, 1]]}}]
+    path = tmp_path / "h.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert main(["check", "--json", str(path)]) == 1
+    local = json.loads(capsys.readouterr().out)
+    assert main(["check", "--json", "--engine", "spark", str(path)]) == 1  # reuses the running session
+    remote = json.loads(capsys.readouterr().out)
+    assert remote == local and remote["checkers"]["exactly-once"]["anomalies"]["duplicate"] == 1

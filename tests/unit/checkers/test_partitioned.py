@@ -1,0 +1,156 @@
+"""The partitioned exactly-once check (checkers/partitioned.py): the same result as the
+in-memory check on generated histories with every anomaly kind, at any number of partitions
+and chunk sizes; within its memory budget on a history several times bigger; its flags."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from onceproof.checkers import exactly_once, partitioned
+from onceproof.checkers.history import read_history
+from onceproof.cli import main
+
+from .conftest import same
+from .histories import RunModel, runs
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _inject(run: RunModel, data: Any) -> None:
+    """Any mix of anomalies: lost, duplicate, phantom, premature, flicker, reorder, state."""
+    kinds = data.draw(st.sets(st.sampled_from(
+        ["lost", "duplicate", "phantom", "premature", "flicker", "reorder", "state"])))
+    ok = [e for e in run.events if e.outcome == "ok"]
+    if "lost" in kinds and ok:
+        data.draw(st.sampled_from(ok)).apply_t = None
+    applied = [e for e in run.events if e.apply_t is not None]
+    if "duplicate" in kinds and applied:
+        v = data.draw(st.sampled_from(applied))
+        run.final_extra.append([v.id, v.key, v.seq, 1])
+    if "phantom" in kinds:
+        run.final_extra.append([f"ghost-{data.draw(st.integers(0, 9))}", data.draw(st.sampled_from(["k0", "k1"])),
+                                data.draw(st.integers(0, 30)), 0])
+    if "premature" in kinds and applied:
+        v = data.draw(st.sampled_from(applied))
+        run.extra.append({"time": v.invoke_t - 3, "process": "observer", "type": "ok", "f": "observe",
+                          "value": {"full": False, "events": [[v.id, v.key, v.seq, 0]]}})
+    if "flicker" in kinds and applied and run.full_ts:
+        run.obs_drop[run.full_ts[-1]] = {data.draw(st.sampled_from(applied)).id}
+    if "reorder" in kinds and len(applied) >= 2:
+        a, b = data.draw(st.sampled_from(applied)), data.draw(st.sampled_from(applied))
+        if a.id != b.id:
+            run.swap = (a.id, b.id)
+    if "state" in kinds:
+        run.state = run.fold()
+        if run.state and data.draw(st.booleans()):
+            key = sorted(run.state)[0]
+            run.state[key]["count"] += 1
+
+
+@settings(max_examples=60, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate], suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(run=runs(max_events=40), data=st.data(), k=st.integers(1, 9), order=st.sampled_from([None, "per-key"]),
+       chunk=st.sampled_from([64, 300, 1 << 20]), examples=st.integers(1, 4))
+def test_partitioned_equals_in_memory_on_generated_histories_with_every_anomaly(
+        run: RunModel, data: Any, k: int, order: str | None, chunk: int, examples: int,
+        tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    _inject(run, data)
+    monkeypatch.setattr(partitioned, "_MIN_CHUNK", chunk)
+    monkeypatch.setattr(partitioned, "_MIN_SLICE", 32)
+    path = tmp_path_factory.mktemp("p") / "h.jsonl"
+    path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in run.records()))
+    memory = chunk * 32  # the chunk size follows the budget: tiny chunks, sink reads streamed in slices
+    whole = exactly_once.check(read_history(path), order=order, examples=examples)
+    split = partitioned.check_path(path, partitions=k, memory=memory, order=order, examples=examples)
+    assert same(whole, split), (k, whole, split)
+
+
+def test_the_spill_folder_is_removed_after_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "h.jsonl"
+    good = json.dumps({"index": 0, "time": 1, "process": "load", "type": "invoke", "f": "send",
+                       "value": {"id": "e-1", "key": "k", "seq": 0}})
+    path.write_text(good + "\n" + "{not json\n" + good + "\n")
+    spill = tmp_path / "spill"
+    with pytest.raises(Exception, match=r"h\.jsonl:2: not valid JSON"):
+        partitioned.check_path(path, partitions=3, spill_dir=spill)
+    assert list(spill.iterdir()) == []
+
+
+@pytest.mark.parametrize(("text", "size"), [("2GiB", 2 << 30), ("512MiB", 512 << 20), ("512M", 512 << 20),
+                                            ("1.5G", 3 << 29), ("100000000", 100000000), ("64mib", 64 << 20)])
+def test_memory_sizes_are_parsed(text: str, size: int) -> None:
+    assert partitioned.parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "2 GB x", "-1GiB", "12x", "1MiB", "GiB"])
+def test_bad_memory_sizes_exit_2_with_what_is_expected(text: str, tmp_path: Path, capsys: Any) -> None:
+    path = tmp_path / "h.jsonl"
+    path.write_text("")
+    with pytest.raises(SystemExit) as e:
+        main(["check", f"--memory={text}", str(path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--memory" in err and ("memory size" in err) and "Traceback" not in err
+
+
+def _generate() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_check", ROOT / "benchmarks" / "check_exactly_once.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.generate
+
+
+def test_a_history_bigger_than_the_budget_is_checked_within_it(tmp_path: Path) -> None:
+    """A 1M-record history (about 150 MiB; the in-memory check needs about 240 MiB) checked with
+    --memory 100MiB in a subprocess: its peak RSS (VmHWM of the child) stays under 100 MiB
+    and the injected duplicates are all found."""
+    path = tmp_path / "h.jsonl"
+    injected = _generate()(str(path), 1_000_000)
+    budget = 100 << 20
+    assert partitioned.estimate(path) > 2 * budget
+    # VmHWM of the child itself: ru_maxrss would also count this process's peak before the exec
+    child = ("import sys\nfrom onceproof.cli import main\ncode = main(sys.argv[1:])\n"
+             "hwm = [x for x in open('/proc/self/status') if x.startswith('VmHWM')][0].split()[1]\n"
+             "print('RSS', int(hwm) * 1024, file=sys.stderr)\nsys.exit(code)\n")
+    proc = subprocess.run([sys.executable, "-c", child, "check", "--json", "--memory", "100MiB", str(path)],
+                          capture_output=True, text=True, env=os.environ | {"ONCEPROOF_SCRATCH": str(tmp_path / "s")},
+                          timeout=600, check=False)
+    assert proc.returncode == 1, proc.stderr
+    rss = int(proc.stderr.split("RSS")[-1])
+    out = json.loads(proc.stdout)
+    assert out["checkers"]["exactly-once"]["anomalies"]["duplicate"] == injected["duplicates"]
+    assert out["stats"]["records"] == injected["records"]
+    assert rss < budget, f"peak RSS {rss >> 20} MiB over the 100 MiB budget"
+    assert list((tmp_path / "s").iterdir()) == []
+
+
+def test_sigterm_during_a_partitioned_check_leaves_no_spill(tmp_path: Path) -> None:
+    """SIGTERM while the split writes its partitions: exit 130 ("interrupted"), spill folder gone."""
+    import signal
+    import time
+
+    path = tmp_path / "h.jsonl"
+    _generate()(str(path), 300_000)
+    scratch = tmp_path / "s"
+    proc = subprocess.Popen([sys.executable, "-m", "onceproof", "check", "--memory", "64MiB", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=os.environ | {"ONCEPROOF_SCRATCH": str(scratch)})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (scratch.exists() and any(scratch.iterdir())):
+        time.sleep(0.01)
+    assert scratch.exists() and any(scratch.iterdir()), "the check never started spilling"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert list(scratch.iterdir()) == []
