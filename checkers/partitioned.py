@@ -592,7 +592,7 @@ class Sealed:
         h.warnings = list(self.warnings)
         h.truncated = bool(self.warnings)
         h.eff_obs = effs["obs"].astype(np.int32)
-        del inv, at_o, at_s
+        del inv
         s_num = sends["num"].copy()
         s_str = list(self.s_text[p])
         for i, _ in s_str:

@@ -75,13 +75,13 @@ class ProgressReader:
 class KafkaGroups(ProgressReader):
     """Committed offsets of consumer groups on a Kafka topic vs its read_committed end offsets."""
 
-    def __init__(self, bootstrap: str, topic: str, groups: list[str]) -> None:
+    def __init__(self, bootstrap: str, topic: str, groups: list[str], found: list[str] | tuple[str, ...] = ()) -> None:
         from confluent_kafka.admin import AdminClient
 
         self.admin: Any = AdminClient(kafka_clients.config({"bootstrap.servers": bootstrap}))
         self.topic = topic
         self.named = list(groups)
-        self.groups: list[str] = list(groups)
+        self.groups: list[str] = list(groups) + [g for g in found if g not in groups]  # found earlier: still tracked
         self.found_at = 0.0
         self.partitions: list[int] = []
 
@@ -156,6 +156,48 @@ class KafkaGroups(ProgressReader):
         self.admin = None  # destroyed now, not when the brokers are already gone
 
 
+class IsolatedKafkaGroups(ProgressReader):
+    """`KafkaGroups` in a child process (`groups_worker.py`): librdkafka's admin client aborts
+    its process when a coordinator request times out while the coordinator moves or is down
+    (librdkafka issues #3663, #4605), which is exactly when a fault has the broker down. A crash
+    is one failed read (the poll records `fail` with the reason) and the next read starts a new
+    child that keeps tracking the groups found so far."""
+
+    def __init__(self, bootstrap: str, topic: str, groups: list[str]) -> None:
+        self.bootstrap, self.topic, self.named = bootstrap, topic, list(groups)
+        self.groups: list[str] = list(groups)
+        self._worker: Any = None
+        self._lock = threading.Lock()
+
+    def _call(self, name: str) -> Any:
+        from onceproof.groups_worker import GroupsWorker, WorkerCrashed, log_file
+
+        with self._lock:
+            if self._worker is None:
+                self._worker = GroupsWorker({"bootstrap": self.bootstrap, "topic": self.topic, "groups": self.named,
+                                             "found": self.groups, "log": log_file()})
+            try:
+                reply = self._worker.call(name)
+            except WorkerCrashed:
+                self._worker = None
+                raise
+            self.note, self.groups = reply["note"], reply["groups"]
+            return reply["ok"]
+
+    def read(self) -> list[GroupProgress]:
+        return [GroupProgress(g["group"], g["partitions"], g["lag"]) for g in self._call("read")]
+
+    def ends(self) -> dict[int, int]:
+        """The read_committed end offset of each partition of the topic."""
+        return {int(p): int(o) for p, o in self._call("ends").items()}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._worker is not None:
+                self._worker.close()
+                self._worker = None
+
+
 def _next_id(entry_id: str) -> str:
     ms, _, seq = entry_id.partition("-")
     return f"{ms}-{int(seq or 0) + 1}"
@@ -196,8 +238,10 @@ class ProgressQuery(ProgressReader):
     """The plan's `pipeline.progress` SQL: rows (partition, next position), against the end of
     the source (Kafka end offsets, or max(pos) + 1 of a Postgres source table)."""
 
-    def __init__(self, dsn: str, query: str, ends: Callable[[], dict[int, int]]) -> None:
+    def __init__(self, dsn: str, query: str, ends: Callable[[], dict[int, int]],
+                 closing: ProgressReader | None = None) -> None:
         self.dsn, self.query, self.ends = dsn, query, ends
+        self.closing = closing  # what `ends` reads with, closed with this reader
         self.conn: Any = None
 
     def read(self) -> list[GroupProgress]:
@@ -211,17 +255,22 @@ class ProgressQuery(ProgressReader):
             with SocketDeadline(self.conn, 10.0):
                 rows = self.conn.execute(self.query).fetchall()
         except psycopg.Error:
-            self.close()
+            self._close_conn()
             raise
         committed = {int(p): int(c) for p, c in rows}
         ends = self.ends()
         parts = [[p, committed.get(p, -1), e] for p, e in sorted(ends.items())]
         return [GroupProgress("pipeline.progress", parts, sum(max(0, e - max(c, 0)) for _, c, e in parts))]
 
-    def close(self) -> None:
+    def _close_conn(self) -> None:
         if self.conn is not None:
             self.conn.close()
         self.conn = None
+
+    def close(self) -> None:
+        self._close_conn()
+        if self.closing is not None:
+            self.closing.close()
 
 
 def _postgres_ends(dsn: str, table: str) -> Callable[[], dict[int, int]]:
@@ -238,9 +287,9 @@ def make_reader(source: str, deployment: Deployment, groups: list[str], query: s
     pipeline's progress (a Postgres source without a `pipeline.progress` query)."""
     kind, name = source.split(":", 1)
     if kind == "kafka":
-        kafka = KafkaGroups(deployment.kafka_bootstrap(), name, groups)
+        kafka = IsolatedKafkaGroups(deployment.kafka_bootstrap(), name, groups)
         if query:
-            return ProgressQuery(deployment.postgres_dsn(), query, kafka._ends)
+            return ProgressQuery(deployment.postgres_dsn(), query, kafka.ends, closing=kafka)
         return kafka
     if kind == "redis":
         assert deployment.redis is not None

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from onceproof.recorder import HistoryWriter as History
-from onceproof.progress import KafkaGroups, ProgressQuery, RedisGroups, _postgres_ends
+from onceproof.progress import IsolatedKafkaGroups, KafkaGroups, ProgressQuery, RedisGroups, _postgres_ends
 from onceproof.sources import KafkaSource, PostgresSource, RedisSource
 from onceproof.targets.redis import client
 from onceproof.workload import Workload
@@ -40,7 +40,8 @@ def _load(d: Any, kind: str, name: str, tmp_path: Any) -> dict[str, tuple[int, A
     return landed
 
 
-def test_kafka_offsets_landed_and_a_groups_committed_offsets_are_its_progress(shared_targets, tmp_path):
+@pytest.mark.parametrize("reader_class", [KafkaGroups, IsolatedKafkaGroups])
+def test_kafka_offsets_landed_and_a_groups_committed_offsets_are_its_progress(shared_targets, tmp_path, reader_class):
     from confluent_kafka import Consumer, TopicPartition
 
     d = shared_targets
@@ -54,13 +55,49 @@ def test_kafka_offsets_landed_and_a_groups_committed_offsets_are_its_progress(sh
     c = Consumer({"bootstrap.servers": d.kafka_bootstrap(), "group.id": group, "enable.auto.commit": False})
     c.commit(offsets=[TopicPartition(topic, 0, 5)], asynchronous=False)  # 5 processed on partition 0
     c.close()
-    reader = KafkaGroups(d.kafka_bootstrap(), topic, [])
+    reader = reader_class(d.kafka_bootstrap(), topic, [])
     groups = reader.read()
     assert [g.group for g in groups] == [group]  # found through the admin API
     ends = {p: len(offs) for p, offs in per_partition.items()}
     assert groups[0].partitions == [[0, 5, ends.get(0, 0)], [1, -1, ends.get(1, 0)]]
     assert groups[0].lag == sum(ends.values()) - 5
     reader.close()
+
+
+def test_a_crash_of_the_kafka_admin_client_is_one_failed_read_and_the_next_read_tracks_the_same_groups(
+        shared_targets, tmp_path):
+    """librdkafka aborts its process on a coordinator timeout (issues #3663, #4605): the reader's
+    child takes the abort (SIGABRT here, as the assertion raises), the run does not."""
+    import os
+    import signal
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    from onceproof.groups_worker import WorkerCrashed
+
+    d = shared_targets
+    topic = f"prog_{uuid.uuid4().hex[:6]}"
+    _load(d, "kafka", topic, tmp_path)
+    group = f"g-{topic}"
+    c = Consumer({"bootstrap.servers": d.kafka_bootstrap(), "group.id": group, "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition(topic, 0, 3)], asynchronous=False)
+    c.close()
+    reader = IsolatedKafkaGroups(d.kafka_bootstrap(), topic, [])
+    try:
+        assert [g.group for g in reader.read()] == [group]
+        child = reader._worker.proc
+        os.kill(child.pid, signal.SIGABRT)
+        child.wait(timeout=10)
+        with pytest.raises(WorkerCrashed, match="crashed"):
+            reader.read()
+        assert child.poll() is not None
+        again = reader.read()  # a new child, still tracking the group found before the crash
+        assert [g.group for g in again] == [group] and again[0].partitions[0][1] == 3
+        assert reader._worker.proc.pid != child.pid
+        assert reader.ends().keys() == {0, 1}
+    finally:
+        reader.close()
+    assert reader._worker is None
 
 
 def test_redis_entry_ids_landed_and_a_groups_pending_entries_hold_its_progress(shared_targets, tmp_path):
