@@ -119,3 +119,49 @@ def test_redis_stream_and_set_sinks_read_incrementally_and_fully(shared_targets)
     r.srem(members.name, "e1")
     events, full = members.read()
     assert full is True and [e[0] for e in events] == ["e2"]
+
+
+@pytest.mark.parametrize("transactional", [False, True])
+def test_kafka_sink_reads_effects_while_the_run_goes_on_not_only_at_the_final_read(shared_targets, transactional):
+    """The observer's incremental reads of a Kafka sink see committed effects as they come (the
+    latency of an effect is when a read first saw it); found: every read of a run was empty
+    and only the final read saw the effects."""
+    import json
+    import time
+    import uuid
+
+    from confluent_kafka import Producer
+
+    from onceproof.sinks import KafkaSink
+
+    d = shared_targets
+    name = f"sink_{uuid.uuid4().hex[:6]}"
+    sink = KafkaSink(d, name)
+    sink.setup()
+    conf = {"bootstrap.servers": d.kafka_bootstrap()}
+    if transactional:
+        conf["transactional.id"] = f"t-{name}"
+    producer = Producer(conf)
+    if transactional:
+        producer.init_transactions(30)
+    seen: list = []
+    try:
+        for batch in range(3):
+            if transactional:
+                producer.begin_transaction()
+            for i in range(10):
+                eid = f"e{batch * 10 + i}"
+                producer.produce(name, json.dumps({"id": eid, "key": "k", "seq": i, "replica": 0}).encode(), key=b"k")
+            if transactional:
+                producer.commit_transaction(30)
+            else:
+                producer.flush(30)
+            deadline = time.monotonic() + 20
+            while len(seen) < (batch + 1) * 10 and time.monotonic() < deadline:
+                effects, _full = sink.read()
+                seen += effects
+            assert len(seen) == (batch + 1) * 10, (batch, len(seen))
+        assert sorted(e[0] for e in seen) == sorted(f"e{i}" for i in range(30))
+        assert len(sink.final_read()) == 30
+    finally:
+        sink.close()
