@@ -21,7 +21,7 @@ from typing import Any, Callable, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from onceproof.sinks import Effect, KafkaSink, Sink
+from onceproof.sinks import Effect, KafkaSink, Sink, stream_entries
 from onceproof.targets.deadline import SocketDeadline
 from onceproof.targets.deployment import Deployment
 from onceproof.targets.kafka import clients as kafka_clients
@@ -427,25 +427,13 @@ class RedisMappedStream(_RedisBase):
                 _int(fields.get(s.seq)) if s.seq else None, None]
 
     def read(self) -> tuple[list[Effect], bool]:
-        out: list[Effect] = []
-        while True:
-            entries = self.client.xrange(self.name, min=f"({self.last}", count=10000)
-            if not entries:
-                return out, False
-            out += [self._effect(f) for _, f in entries]
+        entries = list(stream_entries(self.client, self.name, self.last))
+        if entries:
             self.last = entries[-1][0]
+        return [self._effect(f) for _, f in entries], False
 
     def _all(self) -> list[Effect]:
-        out: list[Effect] = []
-        last = "-"
-        while True:
-            entries = self.client.xrange(self.name, min=last, count=10000)
-            if last != "-":
-                entries = entries[1:]
-            if not entries:
-                return out
-            out += [self._effect(f) for _, f in entries]
-            last = entries[-1][0]
+        return [self._effect(f) for _, f in stream_entries(self.client, self.name)]
 
 
 class RedisMappedList(_RedisBase):

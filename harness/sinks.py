@@ -6,7 +6,7 @@ application order; full=True means it is the whole content of the sink now."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
 
@@ -230,6 +230,18 @@ class KafkaSink(Sink):
             consumer.close()
 
 
+def stream_entries(client: Any, stream: str, after: str | None = None) -> Iterator[tuple[str, dict]]:
+    """Every entry `(id, fields)` of a Redis stream after the entry id `after` (None: from the
+    start), read in pages of 10,000 with XRANGE's exclusive start `(id` (Redis >= 6.2)."""
+    last = after
+    while True:
+        entries = client.xrange(stream, min=f"({last}" if last else "-", count=10000)
+        if not entries:
+            return
+        yield from entries
+        last = entries[-1][0]
+
+
 class RedisStreamSink(Sink):  # redis-py types every reply as maybe-awaitable: Any here
     """A Redis stream whose entries have fields id, key, seq, replica."""
 
@@ -250,25 +262,13 @@ class RedisStreamSink(Sink):  # redis-py types every reply as maybe-awaitable: A
                 int(rep) if rep is not None else None]
 
     def read(self) -> tuple[list[Effect], bool]:
-        out: list[Effect] = []
-        while True:
-            entries = self.client.xrange(self.name, min=f"({self.last}", count=10000)
-            if not entries:
-                return out, False
-            out += [self._effect(f) for _, f in entries]
+        entries = list(stream_entries(self.client, self.name, self.last))
+        if entries:
             self.last = entries[-1][0]
+        return [self._effect(f) for _, f in entries], False
 
     def final_read(self) -> list[Effect]:
-        out: list[Effect] = []
-        last = "-"
-        while True:
-            entries = self.client.xrange(self.name, min=last, count=10000)
-            if last != "-":
-                entries = entries[1:]
-            if not entries:
-                return out
-            out += [self._effect(f) for _, f in entries]
-            last = entries[-1][0]
+        return [self._effect(f) for _, f in stream_entries(self.client, self.name)]
 
 
 class RedisSetSink(Sink):
