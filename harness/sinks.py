@@ -142,6 +142,9 @@ def _effect_from_json(value: bytes | None) -> Effect:
     return [d.get("id"), d.get("key"), d.get("seq"), d.get("replica")]
 
 
+REASSIGN_S = 2.0  # how often an incremental read of a Kafka sink looks for partitions it does not read
+
+
 class KafkaSink(Sink):
     """An output topic read with isolation.level=read_committed (aborted writes invisible).
     Messages are JSON {id, key, seq, replica}. Such a reader stops at a partition's last
@@ -177,14 +180,29 @@ class KafkaSink(Sink):
                 if stable.get(p, end[p]) < end[p]]
 
     def _consumer(self) -> Any:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+        from confluent_kafka import Consumer
 
         c = Consumer(kafka_clients.config({
             "bootstrap.servers": self.deployment.kafka_bootstrap(), "group.id": "onceproof-observer",
             "isolation.level": "read_committed", "enable.auto.commit": False, "auto.offset.reset": "earliest"}))
-        md = c.list_topics(self.name, timeout=10).topics[self.name]
-        c.assign([TopicPartition(self.name, p, OFFSET_BEGINNING) for p in sorted(md.partitions)])
+        self._assign_new(c)
+        self.checked_at = time.monotonic()
         return c
+
+    def _assign_new(self, consumer: Any) -> None:
+        """Assign, from their beginning, the topic's partitions the consumer does not read yet.
+        Right after the topic is created its metadata may list no partition yet (found: an
+        observer that read nothing for a whole run, its assignment empty), and a pipeline may
+        add partitions: so this is done again during the run (`read`)."""
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        md = consumer.list_topics(self.name, timeout=10).topics.get(self.name)
+        if md is None or md.error is not None:
+            return
+        have = {tp.partition for tp in consumer.assignment()}
+        new = [TopicPartition(self.name, p, OFFSET_BEGINNING) for p in sorted(md.partitions) if p not in have]
+        if new:
+            consumer.incremental_assign(new)
 
     def _drain(self, consumer: Any, budget_s: float, until_end: bool) -> list[Effect]:
         out: list[Effect] = []
@@ -212,11 +230,18 @@ class KafkaSink(Sink):
         return out
 
     def read(self) -> tuple[list[Effect], bool]:
+        if time.monotonic() - self.checked_at > REASSIGN_S:
+            self._assign_new(self.consumer)
+            self.checked_at = time.monotonic()
         return self._drain(self.consumer, 1.0, until_end=False), False
 
     def final_read(self) -> list[Effect]:
         fresh = self._consumer()  # read everything again: a truncated log shows up as a flicker
         try:
+            deadline = time.monotonic() + 30
+            while not fresh.assignment() and time.monotonic() < deadline:  # the topic's metadata not there yet
+                time.sleep(0.2)
+                self._assign_new(fresh)
             return self._drain(fresh, 60.0, until_end=True)
         finally:
             fresh.close()

@@ -165,3 +165,42 @@ def test_kafka_sink_reads_effects_while_the_run_goes_on_not_only_at_the_final_re
         assert len(sink.final_read()) == 30
     finally:
         sink.close()
+
+
+def test_kafka_sink_reads_partitions_the_topic_did_not_list_when_the_observer_started(shared_targets):
+    """Right after a topic is created its metadata may list no partition: the observer's
+    consumer then had an empty assignment and read nothing for the whole run (found with Quix
+    Streams: 0 of 34 reads saw an effect, the final read saw all 3,599). It now assigns the
+    partitions it finds later."""
+    import json
+    import time
+    import uuid
+
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient
+
+    from onceproof.sinks import KafkaSink
+    from onceproof.topics import create_topic
+
+    d = shared_targets
+    name = f"late_{uuid.uuid4().hex[:6]}"
+    sink = KafkaSink(d, name)
+    sink.admin = AdminClient({"bootstrap.servers": d.kafka_bootstrap()})
+    sink.consumer = sink._consumer()  # the topic does not exist yet: nothing to assign
+    try:
+        assert sink.consumer.assignment() == []
+        create_topic(d, name, 3)
+        producer = Producer({"bootstrap.servers": d.kafka_bootstrap()})
+        for i in range(30):
+            producer.produce(name, json.dumps({"id": f"e{i}", "key": f"k{i % 3}", "seq": i, "replica": 0}).encode(),
+                             key=f"k{i % 3}".encode())
+        producer.flush(30)
+        seen: list = []
+        deadline = time.monotonic() + 30
+        while len(seen) < 30 and time.monotonic() < deadline:
+            seen += sink.read()[0]
+            time.sleep(0.2)
+        assert sorted(e[0] for e in seen) == sorted(f"e{i}" for i in range(30))
+        assert {tp.partition for tp in sink.consumer.assignment()} == {0, 1, 2}
+    finally:
+        sink.close()
