@@ -43,6 +43,12 @@ class Source:
         self.on_landed: Landed | None = None
 
     def setup(self) -> None:
+        """Create the source (topic, stream, table) afresh, then connect()."""
+        raise NotImplementedError
+
+    def connect(self) -> None:
+        """The client only, the source already set up (a load process of `workload.processes`,
+        harness/loadprocs.py, connects to what the harness set up)."""
         raise NotImplementedError
 
     def send(self, batch: list[Event], complete: Complete) -> None:
@@ -66,6 +72,9 @@ class KafkaSource(Source):
 
     def setup(self) -> None:
         create_topic(self.deployment, self.name, self.partitions, wait_for_leaders=True)
+        self.connect()
+
+    def connect(self) -> None:
         from confluent_kafka import Producer
 
         self._pending: dict[str, tuple[str, int]] = {}
@@ -184,6 +193,9 @@ class RedisSource(Source):
         assert self.deployment.redis is not None
         r = self.deployment.redis
         client(r.host, r.port, password=r.password).delete(self.name)
+        self.connect()
+
+    def connect(self) -> None:
         url = urllib.parse.urlsplit(self.deployment.redis_url("load"))
         assert url.hostname is not None and url.port is not None
         self.address = (url.hostname, url.port)
@@ -273,6 +285,9 @@ class PostgresSource(Source):
                 c.execute(f"CREATE TABLE {self.name} (pos bigserial, {cols})")
             else:
                 c.execute(SOURCE_TABLE_DDL.format(t=self.name))
+        self.connect()
+
+    def connect(self) -> None:
         self.conn: Any = None
 
     def _connect(self) -> Any:
