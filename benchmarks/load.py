@@ -1,14 +1,18 @@
 """The highest rate the workload sustains with full history recording, side by side with the
 native tools, same message size, measured in one run on the same servers:
 
-    .venv/bin/python benchmarks/load.py [--seconds 10] [--events 1000000]
+    .venv/bin/python benchmarks/load.py [--seconds 10] [--events 1000000] [--processes 1,2] [--only kafka]
 
 - Kafka: onceproof's workload (idempotent producer, acks=all, every send's invoke and
   completion written to a history) vs Kafka's own org.apache.kafka.tools.ProducerPerformance
-  with the same producer settings.
+  with the same producer settings; once per `workload.processes` value asked (1: the load on
+  a thread of the harness; N > 1: N load processes, harness/loadprocs.py, whose shards are then
+  merged), each rate also given per process ("per core": one Python process is one core's
+  worth of work) next to the tool's, and the merge's time.
 - Redis: onceproof's workload (pipelined XADD batches) vs redis-benchmark running XADD
   with the same pipelining.
-Goal (issue "The run"): >= 100K events/s and >= 0.5x the native tool."""
+Goals (issue "The run"): >= 100K events/s and >= 0.5x the native tool; issue 14: >= 0.5x the
+native tool per core."""
 from __future__ import annotations
 
 import argparse
@@ -18,7 +22,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+from onceproof.loadprocs import ProcessWorkload, merge_shards
 from onceproof.recorder import HistoryWriter
 from onceproof.sources import KafkaSource, RedisSource, encode
 from onceproof.workload import Workload
@@ -39,52 +45,93 @@ def ours(source, seconds: float, rate: float, tmp: Path, name: str) -> tuple[flo
     return w.stats.ok / elapsed, lines
 
 
+def ours_processes(d: Deployment, n: int, seconds: float, rate: float, tmp: Path) -> tuple[float, int, float]:
+    """N load processes on topic bench.procs{n}: (acknowledged events/s, history lines, merge seconds)."""
+    topic = f"bench.procs{n}"
+    KafkaSource(d, topic, 3).setup()
+    plan = SimpleNamespace(seed=1, workload=SimpleNamespace(
+        processes=n, rate=rate, source=f"kafka:{topic}", partitions=3, format=None, keys=50, payload_bytes=16))
+    run_dir = tmp / f"procs{n}"
+    (run_dir / "logs").mkdir(parents=True)
+    main = HistoryWriter(run_dir / "history.jsonl")
+    with ProcessWorkload(plan, d, run_dir, main.t0) as w:
+        w.start()
+        t = time.monotonic()
+        w.run(seconds, threading.Event())
+        w.finish(60)
+        elapsed = time.monotonic() - t
+    main.close()
+    t = time.monotonic()
+    merge_shards(run_dir)
+    merge_s = time.monotonic() - t
+    lines = sum(1 for _ in open(run_dir / "history.jsonl", "rb"))
+    (run_dir / "history.jsonl").unlink()
+    return w.stats.ok / elapsed, lines, merge_s
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rate", type=float, default=1_000_000, help="asked rate (open loop); far above what fits")
     ap.add_argument("--events", type=int, default=1_000_000, help="records for the native tools")
+    ap.add_argument("--processes", default="1,2", help="workload.processes values to measure on Kafka")
+    ap.add_argument("--only", choices=["kafka", "redis"], help="measure one target only")
     args = ap.parse_args()
+    counts = [int(x) for x in args.processes.split(",")]
     size = len(encode(("e1234567", "k12", 1234, "x" * 16)))
     rt = LocalRuntime()
     d = Deployment.create(rt, TargetsSpec(kafka_nodes=1, redis="none"))
     rows = []
+    kafka_rows: list[tuple[int, float, float, int, float]] = []
     try:
         d.start()
         with tempfile.TemporaryDirectory() as tmpdir:
             tmp = Path(tmpdir)
-            src = KafkaSource(d, "bench.ours", 3)
-            src.setup()
-            rate, lines = ours(src, args.seconds, args.rate, tmp, "kafka")
-            (tmp / "kafka.jsonl").unlink()
-            KafkaSource(d, "bench.native", 3).setup()
-            out = subprocess.run(
-                ["java", "-Xmx1g", "-cp", kafka_mod.classpath(), "org.apache.kafka.tools.ProducerPerformance",
-                 "--topic", "bench.native", "--num-records", str(args.events), "--record-size", str(size),
-                 "--throughput", "-1", "--producer-props", f"bootstrap.servers={d.kafka_bootstrap('load')}",
-                 "acks=all", "enable.idempotence=true", "linger.ms=5"],
-                capture_output=True, text=True, timeout=300).stdout
-            m = re.findall(r"([\d.]+) records/sec", out)
-            native = float(m[-1]) if m else float("nan")
-            rows.append(("kafka", rate, native, lines))
-            rsrc = RedisSource(d, "bench.ours", 1)
-            rsrc.setup()
-            rrate, rlines = ours(rsrc, args.seconds, args.rate, tmp, "redis")
-            payload = "x" * 16
-            out = subprocess.run(
-                ["redis-benchmark", "-h", "127.0.0.1", "-p", str(d.proxies["load-redis"].listen), "-n", str(args.events),
-                 "-P", "100", "-c", "1", "-q", "XADD", "bench.native", "*", "id", "e1234567", "key", "k12",
-                 "seq", "1234", "payload", payload], capture_output=True, text=True, timeout=600).stdout
-            m = re.findall(r"([\d.]+) requests per second", out)
-            rnative = float(m[-1]) if m else float("nan")
-            rows.append(("redis", rrate, rnative, rlines))
+            if args.only != "redis":
+                KafkaSource(d, "bench.native", 3).setup()
+                out = subprocess.run(
+                    ["java", "-Xmx1g", "-cp", kafka_mod.classpath(), "org.apache.kafka.tools.ProducerPerformance",
+                     "--topic", "bench.native", "--num-records", str(args.events), "--record-size", str(size),
+                     "--throughput", "-1", "--producer-props", f"bootstrap.servers={d.kafka_bootstrap('load')}",
+                     "acks=all", "enable.idempotence=true", "linger.ms=5"],
+                    capture_output=True, text=True, timeout=300).stdout
+                m = re.findall(r"([\d.]+) records/sec", out)
+                native = float(m[-1]) if m else float("nan")
+                for n in counts:
+                    if n == 1:
+                        src = KafkaSource(d, "bench.ours", 3)
+                        src.setup()
+                        rate, lines = ours(src, args.seconds, args.rate, tmp, "kafka")
+                        (tmp / "kafka.jsonl").unlink()
+                        merge_s = 0.0
+                    else:
+                        rate, lines, merge_s = ours_processes(d, n, args.seconds, args.rate, tmp)
+                    kafka_rows.append((n, rate, native, lines, merge_s))
+            if args.only != "kafka":
+                rsrc = RedisSource(d, "bench.ours", 1)
+                rsrc.setup()
+                rrate, rlines = ours(rsrc, args.seconds, args.rate, tmp, "redis")
+                payload = "x" * 16
+                out = subprocess.run(
+                    ["redis-benchmark", "-h", "127.0.0.1", "-p", str(d.proxies["load-redis"].listen), "-n", str(args.events),
+                     "-P", "100", "-c", "1", "-q", "XADD", "bench.native", "*", "id", "e1234567", "key", "k12",
+                     "seq", "1234", "payload", payload], capture_output=True, text=True, timeout=600).stdout
+                m = re.findall(r"([\d.]+) requests per second", out)
+                rnative = float(m[-1]) if m else float("nan")
+                rows.append(("redis", rrate, rnative, rlines))
     finally:
         d.stop()
     print(f"message size {size} bytes, through the load group's Toxiproxy, {args.seconds:g}s of onceproof load")
-    print(f"{'target':<8} {'onceproof ev/s':>15} {'native ev/s':>13} {'ratio':>7} {'history lines':>14}")
-    for name, r, n, lines in rows:
-        print(f"{name:<8} {r:>15,.0f} {n:>13,.0f} {r / n:>7.2f} {lines:>14,}")
-
+    if kafka_rows:
+        print(f"{'kafka':<8} {'processes':>9} {'onceproof ev/s':>15} {'per process':>12} {'native ev/s':>12} "
+              f"{'ratio/core':>10} {'history lines':>14} {'merge s':>8}")
+        for n, r, native, lines, merge_s in kafka_rows:
+            print(f"{'':<8} {n:>9} {r:>15,.0f} {r / n:>12,.0f} {native:>12,.0f} {r / n / native:>10.2f} "
+                  f"{lines:>14,} {merge_s:>8.1f}")
+    if rows:
+        print(f"{'target':<8} {'onceproof ev/s':>15} {'native ev/s':>13} {'ratio':>7} {'history lines':>14}")
+        for name, r, n, lines in rows:
+            print(f"{name:<8} {r:>15,.0f} {n:>13,.0f} {r / n:>7.2f} {lines:>14,}")
 
 if __name__ == "__main__":
     main()
