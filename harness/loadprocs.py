@@ -371,6 +371,17 @@ def load_process(config: dict[str, Any]) -> None:
 
 
 def main() -> None:
+    """`python -m onceproof.loadprocs CONFIG`: one load process (the harness spawns it);
+    `python -m onceproof.loadprocs --merge RUN_DIR`: merge the shards a harness killed with
+    SIGKILL left in RUN_DIR/logs/shards into its history.jsonl (then `onceproof check` it)."""
+    if len(sys.argv) == 3 and sys.argv[1] == "--merge":
+        try:
+            merged = merge_shards(Path(sys.argv[2]))
+        except (OSError, ValueError) as e:
+            print(f"onceproof.loadprocs --merge {sys.argv[2]}: {e}", file=sys.stderr)
+            sys.exit(2)
+        print(f"{sys.argv[2]}: " + ("shards merged into history.jsonl" if merged else "no shards to merge"))
+        return
     try:
         load_process(json.loads(sys.argv[1]))
     except Exception:  # noqa: BLE001 - the parent reports our exit code and last log line
