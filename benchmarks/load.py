@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import resource
 import subprocess
 import tempfile
 import threading
@@ -34,19 +35,32 @@ from onceproof.targets.local import LocalRuntime
 
 
 def ours(source, seconds: float, rate: float, tmp: Path, name: str) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+    rate_, lines, _ = ours_cpu(source, seconds, rate, tmp, name)
+    return rate_, lines
+
+
+def ours_cpu(source, seconds: float, rate: float, tmp: Path, name: str) -> tuple[float, int, float]:  # type: ignore[no-untyped-def]
+    """(acknowledged events/s, history lines, acknowledged events per CPU second of this
+    process, every thread of it: the client library's too)."""
     history = HistoryWriter(tmp / f"{name}.jsonl")
     w = Workload(source, history, rate=rate, keys=50, seed=1, payload_bytes=16)
-    t = time.monotonic()
+    t, cpu = time.monotonic(), time.process_time()
     w.run(seconds, threading.Event())
     w.finish(60)
-    elapsed = time.monotonic() - t
+    elapsed, cpu = time.monotonic() - t, time.process_time() - cpu
     history.close()
     lines = sum(1 for _ in open(tmp / f"{name}.jsonl", "rb"))
-    return w.stats.ok / elapsed, lines
+    return w.stats.ok / elapsed, lines, w.stats.ok / cpu
 
 
-def ours_processes(d: Deployment, n: int, seconds: float, rate: float, tmp: Path) -> tuple[float, int, float]:
-    """N load processes on topic bench.procs{n}: (acknowledged events/s, history lines, merge seconds)."""
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def ours_processes(d: Deployment, n: int, seconds: float, rate: float, tmp: Path) -> tuple[float, int, float, float]:
+    """N load processes on topic bench.procs{n}: (acknowledged events/s, history lines, merge
+    seconds, acknowledged events per CPU second of the load processes)."""
     topic = f"bench.procs{n}"
     KafkaSource(d, topic, 3).setup()
     plan = SimpleNamespace(seed=1, workload=SimpleNamespace(
@@ -54,19 +68,21 @@ def ours_processes(d: Deployment, n: int, seconds: float, rate: float, tmp: Path
     run_dir = tmp / f"procs{n}"
     (run_dir / "logs").mkdir(parents=True)
     main = HistoryWriter(run_dir / "history.jsonl")
+    cpu = _children_cpu()
     with ProcessWorkload(plan, d, run_dir, main.t0) as w:
         w.start()
         t = time.monotonic()
         w.run(seconds, threading.Event())
         w.finish(60)
         elapsed = time.monotonic() - t
+    cpu = _children_cpu() - cpu  # the processes were reaped on the way out of the with
     main.close()
     t = time.monotonic()
     merge_shards(run_dir)
     merge_s = time.monotonic() - t
     lines = sum(1 for _ in open(run_dir / "history.jsonl", "rb"))
     (run_dir / "history.jsonl").unlink()
-    return w.stats.ok / elapsed, lines, merge_s
+    return w.stats.ok / elapsed, lines, merge_s, w.stats.ok / cpu
 
 
 def main() -> None:
@@ -82,31 +98,35 @@ def main() -> None:
     rt = LocalRuntime()
     d = Deployment.create(rt, TargetsSpec(kafka_nodes=1, redis="none"))
     rows = []
-    kafka_rows: list[tuple[int, float, float, int, float]] = []
+    kafka_rows: list[tuple[int, float, float, int, float, float, float]] = []
     try:
         d.start()
         with tempfile.TemporaryDirectory() as tmpdir:
             tmp = Path(tmpdir)
             if args.only != "redis":
                 KafkaSource(d, "bench.native", 3).setup()
+                cpu = _children_cpu()
                 out = subprocess.run(
                     ["java", "-Xmx1g", "-cp", kafka_mod.classpath(), "org.apache.kafka.tools.ProducerPerformance",
                      "--topic", "bench.native", "--num-records", str(args.events), "--record-size", str(size),
                      "--throughput", "-1", "--producer-props", f"bootstrap.servers={d.kafka_bootstrap('load')}",
                      "acks=all", "enable.idempotence=true", "linger.ms=5"],
                     capture_output=True, text=True, timeout=300).stdout
+                # the tool's CPU seconds include the JVM's start (about 1-2 s): its per-CPU figure
+                # is on the low side
+                native_cpu = args.events / (_children_cpu() - cpu)
                 m = re.findall(r"([\d.]+) records/sec", out)
                 native = float(m[-1]) if m else float("nan")
                 for n in counts:
                     if n == 1:
                         src = KafkaSource(d, "bench.ours", 3)
                         src.setup()
-                        rate, lines = ours(src, args.seconds, args.rate, tmp, "kafka")
+                        rate, lines, per_cpu = ours_cpu(src, args.seconds, args.rate, tmp, "kafka")
                         (tmp / "kafka.jsonl").unlink()
                         merge_s = 0.0
                     else:
-                        rate, lines, merge_s = ours_processes(d, n, args.seconds, args.rate, tmp)
-                    kafka_rows.append((n, rate, native, lines, merge_s))
+                        rate, lines, merge_s, per_cpu = ours_processes(d, n, args.seconds, args.rate, tmp)
+                    kafka_rows.append((n, rate, native, lines, merge_s, per_cpu, native_cpu))
             if args.only != "kafka":
                 rsrc = RedisSource(d, "bench.ours", 1)
                 rsrc.setup()
@@ -123,11 +143,12 @@ def main() -> None:
         d.stop()
     print(f"message size {size} bytes, through the load group's Toxiproxy, {args.seconds:g}s of onceproof load")
     if kafka_rows:
-        print(f"{'kafka':<8} {'processes':>9} {'onceproof ev/s':>15} {'per process':>12} {'native ev/s':>12} "
-              f"{'ratio/core':>10} {'history lines':>14} {'merge s':>8}")
-        for n, r, native, lines, merge_s in kafka_rows:
-            print(f"{'':<8} {n:>9} {r:>15,.0f} {r / n:>12,.0f} {native:>12,.0f} {r / n / native:>10.2f} "
-                  f"{lines:>14,} {merge_s:>8.1f}")
+        print("kafka: events/s (wall clock, ratio per process) and events per CPU second (all threads; ratio per core)")
+        print(f"{'processes':>9} {'onceproof ev/s':>15} {'per process':>12} {'native ev/s':>12} {'ratio/proc':>10} "
+              f"{'ours ev/cpu-s':>13} {'native ev/cpu-s':>15} {'ratio/core':>10} {'history lines':>14} {'merge s':>8}")
+        for n, r, native, lines, merge_s, per_cpu, native_cpu in kafka_rows:
+            print(f"{n:>9} {r:>15,.0f} {r / n:>12,.0f} {native:>12,.0f} {r / n / native:>10.2f} "
+                  f"{per_cpu:>13,.0f} {native_cpu:>15,.0f} {per_cpu / native_cpu:>10.2f} {lines:>14,} {merge_s:>8.1f}")
     if rows:
         print(f"{'target':<8} {'onceproof ev/s':>15} {'native ev/s':>13} {'ratio':>7} {'history lines':>14}")
         for name, r, n, lines in rows:
