@@ -99,3 +99,20 @@ def test_one_process_is_the_single_generator_of_before() -> None:
     default = EventFactory(5, 20, 8).make(100)
     assert one == default
     assert [e[0] for e in one] == [f"e{i}" for i in range(100)]
+
+
+@pytest.mark.parametrize("processes,words", [
+    (3, "at most as many processes as keys"), (0, "greater than or equal to 1"), (65, "less than or equal to 64")])
+def test_a_plan_with_more_processes_than_keys_or_out_of_range_is_refused(tmp_path: Path, processes: int,
+                                                                        words: str) -> None:
+    from onceproof.plan import PlanError, load_plan
+
+    plan = tmp_path / "p.yaml"
+    plan.write_text("name: p\ntargets: {kafka: {nodes: 1}, postgres: {}}\n"
+                    "pipeline: {command: [python, -m, onceproof.targets.pipelines.kafka_to_postgres]}\n"
+                    f"workload: {{rate: 100, keys: 2, duration: 1s, processes: {processes}}}\n")
+    with pytest.raises(PlanError) as e:
+        load_plan(plan)
+    assert "processes" in str(e.value) and words in str(e.value), str(e.value)
+    plan.write_text(plan.read_text().replace(f"processes: {processes}", "processes: 2"))
+    assert load_plan(plan).workload.processes == 2
