@@ -185,6 +185,10 @@ class Workload(_Model):
     duration: Duration = Field(30.0, gt=0)
     partitions: int = Field(3, ge=1, le=256, description="source topic partitions (kafka)")
     payload_bytes: int = Field(16, ge=0, le=1_000_000)
+    processes: int = Field(1, ge=1, le=64, description=(
+        "load generator processes: each sends the events of its own share of the keys at rate/processes "
+        "and writes its own history shard, merged into history.jsonl by time at the end of the run "
+        "(harness/loadprocs.py)"))
     also_sinks: list[Annotated[str, BeforeValidator(_endpoint(SINK_KINDS, "redis-set:onceproof_effects"))]] = Field(
         default_factory=list, description=(
             "other sinks the pipeline applies every effect to besides `sink` (e.g. a two-phase commit "
@@ -284,6 +288,10 @@ class Plan(_Model):
                 self.workload.source.split(":", 1)[0]):
             raise PlanConsistencyError(["workload", "format"], "no template of this source's format holds {id}: "
                                        "the event id must travel in the value, the key, a header, a field or a column")
+        if self.workload.processes > self.workload.keys:
+            raise PlanConsistencyError(["workload", "processes"], f"{self.workload.processes} load processes share "
+                                       f"{self.workload.keys} keys (each process sends its own keys): give at "
+                                       "most as many processes as keys")
         if self.checks.state and self.checks.state.topic and self.targets.section("kafka") is None:
             raise PlanConsistencyError(["checks", "state"], "a state topic is read from Kafka: add `kafka: {}`")
         if self.checks.state and self.checks.state.query and self.targets.section("postgres") is None:

@@ -25,6 +25,7 @@ from onceproof.mappings import make_mapped_sink, state_reader
 from onceproof.sinks import Sink, make_sink
 from onceproof.sources import make_source
 from onceproof.stages import Interrupted, RunLog
+from onceproof.loadprocs import ProcessWorkload, merge_shards
 from onceproof.workload import Workload
 
 __all__ = ["Interrupted", "Progress", "RunResult", "execute"]
@@ -84,6 +85,8 @@ def execute(plan: Plan, out_dir: Path | None = None, *, on_progress: Callable[[P
     with stages.interrupts() as signals:  # until the results are written: a signal never stops teardown
         _scopes(plan, run, signals, progress, report, log, deployment)
         signals.tearing_down()
+        with run.tearing_down("merging the load processes' history shards: "):
+            merge_shards(run.out_dir)
         if signals.noted:
             run.notes.append(f"{signals.noted} more signal(s) arrived during teardown: noted, and teardown finished")
         return _conclude(plan, run)
@@ -120,8 +123,13 @@ def _scopes(plan: Plan, run: RunLog, signals: stages.Signals, progress: Progress
             observer = scope.enter_context(stages.observing(sink, history, plan.observe.interval, run))
             watch = scope.enter_context(watching(plan, deployment, history, lambda lag: setattr(progress, "lag", lag)))
             nemesis, schedule = scope.enter_context(stages.nemesis_for(plan, deployment, replicas, history, run))
-            workload = Workload(source, history, rate=plan.workload.rate, keys=plan.workload.keys, seed=plan.seed,
-                                payload_bytes=plan.workload.payload_bytes)
+            workload: Workload | ProcessWorkload
+            if plan.workload.processes > 1:  # harness/loadprocs.py
+                workload = scope.enter_context(ProcessWorkload(plan, deployment, run.out_dir, history.t0))
+                load_host.call(workload.start)
+            else:
+                workload = Workload(source, history, rate=plan.workload.rate, keys=plan.workload.keys,
+                                    seed=plan.seed, payload_bytes=plan.workload.payload_bytes)
             with stages.load_window(history, workload, nemesis, schedule) as window:
                 progress.phase = "load"
                 scope.enter_context(_Ticker(progress, workload, observer, nemesis, window.t0, report))
@@ -167,7 +175,7 @@ class _Ticker(threading.Thread):
     """Updates the Progress from the load, the observer and the nemesis every 0.25 s while
     its scope lasts."""
 
-    def __init__(self, progress: Progress, workload: Workload, observer: Observer, nemesis: Any, t0: float,
+    def __init__(self, progress: Progress, workload: Workload | ProcessWorkload, observer: Observer, nemesis: Any, t0: float,
                  report: Callable[[Progress], None]) -> None:
         super().__init__(name="progress", daemon=True)
         self.progress, self.workload, self.observer, self.nemesis = progress, workload, observer, nemesis

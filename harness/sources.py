@@ -16,7 +16,9 @@ from onceproof.targets.kafka import clients as kafka_clients
 from onceproof.topics import create_topic
 
 Event = tuple[str, str, int, str]  # id, key, seq, payload
-Complete = Callable[[list[tuple[str, str, int]], str], None]  # (id, key, seq) events, "ok"|"fail"|"info"
+# events whose first three items are (id, key, seq), and "ok"|"fail"|"info"; the Kafka source's
+# ok events are the sent events themselves, (id, key, seq, payload), to save a tuple per event
+Complete = Callable[[list[tuple[str, str, int]], str], None]
 # where acknowledged events landed in the source: (partition, [(id, position), ...]); a position is
 # a Kafka offset, a Redis stream entry id ("ms-seq") or a Postgres source table's `pos`
 Landed = Callable[[int, list[tuple[str, int | str]]], None]
@@ -24,10 +26,13 @@ Landed = Callable[[int, list[tuple[str, int | str]]], None]
 SOURCE_TABLE_DDL = "CREATE TABLE IF NOT EXISTS {t} (pos bigserial, id text, key text, seq bigint, payload text)"
 
 
+_JSON = '{"id":"%s","key":"%s","seq":%d,"payload":"%s"}'
+
+
 def encode(event: Event) -> bytes:
     """The event as the contract's JSON object. Ids, keys and payloads are the generator's own
     (letters and digits), so plain formatting is valid JSON and much faster than a dict."""
-    return ('{"id":"%s","key":"%s","seq":%d,"payload":"%s"}' % event).encode()
+    return (_JSON % event).encode()
 
 
 class Source:
@@ -43,6 +48,12 @@ class Source:
         self.on_landed: Landed | None = None
 
     def setup(self) -> None:
+        """Create the source (topic, stream, table) afresh, then connect()."""
+        raise NotImplementedError
+
+    def connect(self) -> None:
+        """The client only, the source already set up (a load process of `workload.processes`,
+        harness/loadprocs.py, connects to what the harness set up)."""
         raise NotImplementedError
 
     def send(self, batch: list[Event], complete: Complete) -> None:
@@ -66,9 +77,14 @@ class KafkaSource(Source):
 
     def setup(self) -> None:
         create_topic(self.deployment, self.name, self.partitions, wait_for_leaders=True)
+        self.connect()
+
+    def connect(self) -> None:
         from confluent_kafka import Producer
 
-        self._pending: dict[str, tuple[str, int]] = {}
+        self._pending: dict[str, Any] = {}  # id -> (key, seq), or the event itself (default format)
+        self._delivered: list[tuple[Any, Any]] = []  # (error, message) of the default format's reports
+        self._key_bytes: dict[str, bytes] = {}
         self._done: list[tuple[tuple[str, str, int], str]] = []
         self._landed: dict[int, list[tuple[str, int | str]]] = {}
         self.producer = Producer(kafka_clients.config({
@@ -79,17 +95,15 @@ class KafkaSource(Source):
         }))
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
-        value = msg.value()
-        eid = value[7 : value.index(b'"', 7)].decode()  # value starts with {"id":"<id>"
-        key, seq = self._pending.pop(eid, ("", -1))
-        if err is None:
-            outcome = "ok"
-            self._landed.setdefault(msg.partition(), []).append((eid, msg.offset()))
-        else:
-            from confluent_kafka import KafkaError
+        """The delivery report of an event in the contract's JSON, kept as it is and sorted out
+        in bulk by _flush_done: this call, one per event, is most of the producer path's cost
+        (benchmarks/load.py), so it does nothing else."""
+        self._delivered.append((err, msg))
 
-            outcome = "fail" if err.code() == KafkaError._PURGE_QUEUE else "info"
-        self._done.append(((eid, key, seq), outcome))
+    def _outcome(self, err: Any) -> str:
+        from confluent_kafka import KafkaError
+
+        return "fail" if err.code() == KafkaError._PURGE_QUEUE else "info"
 
     def _on_delivery_of(self, eid: str) -> Callable[[Any, Any], None]:
         def delivered(err: Any, msg: Any) -> None:
@@ -127,13 +141,19 @@ class KafkaSource(Source):
             self._send_formatted(batch, complete, self.fmt)
             return
         failed = []
+        # the per-event loop is the hot path: names bound once, keys encoded once, encode() inlined
+        produce, name, delivered, pending = self.producer.produce, self.name, self._on_delivery, self._pending
+        key_bytes = self._key_bytes
         for event in batch:
-            eid, key, seq, _ = event
+            key = event[1]
+            kb = key_bytes.get(key)
+            if kb is None:
+                kb = key_bytes[key] = key.encode()
             try:
-                self.producer.produce(self.name, encode(event), key.encode(), on_delivery=self._on_delivery)
-                self._pending[eid] = (key, seq)
+                produce(name, (_JSON % event).encode(), kb, on_delivery=delivered)
+                pending[event[0]] = event
             except BufferError:
-                failed.append((eid, key, seq))  # never enqueued: certainly not written
+                failed.append((event[0], key, event[2]))  # never enqueued: certainly not written
         if failed:
             complete(failed, "fail")
         self._flush_done(complete)
@@ -143,11 +163,30 @@ class KafkaSource(Source):
 
     def _flush_done(self, complete: Complete) -> None:
         self.producer.poll(0)
+        ok: list[Any] = []
+        if self._delivered:  # the default format's reports, in bulk (see _on_delivery)
+            reports, self._delivered = self._delivered, []
+            pop, landed = self._pending.pop, self._landed
+            for err, msg in reports:
+                value = msg.value()
+                eid = value[7 : value.index(b'"', 7)].decode()  # value starts with {"id":"<id>"
+                event = pop(eid, None) or (eid, "", -1, "")
+                if err is None:
+                    ok.append(event)  # (id, key, seq, payload): the history takes the first three
+                    part = msg.partition()
+                    pairs = landed.get(part)
+                    if pairs is None:
+                        pairs = landed[part] = []
+                    pairs.append((eid, msg.offset()))
+                else:
+                    self._done.append(((eid, event[1], event[2]), self._outcome(err)))
         if self._landed:
             landed, self._landed = self._landed, {}
             if self.on_landed is not None:
                 for partition, pairs in landed.items():
                     self.on_landed(partition, pairs)
+        if ok:
+            complete(ok, "ok")
         if self._done:
             done, self._done = self._done, []
             by: dict[str, list[tuple[str, str, int]]] = {"ok": [], "fail": [], "info": []}
@@ -184,6 +223,9 @@ class RedisSource(Source):
         assert self.deployment.redis is not None
         r = self.deployment.redis
         client(r.host, r.port, password=r.password).delete(self.name)
+        self.connect()
+
+    def connect(self) -> None:
         url = urllib.parse.urlsplit(self.deployment.redis_url("load"))
         assert url.hostname is not None and url.port is not None
         self.address = (url.hostname, url.port)
@@ -273,6 +315,9 @@ class PostgresSource(Source):
                 c.execute(f"CREATE TABLE {self.name} (pos bigserial, {cols})")
             else:
                 c.execute(SOURCE_TABLE_DDL.format(t=self.name))
+        self.connect()
+
+    def connect(self) -> None:
         self.conn: Any = None
 
     def _connect(self) -> Any:

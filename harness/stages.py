@@ -50,6 +50,7 @@ from onceproof.targets.process import CommandNode, Node, log_tail
 from onceproof.workload import Workload
 
 if TYPE_CHECKING:  # the faults are imported when a plan has some
+    from onceproof.loadprocs import ProcessWorkload
     from onceproof.faults.nemesis import Nemesis
     from onceproof.faults.schedule import Step
 
@@ -486,7 +487,7 @@ class LoadWindow:
 
 
 @contextlib.contextmanager
-def load_window(history: HistoryWriter, workload: Workload, nemesis: "Nemesis | None",
+def load_window(history: HistoryWriter, workload: "Workload | ProcessWorkload", nemesis: "Nemesis | None",
                 schedule: list["Step"]) -> Iterator[LoadWindow]:
     """The load's time: a `load-start` record, and the nemesis's schedule running from now (in
     a thread of its own, step times counted from here); on exit the window's `stop` is set,

@@ -43,11 +43,18 @@ class LoadStats:
 
 
 class EventFactory:
-    def __init__(self, seed: int, keys: int, payload_bytes: int) -> None:
-        self.rng = random.Random(seed)
-        self.keys = [f"k{i}" for i in range(keys)]
-        self.seq = [0] * keys
+    """Events (id, key, seq, payload): keys drawn with `seed`, `seq` counting per key from 0.
+    `share` (i, n): the share of load process i of n (`workload.processes`): only the keys
+    k{j} with j % n == i, and ids e{m * n + i}, so the n shares are disjoint, every key's seq
+    comes from one process, and (1 process) the events are exactly those of share (0, 1)."""
+
+    def __init__(self, seed: int, keys: int, payload_bytes: int, share: tuple[int, int] = (0, 1)) -> None:
+        i, n = share
+        self.rng = random.Random(seed if n == 1 else f"{seed}/{i}/{n}")
+        self.keys = [f"k{j}" for j in range(i, keys, n)]
+        self.seq = [0] * len(self.keys)
         self.n = 0
+        self.stride, self.offset = n, i
         alphabet = string.ascii_letters + string.digits
         self.payloads = ["".join(self.rng.choices(alphabet, k=payload_bytes)) for _ in range(256)]
 
@@ -55,22 +62,23 @@ class EventFactory:
         out = []
         rand = self.rng.random
         nkeys = len(self.keys)
+        stride, offset = self.stride, self.offset
         for _ in range(count):
             k = int(rand() * nkeys)
             seq = self.seq[k]
             self.seq[k] = seq + 1
-            out.append((f"e{self.n}", self.keys[k], seq, self.payloads[self.n & 255]))
+            out.append((f"e{self.n * stride + offset}", self.keys[k], seq, self.payloads[self.n & 255]))
             self.n += 1
         return out
 
 
 class Workload:
     def __init__(self, source: Source, history: HistoryWriter, *, rate: float, keys: int, seed: int,
-                 payload_bytes: int = 16, process: str = "load") -> None:
+                 payload_bytes: int = 16, process: str = "load", share: tuple[int, int] = (0, 1)) -> None:
         self.source = source
         self.history = history
         self.rate = rate
-        self.factory = EventFactory(seed, keys, payload_bytes)
+        self.factory = EventFactory(seed, keys, payload_bytes, share)
         self.process = process
         self.stats = LoadStats(asked_rate=rate)
         self._landed_buf: dict[int, list[tuple[str, int | str]]] = {}
