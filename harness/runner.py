@@ -23,6 +23,7 @@ from onceproof.progress import ProgressWatch, watching
 from onceproof.extra_sinks import extra_sinks
 from onceproof.mappings import make_mapped_sink, state_reader
 from onceproof.sinks import Sink, make_sink
+from onceproof.source_copies import kafka_copies
 from onceproof.sources import make_source
 from onceproof.stages import Interrupted, RunLog
 from onceproof.loadprocs import ProcessWorkload, merge_shards
@@ -166,6 +167,10 @@ def _settle(plan: Plan, run: RunLog, history: HistoryWriter, observer: Observer,
     _phase(progress, report, "final read")
     watch.final(sink, history)
     observer.final_read()
+    kind, name = plan.workload.source.split(":", 1)
+    if kind == "kafka":  # a record the load wrote twice is applied twice by a correct pipeline
+        fmt = plan.workload.format.compiled if plan.workload.format is not None else None
+        history.record("harness", "info", "source-copies", kafka_copies(deployment.kafka_bootstrap(), name, fmt))
     if plan.checks.state:
         observer.record_state(state_reader(plan.checks.state, deployment))
     run.final_ok = True

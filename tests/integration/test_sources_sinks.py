@@ -204,3 +204,32 @@ def test_kafka_sink_reads_partitions_the_topic_did_not_list_when_the_observer_st
         assert {tp.partition for tp in sink.consumer.assignment()} == {0, 1, 2}
     finally:
         sink.close()
+
+
+def test_source_copies_counts_the_records_an_event_has_in_a_kafka_source(shared_targets):
+    """What the checker allows a pipeline is what the source held: read back by id, in the
+    contract's JSON or from a header whose template is exactly `{id}`."""
+    import json
+    import uuid
+
+    from confluent_kafka import Producer
+
+    from onceproof.formats import Format
+    from onceproof.source_copies import kafka_copies
+    from onceproof.topics import create_topic
+
+    d = shared_targets
+    plain, headed = f"sc_{uuid.uuid4().hex[:6]}", f"sch_{uuid.uuid4().hex[:6]}"
+    for t in (plain, headed):
+        create_topic(d, t, 2)
+    p = Producer({"bootstrap.servers": d.kafka_bootstrap()})
+    for eid in ["e0", "e1", "e1", "e2", "e2", "e2"]:
+        p.produce(plain, json.dumps({"id": eid, "key": "k", "seq": 0}).encode(), key=eid.encode())
+        p.produce(headed, f"k,0,{eid}".encode(), key=b"k", headers=[("onceproof-id", eid.encode())])
+    p.flush(30)
+    got = kafka_copies(d.kafka_bootstrap(), plain, None)
+    assert got == {"source": f"kafka:{plain}", "records": 6, "copies": {"e1": 2, "e2": 3}}
+    fmt = Format({"value": "{key},{seq},{id}", "headers": {"onceproof-id": "{id}"}})
+    assert kafka_copies(d.kafka_bootstrap(), headed, fmt)["copies"] == {"e1": 2, "e2": 3}
+    hidden = kafka_copies(d.kafka_bootstrap(), headed, Format({"value": "{key},{seq},{id}"}))
+    assert hidden["copies"] is None and "cannot be read back" in hidden["note"]
