@@ -54,9 +54,9 @@ quiesce: {{idle: 3s, max: 15s}}
 BLOCKED = """name: quix-blocked
 targets: {{kafka: {{nodes: 1}}}}
 pipeline: {{command: [python, {root}/tests/e2e/pipelines/quix_copy.py], replicas: 1, cwd: {cwd}}}
-workload: {{source: kafka:onceproof.events, sink: kafka:quix-out, rate: 500, keys: 20, duration: 8s}}
-faults:
-  - {{at: 5s, kill: pipeline-0, restart-after: 1s}}
+workload: {{source: kafka:onceproof.events, sink: kafka:quix-out, rate: 500, keys: 20, duration: 10s}}
+faults:  # late enough for the replica's first transactions to commit on a busy machine (else: vacuous)
+  - {{at: 7s, kill: pipeline-0, restart-after: 1s}}
 quiesce: {{idle: 3s, max: 12s}}
 """
 
