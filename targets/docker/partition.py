@@ -6,7 +6,9 @@ network alias). A partition into components keeps ONE component on that network 
 holding the Toxiproxy container, through which every client reaches the servers; else the
 largest, first of equals) and moves each other component to a side network of
 its own (`op-<run id>-cut-<n>`, labelled with the run id so cleanup.py removes it after a
-SIGKILL): its members keep their aliases there, so they still reach each other by name, and
+SIGKILL). The side network is `internal` (no gateway): a plain bridge network is NOT a cut on
+podman/netavark, which routes between its bridges (measured: a container moved to a plain side
+network still reached the run's network by IP, which a JVM keeps cached from DNS). Its members keep their aliases there, so they still reach each other by name, and
 reach nobody else. Heal moves them back, with the same aliases AND the same IPv4 address they
 had, then removes the side network: nothing is left disconnected.
 
@@ -194,7 +196,7 @@ class DockerPartitioner:
         client = self.runtime.client
         run_net = self.runtime.network.name
         side = f"{run_net}-cut-{next(_ids)}"
-        client.networks.create(side, driver="bridge", labels=self.runtime.labels())
+        client.networks.create(side, driver="bridge", internal=True, labels=self.runtime.labels())
         cut.networks.append(side)
         main = client.networks.get(run_net)
         for node in comp:

@@ -38,9 +38,10 @@ def _until(fn, timeout: float = 60.0, what: str = ""):
     last: object = None
     while time.monotonic() < deadline:
         try:
-            last = fn()
-            if last:
-                return last
+            ok = fn()
+            if ok:
+                return ok
+            last = ok
         except Exception as e:  # noqa: BLE001 - not yet
             last = e
         time.sleep(0.5)
@@ -119,8 +120,9 @@ def test_partition_isolate_on_docker_cuts_a_broker_from_its_peers_and_heals(kafk
         assert run_net not in c1.attrs["NetworkSettings"]["Networks"]
         assert fault.details["components"][0] == ["kafka-1"]
         # the isolated broker leaves the ISR (it cannot fetch from the leader, or lost leadership)
-        _until(lambda: 1 not in _isr(kafka3, topic)[1] and _isr(kafka3, topic)[0] in (2, 3), timeout=90,
-               what="kafka-1 out of the ISR and not leading")
+        seen: list[tuple[int, list[int]]] = []
+        _until(lambda: seen.append(_isr(kafka3, topic)) or (1 not in seen[-1][1] and seen[-1][0] in (2, 3)),
+               timeout=90, what=f"kafka-1 out of the ISR and not leading (leader, ISR seen: {seen[-3:]})")
         _produce(kafka3, topic, range(20, 40))  # the majority still takes acks=all writes
     finally:
         fault.heal()
