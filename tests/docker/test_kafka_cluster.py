@@ -38,10 +38,9 @@ def _until(fn, timeout: float = 60.0, what: str = ""):
     last: object = None
     while time.monotonic() < deadline:
         try:
-            ok = fn()
-            if ok:
-                return ok
-            last = ok
+            last = fn()
+            if last:
+                return last
         except Exception as e:  # noqa: BLE001 - not yet
             last = e
         time.sleep(0.5)
@@ -121,8 +120,15 @@ def test_partition_isolate_on_docker_cuts_a_broker_from_its_peers_and_heals(kafk
         assert fault.details["components"][0] == ["kafka-1"]
         # the isolated broker leaves the ISR (it cannot fetch from the leader, or lost leadership)
         seen: list[tuple[int, list[int]]] = []
-        _until(lambda: seen.append(_isr(kafka3, topic)) or (1 not in seen[-1][1] and seen[-1][0] in (2, 3)),
-               timeout=90, what=f"kafka-1 out of the ISR and not leading (leader, ISR seen: {seen[-3:]})")
+
+        def out_of_isr() -> bool:
+            seen.append(_isr(kafka3, topic))
+            return 1 not in seen[-1][1] and seen[-1][0] in (2, 3)
+
+        try:
+            _until(out_of_isr, timeout=90, what="kafka-1 out of the ISR and not leading")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; (leader, ISR) last seen: {seen[-3:]}") from None
         _produce(kafka3, topic, range(20, 40))  # the majority still takes acks=all writes
     finally:
         fault.heal()
