@@ -8,6 +8,10 @@ joined by one node that sees both), majorities-ring (every node sees a majority,
 same), one-way (A cannot reach B, B can reach A). Heal removes exactly the rules a cut added:
 every rule carries the cut's own comment and is deleted by its full spec, never by a flush.
 
+On `runtime: docker`, partition-isolate (without `from`), partition-halves and
+partition-random-halves are made by the engine's network disconnect/connect instead
+(targets/docker/partition.py); the other kinds here stay netns-only (their `runtimes`).
+
 Usable directly (tests) or as fault kinds of a plan (bottom of this module):
 
     cut = Partitioner(runtime).isolate(["kafka-1"])
@@ -24,7 +28,7 @@ import math
 import random
 import threading
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Iterable
+from typing import Annotated, Any, ClassVar, Iterable
 
 from pydantic import AfterValidator, Field
 
@@ -328,9 +332,10 @@ def _docker_runtime(fault: Fault) -> Any:
 
 
 class NetnsFault(Fault):
-    """A fault made of one Cut of the netns Partitioner."""
+    """A fault made of one Cut of the netns Partitioner (or, for the kinds whose `runtimes`
+    name docker, of the docker runtime's DockerPartitioner: the same shape methods)."""
 
-    runtimes = ("netns",)
+    runtimes: ClassVar[tuple[str, ...]] = ("netns",)
 
     def cut(self, partitioner: Partitioner) -> Cut:
         raise NotImplementedError
