@@ -8,6 +8,10 @@ joined by one node that sees both), majorities-ring (every node sees a majority,
 same), one-way (A cannot reach B, B can reach A). Heal removes exactly the rules a cut added:
 every rule carries the cut's own comment and is deleted by its full spec, never by a flush.
 
+On `runtime: docker`, partition-isolate (without `from`), partition-halves and
+partition-random-halves are made by the engine's network disconnect/connect instead
+(targets/docker/partition.py); the other kinds here stay netns-only (their `runtimes`).
+
 Usable directly (tests) or as fault kinds of a plan (bottom of this module):
 
     cut = Partitioner(runtime).isolate(["kafka-1"])
@@ -24,7 +28,7 @@ import math
 import random
 import threading
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Iterable
+from typing import Annotated, Any, ClassVar, Iterable
 
 from pydantic import AfterValidator, Field
 
@@ -319,19 +323,47 @@ def _runtime(fault: Fault) -> NetnsRuntime:
                      "runtime use `partition` (through Toxiproxy)", certain=True)
 
 
-class NetnsFault(Fault):
-    """A fault made of one Cut of the netns Partitioner."""
+def _docker_runtime(fault: Fault) -> Any:
+    """The run's DockerRuntime, or None on another runtime."""
+    for node in fault.context.nodes.values():
+        if getattr(node.runtime, "name", None) == "docker":
+            return node.runtime
+    return None
 
-    runtimes = ("netns",)
+
+class NetnsFault(Fault):
+    """A fault made of one Cut of the netns Partitioner (or, for the kinds whose `runtimes`
+    name docker, of the docker runtime's DockerPartitioner: the same shape methods)."""
+
+    runtimes: ClassVar[tuple[str, ...]] = ("netns",)
 
     def cut(self, partitioner: Partitioner) -> Cut:
         raise NotImplementedError
 
     def _apply(self) -> None:
+        docker_rt = _docker_runtime(self) if "docker" in self.runtimes else None
+        if docker_rt is not None:
+            return self._apply_docker(docker_rt)
         partitioner = Partitioner(_runtime(self), rng=self.context.rng)
         try:
             self._cut = self.cut(partitioner)
         except (NetnsError, KeyError) as e:
+            raise FaultError(f"{self.kind}: {e}", certain=True) from None
+        self.details.update(self._cut.describe())
+
+    def _apply_docker(self, runtime: Any) -> None:
+        """The same shape through the engine's network disconnect/connect
+        (targets/docker/partition.py; only the kinds whose `runtimes` name docker)."""
+        from onceproof.targets.docker.engine import EngineError
+        from onceproof.targets.docker.partition import DockerPartitioner
+
+        partitioner = DockerPartitioner(runtime, rng=self.context.rng)
+        try:
+            self._cut = self.cut(partitioner)  # type: ignore[arg-type]  # the same shape methods
+        except EngineError as e:
+            if partitioner.cuts:  # something was moved: heal() puts it back
+                self._cut = partitioner.cuts[0]  # type: ignore[assignment]
+                raise FaultError(f"{self.kind}: {e}") from None
             raise FaultError(f"{self.kind}: {e}", certain=True) from None
         self.details.update(self._cut.describe())
 
@@ -349,6 +381,8 @@ class IsolateParams(Params):
 @kind("partition-isolate", params=IsolateParams, random={}, colour="#7b4ea3",
       summary="the targets (talking among themselves) cut off from every other host, or only from `from`")
 class Isolate(NetnsFault):
+    runtimes = ("netns", "docker")  # docker: a disconnect (targets/docker/partition.py)
+
     def cut(self, partitioner: Partitioner) -> Cut:
         return partitioner.isolate(self.targets, from_=self.params.get("from"))
 
@@ -356,6 +390,8 @@ class Isolate(NetnsFault):
 @kind("partition-halves", random={}, colour="#a55194",
       summary="the targets split in two halves (the first, smaller one against the rest)")
 class Halves(NetnsFault):
+    runtimes = ("netns", "docker")  # docker: a disconnect (targets/docker/partition.py)
+
     def cut(self, partitioner: Partitioner) -> Cut:
         return partitioner.halves(self.targets)
 
@@ -363,6 +399,8 @@ class Halves(NetnsFault):
 @kind("partition-random-halves", random={}, colour="#ce6dbd",
       summary="the targets split in two halves drawn from the seed")
 class RandomHalves(NetnsFault):
+    runtimes = ("netns", "docker")  # docker: a disconnect (targets/docker/partition.py)
+
     def cut(self, partitioner: Partitioner) -> Cut:
         return partitioner.random_halves(self.targets)
 

@@ -116,3 +116,34 @@ def test_after_sigkill_onceproof_cleanup_removes_every_container_and_the_network
     assert res.returncode == 0, res.stderr
     assert f"network op-{run_id}" in res.stdout
     assert cleanup.leftovers(run_id) == []
+
+
+def test_kafka_quorum_on_docker_is_valid_with_broker_to_broker_cuts_applied_and_healed(tmp_path: Path) -> None:
+    """plans/kafka-quorum-docker.yaml: the controller isolated, the cluster halved (network
+    disconnect/connect), a broker killed; the reference pipeline stays exactly-once."""
+    code, summary = _run("plans/kafka-quorum-docker.yaml", "--out", str(tmp_path / "out"))
+    assert summary["errors"] == []
+    assert (code, summary["valid"]) == (0, True), summary
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [(f["kind"], f["outcome"]) for f in results["faults"]] == [
+        ("partition-isolate", "ok"), ("partition-halves", "ok"), ("kill", "ok")], results["faults"]
+    applied = [json.loads(line)["value"] for line in (tmp_path / "out" / "history.jsonl").read_text().splitlines()
+               if '"nemesis"' in line and '"ok"' in line and '"apply"' in line]
+    assert [sorted(a.get("moved", {})) for a in applied[:2]] != [[], []], applied[:2]  # each cut moved a broker
+    assert all(len(a["components"]) == 2 for a in applied[:2]), applied[:2]
+    assert cleanup.leftovers(results["run_id"]) == []  # side networks removed with the rest
+
+
+def test_a_cut_the_docker_runtime_cannot_make_is_refused_when_the_plan_is_read(tmp_path: Path) -> None:
+    text = (ROOT / "plans" / "kafka-quorum-docker.yaml").read_text()
+    assert "partition-halves: {target: kafka}" in text
+    plan = tmp_path / "ring.yaml"
+    plan.write_text(text.replace("partition-halves: {target: kafka}", "partition-majorities-ring: {target: kafka}"))
+    res = subprocess.run([sys.executable, "-m", "onceproof", "plan", "validate", str(plan)], capture_output=True,
+                         text=True, cwd=ROOT, timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "partition-majorities-ring needs `runtime: netns`" in res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    ok = subprocess.run([sys.executable, "-m", "onceproof", "plan", "validate", "plans/kafka-quorum-docker.yaml"],
+                        capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
