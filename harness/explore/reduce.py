@@ -143,14 +143,19 @@ def simplify(schedule: Schedule, space: Space, fails: Fails, tries: int = 4) -> 
             if attempt(i, replace(f, at_s=round(earliest * TICK_S, 3), for_s=round(shortest * TICK_S, 3),
                                   params=simple_params)):
                 continue
-            shrink(i, earliest, lambda g: ticks(g.at_s), lambda g, v: replace(g, at_s=round(int(v) * TICK_S, 3)))
-            shrink(i, shortest, lambda g: ticks(g.for_s), lambda g, v: replace(g, for_s=round(int(v) * TICK_S, 3)))
+            shrink(i, earliest, lambda g: ticks(g.at_s), lambda g, v: replace(g, at_s=_seconds(v)))
+            shrink(i, shortest, lambda g: ticks(g.for_s), lambda g, v: replace(g, for_s=_seconds(v)))
             for name, simple in simple_params:
                 shrink(i, simple, lambda g, n=name: dict(g.params)[n],  # type: ignore[misc]
                        lambda g, v, n=name: replace(g, params=_with(g.params, n, v)))  # type: ignore[misc]
     except _Spent:
         pass
     return ordered(cur)
+
+
+def _seconds(ticks: object) -> float:
+    assert isinstance(ticks, int)
+    return round(ticks * TICK_S, 3)
 
 
 def _with(params: tuple[tuple[str, object], ...], name: str, value: object) -> tuple[tuple[str, object], ...]:
