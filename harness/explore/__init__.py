@@ -1,6 +1,7 @@
 """`onceproof explore`: search fault schedules for one that breaks the pipeline, then shrink it
-to the smallest plan that still fails. space.py: what is searched; search.py: Hypothesis's
-generate-and-shrink over a judge; replay.py: the judge that runs schedules on the engine;
+to the smallest plan that still fails. space.py: what is searched; search.py: the search over a
+judge (dense examples, Hypothesis's generation, the reduction, Hypothesis's shrink); reduce.py:
+delta debugging and simplification of a failing schedule; replay.py: the judge that runs schedules on the engine;
 page.py: explore.html; driver.py: the whole job, shared by the CLI and pytest."""
 from __future__ import annotations
 

@@ -89,7 +89,8 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
     and clock-skew over every node, up to 6 faults) for `budget` (a duration, e.g. "10m"):
     each schedule run for `run_duration` of load, judged failing when `need` of up to
     `replays` replays end invalid with the same anomaly kind (explore/replay.py says why 1 of
-    1); the first failure is shrunk by Hypothesis. `seed`: Hypothesis's seed and the base seed
+    1); dense schedules are tried first and the first failure is shrunk by delta debugging, then
+    Hypothesis (explore/search.py). `seed`: Hypothesis's seed and the base seed
     of the runs (default: the plan's). `out`: the folder (default runs/<name>-explore-<time>).
     `on_event(kind, search)` after each example and at the end; `on_progress` gets the engine's
     Progress. `session`: a `session.Session` already up to run on (its targets must fit the

@@ -42,8 +42,9 @@ def render_page(s: dict[str, Any]) -> str:
         outcome = (f"<p><b>No failing schedule found</b> in {s['schedules_tried']} schedules ({s['runs']} runs); "
                    f"the search ended: {e(s['ended'])}.</p>")
     steps = "".join(
-        f"<tr><td>{n}</td><td>#{i}</td><td>{len(by_index[i]['faults'])}</td><td>{_faults(by_index[i]['faults'])}</td></tr>"
-        for n, i in enumerate(s["steps"], 1) if i in by_index) or "<tr><td colspan=4>no failure, nothing to shrink</td></tr>"
+        f"<tr><td>{n}</td><td>#{i}</td><td>{e(by_index[i]['phase'])}</td><td>{len(by_index[i]['faults'])}</td>"
+        f"<td>{_faults(by_index[i]['faults'])}</td></tr>"
+        for n, i in enumerate(s["steps"], 1) if i in by_index) or "<tr><td colspan=5>no failure, nothing to shrink</td></tr>"
     rows = []
     for x in s["examples"]:
         reps = "<br>".join(f"<a href='{e(r['folder'])}/report.html'>{e(_verdict(r['valid']))}</a> "
@@ -61,7 +62,9 @@ budget {s['budget_s']:g}s, spent {s['seconds']:.0f}s, ended: {e(s['ended'])}. A 
 <p>Space: {e(', '.join(sp['kinds']))} on {e(', '.join(sp['nodes']))}; up to {sp['max_faults']} faults starting in
 [{sp['from_s']:g}s, {sp['until_s']:g}s), each {sp['shortest_s']:g}s to {sp['longest_s']:g}s.</p>
 <h2>Outcome</h2>{outcome}
-<h2>Shrink steps</h2><table><tr><th>step</th><th>example</th><th>faults</th><th>schedule</th></tr>{steps}</table>
+<h2>Shrink steps</h2><p>Each failing schedule kept, first failure first: dense / generate (found), ddmin
+(faults dropped), simplify (a fault earlier, shorter or simpler), shrink (Hypothesis).</p>
+<table><tr><th>step</th><th>example</th><th>by</th><th>faults</th><th>schedule</th></tr>{steps}</table>
 <h2>Schedules tried</h2><table><tr><th>#</th><th>phase</th><th>judged</th><th>schedule</th><th>replays</th><th>s</th></tr>
 {''.join(rows)}</table></body></html>
 """

@@ -1,26 +1,36 @@
-"""The search: Hypothesis generates schedules from a Space, a `judge` says whether each one
-fails, and when one does Hypothesis's shrinker looks for a smaller one that still fails.
-Nothing here runs anything: `judge` is a function of the schedule (the real one replays it
-on the engine, explore/replay.py; the unit tests give a pure function).
+"""The search: dense schedules first, then Hypothesis generates schedules from a Space until a
+`judge` says one fails; that failure is shrunk by delta debugging (explore/reduce.py: the fault
+count first, then each fault simpler), then, budget permitting, Hypothesis searches on for a
+schedule smaller still and shrinks it. Nothing here runs anything: `judge` is a function of the
+schedule (the real one replays it on the engine, explore/replay.py; the unit tests give a pure
+function).
+
+Why dense first: a schedule of max_faults faults fails far more often than one of 1 (measured on
+at-least-once: the first `duplicate` came at schedule 7, 6 faults, after ~4 min of Hypothesis's
+small early examples), and ddmin takes a dense failure down to its 1 or 2 faults that matter in a
+few runs. So the first `dense` examples are max_faults faults drawn uniformly (seeded).
 
 How Hypothesis is driven: a `@given(space.strategy())` test built here and called directly,
 with `database=None` (nothing saved between calls), `deadline=None` (a run takes seconds),
 every health check off, phases generate and shrink, and `@seed` (the same seed, the same
-examples for the same verdicts). The test raises `ScheduleFails` when the judge says the
-schedule fails, so the shrinker's order is Hypothesis's: fewer faults first, then each fault
-simpler (see space.py). Each schedule is judged once (a cache), so Hypothesis's replays of an
-example it has seen cost nothing and are never flaky.
+examples for the same verdicts). During generation a failure ends Hypothesis at once (a
+BaseException, which Hypothesis does not shrink) and the reduction runs; after it, Hypothesis
+runs again with only schedules smaller than the minimal so far judged (the others are passed
+over without a run) and its shrinker shrinks what fails. Each schedule is judged once (a cache),
+so replays of a schedule already seen cost nothing and are never flaky.
 
 The budget: once it is spent (or `stop()` was called, e.g. on Ctrl-C) every further example
-is passed over without a run; the shrinker then ends at once and the smallest failing
-schedule found so far is the result."""
+is passed over without a run; the reduction and the shrinker then end at once and the smallest
+failing schedule found so far is the result."""
 from __future__ import annotations
 
+import random
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from onceproof.explore.reduce import ddmin, simplify
 from onceproof.explore.space import Schedule, Space
 
 __all__ = ["Example", "Judgement", "Search", "SearchResult", "ScheduleFails"]
@@ -40,7 +50,8 @@ class Judgement:
 
 @dataclass
 class Example:
-    """One schedule judged: its index, the phase (generate / shrink), the judgement, seconds."""
+    """One schedule judged: its index, the phase (dense, generate, ddmin, simplify, shrink: the
+    Hypothesis shrink after the reduction), the judgement, seconds."""
 
     index: int
     schedule: Schedule
@@ -73,6 +84,11 @@ class _Spent(Exception):
     way to end Hypothesis's generation early (its shrinking of it costs no run)."""
 
 
+class _FirstFailure(BaseException):
+    """Raised inside the Hypothesis test at the first failure: a BaseException, so Hypothesis
+    lets it through at once without shrinking (its failures are Exceptions)."""
+
+
 class ScheduleFails(Exception):
     """Raised inside the Hypothesis test when a schedule fails (so Hypothesis shrinks it)."""
 
@@ -80,23 +96,29 @@ class ScheduleFails(Exception):
 Judge = Callable[[Schedule, "str | None"], Judgement]
 
 
+SHRINK_EXAMPLES = 100  # examples of the Hypothesis round after the reduction (most pass over without a run)
+
+
 class Search:
     """One search over `space` with `judge(schedule, anomaly_sought) -> Judgement` (anomaly
     sought: None until the first failure, then its kind: a later schedule must fail with the
-    same one), for at most `budget_s` seconds, Hypothesis seeded with `seed`.
+    same one), for at most `budget_s` seconds, Hypothesis seeded with `seed`; `dense`: how many
+    schedules of max_faults faults are judged before Hypothesis's (module docstring).
     `on_event(kind, search)` is called after each example ("example") and at the end ("end").
     `run()` returns a SearchResult; `stop()` (any thread) ends the search as soon as the
     current example is judged."""
 
     def __init__(self, space: Space, judge: Judge, budget_s: float, seed: int = 0,
-                 on_event: Callable[[str, "Search"], None] | None = None, max_examples: int = 100_000) -> None:
+                 on_event: Callable[[str, "Search"], None] | None = None, max_examples: int = 100_000,
+                 dense: int = 2) -> None:
         self.space, self.judge, self.budget_s, self.seed = space, judge, budget_s, seed
         self.on_event = on_event or (lambda kind, s: None)
-        self.max_examples = max_examples
+        self.max_examples, self.dense = max_examples, dense
         self.examples: list[Example] = []
         self.steps: list[Example] = []
         self.anomaly: str | None = None
         self.t0 = 0.0
+        self.phase = "dense"
         self._cache: dict[Schedule, Judgement] = {}
         self._stopped = threading.Event()
         self._ended = ""
@@ -108,7 +130,7 @@ class Search:
 
     @property
     def minimal(self) -> Example | None:
-        """The smallest failing schedule so far (the shrinker's last accepted step)."""
+        """The smallest failing schedule so far (the last accepted shrink step)."""
         return self.steps[-1] if self.steps else None
 
     def stop(self) -> None:
@@ -120,21 +142,26 @@ class Search:
 
     # --- the Hypothesis test ---------------------------------------------------------
     def _examine(self, schedule: Schedule) -> None:
+        if self.steps and _size(schedule) >= _size(self.steps[-1].schedule):
+            return  # after the reduction: only a smaller schedule is worth a run
         judgement = self._cache.get(schedule)
         if judgement is None:
             judgement = self._judge(schedule)
         if judgement is None and not self.steps:
             raise _Spent()  # nothing failed and no time left: end the generation (Hypothesis has no "stop")
         if judgement is not None and judgement.fails:
+            if self.phase == "generate":
+                raise _FirstFailure()
             raise ScheduleFails(schedule)  # one place only: Hypothesis tells bugs apart by where they are raised
 
-    def _round(self, seed: int) -> str:
-        """One run of the Hypothesis test; "shrunk" if it found (and shrank) a failure."""
+    def _round(self, seed: int, max_examples: int) -> str:
+        """One run of the Hypothesis test: "found" (generation met a failure), "shrunk" (after
+        the reduction: Hypothesis shrank a smaller failure, or found none), "exhausted"."""
         from hypothesis import HealthCheck, Phase, given, settings
         from hypothesis import seed as hseed
 
         @hseed(seed)
-        @settings(database=None, deadline=None, max_examples=self.max_examples, derandomize=False,
+        @settings(database=None, deadline=None, max_examples=max_examples, derandomize=False,
                   phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck),
                   report_multiple_bugs=False, print_blob=False, verbosity=_quiet())
         @given(self.space.strategy())
@@ -143,10 +170,9 @@ class Search:
 
         try:
             test()
-        except ScheduleFails as e:  # Hypothesis's minimal example, replayed last (from the cache)
-            final = next((x for x in self.examples if x.schedule == e.args[0]), None)
-            if final is not None and final is not self.minimal:
-                self.steps.append(final)
+        except _FirstFailure:
+            return "found"
+        except ScheduleFails:  # Hypothesis's minimal example, replayed last (from the cache)
             return "shrunk"
         except _Spent:
             pass
@@ -156,7 +182,7 @@ class Search:
             if _is_flaky(e) or isinstance(e, ExceptionGroup):
                 return "shrunk" if self.steps else "exhausted"
             raise
-        return "exhausted"
+        return "shrunk" if self.steps else "exhausted"
 
     def _judge(self, schedule: Schedule) -> Judgement | None:
         if self.spent:
@@ -166,27 +192,58 @@ class Search:
         if self.spent and not judgement.fails and judgement.detail.get("cut_short"):
             return None  # interrupted mid-run: no verdict, do not remember it
         self._cache[schedule] = judgement
-        example = Example(len(self.examples) + 1, schedule, "shrink" if self.steps else "generate", judgement,
-                          round(time.monotonic() - t, 3))
+        example = Example(len(self.examples) + 1, schedule, self.phase, judgement, round(time.monotonic() - t, 3))
         self.examples.append(example)
         if judgement.fails:
             if self.anomaly is None:
                 self.anomaly = judgement.anomaly
-            self.steps.append(example)  # the shrinker tries only schedules simpler than its current one
+            self.steps.append(example)  # every schedule judged after the first failure is smaller than it
         self.on_event("example", self)
         return judgement
 
+    def _fails(self, schedule: Schedule) -> bool | None:
+        """The reduction's test (explore/reduce.py): None once the budget is spent."""
+        judgement = self._cache.get(schedule)
+        if judgement is None:
+            judgement = self._judge(schedule)
+        return None if judgement is None else judgement.fails
+
+    def _reduce(self) -> None:
+        """ddmin over the first failure's faults, then each survivor simplified (reduce.py)."""
+        assert self.minimal is not None
+        self.phase = "ddmin"
+        smaller = ddmin(self.minimal.schedule, self._fails)
+        self.phase = "simplify"
+        simplify(smaller, self.space, self._fails)
+
     def run(self) -> SearchResult:
-        """Generate, judge, shrink; until the shrinker is done, the budget is spent, or stop().
-        Hypothesis is run in rounds of `max_examples` (each round seeded `seed + round`, the
-        judgements cached across rounds) until one finds a failure or the budget is spent: a
-        small `max_examples` keeps Hypothesis from spending its first examples (up to 50 when
-        max_examples is large) on near-minimal schedules, which a run costs seconds to judge."""
+        """Dense examples, then Hypothesis's generation in rounds of `max_examples` (each round
+        seeded `seed + round`, judgements cached across rounds) until a failure or the budget
+        is spent: a small `max_examples` keeps Hypothesis from spending its first examples (up
+        to 50 when max_examples is large) on near-minimal schedules, which a run costs seconds
+        to judge. Then the reduction, then one Hypothesis round over smaller schedules."""
         self.t0 = time.monotonic()
         ended, round_ = "exhausted", 0
-        while ended == "exhausted" and not self.spent:
-            ended = self._round(self.seed + round_)
-            round_ += 1
+        try:
+            rng = random.Random(self.seed)
+            for _ in range(self.dense):
+                if self.spent or self.steps:
+                    break
+                schedule = self.space.draw(rng)
+                if schedule not in self._cache:
+                    self._judge(schedule)
+            self.phase = "generate"
+            while not self.steps and not self.spent:
+                self._round(self.seed + round_, self.max_examples)
+                round_ += 1
+            if self.steps and not self.spent:
+                self._reduce()
+                self.phase = "shrink"
+                if len(self.minimal.schedule) > 0 and not self.spent:  # type: ignore[union-attr]
+                    self._round(self.seed + round_, min(self.max_examples, SHRINK_EXAMPLES))
+                ended = "shrunk"
+        except KeyboardInterrupt:
+            self._stopped.set()
         if self._stopped.is_set():
             ended = "stopped"
         elif self.time_left <= 0:
@@ -195,6 +252,12 @@ class Search:
         self.on_event("end", self)
         return SearchResult(list(self.examples), list(self.steps), self.minimal, self.anomaly, ended,
                             round(time.monotonic() - self.t0, 3))
+
+
+def _size(schedule: Schedule) -> tuple[Any, ...]:
+    """The order "smaller" is judged by after the reduction: fewer faults, then fewer
+    fault-seconds, then earlier starts."""
+    return len(schedule), round(sum(f.for_s for f in schedule), 3), round(sum(f.at_s for f in schedule), 3)
 
 
 def _is_flaky(e: BaseException) -> bool:

@@ -32,9 +32,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from onceproof.faults.params import Seconds
 
 if TYPE_CHECKING:
+    import random
+
     from hypothesis.strategies import SearchStrategy
 
-__all__ = ["DEFAULT_KINDS", "ExploreSpace", "Fault", "Space", "TICK_S"]
+__all__ = ["DEFAULT_KINDS", "ExploreSpace", "Fault", "Space", "TICK_S", "simplest_param"]
 
 DEFAULT_KINDS = ("kill", "pause", "partition", "latency", "clock-skew")
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {"latency": {"ms": [50, 500]}, "clock-skew": {"offset": ["-30s", "30s"]}}
@@ -142,14 +144,30 @@ class Space:
         return {**DEFAULT_PARAMS.get(kind, {}), **self.spec.params.get(kind, {})}
 
     # --- Hypothesis -------------------------------------------------------------------
-    def strategy(self) -> "SearchStrategy[Schedule]":
-        """Schedules: lists of 1..max_faults faults, sorted by start time (Hypothesis's own
-        list shrinking deletes faults first)."""
+    def strategy(self, min_faults: int = 1) -> "SearchStrategy[Schedule]":
+        """Schedules: lists of min_faults..max_faults faults, sorted by start time (Hypothesis's
+        own list shrinking deletes faults first)."""
         from hypothesis import strategies as st
 
         fault = st.sampled_from(self.kinds).flatmap(self._fault_of)
-        return st.lists(fault, min_size=1, max_size=self.spec.max_faults).map(
+        lo = max(1, min(min_faults, self.spec.max_faults))
+        return st.lists(fault, min_size=lo, max_size=self.spec.max_faults).map(
             lambda fs: tuple(sorted(fs, key=lambda f: (f.at_s, f.kind, f.target))))
+
+    def draw(self, rng: "random.Random", n: int | None = None) -> Schedule:
+        """One schedule of `n` faults (default max_faults) drawn uniformly with `rng` (no
+        Hypothesis): the dense opening examples of a search (search.py says why)."""
+        faults = []
+        for _ in range(n or self.spec.max_faults):
+            kind = rng.choice(self.kinds)
+            at = rng.randint(round(self.spec.from_s / TICK_S), max(round(self.spec.from_s / TICK_S),
+                                                                   round((self.until_s - TICK_S) / TICK_S)))
+            lasts = rng.randint(round(self.spec.shortest / TICK_S), max(round(self.spec.shortest / TICK_S),
+                                                                        round(self.longest / TICK_S)))
+            params = tuple(sorted((name, _draw_param(spec, rng)) for name, spec in self.param_ranges(kind).items()))
+            faults.append(Fault(kind, rng.choice(self.targets_for(kind)), round(at * TICK_S, 3),
+                                round(lasts * TICK_S, 3), params))
+        return tuple(sorted(faults, key=lambda f: (f.at_s, f.kind, f.target)))
 
     def _fault_of(self, kind: str) -> "SearchStrategy[Fault]":
         from hypothesis import strategies as st
@@ -162,6 +180,51 @@ class Space:
                                                 tuple(sorted(ps.items()))),
             st.sampled_from(self.targets_for(kind)), ticks(self.spec.from_s, at_hi),
             ticks(self.spec.shortest, self.longest), params)
+
+
+def simplest_param(spec: Any, current: Any = None) -> Any:
+    """The value `_param_strategy(spec)` shrinks toward (what explore/reduce.py tries first): a
+    number range -> 0 if it holds 0, else its end nearest 0; a duration range -> the same in
+    `<n>ms`; a longer list -> its first; a bare value -> itself; no spec (None) -> `current`."""
+    from onceproof.faults.params import duration
+
+    def nearest_zero(lo: int, hi: int) -> int:
+        return 0 if lo <= 0 <= hi else lo if lo > 0 else hi
+
+    if spec is None:
+        return current
+    if isinstance(spec, list) and len(spec) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                         for x in spec):
+        lo, hi = sorted(int(x) for x in spec)
+        return nearest_zero(lo, hi)
+    if isinstance(spec, list) and len(spec) == 2 and all(isinstance(x, str) for x in spec):
+        try:
+            lo_s, hi_s = sorted(duration(x, signed=True) for x in spec)
+        except ValueError:
+            return spec[0]
+        return f"{nearest_zero(round(lo_s * 1000), round(hi_s * 1000))}ms"
+    if isinstance(spec, list) and spec:
+        return spec[0]
+    return spec
+
+
+def _draw_param(spec: Any, rng: "random.Random") -> Any:
+    """A parameter drawn uniformly with `rng`, from the values `_param_strategy(spec)` draws."""
+    from onceproof.faults.params import duration
+
+    if isinstance(spec, list) and len(spec) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                         for x in spec):
+        lo, hi = sorted(int(x) for x in spec)
+        return rng.randint(lo, hi)
+    if isinstance(spec, list) and len(spec) == 2 and all(isinstance(x, str) for x in spec):
+        try:
+            lo_s, hi_s = sorted(duration(x, signed=True) for x in spec)
+        except ValueError:
+            return rng.choice(spec)
+        return f"{rng.randint(round(lo_s * 1000), round(hi_s * 1000))}ms"
+    if isinstance(spec, list) and spec:
+        return rng.choice(spec)
+    return spec
 
 
 def _param_strategy(spec: Any) -> "SearchStrategy[Any]":

@@ -74,7 +74,7 @@ def _check_found(result, anomaly: str) -> None:
 
 @pytest.mark.timeout(900)
 def test_explore_finds_duplicate_in_at_least_once_and_the_minimal_plan_fails_again(shared, tmp_path):
-    result = explore(_narrowed(tmp_path, "at-least-once"), budget="6m", run_duration="10s", out=tmp_path / "x",
+    result = explore(_narrowed(tmp_path, "at-least-once"), budget="8m", run_duration="10s", out=tmp_path / "x",
                      session=shared)
     _check_found(result, "duplicate")
     env = {**os.environ}
@@ -88,7 +88,7 @@ def test_explore_finds_duplicate_in_at_least_once_and_the_minimal_plan_fails_aga
 
 @pytest.mark.timeout(900)
 def test_explore_finds_lost_in_commit_before_process(shared, tmp_path):
-    result = explore(_narrowed(tmp_path, "commit-before-process"), budget="6m", run_duration="10s",
+    result = explore(_narrowed(tmp_path, "commit-before-process"), budget="5m", run_duration="10s",
                      out=tmp_path / "x", session=shared)
     _check_found(result, "lost")
 
