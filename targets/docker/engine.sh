@@ -18,6 +18,15 @@ fi
 if [ -S /var/run/docker.sock ] && ping /var/run/docker.sock; then
   echo "engine: a Docker engine answers at unix:///var/run/docker.sock"; exit 0
 fi
+# a service of ours whose working folder was deleted answers pings, but every container start
+# fails ("write child: broken pipe"; conmon: "Failed to get working directory"): replace it
+pidfile="$(dirname "$SOCK")/service.pid"
+if [ -f "$pidfile" ] && pid=$(cat "$pidfile") && [ -n "$pid" ] && [ -e "/proc/$pid" ] &&
+   [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" == *" (deleted)" ]]; then
+  echo "engine: the podman service (pid $pid) runs in a deleted folder; restarting it"
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do [ -e "/proc/$pid" ] || break; sleep 0.1; done
+fi
 if ping "$SOCK"; then
   echo "engine: ready at unix://$SOCK"; exit 0
 fi
@@ -64,8 +73,9 @@ fi
 
 # 3. the Docker-compatible API socket (no systemd here: started by hand, detached)
 mkdir -p "$(dirname "$SOCK")"
-setsid nohup podman system service --time=0 "unix://$SOCK" >"$(dirname "$SOCK")/service.log" 2>&1 < /dev/null &
-echo $! > "$(dirname "$SOCK")/service.pid"
+# from / : conmon inherits the service's working folder, and the caller's may be deleted later
+(cd / && setsid nohup podman system service --time=0 "unix://$SOCK" >"$(dirname "$SOCK")/service.log" 2>&1 < /dev/null &
+ echo $! > "$(dirname "$SOCK")/service.pid")
 for _ in $(seq 1 300); do
   ping "$SOCK" && { echo "engine: ready at unix://$SOCK"; exit 0; }
   sleep 0.1

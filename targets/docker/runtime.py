@@ -10,6 +10,8 @@ shim and a ledger entry; the entry also names the engine, BEFORE anything is mad
 SIGKILL (targets/docker/cleanup.py; Ryuk would need a registry)."""
 from __future__ import annotations
 
+import shutil
+
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -82,5 +84,10 @@ class DockerRuntime(LocalRuntime):
             return
         try:
             cleanup.remove_labelled(self.run_id)
-        finally:
-            super().close()
+        except BaseException:
+            # the engine failed to remove them: the ledger entry stays, so `onceproof cleanup`
+            # removes them later (found: a container left after the engine broke mid-run)
+            self.closed = True
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            raise
+        super().close()
