@@ -77,6 +77,7 @@ class Partial:
     state_count: np.ndarray  # per key code: distinct events applied (int64)
     state_total: np.ndarray  # per key code: sum of their seqs (float64, as np.bincount gives)
     latency_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # sorted, ack -> first seen
+    final_error: str | None = None  # global: the error of a failed final read, when there is no final read
 
 
 def check(history: History, *, order: str | None = None, examples: int = 10) -> dict[str, Any]:
@@ -85,6 +86,19 @@ def check(history: History, *, order: str | None = None, examples: int = 10) -> 
     partitioned check (checkers/partitioned.py) calls `partial` per partition instead."""
     p = partial(history, order=order, examples=examples)
     return finish([p], examples=examples)
+
+
+def _final_read_error(h: History) -> str | None:
+    """The error of the run's last failed final read (e.g. a sink mapping naming a column the
+    table lacks), or None: a run without a final read either failed it or was cut short."""
+    code = h.f_code("final-read")
+    if code < 0:
+        return None
+    failed = np.flatnonzero((h.f == code) & (h.type == FAIL))
+    if not len(failed):
+        return None
+    value = h.record(int(failed[-1])).get("value") or {}
+    return str(value.get("error") or "unknown error")[:300]
 
 
 def _source_copies(h: History, n_ev: int, notes: list[str]) -> np.ndarray:
@@ -153,12 +167,14 @@ def partial(history: History, *, order: str | None = None, examples: int = 10) -
         content_mask = h.eff_obs == finals[-1]
         if len(finals) > 1:
             notes.append(f"{len(finals)} final reads; the last one is the sink's content")
-    else:
+    final_error = None if has_final else _final_read_error(h)
+    if not has_final:
         fulls = np.flatnonzero(h.obs_full)
         since = int(fulls[-1]) if len(fulls) else 0
         content_mask = h.eff_obs >= since
         if n_obs:
-            notes.append("no final-read (the run did not finish): the sink's content is the latest full "
+            why = f"the final read failed: {final_error}" if final_error else "the run did not finish"
+            notes.append(f"no final-read ({why}): the sink's content is the latest full "
                          "observe plus the incremental ones after it; lost events cannot be proven")
     content = h.eff_eid[content_mask]
     applied = np.bincount(content, minlength=n_ev) if n_ev else np.zeros(0, np.int64)
@@ -227,7 +243,7 @@ def partial(history: History, *, order: str | None = None, examples: int = 10) -
         applied=int(np.count_nonzero(applied)), effects=int(len(content)), seen_effects=int(len(h.eff_eid)),
         counts=counts, n_unseen=n_unseen, judged=judged, candidates=candidates,
         unseen_candidates=unseen_candidates, key_names=list(h.key_names), state_count=state_count,
-        state_total=state_total, latency_ns=lat_ns)
+        state_total=state_total, latency_ns=lat_ns, final_error=final_error)
 
 
 def finish(parts: list[Partial], *, examples: int = 10,
@@ -282,8 +298,8 @@ def finish(parts: list[Partial], *, examples: int = 10,
     if vacuous:
         reason = "vacuous run: " + " and ".join(vacuous)
     elif valid == "unknown" and not has_final:
-        reason = "no final read (the run did not finish): lost events cannot be proven" + (
-            f"; {reason}" if reason else "")
+        why = f"the final read failed: {g.final_error}" if g.final_error else "the run did not finish"
+        reason = f"no final read ({why}): lost events cannot be proven" + (f"; {reason}" if reason else "")
     if order != "per-key":
         notes.append("per-key order not checked (the plan does not ask for it)")
     if g.state_rec is None:

@@ -337,7 +337,7 @@ class PostgresTableSink(Sink):
         from onceproof.pgdecode import Follower, Rows
 
         s = self.spec
-        rows = Rows(s.id, s.key, s.seq, None, s.applied)
+        rows = Rows(s.id, s.key, s.seq, None, s.applied, where="workload.sink.postgres")
         self.follower = Follower(self.deployment.postgres_dsn(), s.table or "", rows, s.schema_)
         self.follower.create()
         cols = ", ".join(c or "NULL" for c in (s.id, s.key, s.seq, s.applied if s.applied != "xmin" else None))

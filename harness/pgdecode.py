@@ -53,17 +53,39 @@ def _int(v: Any) -> int | None:
         return None
 
 
+class MappingError(ValueError):
+    """The plan's sink mapping names a column the table does not have."""
+
+
 class Rows:
     """The table's rows as applications: row identity -> [effect, applications], in first
     insertion order. `columns` names the table's columns for id, key, seq, replica (key, seq,
     replica may be None); `applied` as in the module's doc."""
 
     def __init__(self, id_col: str, key_col: str | None, seq_col: str | None, replica_col: str | None = None,
-                 applied: str | None = None) -> None:
+                 applied: str | None = None, where: str | None = None) -> None:
         self.id_col, self.key_col, self.seq_col, self.replica_col = id_col, key_col, seq_col, replica_col
         self.applied = applied
+        self.where = where  # the plan field naming the columns (None: our own table, not checked)
+        self.checked = False
         self.rows: dict[Any, list[Any]] = {}  # identity -> [effect, applications]
         self.by_id: dict[str, list[Any]] = {}  # event id -> identities of its rows, oldest first
+
+    def check_columns(self, names: list[str]) -> None:
+        """Raise MappingError when a column the plan names is not one of the table's `names`
+        (the first decoded row's): else its value would read as null for the whole run, a
+        silent VALID for a misnamed key and every event `lost` for a misnamed id (found by a
+        user's plan with `key: custmer`)."""
+        if self.checked or self.where is None:
+            return
+        named = {"id": self.id_col, "key": self.key_col, "seq": self.seq_col}
+        if self.applied not in (None, "xmin"):
+            named["applied"] = self.applied
+        missing = [(f, c) for f, c in named.items() if c and c not in names]
+        if missing:
+            raise MappingError("; ".join(f"{self.where}.{f}: the table has no column {c!r}" for f, c in missing)
+                               + f" (its columns: {', '.join(names)})")
+        self.checked = True
 
     def effect(self, row: dict[str, str | None]) -> Effect:
         return [row.get(self.id_col), row.get(self.key_col) if self.key_col else None,
@@ -162,6 +184,7 @@ class Follower:
             return None
         names = [n for n, _, _ in cols]
         r = self.rows
+        r.check_columns(names)
         want = [r.id_col, r.key_col, r.seq_col, r.replica_col]
         if r.id_col not in names or r.applied is not None:
             return None
@@ -246,6 +269,7 @@ class Follower:
             op, _, rest = line[n:].partition(": ")
             if op == "INSERT":
                 row = parse_row(rest)
+                rows.check_columns(list(row))
                 eff = rows.effect(row)
                 c = rows.count(row, 0)
                 ident = self.next_identity
@@ -255,6 +279,7 @@ class Follower:
                 out.extend([eff] * c)
             elif op == "UPDATE":
                 new = parse_row(rest.split("new-tuple: ", 1)[-1])
+                rows.check_columns(list(new))
                 eff = rows.effect(new)
                 ids = rows.by_id.get(eff[0])
                 if not ids:  # a row we never saw inserted (updated from another id): a new row

@@ -203,6 +203,9 @@ class Workload(_Model):
     def _sink_as_mapping(cls, data: Any) -> Any:
         """`sink: {postgres: {query: ...}}` -> sink-mapping, with `sink` the KIND:NAME it stands for."""
         if isinstance(data, dict) and isinstance(data.get("sink"), dict):
+            if data.get("sink-mapping") is not None or data.get("sink_mapping") is not None:
+                raise ValueError("the sink is given twice: as a mapping in `sink` and in `sink-mapping`; "
+                                 "write it once, in `sink`")
             data = dict(data)
             raw = data.pop("sink")
             data["sink-mapping"] = raw
@@ -658,4 +661,11 @@ def validate_plan(data: dict[str, Any], name: str = "<plan>", lines: dict[tuple,
 def json_schema() -> dict[str, Any]:
     """The plans' JSON Schema (draft 2020-12, for editors): every section, and every fault
     kind with its fields."""
-    return Plan.model_json_schema(by_alias=True)
+    schema = Plan.model_json_schema(by_alias=True)
+    workload = schema.get("$defs", {}).get("Workload", {}).get("properties", {})
+    if "sink" in workload and "SinkMapping" in schema.get("$defs", {}):  # KIND:NAME, or the user's own store
+        workload["sink"] = {"anyOf": [workload["sink"], {"$ref": "#/$defs/SinkMapping"}],
+                            "description": "KIND:NAME (our effects table, topic, stream or set), or a mapping "
+                                           "of the pipeline's own store: {postgres: {query|table: ...}}, "
+                                           "{kafka: {topic, id}}, {redis: {stream|list|set|hash: ...}}"}
+    return schema

@@ -171,3 +171,25 @@ def test_state_from_a_compacted_topic_of_big_endian_longs(shared_targets):
     p.produce(topic, None, b"k3")  # a tombstone deletes k3
     p.flush(10)
     assert state_reader(StateSpec(topic=topic, value="long"), d)() == {"k1": {"count": 2}, "k2": {"count": 1}}
+
+
+@pytest.mark.parametrize("field, mapping", [
+    ("key", {"id": "order_id", "key": "custmer", "seq": "n"}),  # was a silent VALID, every key null
+    ("id", {"id": "orderid", "key": "customer", "seq": "n"}),  # would make every event lost
+])
+def test_a_table_mapping_naming_a_column_the_table_lacks_is_an_error_naming_the_field(shared_targets, field, mapping):
+    from onceproof.pgdecode import MappingError
+
+    d = shared_targets
+    table = f"orders_{uuid.uuid4().hex[:6]}"
+    sink = PostgresTableSink(d, PostgresMapping(table=table, **mapping))
+    sink.setup()
+    try:
+        with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+            c.execute(f"CREATE TABLE {table} (order_id text, customer text, n bigint)")
+            c.execute(f"INSERT INTO {table} VALUES ('e1', 'k1', 0), ('e2', 'k1', 1)")
+        with pytest.raises(MappingError, match=rf"workload\.sink\.postgres\.{field}: the table has no column "
+                                               r"'(custmer|orderid)' \(its columns: order_id, customer, n\)"):
+            sink.read()
+    finally:
+        sink.close()

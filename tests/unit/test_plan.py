@@ -132,3 +132,20 @@ def test_the_pipeline_runs_in_the_plan_files_folder_unless_the_plan_says_otherwi
                     f"pipeline: {{command: [python, pipeline.py]{line}}}\n")
     plan = load_plan(path)
     assert plan.pipeline.cwd == (expected if expected.startswith("/") else str((folder / expected).resolve()))
+
+
+def test_a_sink_mapping_is_valid_for_the_schema_and_a_sink_given_twice_is_bad_input(tmp_path):
+    import jsonschema
+
+    from onceproof.plan import json_schema
+
+    text = ("name: m\ntargets: {kafka: {}, postgres: {}}\npipeline: {command: [python, p.py]}\n"
+            "workload:\n  source: kafka:orders-in\n"
+            "  sink: {postgres: {query: 'SELECT order_id, customer, n FROM orders'}}\n")
+    path = tmp_path / "plan.yaml"
+    path.write_text(text)
+    load_plan(path)
+    assert not [e.message for e in jsonschema.Draft202012Validator(json_schema()).iter_errors(yaml.safe_load(text))]
+    path.write_text(text + "  sink-mapping: {postgres: {table: other}}\n")
+    with pytest.raises(PlanError, match="the sink is given twice"):
+        load_plan(path)

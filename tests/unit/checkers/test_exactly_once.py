@@ -227,3 +227,21 @@ def test_a_source_copies_record_that_could_not_count_changes_nothing() -> None:
     run.extra.append({"time": 50, "process": "harness", "type": "info", "f": "source-copies",
                       "value": {"source": "kafka:s", "records": 1, "copies": None, "note": "format"}})
     only(check(run), "duplicate")
+
+
+def test_a_failed_final_read_is_named_in_the_reason_not_called_an_unfinished_run() -> None:
+    recs: list[dict[str, Any]] = [
+        {"time": 0, "process": "harness", "type": "info", "f": "start", "value": {"run_id": "t", "plan": "t", "seed": 0,
+                                                                              "rate": 1, "duration_s": 1, "order": None}},
+        {"time": 10, "process": "load", "type": "invoke", "f": "send", "value": {"id": "e0", "key": "k", "seq": 0}},
+        {"time": 20, "process": "load", "type": "ok", "f": "send", "value": {"id": "e0", "key": "k", "seq": 0}},
+        {"time": 30, "process": "observer", "type": "invoke", "f": "observe", "value": None},
+        {"time": 31, "process": "observer", "type": "ok", "f": "observe", "value": {"full": False, "events": [["e0", "k", 0, 0]]}},
+        {"time": 40, "process": "observer", "type": "invoke", "f": "final-read", "value": None},
+        {"time": 41, "process": "observer", "type": "fail", "f": "final-read",
+         "value": {"error": "MappingError: workload.sink.postgres.key: the table has no column 'custmer'"}},
+    ]
+    r = exactly_once.check(history_from_records(recs))
+    assert r["valid"] == "unknown"
+    assert r["reason"].startswith("no final read (the final read failed: MappingError: workload.sink.postgres.key"), r["reason"]
+    assert "did not finish" not in r["reason"]
