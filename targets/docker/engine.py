@@ -67,11 +67,21 @@ def client(timeout: float = 60.0) -> "docker.DockerClient":
                           "`onceproof setup --images` (it provisions podman here), or set DOCKER_HOST") from None
 
 
-def provision(log: "Callable[[str], None]" = print) -> None:
+PROVISION_TIMEOUT_S = 900.0  # Debian packages on a fresh machine take 1-3 min; a hang is a bug
+
+
+def provision(log: "Callable[[str], None]" = print, timeout: float = PROVISION_TIMEOUT_S) -> None:
     """Run engine.sh: nothing when an engine answers already; otherwise (root, Debian) install
-    podman + runc, write /etc/containers/containers.conf, start the API service. Raises
-    EngineError with the script's output if it fails."""
-    res = subprocess.run(["bash", str(ENGINE_SCRIPT)], capture_output=True, text=True, start_new_session=True)
+    podman + runc, write /etc/containers/containers.conf, start the API service (detached:
+    it outlives this call, and holds none of its pipes). Raises EngineError with the script's
+    output if it fails or takes longer than `timeout` seconds."""
+    try:
+        res = subprocess.run(["bash", str(ENGINE_SCRIPT)], capture_output=True, text=True,
+                             start_new_session=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        raise EngineError(f"engine provisioning ({ENGINE_SCRIPT}) did not finish in {timeout:.0f} s; "
+                          f"it printed: {out.strip()[-2000:] or 'nothing'}") from None
     for line in res.stdout.splitlines():
         log(line)
     if res.returncode != 0:

@@ -74,8 +74,11 @@ fi
 # 3. the Docker-compatible API socket (no systemd here: started by hand, detached)
 mkdir -p "$(dirname "$SOCK")"
 # from / : conmon inherits the service's working folder, and the caller's may be deleted later
-(cd / && setsid nohup podman system service --time=0 "unix://$SOCK" >"$(dirname "$SOCK")/service.log" 2>&1 < /dev/null &
- echo $! > "$(dirname "$SOCK")/service.pid")
+# (exec: the background job becomes podman itself, so nothing of this script keeps the caller's
+# stdout open and $! is the service's pid)
+(cd / && exec setsid nohup podman system service --time=0 "unix://$SOCK" \
+   >"$(dirname "$SOCK")/service.log" 2>&1 < /dev/null) &
+echo $! > "$(dirname "$SOCK")/service.pid"
 for _ in $(seq 1 300); do
   ping "$SOCK" && { echo "engine: ready at unix://$SOCK"; exit 0; }
   sleep 0.1
