@@ -76,7 +76,8 @@ def check(history: History, *, budget_s: float = 30.0, examples: int = 10) -> di
                               "examples": {k: [] for k in KINDS}, "reads": counts, "keys": 0, "writes": 0,
                               "first_anomaly_s": None, "reason": "", "notes": [], "model": max_register.name}
     if not reads:
-        result["reason"] = ("no read answered: nothing to check" if counts["ok"] == 0 and sum(counts.values())
+        asked: int = counts["ok"] + counts["fail"] + counts["info"]
+        result["reason"] = ("no read answered: nothing to check" if asked
                             else "no reads in the history (the plan has no `workload.reads`?)")
         return result
     writes = _writes(h, {op.input[1] for op in reads})
@@ -202,7 +203,9 @@ def _writes(h: History, keys: set[str]) -> dict[str, list[Op]]:
 
 def _load_start(h: History) -> int:
     code = h.f_code("load-start")
-    idx = np.flatnonzero(h.f == code) if code >= 0 else []
+    if code < 0:
+        return 0
+    idx = np.flatnonzero(h.f == code)
     return int(h.time[idx[0]]) if len(idx) else 0
 
 

@@ -104,7 +104,7 @@ class Deployment:
                 proxy = Proxy(f"replication-{replica.name}", "replication", replica.name, runtime.free_port(),
                               primary.listener("replication"))
                 d.proxies[proxy.name] = proxy
-                target.route_replication(replica, "127.0.0.1", proxy.listen)
+                target.route_replication(replica, "127.0.0.1", proxy.listen)  # type: ignore[attr-defined]
         if d.toxiproxy is not None:
             d.toxiproxy.proxy_ports += [p.listen for p in d.proxies.values()]
         return d
