@@ -209,3 +209,37 @@ def test_the_rules_decide_exactly_what_the_linearizability_search_decides(seed):
     expected = linearizable.check(linearizable.as_ops(ops), max_register, partition=False, native=False)["valid"]
     got = h.check()["valid"]
     assert got == expected, (seed, ops)
+
+
+def _saved(tmp_path, stale: bool):  # type: ignore[no-untyped-def]
+    import json
+
+    h = H()
+    h.add(0, "harness", "info", "load-start", None)
+    h.write("k", 0, 10, 20)
+    h.write("k", 1, 30, 40)
+    h.read("reader-0", "k", 50, 55, 0 if stale else 1)
+    h.add(60, "observer", "ok", "final-read", {"full": True, "events": [["k-0", "k", 0, 0], ["k-1", "k", 1, 0]]})
+    h.recs.sort(key=lambda r: r["time"])
+    for i, r in enumerate(h.recs):
+        r["index"] = i
+    path = tmp_path / "history.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in h.recs))
+    return path
+
+
+@pytest.mark.parametrize("stale", [True, False])
+def test_onceproof_check_runs_the_reads_checker_on_a_saved_history(tmp_path, stale):
+    import json
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "onceproof", "check", "--json", str(_saved(tmp_path, stale))],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == (1 if stale else 0), (res.stdout, res.stderr)
+    verdict = json.loads(res.stdout.splitlines()[0])
+    assert verdict["checkers"]["exactly-once"]["valid"] is True
+    assert verdict["checkers"]["reads"]["anomalies"]["stale-read"] == (1 if stale else 0)
+    text = subprocess.run([sys.executable, "-m", "onceproof", "check", str(_saved(tmp_path, stale))],
+                          capture_output=True, text=True, timeout=120).stdout
+    assert ("smallest set of ops that cannot be linearized" in " ".join(text.split())) is stale, text
