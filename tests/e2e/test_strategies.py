@@ -91,6 +91,8 @@ def test_strategy_plan_gives_the_verdict_of_the_table(tmp_path, plan, seed):
         if checker == "reads":  # the smallest set: the read, what it missed, the write of its value
             assert 2 <= len(example["operations"]) <= 4, example
             assert results["checkers"]["reads"]["first_anomaly_s"] is not None
+            assert "stale-read" in (out / "junit.xml").read_text()
+            assert "smallest set that cannot be linearized" in (out / "report.html").read_text()  # the lanes
     if plan.startswith("read-replica"):  # the reads happened and were checked
         results = json.loads((out / "results.json").read_text())
         assert results["checkers"]["reads"]["reads"]["ok"] > 100, results["checkers"]["reads"]["reads"]
