@@ -23,6 +23,7 @@ import json
 import random
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -96,7 +97,7 @@ class ReadClients:
         self.history.record(name, "invoke", F_READ, {"key": key})
         deadline = time.monotonic() + self.timeout
         try:
-            conn.request("GET", f"/read?key={key}")
+            conn.request("GET", "/read?" + urllib.parse.urlencode({"key": key}))
             resp = conn.getresponse()
             body = resp.read()
         except (OSError, http.client.HTTPException) as e:
