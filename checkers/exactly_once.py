@@ -218,7 +218,7 @@ def partial(history: History, *, order: str | None = None, examples: int = 10) -
     never = np.iinfo(np.int64).max
     t_first = np.full(n_ev, never, np.int64)  # the earliest time seen (reads need not be in time order)
     if len(h.eff_eid):
-        np.minimum.at(t_first, h.eff_eid, h.effect_times())  # when each became visible (a commit time), else its read
+        np.minimum.at(t_first, h.eff_eid, h.effect_times(inv_time))  # when each became visible (a commit time), else its read
     both = (comp_type == OK) & (t_first != never)
     lat_ns = np.sort(np.maximum(t_first[both] - h.time[comp_rec[both]], 0))
     del t_first

@@ -143,13 +143,17 @@ def _r(x: float | None) -> float | None:
 def first_sightings(h: History) -> tuple[np.ndarray, np.ndarray]:
     """Per event (indexed by eid): the time it was first seen in the sink (int64 ns since the
     run started, int64 max if never: when its effect became visible, the commit time a read
-    gave in `visible`, else the time of the read, `History.effect_times`) and the sink read that first saw it (int64 row in the
+    gave in `visible`, else the time of the read, `History.effect_times`; a visibility time
+    before the event's send falls back to the read's time) and the sink read that first saw it (int64 row in the
     history's obs columns, int64 max if never)."""
     n_ev = len(h.event_ids)
     first_seen = np.full(n_ev, _NEVER, np.int64)
     first_obs = np.full(n_ev, _NEVER, np.int64)
     if len(h.eff_eid):
-        np.minimum.at(first_seen, h.eff_eid, h.effect_times())
+        sent = np.full(n_ev, _NEVER, np.int64)  # each event's first send invoke
+        inv = h.type[h.send_rec] == INVOKE
+        np.minimum.at(sent, h.send_eid[inv], h.time[h.send_rec[inv]])
+        np.minimum.at(first_seen, h.eff_eid, h.effect_times(sent))
         np.minimum.at(first_obs, h.eff_eid, h.eff_obs.astype(np.int64))
     return first_seen, first_obs
 

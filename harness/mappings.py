@@ -351,6 +351,9 @@ class PostgresTableSink(Sink):
     def read(self) -> tuple[list[Effect], bool]:
         return self.follower.read()
 
+    def visible(self) -> tuple[list[list[int]], str] | None:
+        return (self.follower.visible, "commit") if self.follower.visible else None
+
     def final_read(self) -> list[Effect]:
         effects = self.follower.final_read()
         return self._full() if self.follower.blind else effects

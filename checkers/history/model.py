@@ -98,12 +98,18 @@ class History:
     def __len__(self) -> int:
         return len(self.time)
 
-    def effect_times(self) -> np.ndarray:
+    def effect_times(self, sent_ns: np.ndarray | None = None) -> np.ndarray:
         """Per effect (int64 ns since the run started): when it became visible in the sink, i.e.
-        `eff_vis` where the read said (a commit time), else the time of the read that saw it."""
-        if self.eff_vis is not None:
+        `eff_vis` where the read said (a commit time), else the time of the read that saw it.
+        `sent_ns` (per event, int64 ns; int64 max when never sent): a visibility time before its
+        event was sent is impossible (a server clock that jumped back between the commit and the
+        read: checkers/HISTORY.md), and the read's own time stands for it."""
+        read = self.time[self.obs_rec[self.eff_obs]] if len(self.eff_obs) else np.zeros(0, np.int64)
+        if self.eff_vis is None:
+            return read
+        if sent_ns is None or not len(self.eff_vis):
             return self.eff_vis
-        return self.time[self.obs_rec[self.eff_obs]] if len(self.eff_obs) else np.zeros(0, np.int64)
+        return np.where(self.eff_vis < sent_ns[self.eff_eid], read, self.eff_vis)
 
     def f_code(self, name: str) -> int:
         """Code of an `f` name, or -1 if no record has it."""

@@ -82,9 +82,15 @@ def test_a_visibility_time_after_its_read_is_bounded_by_the_read(tmp_path: Path)
     ahead = perf.latency_ms(history_from_records(_run(visible=True, skew_ms=3_600_000)))
     polled = perf.latency_ms(history_from_records(_run(visible=False)))
     assert ahead == polled
-    # an hour behind: the latency is 0 (seen before its acknowledgement), never negative
+    # an hour behind (before the event was even sent: impossible): the read's own time stands
     behind = perf.latency_ms(history_from_records(_run(visible=True, skew_ms=-3_600_000)))
-    assert behind["p50"] == 0.0 and behind["max"] == 0.0
+    assert behind == polled
+    # 45 ms behind (after the send, before the acknowledgement): 0, never negative
+    early = perf.latency_ms(history_from_records(_run(visible=True, skew_ms=-45)))
+    assert early["p50"] == 0.0 and early["max"] == 0.0 and early["n"] == 40
+    h = history_from_records(_run(visible=True, skew_ms=-3_600_000))
+    assert exactly_once.check(h)["stats"]["latency_ms"] == exactly_once.check(
+        history_from_records(_run(visible=False)))["stats"]["latency_ms"]
 
 
 @pytest.mark.parametrize(("visible", "message"), [
