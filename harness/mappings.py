@@ -141,8 +141,8 @@ class PostgresMapping(_M):
 
     query: str | None = None
     table: str | None = None
-    schema_: str = Field("public", alias="schema")
-    id: str = "event_id"
+    schema_: str | None = Field(None, alias="schema")  # table only; default public
+    id: str | None = None  # table only; default event_id
     key: str | None = None
     seq: str | None = None
     applied: str | None = None
@@ -152,6 +152,15 @@ class PostgresMapping(_M):
         if (self.query is None) == (self.table is None):
             raise ValueError("expected exactly one of `query` (SQL returning id, key, seq) or `table` "
                              "(followed by logical decoding), e.g. {query: \"SELECT order_id, customer, n FROM orders\"}")
+        if self.query is not None:
+            named = [n for n in ("id", "key", "seq", "schema") if getattr(self, n.replace("schema", "schema_"))]
+            if named:  # else silently unused (the resolved plan showed `id: event_id` for a query)
+                raise ValueError(f"{', '.join(named)}: only for a `table`; a query's columns are taken by "
+                                 "position: SELECT <id>, <key>, <seq> (key and seq optional), e.g. "
+                                 "{query: \"SELECT order_id, customer, n FROM orders\"}")
+        else:
+            self.schema_ = self.schema_ or "public"
+            self.id = self.id or "event_id"
         for name in ("table", "schema_", "id", "key", "seq", "applied"):
             v = getattr(self, name)
             if v is not None and not re.fullmatch(IDENT, v):
@@ -337,12 +346,12 @@ class PostgresTableSink(Sink):
         from onceproof.pgdecode import Follower, Rows
 
         s = self.spec
-        rows = Rows(s.id, s.key, s.seq, None, s.applied, where="workload.sink.postgres")
-        self.follower = Follower(self.deployment.postgres_dsn(), s.table or "", rows, s.schema_)
+        rows = Rows(s.id or "event_id", s.key, s.seq, None, s.applied, where="workload.sink.postgres")
+        self.follower = Follower(self.deployment.postgres_dsn(), s.table or "", rows, s.schema_ or "public")
         self.follower.create()
         cols = ", ".join(c or "NULL" for c in (s.id, s.key, s.seq, s.applied if s.applied != "xmin" else None))
         self.query = PostgresQuerySink(self.deployment, PostgresMapping(
-            query=f"SELECT {cols} FROM {s.schema_}.{s.table}", applied=s.applied if s.applied != "xmin" else None))
+            query=f"SELECT {cols} FROM {s.schema_ or 'public'}.{s.table}", applied=s.applied if s.applied != "xmin" else None))
 
     def _full(self) -> list[Effect]:
         """The table read in full (a delete the WAL did not identify: `Follower.blind`)."""

@@ -365,6 +365,9 @@ class Plan(_Model):
                 env[name] = REDACTED
         # an absent target stays absent (`redis: null` would read back as "redis with defaults")
         out["targets"] = {k: v for k, v in out["targets"].items() if v is not None}
+        mapping = (out["workload"].get("sink-mapping") or {}).get("postgres")
+        if mapping is not None and mapping.get("query") is not None:  # a query's columns go by position
+            out["workload"]["sink-mapping"]["postgres"] = {k: v for k, v in mapping.items() if v is not None}
         return out
 
 

@@ -250,3 +250,26 @@ def test_no_visibility_times_leave_the_reads_own_time(tmp_path) -> None:
     recs = [orjson.loads(ln) for ln in open(tmp_path / "h.jsonl", "rb")]
     assert [r["value"] for r in recs if r["type"] == "ok"] == [
         {"full": False, "events": [["e1", "k", 0, 0], ["e2", "k", 1, 0]]}] * 2
+
+
+def test_the_resolved_plan_shows_only_what_a_query_mapping_uses_and_column_names_on_a_query_are_refused(
+        tmp_path: Path) -> None:
+    head = "name: t\ntargets: {kafka: {nodes: 1}, postgres: {}}\npipeline: {command: [x]}\n"
+    plan = tmp_path / "p.yaml"
+    plan.write_text(head + "workload: {source: kafka:a, sink: {postgres: {query: 'SELECT o, c, n FROM orders'}}}\n")
+    resolved = load_plan(plan).resolved()["workload"]["sink-mapping"]["postgres"]
+    assert resolved == {"query": "SELECT o, c, n FROM orders"}  # was shown with `id: event_id`, never used
+    plan.write_text(head + "workload: {source: kafka:a, sink: {postgres: {table: orders}}}\n")
+    table = load_plan(plan).resolved()["workload"]["sink-mapping"]["postgres"]
+    assert table["id"] == "event_id" and table["schema"] == "public"
+    plan.write_text(head + "workload: {source: kafka:a, sink: {postgres: {query: 'SELECT 1', id: order_id}}}\n")
+    with pytest.raises(PlanError, match=r"p\.yaml:4: workload\.sink\.postgres.*id: only for a `table`; a query's "
+                                        r"columns are taken by position"):
+        load_plan(plan)
+
+
+def test_the_progress_clock_reads_sensibly_past_the_planned_load() -> None:
+    from onceproof.commands.run import elapsed_text
+
+    assert elapsed_text(5.0, 12.0) == "  5.0s/12s"
+    assert elapsed_text(17.0, 12.0) == "12s load done +5.0s"  # was `17.0s/12s` while draining
