@@ -27,10 +27,10 @@ skewed by a constant (a clock fault) thus gives the right times; one whose clock
 commit and the reading gives times off by the jump, which the observer bounds by the read itself
 (never later than the read, never before the run started; harness/observer.py).
 
-Speed: the changes come as one `COPY (SELECT data FROM pg_logical_slot_get_changes(...)) TO
-STDOUT` stream (no per-row client overhead; its text format escapes a newline in a value, so a
-change is exactly one line) and the INSERTs of an effects table are parsed with one regex over the
-whole batch (`_fast_inserts`); benchmarks/observer.py measures it."""
+Speed: a batch of changes is joined into one text and the INSERTs of an effects table are
+parsed with one regex over the whole batch (`_fast_inserts`), the commits counted with string
+search; benchmarks/observer.py measures each step (the server's decoding is the largest: joining
+the changes on the server with `string_agg` was slower than fetching a row per change)."""
 from __future__ import annotations
 
 import re
@@ -207,17 +207,18 @@ class Follower:
             pass
         self.conn = None
 
-    def _changes(self, timeout: float) -> str:
-        """The next changes of the slot (at most about BATCH, whole transactions), one per line, in
-        COPY's text format (a newline or backslash in a value escaped)."""
+    def _changes(self, timeout: float) -> tuple[str, int]:
+        """The next changes of the slot (at most about BATCH, whole transactions) as one text, a
+        change a line (each ended by a newline), and how many changes; a backslash or a newline
+        inside a change escaped as COPY's text format does (`_unescape` undoes it)."""
         import psycopg
 
         conn = self._connect()
         try:
-            with SocketDeadline(conn, timeout), conn.cursor() as cur, cur.copy(
-                    "COPY (SELECT data FROM pg_logical_slot_get_changes(%s, NULL, %s, 'include-xids', '0', "
-                    "'include-timestamp', '1')) TO STDOUT", (self.slot, BATCH)) as cp:
-                return b"".join(cp).decode()
+            with SocketDeadline(conn, timeout):
+                rows = [r[0] for r in conn.execute(
+                    "SELECT data FROM pg_logical_slot_get_changes(%s, NULL, %s, 'include-xids', '0', "
+                    "'include-timestamp', '1')", (self.slot, BATCH))]
         except psycopg.Error:
             try:
                 conn.close()
@@ -225,6 +226,12 @@ class Follower:
                 pass
             self.conn = None
             raise
+        if not rows:
+            return "", 0
+        text = "\n".join(rows) + "\n"
+        if "\\" in text or text.count("\n") != len(rows):  # escaped as in COPY's text format
+            text = "".join(r.replace("\\", "\\\\").replace("\n", "\\n") + "\n" for r in rows)
+        return text, len(rows)
 
     def _insert_pattern(self, line: str) -> tuple[re.Pattern[str], Callable[[tuple], Effect]] | None:
         """From one decoded INSERT of the table: a regex matching every INSERT line of it with
@@ -244,12 +251,13 @@ class Follower:
         parts, exprs, group = [], ["None"] * 4, 0
         for n, t, _ in cols[:last + 1]:
             head = re.escape(f"{n}[{t}]:")
+            # the fast path takes only batches without '' (a quote inside a value): a quoted value is '[^']*'
             if n not in want:
-                parts.append(head + "(?:'[^']*(?:''[^']*)*'|\\S+)")
+                parts.append(head + "(?:'[^']*'|\\S+)")
                 continue
             slot = want.index(n)
             if t in ("text", "character varying", "varchar", "name") and slot < 2:
-                parts.append(head + "'([^']*(?:''[^']*)*)'")
+                parts.append(head + "'([^']*)'")
                 exprs[slot] = f"t[{group}]"
             elif t in ("bigint", "integer", "smallint") and slot >= 2:
                 parts.append(head + "(-?\\d+)")
@@ -257,7 +265,8 @@ class Follower:
             else:
                 return None  # another type (or a null): the line-by-line parser
             group += 1
-        rx = "^" + re.escape(self.prefix + "INSERT: ") + " ".join(parts) + ("(?: [^\\n]*)?$" if last + 1 < len(cols) else "$")
+        # the columns after the last one wanted: the rest of the line, skipped in one step
+        rx = "^" + re.escape(self.prefix + "INSERT: ") + " ".join(parts) + (" [^\\n]*" if last + 1 < len(cols) else "$")
         if group == 1:  # findall gives strings, not tuples, for one group
             exprs = [e.replace("t[0]", "t") for e in exprs]
         make = eval(f"lambda t: [{', '.join(exprs)}]", {"int": int})  # noqa: S307 - our own expression
@@ -308,11 +317,16 @@ class Follower:
         """`_commits` += the number of `head` lines (INSERTs of the table, one effect each) of each
         transaction of `text`, with its commit time."""
         at = 0  # where the transaction's lines start: the newline ending the previous COMMIT line
-        for m in _COMMIT.finditer(text):
-            n = text.count("\n" + head, at, m.start()) + (at == 0 and text.startswith(head))
-            at = m.end()
+        while True:
+            c = 0 if at == 0 and text.startswith("COMMIT") else text.find("\nCOMMIT", at) + 1
+            if c <= 0:
+                return
+            end = text.find("\n", c)
+            m = _COMMIT.match(text, c, end)
+            n = text.count("\n" + head, at, c) + (at == 0 and text.startswith(head))
+            at = end
             if n:
-                self._commits.append([n, _epoch(m[1])])
+                self._commits.append([n, _epoch(m[1]) if m else None])
 
     def _apply(self, text: str, out: list[Effect]) -> bool:
         """Apply decoded changes (COPY text) to the content; new applications go to `out`. True
@@ -407,9 +421,9 @@ class Follower:
         started = time.monotonic()
         self._commits, self.visible = [], None
         while True:
-            text = self._changes(timeout)
+            text, n = self._changes(timeout)
             vanished = self._apply(text, out) or vanished
-            if text.count("\n") < BATCH or time.monotonic() - started > budget_s:
+            if n < BATCH or time.monotonic() - started > budget_s:
                 break
         if out and not vanished:
             self.visible = self._visible(len(out), timeout)

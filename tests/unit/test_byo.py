@@ -273,3 +273,14 @@ def test_the_progress_clock_reads_sensibly_past_the_planned_load() -> None:
 
     assert elapsed_text(5.0, 12.0) == "  5.0s/12s"
     assert elapsed_text(17.0, 12.0) == "12s load done +5.0s"  # was `17.0s/12s` while draining
+
+
+def test_changes_with_newlines_and_backslashes_in_values_are_read_back() -> None:
+    lines = ["BEGIN", "table public.t: INSERT: event_id[text]:'e1' key[text]:'a\ntable public.t: DELETE: x' "
+             "seq[bigint]:1 replica[integer]:0", "table public.t: INSERT: event_id[text]:'e2' key[text]:'b\\c' "
+             "seq[bigint]:2 replica[integer]:0", "COMMIT (at 2026-01-01 00:00:01+00)"]
+    f = Follower("", "t", Rows("event_id", "key", "seq", "replica"), full_select=lambda: [])
+    out: list = []
+    assert f._apply(_copy(lines), out) is False  # as the server escapes them (Follower._changes)
+    assert out == [["e1", "a\ntable public.t: DELETE: x", 1, 0], ["e2", "b\\c", 2, 0]]
+    assert f._commits == [[2, 1767225601.0]]
