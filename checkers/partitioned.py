@@ -378,8 +378,9 @@ class Split:
             self.obs_full.append(bool(part.obs_full[j]))
             self.obs_final.append(bool(part.obs_final[j]))
             self.obs_total.append(len(part.eff_num[j]))
-            if j < len(part.obs_vis) and part.obs_vis[j] is not None:
-                self.obs_vis[obs] = part.obs_vis[j]
+            runs = part.obs_vis[j] if j < len(part.obs_vis) else None
+            if runs is not None:
+                self.obs_vis[obs] = runs
             line = (int(off[rec]), int(end[rec]))
             self._route_effects(obs, part.eff_num[j], part.eff_width[j], part.eff_str[j], 0,
                                 lambda line=line: self._events_of(*line))
