@@ -299,6 +299,8 @@ class Plan(_Model):
             raise PlanConsistencyError(["checks", "state"], "a state topic is read from Kafka: add `kafka: {}`")
         if self.checks.state and self.checks.state.query and self.targets.section("postgres") is None:
             raise PlanConsistencyError(["checks", "state"], "a state query runs on PostgreSQL: add `postgres: {}`")
+        if self.checks.state and self.checks.state.redis and self.targets.section("redis") is None:
+            raise PlanConsistencyError(["checks", "state"], "a state in Redis hashes is read from Redis: add `redis: {}`")
         if self.pipeline.image and self.runtime != "docker":
             raise PlanConsistencyError(["pipeline", "image"], "a pipeline given as an image needs `runtime: docker`")
         unknown = sorted(set(self.images) - {"kafka", "redis", "postgres", "toxiproxy"})

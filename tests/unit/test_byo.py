@@ -284,3 +284,22 @@ def test_changes_with_newlines_and_backslashes_in_values_are_read_back() -> None
     assert f._apply(_copy(lines), out) is False  # as the server escapes them (Follower._changes)
     assert out == [["e1", "a\ntable public.t: DELETE: x", 1, 0], ["e2", "b\\c", 2, 0]]
     assert f._commits == [[2, 1767225601.0]]
+
+
+def test_a_redis_state_is_checked_in_the_plan(tmp_path: Path) -> None:
+    head = "name: t\npipeline: {command: [x]}\nworkload: {source: kafka:a, sink: postgres:b}\n"
+    plan = tmp_path / "p.yaml"
+    plan.write_text(head + "targets: {kafka: {nodes: 1}, postgres: {}, redis: {}}\n"
+                    "checks: {state: {redis: {hash: 'count:*', sum: total}}}\n")
+    assert load_plan(plan).checks.state.redis.hash == "count:*"
+    plan.write_text(head + "targets: {kafka: {nodes: 1}, postgres: {}}\nchecks: {state: {redis: {hash: 'count:*'}}}\n")
+    with pytest.raises(PlanError, match="read from Redis: add `redis: {}`"):
+        load_plan(plan)
+    plan.write_text(head + "targets: {kafka: {nodes: 1}, postgres: {}, redis: {}}\n"
+                    "checks: {state: {redis: {hash: 'a*b*'}}}\n")
+    with pytest.raises(PlanError, match=r"p\.yaml:5: checks\.state.*a pattern with one `\*`"):
+        load_plan(plan)
+    plan.write_text(head + "targets: {kafka: {nodes: 1}, postgres: {}, redis: {}}\n"
+                    "checks: {state: {redis: {hash: counts, sum: total}}}\n")
+    with pytest.raises(PlanError, match="sum: only for one hash per key"):
+        load_plan(plan)
