@@ -96,6 +96,9 @@ def check(history: History) -> dict[str, Any]:
     - `valid`: True, or "unknown" for an empty history (perf never finds an anomaly);
     - `measurement`: True (a measurement, not a judgement: never shown as an anomaly);
     - `latency_ms`: `latency_summary()` of acknowledgement -> first sighting;
+    - `latency_to`: what a sighting's time is: `visible` (when the effect became visible in the
+      sink, as the reads said: a commit time, a message timestamp; checkers/HISTORY.md) or
+      `read` (when the observer's read returned: includes its polling delay);
     - `rates`: mean events/s `sent`, `acked`, `applied` over the load (its start to its end,
       else to the last record), and the `bin_s` the timeline uses;
     - `sends`: ok / fail / info counts (a send without completion counts as info),
@@ -122,6 +125,7 @@ def check(history: History) -> dict[str, Any]:
         "valid": True if len(history) else "unknown",
         "measurement": True,
         "latency_ms": tl.latency_ms or latency_summary(np.zeros(0)),
+        "latency_to": "visible" if history.eff_vis is not None else "read",
         "rates": {"bin_s": tl.bin_s, "sent": per_s(tl.n_sent), "acked": per_s(tl.sends.get("ok", 0)),
                   "applied": per_s(tl.n_applied)},
         "sends": {**tl.sends, "sent": tl.n_sent, "applied": tl.n_applied},

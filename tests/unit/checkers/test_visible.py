@@ -60,6 +60,8 @@ def test_latency_is_measured_to_the_commit_time_not_to_the_poll(tmp_path: Path) 
     assert committed["p50"] == pytest.approx(40.0) and committed["max"] == pytest.approx(40.0)
     assert polled["p50"] > 150  # the polling delay the commit times take out
     assert committed["n"] == polled["n"] == 40
+    assert perf.check(history_from_records(_run(visible=True)))["latency_to"] == "visible"
+    assert perf.check(history_from_records(_run(visible=False)))["latency_to"] == "read"
 
 
 @pytest.mark.parametrize("native", [False, True])
