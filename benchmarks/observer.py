@@ -13,7 +13,7 @@ Goals (issue 17): >= 100K rows/s sustained and >= 0.5x the COPY rate.
 
 Then where the time goes, each step over the same rows (each fetch on a slot of its own, read
 in batches as the observer reads), side by side with COPY: the server's decoding alone
-(`count(*)`), decoding and fetching a row per change (how the observer fetches), decoding and
+(`count(*)`; and with pgoutput, the binary protocol, a candidate), decoding and fetching a row per change (how the observer fetches), decoding and
 fetching one text per batch joined on the server (`string_agg`: tried, no faster), parsing
 (`Follower._apply`), and writing the effects to a history."""
 from __future__ import annotations
@@ -79,6 +79,12 @@ def breakdown(dsn: str, sink: PostgresSink, n: int, tmp: Path) -> list[tuple[str
                     break
             out.append((name, time.perf_counter() - t))
             conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+        t = time.perf_counter()
+        while conn.execute(f"SELECT count(*) FROM pg_logical_slot_get_binary_changes('bench_pgoutput', NULL, {BATCH}, "
+                           "'proto_version', '1', 'publication_names', 'bench_pub')").fetchone()[0] >= BATCH:
+            pass
+        out.insert(1, ("server: pgoutput decoding only (not used yet)", time.perf_counter() - t))
+        conn.execute("SELECT pg_drop_replication_slot('bench_pgoutput')")
     follower._shape, effects = None, []  # type: ignore[attr-defined]
     t = time.perf_counter()
     for text in texts:
@@ -109,6 +115,9 @@ def main() -> None:
             with psycopg.connect(d.postgres_dsn(), autocommit=True) as conn:  # for the breakdown
                 for slot in SLOTS:
                     conn.execute("SELECT pg_create_logical_replication_slot(%s, 'test_decoding')", (slot,))
+                # the next step's candidate: pgoutput (binary protocol) over all the table's columns
+                conn.execute(f"CREATE PUBLICATION bench_pub FOR TABLE {sink.name}")
+                conn.execute("SELECT pg_create_logical_replication_slot('bench_pgoutput', 'pgoutput')")
             full_reads = [0]
             select = sink._select
 
