@@ -23,9 +23,11 @@ When each effect became visible: test_decoding's `include-timestamp` ends every 
 new effects each commit made visible and when, in this process's monotonic clock: the server's
 clock is read right after the changes (`clock_timestamp()`), and a commit `a` seconds before that
 reading is placed `a` seconds before the local moment of the reading. A server whose clock is
-skewed by a constant (a clock fault) thus gives the right times; one whose clock jumped between a
-commit and the reading gives times off by the jump, which the observer bounds by the read itself
-(never later than the read, never before the run started; harness/observer.py).
+skewed by a constant (a clock fault) thus gives the right times; a commit made before the clock
+jumped (a clock fault applied or healed between two reads) is placed by the reading of the read
+before (`visibility_runs`); whatever remains off is bounded by the observer (never later than the
+read, never before the run started; harness/observer.py) and by the checker (never before the
+event's send: the read's own time then).
 
 Speed: a batch of changes is joined into one text and the INSERTs of an effects table are
 parsed with one regex over the whole batch (`_fast_inserts`), the commits counted with string
@@ -85,14 +87,29 @@ def _int(v: Any) -> int | None:
         return None
 
 
-def visibility_runs(commits: list[list[Any]], server_now_s: float, local_now_ns: int) -> list[list[int]]:
+JUMP_SLACK_NS = 2_000_000_000  # a commit may show up this long after the clock reading of the read before
+
+
+def visibility_runs(commits: list[list[Any]], server_now_s: float, local_now_ns: int,
+                    previous: tuple[float, int] | None = None) -> list[list[int]]:
     """Commits [[n, commit time (s since the epoch, the server's clock)], ...] -> [[n, t], ...]
     with t in the local monotonic clock (ns): a commit `a` s before the server's clock read
     `server_now_s` is placed `a` s before `local_now_ns`, the local moment of that reading. A
-    constant offset of the server's clock (skew) cancels out; adjacent equal times are merged."""
+    constant offset of the server's clock (skew) cancels out; adjacent equal times are merged.
+    `previous`: the reading of the read before, (server s, local ns). A commit this reading
+    places outside the time between the two readings (less JUMP_SLACK_NS) is placed by the
+    previous reading when that lands it there: the server's clock jumped between the readings
+    (a clock fault applied or healed) and the commit was made on the other side of the jump."""
+    def place(at: float, reading: tuple[float, int]) -> int:
+        return reading[1] - int(round((reading[0] - at) * 1e9))
+
     runs: list[list[int]] = []
     for k, at in commits:
-        t = local_now_ns - int(round((server_now_s - at) * 1e9))
+        t = place(at, (server_now_s, local_now_ns))
+        if previous is not None and not previous[1] - JUMP_SLACK_NS <= t <= local_now_ns:
+            u = place(at, previous)
+            if previous[1] - JUMP_SLACK_NS <= u <= local_now_ns:
+                t = u
         if runs and runs[-1][1] == t:
             runs[-1][0] += k
         else:
@@ -178,6 +195,7 @@ class Follower:
         # the last read's new effects by commit: [[n, commit time (s since the epoch, server clock)], ...]
         self._commits: list[list[Any]] = []
         self.visible: list[list[int]] | None = None  # see read(): [[n, monotonic ns], ...] or None
+        self._reading: tuple[float, int] | None = None  # the last reading of the server's clock: (s, local ns)
 
     def _connect(self) -> Any:
         import psycopg
@@ -449,7 +467,8 @@ class Follower:
                 local_now = (before + time.monotonic_ns()) // 2
         except Exception:  # noqa: BLE001 - no visibility times: the read's own time stands
             return None
-        return visibility_runs(commits, server_now, local_now)
+        previous, self._reading = self._reading, (server_now, local_now)
+        return visibility_runs(commits, server_now, local_now, previous)
 
     def final_read(self) -> list[Effect]:
         """The whole content after reading the rest of the slot: the table read in full when

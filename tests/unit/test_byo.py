@@ -303,3 +303,20 @@ def test_a_redis_state_is_checked_in_the_plan(tmp_path: Path) -> None:
                     "checks: {state: {redis: {hash: counts, sum: total}}}\n")
     with pytest.raises(PlanError, match="sum: only for one hash per key"):
         load_plan(plan)
+
+
+def test_a_commit_made_before_the_servers_clock_jumped_is_placed_by_the_reading_before_the_jump() -> None:
+    from onceproof.pgdecode import visibility_runs
+
+    s = 10**9
+    # a clock fault healed between two reads: the server's clock jumps 90 s forward; a commit made
+    # during the skew (at server time 1000.2, local 10.2 s) is read after the heal
+    before = (1000.0, 10 * s)  # the previous read's reading: server 1000.0 s at local 10 s (skewed by -90 s)
+    now = (1090.5, int(10.5 * s))  # healed: server 1090.5 at local 10.5 s
+    assert visibility_runs([[1, 1000.2], [2, 1090.4]], *now, previous=before) == [[1, int(10.2 * s)],
+                                                                                    [2, int(10.4 * s)]]
+    # applied: the clock jumps 90 s back; a commit made before the jump (server 1090.3)
+    before, now = (1090.0, 10 * s), (1000.5, int(10.5 * s))
+    assert visibility_runs([[1, 1090.3]], *now, previous=before) == [[1, int(10.3 * s)]]
+    # without a reading before: this reading's placement (bounded later by the observer)
+    assert visibility_runs([[1, 1090.3]], *now) == [[1, int(100.3 * s)]]
