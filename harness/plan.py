@@ -316,6 +316,8 @@ class Plan(_Model):
             raise PlanConsistencyError(["checks", "state"], "a state topic is read from Kafka: add `kafka: {}`")
         if self.checks.state and self.checks.state.query and self.targets.section("postgres") is None:
             raise PlanConsistencyError(["checks", "state"], "a state query runs on PostgreSQL: add `postgres: {}`")
+        if self.checks.state and self.checks.state.redis and self.targets.section("redis") is None:
+            raise PlanConsistencyError(["checks", "state"], "a state in Redis hashes is read from Redis: add `redis: {}`")
         if self.pipeline.image and self.runtime != "docker":
             raise PlanConsistencyError(["pipeline", "image"], "a pipeline given as an image needs `runtime: docker`")
         unknown = sorted(set(self.images) - {"kafka", "redis", "postgres", "toxiproxy"})
@@ -407,6 +409,9 @@ class Plan(_Model):
                 env[name] = REDACTED
         # an absent target stays absent (`redis: null` would read back as "redis with defaults")
         out["targets"] = {k: v for k, v in out["targets"].items() if v is not None}
+        mapping = (out["workload"].get("sink-mapping") or {}).get("postgres")
+        if mapping is not None and mapping.get("query") is not None:  # a query's columns go by position
+            out["workload"]["sink-mapping"]["postgres"] = {k: v for k, v in mapping.items() if v is not None}
         return out
 
 
