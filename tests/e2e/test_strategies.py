@@ -33,6 +33,7 @@ ROWS = {
     "dedup-cache-correct": None,
     "dedup-cache-short-ttl": "duplicate",
     "dedup-cache-clock-jump": "duplicate",
+    "dedup-cache-no-persistence": "lost",
     "checkpoint-correct": None,
     "checkpoint-separate-snapshot": "state-mismatch",
     "rebalance-correct": None,
