@@ -1,6 +1,8 @@
 """The judge `explore` gives its search: a schedule becomes a normal plan (the base plan with
 `faults:` replaced, the load shortened, as `plan_for` writes it), run on the engine up to
 `replays` times; it fails if at least `need` replays end invalid with the anomaly sought.
+The folders of runs that did not end invalid are removed once judged (EngineJudge._drop says
+why); `keep_passing` keeps them.
 
 Why `need` = 1 of `replays` = 1 by default (`--runs` raises it): the checker has no false
 alarms to filter out (an anomaly is proof the schedule CAN break the pipeline; a correct
@@ -50,8 +52,11 @@ class EngineJudge:
     replays: int = 1
     need: int = 1
     on_run: Callable[[Path, Any], None] | None = None
+    keep_passing: bool = False
     count: int = 0  # schedules judged
     runs: int = 0
+    removed: int = 0  # run folders removed (see `_keep`)
+    removed_bytes: int = 0
 
     def __call__(self, schedule: Schedule, sought: str | None) -> Judgement:
         self.count += 1
@@ -68,6 +73,8 @@ class EngineJudge:
                           "seconds": result.results.get("duration_s")})
             if self.on_run:
                 self.on_run(folder, result)
+            if not self.keep_passing and result.valid is not False and not result.results.get("interrupted"):
+                self._drop(folder, found[-1], result.results)
             if result.results.get("interrupted"):
                 cut_short = True
                 break
@@ -82,6 +89,22 @@ class EngineJudge:
         return Judgement(fails, anomaly if fails else None, found,
                          {"last_failing": str(last_failing) if last_failing else None, "cut_short": cut_short,
                           "hits": hits})
+
+
+    def _drop(self, folder: Path, entry: dict[str, Any], results: dict[str, Any]) -> None:
+        """Remove the folder of a run that did not fail (valid or unknown): over a long budget the
+        examples would fill the disk (~10 MB a run of 10 s), and what a user needs of them is in
+        explore.json / explore.html (the schedule, the verdict, the anomalies, and for an unknown
+        verdict the run's first error, kept in `entry["errors"]`). Failing runs are kept."""
+        import shutil
+
+        errors = results.get("errors") or []
+        if errors:
+            entry["errors"] = [str(x)[:300] for x in errors[:2]]
+        self.removed_bytes += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
+        shutil.rmtree(folder, ignore_errors=True)
+        self.removed += 1
+        entry["folder"] = None
 
 
 def _hit(valid: Any, kinds: dict[str, int], sought: str | None) -> str | None:

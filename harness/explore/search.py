@@ -122,6 +122,7 @@ class Search:
         self._cache: dict[Schedule, Judgement] = {}
         self._stopped = threading.Event()
         self._ended = ""
+        self.reserve_s = 0.0  # held back once a failure is found (the driver's reproduction runs)
 
     # --- state the front-ends show ---------------------------------------------------
     @property
@@ -138,7 +139,9 @@ class Search:
 
     @property
     def spent(self) -> bool:
-        return self._stopped.is_set() or self.time_left <= 0
+        """Whether to run nothing more: stopped, or the budget gone (less the time `reserve_s`
+        held back for the minimal plan's reproduction once a failure is found)."""
+        return self._stopped.is_set() or self.time_left <= (self.reserve_s if self.steps else 0.0)
 
     # --- the Hypothesis test ---------------------------------------------------------
     def _examine(self, schedule: Schedule) -> None:
@@ -246,7 +249,7 @@ class Search:
             self._stopped.set()
         if self._stopped.is_set():
             ended = "stopped"
-        elif self.time_left <= 0:
+        elif self.time_left <= (self.reserve_s if self.steps else 0.0):
             ended = "budget"
         self._ended = ended
         self.on_event("end", self)
