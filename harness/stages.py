@@ -359,6 +359,9 @@ class Replicas:
             else:
                 node = CommandNode(self.deployment.runtime, f"pipeline-{i}", command,
                                    {**env, "ONCEPROOF_REPLICA": str(i)}, cwd=self.plan.pipeline.cwd)
+                # the run's own logs/ (results.json lists it there), also when a Session lent the
+                # deployment, whose runtime logs to the session's folder
+                node.log_path = self.run.out_dir / "logs" / f"{node.name}.log"
             node.start()
             self.nodes.append(node)
 
