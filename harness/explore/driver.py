@@ -144,6 +144,7 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
                     runs = sorted(r["seconds"] for e in s.examples for r in e.judgement.replays if r.get("seconds"))
                     if runs:  # time for the reproduction runs: a run's median (+ its reset), times confirm
                         s.reserve_s = confirm * (runs[len(runs) // 2] + 5.0)
+                        s.run_estimate_s = sorted(e.seconds for e in s.examples)[len(s.examples) // 2]
                     _write_outputs(base, raw, space, _so_far(s, "running"), out_dir, started, budget_s, run_s,
                                    replays, need, judge)
                 if on_event is not None:

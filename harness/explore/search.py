@@ -126,6 +126,7 @@ class Search:
         self._stopped = threading.Event()
         self._ended = ""
         self.reserve_s = 0.0  # held back once a failure is found (the driver's reproduction runs)
+        self.run_estimate_s = 0.0  # a judgement's usual length: none starts with less than half of it left
 
     # --- state the front-ends show ---------------------------------------------------
     @property
@@ -143,8 +144,10 @@ class Search:
     @property
     def spent(self) -> bool:
         """Whether to run nothing more: stopped, or the budget gone (less the time `reserve_s`
-        held back for the minimal plan's reproduction once a failure is found)."""
-        return self._stopped.is_set() or self.time_left <= (self.reserve_s if self.steps else 0.0)
+        held back for the minimal plan's reproduction once a failure is found, and half the usual
+        judgement's length `run_estimate_s`: a run started later would overrun the budget)."""
+        return self._stopped.is_set() or self.time_left <= self.run_estimate_s / 2 + (
+            self.reserve_s if self.steps else 0.0)
 
     # --- the Hypothesis test ---------------------------------------------------------
     def _examine(self, schedule: Schedule) -> None:
@@ -252,7 +255,7 @@ class Search:
             self._stopped.set()
         if self._stopped.is_set():
             ended = "stopped"
-        elif self.time_left <= (self.reserve_s if self.steps else 0.0):
+        elif self.time_left <= self.run_estimate_s / 2 + (self.reserve_s if self.steps else 0.0):
             ended = "budget"
         self._ended = ended
         self.on_event("end", self)
