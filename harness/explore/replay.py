@@ -98,9 +98,11 @@ class EngineJudge:
         verdict the run's first error, kept in `entry["errors"]`). Failing runs are kept."""
         import shutil
 
-        errors = results.get("errors") or []
-        if errors:
-            entry["errors"] = [str(x)[:300] for x in errors[:2]]
+        why = [str(x) for x in results.get("errors") or []][:2]
+        why += [f"{name}: {c['reason']}" for name, c in (results.get("checkers") or {}).items()
+                if isinstance(c, dict) and c.get("valid") is not True and c.get("reason")][:2]
+        if why:
+            entry["errors"] = [x[:300] for x in why]
         self.removed_bytes += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
         shutil.rmtree(folder, ignore_errors=True)
         self.removed += 1
