@@ -6,13 +6,21 @@ why); `keep_passing` keeps them.
 
 Why `need` = 1 of `replays` = 1 by default (`--runs` raises it): the checker has no false
 alarms to filter out (an anomaly is proof the schedule CAN break the pipeline; a correct
-pipeline is never accused, tests/ prove it per anomaly), so one failing replay suffices; more
-replays only guard against a schedule that breaks the pipeline sometimes being dropped by the
-shrinker after one lucky pass, and each costs a run on every candidate that really passes.
-Measured here: `run plans/at-least-once.yaml --runs 3` caught `duplicate` 3 of 3 times, and in
-an explore of it with 2 replays no shrink candidate's second replay changed its verdict (every
-failing candidate failed on its first replay, every passing one passed both): the second
-replay doubled the cost of shrinking for nothing, so the default is 1. Replays stop early: at the `need`-th
+pipeline is never accused, tests/ prove it per anomaly), so k > 1 is never needed; n > 1 only
+keeps the shrinker from dropping a candidate that fails sometimes, and costs n runs on every
+candidate that really passes. Measured here (2 shared cores): failures whose mechanism is a
+fault that opens the window itself reproduce every time, so n = 1 loses nothing on them:
+commit-before-process's minimal `kill postgres` failed again in 3 of 3 reproduction runs,
+at-least-once's `pause postgres` + `partition kafka-1` failed in 5 of its 5 shrink variants that
+kept the pause over the partition's start, and `run plans/at-least-once.yaml --runs 3` caught
+`duplicate` 3 of 3; in an explore with 2 replays no shrink candidate's second replay changed
+its verdict. Failures that need a kill to land in a window of tens of milliseconds are the
+other kind: at-least-once failed once under 3 latencies and a replica kill, and every one of
+the 6 ddmin candidates (each a subset) passed its one run. With a per-run rate p ~ 1/4, n = 3
+would still drop such a candidate 42% of the time at 3x the cost, so n stays 1 and the search
+relies on finding the deterministic mechanism (which the default space contains), and the
+reproduction rate explore reports at the end (driver.py, --confirm) tells the user which kind
+they got. Replays stop early: at the `need`-th
 failure, or when `need` can no longer be reached. Before the first failure (Hypothesis's
 generation, nothing sought yet) a schedule is run once: a miss there only moves the search on
 to the next schedule, while in shrinking a miss would throw away a smaller failing plan."""
