@@ -8,7 +8,10 @@ Goals (issue "Foundation"): {Kafka 1 node + Redis + Postgres + Toxiproxy} <= 10 
 Then the same set on the `local` and the `docker` runtime side by side, runs alternating
 (local, docker, local, ...) so both see the same load; goal (issue 12): docker <= 2x local.
 Timed from the runtime's creation (docker: the run's network) to every node serving;
-the images must exist already (`onceproof setup --images`). `--compare-only`: only that."""
+the images must exist already (`onceproof setup --images`). `--compare-only`: only that.
+
+`--cds`: only a Kafka broker's start with and without its class-data-sharing archive
+(targets/kafka/cds.py), alternating runs: seconds to ready and the JVM's CPU seconds by then."""
 from __future__ import annotations
 
 import argparse
@@ -72,11 +75,51 @@ def compare(repeat: int) -> None:
     print(f"docker / local = {ratio:.2f}x (goal <= 2x: {'ok' if ratio <= 2 else 'MISSED'})", flush=True)
 
 
+def _jvm_cpu_s(pid: int) -> float:
+    """utime + stime of a process so far, in seconds (/proc/<pid>/stat fields 14 and 15)."""
+    import os
+
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def compare_cds(repeat: int) -> None:
+    from onceproof.targets.kafka import cds
+
+    if not cds.jvm_options():
+        raise SystemExit("no class-data-sharing archive: run `onceproof setup` first")
+    real = cds.jvm_options
+    times: dict[str, list[tuple[float, float]]] = {"without archive": [], "with archive": []}
+    for _ in range(repeat):
+        for label in times:
+            cds.jvm_options = real if label == "with archive" else (lambda: [])  # type: ignore[assignment]
+            d = Deployment.create(LocalRuntime(), TargetsSpec(kafka_nodes=1))
+            try:
+                node = d.servers()[0]
+                t = time.monotonic()
+                node.start()
+                times[label].append((time.monotonic() - t, _jvm_cpu_s(node._popen.pid)))  # type: ignore[union-attr]
+            finally:
+                d.stop()
+    cds.jvm_options = real  # type: ignore[assignment]
+    print(f"\nkafka broker start (median of {repeat}, alternating runs)")
+    print(f"{'':<16} {'ready s':>8} {'JVM CPU s':>10}")
+    for label, xs in times.items():
+        print(f"{label:<16} {statistics.median(x for x, _ in xs):>8.2f} {statistics.median(c for _, c in xs):>10.2f}")
+    (w, wc), (o, oc) = ((statistics.median(x for x, _ in xs), statistics.median(c for _, c in xs))
+                        for xs in (times["with archive"], times["without archive"]))
+    print(f"with / without: {w / o:.2f}x wall, {wc / oc:.2f}x CPU", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--compare-only", action="store_true", help="only local vs docker")
+    ap.add_argument("--cds", action="store_true", help="only a broker with vs without its CDS archive")
     args = ap.parse_args()
+    if args.cds:
+        compare_cds(args.repeat)
+        return
     if args.compare_only:
         compare(args.repeat)
         return

@@ -9,7 +9,7 @@ Rules: an `ok` send must be applied exactly once; an `info` send (or one with no
 completion) 0 or 1 times; a `fail` send never. An `ok` send missing from the final read is
 `lost` only when the pipeline's own progress proves it (checkers/progress.py), else `unseen`:
 no anomaly, but the verdict is "unknown" with the reason (`reason`, `unseen`, `stall` in the
-result). Histories without progress records judge `lost` by the final read alone (a note
+result; `stall` is None when the pipeline caught up). Histories without progress records judge `lost` by the final read alone (a note
 says so). Nothing acknowledged or nothing read from the sink -> "unknown" (vacuous), never
 valid; no final read (a run cut short) and no anomaly -> "unknown". `reason` says in one line
 why a verdict is unknown: the unseen events, "vacuous run: ...", or "no final read ...".
@@ -218,7 +218,7 @@ def partial(history: History, *, order: str | None = None, examples: int = 10) -
     never = np.iinfo(np.int64).max
     t_first = np.full(n_ev, never, np.int64)  # the earliest time seen (reads need not be in time order)
     if len(h.eff_eid):
-        np.minimum.at(t_first, h.eff_eid, obs_time[h.eff_obs])
+        np.minimum.at(t_first, h.eff_eid, h.effect_times(inv_time))  # when each became visible (a commit time), else its read
     both = (comp_type == OK) & (t_first != never)
     lat_ns = np.sort(np.maximum(t_first[both] - h.time[comp_rec[both]], 0))
     del t_first
@@ -314,6 +314,8 @@ def finish(parts: list[Partial], *, examples: int = 10,
     ex = {kind: first([p.candidates[kind] for p in parts]) for kind in KINDS if kind != "state-mismatch"}
     ex["state-mismatch"] = state_examples[:examples]
     stall = g.judged.stall if g.judged is not None else None
+    if stall is not None and stall.get("state") == "caught-up":
+        stall = None  # nothing stalled: a filled `stall` read as one (found by a new user)
     return {
         "valid": valid,
         "anomalies": counts,

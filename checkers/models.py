@@ -149,6 +149,25 @@ class Counter(_Base):
         return (output is UNKNOWN or output == state), state
 
 
+class MaxRegister(_Base):
+    """A register that only grows: ("write", v) -> None makes the state max(state, v); ("read",)
+    -> the state. Initial state -1 ("nothing written"; values are >= 0). It is the per-key state
+    a pipeline keeps as the highest sequence number applied (`GREATEST(last, seq)`), so a read is
+    linearizable only if it returns at least every value written before it began and every value
+    an earlier read returned (Herlihy & Wing 1990 applied to Aspnes et al.'s max register, "Max
+    registers, counters, and monotone circuits", PODC 2009); checkers/reads.py uses it per key."""
+
+    name = "max-register"
+    fs = frozenset({"read", "write"})
+    initial = -1
+    takes_initial = True
+
+    def step(self, state: Any, input: Any, output: Any) -> tuple[bool, Any]:
+        if input[0] == "write":
+            return True, max(state, input[1])
+        return (output is UNKNOWN or output == state), state
+
+
 class Set(_Base):
     """("add", x) -> None, ("read",) -> the set's elements (any order)."""
 
@@ -324,9 +343,10 @@ fifo_queue = FifoQueue()
 unordered_queue = UnorderedQueue()
 mutex = Mutex()
 multi_register = MultiRegister()
+max_register = MaxRegister()
 
 MODELS: dict[str, Any] = {m.name: m for m in (register, cas_register, kv, counter, set_, queue, fifo_queue,
-                                              unordered_queue, mutex, multi_register)}
+                                              unordered_queue, mutex, multi_register, max_register)}
 
 
 def __getattr__(name: str) -> Any:  # `checkers.models.set`, without shadowing the builtin here

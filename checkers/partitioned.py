@@ -48,7 +48,7 @@ import orjson
 
 from onceproof.checkers import exactly_once
 from onceproof.checkers.history import read_history
-from onceproof.checkers.history.columns import Part, _intern
+from onceproof.checkers.history.columns import Part, _intern, visible_times
 from onceproof.checkers.history.lines import LineError, _effect_id, cut_warning, line_of
 from onceproof.checkers.history.model import FINAL_READ, OBSERVE, History, HistoryError
 from onceproof.checkers.history.native import _native_part, _scan_span, scan_lib
@@ -151,6 +151,7 @@ class Split:
         self.obs_full: list[bool] = []
         self.obs_final: list[bool] = []
         self.obs_total: list[int] = []
+        self.obs_vis: dict[int, np.ndarray] = {}  # observation -> its `visible` runs, for the reads that have them
         self.state_recs: list[int] = []
         self.start: Any = None
         self.warnings: list[str] = []
@@ -286,6 +287,10 @@ class Split:
             count += len(nums)
             at += len(piece) + 1
         self.obs_total[obs] = count
+        runs = self.obs_vis.get(obs)
+        if runs is not None and int(runs[:, 0].sum()) != count:
+            raise LineError(pos, f'"visible" covers {int(runs[:, 0].sum())} effects but "events" has {count}; '
+                                 "its runs [[n, time], ...] must add up to the number of events")
         return nxt
 
     def _effects(self, piece: bytes, at: int, off: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
@@ -373,6 +378,9 @@ class Split:
             self.obs_full.append(bool(part.obs_full[j]))
             self.obs_final.append(bool(part.obs_final[j]))
             self.obs_total.append(len(part.eff_num[j]))
+            runs = part.obs_vis[j] if j < len(part.obs_vis) else None
+            if runs is not None:
+                self.obs_vis[obs] = runs
             line = (int(off[rec]), int(end[rec]))
             self._route_effects(obs, part.eff_num[j], part.eff_width[j], part.eff_str[j], 0,
                                 lambda line=line: self._events_of(*line))
@@ -514,7 +522,7 @@ class Split:
             others=others, obs_at=np.searchsorted(others["rec"], np.array(self.obs_rec, np.int64)),
             state_at=np.searchsorted(others["rec"], np.array(self.state_recs, np.int64)),
             obs_total=obs_total, obs_grec=np.array(self.obs_rec, np.int64),
-            obs_full=np.array(self.obs_full, bool), obs_final=np.array(self.obs_final, bool),
+            obs_full=np.array(self.obs_full, bool), obs_final=np.array(self.obs_final, bool), obs_vis=self.obs_vis,
             f_names=list(self.f_names), p_names=list(self.p_names), k_names=list(self.k_names),
             s_text=self.s_text, e_text=self.e_text, start=self.start, warnings=list(self.warnings))
 
@@ -536,6 +544,7 @@ class Sealed:
     obs_grec: np.ndarray
     obs_full: np.ndarray
     obs_final: np.ndarray
+    obs_vis: dict[int, np.ndarray]
     f_names: list[str]
     p_names: list[Any]
     k_names: list[str]
@@ -604,6 +613,17 @@ class Sealed:
         _intern(h, self.prefix, s_num, sends["width"].astype(np.int64), s_str, e_num,
                 effs["width"].astype(np.int64), e_str, effs["pos"].copy(), sends["key"].copy(),
                 sends["seq"].copy(), h.raw)
+        if self.obs_vis:  # each effect's visibility time: its read's run at its position in the read
+            h.eff_vis = visible_times(h, [])
+            obs_ids = np.array(sorted(self.obs_vis), np.int64)
+            has = np.isin(h.eff_obs, obs_ids)
+            if has.any():  # every run's end keyed by (read, end), one search for all effects
+                big = int(self.obs_total.max()) + 1
+                keys = np.concatenate([o * big + np.cumsum(self.obs_vis[o][:, 0]) for o in obs_ids.tolist()])
+                times = np.concatenate([self.obs_vis[o][:, 1] for o in obs_ids.tolist()])
+                rows = np.flatnonzero(has)
+                at = np.searchsorted(keys, h.eff_obs[rows].astype(np.int64) * big + effs["pos"][rows], side="right")
+                h.eff_vis[rows] = np.minimum(times[np.minimum(at, len(times) - 1)], h.eff_vis[rows])
         return h, effs["pos"]
 
 

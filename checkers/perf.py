@@ -96,6 +96,9 @@ def check(history: History) -> dict[str, Any]:
     - `valid`: True, or "unknown" for an empty history (perf never finds an anomaly);
     - `measurement`: True (a measurement, not a judgement: never shown as an anomaly);
     - `latency_ms`: `latency_summary()` of acknowledgement -> first sighting;
+    - `latency_to`: what a sighting's time is: `visible` (when the effect became visible in the
+      sink, as the reads said: a commit time, a message timestamp; checkers/HISTORY.md) or
+      `read` (when the observer's read returned: includes its polling delay);
     - `rates`: mean events/s `sent`, `acked`, `applied` over the load (its start to its end,
       else to the last record), and the `bin_s` the timeline uses;
     - `sends`: ok / fail / info counts (a send without completion counts as info),
@@ -122,6 +125,7 @@ def check(history: History) -> dict[str, Any]:
         "valid": True if len(history) else "unknown",
         "measurement": True,
         "latency_ms": tl.latency_ms or latency_summary(np.zeros(0)),
+        "latency_to": "visible" if history.eff_vis is not None else "read",
         "rates": {"bin_s": tl.bin_s, "sent": per_s(tl.n_sent), "acked": per_s(tl.sends.get("ok", 0)),
                   "applied": per_s(tl.n_applied)},
         "sends": {**tl.sends, "sent": tl.n_sent, "applied": tl.n_applied},
@@ -142,13 +146,18 @@ def _r(x: float | None) -> float | None:
 # --- latency --------------------------------------------------------------------------------
 def first_sightings(h: History) -> tuple[np.ndarray, np.ndarray]:
     """Per event (indexed by eid): the time it was first seen in the sink (int64 ns since the
-    run started, int64 max if never) and the sink read that first saw it (int64 row in the
+    run started, int64 max if never: when its effect became visible, the commit time a read
+    gave in `visible`, else the time of the read, `History.effect_times`; a visibility time
+    before the event's send falls back to the read's time) and the sink read that first saw it (int64 row in the
     history's obs columns, int64 max if never)."""
     n_ev = len(h.event_ids)
     first_seen = np.full(n_ev, _NEVER, np.int64)
     first_obs = np.full(n_ev, _NEVER, np.int64)
     if len(h.eff_eid):
-        np.minimum.at(first_seen, h.eff_eid, h.time[h.obs_rec[h.eff_obs]])
+        sent = np.full(n_ev, _NEVER, np.int64)  # each event's first send invoke
+        inv = h.type[h.send_rec] == INVOKE
+        np.minimum.at(sent, h.send_eid[inv], h.time[h.send_rec[inv]])
+        np.minimum.at(first_seen, h.eff_eid, h.effect_times(sent))
         np.minimum.at(first_obs, h.eff_eid, h.eff_obs.astype(np.int64))
     return first_seen, first_obs
 

@@ -1,7 +1,9 @@
 """Network faults on the local runtime, through the Toxiproxy proxy in front of each server.
 
 Each client group (`pipeline`, `load`) reaches a server through its own proxy named
-`<group>-<node>`, so `from: pipeline | load | both` picks whose traffic suffers. `direction`
+`<group>-<node>`, so `from: pipeline | load | both` picks whose traffic suffers; a node that
+streams from a primary through a proxy (the PostgreSQL standby, targets/standby.py) also has
+`replication-<node>`: `from: replication` slows or cuts its replication link. `direction`
 is Toxiproxy's stream: `downstream` (server -> client), `upstream` (client -> server) or both.
 
 - `partition`: the server unreachable. `style: blackhole` (default) = a `timeout` toxic with
@@ -20,7 +22,7 @@ from pydantic import Field, model_validator
 from onceproof.faults.base import Fault, FaultError, ParamError, Params, kind
 from onceproof.faults.params import Choice, Number, Seconds
 
-Group = Annotated[Literal["pipeline", "load", "both"], Choice()]
+Group = Annotated[Literal["pipeline", "load", "both", "replication"], Choice()]
 Direction = Annotated[Literal["downstream", "upstream", "both"], Choice()]
 
 
@@ -28,7 +30,7 @@ class ToxicParams(Params):
     """What every Toxiproxy fault takes: whose traffic (`from`) and which stream (`direction`)."""
 
     from_: Group = Field("pipeline", alias="from", description="whose traffic suffers: the pipeline's, the "
-                         "load generator's, or both")
+                         "load generator's, both, or (a standby) its replication link from its primary")
     direction: Direction = Field("downstream", description="Toxiproxy's stream: downstream (server -> client), "
                                  "upstream (client -> server) or both")
 

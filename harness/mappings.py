@@ -141,8 +141,8 @@ class PostgresMapping(_M):
 
     query: str | None = None
     table: str | None = None
-    schema_: str = Field("public", alias="schema")
-    id: str = "event_id"
+    schema_: str | None = Field(None, alias="schema")  # table only; default public
+    id: str | None = None  # table only; default event_id
     key: str | None = None
     seq: str | None = None
     applied: str | None = None
@@ -152,6 +152,15 @@ class PostgresMapping(_M):
         if (self.query is None) == (self.table is None):
             raise ValueError("expected exactly one of `query` (SQL returning id, key, seq) or `table` "
                              "(followed by logical decoding), e.g. {query: \"SELECT order_id, customer, n FROM orders\"}")
+        if self.query is not None:
+            named = [n for n in ("id", "key", "seq", "schema") if getattr(self, n.replace("schema", "schema_"))]
+            if named:  # else silently unused (the resolved plan showed `id: event_id` for a query)
+                raise ValueError(f"{', '.join(named)}: only for a `table`; a query's columns are taken by "
+                                 "position: SELECT <id>, <key>, <seq> (key and seq optional), e.g. "
+                                 "{query: \"SELECT order_id, customer, n FROM orders\"}")
+        else:
+            self.schema_ = self.schema_ or "public"
+            self.id = self.id or "event_id"
         for name in ("table", "schema_", "id", "key", "seq", "applied"):
             v = getattr(self, name)
             if v is not None and not re.fullmatch(IDENT, v):
@@ -236,21 +245,40 @@ class SinkMapping(_M):
         return "redis-stream:" + re.sub(r"[^A-Za-z0-9_.\-]", "_", self.redis.name)
 
 
+class RedisState(_M):
+    """`checks.state: {redis: ...}`: `hash` is either a key pattern with one `*` (`count:*`: one
+    hash per key, the key being what `*` matched, its `count` field and optional `sum` field),
+    or one hash's name (`counts`: a field per key holding its count, as HINCRBY counts words)."""
+
+    hash: str
+    count: str = "count"
+    sum: str | None = None
+
+    @model_validator(mode="after")
+    def _pattern(self) -> "RedisState":
+        if self.hash.count("*") > 1 or any(c in self.hash for c in "?[]"):
+            raise ValueError(f"hash: expected a key name or a pattern with one `*` such as `count:*`, got {self.hash!r}")
+        if "*" not in self.hash and self.sum is not None:
+            raise ValueError("sum: only for one hash per key (`hash: \"count:*\"`); a single hash holds counts only")
+        return self
+
+
 class StateSpec(_M):
     """`checks.state`: a SQL `query` on the postgres target returning rows (key, count[, sum of
-    seq]), or a compacted Kafka `topic` of key -> count whose values are `text` (decimal) or
-    `long` (8-byte big-endian, Kafka's LongSerializer); the last value of each key counts, a
-    null value (tombstone) deletes the key."""
+    seq]), a compacted Kafka `topic` of key -> count whose values are `text` (decimal) or
+    `long` (8-byte big-endian, Kafka's LongSerializer; the last value of each key counts, a
+    null value (tombstone) deletes the key), or Redis hashes (`redis`, RedisState)."""
 
     query: str | None = None
     topic: str | None = None
     value: Literal["text", "long"] = "text"
+    redis: RedisState | None = None
 
     @model_validator(mode="after")
     def _one(self) -> "StateSpec":
-        if (self.query is None) == (self.topic is None):
-            raise ValueError("expected exactly one of `query` (SQL returning key, count[, sum]) or `topic` "
-                             "(a compacted topic of key -> count)")
+        if sum(x is not None for x in (self.query, self.topic, self.redis)) != 1:
+            raise ValueError("expected exactly one of `query` (SQL returning key, count[, sum]), `topic` "
+                             "(a compacted topic of key -> count) or `redis` ({hash: \"count:*\"})")
         return self
 
 
@@ -337,12 +365,12 @@ class PostgresTableSink(Sink):
         from onceproof.pgdecode import Follower, Rows
 
         s = self.spec
-        rows = Rows(s.id, s.key, s.seq, None, s.applied, where="workload.sink.postgres")
-        self.follower = Follower(self.deployment.postgres_dsn(), s.table or "", rows, s.schema_)
+        rows = Rows(s.id or "event_id", s.key, s.seq, None, s.applied, where="workload.sink.postgres")
+        self.follower = Follower(self.deployment.postgres_dsn(), s.table or "", rows, s.schema_ or "public")
         self.follower.create()
         cols = ", ".join(c or "NULL" for c in (s.id, s.key, s.seq, s.applied if s.applied != "xmin" else None))
         self.query = PostgresQuerySink(self.deployment, PostgresMapping(
-            query=f"SELECT {cols} FROM {s.schema_}.{s.table}", applied=s.applied if s.applied != "xmin" else None))
+            query=f"SELECT {cols} FROM {s.schema_ or 'public'}.{s.table}", applied=s.applied if s.applied != "xmin" else None))
 
     def _full(self) -> list[Effect]:
         """The table read in full (a delete the WAL did not identify: `Follower.blind`)."""
@@ -350,6 +378,9 @@ class PostgresTableSink(Sink):
 
     def read(self) -> tuple[list[Effect], bool]:
         return self.follower.read()
+
+    def visible(self) -> tuple[list[list[int]], str] | None:
+        return (self.follower.visible, "commit") if self.follower.visible else None
 
     def final_read(self) -> list[Effect]:
         effects = self.follower.final_read()
@@ -514,6 +545,8 @@ def decode_count(value: bytes | None, fmt: str) -> int | None:
 def state_reader(spec: StateSpec, deployment: Deployment) -> Callable[[], dict[str, dict[str, int]]]:
     """A function reading the declared state now: {key: {"count": n[, "sum": s]}}. Raises what
     the client raises (the observer records a failed `state`)."""
+    if spec.redis is not None:
+        return _redis_state(spec.redis, deployment)
     if spec.query is not None:
         query = spec.query
 
@@ -559,3 +592,38 @@ def state_reader(spec: StateSpec, deployment: Deployment) -> Callable[[], dict[s
         finally:
             c.close()
     return from_topic
+
+
+def _redis_state(spec: RedisState, deployment: Deployment) -> Callable[[], dict[str, dict[str, int]]]:
+    """The reader of `checks.state: {redis: ...}` (RedisState): SCAN for the pattern's keys, or
+    HGETALL of the one hash. A value that is not an integer raises ValueError naming the key."""
+    def read() -> dict[str, dict[str, int]]:
+        from onceproof.targets.redis import client
+
+        r = deployment.redis
+        assert r is not None
+        c: Any = client(r.host, r.port, timeout=10.0, password=r.password)
+        try:
+            if "*" not in spec.hash:
+                return {k: {"count": _count(v, f"{spec.hash} field {k}")} for k, v in c.hgetall(spec.hash).items()}
+            head, tail = spec.hash.split("*")
+            out: dict[str, dict[str, int]] = {}
+            for name in c.scan_iter(match=spec.hash.replace("\\", "\\\\"), count=1000):
+                fields = c.hgetall(name)
+                if spec.count not in fields:
+                    continue
+                d = {"count": _count(fields[spec.count], f"{name} field {spec.count}")}
+                if spec.sum is not None and spec.sum in fields:
+                    d["sum"] = _count(fields[spec.sum], f"{name} field {spec.sum}")
+                out[name[len(head):len(name) - len(tail)]] = d
+            return out
+        finally:
+            c.close()
+    return read
+
+
+def _count(value: Any, where: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"checks.state: {where}: expected an integer, got {str(value)[:40]!r}") from None

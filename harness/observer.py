@@ -34,13 +34,38 @@ class Observer:
                 self.errors += 1
                 self.history.record("observer", "fail", "observe", {"error": str(e)[:300]})
                 return 0
-            self.history.record("observer", "ok", "observe", {"full": full, "events": events})
+            value: dict = {"full": full}
+            if events and not full:
+                self._visible(value, len(events))
+            value["events"] = events  # last: the readers find the events array by its end
+            self.history.record("observer", "ok", "observe", value)
             self.last_full = full
             new = len(events) if not full else max(0, len(events) - self.applied)
             self.applied = len(events) if full else self.applied + len(events)
             if events:
                 self.last_change = time.monotonic()
             return new
+
+    def _visible(self, value: dict, n: int) -> None:
+        """`visible` (checkers/HISTORY.md) from the sink's visibility times: monotonic ns made the
+        run's clock, each bounded by now (an effect cannot become visible after the read that saw
+        it: a server clock ahead makes no sighting late) and by the run's start (a clock behind
+        makes none before it); the checker measures latency to these times."""
+        try:
+            got = self.sink.visible()
+        except Exception:  # noqa: BLE001 - no visibility times: the read's own time stands
+            got = None
+        if not got or sum(k for k, _ in got[0]) != n:
+            return
+        now, t0 = self.history.now(), self.history.t0
+        runs: list[list[int]] = []
+        for k, t in got[0]:
+            t = min(max(t - t0, 0), now)
+            if runs and runs[-1][1] == t:
+                runs[-1][0] += k
+            else:
+                runs.append([k, t])
+        value["visible"], value["visible_from"] = runs, got[1]
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -16,7 +16,23 @@ What a row counts for (`Rows`): one application per row (an insert-only effects 
 `applied: <column>`, the column's value (a counter or version the pipeline bumps on each
 re-application of an upsert); with `applied: xmin`, one application per row version, i.e.
 the insert and every later UPDATE of the row. A DELETE removes the row's applications: the
-read then returns the whole content (a `full` observe, so the checker sees the flicker)."""
+read then returns the whole content (a `full` observe, so the checker sees the flicker).
+
+When each effect became visible: test_decoding's `include-timestamp` ends every transaction with
+`COMMIT (at <commit time>)`, the server's wall clock. `read()` leaves in `visible` how many of the
+new effects each commit made visible and when, in this process's monotonic clock: the server's
+clock is read right after the changes (`clock_timestamp()`), and a commit `a` seconds before that
+reading is placed `a` seconds before the local moment of the reading. A server whose clock is
+skewed by a constant (a clock fault) thus gives the right times; a commit made before the clock
+jumped (a clock fault applied or healed between two reads) is placed by the reading of the read
+before (`visibility_runs`); whatever remains off is bounded by the observer (never later than the
+read, never before the run started; harness/observer.py) and by the checker (never before the
+event's send: the read's own time then).
+
+Speed: a batch of changes is joined into one text and the INSERTs of an effects table are
+parsed with one regex over the whole batch (`_fast_inserts`), the commits counted with string
+search; benchmarks/observer.py measures each step (the server's decoding is the largest: joining
+the changes on the server with `string_agg` was slower than fetching a row per change)."""
 from __future__ import annotations
 
 import re
@@ -30,7 +46,25 @@ Effect = list[Any]  # [id, key, seq, replica]
 # `name[type]:value`: value is 'text with '' doubled', null, or a bare token (numbers, booleans)
 _VALUE = r"('[^']*(?:''[^']*)*'|\S+)"  # a quoted text value (quotes doubled inside), or a bare token
 _COLUMN = re.compile(r"""("(?:[^"]|"")+"|[^\s\[]+)\[([^\]]*(?:\[\])?)\]:""" + _VALUE)
-BATCH = 20_000  # changes per pg_logical_slot_get_changes call (it stops at a transaction's end)
+BATCH = 50_000  # changes per pg_logical_slot_get_changes call (it stops at a transaction's end)
+_COMMIT = re.compile(r"^COMMIT(?: \d+)? \(at ([^)\n]*)\)$", re.MULTILINE)
+_COPY_ESCAPES = re.compile(r"\\(.)")
+_UNESCAPED = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+
+
+def _unescape(line: str) -> str:
+    """A line of COPY's text format back to the text it stands for (`\\n` -> newline, ...)."""
+    return _COPY_ESCAPES.sub(lambda m: _UNESCAPED.get(m[1], m[1]), line) if "\\" in line else line
+
+
+def _epoch(ts: str) -> float | None:
+    """test_decoding's commit time (ISO, the session's time zone: UTC here) -> seconds since the epoch."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(ts).timestamp()
+    except ValueError:
+        return None
 
 
 def _value(raw: str) -> str | None:
@@ -51,6 +85,36 @@ def _int(v: Any) -> int | None:
         return int(v) if v is not None else None
     except (TypeError, ValueError):
         return None
+
+
+JUMP_SLACK_NS = 2_000_000_000  # a commit may show up this long after the clock reading of the read before
+
+
+def visibility_runs(commits: list[list[Any]], server_now_s: float, local_now_ns: int,
+                    previous: tuple[float, int] | None = None) -> list[list[int]]:
+    """Commits [[n, commit time (s since the epoch, the server's clock)], ...] -> [[n, t], ...]
+    with t in the local monotonic clock (ns): a commit `a` s before the server's clock read
+    `server_now_s` is placed `a` s before `local_now_ns`, the local moment of that reading. A
+    constant offset of the server's clock (skew) cancels out; adjacent equal times are merged.
+    `previous`: the reading of the read before, (server s, local ns). A commit this reading
+    places outside the time between the two readings (less JUMP_SLACK_NS) is placed by the
+    previous reading when that lands it there: the server's clock jumped between the readings
+    (a clock fault applied or healed) and the commit was made on the other side of the jump."""
+    def place(at: float, reading: tuple[float, int]) -> int:
+        return reading[1] - int(round((reading[0] - at) * 1e9))
+
+    runs: list[list[int]] = []
+    for k, at in commits:
+        t = place(at, (server_now_s, local_now_ns))
+        if previous is not None and not previous[1] - JUMP_SLACK_NS <= t <= local_now_ns:
+            u = place(at, previous)
+            if previous[1] - JUMP_SLACK_NS <= u <= local_now_ns:
+                t = u
+        if runs and runs[-1][1] == t:
+            runs[-1][0] += k
+        else:
+            runs.append([k, t])
+    return runs
 
 
 class MappingError(ValueError):
@@ -128,13 +192,17 @@ class Follower:
         self.count = 0
         self.blind = False  # a delete that did not say which row: the final read reads the table
         self._shape: tuple[re.Pattern[str], Callable[[tuple], Effect]] | None = None  # see _insert_pattern
-        self.commit_times: list[str] = []  # not used by the checker yet: commit time of the last read's changes
+        # the last read's new effects by commit: [[n, commit time (s since the epoch, server clock)], ...]
+        self._commits: list[list[Any]] = []
+        self.visible: list[list[int]] | None = None  # see read(): [[n, monotonic ns], ...] or None
+        self._reading: tuple[float, int] | None = None  # the last reading of the server's clock: (s, local ns)
 
     def _connect(self) -> Any:
         import psycopg
 
         if self.conn is None or self.conn.closed:
-            self.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
+            # commit times in UTC whatever the server's time zone (test_decoding prints them in the session's)
+            self.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5, options="-c TimeZone=UTC")
         return self.conn
 
     def create(self) -> None:
@@ -157,13 +225,16 @@ class Follower:
             pass
         self.conn = None
 
-    def _changes(self, timeout: float) -> list[str]:
+    def _changes(self, timeout: float) -> tuple[str, int]:
+        """The next changes of the slot (at most about BATCH, whole transactions) as one text, a
+        change a line (each ended by a newline), and how many changes; a backslash or a newline
+        inside a change escaped as COPY's text format does (`_unescape` undoes it)."""
         import psycopg
 
         conn = self._connect()
         try:
             with SocketDeadline(conn, timeout):
-                return [r[0] for r in conn.execute(
+                rows = [r[0] for r in conn.execute(
                     "SELECT data FROM pg_logical_slot_get_changes(%s, NULL, %s, 'include-xids', '0', "
                     "'include-timestamp', '1')", (self.slot, BATCH))]
         except psycopg.Error:
@@ -173,6 +244,12 @@ class Follower:
                 pass
             self.conn = None
             raise
+        if not rows:
+            return "", 0
+        text = "\n".join(rows) + "\n"
+        if "\\" in text or text.count("\n") != len(rows):  # escaped as in COPY's text format
+            text = "".join(r.replace("\\", "\\\\").replace("\n", "\\n") + "\n" for r in rows)
+        return text, len(rows)
 
     def _insert_pattern(self, line: str) -> tuple[re.Pattern[str], Callable[[tuple], Effect]] | None:
         """From one decoded INSERT of the table: a regex matching every INSERT line of it with
@@ -192,12 +269,13 @@ class Follower:
         parts, exprs, group = [], ["None"] * 4, 0
         for n, t, _ in cols[:last + 1]:
             head = re.escape(f"{n}[{t}]:")
+            # the fast path takes only batches without '' (a quote inside a value): a quoted value is '[^']*'
             if n not in want:
-                parts.append(head + "(?:'[^']*(?:''[^']*)*'|\\S+)")
+                parts.append(head + "(?:'[^']*'|\\S+)")
                 continue
             slot = want.index(n)
             if t in ("text", "character varying", "varchar", "name") and slot < 2:
-                parts.append(head + "'([^']*(?:''[^']*)*)'")
+                parts.append(head + "'([^']*)'")
                 exprs[slot] = f"t[{group}]"
             elif t in ("bigint", "integer", "smallint") and slot >= 2:
                 parts.append(head + "(-?\\d+)")
@@ -205,34 +283,36 @@ class Follower:
             else:
                 return None  # another type (or a null): the line-by-line parser
             group += 1
-        rx = "^" + re.escape(self.prefix + "INSERT: ") + " ".join(parts) + ("(?: [^\\n]*)?$" if last + 1 < len(cols) else "$")
+        # the columns after the last one wanted: the rest of the line, skipped in one step
+        rx = "^" + re.escape(self.prefix + "INSERT: ") + " ".join(parts) + (" [^\\n]*" if last + 1 < len(cols) else "$")
         if group == 1:  # findall gives strings, not tuples, for one group
             exprs = [e.replace("t[0]", "t") for e in exprs]
         make = eval(f"lambda t: [{', '.join(exprs)}]", {"int": int})  # noqa: S307 - our own expression
         return re.compile(rx, re.MULTILINE), make
 
-    def _fast_inserts(self, lines: list[str], out: list[Effect]) -> bool:
-        """A batch whose lines for the table are all INSERTs of one row shape (an effects table:
-        the common case) parsed with one regex over the whole batch. False: not such a batch,
-        nothing done (the caller goes line by line)."""
-        mine = [ln for ln in lines if ln.startswith(self.prefix)]
-        if not mine:
+    def _fast_inserts(self, text: str, out: list[Effect]) -> bool:
+        """A batch (COPY text, one change a line) whose lines for the table are all INSERTs of one
+        row shape (an effects table: the common case) parsed with one regex over the whole batch,
+        the commits counted between them. False: not such a batch, nothing done (the caller goes
+        line by line)."""
+        head = self.prefix + "INSERT: "
+        n_mine = text.startswith(self.prefix) + text.count("\n" + self.prefix)
+        n_ins = text.startswith(head) + text.count("\n" + head)
+        if n_mine == 0:
             return True
-        ins = self.prefix + "INSERT: "
-        if not all(ln.startswith(ins) for ln in mine):
+        if n_ins != n_mine or "\\" in text or "''" in text:  # escapes, quotes: line by line
             return False
         if self._shape is None:
-            self._shape = self._insert_pattern(mine[0])
+            at = 0 if text.startswith(head) else text.find("\n" + head) + 1
+            self._shape = self._insert_pattern(text[at:text.find("\n", at)])
             if self._shape is None:
                 return False
         rx, make = self._shape
-        text = "\n".join(mine)
-        if "''" in text:  # a quote inside a value: the line-by-line parser unquotes it
-            return False
         found = rx.findall(text)
-        if len(found) != len(mine):
+        if len(found) != n_ins:
             self._shape = None  # the table changed shape: learn it again next time
             return False
+        self._count_commits(text, head)
         effects = list(map(make, found))
         out.extend(effects)
         if not self.track:  # the table itself is the content: nothing to keep here
@@ -251,20 +331,40 @@ class Follower:
         self.next_identity = ident
         return True
 
-    def _apply(self, lines: list[str], out: list[Effect]) -> bool:
-        """Apply decoded lines to the content; new applications go to `out`. True when a row
-        went away (a delete or truncate): the caller returns the whole content then."""
-        if self._fast_inserts(lines, out):
+    def _count_commits(self, text: str, head: str) -> None:
+        """`_commits` += the number of `head` lines (INSERTs of the table, one effect each) of each
+        transaction of `text`, with its commit time."""
+        at = 0  # where the transaction's lines start: the newline ending the previous COMMIT line
+        while True:
+            c = 0 if at == 0 and text.startswith("COMMIT") else text.find("\nCOMMIT", at) + 1
+            if c <= 0:
+                return
+            end = text.find("\n", c)
+            m = _COMMIT.match(text, c, end)
+            n = text.count("\n" + head, at, c) + (at == 0 and text.startswith(head))
+            at = end
+            if n:
+                self._commits.append([n, _epoch(m[1]) if m else None])
+
+    def _apply(self, text: str, out: list[Effect]) -> bool:
+        """Apply decoded changes (COPY text) to the content; new applications go to `out`. True
+        when a row went away (a delete or truncate): the caller returns the whole content then."""
+        if self._fast_inserts(text, out):
             return False
+        lines = [_unescape(ln) for ln in text.split("\n")[:-1]]
         if not self.track:  # anything but inserts: the table is read in full (it is the content)
             if any(ln.startswith(self.prefix) and not ln.startswith(self.prefix + "INSERT: ") for ln in lines):
                 return True  # read() reads the table in full
         rows, prefix, n = self.rows, self.prefix, len(self.prefix)
         vanished = False
+        done = len(out)  # effects before this batch's next commit
         for line in lines:
             if not line.startswith(prefix):
                 if line.startswith("COMMIT"):
-                    self.commit_times.append(line)
+                    m = _COMMIT.match(line)
+                    if len(out) > done:
+                        self._commits.append([len(out) - done, _epoch(m[1]) if m else None])
+                    done = len(out)
                 continue
             op, _, rest = line[n:].partition(": ")
             if op == "INSERT":
@@ -337,16 +437,38 @@ class Follower:
         out: list[Effect] = []
         vanished = False
         started = time.monotonic()
+        self._commits, self.visible = [], None
         while True:
-            lines = self._changes(timeout)
-            vanished = self._apply(lines, out) or vanished
-            if len(lines) < BATCH or time.monotonic() - started > budget_s:
+            text, n = self._changes(timeout)
+            vanished = self._apply(text, out) or vanished
+            if n < BATCH or time.monotonic() - started > budget_s:
                 break
+        if out and not vanished:
+            self.visible = self._visible(len(out), timeout)
         if vanished:
             if not self.track and self.full_select is not None:
                 return self.full_select(), True
             return self.rows.expand(), True
         return out, False
+
+    def _visible(self, n: int, timeout: float) -> list[list[int]] | None:
+        """The read's `_commits` as [[n, monotonic ns], ...] (see the module's doc), or None when
+        they do not account for the `n` new effects or the server's clock cannot be read."""
+        commits = self._commits
+        if sum(c[0] for c in commits) != n or any(c[1] is None for c in commits):
+            return None
+        import time
+
+        conn = self._connect()
+        try:
+            with SocketDeadline(conn, timeout):
+                before = time.monotonic_ns()
+                server_now = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0]
+                local_now = (before + time.monotonic_ns()) // 2
+        except Exception:  # noqa: BLE001 - no visibility times: the read's own time stands
+            return None
+        previous, self._reading = self._reading, (server_now, local_now)
+        return visibility_runs(commits, server_now, local_now, previous)
 
     def final_read(self) -> list[Effect]:
         """The whole content after reading the rest of the slot: the table read in full when

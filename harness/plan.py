@@ -176,6 +176,20 @@ class SourceFormat(_Model):
         return self._compiled
 
 
+class Reads(_Model):
+    """`workload.reads`: clients that read the per-key state the pipeline maintains during the
+    load, through the pipeline's read endpoint (harness/reads.py; checked by checkers/reads.py)."""
+
+    rate: float = Field(100, gt=0, le=10_000, description="reads per second, all clients together")
+    path: Literal["primary", "standby", "cache"] = Field("standby", description=(
+        "where the pipeline serves reads from: the PostgreSQL primary, its standby (needs `postgres: "
+        "{standby: true}`), or the Redis cache (needs `redis`) filled from the standby"))
+    keys: int | None = Field(None, ge=1, le=10_000_000, description=(
+        "read the first this many of the workload's keys (default: all of them)"))
+    clients: int = Field(4, ge=1, le=64, description="concurrent read clients (each one read at a time)")
+    timeout: Duration = Field(2.0, gt=0, description="a read without an answer by then is unknown (info)")
+
+
 class Workload(_Model):
     source: Annotated[str, BeforeValidator(_endpoint(SOURCE_KINDS, "kafka:onceproof.events"))] = "kafka:onceproof.events"
     sink: Annotated[str, BeforeValidator(_endpoint(SINK_KINDS, "postgres:onceproof_effects"))] = \
@@ -197,6 +211,9 @@ class Workload(_Model):
     format: SourceFormat | None = Field(None, description="the source's wire format (default: the contract's JSON)")
     sink_mapping: SinkMapping | None = Field(None, description=(
         "the pipeline's own store, when `sink` is given as a mapping (harness/mappings.py)"))
+    reads: Reads | None = Field(None, description=(
+        "a read workload during the load: clients reading the pipeline's per-key state through "
+        "its read endpoint, checked for stale reads by the linearizability checker (checkers/reads.py)"))
 
     @model_validator(mode="before")
     @classmethod
@@ -299,11 +316,38 @@ class Plan(_Model):
             raise PlanConsistencyError(["checks", "state"], "a state topic is read from Kafka: add `kafka: {}`")
         if self.checks.state and self.checks.state.query and self.targets.section("postgres") is None:
             raise PlanConsistencyError(["checks", "state"], "a state query runs on PostgreSQL: add `postgres: {}`")
+        if self.checks.state and self.checks.state.redis and self.targets.section("redis") is None:
+            raise PlanConsistencyError(["checks", "state"], "a state in Redis hashes is read from Redis: add `redis: {}`")
         if self.pipeline.image and self.runtime != "docker":
             raise PlanConsistencyError(["pipeline", "image"], "a pipeline given as an image needs `runtime: docker`")
         unknown = sorted(set(self.images) - {"kafka", "redis", "postgres", "toxiproxy"})
         if unknown:
             raise PlanConsistencyError(["images", unknown[0]], "expected one of kafka, redis, postgres, toxiproxy")
+        pg = self.targets.section("postgres")
+        if getattr(pg, "standby", False) and self.runtime != "local":
+            raise PlanConsistencyError(["targets", "postgres", "standby"], "a PostgreSQL standby runs on "
+                                       f"`runtime: local` only; this plan runs on `{self.runtime}`")
+        reads = self.workload.reads
+        if reads is not None:
+            if self.runtime != "local":
+                raise PlanConsistencyError(["workload", "reads"], "a read workload runs on `runtime: local` only "
+                                           f"(it reaches the replicas' read endpoints on 127.0.0.1); this plan runs "
+                                           f"on `{self.runtime}`")
+            if pg is None:
+                raise PlanConsistencyError(["workload", "reads"], "reads are of the pipeline's state in "
+                                           "PostgreSQL: add `postgres: {}` under targets")
+            if reads.path == "standby" and not getattr(pg, "standby", False):
+                raise PlanConsistencyError(["workload", "reads", "path"], "reads from the standby need one: "
+                                           "`postgres: {standby: true}` under targets")
+            if reads.path == "cache" and self.targets.section("redis") is None:
+                raise PlanConsistencyError(["workload", "reads", "path"], "reads from the cache need Redis: add "
+                                           "`redis: {}` under targets")
+            if reads.keys is not None and reads.keys > self.workload.keys:
+                raise PlanConsistencyError(["workload", "reads", "keys"], f"{reads.keys} read keys, but the "
+                                           f"workload has {self.workload.keys} keys: give at most that many")
+            if self.workload.processes > 1:
+                raise PlanConsistencyError(["workload", "reads"], "a read workload needs `processes: 1` (the "
+                                           "reads are checked against the events' sends in one history)")
         if self.pipeline.progress and self.targets.section("postgres") is None:
             raise PlanConsistencyError(["pipeline", "progress"],
                                        "a progress query runs on PostgreSQL: add `postgres: {}`")
@@ -365,6 +409,9 @@ class Plan(_Model):
                 env[name] = REDACTED
         # an absent target stays absent (`redis: null` would read back as "redis with defaults")
         out["targets"] = {k: v for k, v in out["targets"].items() if v is not None}
+        mapping = (out["workload"].get("sink-mapping") or {}).get("postgres")
+        if mapping is not None and mapping.get("query") is not None:  # a query's columns go by position
+            out["workload"]["sink-mapping"]["postgres"] = {k: v for k, v in mapping.items() if v is not None}
         return out
 
 

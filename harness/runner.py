@@ -3,6 +3,7 @@ sink observed, everything healed and drained, history checked, results written, 
 teardown always. The CLI, the pytest plugin and any other front-end call `execute()`."""
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -134,7 +135,8 @@ def _scopes(plan: Plan, run: RunLog, signals: stages.Signals, progress: Progress
             with stages.load_window(history, workload, nemesis, schedule) as window:
                 progress.phase = "load"
                 scope.enter_context(_Ticker(progress, workload, observer, nemesis, window.t0, report))
-                load_host.call(workload.run, plan.workload.duration, window.stop)
+                with _reads(plan, replicas, history):
+                    load_host.call(workload.run, plan.workload.duration, window.stop)
             progress.phase = "healing"
             if nemesis is not None:
                 history.record("harness", "info", "heal-all", None)
@@ -145,6 +147,19 @@ def _scopes(plan: Plan, run: RunLog, signals: stages.Signals, progress: Progress
             _settle(plan, run, history, observer, watch, sink, progress, report, replicas, deployment)
             others.record_contents(history)
         _phase(progress, report, "teardown")
+
+
+def _reads(plan: Plan, replicas: stages.Replicas, history: HistoryWriter) -> Any:
+    """The read workload (harness/reads.py) for the load's time, or nothing without
+    `workload.reads`."""
+    spec = plan.workload.reads
+    if spec is None:
+        return contextlib.nullcontext()
+    from onceproof.reads import reading
+
+    keys = [f"k{j}" for j in range(spec.keys or plan.workload.keys)]  # harness/workload.py's key names
+    return reading(history, replicas.read_ports, keys, rate=spec.rate, clients=spec.clients, timeout=spec.timeout,
+                   seed=plan.seed)
 
 
 def _phase(progress: Progress, report: Callable[[Progress], None], phase: str) -> None:
@@ -232,6 +247,10 @@ def _conclude(plan: Plan, run: RunLog) -> RunResult:
 
             main_sink = plan.workload.sink
             checkers["partial"] = lambda history: partial.check(history, main=main_sink)
+        if plan.workload.reads is not None:  # reads linearizable against the pipeline's writes
+            from onceproof.checkers import reads
+
+            checkers["reads"] = reads.check
         checked = dict(compose(checkers)(h))
     except Exception as e:  # noqa: BLE001
         run.errors.append(f"checker: {type(e).__name__}: {e}")

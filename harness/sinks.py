@@ -36,6 +36,13 @@ class Sink:
         """The complete content of the sink (after quiescence)."""
         raise NotImplementedError
 
+    def visible(self) -> tuple[list[list[int]], str] | None:
+        """After `read()`: when its new effects became visible in the sink, as runs [[n, t], ...]
+        covering them in order (n effects became visible at t, `time.monotonic_ns()` clock), and
+        what the times are (`commit`, `LogAppendTime`, `CreateTime`); None when not known (the
+        observer then takes the time of the read)."""
+        return None
+
     def state(self, query: str) -> dict[str, dict[str, int]] | None:
         return None
 
@@ -89,6 +96,10 @@ class PostgresSink(Sink):
                 pass
             self.conn = None
             raise
+
+    def visible(self) -> tuple[list[list[int]], str] | None:
+        runs = self.follower.visible if self.follower is not None else None
+        return (runs, "commit") if runs else None
 
     def read(self) -> tuple[list[Effect], bool]:
         if self.follower is not None:
@@ -206,6 +217,8 @@ class KafkaSink(Sink):
 
     def _drain(self, consumer: Any, budget_s: float, until_end: bool) -> list[Effect]:
         out: list[Effect] = []
+        stamps: list[tuple[int, int]] = []  # per effect: (timestamp type, ms since the epoch)
+        self._stamps = stamps
         # the end of a read_committed read is each partition's last stable offset (taken now: an
         # open transaction holds it back, and the read must not wait for it past its budget)
         ends = self._ends(True) if until_end else {}
@@ -215,6 +228,7 @@ class KafkaSink(Sink):
             for m in msgs:
                 if m.error() is None:
                     out.append(self.effect_of(m))
+                    stamps.append(m.timestamp())
             if not msgs:
                 if not until_end:
                     break
@@ -228,6 +242,27 @@ class KafkaSink(Sink):
                 if done:
                     break
         return out
+
+    def visible(self) -> tuple[list[list[int]], str] | None:
+        """The messages' timestamps: the broker's append time on a topic with
+        message.timestamp.type=LogAppendTime, else the producer's CreateTime (the pipeline's
+        clock), mapped from the wall clock to the monotonic one now (a broker on this machine
+        shares its clock; the observer bounds a time by the read)."""
+        from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME
+
+        stamps = getattr(self, "_stamps", None)
+        if not stamps or any(kind not in (TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME) for kind, _ in stamps):
+            return None
+        offset = time.monotonic_ns() - time.time_ns()
+        runs: list[list[int]] = []
+        for _, ms in stamps:
+            t = ms * 1_000_000 + offset
+            if runs and runs[-1][1] == t:
+                runs[-1][0] += 1
+            else:
+                runs.append([1, t])
+        kinds = {kind for kind, _ in stamps}
+        return runs, "LogAppendTime" if kinds == {TIMESTAMP_LOG_APPEND_TIME} else "CreateTime"
 
     def read(self) -> tuple[list[Effect], bool]:
         if time.monotonic() - self.checked_at > REASSIGN_S:

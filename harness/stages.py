@@ -342,6 +342,7 @@ class Replicas:
     def __init__(self, plan: Plan, deployment: Deployment, run: RunLog) -> None:
         self.plan, self.deployment, self.run = plan, deployment, run
         self.nodes: list[CommandNode] = run.replicas
+        self.read_ports: list[int] = []  # each replica's ONCEPROOF_READ_PORT (a plan with workload.reads)
 
     def start(self) -> None:
         """Start every replica with the pipeline contract's environment; raises NodeError if
@@ -357,8 +358,13 @@ class Replicas:
                                         self.plan.pipeline.image, list(self.plan.pipeline.command),
                                         {**env, "ONCEPROOF_REPLICA": str(i)}, self.deployment.toxiproxy)
             else:
+                own = {"ONCEPROOF_REPLICA": str(i)}
+                if self.plan.workload.reads is not None:  # harness/reads.py: the read contract
+                    self.read_ports.append(self.deployment.runtime.free_port())
+                    own.update(ONCEPROOF_READ_PORT=str(self.read_ports[-1]),
+                               ONCEPROOF_READ_PATH=self.plan.workload.reads.path)
                 node = CommandNode(self.deployment.runtime, f"pipeline-{i}", command,
-                                   {**env, "ONCEPROOF_REPLICA": str(i)}, cwd=self.plan.pipeline.cwd)
+                                   {**env, **own}, cwd=self.plan.pipeline.cwd)
                 # the run's own logs/ (results.json lists it there), also when a Session lent the
                 # deployment, whose runtime logs to the session's folder
                 node.log_path = self.run.out_dir / "logs" / f"{node.name}.log"

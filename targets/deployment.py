@@ -97,6 +97,14 @@ class Deployment:
                 proxy = Proxy(f"{group}-{node.name}", group, node.name, runtime.free_port(), node.listener(group))
                 d.proxies[proxy.name] = proxy
                 node.advertise(group, "127.0.0.1", proxy.listen)
+        for target in d.targets.values() if d.toxiproxy is not None else []:
+            # a replica's own stream from its primary (a PostgreSQL standby's WAL): a proxy of
+            # group `replication`, so that network faults `from: replication` act on the link
+            for replica, primary in getattr(target, "replication_links", list)():
+                proxy = Proxy(f"replication-{replica.name}", "replication", replica.name, runtime.free_port(),
+                              primary.listener("replication"))
+                d.proxies[proxy.name] = proxy
+                target.route_replication(replica, "127.0.0.1", proxy.listen)  # type: ignore[attr-defined]
         if d.toxiproxy is not None:
             d.toxiproxy.proxy_ports += [p.listen for p in d.proxies.values()]
         return d
@@ -177,7 +185,12 @@ class Deployment:
     def pipeline_env(self) -> dict[str, str]:
         """Each target kind's `ONCEPROOF_*` variable (ONCEPROOF_KAFKA_BOOTSTRAP, ...) -> its
         endpoint through the `pipeline` group's proxies; "" for a kind the run does not have."""
-        return {kind.env: self.endpoint(name, "pipeline") for name, kind in target_kinds().items()}
+        out = {kind.env: self.endpoint(name, "pipeline") for name, kind in target_kinds().items()}
+        for target in self.targets.values():  # a target with more than one endpoint (a standby)
+            extra = getattr(target, "extra_endpoints", None)
+            if extra is not None:
+                out.update(extra(lambda n: self._proxied("pipeline", n), pipeline=True))
+        return out
 
     def endpoints(self) -> Iterator[tuple[str, str, str]]:
         """(node, direct address, proxied addresses) for display."""

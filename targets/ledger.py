@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onceproof.targets import paths
+from onceproof.targets import iptables, paths
 from onceproof.targets.procfs import start_time as process_start_time
 
 
@@ -166,6 +166,7 @@ def remove_run(entry: RunEntry, refused: list[str] | None = None) -> list[str]:
     comment. Returns one line per thing removed; what was left alone is added to `refused`."""
     removed: list[str] = []
     refused = [] if refused is None else refused
+    keep = False  # something of ours could not be removed: the entry stays
     for name, proc in list(entry.processes.items()):
         pid = proc.get("pid")
         if not isinstance(pid, int) or pid <= 1 or not same_process(pid, proc.get("start")):
@@ -180,8 +181,12 @@ def remove_run(entry: RunEntry, refused: list[str] | None = None) -> list[str]:
         if not _rule_is_ours(rule, entry):
             refused.append(f"iptables rule {' '.join(map(str, rule))}: no `onceproof {entry.run_id}` comment")
             continue
-        if subprocess.run(["iptables", "-D", *rule], capture_output=True, start_new_session=True).returncode == 0:
+        err = iptables.delete(rule)
+        if err is None:
             removed.append(f"iptables rule {' '.join(rule)}")
+        else:  # the entry stays, for a cleanup that can delete it
+            refused.append(f"iptables rule {' '.join(rule)}: iptables could not delete it: {err}")
+            keep = True
     for ns in entry.netns:
         if not NETNS_NAME.fullmatch(ns):
             refused.append(f"network namespace {ns}: not a name onceproof gives (op<hex>-<node>)")
@@ -216,7 +221,8 @@ def remove_run(entry: RunEntry, refused: list[str] | None = None) -> list[str]:
     elif scratch.exists():
         shutil.rmtree(scratch, ignore_errors=True)
         removed.append(f"directory {scratch}")
-    entry.forget()
+    if not keep:
+        entry.forget()
     return removed
 
 

@@ -191,15 +191,25 @@ class PostgresStandby(PostgresNode):
 
 
 class PostgresTarget(Section):
-    """`targets: {postgres: {fsync: ...}}`."""
+    """`targets: {postgres: {fsync: ..., standby: ...}}`. `standby`: also a hot streaming standby,
+    node `postgres-standby` (targets/standby.py; runtime local only)."""
 
     fsync: bool = True
+    standby: bool = False
 
 
-def _build(runtime: "Runtime", section: PostgresTarget, groups: tuple[str, ...]) -> SingleServer:
+def _build(runtime: "Runtime", section: PostgresTarget, groups: tuple[str, ...]) -> Any:
+    if section.standby:
+        from onceproof.targets.standby import PrimaryWithStandby
+
+        return PrimaryWithStandby(runtime, section.fsync)
     node = PostgresNode(runtime, fsync=section.fsync)
     return SingleServer(node, node.dsn, pipeline_url=node.pipeline_dsn)
 
 
-TARGET = TargetKind(name="postgres", section=PostgresTarget, build=_build, node_names=lambda section: ["postgres"],
+def _node_names(section: PostgresTarget) -> list[str]:
+    return ["postgres", "postgres-standby"] if section.standby else ["postgres"]
+
+
+TARGET = TargetKind(name="postgres", section=PostgresTarget, build=_build, node_names=_node_names,
                     env="ONCEPROOF_POSTGRES_DSN", endpoint_name="dsn")

@@ -15,11 +15,37 @@ from onceproof.errors import OnceproofError
 
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from onceproof.targets.runtime import Runtime
 
 
 class NodeError(OnceproofError, RuntimeError):
     """A node failed to start or to stop; the message ends with the tail of its log."""
+
+
+def poll_ready(node: "Node", timeout: float, died: Callable[[], str], tail: Callable[[], str],
+               first_delay: float = 0.05, max_delay: float = 0.25) -> None:
+    """Poll `node.ready()` (any exception = not ready yet), backing off from `first_delay` to
+    `max_delay` seconds, until it is true. Raises NodeError when the node dies meanwhile
+    (message: `died()`, then its log's `tail()`) or after `timeout` seconds (the node is then
+    killed). Shared by local processes and containers."""
+    deadline = time.monotonic() + timeout
+    delay = first_delay
+    while True:
+        if not node.alive:
+            raise NodeError(f"{died()} while starting; its log ({node.log_path}) ends:\n{tail()}")
+        try:
+            if node.ready():
+                return
+        except Exception:  # noqa: BLE001 - any failure of the probe means not ready yet
+            pass
+        if time.monotonic() > deadline:
+            node.kill()
+            raise NodeError(f"{node.name} was not ready after {timeout:.0f}s; "
+                            f"its log ({node.log_path}) ends:\n{tail()}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, max_delay)
 
 
 def log_tail(path: Path, lines: int = 25) -> str:
@@ -136,24 +162,9 @@ class Node:
             self.wait_ready()
 
     def wait_ready(self, timeout: float | None = None) -> None:
-        deadline = time.monotonic() + (timeout or self.start_timeout)
-        delay = 0.02
-        while True:
-            if not self.alive:
-                code = self._popen.returncode if self._popen else None
-                raise NodeError(f"{self.name} exited with code {code} while starting; its log "
-                                f"({self.log_path}) ends:\n{log_tail(self.log_path)}")
-            try:
-                if self.ready():
-                    return
-            except Exception:  # noqa: BLE001 - any failure of the probe means not ready yet
-                pass
-            if time.monotonic() > deadline:
-                self.kill()
-                raise NodeError(f"{self.name} was not ready after {timeout or self.start_timeout:.0f}s; "
-                                f"its log ({self.log_path}) ends:\n{log_tail(self.log_path)}")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.2)
+        code = lambda: self._popen.returncode if self._popen else None  # noqa: E731
+        poll_ready(self, timeout or self.start_timeout, died=lambda: f"{self.name} exited with code {code()}",
+                   tail=lambda: log_tail(self.log_path), first_delay=0.02, max_delay=0.2)
 
     def _signal(self, sig: int) -> None:
         if self._popen is None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from onceproof.targets import kafka, paths, postgres
+from onceproof.targets.kafka import cds
 
 HERE = Path(__file__).resolve().parent
 SETUP = "bash targets/setup.sh"
@@ -39,6 +40,7 @@ def install_kafka(log: Callable[[str], None] = print) -> None:
     if not (paths.kafka_template() / "bootstrap.checkpoint").exists():
         log("kafka: formatting the KRaft storage template (once)")
         kafka.format_template()
+    cds.build(log)
 
 
 def install_toxiproxy(log: Callable[[str], None] = print) -> None:
@@ -140,6 +142,10 @@ def components() -> list[Component]:
     out.append(Component("kafka", bool(java) and jar.exists() and (paths.kafka_template() / "bootstrap.checkpoint").exists(),
                          f"Kafka {paths.KAFKA_VERSION} jars in {paths.kafka_libs()}; {jv}" if jar.exists()
                          else f"jars missing in {paths.kafka_libs()}; {jv}", SETUP))
+    arch = cds.archive_path()
+    built = arch is not None and arch.is_file()
+    out.append(Component("kafka cds", built, f"{arch} (faster broker starts)" if built else
+                         "no class-data-sharing archive: brokers start slower", SETUP, required=False))
     tp = paths.toxiproxy_binary()
     out.append(Component("toxiproxy", tp.exists(), f"{paths.TOXIPROXY_VERSION} ({tp})" if tp.exists() else f"missing: {tp}",
                          SETUP))

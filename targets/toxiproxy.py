@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import subprocess
 from typing import TYPE_CHECKING, Any
 
 import requests
 
 from onceproof.errors import OnceproofError
-from onceproof.targets import paths
+from onceproof.targets import iptables, paths
 from onceproof.targets.process import Node, NodeError
 
 if TYPE_CHECKING:
@@ -69,33 +68,31 @@ class ToxiproxyNode(Node):
         if entry is not None:
             entry.iptables.append(rule)
             entry.save()
-        try:
-            res = subprocess.run(["iptables", "-w", "5", "-I", *rule], capture_output=True, text=True, timeout=30,
-                                 start_new_session=True)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            res = subprocess.CompletedProcess([], 1, "", str(e))
-        if res.returncode == 0:
+        err = iptables.insert(rule)
+        if err is None:
             self.guard = rule
             return
-        if entry is not None:
+        if iptables.delete(rule) is None and entry is not None:  # a failed insert may have gone in
             entry.iptables.remove(rule)
             entry.save()
         with open(self.log_path, "a") as log:
             log.write(f"onceproof: WARNING: the Toxiproxy API is open to every local user: iptables refused "
-                      f"the owner rule: {res.stderr.strip()}\n")
+                      f"the owner rule: {err}\n")
 
     def teardown(self) -> None:
         try:
             super().teardown()
         finally:
             if self.guard is not None:
-                subprocess.run(["iptables", "-w", "5", "-D", *self.guard], capture_output=True, timeout=30,
-                               start_new_session=True)  # a Ctrl-C to our group must not cut it short
+                rule, self.guard = self.guard, None
+                err = iptables.delete(rule)
+                if err is not None:  # left in the ledger: `onceproof cleanup` tries again
+                    raise NodeError(f"toxiproxy: iptables could not delete the API's owner rule "
+                                    f"({' '.join(rule)}): {err}")
                 entry = getattr(self.runtime, "entry", None)
-                if entry is not None and self.guard in entry.iptables:
-                    entry.iptables.remove(self.guard)
+                if entry is not None and rule in entry.iptables:
+                    entry.iptables.remove(rule)
                     entry.save()
-                self.guard = None
 
     def command(self) -> list[str]:
         binary = paths.toxiproxy_binary()

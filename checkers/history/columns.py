@@ -35,6 +35,7 @@ class Part:
         self.eff_num: list[np.ndarray] = []  # per observation: numeric ids (-1: in eff_str)
         self.eff_width: list[np.ndarray] = []
         self.eff_str: list[list[tuple[int, str]]] = []
+        self.obs_vis: list[np.ndarray | None] = []  # per observation: its `visible` runs [[n, t], ...] or None
         self.state_recs: list[int] = []
         self.start: Any = None
         self.truncated_at: int | None = None  # offset of an ignored cut last line
@@ -158,6 +159,7 @@ def merge(parts: list[Part], prefix: str, path: str | None, data: bytes | None) 
         "obs_rec", "eff_num", "eff_width", "eff_obs", "eff_base")}
     s_str: list[tuple[int, str]] = []
     e_str: list[tuple[int, str]] = []
+    vis: list[tuple[int, int, np.ndarray]] = []  # (observation, its first effect, runs) of reads with `visible`
     rec_base = send_base = obs_base = eff_base = 0
     for part in parts:
         fmap = _remap(part.f_names, f_index, h.f_names, np.int16)
@@ -193,6 +195,9 @@ def merge(parts: list[Part], prefix: str, path: str | None, data: bytes | None) 
         h.obs_full = np.append(h.obs_full, np.array(h_full, bool))
         h.obs_final = np.append(h.obs_final, np.array(part.obs_final, bool))
         for j, (nums, widths, strs) in enumerate(zip(part.eff_num, part.eff_width, part.eff_str)):
+            runs = part.obs_vis[j] if j < len(part.obs_vis) else None
+            if runs is not None:
+                vis.append((obs_base + j, eff_base, runs))
             cols["eff_num"].append(nums)
             cols["eff_width"].append(widths)
             cols["eff_obs"].append(np.full(len(nums), obs_base + j, np.int32))
@@ -226,7 +231,23 @@ def merge(parts: list[Part], prefix: str, path: str | None, data: bytes | None) 
     e_num, e_width, e_pos = join("eff_num", np.int64), join("eff_width", np.int8), join("eff_base", np.int64)
     _intern(h, prefix, s_num, s_width, s_str, e_num, e_width, e_str, e_pos,
             s_key, s_seq, h.raw)
+    if vis:
+        h.eff_vis = visible_times(h, [(o, np.arange(start, start + int(r[:, 0].sum())), r) for o, start, r in vis])
     return h
+
+
+def visible_times(h: History, runs: list[tuple[int, np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Per effect of `h` (int64 ns, the run's clock): when it became visible in the sink. The
+    observation's time by default; for each (observation, the rows of its effects in h's effect
+    columns, its `visible` runs [[n, t], ...] in sink order), the run's time, bounded by the
+    observation's time (an effect cannot become visible after it was seen: a skewed server clock
+    never makes a sighting later than the read that saw it)."""
+    out = h.time[h.obs_rec[h.eff_obs]].astype(np.int64, copy=True) if len(h.eff_obs) else np.zeros(0, np.int64)
+    for obs, rows, r in runs:
+        if len(rows):
+            t = np.repeat(r[:, 1], r[:, 0])
+            out[rows] = np.minimum(t[:len(rows)], h.time[h.obs_rec[obs]])
+    return out
 
 
 def _intern(h: History, prefix: str, s_num: np.ndarray, s_width: np.ndarray, s_str: list[tuple[int, str]],

@@ -235,9 +235,31 @@ def _effect_id(ev: Any, off: int) -> str:
                              f"seq an integer >= 0, replica an integer); got {_short(ev)}") from None
 
 
+def _visible_of(value: Any, off: int) -> np.ndarray | None:
+    """An observation's `visible` runs [[n, t], ...] as an int64 (k, 2) array (n > 0 effects
+    in sink order became visible at t ns since the run started), or None when it has none."""
+    runs = value.get("visible") if isinstance(value, dict) else None
+    if runs is None:
+        return None
+    if not (isinstance(runs, list) and all(isinstance(r, list) and len(r) == 2 and _is_int(r[0]) and r[0] > 0
+                                           and _is_int(r[1]) for r in runs)):
+        raise LineError(off, '"visible" must be [[n, time], ...]: n > 0 effects (in sink order) that became '
+                             f"visible at time ns since the run started; got {_short(runs)}")
+    return np.array(runs, np.int64).reshape(-1, 2)
+
+
+def _check_visible(runs: np.ndarray | None, count: int, off: int) -> None:
+    if runs is not None and count and int(runs[:, 0].sum()) != count:  # count 0: a skeleton without its events
+        raise LineError(off, f'"visible" covers {int(runs[:, 0].sum())} effects but "events" has {count}; '
+                             "its runs [[n, time], ...] must add up to the number of events")
+
+
 def _observation(part: Part, spec: SendShape, d: Any, x: bytes, off: int, rec: int, final: bool,
                  effects: Any = None) -> None:
+    runs = _visible_of(d.get("value"), off)
     if effects is not None:  # read by the C scanner (checked: value is a dict, events in the writer's shape)
+        _check_visible(runs, len(effects[0]), off)
+        part.obs_vis.append(runs)
         part.obs_rec.append(rec)
         part.obs_full.append(_full_of(d["value"], final, off))
         part.obs_final.append(final)
@@ -304,6 +326,8 @@ def _observation(part: Part, spec: SendShape, d: Any, x: bytes, off: int, rec: i
             count += len(events)
         nums = [np.full(count, -1, np.int64)]
         widths = [np.zeros(count, np.int64)]
+    _check_visible(runs, count, off)
+    part.obs_vis.append(runs)
     part.obs_rec.append(rec)
     part.obs_full.append(bool(full or final))
     part.obs_final.append(final)

@@ -56,7 +56,9 @@ class History:
     `event_ids[eid]`, `event_key[eid]` (code into `key_names`, -1 unknown), `event_seq[eid]`.
     Sends: `send_rec` (record number of each send record), `send_eid`.
     Sink reads (ok `observe` / `final-read` records): `obs_rec`, `obs_full`, `obs_final`;
-    their effects in sink order: `eff_obs` (row in the obs columns), `eff_eid`.
+    their effects in sink order: `eff_obs` (row in the obs columns), `eff_eid`; `eff_vis`
+    (int64 ns per effect, when it became visible in the sink: the commit time the read gave,
+    see `visible` in checkers/HISTORY.md) or None when no read gave one (`effect_times()`).
     `state_recs`: record numbers of ok `state` records. `start`: value of the harness
     `start` record, if any.
     """
@@ -82,6 +84,7 @@ class History:
         self.obs_final = np.zeros(0, bool)
         self.eff_obs = np.zeros(0, np.int32)
         self.eff_eid = np.zeros(0, np.int64)
+        self.eff_vis: np.ndarray | None = None
         self.state_recs: list[int] = []
         self.start: dict[str, Any] | None = None
         self._offsets = np.zeros(1, np.int64)
@@ -94,6 +97,19 @@ class History:
 
     def __len__(self) -> int:
         return len(self.time)
+
+    def effect_times(self, sent_ns: np.ndarray | None = None) -> np.ndarray:
+        """Per effect (int64 ns since the run started): when it became visible in the sink, i.e.
+        `eff_vis` where the read said (a commit time), else the time of the read that saw it.
+        `sent_ns` (per event, int64 ns; int64 max when never sent): a visibility time before its
+        event was sent is impossible (a server clock that jumped back between the commit and the
+        read: checkers/HISTORY.md), and the read's own time stands for it."""
+        read = self.time[self.obs_rec[self.eff_obs]] if len(self.eff_obs) else np.zeros(0, np.int64)
+        if self.eff_vis is None:
+            return read
+        if sent_ns is None or not len(self.eff_vis):
+            return self.eff_vis
+        return np.where(self.eff_vis < sent_ns[self.eff_eid], read, self.eff_vis)
 
     def f_code(self, name: str) -> int:
         """Code of an `f` name, or -1 if no record has it."""

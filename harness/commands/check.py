@@ -140,12 +140,23 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
             r = check_path(path, memory=memory, order=args.order, examples=args.examples)
         stats = r.pop("stats")
         checkers: dict[str, Any] = {"exactly-once": r}
-        if _mentions(path, b'"sink-content"'):  # a run with several sinks: in all of them or in none
-            from onceproof.checkers import partial
+        several = _mentions(path, b'"sink-content"')  # a run with several sinks: in all of them or in none
+        reads = _mentions(path, b'"read"')  # a run with a read workload (f "read"): its reads linearizable
+        if several or reads:
             from onceproof.checkers.compose import merge_valid
             from onceproof.checkers.history import read_history
 
-            checkers["partial"] = partial.check(read_history(path), examples=args.examples)
+            whole = read_history(path)
+            if several:
+                from onceproof.checkers import partial
+
+                checkers["partial"] = partial.check(whole, examples=args.examples)
+            if reads:
+                from onceproof.checkers import reads as reads_check
+
+                checked = reads_check.check(whole, examples=args.examples)
+                if sum(checked["reads"].values()):  # the word was not an f of reads: no such checker
+                    checkers["reads"] = checked
             return {"file": path, "valid": merge_valid(c["valid"] for c in checkers.values()),
                     "checkers": checkers, "stats": stats}
         return {"file": path, "valid": r["valid"], "checkers": checkers, "stats": stats}
@@ -311,6 +322,12 @@ def _print(out: dict[str, Any]) -> None:
                 for o in r["minimal_invalid"]:
                     say(f"    {'line ' + str(o['line']) + ': ' if 'line' in o else ''}process "
                         f"{o['process']} {o['input']} -> {o['output']}")
+        if name == "reads" and r.get("operations"):  # the first accused read's smallest set
+            say(f"  {r['reads']['ok']} reads answered of {sum(r['reads'].values())}, {r['keys']} key(s); the smallest "
+                "set of ops that cannot be linearized (max register, ns since the run started):")
+            for o in r["operations"]:
+                say(f"    op {o['id']} process {o['process']} [{o['call']}, {o['return']}] {o['input']} -> "
+                    f"{o['output']}")
         for note in r.get("notes", []):
             say(f"  note: {note}")
     stats = out.get("stats", {})

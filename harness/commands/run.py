@@ -32,9 +32,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def elapsed_text(elapsed_s: float, load_s: float) -> str:
+    """The run's clock for the progress line: `5.0s/12s` while the `load_s` seconds of load go
+    on; past them (the drain, the final read) `12s load done +5.0s`, never `17.0s/12s`."""
+    if elapsed_s <= load_s:
+        return f"{elapsed_s:5.1f}s/{load_s:.0f}s"
+    return f"{load_s:.0f}s load done +{elapsed_s - load_s:.1f}s"
+
+
 def _live_table(p: Any) -> Table:
     t = Table.grid(padding=(0, 2))
-    t.add_row("[bold]phase[/]", p.phase, "[bold]elapsed[/]", f"{p.elapsed_s:5.1f}s / {p.total_s:.0f}s")
+    t.add_row("[bold]phase[/]", p.phase, "[bold]elapsed[/]", elapsed_text(p.elapsed_s, p.total_s))
     t.add_row("[bold]sent[/]", f"{p.sent:,}", "[bold]acked[/]", f"{p.acked:,}")
     t.add_row("[bold]applied[/]", f"{p.applied:,}", "[bold]rate[/]", f"{p.rate:,.0f}/s")
     t.add_row("[bold]faults[/]", ", ".join(p.faults) or "-", "[bold]lag[/]",
@@ -123,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         elif time.monotonic() - last_print[0] >= 5 or p.phase != getattr(on_progress, "phase", None):
             last_print[0] = time.monotonic()
             on_progress.phase = p.phase  # type: ignore[attr-defined]
-            console.print(f"\\[{p.phase}] {p.elapsed_s:5.1f}s/{p.total_s:.0f}s sent={p.sent} acked={p.acked} "
+            console.print(f"\\[{p.phase}] {elapsed_text(p.elapsed_s, p.total_s)} sent={p.sent} acked={p.acked} "
                           f"applied={p.applied} rate={p.rate:.0f}/s lag={'-' if p.lag is None else p.lag} "
                           f"faults={', '.join(p.faults) or '-'}")
 

@@ -46,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
             if deployment.target(name) is not None:
                 print(f"{name} {kind.endpoint_name}: direct {deployment.endpoint(name)}  "
                       f"pipeline {deployment.endpoint(name, 'pipeline')}")
+        known = {kind.env for kind in target_kinds().values()}
+        for var, value in deployment.pipeline_env().items():  # a target's other endpoints (a standby)
+            if var not in known:
+                print(f"{var}: pipeline {value}")
         print(f"logs: {deployment.runtime.log_dir}")
         print("up: ready; Ctrl-C to tear down", flush=True)
         while not stop.wait(0.5):

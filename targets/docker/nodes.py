@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from onceproof.targets.kafka import JVM_OPTS, KafkaCluster, KafkaNode
 from onceproof.targets.postgres import DATABASE, USER, PostgresNode
-from onceproof.targets.process import CommandNode, Node, NodeError, log_tail
+from onceproof.targets.process import CommandNode, Node, NodeError, log_tail, poll_ready
 from onceproof.targets.redis import RedisNode
 from onceproof.targets.toxiproxy import Toxiproxy, ToxiproxyNode
 
@@ -167,23 +167,8 @@ class ContainerNode(Node):
             self.wait_ready()
 
     def wait_ready(self, timeout: float | None = None) -> None:
-        deadline = time.monotonic() + (timeout or self.start_timeout)
-        delay = 0.05
-        while True:
-            if not self.alive:
-                raise NodeError(f"{self.name}'s container exited with code {self.exit_code} while starting; "
-                                f"its log ({self.log_path}) ends:\n{self._tail()}")
-            try:
-                if self.ready():
-                    return
-            except Exception:  # noqa: BLE001 - any failure of the probe means not ready yet
-                pass
-            if time.monotonic() > deadline:
-                self.kill()
-                raise NodeError(f"{self.name} was not ready after {timeout or self.start_timeout:.0f}s; "
-                                f"its log ({self.log_path}) ends:\n{self._tail()}")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+        poll_ready(self, timeout or self.start_timeout,
+                   died=lambda: f"{self.name}'s container exited with code {self.exit_code}", tail=self._tail)
 
     def _tail(self) -> str:
         text = log_tail(self.log_path)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, NoReturn
 from pydantic import Field
 
 from onceproof.targets import paths
-from onceproof.targets.kafka import clients
+from onceproof.targets.kafka import cds, clients
 from onceproof.targets.kinds import Section, TargetKind, Where
 from onceproof.targets.process import Node, NodeError
 
@@ -117,6 +117,7 @@ class KafkaNode(Node):
         self.voters = f"{node_id}@{self.host}:{self.controller_port}"
         self.replication = 1
         self._log_mark = 0
+        self.jvm_extra: list[str] = []  # more JVM options (the class-data-sharing build adds one)
         self.cluster: KafkaCluster | None = None  # the cluster it belongs to (asked for roles)
 
     def listener(self, group: str) -> str:
@@ -188,7 +189,8 @@ class KafkaNode(Node):
     def command(self) -> list[str]:
         props = self.data_dir / "server.properties"
         props.write_text(self.properties())  # rewritten each start: advertised ports may change
-        return [java() or "java", *JVM_OPTS, f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
+        return [java() or "java", *JVM_OPTS, *cds.jvm_options(), *self.jvm_extra,
+                f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
                 f"-Dkafka.logs.dir={self.data_dir}", "-cp", classpath(), "kafka.Kafka", str(props)]
 
     def start(self, wait: bool = True) -> None:

@@ -16,16 +16,15 @@ import time
 import psycopg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from onceproof.targets.pipelines.common import (Config, Postgres, batch, consumer_config, event, insert_effects, log,
-                                      main, next_offsets, one_line, rewind)
+from onceproof.targets.pipelines.common import (Config, Postgres, batch, consumer_config, event,
+                                                insert_effects, log, main, next_offsets, one_line, rewind,
+                                                subscribe_logged)
 
 
 def run(cfg: Config) -> None:
     pg = Postgres(cfg.postgres_dsn)
     consumer = Consumer(consumer_config(cfg))
-    consumer.subscribe([cfg.source_topic],
-                       on_assign=lambda c, ps: log(f"assigned {sorted(tp.partition for tp in ps)}"),
-                       on_revoke=lambda c, ps: log(f"revoked {sorted(tp.partition for tp in ps)}"))
+    subscribe_logged(consumer, cfg.source_topic)
     while True:
         msgs = batch(consumer)
         if not msgs:

@@ -8,22 +8,28 @@ replica killed between the commit and the write has moved the group past events 
 and nobody reads them again: lost. A write that fails is not retried, for the same reason (its
 offsets are already committed). If the offset commit itself fails, the batch is neither written
 nor skipped: the consumer goes back to its start.
+
+The rows go in one transaction (INSERT, then COMMIT: two round trips), as most pipelines write a
+batch. A kill anywhere before the COMMIT leaves the server to roll the batch back, so a slow
+database (latency on its proxy) widens the window in which a kill loses a batch. (Written as one
+autocommit statement, the window would be the microseconds between the offset commit and the
+statement leaving the socket: a proxy that already holds the bytes delivers them after the
+client died.)
 """
 from __future__ import annotations
 
 import psycopg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from onceproof.targets.pipelines.common import (Config, Postgres, batch, consumer_config, event, insert_effects, log,
-                                      main, next_offsets, one_line, rewind)
+from onceproof.targets.pipelines.common import (Config, Postgres, batch, consumer_config, event,
+                                                insert_effects, log, main, next_offsets, one_line, rewind,
+                                                subscribe_logged)
 
 
 def run(cfg: Config) -> None:
     pg = Postgres(cfg.postgres_dsn)
     consumer = Consumer(consumer_config(cfg))
-    consumer.subscribe([cfg.source_topic],
-                       on_assign=lambda c, ps: log(f"assigned {sorted(tp.partition for tp in ps)}"),
-                       on_revoke=lambda c, ps: log(f"revoked {sorted(tp.partition for tp in ps)}"))
+    subscribe_logged(consumer, cfg.source_topic)
     while True:
         msgs = batch(consumer)
         if not msgs:
@@ -38,8 +44,7 @@ def run(cfg: Config) -> None:
             continue
         events = [e for e in map(event, msgs) if e is not None]
         try:
-            pg.transaction(lambda conn: insert_effects(conn, cfg.sink_name, events, cfg.replica),
-                           autocommit=True)
+            pg.transaction(lambda conn: insert_effects(conn, cfg.sink_name, events, cfg.replica))
         except psycopg.Error as e:
             log(f"committed, then the write of {len(events)} failed (lost): {one_line(e)}")
             continue

@@ -168,6 +168,12 @@ def consumer_config(cfg: Config, **extra: Any) -> dict[str, Any]:
     }
 
 
+def subscribe_logged(consumer: Any, topic: str) -> None:
+    """Subscribe to `topic`, logging each assignment and revocation (partition numbers)."""
+    consumer.subscribe([topic], on_assign=lambda c, ps: log(f"assigned {sorted(tp.partition for tp in ps)}"),
+                       on_revoke=lambda c, ps: log(f"revoked {sorted(tp.partition for tp in ps)}"))
+
+
 def batch(consumer: Any) -> list[Message]:
     """Up to BATCH_MAX messages or BATCH_WAIT seconds; errors are logged and dropped."""
     out = []

@@ -23,8 +23,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from onceproof.targets.pipelines.common import (Config, batch, consumer_config, event, log, main, next_offsets,
-                                                one_line, rewind)
+from onceproof.targets.pipelines.common import (Config, batch, consumer_config, event, log, main,
+                                                next_offsets, one_line, rewind, subscribe_logged)
 
 CLAIM_AND_APPLY = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
@@ -53,9 +53,7 @@ def run_with_ttl(cfg: Config, ttl_ms: int) -> None:
     r = redis_client(cfg.redis_url)
     script = r.register_script(CLAIM_AND_APPLY)
     consumer = Consumer(consumer_config(cfg))
-    consumer.subscribe([cfg.source_topic],
-                       on_assign=lambda c, ps: log(f"assigned {sorted(tp.partition for tp in ps)}"),
-                       on_revoke=lambda c, ps: log(f"revoked {sorted(tp.partition for tp in ps)}"))
+    subscribe_logged(consumer, cfg.source_topic)
     done: dict[int, int] = {}  # partition -> next offset, applied but not committed yet
     last = time.monotonic()
     log(f"claims live {ttl_ms} ms; positions committed every {every:.1f} s")

@@ -4,7 +4,10 @@ pipeline is VALID, the broken one exits 1 with its row's anomaly.
 Each plan takes about a minute on 2 cores, so CI runs the rows in CI_PLANS once (the plan's own
 seed): the two-phase commit both ways (the two-sink run and the `partial` checker), the outbox
 done right (the most involved correct pipeline: a false `lost` there is the worst failure) and
-the separate snapshot (the derived-state check). Every plan, on several seeds:
+the separate snapshot (the derived-state check), and the read replicas both ways (the standby
+target, the read workload and the `reads` checker: a false stale read on the correct one would
+be a false alarm, and the stale one's example must be its smallest non-linearizable set of
+operations). Every plan, on several seeds:
 `ONCEPROOF_STRATEGY_PLANS=all ONCEPROOF_STRATEGY_SEEDS=1,2,3 pytest tests/e2e/test_strategies.py`;
 `python benchmarks/strategies.py` prints the catch rate and time to the first anomaly.
 """
@@ -36,11 +39,16 @@ ROWS = {
     "rebalance-zombie": "duplicate",
     "two-phase-commit-correct": None,
     "two-phase-commit-no-recovery": "partial",
+    "read-replica-correct": None,
+    "read-replica-stale": "stale-read",
 }
+
+# the checker that reports each anomaly of the table (default: exactly-once)
+CHECKER = {"partial": "partial", "stale-read": "reads"}
 
 
 CI_PLANS = ("two-phase-commit-correct", "two-phase-commit-no-recovery", "outbox-correct",
-            "checkpoint-separate-snapshot")
+            "checkpoint-separate-snapshot", "read-replica-correct", "read-replica-stale")
 
 
 def _plans() -> list[str]:
@@ -77,7 +85,15 @@ def test_strategy_plan_gives_the_verdict_of_the_table(tmp_path, plan, seed):
         assert res.returncode == 1 and summary["valid"] is False, why
         assert anomalies.get(expected, 0) > 0, why
         results = json.loads((out / "results.json").read_text())
-        checker = "partial" if expected == "partial" else "exactly-once"
+        checker = CHECKER.get(expected, "exactly-once")
         example = results["checkers"][checker]["examples"][expected][0]
         assert example["records"], example  # the records that prove it
+        if checker == "reads":  # the smallest set: the read, what it missed, the write of its value
+            assert 2 <= len(example["operations"]) <= 4, example
+            assert results["checkers"]["reads"]["first_anomaly_s"] is not None
+            assert "stale-read" in (out / "junit.xml").read_text()
+            assert "smallest set that cannot be linearized" in (out / "report.html").read_text()  # the lanes
+    if plan.startswith("read-replica"):  # the reads happened and were checked
+        results = json.loads((out / "results.json").read_text())
+        assert results["checkers"]["reads"]["reads"]["ok"] > 100, results["checkers"]["reads"]["reads"]
     assert "Traceback" not in res.stderr, res.stderr[-3000:]

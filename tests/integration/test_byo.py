@@ -193,3 +193,22 @@ def test_a_table_mapping_naming_a_column_the_table_lacks_is_an_error_naming_the_
             sink.read()
     finally:
         sink.close()
+
+
+def test_derived_state_in_redis_hashes_one_per_key_or_one_for_all(shared_targets):
+    from onceproof.mappings import RedisState, StateSpec, state_reader
+
+    d = shared_targets
+    r = client(d.redis.host, d.redis.port, password=d.redis.password)
+    run = uuid.uuid4().hex[:6]
+    r.hset(f"count{run}:k1", mapping={"count": 3, "total": 6, "other": "x"})
+    r.hset(f"count{run}:k2", mapping={"count": 1, "total": 0})
+    r.hset(f"count{run}:k3", mapping={"other": "no count field"})  # not a counted key
+    r.hincrby(f"words{run}", "k1", 2)
+    r.hincrby(f"words{run}", "k2", 5)
+    per_key = state_reader(StateSpec(redis=RedisState(hash=f"count{run}:*", sum="total")), d)
+    assert per_key() == {"k1": {"count": 3, "sum": 6}, "k2": {"count": 1, "sum": 0}}
+    assert state_reader(StateSpec(redis=RedisState(hash=f"words{run}")), d)() == {"k1": {"count": 2}, "k2": {"count": 5}}
+    r.hset(f"count{run}:k2", "count", "many")
+    with pytest.raises(ValueError, match=f"count{run}:k2 field count: expected an integer, got 'many'"):
+        per_key()

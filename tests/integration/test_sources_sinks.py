@@ -101,6 +101,39 @@ def test_postgres_observer_sees_new_effects_and_a_deleted_one_is_a_flicker(share
     assert result["anomalies"]["duplicate"] == 0 and result["anomalies"]["lost"] == 0
 
 
+def test_postgres_observer_records_when_each_effect_was_committed_not_when_it_was_read(shared_targets, tmp_path):
+    """Latency is measured to the commit (logical decoding's commit time, mapped to the run's
+    clock), not to the poll: two transactions 0.4 s apart, read once 0.4 s after the second."""
+    import time
+
+    d = shared_targets
+    name = f"eff_{uuid.uuid4().hex[:6]}"
+    sink = PostgresSink(d, name)
+    sink.setup()
+    history = HistoryWriter(tmp_path / "h.jsonl")
+    obs = Observer(sink, history)
+    spans = []
+    with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+        for rows in ("('e0','k',0,0), ('e1','k',1,0)", "('e2','k',2,0)"):
+            before = history.now()
+            c.execute(f"INSERT INTO {name} (event_id, key, seq, replica) VALUES {rows}")
+            spans.append((before, history.now()))
+            time.sleep(0.4)
+    assert obs.observe_once() == 3
+    sink.close()
+    history.close()
+    rec = [orjson.loads(ln) for ln in open(tmp_path / "h.jsonl", "rb")][-1]
+    assert rec["f"] == "observe" and rec["value"]["visible_from"] == "commit"
+    runs = rec["value"]["visible"]
+    assert [n for n, _ in runs] == [2, 1], runs
+    slack = 50_000_000  # the server's clock is read over a round trip: its midpoint is the estimate
+    for (n, t), (lo, hi) in zip(runs, spans):
+        assert lo - slack <= t <= hi + slack, (runs, spans)
+    assert rec["time"] - runs[-1][1] >= 350_000_000  # the read came 0.4 s after the commit
+    lat = read_history(tmp_path / "h.jsonl").eff_vis
+    assert lat is not None and lat.tolist() == [runs[0][1], runs[0][1], runs[1][1]]
+
+
 def test_redis_stream_and_set_sinks_read_incrementally_and_fully(shared_targets):
     d = shared_targets
     r = client(d.redis.host, d.redis.port, password=d.redis.password)
@@ -160,6 +193,10 @@ def test_kafka_sink_reads_effects_while_the_run_goes_on_not_only_at_the_final_re
             while len(seen) < (batch + 1) * 10 and time.monotonic() < deadline:
                 effects, _full = sink.read()
                 seen += effects
+                if effects:  # when each became visible: the messages' timestamps, mapped to this clock
+                    runs, clock = sink.visible()
+                    assert sum(n for n, _ in runs) == len(effects) and clock in ("CreateTime", "LogAppendTime")
+                    assert all(time.monotonic_ns() - 60 * 10**9 < t <= time.monotonic_ns() + 10**9 for _, t in runs)
             assert len(seen) == (batch + 1) * 10, (batch, len(seen))
         assert sorted(e[0] for e in seen) == sorted(f"e{i}" for i in range(30))
         assert len(sink.final_read()) == 30

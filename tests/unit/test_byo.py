@@ -105,6 +105,11 @@ def test_state_values() -> None:
         decode_count(b"\x00\x01", "long")
 
 
+def _copy(lines: list[str]) -> str:
+    """Decoded changes as `COPY ... TO STDOUT` gives them: one a line, backslash, newline and tab escaped."""
+    return "".join(ln.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t") + "\n" for ln in lines)
+
+
 def _follower(applied: str | None = None) -> Follower:
     return Follower("", "orders", Rows("order_id", "customer", "n", None, applied))
 
@@ -125,21 +130,21 @@ def test_parse_row_unquotes_and_reads_nulls() -> None:
 
 def test_decoded_inserts_updates_and_deletes() -> None:
     f, out = _follower("xmin"), []
-    assert f._apply(["BEGIN", _ins("e1", 0), _ins("e2", 1), "COMMIT"], out) is False
+    assert f._apply(_copy(["BEGIN", _ins("e1", 0), _ins("e2", 1), "COMMIT"]), out) is False
     assert [e[0] for e in out] == ["e1", "e2"] and out[0] == ["e1", "k'1", 0, None]
     out = []
-    assert f._apply([_upd("e1", 0, 2), "table public.other: INSERT: x[int]:1"], out) is False
+    assert f._apply(_copy([_upd("e1", 0, 2), "table public.other: INSERT: x[int]:1"]), out) is False
     assert [e[0] for e in out] == ["e1"]  # one more application of e1, the other table ignored
-    assert f._apply(["table public.orders: DELETE: order_id[text]:'e2'"], out) is True
+    assert f._apply(_copy(["table public.orders: DELETE: order_id[text]:'e2'"]), out) is True
     assert sorted(e[0] for e in f.rows.expand()) == ["e1", "e1"]
 
 
 def test_an_applied_count_column_counts_and_an_update_without_it_does_not() -> None:
     f, out = _follower("applied_count"), []
-    f._apply([_ins("e1", 0, 1), _upd("e1", 0, 3)], out)
+    f._apply(_copy([_ins("e1", 0, 1), _upd("e1", 0, 3)]), out)
     assert [e[0] for e in out] == ["e1", "e1", "e1"]
     g, out = _follower(None), []
-    g._apply([_ins("e1", 0), _upd("e1", 0, 5)], out)
+    g._apply(_copy([_ins("e1", 0), _upd("e1", 0, 5)]), out)
     assert [e[0] for e in out] == ["e1"]
 
 
@@ -151,7 +156,167 @@ def test_the_fast_path_for_inserts_equals_the_line_by_line_one() -> None:
     slow = Follower("", "t", Rows("event_id", "key", "seq", "replica"))
     a: list = []
     b: list = []
-    assert fast._fast_inserts(lines, a) is True
-    slow._apply(lines[:1] + ["BEGIN"] + lines[1:] + ["table public.t: DELETE: event_id[text]:'nope'"], b)
+    assert fast._fast_inserts(_copy(lines), a) is True
+    slow._apply(_copy(lines[:1] + ["BEGIN"] + lines[1:] + ["table public.t: DELETE: event_id[text]:'nope'"]), b)
     assert a == b == [[f"e{i}", f"k{i % 3}", i, 0] for i in range(50)]
-    assert fast._fast_inserts(lines[:1] + ["table public.t: UPDATE: event_id[text]:'e0'"], []) is False
+    assert fast._fast_inserts(_copy(lines[:1] + ["table public.t: UPDATE: event_id[text]:'e0'"]), []) is False
+
+
+def _effects_lines(ids: range) -> list[str]:
+    return [f"table public.t: INSERT: event_id[text]:'e{i}' key[text]:'k' seq[bigint]:{i} replica[integer]:0 "
+            f"pos[bigint]:{i}" for i in ids]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_each_commit_says_how_many_effects_it_made_visible_and_when(fast: bool) -> None:
+    # two transactions, a third of another table only, then one whose value holds a newline (line by line)
+    text = _copy(["BEGIN", *_effects_lines(range(3)), "COMMIT (at 2026-01-01 00:00:01.5+00)",
+                  "BEGIN", "table public.other: INSERT: x[integer]:1", "COMMIT (at 2026-01-01 00:00:01.7+00)",
+                  "BEGIN", *_effects_lines(range(3, 5)), "COMMIT (at 2026-01-01 00:00:02+00)"])
+    if not fast:
+        text += _copy(["BEGIN", "table public.t: INSERT: event_id[text]:'e5' key[text]:'two\nlines' seq[bigint]:5 "
+                       "replica[integer]:0 pos[bigint]:5", "COMMIT (at 2026-01-01 00:00:03+00)"])
+    f = Follower("", "t", Rows("event_id", "key", "seq", "replica"), full_select=lambda: [])
+    out: list = []
+    assert f._apply(text, out) is False
+    t0 = 1767225600.0  # 2026-01-01 00:00:00 UTC
+    expect = [[3, t0 + 1.5], [2, t0 + 2.0]] + ([] if fast else [[1, t0 + 3.0]])
+    assert f._commits == expect
+    assert [e[0] for e in out] == [f"e{i}" for i in range(5 if fast else 6)]
+    if not fast:
+        assert out[-1][1] == "two\nlines"  # COPY's escape undone
+
+
+def test_a_constant_skew_of_the_servers_clock_cancels_out() -> None:
+    from onceproof.pgdecode import visibility_runs
+
+    commits = [[3, 1000.0], [2, 1000.25]]  # commit times in the server's clock
+    exact = visibility_runs(commits, server_now_s=1001.0, local_now_ns=50_000_000_000)
+    assert exact == [[3, 49_000_000_000], [2, 49_250_000_000]]
+    skewed = [[n, t + 3600.0] for n, t in commits]  # the same server an hour ahead (a clock fault)
+    assert visibility_runs(skewed, server_now_s=4601.0, local_now_ns=50_000_000_000) == exact
+    assert visibility_runs([[1, 5.0], [2, 5.0]], 6.0, 10**10) == [[3, 9 * 10**9]]  # equal times merged
+
+
+class _Sink:
+    """A sink whose reads and visibility times are given (the observer's bounding is pure logic)."""
+
+    def __init__(self, runs: list[list[int]] | None) -> None:
+        self.runs = runs
+
+    def read(self) -> tuple[list, bool]:
+        return [["e1", "k", 0, 0], ["e2", "k", 1, 0]], False
+
+    def visible(self) -> tuple[list[list[int]], str] | None:
+        return (self.runs, "commit") if self.runs is not None else None
+
+
+@pytest.mark.parametrize(("offset_s", "expect"), [(-0.2, "commit-time"), (3600.0, "now"), (-3600.0, "start")])
+def test_the_observer_bounds_visibility_times_by_the_read_and_the_runs_start(tmp_path, offset_s, expect) -> None:
+    import time
+
+    import orjson
+
+    from onceproof.observer import Observer
+    from onceproof.recorder import HistoryWriter
+
+    history = HistoryWriter(tmp_path / "h.jsonl")
+    time.sleep(0.3)
+    at = time.monotonic_ns() + int(offset_s * 1e9)
+    obs = Observer(_Sink([[1, at], [1, at]]), history)  # type: ignore[arg-type]
+    assert obs.observe_once() == 2
+    history.close()
+    rec = [orjson.loads(ln) for ln in open(tmp_path / "h.jsonl", "rb")][-1]
+    (n, t), = rec["value"]["visible"]
+    assert n == 2 and list(rec["value"]) == ["full", "visible", "visible_from", "events"]
+    if expect == "commit-time":
+        assert t == at - history.t0
+    elif expect == "now":  # a server clock ahead: never later than the read that saw it
+        assert 0 < rec["time"] - t < 100_000_000
+    else:  # a clock far behind: never before the run started
+        assert t == 0
+
+
+def test_no_visibility_times_leave_the_reads_own_time(tmp_path) -> None:
+    import orjson
+
+    from onceproof.observer import Observer
+    from onceproof.recorder import HistoryWriter
+
+    history = HistoryWriter(tmp_path / "h.jsonl")
+    for runs in (None, [[1, 5]]):  # none, or runs that do not cover the read's effects
+        Observer(_Sink(runs), history).observe_once()  # type: ignore[arg-type]
+    history.close()
+    recs = [orjson.loads(ln) for ln in open(tmp_path / "h.jsonl", "rb")]
+    assert [r["value"] for r in recs if r["type"] == "ok"] == [
+        {"full": False, "events": [["e1", "k", 0, 0], ["e2", "k", 1, 0]]}] * 2
+
+
+def test_the_resolved_plan_shows_only_what_a_query_mapping_uses_and_column_names_on_a_query_are_refused(
+        tmp_path: Path) -> None:
+    head = "name: t\ntargets: {kafka: {nodes: 1}, postgres: {}}\npipeline: {command: [x]}\n"
+    plan = tmp_path / "p.yaml"
+    plan.write_text(head + "workload: {source: kafka:a, sink: {postgres: {query: 'SELECT o, c, n FROM orders'}}}\n")
+    resolved = load_plan(plan).resolved()["workload"]["sink-mapping"]["postgres"]
+    assert resolved == {"query": "SELECT o, c, n FROM orders"}  # was shown with `id: event_id`, never used
+    plan.write_text(head + "workload: {source: kafka:a, sink: {postgres: {table: orders}}}\n")
+    table = load_plan(plan).resolved()["workload"]["sink-mapping"]["postgres"]
+    assert table["id"] == "event_id" and table["schema"] == "public"
+    plan.write_text(head + "workload: {source: kafka:a, sink: {postgres: {query: 'SELECT 1', id: order_id}}}\n")
+    with pytest.raises(PlanError, match=r"p\.yaml:4: workload\.sink\.postgres.*id: only for a `table`; a query's "
+                                        r"columns are taken by position"):
+        load_plan(plan)
+
+
+def test_the_progress_clock_reads_sensibly_past_the_planned_load() -> None:
+    from onceproof.commands.run import elapsed_text
+
+    assert elapsed_text(5.0, 12.0) == "  5.0s/12s"
+    assert elapsed_text(17.0, 12.0) == "12s load done +5.0s"  # was `17.0s/12s` while draining
+
+
+def test_changes_with_newlines_and_backslashes_in_values_are_read_back() -> None:
+    lines = ["BEGIN", "table public.t: INSERT: event_id[text]:'e1' key[text]:'a\ntable public.t: DELETE: x' "
+             "seq[bigint]:1 replica[integer]:0", "table public.t: INSERT: event_id[text]:'e2' key[text]:'b\\c' "
+             "seq[bigint]:2 replica[integer]:0", "COMMIT (at 2026-01-01 00:00:01+00)"]
+    f = Follower("", "t", Rows("event_id", "key", "seq", "replica"), full_select=lambda: [])
+    out: list = []
+    assert f._apply(_copy(lines), out) is False  # as the server escapes them (Follower._changes)
+    assert out == [["e1", "a\ntable public.t: DELETE: x", 1, 0], ["e2", "b\\c", 2, 0]]
+    assert f._commits == [[2, 1767225601.0]]
+
+
+def test_a_redis_state_is_checked_in_the_plan(tmp_path: Path) -> None:
+    head = "name: t\npipeline: {command: [x]}\nworkload: {source: kafka:a, sink: postgres:b}\n"
+    plan = tmp_path / "p.yaml"
+    plan.write_text(head + "targets: {kafka: {nodes: 1}, postgres: {}, redis: {}}\n"
+                    "checks: {state: {redis: {hash: 'count:*', sum: total}}}\n")
+    assert load_plan(plan).checks.state.redis.hash == "count:*"
+    plan.write_text(head + "targets: {kafka: {nodes: 1}, postgres: {}}\nchecks: {state: {redis: {hash: 'count:*'}}}\n")
+    with pytest.raises(PlanError, match="read from Redis: add `redis: {}`"):
+        load_plan(plan)
+    plan.write_text(head + "targets: {kafka: {nodes: 1}, postgres: {}, redis: {}}\n"
+                    "checks: {state: {redis: {hash: 'a*b*'}}}\n")
+    with pytest.raises(PlanError, match=r"p\.yaml:5: checks\.state.*a pattern with one `\*`"):
+        load_plan(plan)
+    plan.write_text(head + "targets: {kafka: {nodes: 1}, postgres: {}, redis: {}}\n"
+                    "checks: {state: {redis: {hash: counts, sum: total}}}\n")
+    with pytest.raises(PlanError, match="sum: only for one hash per key"):
+        load_plan(plan)
+
+
+def test_a_commit_made_before_the_servers_clock_jumped_is_placed_by_the_reading_before_the_jump() -> None:
+    from onceproof.pgdecode import visibility_runs
+
+    s = 10**9
+    # a clock fault healed between two reads: the server's clock jumps 90 s forward; a commit made
+    # during the skew (at server time 1000.2, local 10.2 s) is read after the heal
+    before = (1000.0, 10 * s)  # the previous read's reading: server 1000.0 s at local 10 s (skewed by -90 s)
+    now = (1090.5, int(10.5 * s))  # healed: server 1090.5 at local 10.5 s
+    assert visibility_runs([[1, 1000.2], [2, 1090.4]], *now, previous=before) == [[1, int(10.2 * s)],
+                                                                                    [2, int(10.4 * s)]]
+    # applied: the clock jumps 90 s back; a commit made before the jump (server 1090.3)
+    before, now = (1090.0, 10 * s), (1000.5, int(10.5 * s))
+    assert visibility_runs([[1, 1090.3]], *now, previous=before) == [[1, int(10.3 * s)]]
+    # without a reading before: this reading's placement (bounded later by the observer)
+    assert visibility_runs([[1, 1090.3]], *now) == [[1, int(100.3 * s)]]

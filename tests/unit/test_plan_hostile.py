@@ -116,16 +116,17 @@ def test_a_fifo_or_a_folder_given_as_the_plan_is_refused_without_blocking(tmp_pa
         assert "not a regular file" in res.stderr and "Traceback" not in res.stderr
 
 
-def test_alias_bomb_answers_exit_2_in_well_under_a_second(tmp_path):
+def test_alias_bomb_is_refused_before_it_expands(tmp_path):
+    """Expanded, the bomb is billions of nodes (hours and all the memory); refused, it is a
+    parse. The bound is loose on purpose (a busy CI machine): the gap it guards is hours."""
     path = _plan(tmp_path, "name: x\n" + BASE + _bomb())
     t0 = time.monotonic()
+    with pytest.raises(PlanError):
+        load_plan(path)
+    assert time.monotonic() - t0 < 10
     res = subprocess.run([sys.executable, "-m", "onceproof", "plan", "validate", str(path)],
-                         capture_output=True, text=True, timeout=30)
-    t1 = time.monotonic()
+                         capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    startup = time.monotonic()
-    subprocess.run([sys.executable, "-m", "onceproof", "plan", "schema"], capture_output=True, timeout=30)
-    assert (t1 - t0) - (time.monotonic() - startup) < 0.5  # beyond the interpreter's start-up
 
 
 GOOD_RANDOM = "name: x\n" + BASE + """workload: {duration: 40s}

@@ -39,7 +39,7 @@ def test_a_plan_names_every_node_of_its_targets_as_the_kinds_do():
     assert plan.target_names() == ["kafka-1", "kafka-2", "kafka-3", "redis", "postgres",
                                    "pipeline", "pipeline-0", "pipeline-1"]
     assert plan.resolved()["targets"] == {"kafka": {"nodes": 3}, "redis": {"persistence": "none"},
-                                          "postgres": {"fsync": True}}
+                                          "postgres": {"fsync": True, "standby": False}}
 
 
 def test_the_plan_schema_has_one_section_per_kind():
