@@ -1,6 +1,6 @@
 """`onceproof explore`'s costs, on this machine, measured in one go.
 
-    .venv/bin/python benchmarks/explore.py [--schedules 3] [--run-duration 10s]
+    .venv/bin/python benchmarks/explore.py [--schedules 3] [--run-duration 15s]
                                            [--budget 8m] [--repeat 1] [--skip-search]
 
 1. Schedules per minute with the targets kept up between runs (a Session: data reset between
@@ -108,7 +108,7 @@ def time_to_minimal(budget: str, run_s: float, repeat: int, work: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--schedules", type=int, default=3)
-    ap.add_argument("--run-duration", default="10s")
+    ap.add_argument("--run-duration", default="15s")  # explore's own default (10 s hid the Kafka partition's duplicates)
     ap.add_argument("--budget", default="8m")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--skip-search", action="store_true", help="only part 1")
