@@ -365,6 +365,9 @@ class Replicas:
                                ONCEPROOF_READ_PATH=self.plan.workload.reads.path)
                 node = CommandNode(self.deployment.runtime, f"pipeline-{i}", command,
                                    {**env, **own}, cwd=self.plan.pipeline.cwd)
+                # the run's own logs/ (results.json lists it there), also when a Session lent the
+                # deployment, whose runtime logs to the session's folder
+                node.log_path = self.run.out_dir / "logs" / f"{node.name}.log"
             node.start()
             self.nodes.append(node)
 

@@ -21,6 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="replays of a shrink candidate before it counts as passing (default 1)")
     p.add_argument("--need", type=int, default=1, metavar="K",
                    help="failing replays (same anomaly) for a schedule to count as failing (default 1)")
+    p.add_argument("--confirm", type=int, default=3, metavar="N",
+                   help="runs of the minimal plan at the end, for its reproduction rate (default 3; 0: none)")
+    p.add_argument("--keep-passing", action="store_true",
+                   help="keep the run folders of schedules that passed (removed by default: ~10 MB a run)")
     p.add_argument("--run-duration", default="15s", help="load per run (default 15s)")
     p.add_argument("--seed", type=int, help="Hypothesis's seed and the runs' base seed (default: the plan's)")
     p.add_argument("--out", help="the folder (default runs/<plan name>-explore-<time>)")
@@ -41,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"onceproof explore: {flag}: {e}", file=sys.stderr)
             return ExitCode.BAD_INPUT
+    if args.confirm < 0:
+        print(f"onceproof explore: --confirm {args.confirm}: expected 0 or more runs", file=sys.stderr)
+        return ExitCode.BAD_INPUT
     if args.runs < 1 or not 1 <= args.need <= args.runs:
         print(f"onceproof explore: --need {args.need} of --runs {args.runs}: expected 1 <= need <= runs",
               file=sys.stderr)
@@ -77,16 +84,25 @@ def run(args: argparse.Namespace) -> int:
     try:
         # the path, not the Plan: minimal.yaml is written from the user's own file (their values, unredacted)
         result = explore(args.plan, budget=args.budget, replays=args.runs, need=args.need, seed=args.seed,
-                         run_duration=args.run_duration, out=args.out, on_event=on_event, on_progress=on_progress)
+                         run_duration=args.run_duration, out=args.out, on_event=on_event, on_progress=on_progress,
+                         confirm=args.confirm, keep_passing=args.keep_passing)
     except (ExploreFolderError, PlanError, ValueError) as e:
         print(f"onceproof explore: {e}", file=sys.stderr)
         return ExitCode.BAD_INPUT
     s = result.summary
     if result.minimal_plan is not None:
-        console.print(f"found {s['anomaly']}: minimal plan {result.minimal_plan} ({len(s['minimal']['faults'])} "
-                      f"fault(s), failed in {result.reproduced[0]} of {result.reproduced[1]} replay(s))", markup=False)
+        repro = s["minimal"]["reproduction"]
+        rate = (f"failed again in {repro['failed']} of {repro['runs']} reproduction runs" if repro else
+                f"failed in {result.reproduced[0]} of {result.reproduced[1]} replay(s), no reproduction runs")
+        console.print(f"found {s['anomaly']} in {s['schedules_tried']} schedules: minimal plan {result.minimal_plan} "
+                      f"({len(s['minimal']['faults'])} fault(s), {rate})", markup=False)
     else:
         console.print(f"no failing schedule in {s['schedules_tried']} schedules ({s['runs']} runs); ended: "
                       f"{s['ended']}", markup=False)
+    d = s["disk"]
+    if d["removed_runs"]:
+        console.print(f"kept the run folders of the {d['kept_runs']} failing runs; removed the {d['removed_runs']} "
+                      f"that did not fail ({d['removed_mb']:g} MB; summarised in explore.html; --keep-passing keeps "
+                      "them)", markup=False)
     console.print(f"report: {result.out_dir / 'explore.html'}", markup=False)
     return result.exit_code

@@ -25,7 +25,8 @@ from onceproof.plan import Plan, load_plan, parse_duration, parse_plan_yaml, rea
 __all__ = ["ExploreResult", "explore", "OUT_FILES"]
 
 OUT_FILES = ("minimal.yaml", "explore.json", "explore.html")
-OUT_DIRS = ("examples", "minimal-run", "targets-logs")
+OUT_DIRS = ("examples", "minimal-run", "targets-logs", "reproduction")
+CONFIRM = 3  # the minimal plan's reproduction runs (the README's measurements say why 3)
 
 
 @dataclass
@@ -38,7 +39,7 @@ class ExploreResult:
     out_dir: Path
     search: SearchResult
     minimal_plan: Path | None
-    reproduced: tuple[int, int]
+    reproduced: tuple[int, int]  # the reproduction runs' (failing with the anomaly, done), else the search's replays
     exit_code: int
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -84,7 +85,8 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
             need: int = 1, run_duration: str | float = "15s", seed: int | None = None,
             out: str | Path | None = None, on_event: Callable[[str, Search], None] | None = None,
             on_progress: Callable[[Any], None] | None = None,
-            search_holder: list[Search] | None = None, session: Any = None) -> ExploreResult:
+            search_holder: list[Search] | None = None, session: Any = None, confirm: int = CONFIRM,
+            keep_passing: bool = False) -> ExploreResult:
     """Search `plan`'s fault space (its `explore:` section, or kill, pause, partition, latency
     and clock-skew over every node, up to 6 faults) for `budget` (a duration, e.g. "10m"):
     each schedule run for `run_duration` of load, judged failing when `need` of up to
@@ -95,6 +97,11 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
     `on_event(kind, search)` after each example and at the end; `on_progress` gets the engine's
     Progress. `session`: a `session.Session` already up to run on (its targets must fit the
     plan's, see Session.compatible), else the plan's targets are started for this explore.
+    `confirm`: once the search ends with a failure, minimal.yaml is run that many more times
+    (`onceproof run --runs` machinery, into reproduction/) and its reproduction rate reported;
+    the search holds back the time they take (its median run's, times `confirm`) from the
+    budget. `keep_passing`: keep the folders of runs that did not fail (removed by default: see
+    replay.EngineJudge._drop).
     Raises PlanError / ValueError / ExploreFolderError on bad input."""
     from onceproof.session import Session
 
@@ -104,6 +111,8 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
         raise ValueError("budget and run duration must be above zero")
     if not 1 <= need <= replays:
         raise ValueError(f"need {need} of {replays} replays: expected 1 <= need <= replays")
+    if confirm < 0:
+        raise ValueError(f"confirm {confirm}: expected 0 or more reproduction runs")
     overrides = {"seed": seed} if seed is not None else {}
     base, raw = _plan_and_raw(plan, overrides)
     space = Space(base.explore, base.target_names(), run_s)
@@ -117,6 +126,7 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
     search: Search | None = None
     result: SearchResult | None = None
     judge: EngineJudge | None = None
+    repro: Any = None
     try:
         if session is not None and not session.compatible(base):
             raise ValueError("the session's targets do not fit this plan's")
@@ -131,24 +141,51 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
 
             def on_example(kind: str, s: Search) -> None:
                 if kind == "example":  # the folder is up to date after every schedule, even if we die
+                    runs = sorted(r["seconds"] for e in s.examples for r in e.judgement.replays if r.get("seconds"))
+                    if runs:  # time for the reproduction runs: a run's median (+ its reset), times confirm
+                        s.reserve_s = confirm * (runs[len(runs) // 2] + 5.0)
+                        s.run_estimate_s = sorted(e.seconds for e in s.examples)[len(s.examples) // 2]
                     _write_outputs(base, raw, space, _so_far(s, "running"), out_dir, started, budget_s, run_s,
-                                   replays, need)
+                                   replays, need, judge)
                 if on_event is not None:
                     on_event(kind, s)
 
-            judge = EngineJudge(base, run_one, out_dir, run_s, replays, need, on_run)
+            judge = EngineJudge(base, run_one, out_dir, run_s, replays, need, on_run, keep_passing)
             # rounds of few examples each: see Search.run (a run judges one in ~20 s here)
             search = Search(space, judge, budget_s, seed=base.seed, on_event=on_example,
                             max_examples=max(10, int(budget_s // 30)))
             if search_holder is not None:
                 search_holder.append(search)
             result = search.run()
+            if result.minimal is not None and result.ended != "stopped" and confirm:
+                repro = _reproduce(base, result, run_s, confirm, out_dir, session, on_progress)
     except KeyboardInterrupt:
         if search is not None:
             search.stop()
     if result is None:  # stopped while the targets started or stopped: what was judged stands
         result = _so_far(search)
-    return _write_outputs(base, raw, space, result, out_dir, started, budget_s, run_s, replays, need)
+    return _write_outputs(base, raw, space, result, out_dir, started, budget_s, run_s, replays, need, judge, repro)
+
+
+def _reproduce(base: Plan, result: SearchResult, run_s: float, confirm: int, out_dir: Path, session: Any,
+               on_progress: Callable[[Any], None] | None) -> dict[str, Any]:
+    """Run the minimal plan `confirm` times (seeds: the plan's, then derived, as `onceproof run
+    minimal.yaml --runs N` would) on the session into out_dir/reproduction; returns
+    {"runs", "failed" (with the anomaly sought), "rate", "folder", "verdicts"}. The minimal's
+    shrink replays do not count: they were chosen for failing."""
+    from onceproof.explore.replay import plan_for
+    from onceproof.repeat import anomalies_of, run_many
+
+    assert result.minimal is not None
+    folder = out_dir / "reproduction"
+    if folder.is_dir() and not folder.is_symlink():
+        shutil.rmtree(folder)
+    rr = run_many(plan_for(base, result.minimal.schedule, run_s), confirm, folder, session=session,
+                  on_progress=on_progress)
+    failed = sum(1 for r in rr.runs if r.valid is False and result.anomaly in anomalies_of(r.results))
+    return {"runs": len(rr.runs), "failed": failed, "rate": round(failed / len(rr.runs), 3) if rr.runs else None,
+            "folder": "reproduction/summary.html", "verdicts": [r.valid for r in rr.runs],
+            "interrupted": rr.interrupted}
 
 
 def _so_far(search: Search | None, ended: str = "stopped") -> SearchResult:
@@ -162,7 +199,8 @@ def _so_far(search: Search | None, ended: str = "stopped") -> SearchResult:
 
 
 def _write_outputs(base: Plan, raw: dict[str, Any], space: Space, result: SearchResult, out_dir: Path,
-                   started: str, budget_s: float, run_s: float, replays: int, need: int) -> ExploreResult:
+                   started: str, budget_s: float, run_s: float, replays: int, need: int,
+                   judge: EngineJudge | None = None, repro: dict[str, Any] | None = None) -> ExploreResult:
     from onceproof.explore.page import write_page
     from onceproof.repeat import _atomic
 
@@ -176,12 +214,14 @@ def _write_outputs(base: Plan, raw: dict[str, Any], space: Space, result: Search
         if isinstance(data["workload"], dict):
             data["workload"]["duration"] = f"{run_s:g}s"
         data["seed"] = base.seed
+        rate = (f"; then {repro['failed']} of {repro['runs']} reproduction runs failed with it" if repro else "")
         header = (f"# found by `onceproof explore` on {started}: the smallest schedule that made {base.name!r} fail "
                   f"with {result.anomaly}\n# ({len(minimal.schedule)} fault(s); it failed in "
-                  f"{minimal.judgement.detail.get('hits')} of {len(minimal.judgement.replays)} replay(s))\n")
+                  f"{minimal.judgement.detail.get('hits')} of {len(minimal.judgement.replays)} replay(s){rate})\n")
         minimal_plan = out_dir / "minimal.yaml"
         _atomic(minimal_plan, (header + yaml.safe_dump(data, sort_keys=False)).encode())
-        reproduced = (int(minimal.judgement.detail.get("hits") or 0), len(minimal.judgement.replays))
+        reproduced = (repro["failed"], repro["runs"]) if repro else \
+            (int(minimal.judgement.detail.get("hits") or 0), len(minimal.judgement.replays))
         last = minimal.judgement.detail.get("last_failing")
         copied = out_dir / "minimal-run"
         marker = copied / ".copied-from"
@@ -204,7 +244,10 @@ def _write_outputs(base: Plan, raw: dict[str, Any], space: Space, result: Search
         "anomaly": result.anomaly, "exit_code": int(exit_code),
         "minimal": None if minimal is None else {"faults": schedule_entries(minimal.schedule),
                                                  "reproduced": list(reproduced), "plan": "minimal.yaml",
-                                                 "run": "minimal-run/report.html"},
+                                                 "run": "minimal-run/report.html", "reproduction": repro},
+        "disk": {"removed_runs": judge.removed if judge else 0,
+                 "removed_mb": round(judge.removed_bytes / 1e6, 1) if judge else 0.0,
+                 "kept_runs": sum(1 for e in result.examples for r in e.judgement.replays if r.get("folder"))},
         "examples": [{"index": e.index, "phase": e.phase, "fails": e.judgement.fails,
                       "anomaly": e.judgement.anomaly, "faults": [f.label() for f in e.schedule],
                       "replays": e.judgement.replays, "seconds": e.seconds} for e in result.examples],

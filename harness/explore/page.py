@@ -27,14 +27,26 @@ def _faults(labels: list[str]) -> str:
     return "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in labels) + "</ul>"
 
 
+def _disk(s: dict[str, Any]) -> str:
+    d = s.get("disk") or {}
+    if not d.get("removed_runs"):
+        return ""
+    return (f"<p>Run folders kept: {d['kept_runs']} (the failing runs'); removed: {d['removed_runs']} runs that did not "
+            f"fail ({d['removed_mb']:g} MB), summarised below.</p>")
+
+
 def render_page(s: dict[str, Any]) -> str:
     """The page for explore.json's dict `s`."""
     e = html.escape
     by_index = {x["index"]: x for x in s["examples"]}
     if s["minimal"]:
         rep = s["minimal"]["reproduced"]
+        repro = s["minimal"].get("reproduction")
+        how = (f"then failed again in <b>{rep[0]} of {rep[1]}</b> reproduction runs of minimal.yaml "
+               f"(<a href='reproduction/summary.html'>reproduction/summary.html</a>)" if repro
+               else f"failed in {rep[0]} of {rep[1]} replay(s) (no reproduction runs)")
         outcome = (f"<p><b>Fails with {e(str(s['anomaly']))}</b>: the smallest failing schedule has "
-                   f"{len(s['minimal']['faults'])} fault(s) and failed in {rep[0]} of {rep[1]} replay(s). "
+                   f"{len(s['minimal']['faults'])} fault(s) and {how}. "
                    f"<a href='minimal.yaml'>minimal.yaml</a> is a normal plan (<code>onceproof run minimal.yaml</code>); "
                    f"its last failing run: <a href='minimal-run/report.html'>minimal-run/report.html</a>.</p>"
                    f"<pre>{e(yaml.safe_dump({'faults': s['minimal']['faults']}, sort_keys=False))}</pre>")
@@ -47,8 +59,10 @@ def render_page(s: dict[str, Any]) -> str:
         for n, i in enumerate(s["steps"], 1) if i in by_index) or "<tr><td colspan=5>no failure, nothing to shrink</td></tr>"
     rows = []
     for x in s["examples"]:
-        reps = "<br>".join(f"<a href='{e(r['folder'])}/report.html'>{e(_verdict(r['valid']))}</a> "
-                           f"{e(', '.join(f'{k}={n}' for k, n in (r.get('anomalies') or {}).items()))}"
+        reps = "<br>".join((f"<a href='{e(r['folder'])}/report.html'>{e(_verdict(r['valid']))}</a> " if r.get("folder")
+                            else f"{e(_verdict(r['valid']))} (folder removed) ")
+                           + e(', '.join(f'{k}={n}' for k, n in (r.get('anomalies') or {}).items()))
+                           + "".join(f"<br><small>{e(m)}</small>" for m in r.get("errors") or [])
                            for r in x["replays"])
         rows.append(f"<tr class='{'fails' if x['fails'] else ''}'><td>{x['index']}</td><td>{e(x['phase'])}</td>"
                     f"<td>{'fails: ' + e(str(x['anomaly'])) if x['fails'] else 'passes'}</td><td>{_faults(x['faults'])}</td>"
@@ -61,7 +75,7 @@ budget {s['budget_s']:g}s, spent {s['seconds']:.0f}s, ended: {e(s['ended'])}. A 
 {s['replays']} replays end invalid with the same anomaly. Seed {e(str(s['seed']))}.</p>
 <p>Space: {e(', '.join(sp['kinds']))} on {e(', '.join(sp['nodes']))}; up to {sp['max_faults']} faults starting in
 [{sp['from_s']:g}s, {sp['until_s']:g}s), each {sp['shortest_s']:g}s to {sp['longest_s']:g}s.</p>
-<h2>Outcome</h2>{outcome}
+<h2>Outcome</h2>{outcome}{_disk(s)}
 <h2>Shrink steps</h2><p>Each failing schedule kept, first failure first: dense / generate (found), ddmin
 (faults dropped), simplify (a fault earlier, shorter or simpler), shrink (Hypothesis).</p>
 <table><tr><th>step</th><th>example</th><th>by</th><th>faults</th><th>schedule</th></tr>{steps}</table>

@@ -1,16 +1,26 @@
 """The judge `explore` gives its search: a schedule becomes a normal plan (the base plan with
 `faults:` replaced, the load shortened, as `plan_for` writes it), run on the engine up to
 `replays` times; it fails if at least `need` replays end invalid with the anomaly sought.
+The folders of runs that did not end invalid are removed once judged (EngineJudge._drop says
+why); `keep_passing` keeps them.
 
 Why `need` = 1 of `replays` = 1 by default (`--runs` raises it): the checker has no false
 alarms to filter out (an anomaly is proof the schedule CAN break the pipeline; a correct
-pipeline is never accused, tests/ prove it per anomaly), so one failing replay suffices; more
-replays only guard against a schedule that breaks the pipeline sometimes being dropped by the
-shrinker after one lucky pass, and each costs a run on every candidate that really passes.
-Measured here: `run plans/at-least-once.yaml --runs 3` caught `duplicate` 3 of 3 times, and in
-an explore of it with 2 replays no shrink candidate's second replay changed its verdict (every
-failing candidate failed on its first replay, every passing one passed both): the second
-replay doubled the cost of shrinking for nothing, so the default is 1. Replays stop early: at the `need`-th
+pipeline is never accused, tests/ prove it per anomaly), so k > 1 is never needed; n > 1 only
+keeps the shrinker from dropping a candidate that fails sometimes, and costs n runs on every
+candidate that really passes. Measured here (2 shared cores): failures whose mechanism is a
+fault that opens the window itself reproduce every time, so n = 1 loses nothing on them:
+commit-before-process's minimal `kill postgres` failed again in 3 of 3 reproduction runs,
+at-least-once's `pause postgres` + `partition kafka-1` failed in 5 of its 5 shrink variants that
+kept the pause over the partition's start, and `run plans/at-least-once.yaml --runs 3` caught
+`duplicate` 3 of 3; in an explore with 2 replays no shrink candidate's second replay changed
+its verdict. Failures that need a kill to land in a window of tens of milliseconds are the
+other kind: at-least-once failed once under 3 latencies and a replica kill, and every one of
+the 6 ddmin candidates (each a subset) passed its one run. With a per-run rate p ~ 1/4, n = 3
+would still drop such a candidate 42% of the time at 3x the cost, so n stays 1 and the search
+relies on finding the deterministic mechanism (which the default space contains), and the
+reproduction rate explore reports at the end (driver.py, --confirm) tells the user which kind
+they got. Replays stop early: at the `need`-th
 failure, or when `need` can no longer be reached. Before the first failure (Hypothesis's
 generation, nothing sought yet) a schedule is run once: a miss there only moves the search on
 to the next schedule, while in shrinking a miss would throw away a smaller failing plan."""
@@ -50,8 +60,11 @@ class EngineJudge:
     replays: int = 1
     need: int = 1
     on_run: Callable[[Path, Any], None] | None = None
+    keep_passing: bool = False
     count: int = 0  # schedules judged
     runs: int = 0
+    removed: int = 0  # run folders removed (see `_keep`)
+    removed_bytes: int = 0
 
     def __call__(self, schedule: Schedule, sought: str | None) -> Judgement:
         self.count += 1
@@ -68,6 +81,8 @@ class EngineJudge:
                           "seconds": result.results.get("duration_s")})
             if self.on_run:
                 self.on_run(folder, result)
+            if not self.keep_passing and result.valid is not False and not result.results.get("interrupted"):
+                self._drop(folder, found[-1], result.results)
             if result.results.get("interrupted"):
                 cut_short = True
                 break
@@ -82,6 +97,24 @@ class EngineJudge:
         return Judgement(fails, anomaly if fails else None, found,
                          {"last_failing": str(last_failing) if last_failing else None, "cut_short": cut_short,
                           "hits": hits})
+
+
+    def _drop(self, folder: Path, entry: dict[str, Any], results: dict[str, Any]) -> None:
+        """Remove the folder of a run that did not fail (valid or unknown): over a long budget the
+        examples would fill the disk (~10 MB a run of 10 s), and what a user needs of them is in
+        explore.json / explore.html (the schedule, the verdict, the anomalies, and for an unknown
+        verdict the run's first error, kept in `entry["errors"]`). Failing runs are kept."""
+        import shutil
+
+        why = [str(x) for x in results.get("errors") or []][:2]
+        why += [f"{name}: {c['reason']}" for name, c in (results.get("checkers") or {}).items()
+                if isinstance(c, dict) and c.get("valid") is not True and c.get("reason")][:2]
+        if why:
+            entry["errors"] = [x[:300] for x in why]
+        self.removed_bytes += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
+        shutil.rmtree(folder, ignore_errors=True)
+        self.removed += 1
+        entry["folder"] = None
 
 
 def _hit(valid: Any, kinds: dict[str, int], sought: str | None) -> str | None:

@@ -8,7 +8,10 @@ function).
 Why dense first: a schedule of max_faults faults fails far more often than one of 1 (measured on
 at-least-once: the first `duplicate` came at schedule 7, 6 faults, after ~4 min of Hypothesis's
 small early examples), and ddmin takes a dense failure down to its 1 or 2 faults that matter in a
-few runs. So the first `dense` examples are max_faults faults drawn uniformly (seeded).
+few runs. So the first `dense` examples are max_faults faults drawn uniformly (seeded), and
+Hypothesis's generation then draws at least half of max_faults faults (its own first examples
+are the simplest ones: on commit-before-process its rounds spent their runs on one kill or
+pause of a replica at 0 s, before the pipeline had read anything).
 
 How Hypothesis is driven: a `@given(space.strategy())` test built here and called directly,
 with `database=None` (nothing saved between calls), `deadline=None` (a run takes seconds),
@@ -110,7 +113,7 @@ class Search:
 
     def __init__(self, space: Space, judge: Judge, budget_s: float, seed: int = 0,
                  on_event: Callable[[str, "Search"], None] | None = None, max_examples: int = 100_000,
-                 dense: int = 2) -> None:
+                 dense: int = 4) -> None:
         self.space, self.judge, self.budget_s, self.seed = space, judge, budget_s, seed
         self.on_event = on_event or (lambda kind, s: None)
         self.max_examples, self.dense = max_examples, dense
@@ -122,6 +125,8 @@ class Search:
         self._cache: dict[Schedule, Judgement] = {}
         self._stopped = threading.Event()
         self._ended = ""
+        self.reserve_s = 0.0  # held back once a failure is found (the driver's reproduction runs)
+        self.run_estimate_s = 0.0  # a judgement's usual length: none starts with less than half of it left
 
     # --- state the front-ends show ---------------------------------------------------
     @property
@@ -138,7 +143,11 @@ class Search:
 
     @property
     def spent(self) -> bool:
-        return self._stopped.is_set() or self.time_left <= 0
+        """Whether to run nothing more: stopped, or the budget gone (less the time `reserve_s`
+        held back for the minimal plan's reproduction once a failure is found, and half the usual
+        judgement's length `run_estimate_s`: a run started later would overrun the budget)."""
+        return self._stopped.is_set() or self.time_left <= self.run_estimate_s / 2 + (
+            self.reserve_s if self.steps else 0.0)
 
     # --- the Hypothesis test ---------------------------------------------------------
     def _examine(self, schedule: Schedule) -> None:
@@ -154,7 +163,7 @@ class Search:
                 raise _FirstFailure()
             raise ScheduleFails(schedule)  # one place only: Hypothesis tells bugs apart by where they are raised
 
-    def _round(self, seed: int, max_examples: int) -> str:
+    def _round(self, seed: int, max_examples: int, min_faults: int = 1) -> str:
         """One run of the Hypothesis test: "found" (generation met a failure), "shrunk" (after
         the reduction: Hypothesis shrank a smaller failure, or found none), "exhausted"."""
         from hypothesis import HealthCheck, Phase, given, settings
@@ -164,7 +173,7 @@ class Search:
         @settings(database=None, deadline=None, max_examples=max_examples, derandomize=False,
                   phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck),
                   report_multiple_bugs=False, print_blob=False, verbosity=_quiet())
-        @given(self.space.strategy())
+        @given(self.space.strategy(min_faults))
         def test(schedule: Schedule) -> None:
             self._examine(schedule)
 
@@ -234,7 +243,7 @@ class Search:
                     self._judge(schedule)
             self.phase = "generate"
             while not self.steps and not self.spent:
-                self._round(self.seed + round_, self.max_examples)
+                self._round(self.seed + round_, self.max_examples, max(1, self.space.spec.max_faults // 2))
                 round_ += 1
             if self.steps and not self.spent:
                 self._reduce()
@@ -246,7 +255,7 @@ class Search:
             self._stopped.set()
         if self._stopped.is_set():
             ended = "stopped"
-        elif self.time_left <= 0:
+        elif self.time_left <= self.run_estimate_s / 2 + (self.reserve_s if self.steps else 0.0):
             ended = "budget"
         self._ended = ended
         self.on_event("end", self)

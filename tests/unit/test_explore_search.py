@@ -232,3 +232,36 @@ def test_dense_examples_come_first_and_a_failure_is_reduced_in_few_runs() -> Non
     reduction = [e for e in result.examples if e.phase in ("ddmin", "simplify")]
     assert len([e for e in reduction if e.phase == "ddmin"]) <= 4 * len(first.schedule)
     assert result.minimal is not None and len(result.minimal.schedule) == 2
+
+
+def test_the_folders_of_runs_that_did_not_fail_are_removed_and_failing_ones_kept(tmp_path) -> None:  # noqa: ANN001
+    """EngineJudge over a fake engine that writes a run folder: a passing run's folder is gone
+    once judged (its verdict stays in the judgement), a failing run's is kept; keep_passing keeps
+    both."""
+    engine = _fake_engine(lambda s: {"duplicate": 1} if any(f.kind == "kill" for f in s) else {})
+
+    def writing(plan, folder):  # noqa: ANN001
+        folder.mkdir(parents=True)
+        (folder / "history.bin").write_bytes(b"x" * 1000)
+        return engine(plan, folder)
+
+    base = load_plan("plans/at-least-once.yaml")
+    kill, pause = Fault("kill", "pipeline-1", 1.0, 0.5), Fault("pause", "postgres", 1.0, 0.5)
+    judge = EngineJudge(base, writing, tmp_path, 15.0)
+    passed, failed = judge((pause,), None), judge((kill,), None)
+    assert not passed.fails and passed.replays[0]["folder"] is None and passed.replays[0]["valid"] is True
+    assert not (tmp_path / "examples" / "0001-1").exists()
+    assert failed.fails and (tmp_path / failed.replays[0]["folder"] / "history.bin").is_file()
+    assert judge.removed == 1 and judge.removed_bytes == 1000
+    keeping = EngineJudge(base, writing, tmp_path / "k", 15.0, keep_passing=True)
+    assert keeping((pause,), None).replays[0]["folder"] and (tmp_path / "k" / "examples" / "0001-1").is_dir()
+
+
+def test_time_held_back_for_the_reproduction_ends_the_shrink_early() -> None:
+    """Once a failure is found the search stops while `reserve_s` of the budget is left (the
+    driver's reproduction runs); before any failure the reserve does not count."""
+    search = Search(Space(None, NODES, 15.0), _needs_kill_and_slow_db, budget_s=120, seed=1, dense=3)
+    search.reserve_s = 1000.0
+    result = search.run()
+    assert result.minimal is not None and result.ended == "budget"
+    assert result.examples[-1].judgement.fails  # nothing judged after the first failure
