@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import math
 import mmap
+import multiprocessing
 import os
 import re
 import shutil
@@ -39,6 +40,8 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,22 +95,34 @@ def estimate(path: Any) -> int:
     return int(os.path.getsize(path) * BYTES_FACTOR) + (64 << 20)
 
 
+def default_workers() -> int:
+    """How many partitions are checked at once: $ONCEPROOF_CHECK_WORKERS, else the CPUs this
+    process may use, at most 4 (each worker holds one partition: the budget is shared)."""
+    env = os.environ.get("ONCEPROOF_CHECK_WORKERS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 def check_path(path: Any, *, memory: int = DEFAULT_MEMORY, order: str | None = None, examples: int = 10,
-               spill_dir: Any = None, partitions: int | None = None) -> dict[str, Any]:
-    """The exactly-once check of the history file at `path` within about `memory` bytes of RSS:
-    in memory when `estimate(path)` fits, else partitioned (`partitions` forces the partitioned
-    path with that many partitions: tests). `spill_dir`: where the spill folder is made
-    (default $ONCEPROOF_SCRATCH, else the system's temp folder). Result as `exactly_once.check`;
-    raises HistoryError as `read_history` does."""
+               spill_dir: Any = None, partitions: int | None = None, workers: int | None = None) -> dict[str, Any]:
+    """The exactly-once check of the history file at `path` within about `memory` bytes of RSS
+    (this process and its workers together): in memory when `estimate(path)` fits, else
+    partitioned (`partitions` forces the partitioned path with that many partitions: tests),
+    `workers` partitions at a time in forked processes (default `default_workers()`; 1: in this
+    process), each partition sized to fit in its share of the budget. `spill_dir`: where the
+    spill folder is made (default $ONCEPROOF_SCRATCH, else the system's temp folder). Result as
+    `exactly_once.check`; raises HistoryError as `read_history` does."""
+    workers = workers or default_workers()
     if partitions is None:
         need = estimate(path)
         if need <= memory:
             return exactly_once.check(read_history(path), order=order, examples=examples)
-        partitions = min(_MAX_PARTS, max(2, math.ceil(need / (memory * 0.45))))
+        partitions = min(_MAX_PARTS, max(2, math.ceil(need / (memory * 0.4 / workers))))
     with _spill_folder(spill_dir) as folder:
         split = Split(path, folder, partitions, chunk=max(_MIN_CHUNK, min(_CHUNK, memory // 32)))
         split.run()
-        return split.check(order=order, examples=examples)
+        return split.check(order=order, examples=examples, workers=workers)
 
 
 @contextlib.contextmanager
@@ -282,7 +297,13 @@ class Split:
                     raise LineError(pos, f"a sink effect longer than {self.slice:,} bytes")
                 piece = piece[:cut + 1]
             nums, widths, strs = self._effects(piece, at, pos)
-            self._route_effects(obs, nums, widths, strs, count, lambda p=piece: orjson.loads(b"[" + p + b"]"))
+
+            def event_at(idx: list[int], p: bytes = piece) -> dict[int, Any]:
+                evs = orjson.loads(b"[" + p + b"]")
+                return {i: evs[i] for i in idx if i < len(evs)}
+
+            self._route_effects(np.full(len(nums), obs, np.int32), np.arange(count, count + len(nums)),
+                                nums, widths, strs, event_at)
             count += len(nums)
             at += len(piece) + 1
         self.obs_total[obs] = count
@@ -366,17 +387,47 @@ class Split:
             rows["f"], rows["proc"], rows["off"], rows["end"] = f[s_rec], proc[s_rec], off[s_rec], end[s_rec]
             rows["num"], rows["width"], rows["key"], rows["seq"] = nums, widths, keys, cat("s_seq", np.int64)
             self._write(rows, dest, texts, self.n_send, self.s_text, 0)
-        # sink reads and their effects
+        # sink reads and their effects: the effects of all the chunk's reads spilled at once
+        e_num: list[np.ndarray] = []
+        e_width: list[np.ndarray] = []
+        e_obs: list[np.ndarray] = []
+        e_pos: list[np.ndarray] = []
+        e_str: list[tuple[int, str]] = []
+        starts: list[int] = []
+        lines: list[tuple[int, int]] = []
+        at = 0
         for j, rec in enumerate(part.obs_rec):
             obs = len(self.obs_rec)
             self.obs_rec.append(rec + rec0)
             self.obs_full.append(bool(part.obs_full[j]))
             self.obs_final.append(bool(part.obs_final[j]))
-            self.obs_total.append(len(part.eff_num[j]))
-            line = (int(off[rec]), int(end[rec]))
-            self._route_effects(obs, part.eff_num[j], part.eff_width[j], part.eff_str[j], 0,
-                                lambda line=line: self._events_of(*line))
+            count = len(part.eff_num[j])
+            self.obs_total.append(count)
+            if count:
+                e_num.append(part.eff_num[j])
+                e_width.append(np.asarray(part.eff_width[j], np.int64))
+                e_obs.append(np.full(count, obs, np.int32))
+                e_pos.append(np.arange(count, dtype=np.int64))
+                e_str.extend((at + i, v) for i, v in part.eff_str[j])
+                starts.append(at)
+                lines.append((int(off[rec]), int(end[rec])))
+                at += count
             part.eff_num[j] = part.eff_width[j] = np.zeros(0, np.int64)
+        if at:
+            def event_at(idx: list[int]) -> dict[int, Any]:
+                got: dict[int, Any] = {}
+                parsed: dict[int, list[Any]] = {}
+                for i in idx:
+                    c = int(np.searchsorted(starts, i, side="right")) - 1
+                    if c not in parsed:
+                        parsed[c] = self._events_of(*lines[c])
+                    evs = parsed[c]
+                    if i - starts[c] < len(evs):
+                        got[i] = evs[i - starts[c]]
+                return got
+
+            self._route_effects(np.concatenate(e_obs), np.concatenate(e_pos), np.concatenate(e_num),
+                                np.concatenate(e_width), e_str, event_at)
         self.state_recs.extend(r + rec0 for r in part.state_recs)
         if self.start is None and part.start is not None:
             self.start = part.start
@@ -389,18 +440,19 @@ class Split:
         d = orjson.loads(bytes(self.mm[start:end]).split(b"\n", 1)[0]) if self.mm is not None else {}
         return list((d.get("value") or {}).get("events") or [])
 
-    def _route_effects(self, obs: int, nums: np.ndarray, widths: np.ndarray, strs: list[tuple[int, str]],
-                       pos0: int, events: Any) -> None:
-        """Spill the effects of sink read `obs` (positions pos0...); `events()` parses them, for
-        the keys of ids seen here first (they go by their key, as a send would)."""
+    def _route_effects(self, obs: np.ndarray, pos: np.ndarray, nums: np.ndarray, widths: np.ndarray,
+                       strs: list[tuple[int, str]], event_at: Any) -> None:
+        """Spill effects (in file order: of sink read `obs[i]`, at position `pos[i]` in it);
+        `event_at(indices)` parses the effects at those indices ({index: effect}), for the keys
+        of ids seen here first (they go by their key, as a send would)."""
         if not len(nums):
             return
         nums = nums.copy()
+        widths = widths.copy()
         texts = dict(strs)
-        dest = self._route(nums, widths, texts, None, None, events)
+        dest = self._route(nums, widths, texts, None, None, event_at)
         rows = np.empty(len(nums), EFF_DT)
-        rows["num"], rows["width"], rows["obs"] = nums, widths, obs
-        rows["pos"] = np.arange(pos0, pos0 + len(nums), dtype=np.int64)
+        rows["num"], rows["width"], rows["obs"], rows["pos"] = nums, widths, obs, pos
         self._write(rows, dest, texts, self.n_eff, self.e_text, 1)
 
     def _route(self, nums: np.ndarray, widths: np.ndarray, texts: dict[int, str], cand: np.ndarray | None,
@@ -470,11 +522,12 @@ class Split:
                 fresh[i] = True
         if not fresh.any():
             return None, None
-        evs = events()
+        wanted = np.flatnonzero(fresh).tolist()
+        evs = events(wanted)
         cand = np.zeros(len(nums), np.uint8)
         has = np.zeros(len(nums), bool)
-        for i in np.flatnonzero(fresh).tolist():
-            ev = evs[i] if i < len(evs) else None
+        for i in wanted:
+            ev = evs.get(i)
             key = ev[1] if isinstance(ev, list) and len(ev) > 1 else None
             if key is not None:
                 cand[i] = zlib.crc32(str(key).encode()) % self.k
@@ -497,10 +550,33 @@ class Split:
             counts[p] += len(sel)
 
     # -- the check --------------------------------------------------------------------------
-    def check(self, *, order: str | None, examples: int) -> dict[str, Any]:
-        """Check every partition in turn and merge (exactly_once.finish)."""
+    def check(self, *, order: str | None, examples: int, workers: int = 1) -> dict[str, Any]:
+        """Check every partition, `workers` at a time in forked processes (1: in turn, here), and
+        merge (exactly_once.finish). A worker that dies (killed by the OOM killer) raises
+        HistoryError naming the memory budget."""
         sealed = self.seal()
-        outs = [sealed.check_partition(p, order, examples) for p in range(self.k)]
+        self.idmap = np.zeros(0, np.uint8)  # the split's maps are not needed any more
+        self.text_map = {}
+        if workers <= 1 or self.k <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+            outs = [sealed.check_partition(p, order, examples) for p in range(self.k)]
+        else:
+            global _SEALED
+            _SEALED = sealed  # inherited by the forked workers, never pickled
+            pool = ProcessPoolExecutor(min(workers, self.k), mp_context=multiprocessing.get_context("fork"))
+            done = False
+            try:
+                outs = list(pool.map(_check_one, [(p, order, examples) for p in range(self.k)]))
+                done = True
+            except BrokenProcessPool:
+                raise HistoryError(self.path, None, "a process checking a partition died (killed for lack of "
+                                                    "memory?): give a smaller --memory budget or "
+                                                    "ONCEPROOF_CHECK_WORKERS=1") from None
+            finally:
+                _SEALED = None
+                if not done:  # an error or Ctrl-C: the workers stop now, not after their partition
+                    for proc in list(pool._processes.values()):
+                        proc.terminate()
+                pool.shutdown(wait=True, cancel_futures=True)
         return exactly_once.finish([o[0] for o in outs], examples=examples, first_at=[o[1] for o in outs])
 
     def seal(self) -> Sealed:
@@ -517,6 +593,15 @@ class Split:
             obs_full=np.array(self.obs_full, bool), obs_final=np.array(self.obs_final, bool),
             f_names=list(self.f_names), p_names=list(self.p_names), k_names=list(self.k_names),
             s_text=self.s_text, e_text=self.e_text, start=self.start, warnings=list(self.warnings))
+
+
+_SEALED: Sealed | None = None
+
+
+def _check_one(job: tuple[int, str | None, int]) -> tuple[exactly_once.Partial, dict[int, int]]:
+    """A forked worker's job: partition `job[0]` of the split its parent sealed."""
+    assert _SEALED is not None
+    return _SEALED.check_partition(*job)
 
 
 @dataclass
@@ -641,3 +726,49 @@ def _find(fh: Any, needle: bytes, start: int, size: int) -> int:
             return pos + i
         pos += len(buf)
     return -1
+
+
+_EVENT_LINE = re.compile(rb'"f":\s*"(?:send|observe|final-read)"')
+
+
+def read_without_events(path: Any) -> History:
+    """The history at `path` without its sends and sink reads (every other record: start,
+    faults, progress, state, the harness's notes), read in bounded memory: the lines are
+    streamed in 8 MiB pieces and a line is dropped by its first 4 KiB (a sink read of any size
+    is skipped without being held). For the checkers that need the rest of a history too big
+    to read whole (faults). Raises HistoryError as `read_history` does."""
+    from onceproof.checkers.history.model import HistoryError as _HE
+
+    try:
+        src = open(path, "rb")
+    except OSError as e:
+        raise _HE(str(path), None, f"cannot open: {e.strerror or e}") from None
+    fd, tmp = tempfile.mkstemp(prefix="onceproof-light-", suffix=".jsonl", dir=os.environ.get("ONCEPROOF_SCRATCH")
+                               if os.environ.get("ONCEPROOF_SCRATCH") and os.path.isdir(
+                                   os.environ["ONCEPROOF_SCRATCH"]) else None)
+    try:
+        with src, os.fdopen(fd, "wb") as out:
+            pending = b""  # the start of the current line, while its fate is undecided
+            keep: bool | None = None  # the current line's fate once decided
+            while chunk := src.read(8 << 20):
+                start = 0
+                while start < len(chunk):
+                    nl = chunk.find(b"\n", start)
+                    piece = chunk[start:] if nl < 0 else chunk[start:nl + 1]
+                    start = len(chunk) if nl < 0 else nl + 1
+                    if keep is None:
+                        pending += piece
+                        if nl >= 0 or len(pending) >= 4096:
+                            keep = not _EVENT_LINE.search(pending[:4096])
+                            if keep:
+                                out.write(pending)
+                            pending = b""
+                    elif keep:
+                        out.write(piece)
+                    if nl >= 0:
+                        keep = None
+            if pending and not _EVENT_LINE.search(pending[:4096]):
+                out.write(pending)
+        return read_history(tmp)
+    finally:
+        os.unlink(tmp)
