@@ -70,15 +70,21 @@ def raw_pass(path: str) -> tuple[float, float]:
 
 
 # in a fresh interpreter, the way a user runs it (`onceproof check --json --memory M`); the peak
-# RSS is the child's VmHWM (ru_maxrss would also count the parent's peak before the exec)
+# RSS is the child's VmHWM (ru_maxrss would also count the parent's peak before the exec) plus,
+# per partition worker, the largest growth of a worker's resident set over the pages it shares
+# with the child (a bound on the workers' sum); CPU: the child's and its workers'
 _CHILD = """
 import resource, sys, time
 t0 = time.perf_counter()
 from onceproof.cli import main
+from onceproof.checkers import partitioned
 code = main(sys.argv[1:])
 hwm = [x for x in open('/proc/self/status') if x.startswith('VmHWM')][0].split()[1]
 ru = resource.getrusage(resource.RUSAGE_SELF)
-print('BENCH', time.perf_counter() - t0, int(hwm) * 1024, ru.ru_utime + ru.ru_stime, file=sys.stderr)
+kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+rss = int(hwm) * 1024 + partitioned.WORKER_PEAK * partitioned.default_workers()
+cpu = ru.ru_utime + ru.ru_stime + kids.ru_utime + kids.ru_stime
+print('BENCH', time.perf_counter() - t0, rss, cpu, file=sys.stderr)
 """
 
 

@@ -212,7 +212,17 @@ class Split:
     _cut: int | None = None
 
     def _step(self, fh: Any, mm: Any, pos: int, size: int) -> int:
-        """One chunk of whole lines from `pos`: the position after it."""
+        """One chunk of whole lines from `pos`: the position after it. The chunk's pages of the
+        file mapping are given back after it (the reads of its lines that are not sends touch
+        them again after the scanner dropped them: they would stay in the resident set)."""
+        nxt = self._step_pages(fh, mm, pos, size)
+        if mm is not None and hasattr(mm, "madvise"):
+            a = pos - pos % mmap.PAGESIZE
+            if nxt > a:
+                mm.madvise(mmap.MADV_DONTNEED, a, min(nxt, size) - a)
+        return nxt
+
+    def _step_pages(self, fh: Any, mm: Any, pos: int, size: int) -> int:
         stop = min(size, pos + self.chunk)
         if stop < size:
             cut = mm.rfind(b"\n", pos, stop) + 1
@@ -536,18 +546,19 @@ class Split:
 
     def _write(self, rows: np.ndarray, dest: np.ndarray, texts: dict[int, str], counts: list[int],
                text_lists: list[list[tuple[int, str]]], which: int) -> None:
-        order = np.argsort(dest, kind="stable")
-        bounds = np.concatenate([[0], np.cumsum(np.bincount(dest, minlength=self.k))])
+        order = np.argsort(dest, kind="stable")  # a radix sort for uint8: the rows of each partition together
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(dest, minlength=self.k))]).tolist()
+        if texts:
+            at = np.empty(len(order), np.int64)
+            at[order] = np.arange(len(order))
+            for i in sorted(texts):
+                p = int(dest[i])
+                text_lists[p].append((counts[p] + int(at[i]) - bounds[p], texts[i]))
+        grouped = rows[order]
         for p in range(self.k):
-            sel = order[bounds[p]:bounds[p + 1]]
-            if not len(sel):
-                continue
-            if texts:
-                for j, i in enumerate(sel.tolist()):
-                    if i in texts:
-                        text_lists[p].append((counts[p] + j, texts[i]))
-            rows[sel].tofile(self._files[p][which])
-            counts[p] += len(sel)
+            if bounds[p + 1] > bounds[p]:
+                self._files[p][which].write(memoryview(grouped[bounds[p]:bounds[p + 1]]).cast("B"))
+                counts[p] += bounds[p + 1] - bounds[p]
 
     # -- the check --------------------------------------------------------------------------
     def check(self, *, order: str | None, examples: int, workers: int = 1) -> dict[str, Any]:
@@ -565,7 +576,10 @@ class Split:
             pool = ProcessPoolExecutor(min(workers, self.k), mp_context=multiprocessing.get_context("fork"))
             done = False
             try:
-                outs = list(pool.map(_check_one, [(p, order, examples) for p in range(self.k)]))
+                got = list(pool.map(_check_one, [(p, order, examples) for p in range(self.k)]))
+                outs = [o for o, _ in got]
+                global WORKER_PEAK
+                WORKER_PEAK = max(WORKER_PEAK, max(g for _, g in got))
                 done = True
             except BrokenProcessPool:
                 raise HistoryError(self.path, None, "a process checking a partition died (killed for lack of "
@@ -598,10 +612,24 @@ class Split:
 _SEALED: Sealed | None = None
 
 
-def _check_one(job: tuple[int, str | None, int]) -> tuple[exactly_once.Partial, dict[int, int]]:
-    """A forked worker's job: partition `job[0]` of the split its parent sealed."""
+WORKER_PEAK = 0  # bytes: the largest growth of a worker's resident set over what it inherited (benchmarks)
+
+
+def _status_kib(field: str) -> int:
+    try:
+        with open("/proc/self/status") as f:
+            return next((int(x.split()[1]) for x in f if x.startswith(field)), 0)
+    except OSError:
+        return 0
+
+
+def _check_one(job: tuple[int, str | None, int]) -> tuple[tuple[exactly_once.Partial, dict[int, int]], int]:
+    """A forked worker's job: partition `job[0]` of the split its parent sealed; and how much its
+    resident set grew (bytes, peak over the pages inherited from the parent at the fork)."""
     assert _SEALED is not None
-    return _SEALED.check_partition(*job)
+    base = _status_kib("VmRSS:")
+    out = _SEALED.check_partition(*job)
+    return out, max(0, _status_kib("VmHWM:") - base) << 10
 
 
 @dataclass

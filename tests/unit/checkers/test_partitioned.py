@@ -118,10 +118,14 @@ def test_a_history_bigger_than_the_budget_is_checked_within_it(tmp_path: Path) -
     injected = _generate()(str(path), 1_000_000)
     budget = 100 << 20
     assert partitioned.estimate(path) > 2 * budget
-    # VmHWM of the child itself: ru_maxrss would also count this process's peak before the exec
-    child = ("import sys\nfrom onceproof.cli import main\ncode = main(sys.argv[1:])\n"
+    # VmHWM of the child itself (ru_maxrss would also count this process's peak before the exec),
+    # plus, for each of its partition workers, the largest growth of a worker's resident set over
+    # the pages it shares with its parent (a bound on what the workers add together)
+    child = ("import sys\nfrom onceproof.cli import main\n"
+             "from onceproof.checkers import partitioned\ncode = main(sys.argv[1:])\n"
              "hwm = [x for x in open('/proc/self/status') if x.startswith('VmHWM')][0].split()[1]\n"
-             "print('RSS', int(hwm) * 1024, file=sys.stderr)\nsys.exit(code)\n")
+             "kids = partitioned.WORKER_PEAK * partitioned.default_workers()\n"
+             "print('RSS', int(hwm) * 1024 + kids, file=sys.stderr)\nsys.exit(code)\n")
     proc = subprocess.run([sys.executable, "-c", child, "check", "--json", "--memory", "100MiB", str(path)],
                           capture_output=True, text=True, env=os.environ | {"ONCEPROOF_SCRATCH": str(tmp_path / "s")},
                           timeout=600, check=False)
