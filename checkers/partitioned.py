@@ -797,6 +797,9 @@ def read_without_events(path: Any) -> History:
                         keep = None
             if pending and not _EVENT_LINE.search(pending[:4096]):
                 out.write(pending)
-        return read_history(tmp)
+        h = read_history(tmp)
+        with open(tmp, "rb") as f:
+            h._data = f.read()  # records are read from memory: the file goes now (it is small)
+        return h
     finally:
         os.unlink(tmp)
