@@ -20,9 +20,11 @@ Per-key order is then exact for every event first seen in a send; an event seen 
 before any send of it (a phantom, a premature one) sits where its id hashes, and its place in
 its key's order is judged within that partition only.
 
-Memory: the chunk being read (`_CHUNK` bytes), the id map, the non-send records, then one
-partition at a time; the number of partitions is chosen so that one partition's estimated
-in-memory check fits in about half the budget. A line longer than a chunk (a final read of
+Memory: the chunk being read (`_CHUNK` bytes; its pages of the file mapping are given back
+after it), the id map, the non-send records, then the partitions, `workers` at a time in
+forked processes (`default_workers()`); the number of partitions is chosen so that the
+workers' partitions together fit in about 40% of the budget (a partition's in-memory check is
+estimated from its share of the file, `BYTES_FACTOR`). A line longer than a chunk (a final read of
 millions of effects) is streamed slice by slice. The spill folder is removed whatever happens
 (an exception, Ctrl-C, SIGTERM).
 """
