@@ -559,7 +559,7 @@ class Split:
         grouped = rows[order]
         for p in range(self.k):
             if bounds[p + 1] > bounds[p]:
-                self._files[p][which].write(memoryview(grouped[bounds[p]:bounds[p + 1]]).cast("B"))
+                self._files[p][which].write(grouped[bounds[p]:bounds[p + 1]].data.cast("B"))
                 counts[p] += bounds[p + 1] - bounds[p]
 
     # -- the check --------------------------------------------------------------------------
