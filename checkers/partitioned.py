@@ -23,7 +23,7 @@ its key's order is judged within that partition only.
 Memory: the chunk being read (`_CHUNK` bytes; its pages of the file mapping are given back
 after it), the id map, the non-send records, then the partitions, `workers` at a time in
 forked processes (`default_workers()`); the number of partitions is chosen so that the
-workers' partitions together fit in about 40% of the budget (a partition's in-memory check is
+workers' partitions together fit in about 30% of the budget (a partition's in-memory check is
 estimated from its share of the file, `BYTES_FACTOR`). A line longer than a chunk (a final read of
 millions of effects) is streamed slice by slice. The spill folder is removed whatever happens
 (an exception, Ctrl-C, SIGTERM).
@@ -120,7 +120,7 @@ def check_path(path: Any, *, memory: int = DEFAULT_MEMORY, order: str | None = N
         need = estimate(path)
         if need <= memory:
             return exactly_once.check(read_history(path), order=order, examples=examples)
-        partitions = min(_MAX_PARTS, max(2, math.ceil(need / (memory * 0.4 / workers))))
+        partitions = min(_MAX_PARTS, max(2, math.ceil(need / (memory * 0.3 / workers))))
     with _spill_folder(spill_dir) as folder:
         split = Split(path, folder, partitions, chunk=max(_MIN_CHUNK, min(_CHUNK, memory // 32)))
         split.run()
