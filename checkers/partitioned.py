@@ -20,9 +20,11 @@ Per-key order is then exact for every event first seen in a send; an event seen 
 before any send of it (a phantom, a premature one) sits where its id hashes, and its place in
 its key's order is judged within that partition only.
 
-Memory: the chunk being read (`_CHUNK` bytes), the id map, the non-send records, then one
-partition at a time; the number of partitions is chosen so that one partition's estimated
-in-memory check fits in about half the budget. A line longer than a chunk (a final read of
+Memory: the chunk being read (`_CHUNK` bytes; its pages of the file mapping are given back
+after it), the id map, the non-send records, then the partitions, `workers` at a time in
+forked processes (`default_workers()`); the number of partitions is chosen so that the
+workers' partitions together fit in about 30% of the budget (a partition's in-memory check is
+estimated from its share of the file, `BYTES_FACTOR`). A line longer than a chunk (a final read of
 millions of effects) is streamed slice by slice. The spill folder is removed whatever happens
 (an exception, Ctrl-C, SIGTERM).
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import math
 import mmap
+import multiprocessing
 import os
 import re
 import shutil
@@ -39,6 +42,8 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,22 +97,34 @@ def estimate(path: Any) -> int:
     return int(os.path.getsize(path) * BYTES_FACTOR) + (64 << 20)
 
 
+def default_workers() -> int:
+    """How many partitions are checked at once: $ONCEPROOF_CHECK_WORKERS, else the CPUs this
+    process may use, at most 4 (each worker holds one partition: the budget is shared)."""
+    env = os.environ.get("ONCEPROOF_CHECK_WORKERS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 def check_path(path: Any, *, memory: int = DEFAULT_MEMORY, order: str | None = None, examples: int = 10,
-               spill_dir: Any = None, partitions: int | None = None) -> dict[str, Any]:
-    """The exactly-once check of the history file at `path` within about `memory` bytes of RSS:
-    in memory when `estimate(path)` fits, else partitioned (`partitions` forces the partitioned
-    path with that many partitions: tests). `spill_dir`: where the spill folder is made
-    (default $ONCEPROOF_SCRATCH, else the system's temp folder). Result as `exactly_once.check`;
-    raises HistoryError as `read_history` does."""
+               spill_dir: Any = None, partitions: int | None = None, workers: int | None = None) -> dict[str, Any]:
+    """The exactly-once check of the history file at `path` within about `memory` bytes of RSS
+    (this process and its workers together): in memory when `estimate(path)` fits, else
+    partitioned (`partitions` forces the partitioned path with that many partitions: tests),
+    `workers` partitions at a time in forked processes (default `default_workers()`; 1: in this
+    process), each partition sized to fit in its share of the budget. `spill_dir`: where the
+    spill folder is made (default $ONCEPROOF_SCRATCH, else the system's temp folder). Result as
+    `exactly_once.check`; raises HistoryError as `read_history` does."""
+    workers = workers or default_workers()
     if partitions is None:
         need = estimate(path)
         if need <= memory:
             return exactly_once.check(read_history(path), order=order, examples=examples)
-        partitions = min(_MAX_PARTS, max(2, math.ceil(need / (memory * 0.45))))
+        partitions = min(_MAX_PARTS, max(2, math.ceil(need / (memory * 0.3 / workers))))
     with _spill_folder(spill_dir) as folder:
         split = Split(path, folder, partitions, chunk=max(_MIN_CHUNK, min(_CHUNK, memory // 32)))
         split.run()
-        return split.check(order=order, examples=examples)
+        return split.check(order=order, examples=examples, workers=workers)
 
 
 @contextlib.contextmanager
@@ -198,7 +215,17 @@ class Split:
     _cut: int | None = None
 
     def _step(self, fh: Any, mm: Any, pos: int, size: int) -> int:
-        """One chunk of whole lines from `pos`: the position after it."""
+        """One chunk of whole lines from `pos`: the position after it. The chunk's pages of the
+        file mapping are given back after it (the reads of its lines that are not sends touch
+        them again after the scanner dropped them: they would stay in the resident set)."""
+        nxt = self._step_pages(fh, mm, pos, size)
+        if mm is not None and hasattr(mm, "madvise"):
+            a = pos - pos % mmap.PAGESIZE
+            if nxt > a:
+                mm.madvise(mmap.MADV_DONTNEED, a, min(nxt, size) - a)
+        return nxt
+
+    def _step_pages(self, fh: Any, mm: Any, pos: int, size: int) -> int:
         stop = min(size, pos + self.chunk)
         if stop < size:
             cut = mm.rfind(b"\n", pos, stop) + 1
@@ -283,7 +310,13 @@ class Split:
                     raise LineError(pos, f"a sink effect longer than {self.slice:,} bytes")
                 piece = piece[:cut + 1]
             nums, widths, strs = self._effects(piece, at, pos)
-            self._route_effects(obs, nums, widths, strs, count, lambda p=piece: orjson.loads(b"[" + p + b"]"))
+
+            def event_at(idx: list[int], p: bytes = piece) -> dict[int, Any]:
+                evs = orjson.loads(b"[" + p + b"]")
+                return {i: evs[i] for i in idx if i < len(evs)}
+
+            self._route_effects(np.full(len(nums), obs, np.int32), np.arange(count, count + len(nums)),
+                                nums, widths, strs, event_at)
             count += len(nums)
             at += len(piece) + 1
         self.obs_total[obs] = count
@@ -371,20 +404,50 @@ class Split:
             rows["f"], rows["proc"], rows["off"], rows["end"] = f[s_rec], proc[s_rec], off[s_rec], end[s_rec]
             rows["num"], rows["width"], rows["key"], rows["seq"] = nums, widths, keys, cat("s_seq", np.int64)
             self._write(rows, dest, texts, self.n_send, self.s_text, 0)
-        # sink reads and their effects
+        # sink reads and their effects: the effects of all the chunk's reads spilled at once
+        e_num: list[np.ndarray] = []
+        e_width: list[np.ndarray] = []
+        e_obs: list[np.ndarray] = []
+        e_pos: list[np.ndarray] = []
+        e_str: list[tuple[int, str]] = []
+        starts: list[int] = []
+        lines: list[tuple[int, int]] = []
+        at = 0
         for j, rec in enumerate(part.obs_rec):
             obs = len(self.obs_rec)
             self.obs_rec.append(rec + rec0)
             self.obs_full.append(bool(part.obs_full[j]))
             self.obs_final.append(bool(part.obs_final[j]))
-            self.obs_total.append(len(part.eff_num[j]))
+            count = len(part.eff_num[j])
             runs = part.obs_vis[j] if j < len(part.obs_vis) else None
             if runs is not None:
                 self.obs_vis[obs] = runs
-            line = (int(off[rec]), int(end[rec]))
-            self._route_effects(obs, part.eff_num[j], part.eff_width[j], part.eff_str[j], 0,
-                                lambda line=line: self._events_of(*line))
+            self.obs_total.append(count)
+            if count:
+                e_num.append(part.eff_num[j])
+                e_width.append(np.asarray(part.eff_width[j], np.int64))
+                e_obs.append(np.full(count, obs, np.int32))
+                e_pos.append(np.arange(count, dtype=np.int64))
+                e_str.extend((at + i, v) for i, v in part.eff_str[j])
+                starts.append(at)
+                lines.append((int(off[rec]), int(end[rec])))
+                at += count
             part.eff_num[j] = part.eff_width[j] = np.zeros(0, np.int64)
+        if at:
+            def event_at(idx: list[int]) -> dict[int, Any]:
+                got: dict[int, Any] = {}
+                parsed: dict[int, list[Any]] = {}
+                for i in idx:
+                    c = int(np.searchsorted(starts, i, side="right")) - 1
+                    if c not in parsed:
+                        parsed[c] = self._events_of(*lines[c])
+                    evs = parsed[c]
+                    if i - starts[c] < len(evs):
+                        got[i] = evs[i - starts[c]]
+                return got
+
+            self._route_effects(np.concatenate(e_obs), np.concatenate(e_pos), np.concatenate(e_num),
+                                np.concatenate(e_width), e_str, event_at)
         self.state_recs.extend(r + rec0 for r in part.state_recs)
         if self.start is None and part.start is not None:
             self.start = part.start
@@ -397,18 +460,19 @@ class Split:
         d = orjson.loads(bytes(self.mm[start:end]).split(b"\n", 1)[0]) if self.mm is not None else {}
         return list((d.get("value") or {}).get("events") or [])
 
-    def _route_effects(self, obs: int, nums: np.ndarray, widths: np.ndarray, strs: list[tuple[int, str]],
-                       pos0: int, events: Any) -> None:
-        """Spill the effects of sink read `obs` (positions pos0...); `events()` parses them, for
-        the keys of ids seen here first (they go by their key, as a send would)."""
+    def _route_effects(self, obs: np.ndarray, pos: np.ndarray, nums: np.ndarray, widths: np.ndarray,
+                       strs: list[tuple[int, str]], event_at: Any) -> None:
+        """Spill effects (in file order: of sink read `obs[i]`, at position `pos[i]` in it);
+        `event_at(indices)` parses the effects at those indices ({index: effect}), for the keys
+        of ids seen here first (they go by their key, as a send would)."""
         if not len(nums):
             return
         nums = nums.copy()
+        widths = widths.copy()
         texts = dict(strs)
-        dest = self._route(nums, widths, texts, None, None, events)
+        dest = self._route(nums, widths, texts, None, None, event_at)
         rows = np.empty(len(nums), EFF_DT)
-        rows["num"], rows["width"], rows["obs"] = nums, widths, obs
-        rows["pos"] = np.arange(pos0, pos0 + len(nums), dtype=np.int64)
+        rows["num"], rows["width"], rows["obs"], rows["pos"] = nums, widths, obs, pos
         self._write(rows, dest, texts, self.n_eff, self.e_text, 1)
 
     def _route(self, nums: np.ndarray, widths: np.ndarray, texts: dict[int, str], cand: np.ndarray | None,
@@ -478,11 +542,12 @@ class Split:
                 fresh[i] = True
         if not fresh.any():
             return None, None
-        evs = events()
+        wanted = np.flatnonzero(fresh).tolist()
+        evs = events(wanted)
         cand = np.zeros(len(nums), np.uint8)
         has = np.zeros(len(nums), bool)
-        for i in np.flatnonzero(fresh).tolist():
-            ev = evs[i] if i < len(evs) else None
+        for i in wanted:
+            ev = evs.get(i)
             key = ev[1] if isinstance(ev, list) and len(ev) > 1 else None
             if key is not None:
                 cand[i] = zlib.crc32(str(key).encode()) % self.k
@@ -491,24 +556,51 @@ class Split:
 
     def _write(self, rows: np.ndarray, dest: np.ndarray, texts: dict[int, str], counts: list[int],
                text_lists: list[list[tuple[int, str]]], which: int) -> None:
-        order = np.argsort(dest, kind="stable")
-        bounds = np.concatenate([[0], np.cumsum(np.bincount(dest, minlength=self.k))])
+        order = np.argsort(dest, kind="stable")  # a radix sort for uint8: the rows of each partition together
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(dest, minlength=self.k))]).tolist()
+        if texts:
+            at = np.empty(len(order), np.int64)
+            at[order] = np.arange(len(order))
+            for i in sorted(texts):
+                p = int(dest[i])
+                text_lists[p].append((counts[p] + int(at[i]) - bounds[p], texts[i]))
+        grouped = rows[order]
         for p in range(self.k):
-            sel = order[bounds[p]:bounds[p + 1]]
-            if not len(sel):
-                continue
-            if texts:
-                for j, i in enumerate(sel.tolist()):
-                    if i in texts:
-                        text_lists[p].append((counts[p] + j, texts[i]))
-            rows[sel].tofile(self._files[p][which])
-            counts[p] += len(sel)
+            if bounds[p + 1] > bounds[p]:
+                self._files[p][which].write(grouped[bounds[p]:bounds[p + 1]].data.cast("B"))
+                counts[p] += bounds[p + 1] - bounds[p]
 
     # -- the check --------------------------------------------------------------------------
-    def check(self, *, order: str | None, examples: int) -> dict[str, Any]:
-        """Check every partition in turn and merge (exactly_once.finish)."""
+    def check(self, *, order: str | None, examples: int, workers: int = 1) -> dict[str, Any]:
+        """Check every partition, `workers` at a time in forked processes (1: in turn, here), and
+        merge (exactly_once.finish). A worker that dies (killed by the OOM killer) raises
+        HistoryError naming the memory budget."""
         sealed = self.seal()
-        outs = [sealed.check_partition(p, order, examples) for p in range(self.k)]
+        self.idmap = np.zeros(0, np.uint8)  # the split's maps are not needed any more
+        self.text_map = {}
+        if workers <= 1 or self.k <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+            outs = [sealed.check_partition(p, order, examples) for p in range(self.k)]
+        else:
+            global _SEALED
+            _SEALED = sealed  # inherited by the forked workers, never pickled
+            pool = ProcessPoolExecutor(min(workers, self.k), mp_context=multiprocessing.get_context("fork"))
+            done = False
+            try:
+                got = list(pool.map(_check_one, [(p, order, examples) for p in range(self.k)]))
+                outs = [o for o, _ in got]
+                global WORKER_PEAK
+                WORKER_PEAK = max(WORKER_PEAK, max(g for _, g in got))
+                done = True
+            except BrokenProcessPool:
+                raise HistoryError(self.path, None, "a process checking a partition died (killed for lack of "
+                                                    "memory?): give a smaller --memory budget or "
+                                                    "ONCEPROOF_CHECK_WORKERS=1") from None
+            finally:
+                _SEALED = None
+                if not done:  # an error or Ctrl-C: the workers stop now, not after their partition
+                    for proc in list(pool._processes.values()):
+                        proc.terminate()
+                pool.shutdown(wait=True, cancel_futures=True)
         return exactly_once.finish([o[0] for o in outs], examples=examples, first_at=[o[1] for o in outs])
 
     def seal(self) -> Sealed:
@@ -525,6 +617,29 @@ class Split:
             obs_full=np.array(self.obs_full, bool), obs_final=np.array(self.obs_final, bool), obs_vis=self.obs_vis,
             f_names=list(self.f_names), p_names=list(self.p_names), k_names=list(self.k_names),
             s_text=self.s_text, e_text=self.e_text, start=self.start, warnings=list(self.warnings))
+
+
+_SEALED: Sealed | None = None
+
+
+WORKER_PEAK = 0  # bytes: the largest growth of a worker's resident set over what it inherited (benchmarks)
+
+
+def _status_kib(field: str) -> int:
+    try:
+        with open("/proc/self/status") as f:
+            return next((int(x.split()[1]) for x in f if x.startswith(field)), 0)
+    except OSError:
+        return 0
+
+
+def _check_one(job: tuple[int, str | None, int]) -> tuple[tuple[exactly_once.Partial, dict[int, int]], int]:
+    """A forked worker's job: partition `job[0]` of the split its parent sealed; and how much its
+    resident set grew (bytes, peak over the pages inherited from the parent at the fork)."""
+    assert _SEALED is not None
+    base = _status_kib("VmRSS:")
+    out = _SEALED.check_partition(*job)
+    return out, max(0, _status_kib("VmHWM:") - base) << 10
 
 
 @dataclass
@@ -661,3 +776,52 @@ def _find(fh: Any, needle: bytes, start: int, size: int) -> int:
             return pos + i
         pos += len(buf)
     return -1
+
+
+_EVENT_LINE = re.compile(rb'"f":\s*"(?:send|observe|final-read)"')
+
+
+def read_without_events(path: Any) -> History:
+    """The history at `path` without its sends and sink reads (every other record: start,
+    faults, progress, state, the harness's notes), read in bounded memory: the lines are
+    streamed in 8 MiB pieces and a line is dropped by its first 4 KiB (a sink read of any size
+    is skipped without being held). For the checkers that need the rest of a history too big
+    to read whole (faults). Raises HistoryError as `read_history` does."""
+    from onceproof.checkers.history.model import HistoryError as _HE
+
+    try:
+        src = open(path, "rb")
+    except OSError as e:
+        raise _HE(str(path), None, f"cannot open: {e.strerror or e}") from None
+    fd, tmp = tempfile.mkstemp(prefix="onceproof-light-", suffix=".jsonl", dir=os.environ.get("ONCEPROOF_SCRATCH")
+                               if os.environ.get("ONCEPROOF_SCRATCH") and os.path.isdir(
+                                   os.environ["ONCEPROOF_SCRATCH"]) else None)
+    try:
+        with src, os.fdopen(fd, "wb") as out:
+            pending = b""  # the start of the current line, while its fate is undecided
+            keep: bool | None = None  # the current line's fate once decided
+            while chunk := src.read(8 << 20):
+                start = 0
+                while start < len(chunk):
+                    nl = chunk.find(b"\n", start)
+                    piece = chunk[start:] if nl < 0 else chunk[start:nl + 1]
+                    start = len(chunk) if nl < 0 else nl + 1
+                    if keep is None:
+                        pending += piece
+                        if nl >= 0 or len(pending) >= 4096:
+                            keep = not _EVENT_LINE.search(pending[:4096])
+                            if keep:
+                                out.write(pending)
+                            pending = b""
+                    elif keep:
+                        out.write(piece)
+                    if nl >= 0:
+                        keep = None
+            if pending and not _EVENT_LINE.search(pending[:4096]):
+                out.write(pending)
+        h = read_history(tmp)
+        with open(tmp, "rb") as f:
+            h._data = f.read()  # records are read from memory: the file goes now (it is small)
+        return h
+    finally:
+        os.unlink(tmp)

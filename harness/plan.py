@@ -246,6 +246,25 @@ class Checks(_Model):
     faults: Literal["strict", "lenient"] = Field(
         "strict", description="a planned fault that was not applied: strict = no verdict (unknown, with the "
         "reason); lenient = the verdict stands, with a note")
+    memory: str | None = Field(None, description=(
+        "memory budget of the run's own check, e.g. 512MiB or 2GiB (default 2GiB): a history that would "
+        "not fit is checked by partitions spilled to disk (checkers/partitioned.py), same verdict"))
+
+    @field_validator("memory")
+    @classmethod
+    def _size(cls, v: Any) -> Any:
+        if v is not None:
+            from onceproof.checkers.partitioned import parse_size
+
+            parse_size(str(v))  # ValueError: the plan error names the field and what is expected
+        return v
+
+    @property
+    def memory_bytes(self) -> int:
+        """The budget in bytes (`memory`, else checkers.partitioned.DEFAULT_MEMORY)."""
+        from onceproof.checkers.partitioned import DEFAULT_MEMORY, parse_size
+
+        return parse_size(self.memory) if self.memory else DEFAULT_MEMORY
 
     @field_validator("exactly_once", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ import os
 import re
 import stat
 import sys
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -117,6 +118,24 @@ def _mentions(path: str, needle: bytes) -> bool:
     return False
 
 
+def _unmerged_shards(path: str) -> None:
+    """Refuse the history.jsonl of a run whose load processes (`workload.processes`) left their
+    history shards unmerged (a run cut before its end merges them): its sends are in the shards,
+    so a check of history.jsonl alone would call every event a phantom. Raises HistoryError
+    naming the command that merges them."""
+    p = Path(path)
+    if p.name != "history.jsonl":
+        return
+    from onceproof.loadprocs import SHARDS
+
+    shards = sorted((p.parent / SHARDS).glob("load-*.jsonl")) if (p.parent / SHARDS).is_dir() else []
+    if shards:
+        raise HistoryError(path, None, f"the run's load processes left {len(shards)} history shard(s) in "
+                                       f"{p.parent / SHARDS} not merged into this history (the run was cut "
+                                       "before it merged them); merge them first with: python -m "
+                                       f"onceproof.loadprocs --merge {p.parent}")
+
+
 def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
     """The verdict of one file as the JSON object `--json` prints (raises HistoryError)."""
     _regular(path)
@@ -128,6 +147,7 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
                                            "use --checker linearizable")
         from onceproof.checkers.partitioned import DEFAULT_MEMORY, check_path
 
+        _unmerged_shards(path)
         memory = getattr(args, "memory", None) or DEFAULT_MEMORY
         if getattr(args, "engine", "local") == "spark":
             from onceproof.checkers import spark

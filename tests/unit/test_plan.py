@@ -49,6 +49,8 @@ def test_the_issue_example_plan_loads_with_every_default_filled_in(tmp_path):
     ("name: x\ntargets: {postgres: {}}\npipeline: {command: [x]}\nworkload: {source: kafka:e}\n", 4,
      "workload.source", "needs a kafka target"),
     ("name: x\ntargets: {}\n", None, "pipeline", "required field is missing"),
+    ("name: x\ntargets: {postgres: {}}\npipeline: {command: [x]}\nchecks: {memory: lots}\n", 4,
+     "checks.memory", "expected a number with a unit such as 512MiB"),
 ])
 def test_bad_plan_names_line_field_and_expectation(tmp_path, text, line, field, words):
     path = _write(tmp_path, text)

@@ -59,9 +59,9 @@ def _inject(run: RunModel, data: Any) -> None:
 @settings(max_examples=60, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate], suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
 @given(run=runs(max_events=40), data=st.data(), k=st.integers(1, 9), order=st.sampled_from([None, "per-key"]),
-       chunk=st.sampled_from([64, 300, 1 << 20]), examples=st.integers(1, 4))
+       chunk=st.sampled_from([64, 300, 1 << 20]), examples=st.integers(1, 4), workers=st.sampled_from([1, 2]))
 def test_partitioned_equals_in_memory_on_generated_histories_with_every_anomaly(
-        run: RunModel, data: Any, k: int, order: str | None, chunk: int, examples: int,
+        run: RunModel, data: Any, k: int, order: str | None, chunk: int, examples: int, workers: int,
         tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     _inject(run, data)
     monkeypatch.setattr(partitioned, "_MIN_CHUNK", chunk)
@@ -70,7 +70,8 @@ def test_partitioned_equals_in_memory_on_generated_histories_with_every_anomaly(
     path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in run.records()))
     memory = chunk * 32  # the chunk size follows the budget: tiny chunks, sink reads streamed in slices
     whole = exactly_once.check(read_history(path), order=order, examples=examples)
-    split = partitioned.check_path(path, partitions=k, memory=memory, order=order, examples=examples)
+    split = partitioned.check_path(path, partitions=k, memory=memory, order=order, examples=examples,
+                                   workers=workers)
     assert same(whole, split), (k, whole, split)
 
 
@@ -118,10 +119,14 @@ def test_a_history_bigger_than_the_budget_is_checked_within_it(tmp_path: Path) -
     injected = _generate()(str(path), 1_000_000)
     budget = 100 << 20
     assert partitioned.estimate(path) > 2 * budget
-    # VmHWM of the child itself: ru_maxrss would also count this process's peak before the exec
-    child = ("import sys\nfrom onceproof.cli import main\ncode = main(sys.argv[1:])\n"
+    # VmHWM of the child itself (ru_maxrss would also count this process's peak before the exec),
+    # plus, for each of its partition workers, the largest growth of a worker's resident set over
+    # the pages it shares with its parent (a bound on what the workers add together)
+    child = ("import sys\nfrom onceproof.cli import main\n"
+             "from onceproof.checkers import partitioned\ncode = main(sys.argv[1:])\n"
              "hwm = [x for x in open('/proc/self/status') if x.startswith('VmHWM')][0].split()[1]\n"
-             "print('RSS', int(hwm) * 1024, file=sys.stderr)\nsys.exit(code)\n")
+             "kids = partitioned.WORKER_PEAK * partitioned.default_workers()\n"
+             "print('RSS', int(hwm) * 1024 + kids, file=sys.stderr)\nsys.exit(code)\n")
     proc = subprocess.run([sys.executable, "-c", child, "check", "--json", "--memory", "100MiB", str(path)],
                           capture_output=True, text=True, env=os.environ | {"ONCEPROOF_SCRATCH": str(tmp_path / "s")},
                           timeout=600, check=False)
@@ -154,3 +159,63 @@ def test_sigterm_during_a_partitioned_check_leaves_no_spill(tmp_path: Path) -> N
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert list(scratch.iterdir()) == []
+
+
+def test_read_without_events_keeps_every_other_record_in_order(tmp_path: Path) -> None:
+    """The records a big run's other checkers read (start, faults, progress, notes) come through
+    whole; sends and sink reads (of any length, across the 8 MiB read pieces) are dropped."""
+    recs = [{"index": 0, "time": 0, "process": "harness", "type": "info", "f": "start", "value": {"run_id": "r"}}]
+    for i in range(3000):
+        recs.append({"index": len(recs), "time": i, "process": "load", "type": "invoke", "f": "send",
+                     "value": {"id": f"e-{i}", "key": "k", "seq": i}})
+        if i % 1000 == 0:
+            recs.append({"index": len(recs), "time": i, "process": "nemesis", "type": "ok", "f": "apply",
+                         "value": {"fault": f"f{i}", "kind": "kill", "targets": ["p-0"]}})
+    big = [[f"e-{i}", "k", i, 0] for i in range(400_000)]  # one sink read longer than a read piece
+    recs.append({"index": len(recs), "time": 5, "process": "observer", "type": "ok", "f": "final-read",
+                 "value": {"full": True, "events": big}})
+    recs.append({"index": len(recs), "time": 6, "process": "harness", "type": "info", "f": "quiesce-end",
+                 "value": {"caught_up": True}})
+    path = tmp_path / "h.jsonl"
+    path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in recs))
+    assert path.stat().st_size > 8 << 20
+    light = partitioned.read_without_events(path)
+    want = [r for r in recs if r["f"] not in ("send", "observe", "final-read")]
+    assert [r["index"] for r in light] == [r["index"] for r in want]
+    assert [r["f"] for r in light] == ["start", "apply", "apply", "apply", "quiesce-end"]
+
+
+def test_check_refuses_a_run_with_unmerged_load_shards(tmp_path: Path, capsys: Any) -> None:
+    """A run cut before it merged its load processes' shards: its history.jsonl alone would make
+    every event a phantom, so `check` refuses with the command that merges them (exit 2)."""
+    run = tmp_path / "run"
+    (run / "logs" / "shards").mkdir(parents=True)
+    (run / "history.jsonl").write_text(json.dumps({"index": 0, "time": 0, "process": "harness", "type": "info",
+                                                   "f": "start", "value": {}}) + "\n")
+    (run / "logs" / "shards" / "load-0.jsonl").write_text("")
+    code = main(["check", str(run / "history.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"python -m onceproof.loadprocs --merge {run}" in err and "Traceback" not in err
+
+
+def test_a_run_whose_history_exceeds_checks_memory_is_checked_by_partitions(tmp_path: Path) -> None:
+    """The run's own check (runner._conclude) of a history bigger than `checks.memory`: the
+    partitioned path, the same exactly-once result as the in-memory check, a note saying so."""
+    from onceproof.plan import validate_plan
+    from onceproof.runner import _conclude
+    from onceproof.stages import RunLog
+
+    out = tmp_path / "run"
+    (out / "logs").mkdir(parents=True)
+    injected = _generate()(str(out / "history.jsonl"), 300_000)
+    plan = validate_plan({"name": "big", "targets": {"kafka": {}, "postgres": {}}, "pipeline": {"command": ["x"]},
+                          "checks": {"memory": "64MiB"}})
+    assert partitioned.estimate(out / "history.jsonl") > plan.checks.memory_bytes
+    whole = exactly_once.check(read_history(out / "history.jsonl"))
+    res = _conclude(plan, RunLog(run_id="r", out_dir=out, started_at="2026-01-01T00:00:00Z", final_ok=True))
+    got = res.results["checkers"]["exactly-once"]
+    assert got["anomalies"] == whole["anomalies"] and got["anomalies"]["duplicate"] == injected["duplicates"]
+    assert same(got, whole)
+    assert res.valid is False
+    assert any("checked by partitions" in n for n in res.results["notes"]), res.results["notes"]
