@@ -61,9 +61,16 @@ def derive_plan(plan: Plan, changes: dict[str, Any], name: str = "<derived plan>
 
 
 def anomalies_of(results: dict[str, Any]) -> dict[str, int]:
-    """The anomaly kinds the exactly-once checker reported in a run's results.json (count > 0)."""
-    found = ((results.get("checkers") or {}).get("exactly-once") or {}).get("anomalies") or {}
-    return {k: int(n) for k, n in found.items() if n}
+    """The anomaly kinds every checker reported in a run's results.json (count > 0): the
+    exactly-once checker's, and those of the others that report anomalies (`reads`:
+    stale-read..., `partial`), summed by kind."""
+    out: dict[str, int] = {}
+    for checker in (results.get("checkers") or {}).values():
+        found = (checker or {}).get("anomalies") if isinstance(checker, dict) else None
+        for k, n in (found or {}).items():
+            if isinstance(n, (int, float)) and n:
+                out[k] = out.get(k, 0) + int(n)
+    return out
 
 
 def aggregate(verdicts: list[Any]) -> Any:

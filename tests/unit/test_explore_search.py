@@ -265,3 +265,31 @@ def test_time_held_back_for_the_reproduction_ends_the_shrink_early() -> None:
     result = search.run()
     assert result.minimal is not None and result.ended == "budget"
     assert result.examples[-1].judgement.fails  # nothing judged after the first failure
+
+
+def test_a_failure_another_checker_reports_is_found_and_shrunk(tmp_path) -> None:  # noqa: ANN001
+    """A run invalid through the reads checker (stale-read) or the partial checker, with the
+    exactly-once checker clean, is a failure explore finds and shrinks (a new user's
+    `explore plans/read-replica-stale.yaml` said "no failing schedule" of a run that failed)."""
+    from types import SimpleNamespace
+
+    from onceproof.explore.space import Fault as F
+    from onceproof.repeat import anomalies_of
+
+    def execute(plan, folder):  # noqa: ANN001
+        schedule = tuple(F(s.kind, s.params["target"], s.at_s, s.for_s) for s in plan.fault_steps)
+        stale = any(f.kind == "pause" and f.target == "kafka-1" for f in schedule)
+        return SimpleNamespace(valid=not stale, results={"duration_s": 1.0, "checkers": {
+            "exactly-once": {"valid": True, "anomalies": {"lost": 0, "duplicate": 0}},
+            "perf": {"valid": True, "anomalies": None},
+            "reads": {"valid": not stale, "anomalies": {"stale-read": 7 if stale else 0, "unexplained-read": 0}}}})
+
+    judge = EngineJudge(load_plan("plans/at-least-once.yaml"), execute, tmp_path, 15.0)
+    space = Space(ExploreSpace.model_validate({"kinds": ["kill", "pause"], "targets": ["kafka-1", "pipeline-1"]}),
+                  NODES, 15.0)
+    result = Search(space, judge, budget_s=120, seed=4, dense=1).run()
+    assert result.anomaly == "stale-read" and result.minimal is not None
+    assert [(f.kind, f.target) for f in result.minimal.schedule] == [("pause", "kafka-1")]
+    both = {"checkers": {"exactly-once": {"anomalies": {"duplicate": 2, "lost": 0}},
+                         "partial": {"anomalies": {"partial": 3}}, "perf": {"anomalies": None}}}
+    assert anomalies_of(both) == {"duplicate": 2, "partial": 3}
