@@ -12,7 +12,9 @@ Operations (checkers/HISTORY.md, "Reads"):
   lies in that window whatever the pipeline does.
 - a READ per `read` invoke/ok pair of a reader process: `("read",) -> value` (null: -1). A read
   that failed or got no answer (fail, info, or no completion) constrains nothing and is left out:
-  it is never accused.
+  it is never accused. An info answer marked `broken` (the pipeline answered out of the read
+  contract: not JSON, no `value`, a value that is not a seq) is counted: with no anomaly found,
+  any such answer makes the verdict "unknown" (the read path was not really tested).
 
 Rules, each a witness that the key's history is not linearizable in the max register (the state
 never decreases, so none of them can be explained by any order of the other operations):
@@ -41,7 +43,7 @@ The result also has `operations` and `minimal_invalid` (the first example's set)
 report's lanes, like the linearizable checker's result.
 
 Output: `valid` (True, False, "unknown"), `anomalies` {kind: count}, `examples` {kind: [...]},
-`reads` {ok, fail, info}, `keys`, `writes`, `first_anomaly_s` (seconds after the load started
+`reads` {ok, fail, info, broken}, `keys`, `writes`, `first_anomaly_s` (seconds after the load started
 at which the first accused read was invoked; None if none), `reason` when unknown, `notes`.
 Raises HistoryError for a `read` record of the wrong shape.
 """
@@ -75,7 +77,13 @@ def check(history: History, *, budget_s: float = 30.0, examples: int = 10) -> di
     result: dict[str, Any] = {"valid": "unknown", "anomalies": {k: 0 for k in KINDS},
                               "examples": {k: [] for k in KINDS}, "reads": counts, "keys": 0, "writes": 0,
                               "first_anomaly_s": None, "reason": "", "notes": [], "model": max_register.name}
-    if not reads:
+    broken = counts.pop("broken", 0)
+    example = counts.pop("broken_example", "")
+    result["reads"]["broken"] = broken
+    if broken:  # a read path that answers out of contract was not tested, whatever else passed
+        result["notes"].append(f"{broken} of {counts['ok'] + counts['fail'] + counts['info']} read answers broke the "
+                               f"read contract, e.g. {example}")
+    if not reads and not broken:
         asked: int = counts["ok"] + counts["fail"] + counts["info"]
         result["reason"] = ("no read answered: nothing to check" if asked
                             else "no reads in the history (the plan has no `workload.reads`?)")
@@ -127,6 +135,10 @@ def check(history: History, *, budget_s: float = 30.0, examples: int = 10) -> di
     elif undecided:
         result["reason"] = (f"the search of {len(undecided)} key(s) ({', '.join(undecided[:5])}) ran out of its "
                             f"{budget_s:g} s budget")
+    elif broken:
+        result["reason"] = (f"{broken} of {counts['ok'] + counts['fail'] + counts['info']} read answers broke the "
+                            f"read contract (GET /read?key=K answers {{\"value\": <the key's highest applied seq, "
+                            f"an integer >= 0, or null>}}), e.g. {example}: the read path was not tested")
     else:
         result["valid"] = True
     if undecided and n:
@@ -137,8 +149,10 @@ def check(history: History, *, budget_s: float = 30.0, examples: int = 10) -> di
 # --- operations ------------------------------------------------------------------------------
 def _reads(h: History) -> tuple[list[Op], dict[str, int]]:
     """The answered reads as Ops (id = the invoke's record number; input ("read", key); output
-    the value, -1 for null), and the count of ok / fail / info (unanswered) reads."""
-    counts = {"ok": 0, "fail": 0, "info": 0}
+    the value, -1 for null), and the count of ok / fail / info (unanswered) reads, and of
+    `broken` ones: info answers that broke the read contract (with `broken_example`, the
+    first one's error)."""
+    counts: dict[str, Any] = {"ok": 0, "fail": 0, "info": 0, "broken": 0}
     code = h.f_code(F_READ)
     if code < 0:
         return [], counts
@@ -162,6 +176,10 @@ def _reads(h: History) -> tuple[list[Op], dict[str, int]]:
                                              f"{str(proc)[:40]!r} with no invoke of key {value['key'][:40]!r} before it")
         if h.type[i] != OK:
             counts["fail" if rec.get("type") == "fail" else "info"] += 1
+            if value.get("broken"):  # an answer that breaks the read contract (harness/reads.py)
+                counts["broken"] += 1
+                if "broken_example" not in counts:
+                    counts["broken_example"] = str(value.get("error", ""))[:200]  # type: ignore[assignment]
             continue
         v = value.get("value")
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):

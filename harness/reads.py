@@ -109,9 +109,10 @@ class ReadClients:
         try:
             got = json.loads(body)["value"]
         except (ValueError, KeyError, TypeError):
-            return "info", {"key": key, "error": f"not a read answer: {body[:200]!r}"}
+            return "info", {"key": key, "broken": True,
+                            "error": f'not a read answer (expected {{"value": <seq or null>}}): {body[:200]!r}'}
         if got is not None and (not isinstance(got, int) or isinstance(got, bool) or got < 0):
-            return "info", {"key": key, "error": f"not a seq: {str(got)[:60]!r}"}
+            return "info", {"key": key, "broken": True, "error": f"not a seq (an integer >= 0 or null): {str(got)[:60]!r}"}
         return "ok", {"key": key, "value": got}
 
 

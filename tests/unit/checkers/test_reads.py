@@ -103,7 +103,7 @@ def test_reads_of_keys_never_written_and_failed_or_unanswered_reads_are_not_accu
     h.read("reader-0", "k", 60, 70, 1)
     r = h.check()
     assert r["valid"] is True, r
-    assert r["reads"] == {"ok": 2, "fail": 1, "info": 2}
+    assert r["reads"] == {"ok": 2, "fail": 1, "info": 2, "broken": 0}
 
 
 def test_a_read_of_a_value_never_written_is_unexplained():
@@ -243,3 +243,37 @@ def test_onceproof_check_runs_the_reads_checker_on_a_saved_history(tmp_path, sta
     text = subprocess.run([sys.executable, "-m", "onceproof", "check", str(_saved(tmp_path, stale))],
                           capture_output=True, text=True, timeout=120).stdout
     assert ("smallest set of ops that cannot be linearized" in " ".join(text.split())) is stale, text
+
+
+def _broken(h: H, proc: str, key: str, call: float, ret: float) -> None:
+    h.add(call, proc, "invoke", "read", {"key": key})
+    h.add(ret, proc, "info", "read", {"key": key, "broken": True, "error": "not a seq (an integer >= 0 or null): '58'"})
+
+
+def test_answers_that_break_the_read_contract_make_the_verdict_unknown_never_valid():
+    """A pipeline answering {"value": "58"} had every non-null read dropped; the nulls read
+    before the first write then made a VALID (found by a new user)."""
+    h = H()
+    h.add(0, "harness", "info", "load-start", None)
+    h.read("reader-0", "k1", 1, 2, None)  # before any write: fine
+    h.write("k1", 0, 10, 20)
+    _broken(h, "reader-0", "k1", 30, 31)
+    _broken(h, "reader-1", "k1", 32, 33)
+    r = h.check()
+    assert r["valid"] == "unknown"
+    assert r["reads"]["broken"] == 2
+    assert "2 of 3 read answers broke the read contract" in r["reason"] and "'58'" in r["reason"]
+
+
+def test_only_broken_answers_are_unknown_and_an_anomaly_beside_them_is_still_invalid():
+    h = H()
+    h.add(0, "harness", "info", "load-start", None)
+    h.write("k1", 0, 10, 20)
+    _broken(h, "reader-0", "k1", 30, 31)
+    r = h.check()
+    assert r["valid"] == "unknown" and "broke the read contract" in r["reason"]
+    h.write("k1", 1, 40, 50)
+    h.read("reader-1", "k1", 60, 65, 0)  # stale: seq 1 was seen at 50
+    r = h.check()
+    assert r["valid"] is False and r["anomalies"]["stale-read"] == 1
+    assert any("broke the read contract" in n for n in r["notes"])
