@@ -70,6 +70,16 @@ def verdict_table(results: dict) -> Table:
     return t
 
 
+def why_unknown(name: str, result: dict) -> list[str]:
+    """The lines saying why checker `name` gave no verdict: its reason, then its notes, each
+    as `name: text` ([] unless its verdict is "unknown")."""
+    if result.get("valid") != "unknown":
+        return []
+    notes = [str(n) for n in result.get("notes") or []]
+    reason = str(result.get("reason") or "")
+    return [f"{name}: {n}" for n in ([reason] if reason and reason not in notes else []) + notes]
+
+
 def runtime_can_run(plan: Any, plan_file: str) -> bool:
     """Whether the plan's runtime can run here; if not, says why on stderr (the netns runtime
     needs root: `onceproof.targets.netns.require_root` says so). Used by `run` and `up`."""
@@ -165,8 +175,7 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"{name}: pipeline {stall.get('state')}: group {stall.get('group')} lag {stall.get('lag'):,}, "
                           f"no progress for {stall.get('stalled_s')} s; unseen={r.get('unseen', 0):,}",
                           markup=False)
-        if r.get("valid") == "unknown":  # say why there is no verdict
-            for n in r.get("notes") or []:
-                console.print(f"{name}: {n}", markup=False)
+        for line in why_unknown(name, r):
+            console.print(line, markup=False)
     console.print(f"report: {result.out_dir / 'report.html'}", markup=False)
     return result.exit_code

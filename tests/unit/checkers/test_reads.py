@@ -277,3 +277,12 @@ def test_only_broken_answers_are_unknown_and_an_anomaly_beside_them_is_still_inv
     r = h.check()
     assert r["valid"] is False and r["anomalies"]["stale-read"] == 1
     assert any("broke the read contract" in n for n in r["notes"])
+
+
+def test_the_cli_says_why_a_checker_gave_no_verdict():
+    from onceproof.commands.run import why_unknown
+
+    r = {"valid": "unknown", "reason": "3 of 5 read answers broke the read contract", "notes": ["n1"]}
+    assert why_unknown("reads", r) == ["reads: 3 of 5 read answers broke the read contract", "reads: n1"]
+    assert why_unknown("exactly-once", {"valid": "unknown", "reason": "x", "notes": ["x"]}) == ["exactly-once: x"]
+    assert why_unknown("reads", {"valid": True, "reason": "", "notes": ["n"]}) == []
