@@ -103,6 +103,11 @@ def _serve(spec: dict[str, Any]) -> None:
             reply = {"ok": value, "note": groups.note, "groups": groups.groups}
         except Exception as e:  # noqa: BLE001 - a failed read is answered, not a crash
             reply = {"error": f"{type(e).__name__}: {e}"[:300]}
+            # a fresh client for the next read, keeping the groups found: after a broker was
+            # fenced (paused past its session, or restarted) the admin client kept asking with
+            # the old leader epoch and every later read failed with FENCED_LEADER_EPOCH
+            groups.close()
+            groups = KafkaGroups(spec["bootstrap"], spec["topic"], spec["groups"], found=groups.groups)
         sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()
 
