@@ -96,6 +96,12 @@ def run(args: argparse.Namespace) -> int:
                 f"failed in {result.reproduced[0]} of {result.reproduced[1]} replay(s), no reproduction runs")
         console.print(f"found {s['anomaly']} in {s['schedules_tried']} schedules: minimal plan {result.minimal_plan} "
                       f"({len(s['minimal']['faults'])} fault(s), {rate})", markup=False)
+        if len(result.search.steps) <= 1 and s["ended"] == "budget":
+            console.print("not shrunk: the budget ran out right after the first failure (give a larger --budget)",
+                          markup=False)
+        if repro and repro.get("interrupted"):
+            console.print("the reproduction runs were interrupted: their rate counts only the runs that ended",
+                          markup=False)
     else:
         console.print(f"no failing schedule in {s['schedules_tried']} schedules ({s['runs']} runs); ended: "
                       f"{s['ended']}", markup=False)

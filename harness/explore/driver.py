@@ -159,6 +159,8 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
             result = search.run()
             if result.minimal is not None and result.ended != "stopped" and confirm:
                 repro = _reproduce(base, result, run_s, confirm, out_dir, session, on_progress)
+                if repro.get("interrupted"):  # Ctrl-C during the reproduction: the explore was stopped
+                    result.ended = "stopped"
     except KeyboardInterrupt:
         if search is not None:
             search.stop()
@@ -182,9 +184,10 @@ def _reproduce(base: Plan, result: SearchResult, run_s: float, confirm: int, out
         shutil.rmtree(folder)
     rr = run_many(plan_for(base, result.minimal.schedule, run_s), confirm, folder, session=session,
                   on_progress=on_progress)
-    failed = sum(1 for r in rr.runs if r.valid is False and result.anomaly in anomalies_of(r.results))
-    return {"runs": len(rr.runs), "failed": failed, "rate": round(failed / len(rr.runs), 3) if rr.runs else None,
-            "folder": "reproduction/summary.html", "verdicts": [r.valid for r in rr.runs],
+    done = [r for r in rr.runs if not r.results.get("interrupted")]  # an interrupted run proves nothing
+    failed = sum(1 for r in done if r.valid is False and result.anomaly in anomalies_of(r.results))
+    return {"runs": len(done), "failed": failed, "rate": round(failed / len(done), 3) if done else None,
+            "folder": "reproduction/summary.html", "verdicts": [r.valid for r in done],
             "interrupted": rr.interrupted}
 
 
@@ -215,6 +218,10 @@ def _write_outputs(base: Plan, raw: dict[str, Any], space: Space, result: Search
             data["workload"]["duration"] = f"{run_s:g}s"
         data["seed"] = base.seed
         rate = (f"; then {repro['failed']} of {repro['runs']} reproduction runs failed with it" if repro else "")
+        if repro and repro.get("interrupted"):
+            rate += " (the reproduction was interrupted)"
+        if len(result.steps) <= 1 and result.ended == "budget":
+            rate += ";\n# NOT shrunk: the budget ran out right after the first failure (give a larger --budget)"
         header = (f"# found by `onceproof explore` on {started}: the smallest schedule that made {base.name!r} fail "
                   f"with {result.anomaly}\n# ({len(minimal.schedule)} fault(s); it failed in "
                   f"{minimal.judgement.detail.get('hits')} of {len(minimal.judgement.replays)} replay(s){rate})\n")

@@ -293,3 +293,53 @@ def test_a_failure_another_checker_reports_is_found_and_shrunk(tmp_path) -> None
     both = {"checkers": {"exactly-once": {"anomalies": {"duplicate": 2, "lost": 0}},
                          "partial": {"anomalies": {"partial": 3}}, "perf": {"anomalies": None}}}
     assert anomalies_of(both) == {"duplicate": 2, "partial": 3}
+
+
+class _FakeSession:
+    """A Session whose runs fail (duplicate) whenever the schedule pauses kafka-1; the
+    `interrupt_at`-th run (1-based, counting every run) is interrupted, as a Ctrl-C makes it."""
+
+    def __init__(self, interrupt_at: int = 0) -> None:
+        self.n, self.interrupt_at = 0, interrupt_at
+
+    def compatible(self, plan) -> bool:  # noqa: ANN001
+        return True
+
+    def execute(self, plan, folder, on_progress=None):  # noqa: ANN001
+        from types import SimpleNamespace
+
+        self.n += 1
+        folder.mkdir(parents=True, exist_ok=True)
+        bad = any(s.kind == "pause" and s.params["target"] == "kafka-1" for s in plan.fault_steps)
+        interrupted = self.n == self.interrupt_at
+        valid = "unknown" if interrupted else not bad
+        results = {"duration_s": 1.0, "seed": plan.seed, "valid": valid, "interrupted": interrupted,
+                   "checkers": {"exactly-once": {"anomalies": {"duplicate": 0 if interrupted or not bad else 4}}}}
+        (folder / "results.json").write_text(__import__("json").dumps(results))
+        return SimpleNamespace(valid=valid, results=results, exit_code=0 if valid is True else 1 if not valid else 3,
+                               out_dir=folder)
+
+
+def _explore_with(session, tmp_path, budget):  # noqa: ANN001
+    import yaml
+
+    from onceproof.explore.driver import explore
+
+    data = yaml.safe_load(open("plans/at-least-once.yaml").read())
+    data["explore"] = {"kinds": ["pause", "kill"], "targets": ["kafka-1", "pipeline-0"], "max-faults": 3}
+    plan = tmp_path / "p.yaml"
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    plan.write_text(yaml.safe_dump(data))
+    return explore(plan, budget=budget, run_duration="15s", out=tmp_path / "x", session=session, confirm=2)
+
+
+def test_an_interrupted_reproduction_stops_the_explore_and_counts_only_the_runs_that_ended(tmp_path) -> None:
+    """Ctrl-C during the reproduction runs: the explore says it was stopped (was: ended budget)
+    and its rate counts no interrupted run (was: 0 of 1 failed, the interrupted one)."""
+    first = _explore_with(_FakeSession(), tmp_path / "a", 120)
+    runs_before_repro = sum(len(e.judgement.replays) for e in first.search.examples)
+    result = _explore_with(_FakeSession(interrupt_at=runs_before_repro + 2), tmp_path / "b", 120)
+    repro = result.summary["minimal"]["reproduction"]
+    assert repro["interrupted"] is True and repro["runs"] == 1 and repro["failed"] == 1
+    assert result.summary["ended"] == "stopped"
+    assert "the reproduction was interrupted" in result.minimal_plan.read_text()
