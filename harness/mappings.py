@@ -21,6 +21,7 @@ from typing import Any, Callable, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from onceproof.pgdecode import MappingError
 from onceproof.sinks import Effect, KafkaSink, Sink, stream_entries
 from onceproof.targets.deadline import SocketDeadline
 from onceproof.targets.deployment import Deployment
@@ -300,7 +301,11 @@ class PostgresQuerySink(Sink):
             self.conn = psycopg.connect(self.deployment.postgres_dsn(), autocommit=True, connect_timeout=3)
         return self.conn
 
-    def _rows(self, timeout: float) -> list[Effect]:
+    def _rows(self, timeout: float, final: bool = False) -> list[Effect]:
+        """The query's rows as effects. A missing table is "nothing applied yet" during the run
+        (the pipeline creates its table itself), but at the final read (`final`) it is an error:
+        MappingError naming the plan's field and the server's message (a misspelt table name
+        was a silent "vacuous run"). Other server errors raise psycopg.Error."""
         import psycopg
 
         conn = self._connect()
@@ -310,7 +315,11 @@ class PostgresQuerySink(Sink):
                 cur = conn.execute(self.spec.query or "")  # the plan's own SQL, run as written
                 names = [d.name for d in cur.description or ()]
                 rows = cur.fetchall()
-        except psycopg.errors.UndefinedTable:
+        except psycopg.errors.UndefinedTable as e:
+            if final:
+                raise MappingError(f"workload.sink.postgres.query: at the final read the query still fails: "
+                                   f"{str(e).splitlines()[0]} (is the table's name right? query: "
+                                   f"{(self.spec.query or '')[:200]})") from None
             return []  # the pipeline creates its table itself: nothing applied yet
         except psycopg.Error:
             try:
@@ -346,7 +355,7 @@ class PostgresQuerySink(Sink):
         return new, False
 
     def final_read(self) -> list[Effect]:
-        return self._rows(60.0)
+        return self._rows(60.0, final=True)
 
     def close(self) -> None:
         conn, self.conn = self.conn, None

@@ -118,7 +118,8 @@ def visibility_runs(commits: list[list[Any]], server_now_s: float, local_now_ns:
 
 
 class MappingError(ValueError):
-    """The plan's sink mapping names a column the table does not have."""
+    """The plan's sink mapping does not fit the user's store: it names a column the table does
+    not have, or its query still fails at the final read."""
 
 
 class Rows:

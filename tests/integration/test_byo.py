@@ -212,3 +212,19 @@ def test_derived_state_in_redis_hashes_one_per_key_or_one_for_all(shared_targets
     r.hset(f"count{run}:k2", "count", "many")
     with pytest.raises(ValueError, match=f"count{run}:k2 field count: expected an integer, got 'many'"):
         per_key()
+
+
+def test_a_query_on_a_table_that_never_appears_fails_the_final_read_naming_the_server_error(shared_targets):
+    """During the run a missing table is "nothing applied yet" (the pipeline makes it); at the
+    final read it is an error naming the field and the server's message (a misspelt `orderz`
+    gave a silent "vacuous run" with every event lost: found by a new user)."""
+    from onceproof.pgdecode import MappingError
+
+    missing = f"orderz_{uuid.uuid4().hex[:6]}"
+    sink = PostgresQuerySink(shared_targets, PostgresMapping(query=f"SELECT order_id, customer, n FROM {missing}"))
+    try:
+        assert sink.read() == ([], False)
+        with pytest.raises(MappingError, match=rf'workload\.sink\.postgres\.query: .*relation "{missing}" does not exist'):
+            sink.final_read()
+    finally:
+        sink.close()
