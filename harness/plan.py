@@ -393,6 +393,27 @@ class Plan(_Model):
         return self
 
     @model_validator(mode="after")
+    def _replication_faults_have_a_link(self) -> "Plan":
+        """`from: replication` acts on a node's replication link from its primary: only a
+        streaming standby (`postgres: {standby: true}`, node postgres-standby) has one. Refused
+        here, not as a fault that cannot apply in the middle of the run."""
+        pg = self.targets.section("postgres")
+        linked = ["postgres-standby"] if getattr(pg, "standby", False) else []
+        for i, entry in enumerate(self.faults):
+            name = getattr(type(entry), "kind", None)
+            params = getattr(entry, name.replace("-", "_"), None) if isinstance(name, str) else None
+            if getattr(params, "from_", None) != "replication":
+                continue
+            target = getattr(params, "target", None)
+            if target not in linked:
+                has = (f"this plan's only node with one is {linked[0]}" if linked else
+                       "this plan has none: add `standby: true` to `postgres` under targets")
+                raise PlanConsistencyError(["faults", i, name, "from"],
+                                           f"`from: replication` acts on a standby's replication link, but "
+                                           f"{target!r} has none ({has})")
+        return self
+
+    @model_validator(mode="after")
     def _expand_faults(self) -> "Plan":
         """The fault schedule, drawn once from the seed (every target checked against the run's nodes)."""
         try:

@@ -59,3 +59,16 @@ def test_more_read_keys_than_keys_and_an_unknown_path_are_bad_input(tmp_path):
         _load(tmp_path, reads=", reads: {keys: 11}")
     with pytest.raises(PlanError, match=r"workload\.reads\.path"):
         _load(tmp_path, reads=", reads: {path: replica}")
+
+
+@pytest.mark.parametrize("standby,target,says", [
+    ("false", "postgres", "add `standby: true` to `postgres`"),
+    ("true", "postgres", "only node with one is postgres-standby"),
+    ("true", "kafka-1", "only node with one is postgres-standby"),
+])
+def test_a_replication_fault_on_a_node_without_a_replication_link_is_refused_at_read_time(tmp_path, standby,
+                                                                                           target, says):
+    with pytest.raises(PlanError) as e:
+        _load(tmp_path, standby=standby, reads="",
+              faults=f"faults:\n  - {{at: 2s, for: 2s, latency: {{target: {target}, from: replication, ms: 50}}}}\n")
+    assert "faults[0].latency.from" in str(e.value) and says in str(e.value)
