@@ -408,7 +408,7 @@ class Plan(_Model):
             if target not in linked:
                 has = (f"this plan's only node with one is {linked[0]}" if linked else
                        "this plan has none: add `standby: true` to `postgres` under targets")
-                raise PlanConsistencyError(["faults", i, name, "from"],
+                raise PlanConsistencyError(["faults", i, str(name), "from"],
                                            f"`from: replication` acts on a standby's replication link, but "
                                            f"{target!r} has none ({has})")
         return self
