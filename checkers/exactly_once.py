@@ -269,6 +269,10 @@ def finish(parts: list[Partial], *, examples: int = 10,
     counts["state-mismatch"] = len(state_examples)
     counts = {k: counts[k] for k in KINDS}
 
+    if n_ok and counts["lost"] >= n_ok and counts["phantom"]:  # not one sent id in the sink, yet ids there
+        notes.append(f"none of the {n_ok:,} acknowledged events is in the sink, which holds {counts['phantom']:,} ids "
+                     "that were never sent: the sink's ids do not look like the events' ids; is the sink mapping "
+                     "right? (a query's columns go by position: id, key, seq)")
     # -- verdict
     n_reads = g.n_obs
     vacuous = []
