@@ -52,6 +52,8 @@ def unknown_target(spec: str, names: Iterable[str]) -> str:
     choices = list(dict.fromkeys([*names, *groups, *KAFKA_ROLES]))  # each name once (`pipeline` is both)
     close = difflib.get_close_matches(spec, choices, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
+    if spec == "postgres-standby" and "postgres" in names:  # a node the plan did not ask for
+        hint = "; the standby is a node only with `standby: true` under targets.postgres"
     return f"expected a node of this run ({', '.join(choices)}), got {spec!r}{hint}"
 
 

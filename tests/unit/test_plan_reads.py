@@ -72,3 +72,9 @@ def test_a_replication_fault_on_a_node_without_a_replication_link_is_refused_at_
         _load(tmp_path, standby=standby, reads="",
               faults=f"faults:\n  - {{at: 2s, for: 2s, latency: {{target: {target}, from: replication, ms: 50}}}}\n")
     assert "faults[0].latency.from" in str(e.value) and says in str(e.value)
+
+
+def test_a_fault_on_a_standby_the_plan_lacks_says_how_to_get_one(tmp_path):
+    with pytest.raises(PlanError) as e:
+        _load(tmp_path, standby="false", reads="", faults="faults:\n  - {at: 2s, kill: postgres-standby}\n")
+    assert "got 'postgres-standby'; the standby is a node only with `standby: true`" in str(e.value)
