@@ -274,6 +274,13 @@ def _conclude(plan: Plan, run: RunLog) -> RunResult:
     valid = checked["valid"]
     if (run.errors or not run.final_ok) and valid is True:
         valid = "unknown"  # a run that did not finish cleanly proves nothing
+    if valid is False and any(str(e).startswith("LoadProcessError") for e in run.errors):
+        # a SIGKILLed load process loses the history records it had not written yet: the sends
+        # of effects the sink holds may be missing, so a `phantom` (or any anomaly) is not proven
+        valid = "unknown"
+        run.notes.append("a load process died: its last sends may be missing from the history, so the "
+                         "anomalies found are not proven (a correct pipeline's effects would show as phantom); "
+                         "the run has no verdict")
     # each fault with the times (s since the load started) it was applied and healed
     faults = [{k: f[k] for k in FAULT_KEYS} for f in (checked["checkers"].get("perf") or {}).get("faults") or []]
     results = {

@@ -32,11 +32,11 @@ quiesce: {idle: 3s, max: 60s}
 BROKEN = TARGETS + """name: at-least-once-procs
 seed: 7
 pipeline: {command: [python, -m, onceproof.targets.pipelines.at_least_once], replicas: 2}
-workload: {source: kafka:onceproof.events, sink: postgres:onceproof_effects, rate: 2000, keys: 20, duration: 8s,
+workload: {source: kafka:onceproof.events, sink: postgres:onceproof_effects, rate: 2000, keys: 20, duration: 14s,
            processes: 2}
-faults:
-  - {at: 0s, for: 7s, latency: {target: postgres, ms: 100, direction: both}}
-  - {random: {from: 1s, until: 7s, every: 1s, kinds: [kill], for: 300ms, targets: [pipeline-0, pipeline-1]}}
+faults:  # kills 2.5 s apart: a replica killed every second on a busy machine never rejoined, so no kill hit a batch
+  - {at: 0s, for: 13s, latency: {target: postgres, ms: 100, direction: both}}
+  - {random: {from: 3s, until: 13s, every: 2500ms, kinds: [kill], for: 300ms, targets: [pipeline-0, pipeline-1]}}
 quiesce: {idle: 3s, max: 60s}
 """
 
@@ -85,10 +85,20 @@ def test_two_load_processes_give_a_valid_run_and_one_correct_history(session, tm
 
 
 def test_a_broken_pipeline_is_still_caught_with_two_load_processes(session, tmp_path):
-    result = session.execute(_plan(BROKEN), tmp_path / "out")
-    assert result.valid is False, (result.results.get("errors"), result.results["checkers"])
-    assert result.results["checkers"]["exactly-once"]["anomalies"]["duplicate"] > 0
-    assert not _load_processes()
+    """The at-least-once pipeline duplicates only when a kill lands between its write and its
+    offset commit (a few hundred ms of each batch): up to 3 runs, as `run --runs 3` would; each
+    run must be VALID or caught (never unknown, never another anomaly), and one must be caught."""
+    seen = []
+    for i in range(3):
+        result = session.execute(_plan(BROKEN), tmp_path / f"out-{i}")
+        anomalies = {k: n for k, n in result.results["checkers"]["exactly-once"]["anomalies"].items() if n}
+        seen.append((result.valid, anomalies))
+        assert result.valid is True or (result.valid is False and set(anomalies) == {"duplicate"}), \
+            (result.results.get("errors"), result.results["checkers"])
+        assert not _load_processes()
+        if result.valid is False:
+            break
+    assert seen[-1][0] is False, f"not caught in 3 runs: {seen}"
 
 
 def test_a_load_process_that_dies_is_reported_and_the_run_has_no_verdict(session, tmp_path):
