@@ -65,6 +65,19 @@ def test_kafka_offsets_landed_and_a_groups_committed_offsets_are_its_progress(sh
     reader.close()
 
 
+def _topic_with_a_group_at(d: Any, tmp_path: Any, offset: int) -> tuple[str, str]:
+    """A loaded topic and a consumer group that committed `offset` on its partition 0."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic = f"prog_{uuid.uuid4().hex[:6]}"
+    _load(d, "kafka", topic, tmp_path)
+    group = f"g-{topic}"
+    c = Consumer({"bootstrap.servers": d.kafka_bootstrap(), "group.id": group, "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
+    c.close()
+    return topic, group
+
+
 def test_a_crash_of_the_kafka_admin_client_is_one_failed_read_and_the_next_read_tracks_the_same_groups(
         shared_targets, tmp_path):
     """librdkafka aborts its process on a coordinator timeout (issues #3663, #4605): the reader's
@@ -72,17 +85,10 @@ def test_a_crash_of_the_kafka_admin_client_is_one_failed_read_and_the_next_read_
     import os
     import signal
 
-    from confluent_kafka import Consumer, TopicPartition
-
     from onceproof.groups_worker import WorkerCrashed
 
     d = shared_targets
-    topic = f"prog_{uuid.uuid4().hex[:6]}"
-    _load(d, "kafka", topic, tmp_path)
-    group = f"g-{topic}"
-    c = Consumer({"bootstrap.servers": d.kafka_bootstrap(), "group.id": group, "enable.auto.commit": False})
-    c.commit(offsets=[TopicPartition(topic, 0, 3)], asynchronous=False)
-    c.close()
+    topic, group = _topic_with_a_group_at(d, tmp_path, 3)
     reader = IsolatedKafkaGroups(d.kafka_bootstrap(), topic, [])
     try:
         assert [g.group for g in reader.read()] == [group]
@@ -139,15 +145,8 @@ def test_reads_recover_after_the_broker_was_paused_past_its_session_and_restarte
     """A broker paused past broker.session.timeout.ms is fenced, then killed and restarted, and
     comes back with new leader epochs: the reader's next reads must succeed again (a new user's runs had every progress read
     after such a pause fail with FENCED_LEADER_EPOCH, so the drain always waited quiesce.max)."""
-    from confluent_kafka import Consumer, TopicPartition
-
     d = shared_targets
-    topic = f"prog_{uuid.uuid4().hex[:6]}"
-    _load(d, "kafka", topic, tmp_path)
-    group = f"g-{topic}"
-    c = Consumer({"bootstrap.servers": d.kafka_bootstrap(), "group.id": group, "enable.auto.commit": False})
-    c.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
-    c.close()
+    topic, group = _topic_with_a_group_at(d, tmp_path, 2)
     broker = next(n for n in d.servers() if n.kind == "kafka")
     reader = IsolatedKafkaGroups(d.kafka_bootstrap(), topic, [])
     errors: list[str] = []
