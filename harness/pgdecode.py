@@ -39,6 +39,7 @@ import re
 import secrets
 from typing import Any, Callable
 
+from onceproof import pgoutput
 from onceproof.targets.deadline import SocketDeadline
 
 Effect = list[Any]  # [id, key, seq, replica]
@@ -182,7 +183,12 @@ class Follower:
     def __init__(self, dsn: str, table: str, rows: Rows, schema: str = "public",
                  full_select: Callable[[], list[Effect]] | None = None) -> None:
         self.dsn, self.rows = dsn, rows
+        self.schema, self.table = schema, table
         self.prefix = f"table {schema}.{table}: "
+        self.plugin = "test_decoding"  # or "pgoutput": see create()
+        self._relid: bytes | None = None  # pgoutput: the table's oid (4 bytes), from its Relation message
+        self._cols: list[str] = []
+        self._fast: Callable[[list[Any]], Effect] | None = None  # see _fast_effect
         self.full_select = full_select
         self.slot = "onceproof_" + secrets.token_hex(6)
         self.conn: Any = None
@@ -207,16 +213,50 @@ class Follower:
         return self.conn
 
     def create(self) -> None:
-        """Create the slot now: every change committed from now on will be read."""
-        self._connect().execute("SELECT pg_create_logical_replication_slot(%s, 'test_decoding')", (self.slot,))
+        """Create the slot now: every change committed from now on will be read. With pgoutput
+        (`publishable`) a publication of the table, all its columns, named as the slot, first.
+        Raises psycopg.Error (the server cannot decode: the caller re-reads the table instead)."""
+        conn = self._connect()
+        if self.publishable(conn):
+            from psycopg import sql
+
+            try:
+                conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+                    sql.Identifier(self.slot), sql.Identifier(self.schema, self.table)))
+                conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (self.slot,))
+            except Exception:
+                self.close()  # the publication, if made
+                raise
+            self.plugin = "pgoutput"
+            return
+        conn.execute("SELECT pg_create_logical_replication_slot(%s, 'test_decoding')", (self.slot,))
+        self.plugin = "test_decoding"
+
+    def publishable(self, conn: Any) -> bool:
+        """Whether the table can be followed by pgoutput without ever blocking the pipeline: it
+        exists now (a publication names existing tables; FOR ALL TABLES would publish every
+        table of the user's) and is a plain table with a replica identity, REPLICA IDENTITY FULL,
+        USING INDEX, or the default with a primary key. A published table without one refuses
+        every UPDATE and DELETE ("cannot update table ... because it does not have a replica
+        identity and publishes updates", PostgreSQL docs, "Publication"): such a table, or one
+        the pipeline creates later, is followed by test_decoding, which needs no publication."""
+        row = conn.execute(
+            "SELECT c.relkind, c.relreplident, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid "
+            "AND i.indisprimary) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s", (self.schema, self.table)).fetchone()
+        return row is not None and row[0] == "r" and (row[1] in ("f", "i") or row[1] == "d" and row[2])
 
     def close(self) -> None:
-        """Drop the slot (no WAL held back after the run) and the connection. Never raises."""
+        """Drop the slot (no WAL held back after the run), the publication and the connection.
+        Never raises."""
         try:
             conn = self._connect()
             with SocketDeadline(conn, 10.0):
                 conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
                              "WHERE slot_name = %s", (self.slot,))
+                from psycopg import sql
+
+                conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(self.slot)))
         except Exception:  # noqa: BLE001 - the server may be gone already: nothing is held then
             pass
         try:
@@ -225,6 +265,108 @@ class Follower:
         except Exception:  # noqa: BLE001
             pass
         self.conn = None
+
+    def _messages(self, timeout: float) -> list[bytes]:
+        """The next pgoutput messages of the slot (at most about BATCH, whole transactions), one
+        bytes each, fetched in binary (a bytea as its bytes, not hex)."""
+        import psycopg
+
+        conn = self._connect()
+        try:
+            with SocketDeadline(conn, timeout):
+                return [r[0] for r in conn.execute(
+                    "SELECT data FROM pg_logical_slot_get_binary_changes(%s, NULL, %s, "
+                    + ", ".join(pgoutput.OPTIONS) + ", 'publication_names', %s)",
+                    (self.slot, BATCH, self.slot), binary=True)]
+        except psycopg.Error:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self.conn = None
+            raise
+
+    def _apply_pgoutput(self, msgs: list[bytes], out: list[Effect]) -> bool:
+        """Apply pgoutput messages (harness/pgoutput.py) to the content, as `_apply` does the
+        text of test_decoding: new applications to `out`, each commit's count and time to
+        `_commits`; True when a row went away. The publication names the table only, but a
+        message of another relation is skipped all the same."""
+        vanished = False
+        done = len(out)
+        rel, fast, track = self._relid, self._fast, self.track
+        for m in msgs:
+            k = m[0]
+            if k == 73:  # 'I'
+                if m[1:5] != rel:
+                    continue
+                vals = pgoutput.tuple_data(m, 6)[0]
+                if fast is not None:
+                    eff = fast(vals)
+                    if track:
+                        self._add(eff, 1, out)
+                    else:
+                        out.append(eff)
+                        self.count += 1
+                else:
+                    self._inserted(pgoutput.row(self._cols, vals), out)
+            elif k == 67:  # 'C'
+                if len(out) > done:
+                    self._commits.append([len(out) - done, pgoutput.commit_time(m)])
+                done = len(out)
+            elif k == 82:  # 'R'
+                oid, schema, name, cols = pgoutput.relation(m)
+                if (schema or "pg_catalog", name) == (self.schema, self.table):
+                    self.rows.check_columns(cols)
+                    self._relid, self._cols, self._fast = oid, cols, self._fast_effect(cols)
+                    rel, fast = self._relid, self._fast
+            elif k in (85, 68, 84):  # 'U', 'D', 'T'
+                if k == 84:
+                    if rel not in pgoutput.truncated(m):
+                        continue
+                elif m[1:5] != rel:
+                    continue
+                if not track:  # the table itself is the content: read() reads it in full
+                    return True
+                if k == 85:
+                    old_vals, new_vals = pgoutput.update_tuples(m)
+                    old = pgoutput.row(self._cols, old_vals) if old_vals is not None else None
+                    vanished = self._updated(pgoutput.row(self._cols, new_vals, old), out) or vanished
+                elif k == 68:
+                    self._deleted(pgoutput.row(self._cols, pgoutput.tuple_data(m, 6)[0]))
+                    vanished = True
+                else:
+                    self._truncated()
+                    vanished = True
+        return vanished
+
+    def _fast_effect(self, cols: list[str]) -> Callable[[list[Any]], Effect] | None:
+        """For a table whose rows count once each (no `applied`): a function from an INSERT's
+        values straight to its effect (no dict of the row); None otherwise."""
+        r = self.rows
+        if r.applied is not None or r.id_col not in cols:
+            return None
+        idx = [cols.index(c) if c is not None and c in cols else None for c in
+               (r.id_col, r.key_col, r.seq_col, r.replica_col)]
+
+        def text(v: Any) -> str | None:
+            return v.decode() if v is not None and v is not pgoutput.UNCHANGED else None
+
+        def num(v: Any) -> int | None:
+            try:
+                return int(v) if v is not None and v is not pgoutput.UNCHANGED else None
+            except ValueError:
+                return None
+        i, k, s, p = idx
+        if k is not None and s is not None and p is not None:  # our effects table: all four
+            def effect4(v: list[Any]) -> Effect:
+                a, b, c, d = v[i], v[k], v[s], v[p]
+                try:
+                    return [a.decode(), b.decode(), int(c), int(d)]
+                except (AttributeError, ValueError):  # a null, an unchanged value, not a number
+                    return [text(a), text(b), num(c), num(d)]
+            return effect4
+        return lambda v: [text(v[i]), text(v[k]) if k is not None else None, num(v[s]) if s is not None else None,
+                          num(v[p]) if p is not None else None]
 
     def _changes(self, timeout: float) -> tuple[str, int]:
         """The next changes of the slot (at most about BATCH, whole transactions) as one text, a
@@ -356,7 +498,7 @@ class Follower:
         if not self.track:  # anything but inserts: the table is read in full (it is the content)
             if any(ln.startswith(self.prefix) and not ln.startswith(self.prefix + "INSERT: ") for ln in lines):
                 return True  # read() reads the table in full
-        rows, prefix, n = self.rows, self.prefix, len(self.prefix)
+        prefix, n = self.prefix, len(self.prefix)
         vanished = False
         done = len(out)  # effects before this batch's next commit
         for line in lines:
@@ -369,53 +511,68 @@ class Follower:
                 continue
             op, _, rest = line[n:].partition(": ")
             if op == "INSERT":
-                row = parse_row(rest)
-                rows.check_columns(list(row))
-                eff = rows.effect(row)
-                c = rows.count(row, 0)
-                ident = self.next_identity
-                self.next_identity += 1
-                rows.rows[ident] = [eff, c]
-                rows.by_id.setdefault(eff[0], []).append(ident)
-                out.extend([eff] * c)
+                self._inserted(parse_row(rest), out)
             elif op == "UPDATE":
-                new = parse_row(rest.split("new-tuple: ", 1)[-1])
-                rows.check_columns(list(new))
-                eff = rows.effect(new)
-                ids = rows.by_id.get(eff[0])
-                if not ids:  # a row we never saw inserted (updated from another id): a new row
-                    ident = self.next_identity
-                    self.next_identity += 1
-                    c = rows.count(new, 0)
-                    rows.rows[ident] = [eff, c]
-                    rows.by_id.setdefault(eff[0], []).append(ident)
-                    out.extend([eff] * c)
-                    continue
-                slot = rows.rows[ids[-1]]
-                before = slot[1]
-                after = rows.count(new, before) if rows.applied else before
-                slot[0], slot[1] = eff, after
-                if after > before:
-                    out.extend([eff] * (after - before))
-                elif after < before:
-                    vanished = True
+                vanished = self._updated(parse_row(rest.split("new-tuple: ", 1)[-1]), out) or vanished
             elif op == "DELETE":
-                old = parse_row(rest)
-                eid = old.get(rows.id_col)
-                ids = rows.by_id.get(eid) if eid is not None else None
-                if eid is not None and ids:
-                    rows.rows.pop(ids.pop(), None)
-                    if not ids:
-                        del rows.by_id[eid]
-                else:
-                    self.blind = True  # which row went is unknown (no key in the WAL): see final_read
-                    self._reload()
+                self._deleted(parse_row(rest))
                 vanished = True
             elif op == "TRUNCATE":
-                rows.rows.clear()
-                rows.by_id.clear()
+                self._truncated()
                 vanished = True
         return vanished
+
+    # --- what a decoded change does to the content (both plugins) ------------------------
+    def _add(self, eff: Effect, c: int, out: list[Effect]) -> None:
+        """A new row: `c` applications of `eff`."""
+        rows = self.rows
+        ident = self.next_identity
+        self.next_identity += 1
+        rows.rows[ident] = [eff, c]
+        ids = rows.by_id.get(eff[0])
+        if ids is None:
+            rows.by_id[eff[0]] = [ident]
+        else:
+            ids.append(ident)
+        out.extend([eff] * c)
+
+    def _inserted(self, row: dict[str, str | None], out: list[Effect]) -> None:
+        rows = self.rows
+        rows.check_columns(list(row))
+        self._add(rows.effect(row), rows.count(row, 0), out)
+
+    def _updated(self, new: dict[str, str | None], out: list[Effect]) -> bool:
+        """True when the update took applications away (the caller reads the whole content)."""
+        rows = self.rows
+        rows.check_columns(list(new))
+        eff = rows.effect(new)
+        ids = rows.by_id.get(eff[0])
+        if not ids:  # a row we never saw inserted (updated from another id): a new row
+            self._add(eff, rows.count(new, 0), out)
+            return False
+        slot = rows.rows[ids[-1]]
+        before = slot[1]
+        after = rows.count(new, before) if rows.applied else before
+        slot[0], slot[1] = eff, after
+        if after > before:
+            out.extend([eff] * (after - before))
+        return after < before
+
+    def _deleted(self, old: dict[str, str | None]) -> None:
+        rows = self.rows
+        eid = old.get(rows.id_col)
+        ids = rows.by_id.get(eid) if eid is not None else None
+        if eid is not None and ids:
+            rows.rows.pop(ids.pop(), None)
+            if not ids:
+                del rows.by_id[eid]
+        else:
+            self.blind = True  # which row went is unknown (no key in the WAL): see final_read
+            self._reload()
+
+    def _truncated(self) -> None:
+        self.rows.rows.clear()
+        self.rows.by_id.clear()
 
     def _reload(self) -> None:
         """A delete that does not say which row it removed: read the table in full (each row
@@ -440,8 +597,13 @@ class Follower:
         started = time.monotonic()
         self._commits, self.visible = [], None
         while True:
-            text, n = self._changes(timeout)
-            vanished = self._apply(text, out) or vanished
+            if self.plugin == "pgoutput":
+                msgs = self._messages(timeout)
+                n = len(msgs)
+                vanished = self._apply_pgoutput(msgs, out) or vanished
+            else:
+                text, n = self._changes(timeout)
+                vanished = self._apply(text, out) or vanished
             if n < BATCH or time.monotonic() - started > budget_s:
                 break
         if out and not vanished:
