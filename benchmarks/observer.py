@@ -11,11 +11,14 @@ time, the same over wall time (sustained: it has to keep up with the writer), th
 end of the writes, the number of full reads during the run (goal 0), and the COPY rate.
 Goals (issue 17): >= 100K rows/s sustained and >= 0.5x the COPY rate.
 
-Then where the time goes, each step over the same rows (each fetch on a slot of its own, read
-in batches as the observer reads), side by side with COPY: the server's decoding alone
-(`count(*)`; and with pgoutput, the binary protocol, a candidate), decoding and fetching a row per change (how the observer fetches), decoding and
-fetching one text per batch joined on the server (`string_agg`: tried, no faster), parsing
-(`Follower._apply`), and writing the effects to a history."""
+The observer follows the table with pgoutput (harness/pgoutput.py). Then where the time goes,
+each step over the same rows (each fetch on a slot of its own, read in batches as the observer
+reads), side by side with COPY: the server's decoding alone (`count(*)`) with test_decoding
+(the old path) and pgoutput (text tuples as the observer asks, binary tuples, a 4x batch),
+decoding and fetching as the old and the new observer fetch, pgoutput streamed over the
+replication protocol by pg_recvlogical into a pipe, parsing each plugin's output, and writing
+the effects to a history. (Tried before: one `string_agg` text per test_decoding batch, no
+faster than a row per change.)"""
 from __future__ import annotations
 
 import argparse
@@ -28,7 +31,7 @@ import orjson
 import psycopg
 
 from onceproof.observer import Observer
-from onceproof.pgdecode import BATCH
+from onceproof.pgdecode import BATCH, Follower, Rows
 from onceproof.recorder import HistoryWriter
 from onceproof.sinks import PostgresSink
 from onceproof.targets.deployment import Deployment, TargetsSpec
@@ -49,47 +52,85 @@ def writer(dsn: str, table: str, seconds: float, batch: int, counter: list[int],
     done.set()
 
 
-SLOTS = ("bench_count", "bench_rows", "bench_text")  # one per fetch, each read to its end
+# one slot per fetch, each read to its end: test_decoding (the old path), pgoutput (text and binary
+# tuples, two batch sizes; as fetched by the observer), pgoutput streamed by pg_recvlogical
+SLOTS = {"td_count": "test_decoding", "td_rows": "test_decoding", "po_count": "pgoutput", "po_binary": "pgoutput",
+         "po_big": "pgoutput", "po_rows": "pgoutput", "po_stream": "pgoutput"}
+PUB = "bench_pub"
+
+
+def _recvlogical(dsn: str, slot: str) -> float:
+    """Seconds pg_recvlogical takes to stream the slot to the server's current WAL end into a
+    pipe (the replication protocol: the server decodes while the client reads)."""
+    import shutil
+    import subprocess
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        end = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+    exe = shutil.which("pg_recvlogical") or "pg_recvlogical"
+    t = time.perf_counter()
+    p = subprocess.run([exe, "-d", dsn, "--slot", slot, "--start", "--endpos", end, "--no-loop", "-f", "-",
+                        "-o", "proto_version=1", "-o", f"publication_names={PUB}"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600)
+    secs = time.perf_counter() - t
+    if p.returncode != 0:
+        raise RuntimeError(p.stderr.decode()[-500:])
+    return secs
 
 
 def breakdown(dsn: str, sink: PostgresSink, n: int, tmp: Path) -> list[tuple[str, float]]:
     """Seconds each step of following the `n` rows takes: each fetch reads a slot of its own
     (SLOTS, created before the writes, dropped here) in batches of BATCH changes as the
     observer does, so each decodes the same changes."""
-    def changes(slot: str) -> str:
-        return (f"pg_logical_slot_get_changes('{slot}', NULL, {BATCH}, 'include-xids', '0', "
-                "'include-timestamp', '1')")
     follower = sink.follower
     assert follower is not None
     out: list[tuple[str, float]] = []
     texts: list[str] = []
+    batches: list[list[bytes]] = []
+    td = ("pg_logical_slot_get_changes('{s}', NULL, {b}, 'include-xids', '0', 'include-timestamp', '1')")
+    po = ("pg_logical_slot_get_binary_changes('{s}', NULL, {b}, 'proto_version', '1', "
+          f"'publication_names', '{PUB}'{{x}})")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for name, slot, query in (
-                ("server: decoding only (count(*))", "bench_count", "SELECT count(*) FROM {c}"),
-                ("decode + fetch a row per change (as now)", "bench_rows", "SELECT data FROM {c}"),
-                ("decode + fetch one string_agg text (tried)", "bench_text",
-                 "SELECT count(*), string_agg(replace(replace(data, '\\', '\\\\'), E'\\n', '\\n'), E'\\n' "
-                 "ORDER BY n) FROM {c} WITH ORDINALITY AS c(l, x, data, n)")):
+        for name, slot, query, batch in (
+                ("server: test_decoding decoding alone (count)", "td_count", "SELECT count(*) FROM " + td, BATCH),
+                ("server: pgoutput decoding alone, text tuples", "po_count",
+                 "SELECT count(*) FROM " + po.replace("{x}", ""), BATCH),
+                ("server: pgoutput decoding alone, binary tuples", "po_binary",
+                 "SELECT count(*) FROM " + po.replace("{x}", ", 'binary', 'true'"), BATCH),
+                (f"server: pgoutput decoding alone, {4 * BATCH:,} a call", "po_big",
+                 "SELECT count(*) FROM " + po.replace("{x}", ""), 4 * BATCH),
+                ("test_decoding decode + fetch (old observer)", "td_rows", "SELECT data FROM " + td, BATCH),
+                ("pgoutput decode + fetch (observer)", "po_rows", "SELECT data FROM " + po.replace("{x}", ""), BATCH)):
             t = time.perf_counter()
             while True:
-                rows = conn.execute(query.format(c=changes(slot))).fetchall()
-                if slot == "bench_rows" and rows:
+                rows = conn.execute(query.format(s=slot, b=batch), binary=slot == "po_rows").fetchall()
+                got = rows[0][0] if query.startswith("SELECT count") else len(rows)
+                if slot == "td_rows" and rows:
                     texts.append("\n".join(r[0] for r in rows) + "\n")
-                if (rows[0][0] if slot != "bench_rows" else len(rows)) < BATCH:
+                if slot == "po_rows" and rows:
+                    batches.append([r[0] for r in rows])
+                if got < batch:
                     break
             out.append((name, time.perf_counter() - t))
             conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-        t = time.perf_counter()
-        while conn.execute(f"SELECT count(*) FROM pg_logical_slot_get_binary_changes('bench_pgoutput', NULL, {BATCH}, "
-                           "'proto_version', '1', 'publication_names', 'bench_pub')").fetchone()[0] >= BATCH:
-            pass
-        out.insert(1, ("server: pgoutput decoding only (not used yet)", time.perf_counter() - t))
-        conn.execute("SELECT pg_drop_replication_slot('bench_pgoutput')")
-    follower._shape, effects = None, []  # type: ignore[attr-defined]
+    try:
+        out.append(("pgoutput streamed by pg_recvlogical to a pipe", _recvlogical(dsn, "po_stream")))
+    except Exception as e:  # noqa: BLE001 - a benchmark step that cannot run here is said, not fatal
+        print(f"pg_recvlogical: not measured ({e})")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'po_stream'")
+    old = Follower(dsn, sink.name, Rows("event_id", "key", "seq", "replica"), full_select=lambda: [])
     t = time.perf_counter()
     for text in texts:
-        follower._apply(text, effects)
-    out.append(("parse the text (Follower._apply)", time.perf_counter() - t))
+        old._apply(text, [])
+    out.append(("parse test_decoding text (old observer)", time.perf_counter() - t))
+    new = Follower(dsn, sink.name, Rows("event_id", "key", "seq", "replica"), full_select=lambda: [])
+    effects: list = []
+    t = time.perf_counter()
+    for msgs in batches:
+        new._apply_pgoutput(msgs, effects)
+    out.append(("parse pgoutput messages (observer)", time.perf_counter() - t))
+    assert len(effects) == n, (len(effects), n)
     t = time.perf_counter()
     with open(tmp / "effects.jsonl", "wb") as fh:
         for i in range(0, len(effects), BATCH):
@@ -112,12 +153,11 @@ def main() -> None:
             sink = PostgresSink(d, "bench_effects")
             sink.setup()
             assert sink.follower is not None, "the server cannot decode (wal_level below logical?)"
+            print(f"observer plugin: {sink.follower.plugin}")
             with psycopg.connect(d.postgres_dsn(), autocommit=True) as conn:  # for the breakdown
-                for slot in SLOTS:
-                    conn.execute("SELECT pg_create_logical_replication_slot(%s, 'test_decoding')", (slot,))
-                # the next step's candidate: pgoutput (binary protocol) over all the table's columns
-                conn.execute(f"CREATE PUBLICATION bench_pub FOR TABLE {sink.name}")
-                conn.execute("SELECT pg_create_logical_replication_slot('bench_pgoutput', 'pgoutput')")
+                conn.execute(f"CREATE PUBLICATION {PUB} FOR TABLE {sink.name}")  # all columns, as the observer
+                for slot, plugin in SLOTS.items():
+                    conn.execute("SELECT pg_create_logical_replication_slot(%s, %s)", (slot, plugin))
             full_reads = [0]
             select = sink._select
 
@@ -173,8 +213,11 @@ def main() -> None:
               f"{t_followed - t_written:.2f} s later")
         print(f"observer rows/s (busy)  {follow_busy:>12,.0f}  (rows / time spent in its reads)")
         print(f"observer rows/s (wall)  {follow_wall:>12,.0f}  (rows / wall time, writes and catch-up)")
+        during_rate = (written[0] - lag_at_end) / (t_written - t0)
+        print(f"observer rows/s (during){during_rate:>12,.0f}  (rows followed while the writer wrote / its time)")
         print(f"COPY TO STDOUT rows/s   {copy_rate:>12,.0f}  ({size / 1e6:.1f} MB in {copy_s:.2f} s)")
-        print(f"ratio observer/COPY     {follow_busy / copy_rate:>12.2f}x (busy)   full reads during the run: {during}")
+        print(f"ratio observer/COPY     {follow_busy / copy_rate:>12.2f}x (busy) {follow_wall / copy_rate:.2f}x (wall) "
+              f"{during_rate / copy_rate:.2f}x (during)   full reads during the run: {during}")
         print(f"where the time goes, over the same {written[0]:,} rows (rows/s of each step alone; ratio to COPY):")
         for name, secs in steps:
             print(f"  {name:<44} {written[0] / secs:>12,.0f}  {written[0] / secs / copy_rate:5.2f}x")

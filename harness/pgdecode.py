@@ -189,6 +189,8 @@ class Follower:
         self._relid: bytes | None = None  # pgoutput: the table's oid (4 bytes), from its Relation message
         self._cols: list[str] = []
         self._fast: Callable[[list[Any]], Effect] | None = None  # see _fast_effect
+        self._want: list[int] = [-1, -1, -1, -1]  # column indexes of id, key, seq, replica (-1: none)
+        self._done = 0  # see _apply_pgoutput
         self.full_select = full_select
         self.slot = "onceproof_" + secrets.token_hex(6)
         self.conn: Any = None
@@ -289,10 +291,51 @@ class Follower:
     def _apply_pgoutput(self, msgs: list[bytes], out: list[Effect]) -> bool:
         """Apply pgoutput messages (harness/pgoutput.py) to the content, as `_apply` does the
         text of test_decoding: new applications to `out`, each commit's count and time to
-        `_commits`; True when a row went away. The publication names the table only, but a
-        message of another relation is skipped all the same."""
-        vanished = False
-        done = len(out)
+        `_commits`; True when a row went away. The runs of INSERTs and commits are read by the
+        compiled scanner when it is built and the rows count once each (`_fast_effect`), the
+        other messages (and all of them without it) by `_py_messages`."""
+        self._done = len(out)  # effects in `out` at the last commit
+        lib = pgoutput.native()
+        if lib is None:
+            return self._py_messages(msgs, out) > 0
+        batch: pgoutput.Batch | None = None
+        vanished, i, n = False, 0, len(msgs)
+        while i < n:
+            if self._fast is not None and self._relid is not None:
+                batch = batch or pgoutput.Batch(msgs)
+                i = self._scanned(lib, batch, i, out)
+                if i >= n:
+                    break
+            got = self._py_messages(msgs[i:i + 1], out)
+            if got == 2:
+                return True
+            vanished = vanished or got == 1
+            i += 1
+        return vanished
+
+    def _scanned(self, lib: Any, batch: pgoutput.Batch, start: int, out: list[Effect]) -> int:
+        """The compiled scanner's run of messages from `start`, applied; -> where it stopped."""
+        assert self._relid is not None
+        end, effects, commits = batch.scan(lib, start, self._relid, self._want)
+        base = len(out)
+        if self.track:
+            for eff in effects:
+                self._add(eff, 1, out)
+        else:
+            out.extend(effects)
+            self.count += len(effects)
+        for rows, at in commits:
+            if base + rows > self._done:
+                self._commits.append([base + rows - self._done, at])
+            self._done = base + rows
+        return end
+
+    def _py_messages(self, msgs: list[bytes], out: list[Effect]) -> int:
+        """`_apply_pgoutput` in Python, message by message: 0, 1 when a row went away, 2 when
+        the table (the content itself, not tracked) changed otherwise than by an INSERT: the
+        caller then reads it in full. The publication names the table only, but a message of
+        another relation is skipped all the same."""
+        vanished = 0
         rel, fast, track = self._relid, self._fast, self.track
         for m in msgs:
             k = m[0]
@@ -310,14 +353,17 @@ class Follower:
                 else:
                     self._inserted(pgoutput.row(self._cols, vals), out)
             elif k == 67:  # 'C'
-                if len(out) > done:
-                    self._commits.append([len(out) - done, pgoutput.commit_time(m)])
-                done = len(out)
+                if len(out) > self._done:
+                    self._commits.append([len(out) - self._done, pgoutput.commit_time(m)])
+                self._done = len(out)
             elif k == 82:  # 'R'
                 oid, schema, name, cols = pgoutput.relation(m)
                 if (schema or "pg_catalog", name) == (self.schema, self.table):
                     self.rows.check_columns(cols)
                     self._relid, self._cols, self._fast = oid, cols, self._fast_effect(cols)
+                    r = self.rows
+                    self._want = [cols.index(c) if c is not None and c in cols else -1
+                                  for c in (r.id_col, r.key_col, r.seq_col, r.replica_col)]
                     rel, fast = self._relid, self._fast
             elif k in (85, 68, 84):  # 'U', 'D', 'T'
                 if k == 84:
@@ -326,17 +372,17 @@ class Follower:
                 elif m[1:5] != rel:
                     continue
                 if not track:  # the table itself is the content: read() reads it in full
-                    return True
+                    return 2
                 if k == 85:
                     old_vals, new_vals = pgoutput.update_tuples(m)
                     old = pgoutput.row(self._cols, old_vals) if old_vals is not None else None
-                    vanished = self._updated(pgoutput.row(self._cols, new_vals, old), out) or vanished
+                    vanished = max(vanished, int(self._updated(pgoutput.row(self._cols, new_vals, old), out)))
                 elif k == 68:
                     self._deleted(pgoutput.row(self._cols, pgoutput.tuple_data(m, 6)[0]))
-                    vanished = True
+                    vanished = 1
                 else:
                     self._truncated()
-                    vanished = True
+                    vanished = 1
         return vanished
 
     def _fast_effect(self, cols: list[str]) -> Callable[[list[Any]], Effect] | None:

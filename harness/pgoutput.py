@@ -108,3 +108,85 @@ def truncated(m: bytes) -> list[bytes]:
     """A Truncate message ('T') -> the oids (4 bytes each) of the truncated relations."""
     n = _U32(m, 1)[0]
     return [m[6 + 4 * i:10 + 4 * i] for i in range(n)]
+
+
+# --- the compiled scanner (harness/pgoutput_scan.c) ------------------------------------------
+_lib: Any = None
+_tried = False
+
+
+def native() -> Any:
+    """The compiled INSERT scanner (a ctypes CDLL, loaded once per process) that `onceproof
+    setup` builds into `$ONCEPROOF_HOME/lib/libonceproof_pgoutput.so`, or None when it is not
+    built (the pure-Python reader then does the same work, slower)."""
+    global _lib, _tried
+    if not _tried:
+        _tried = True
+        import ctypes
+
+        from onceproof.home import library
+
+        try:
+            lib = ctypes.CDLL(str(library("libonceproof_pgoutput.so")))
+        except OSError:
+            lib = None
+        if lib is not None:
+            p, i64 = ctypes.c_void_p, ctypes.c_int64
+            lib.po_scan.restype = i64
+            lib.po_scan.argtypes = [p, p, i64, i64, ctypes.c_uint32, p, p, i64, p, i64, p, p, p, p, p, p]
+        _lib = lib
+    return _lib
+
+
+class Batch:
+    """A batch of messages laid out for the scanner: one buffer, offsets (int64, n + 1), and the
+    scanner's outputs sized so that they never fill up (values are parts of the buffer)."""
+
+    def __init__(self, msgs: list[bytes]) -> None:
+        from itertools import accumulate
+
+        import numpy as np
+
+        self.n = len(msgs)
+        self.buf = b"".join(msgs)
+        self.offs = np.fromiter(accumulate(map(len, msgs), initial=0), dtype=np.int64, count=self.n + 1)
+        cap = len(self.buf) + self.n + 1
+        self.ids = np.empty(cap, dtype=np.uint8)
+        self.keys = np.empty(cap, dtype=np.uint8)
+        self.seqs = np.empty(self.n, dtype=np.int64)
+        self.reps = np.empty(self.n, dtype=np.int64)
+        self.nulls = np.empty(self.n, dtype=np.uint8)
+        self.commit_row = np.empty(self.n, dtype=np.int64)
+        self.commit_us = np.empty(self.n, dtype=np.int64)
+        self.counts = np.zeros(4, dtype=np.int64)
+
+    def scan(self, lib: Any, start: int, rel: bytes, want: list[int]) -> tuple[int, list[list[Any]], list[list[Any]]]:
+        """Messages from `start` on, until one the scanner leaves to Python -> (its index, or n;
+        effects [id, key, seq, replica] of the INSERTs of `rel`; commits [[rows before it in
+        this scan, commit time s since the Unix epoch], ...])."""
+        import numpy as np
+
+        w = np.array(want, dtype=np.int32)
+        end = lib.po_scan(self.buf, self.offs.ctypes.data, start, self.n, int.from_bytes(rel, "big"), w.ctypes.data,
+                          self.ids.ctypes.data, len(self.ids), self.keys.ctypes.data, len(self.keys),
+                          self.seqs.ctypes.data, self.reps.ctypes.data, self.nulls.ctypes.data,
+                          self.commit_row.ctypes.data, self.commit_us.ctypes.data, self.counts.ctypes.data)
+        rows, commits, id_len, key_len = (int(x) for x in self.counts)
+        commit_list = [[r, PG_EPOCH_S + us / 1e6] for r, us in
+                       zip(self.commit_row[:commits].tolist(), self.commit_us[:commits].tolist())]
+        if not rows:
+            return end, [], commit_list
+        cols: list[list[Any]] = [
+            self.ids[:id_len].tobytes().decode().split("\0")[:-1] if want[0] >= 0 else [None] * rows,
+            self.keys[:key_len].tobytes().decode().split("\0")[:-1] if want[1] >= 0 else [None] * rows,
+            self.seqs[:rows].tolist() if want[2] >= 0 else [None] * rows,
+            self.reps[:rows].tolist() if want[3] >= 0 else [None] * rows]
+        effects = list(map(list, zip(*cols)))
+        mask = sum(1 << k for k in range(4) if want[k] >= 0)
+        nulls = self.nulls[:rows] & mask
+        for r in np.flatnonzero(nulls).tolist():  # a null (or a seq that is no integer): None
+            bits = int(nulls[r])
+            for k in range(4):
+                if bits & (1 << k):
+                    effects[r][k] = None
+        return end, effects, commit_list

@@ -85,11 +85,23 @@ def build_history_scan(log: Callable[[str], None] = print) -> None:
              "history scanner", log)
 
 
+def build_pgoutput_scan(log: Callable[[str], None] = print) -> None:
+    """The compiled pgoutput INSERT scanner (harness/pgoutput_scan.c; harness/pgoutput.py finds
+    it by this path): the observer follows a PostgreSQL sink with it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("onceproof")  # harness/ in a checkout, onceproof/ in a wheel
+    assert spec is not None and spec.origin is not None
+    _compile(Path(spec.origin).parent / "pgoutput_scan.c", paths.home() / "lib" / "libonceproof_pgoutput.so",
+             "pgoutput scanner", log)
+
+
 def install_all(log: Callable[[str], None] = print) -> None:
     paths.home().mkdir(parents=True, exist_ok=True)
     build_clock_shim(log)
     build_wgl_core(log)
     build_history_scan(log)
+    build_pgoutput_scan(log)
     install_toxiproxy(log)
     install_kafka(log)
 
