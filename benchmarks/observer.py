@@ -31,11 +31,19 @@ import orjson
 import psycopg
 
 from onceproof.observer import Observer
-from onceproof.pgdecode import BATCH, Follower, Rows
+from onceproof.pgdecode import BATCH, PGOUTPUT_BATCH, WORK_MEM, Follower, Rows
 from onceproof.recorder import HistoryWriter
 from onceproof.sinks import PostgresSink
 from onceproof.targets.deployment import Deployment, TargetsSpec
 from onceproof.targets.local import LocalRuntime
+
+
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a server backend on this machine has used: /proc/<pid>/stat."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def writer(dsn: str, table: str, seconds: float, batch: int, counter: list[int], done: threading.Event) -> None:
@@ -55,7 +63,7 @@ def writer(dsn: str, table: str, seconds: float, batch: int, counter: list[int],
 # one slot per fetch, each read to its end: test_decoding (the old path), pgoutput (text and binary
 # tuples, two batch sizes; as fetched by the observer), pgoutput streamed by pg_recvlogical
 SLOTS = {"td_count": "test_decoding", "td_rows": "test_decoding", "po_count": "pgoutput", "po_binary": "pgoutput",
-         "po_big": "pgoutput", "po_rows": "pgoutput", "po_stream": "pgoutput"}
+         "po_small": "pgoutput", "po_rows": "pgoutput", "po_stream": "pgoutput"}
 PUB = "bench_pub"
 
 
@@ -78,30 +86,31 @@ def _recvlogical(dsn: str, slot: str) -> float:
     return secs
 
 
-def breakdown(dsn: str, sink: PostgresSink, n: int, tmp: Path) -> list[tuple[str, float]]:
+def breakdown(dsn: str, sink: PostgresSink, n: int, tmp: Path) -> list[tuple[str, float, float | None]]:
     """Seconds each step of following the `n` rows takes: each fetch reads a slot of its own
-    (SLOTS, created before the writes, dropped here) in batches of BATCH changes as the
+    (SLOTS, created before the writes, dropped here) in batches as the
     observer does, so each decodes the same changes."""
     follower = sink.follower
     assert follower is not None
-    out: list[tuple[str, float]] = []
+    out: list[tuple[str, float, float | None]] = []  # (step, wall s, CPU s of the server's backend + ours)
     texts: list[str] = []
     batches: list[list[bytes]] = []
     td = ("pg_logical_slot_get_changes('{s}', NULL, {b}, 'include-xids', '0', 'include-timestamp', '1')")
     po = ("pg_logical_slot_get_binary_changes('{s}', NULL, {b}, 'proto_version', '1', "
           f"'publication_names', '{PUB}'{{x}})")
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True, options=f"-c work_mem={WORK_MEM}") as conn:  # as the observer's
         for name, slot, query, batch in (
                 ("server: test_decoding decoding alone (count)", "td_count", "SELECT count(*) FROM " + td, BATCH),
                 ("server: pgoutput decoding alone, text tuples", "po_count",
-                 "SELECT count(*) FROM " + po.replace("{x}", ""), BATCH),
+                 "SELECT count(*) FROM " + po.replace("{x}", ""), PGOUTPUT_BATCH),
                 ("server: pgoutput decoding alone, binary tuples", "po_binary",
-                 "SELECT count(*) FROM " + po.replace("{x}", ", 'binary', 'true'"), BATCH),
-                (f"server: pgoutput decoding alone, {4 * BATCH:,} a call", "po_big",
-                 "SELECT count(*) FROM " + po.replace("{x}", ""), 4 * BATCH),
+                 "SELECT count(*) FROM " + po.replace("{x}", ", 'binary', 'true'"), PGOUTPUT_BATCH),
+                (f"server: pgoutput decoding alone, {BATCH:,} a call", "po_small",
+                 "SELECT count(*) FROM " + po.replace("{x}", ""), BATCH),
                 ("test_decoding decode + fetch (old observer)", "td_rows", "SELECT data FROM " + td, BATCH),
-                ("pgoutput decode + fetch (observer)", "po_rows", "SELECT data FROM " + po.replace("{x}", ""), BATCH)):
-            t = time.perf_counter()
+                ("pgoutput decode + fetch (observer)", "po_rows", "SELECT data FROM " + po.replace("{x}", ""),
+                 PGOUTPUT_BATCH)):
+            t, cpu = time.perf_counter(), server_cpu(conn.info.backend_pid) + time.process_time()
             while True:
                 rows = conn.execute(query.format(s=slot, b=batch), binary=slot == "po_rows").fetchall()
                 got = rows[0][0] if query.startswith("SELECT count") else len(rows)
@@ -111,31 +120,31 @@ def breakdown(dsn: str, sink: PostgresSink, n: int, tmp: Path) -> list[tuple[str
                     batches.append([r[0] for r in rows])
                 if got < batch:
                     break
-            out.append((name, time.perf_counter() - t))
+            out.append((name, time.perf_counter() - t, server_cpu(conn.info.backend_pid) + time.process_time() - cpu))
             conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
     try:
-        out.append(("pgoutput streamed by pg_recvlogical to a pipe", _recvlogical(dsn, "po_stream")))
+        out.append(("pgoutput streamed by pg_recvlogical to a pipe", _recvlogical(dsn, "po_stream"), None))
     except Exception as e:  # noqa: BLE001 - a benchmark step that cannot run here is said, not fatal
         print(f"pg_recvlogical: not measured ({e})")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'po_stream'")
     old = Follower(dsn, sink.name, Rows("event_id", "key", "seq", "replica"), full_select=lambda: [])
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for text in texts:
         old._apply(text, [])
-    out.append(("parse test_decoding text (old observer)", time.perf_counter() - t))
+    out.append(("parse test_decoding text (old observer)", time.perf_counter() - t, time.process_time() - cpu))
     new = Follower(dsn, sink.name, Rows("event_id", "key", "seq", "replica"), full_select=lambda: [])
     effects: list = []
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for msgs in batches:
         new._apply_pgoutput(msgs, effects)
-    out.append(("parse pgoutput messages (observer)", time.perf_counter() - t))
+    out.append(("parse pgoutput messages (observer)", time.perf_counter() - t, time.process_time() - cpu))
     assert len(effects) == n, (len(effects), n)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     with open(tmp / "effects.jsonl", "wb") as fh:
         for i in range(0, len(effects), BATCH):
             fh.write(orjson.dumps({"full": False, "events": effects[i:i + BATCH]}) + b"\n")
-    out.append(("write the effects to a history", time.perf_counter() - t))
+    out.append(("write the effects to a history", time.perf_counter() - t, time.process_time() - cpu))
     return out
 
 
@@ -167,15 +176,18 @@ def main() -> None:
             sink._select = counted  # type: ignore[method-assign]
             history = HistoryWriter(Path(tmpdir) / "h.jsonl")
             obs = Observer(sink, history, interval_s=args.interval)
-            busy = [0.0]
+            busy, busy_cpu = [0.0], [0.0]
             once = obs.observe_once
+            backend = sink.follower.conn.info.backend_pid
+            backend_cpu = server_cpu(backend)
 
             def timed() -> int:
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.thread_time()
                 try:
                     return once()
                 finally:
                     busy[0] += time.perf_counter() - t
+                    busy_cpu[0] += time.thread_time() - c
             obs.observe_once = timed  # type: ignore[method-assign]
             written, done = [0], threading.Event()
             t0 = time.monotonic()
@@ -190,19 +202,21 @@ def main() -> None:
                 time.sleep(0.05)
             t_followed = time.monotonic()
             obs.stop()
+            observer_cpu = busy_cpu[0] + server_cpu(backend) - backend_cpu
             followed = obs.applied
             during = full_reads[0]
             history.close()
             steps = breakdown(d.postgres_dsn(), sink, written[0], Path(tmpdir))
             sink.close()
             with psycopg.connect(d.postgres_dsn()) as conn, conn.cursor() as cur:
-                t = time.perf_counter()
+                t, cpu = time.perf_counter(), server_cpu(conn.info.backend_pid) + time.process_time()
                 size = 0
                 with cur.copy("COPY (SELECT pos, event_id, key, seq, replica FROM bench_effects ORDER BY pos) "
                               "TO STDOUT") as cp:
                     for chunk in cp:
                         size += len(chunk)
                 copy_s = time.perf_counter() - t
+                copy_cpu = server_cpu(conn.info.backend_pid) + time.process_time() - cpu
         write_rate = written[0] / (t_written - t0)
         follow_busy = followed / busy[0] if busy[0] else 0.0
         follow_wall = followed / (t_followed - t0)
@@ -216,11 +230,20 @@ def main() -> None:
         during_rate = (written[0] - lag_at_end) / (t_written - t0)
         print(f"observer rows/s (during){during_rate:>12,.0f}  (rows followed while the writer wrote / its time)")
         print(f"COPY TO STDOUT rows/s   {copy_rate:>12,.0f}  ({size / 1e6:.1f} MB in {copy_s:.2f} s)")
+        copy_per_cpu = written[0] / copy_cpu
         print(f"ratio observer/COPY     {follow_busy / copy_rate:>12.2f}x (busy) {follow_wall / copy_rate:.2f}x (wall) "
               f"{during_rate / copy_rate:.2f}x (during)   full reads during the run: {during}")
-        print(f"where the time goes, over the same {written[0]:,} rows (rows/s of each step alone; ratio to COPY):")
-        for name, secs in steps:
-            print(f"  {name:<44} {written[0] / secs:>12,.0f}  {written[0] / secs / copy_rate:5.2f}x")
+        print("The machine is shared (2 cores; `uptime` below): rows per CPU second (the server backend's + "
+              "ours, from /proc) do not depend on what else runs.")
+        print(f"{'step':<48} {'rows/s':>10} {'vs COPY':>8} {'rows/CPU-s':>11} {'vs COPY':>8}")
+        rows_ = [("COPY ... TO STDOUT", copy_s, copy_cpu),
+                 ("observer (pgoutput), wall: writes + catch-up", t_followed - t0, observer_cpu)] + steps
+        for name, secs, cpu_s in rows_:
+            per_cpu = f"{written[0] / cpu_s:>11,.0f} {written[0] / cpu_s / copy_per_cpu:>7.2f}x" if cpu_s else ""
+            print(f"{name:<48} {written[0] / secs:>10,.0f} {written[0] / secs / copy_rate:>7.2f}x {per_cpu}")
+        import os
+
+        print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:
         d.stop()
 

@@ -1,16 +1,29 @@
 """Incremental observation of a PostgreSQL table by logical decoding.
 
-A logical replication slot with PostgreSQL's built-in `test_decoding` output plugin gives every
-INSERT, UPDATE and DELETE committed in the database, in commit order, each with its row
-(PostgreSQL docs, "Logical Decoding", chapter 49; `pg_logical_slot_get_changes`). Following it
-costs what changed since the last read, never a re-read of the table: the observer's cost grows
-with the rate, not with the size of the sink. The server must run with `wal_level = logical`
-(targets/postgres.py sets it).
+A logical replication slot gives every INSERT, UPDATE and DELETE committed in the database, in
+commit order, each with its row (PostgreSQL docs, "Logical Decoding"; `pg_logical_slot_get_*
+changes`). Following it costs what changed since the last read, never a re-read of the table:
+the observer's cost grows with the rate, not with the size of the sink. The server must run
+with `wal_level = logical` (targets/postgres.py sets it).
 
-The slot is created before the pipeline starts (setup) and dropped by `close()`; a slot left
-behind would hold back the server's WAL for ever, so `close()` is called by the run's
-`clients_closed` scope even after a crash or Ctrl-C, and the slot is `temporary`-like: named
-`onceproof_<random>` so a leftover one is recognisable.
+Two output plugins, one chosen per table by `Follower.create()`:
+- `pgoutput` (harness/pgoutput.py: binary messages, only the published table's changes sent,
+  its INSERTs read by a compiled scanner): the path for our effects table and for a user's
+  table that exists when the run starts and has a replica identity. It needs a publication of
+  the table (all columns: a column list with REPLICA IDENTITY FULL would refuse the
+  pipeline's UPDATEs), named as the slot.
+- `test_decoding` (text lines), kept for the tables pgoutput cannot follow without harm: one
+  without a replica identity (a publication would make the server refuse the pipeline's
+  UPDATE and DELETE of it) or one the pipeline creates after the run started (a publication
+  names existing tables only, and FOR ALL TABLES would publish, and so block, every table of
+  the user's without a replica identity). It needs no publication.
+Both feed the same content logic (`_inserted`, `_updated`, `_deleted`, `_truncated`).
+
+The slot (and publication) is created before the pipeline starts (setup) and dropped by
+`close()`; a slot left behind would hold back the server's WAL for ever, so `close()` is called
+by the run's `clients_closed` scope even after a crash or Ctrl-C; both are named
+`onceproof_<random>` so a leftover one is recognisable (a session's data reset drops them:
+harness/session.py; `onceproof cleanup` removes the server of a dead run with them).
 
 What a row counts for (`Rows`): one application per row (an insert-only effects table); with
 `applied: <column>`, the column's value (a counter or version the pipeline bumps on each
@@ -18,8 +31,9 @@ re-application of an upsert); with `applied: xmin`, one application per row vers
 the insert and every later UPDATE of the row. A DELETE removes the row's applications: the
 read then returns the whole content (a `full` observe, so the checker sees the flicker).
 
-When each effect became visible: test_decoding's `include-timestamp` ends every transaction with
-`COMMIT (at <commit time>)`, the server's wall clock. `read()` leaves in `visible` how many of the
+When each effect became visible: every transaction's commit time, the server's wall clock
+(pgoutput's Commit message; test_decoding's `include-timestamp`, `COMMIT (at <time>)`). `read()`
+leaves in `visible` how many of the
 new effects each commit made visible and when, in this process's monotonic clock: the server's
 clock is read right after the changes (`clock_timestamp()`), and a commit `a` seconds before that
 reading is placed `a` seconds before the local moment of the reading. A server whose clock is
@@ -29,10 +43,10 @@ before (`visibility_runs`); whatever remains off is bounded by the observer (nev
 read, never before the run started; harness/observer.py) and by the checker (never before the
 event's send: the read's own time then).
 
-Speed: a batch of changes is joined into one text and the INSERTs of an effects table are
-parsed with one regex over the whole batch (`_fast_inserts`), the commits counted with string
-search; benchmarks/observer.py measures each step (the server's decoding is the largest: joining
-the changes on the server with `string_agg` was slower than fetching a row per change)."""
+Speed (benchmarks/observer.py measures each step): with test_decoding a batch of changes is
+joined into one text and the INSERTs of an effects table are parsed with one regex over the
+whole batch (`_fast_inserts`); with pgoutput the compiled scanner reads runs of INSERTs and
+commits (`_apply_pgoutput`), Python the rest."""
 from __future__ import annotations
 
 import re
@@ -48,6 +62,12 @@ Effect = list[Any]  # [id, key, seq, replica]
 _VALUE = r"('[^']*(?:''[^']*)*'|\S+)"  # a quoted text value (quotes doubled inside), or a bare token
 _COLUMN = re.compile(r"""("(?:[^"]|"")+"|[^\s\[]+)\[([^\]]*(?:\[\])?)\]:""" + _VALUE)
 BATCH = 50_000  # changes per pg_logical_slot_get_changes call (it stops at a transaction's end)
+# pgoutput messages per call: each call decodes again from the slot's restart point (the start of
+# the oldest transaction then running), so a small batch of a busy server decodes much twice;
+# 4x BATCH took 0.65x the CPU per row of BATCH (benchmarks/observer.py). The server keeps a
+# call's messages in memory up to work_mem (WORK_MEM: ~20 MB for an effects table), else on disk.
+PGOUTPUT_BATCH = 4 * BATCH
+WORK_MEM = "64MB"
 _COMMIT = re.compile(r"^COMMIT(?: \d+)? \(at ([^)\n]*)\)$", re.MULTILINE)
 _COPY_ESCAPES = re.compile(r"\\(.)")
 _UNESCAPED = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
@@ -211,7 +231,7 @@ class Follower:
 
         if self.conn is None or self.conn.closed:
             # commit times in UTC whatever the server's time zone (test_decoding prints them in the session's)
-            self.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5, options="-c TimeZone=UTC")
+            self.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5, options=f"-c TimeZone=UTC -c work_mem={WORK_MEM}")
         return self.conn
 
     def create(self) -> None:
@@ -269,7 +289,7 @@ class Follower:
         self.conn = None
 
     def _messages(self, timeout: float) -> list[bytes]:
-        """The next pgoutput messages of the slot (at most about BATCH, whole transactions), one
+        """The next pgoutput messages of the slot (at most about PGOUTPUT_BATCH, whole transactions), one
         bytes each, fetched in binary (a bytea as its bytes, not hex)."""
         import psycopg
 
@@ -279,7 +299,7 @@ class Follower:
                 return [r[0] for r in conn.execute(
                     "SELECT data FROM pg_logical_slot_get_binary_changes(%s, NULL, %s, "
                     + ", ".join(pgoutput.OPTIONS) + ", 'publication_names', %s)",
-                    (self.slot, BATCH, self.slot), binary=True)]
+                    (self.slot, PGOUTPUT_BATCH, self.slot), binary=True)]
         except psycopg.Error:
             try:
                 conn.close()
@@ -403,6 +423,7 @@ class Follower:
             except ValueError:
                 return None
         i, k, s, p = idx
+        assert i is not None  # r.id_col in cols
         if k is not None and s is not None and p is not None:  # our effects table: all four
             def effect4(v: list[Any]) -> Effect:
                 a, b, c, d = v[i], v[k], v[s], v[p]
@@ -650,7 +671,7 @@ class Follower:
             else:
                 text, n = self._changes(timeout)
                 vanished = self._apply(text, out) or vanished
-            if n < BATCH or time.monotonic() - started > budget_s:
+            if n < (PGOUTPUT_BATCH if self.plugin == "pgoutput" else BATCH) or time.monotonic() - started > budget_s:
                 break
         if out and not vanished:
             self.visible = self._visible(len(out), timeout)

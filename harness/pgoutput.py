@@ -176,11 +176,12 @@ class Batch:
                        zip(self.commit_row[:commits].tolist(), self.commit_us[:commits].tolist())]
         if not rows:
             return end, [], commit_list
+        none: list[Any] = [None] * rows
         cols: list[list[Any]] = [
-            self.ids[:id_len].tobytes().decode().split("\0")[:-1] if want[0] >= 0 else [None] * rows,
-            self.keys[:key_len].tobytes().decode().split("\0")[:-1] if want[1] >= 0 else [None] * rows,
-            self.seqs[:rows].tolist() if want[2] >= 0 else [None] * rows,
-            self.reps[:rows].tolist() if want[3] >= 0 else [None] * rows]
+            self.ids[:id_len].tobytes().decode().split("\0")[:-1] if want[0] >= 0 else none,
+            self.keys[:key_len].tobytes().decode().split("\0")[:-1] if want[1] >= 0 else none,
+            self.seqs[:rows].tolist() if want[2] >= 0 else none,
+            self.reps[:rows].tolist() if want[3] >= 0 else none]
         effects = list(map(list, zip(*cols)))
         mask = sum(1 << k for k in range(4) if want[k] >= 0)
         nulls = self.nulls[:rows] & mask

@@ -228,3 +228,91 @@ def test_a_query_on_a_table_that_never_appears_fails_the_final_read_naming_the_s
             sink.final_read()
     finally:
         sink.close()
+
+
+def _pubs(d) -> list[str]:
+    with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+        return [r[0] for r in c.execute("SELECT pubname FROM pg_publication")]
+
+
+def test_pgoutput_follows_inserts_updates_and_deletes_with_their_ids_and_commit_times(shared_targets, tmp_path):
+    """A user's upserted table with a primary key, there before the run: followed by pgoutput
+    (a publication of the table cannot block the pipeline: it has a replica identity). A
+    re-application (an upsert's UPDATE, counted by xmin) is a duplicate, a deleted effect a
+    flicker, both caught by the checker; each effect's visible time is its commit's."""
+    import time
+
+    from onceproof.checkers import exactly_once
+    from onceproof.checkers.history import read_history
+    from onceproof.observer import Observer
+
+    d = shared_targets
+    table = f"orders_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+        c.execute(f"CREATE TABLE {table} (order_id text PRIMARY KEY, customer text, n bigint)")
+    sink = PostgresTableSink(d, PostgresMapping(table=table, id="order_id", key="customer", seq="n", applied="xmin"))
+    sink.setup()
+    history = HistoryWriter(tmp_path / "h.jsonl")
+    for i in range(3):
+        history.record("load", "invoke", "send", {"id": f"e{i}", "key": "c", "seq": i})
+        history.record("load", "ok", "send", {"id": f"e{i}", "key": "c", "seq": i})
+    obs = Observer(sink, history)
+    upsert = f"INSERT INTO {table} VALUES (%s, 'c', %s) ON CONFLICT (order_id) DO UPDATE SET n = excluded.n"
+    spans = []
+    try:
+        assert sink.follower.plugin == "pgoutput" and sink.follower.slot in _pubs(d)
+        with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+            for rows in ((("e0", 0), ("e1", 1)), (("e2", 2),)):
+                before = history.now()
+                with c.transaction():
+                    for eid, seq in rows:
+                        c.execute(upsert, (eid, seq))
+                spans.append((before, history.now()))
+                time.sleep(0.3)
+            assert obs.observe_once() == 3
+            rec = [orjson.loads(ln) for ln in open(tmp_path / "h.jsonl", "rb")][-1]
+            assert [e[0] for e in rec["value"]["events"]] == ["e0", "e1", "e2"]
+            assert rec["value"]["events"][2] == ["e2", "c", 2, None]
+            runs = rec["value"]["visible"]
+            assert rec["value"]["visible_from"] == "commit" and [n for n, _ in runs] == [2, 1], runs
+            for (_, t), (lo, hi) in zip(runs, spans):
+                assert lo - 50_000_000 <= t <= hi + 50_000_000, (runs, spans)
+            c.execute(upsert, ("e1", 1))  # the pipeline applied e1 again: an UPDATE of its row
+            assert obs.observe_once() == 1
+            c.execute(f"DELETE FROM {table} WHERE order_id = 'e2'")  # a visible effect rolled back
+            obs.observe_once()
+            c.execute(upsert, ("e2", 2))
+        obs.final_read()
+    finally:
+        slot = sink.follower.slot
+        sink.close()
+        history.close()
+    assert slot not in _slots(d) and slot not in _pubs(d)
+    result = exactly_once.check(read_history(tmp_path / "h.jsonl"))
+    assert result["anomalies"]["duplicate"] == 1 and result["examples"]["duplicate"][0]["id"] == "e1"
+    assert result["anomalies"]["flicker"] == 1 and result["examples"]["flicker"][0]["id"] == "e2"
+    assert result["anomalies"]["lost"] == 0
+
+
+def test_a_table_without_a_replica_identity_is_not_published_and_the_pipeline_can_update_it(shared_targets):
+    """Publishing a table without a replica identity would refuse the pipeline's UPDATEs and
+    DELETEs: such a table is followed by test_decoding (no publication), and the pipeline's own
+    UPDATE and DELETE go through and are seen."""
+    d = shared_targets
+    table = f"nokey_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+        c.execute(f"CREATE TABLE {table} (order_id text, customer text, n bigint, applied_count int)")
+    sink = PostgresTableSink(d, PostgresMapping(table=table, id="order_id", key="customer", seq="n",
+                                                applied="applied_count"))
+    sink.setup()
+    try:
+        assert sink.follower.plugin == "test_decoding" and sink.follower.slot not in _pubs(d)
+        with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+            c.execute(f"INSERT INTO {table} VALUES ('e1', 'c', 0, 1), ('e2', 'c', 1, 1)")
+            c.execute(f"UPDATE {table} SET applied_count = 2 WHERE order_id = 'e1'")
+            c.execute(f"DELETE FROM {table} WHERE order_id = 'e2'")
+        events, full = sink.read()  # the WAL does not say which row went: the final read reads the table
+        assert full is True and sorted(e[0] for e in events) == ["e1", "e1", "e2"]
+        assert sorted(e[0] for e in sink.final_read()) == ["e1", "e1"]
+    finally:
+        sink.close()
