@@ -30,6 +30,7 @@ from pathlib import Path
 import orjson
 import psycopg
 
+from onceproof import pgoutput
 from onceproof.observer import Observer
 from onceproof.pgdecode import BATCH, PGOUTPUT_BATCH, WORK_MEM, Follower, Rows
 from onceproof.recorder import HistoryWriter
@@ -63,7 +64,7 @@ def writer(dsn: str, table: str, seconds: float, batch: int, counter: list[int],
 # one slot per fetch, each read to its end: test_decoding (the old path), pgoutput (text and binary
 # tuples, two batch sizes; as fetched by the observer), pgoutput streamed by pg_recvlogical
 SLOTS = {"td_count": "test_decoding", "td_rows": "test_decoding", "po_count": "pgoutput", "po_binary": "pgoutput",
-         "po_small": "pgoutput", "po_rows": "pgoutput", "po_stream": "pgoutput"}
+         "po_small": "pgoutput", "po_rows": "pgoutput", "po_agg": "pgoutput", "po_stream": "pgoutput"}
 PUB = "bench_pub"
 
 
@@ -94,7 +95,8 @@ def breakdown(dsn: str, sink: PostgresSink, n: int, tmp: Path) -> list[tuple[str
     assert follower is not None
     out: list[tuple[str, float, float | None]] = []  # (step, wall s, CPU s of the server's backend + ours)
     texts: list[str] = []
-    batches: list[list[bytes]] = []
+    batches: list[pgoutput.Batch] = []
+    lib = pgoutput.native()
     td = ("pg_logical_slot_get_changes('{s}', NULL, {b}, 'include-xids', '0', 'include-timestamp', '1')")
     po = ("pg_logical_slot_get_binary_changes('{s}', NULL, {b}, 'proto_version', '1', "
           f"'publication_names', '{PUB}'{{x}})")
@@ -108,16 +110,20 @@ def breakdown(dsn: str, sink: PostgresSink, n: int, tmp: Path) -> list[tuple[str
                 (f"server: pgoutput decoding alone, {BATCH:,} a call", "po_small",
                  "SELECT count(*) FROM " + po.replace("{x}", ""), BATCH),
                 ("test_decoding decode + fetch (old observer)", "td_rows", "SELECT data FROM " + td, BATCH),
-                ("pgoutput decode + fetch (observer)", "po_rows", "SELECT data FROM " + po.replace("{x}", ""),
+                ("pgoutput decode + fetch a row per message", "po_rows", "SELECT data FROM " + po.replace("{x}", ""),
+                 PGOUTPUT_BATCH),
+                ("pgoutput decode + fetch, joined (observer)", "po_agg",
+                 pgoutput.FETCH.replace("%s, NULL, %s", "'{s}', NULL, {b}").replace("'publication_names', %s",
+                                                                                    f"'publication_names', '{PUB}'"),
                  PGOUTPUT_BATCH)):
             t, cpu = time.perf_counter(), server_cpu(conn.info.backend_pid) + time.process_time()
             while True:
-                rows = conn.execute(query.format(s=slot, b=batch), binary=slot == "po_rows").fetchall()
+                rows = conn.execute(query.format(s=slot, b=batch), binary=slot.startswith("po_")).fetchall()
                 got = rows[0][0] if query.startswith("SELECT count") else len(rows)
                 if slot == "td_rows" and rows:
                     texts.append("\n".join(r[0] for r in rows) + "\n")
-                if slot == "po_rows" and rows:
-                    batches.append([r[0] for r in rows])
+                if slot == "po_agg" and got:
+                    batches.append(pgoutput.Batch.framed(rows[0][1], lib))
                 if got < batch:
                     break
             out.append((name, time.perf_counter() - t, server_cpu(conn.info.backend_pid) + time.process_time() - cpu))
@@ -136,8 +142,8 @@ def breakdown(dsn: str, sink: PostgresSink, n: int, tmp: Path) -> list[tuple[str
     new = Follower(dsn, sink.name, Rows("event_id", "key", "seq", "replica"), full_select=lambda: [])
     effects: list = []
     t, cpu = time.perf_counter(), time.process_time()
-    for msgs in batches:
-        new._apply_pgoutput(msgs, effects)
+    for b in batches:
+        new._apply_pgoutput(b, effects)
     out.append(("parse pgoutput messages (observer)", time.perf_counter() - t, time.process_time() - cpu))
     assert len(effects) == n, (len(effects), n)
     t, cpu = time.perf_counter(), time.process_time()

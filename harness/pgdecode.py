@@ -211,6 +211,7 @@ class Follower:
         self._fast: Callable[[list[Any]], Effect] | None = None  # see _fast_effect
         self._want: list[int] = [-1, -1, -1, -1]  # column indexes of id, key, seq, replica (-1: none)
         self._done = 0  # see _apply_pgoutput
+        self._final_lsn = 0  # the last Begin's final LSN (its Commit must carry it)
         self.full_select = full_select
         self.slot = "onceproof_" + secrets.token_hex(6)
         self.conn: Any = None
@@ -288,18 +289,15 @@ class Follower:
             pass
         self.conn = None
 
-    def _messages(self, timeout: float) -> list[bytes]:
-        """The next pgoutput messages of the slot (at most about PGOUTPUT_BATCH, whole transactions), one
-        bytes each, fetched in binary (a bytea as its bytes, not hex)."""
+    def _messages(self, timeout: float) -> tuple[pgoutput.Batch | None, int]:
+        """The next pgoutput messages of the slot (at most about PGOUTPUT_BATCH, whole
+        transactions) as one Batch (pgoutput.FETCH), and how many (None when none)."""
         import psycopg
 
         conn = self._connect()
         try:
             with SocketDeadline(conn, timeout):
-                return [r[0] for r in conn.execute(
-                    "SELECT data FROM pg_logical_slot_get_binary_changes(%s, NULL, %s, "
-                    + ", ".join(pgoutput.OPTIONS) + ", 'publication_names', %s)",
-                    (self.slot, PGOUTPUT_BATCH, self.slot), binary=True)]
+                n, buf = conn.execute(pgoutput.FETCH, (self.slot, PGOUTPUT_BATCH, self.slot), binary=True).fetchone()
         except psycopg.Error:
             try:
                 conn.close()
@@ -307,36 +305,40 @@ class Follower:
                 pass
             self.conn = None
             raise
+        return (pgoutput.Batch.framed(buf, pgoutput.native()) if n else None), n
 
-    def _apply_pgoutput(self, msgs: list[bytes], out: list[Effect]) -> bool:
-        """Apply pgoutput messages (harness/pgoutput.py) to the content, as `_apply` does the
-        text of test_decoding: new applications to `out`, each commit's count and time to
-        `_commits`; True when a row went away. The runs of INSERTs and commits are read by the
-        compiled scanner when it is built and the rows count once each (`_fast_effect`), the
-        other messages (and all of them without it) by `_py_messages`."""
+    def _apply_pgoutput(self, batch: pgoutput.Batch | list[bytes], out: list[Effect]) -> bool:
+        """Apply pgoutput messages (harness/pgoutput.py; a Batch, or a list of messages) to the
+        content, as `_apply` does the text of test_decoding: new applications to `out`, each
+        commit's count and time to `_commits`; True when a row went away. The runs of INSERTs
+        and commits are read by the compiled scanner when it is built and the rows count once
+        each (`_fast_effect`), the other messages (and all of them without it) by
+        `_py_messages`. Raises pgoutput.OrderError when the messages are not in the server's
+        order (never seen; the final read of an effects table reads the table all the same)."""
+        if isinstance(batch, list):
+            batch = pgoutput.Batch.of(batch)
         self._done = len(out)  # effects in `out` at the last commit
         lib = pgoutput.native()
-        if lib is None:
-            return self._py_messages(msgs, out) > 0
-        batch: pgoutput.Batch | None = None
-        vanished, i, n = False, 0, len(msgs)
+        vanished, i, n = False, 0, batch.n
         while i < n:
-            if self._fast is not None and self._relid is not None:
-                batch = batch or pgoutput.Batch(msgs)
-                i = self._scanned(lib, batch, i, out)
+            if lib is not None and self._fast is not None and self._relid is not None:
+                end, effects, commits, self._final_lsn = batch.scan(lib, i, self._relid, self._want, self._final_lsn)
+                self._scanned(effects, commits, out)
+                i = end
                 if i >= n:
                     break
-            got = self._py_messages(msgs[i:i + 1], out)
+            got = self._py_messages([batch.message(i)] if lib is not None else
+                                    [batch.message(j) for j in range(n)], out)
             if got == 2:
                 return True
             vanished = vanished or got == 1
+            if lib is None:
+                break
             i += 1
         return vanished
 
-    def _scanned(self, lib: Any, batch: pgoutput.Batch, start: int, out: list[Effect]) -> int:
-        """The compiled scanner's run of messages from `start`, applied; -> where it stopped."""
-        assert self._relid is not None
-        end, effects, commits = batch.scan(lib, start, self._relid, self._want)
+    def _scanned(self, effects: list[Effect], commits: list[list[Any]], out: list[Effect]) -> None:
+        """The compiled scanner's effects and commits, applied."""
         base = len(out)
         if self.track:
             for eff in effects:
@@ -348,7 +350,6 @@ class Follower:
             if base + rows > self._done:
                 self._commits.append([base + rows - self._done, at])
             self._done = base + rows
-        return end
 
     def _py_messages(self, msgs: list[bytes], out: list[Effect]) -> int:
         """`_apply_pgoutput` in Python, message by message: 0, 1 when a row went away, 2 when
@@ -372,7 +373,11 @@ class Follower:
                         self.count += 1
                 else:
                     self._inserted(pgoutput.row(self._cols, vals), out)
+            elif k == 66:  # 'B'
+                self._final_lsn = pgoutput.final_lsn(m)
             elif k == 67:  # 'C'
+                if pgoutput.commit_lsn(m) != self._final_lsn:
+                    raise pgoutput.OrderError("pgoutput: a Commit that is not its Begin's")
                 if len(out) > self._done:
                     self._commits.append([len(out) - self._done, pgoutput.commit_time(m)])
                 self._done = len(out)
@@ -665,9 +670,9 @@ class Follower:
         self._commits, self.visible = [], None
         while True:
             if self.plugin == "pgoutput":
-                msgs = self._messages(timeout)
-                n = len(msgs)
-                vanished = self._apply_pgoutput(msgs, out) or vanished
+                batch, n = self._messages(timeout)
+                if batch is not None:
+                    vanished = self._apply_pgoutput(batch, out) or vanished
             else:
                 text, n = self._changes(timeout)
                 vanished = self._apply(text, out) or vanished

@@ -4,19 +4,26 @@
  * Formats", protocol version 1); harness/pgdecode.py (Follower._apply_pgoutput) is the
  * pure-Python reader and this scanner's oracle (tests/unit/test_pgoutput.py).
  *
- * po_scan walks messages start..n-1 of `buf` (message i is buf[offs[i]:offs[i+1]]):
+ * po_frame: a batch as the observer fetches it, each message preceded by its length (int32,
+ *   big-endian) -> where each message starts and ends in `buf`; the number of messages, or -1
+ *   when the lengths do not add up to `len` (or more than `cap` messages).
+ *
+ * po_scan walks messages start..n-1 of `buf` (message i is buf[starts[i]:ends[i]]):
  *   'I' of relation `rel`: one row: the id and key column values (text) appended to `ids` and
  *       `keys`, each ended by a NUL (PostgreSQL text never holds one); the seq and replica
  *       columns parsed as decimal int64 into `seqs`, `reps`; `nulls` per row: bit 0 id null,
  *       bit 1 key null, bit 2 seq null or not an int64, bit 3 replica null or not an int64.
  *       A column index of -1 (`want`) is not read (its bit set).
  *   'C': a commit: `commit_row` = rows before it (in this call), `commit_us` = its time
- *       (us since 2000-01-01 UTC).
+ *       (us since 2000-01-01 UTC). Its commit LSN must be the final LSN of the last Begin
+ *       (counts[4], kept by the caller across calls): else the messages are not in the
+ *       server's order, and the scan returns -1 - (the Commit's index).
  *   'B', and 'I' of another relation: skipped.
  *   anything else (a Relation, Update, Delete, Truncate, ...), a malformed message, or full
  *       outputs: the scan stops there and returns that message's index for the caller to
  *       read it in Python (n when all were read).
- * counts[0] = rows, counts[1] = commits, counts[2] = bytes used in ids, counts[3] in keys.
+ * counts[0] = rows, counts[1] = commits, counts[2] = bytes used in ids, counts[3] in keys;
+ * counts[4] = the last Begin's final LSN (in and out).
  * Capacities: rows and commits at most n - start each; ids_cap, keys_cap bytes.
  */
 #include <stdint.h>
@@ -52,21 +59,46 @@ static int parse_i64(const unsigned char *p, uint32_t len, int64_t *out) {
     return 1;
 }
 
-int64_t po_scan(const unsigned char *buf, const int64_t *offs, int64_t start, int64_t n, uint32_t rel,
+int64_t po_frame(const unsigned char *buf, int64_t len, int64_t *starts, int64_t *ends, int64_t cap) {
+    int64_t pos = 0, n = 0;
+    while (pos < len) {
+        uint32_t l;
+        if (pos + 4 > len || n >= cap)
+            return -1;
+        l = be32(buf + pos);
+        if ((int64_t)l > len - pos - 4)
+            return -1;
+        starts[n] = pos + 4;
+        ends[n] = pos + 4 + (int64_t)l;
+        pos += 4 + (int64_t)l;
+        n++;
+    }
+    return n;
+}
+
+int64_t po_scan(const unsigned char *buf, const int64_t *starts, const int64_t *ends, int64_t start, int64_t n, uint32_t rel,
                 const int32_t *want, char *ids, int64_t ids_cap, char *keys, int64_t keys_cap, int64_t *seqs,
                 int64_t *reps, uint8_t *nulls, int64_t *commit_row, int64_t *commit_us, int64_t *counts) {
-    int64_t rows = 0, commits = 0, id_len = 0, key_len = 0;
+    int64_t rows = 0, commits = 0, id_len = 0, key_len = 0, final_lsn = counts[4];
     int64_t i;
     for (i = start; i < n; i++) {
-        const unsigned char *m = buf + offs[i];
-        int64_t len = offs[i + 1] - offs[i];
+        const unsigned char *m = buf + starts[i];
+        int64_t len = ends[i] - starts[i];
         if (len < 1)
             break;
-        if (m[0] == 'B')
+        if (m[0] == 'B') {
+            if (len < 21)
+                break;
+            final_lsn = be64(m + 1);
             continue;
+        }
         if (m[0] == 'C') {
             if (len < 26)
                 break;
+            if (be64(m + 2) != final_lsn) {
+                i = -1 - i;
+                break;
+            }
             commit_row[commits] = rows;
             commit_us[commits] = be64(m + 18);
             commits++;
@@ -146,5 +178,6 @@ int64_t po_scan(const unsigned char *buf, const int64_t *offs, int64_t start, in
     counts[1] = commits;
     counts[2] = id_len;
     counts[3] = key_len;
+    counts[4] = final_lsn;
     return i;
 }

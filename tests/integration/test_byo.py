@@ -270,6 +270,7 @@ def test_pgoutput_follows_inserts_updates_and_deletes_with_their_ids_and_commit_
                 spans.append((before, history.now()))
                 time.sleep(0.3)
             assert obs.observe_once() == 3
+            history.flush()
             rec = [orjson.loads(ln) for ln in open(tmp_path / "h.jsonl", "rb")][-1]
             assert [e[0] for e in rec["value"]["events"]] == ["e0", "e1", "e2"]
             assert rec["value"]["events"][2] == ["e2", "c", 2, None]
