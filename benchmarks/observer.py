@@ -58,6 +58,7 @@ def writer(dsn: str, table: str, seconds: float, batch: int, counter: list[int],
             conn.commit()
             n += batch
             counter[0] = n
+    counter.append(time.thread_time())  # the writer thread's CPU seconds (not the observer's)
     done.set()
 
 
@@ -182,18 +183,18 @@ def main() -> None:
             sink._select = counted  # type: ignore[method-assign]
             history = HistoryWriter(Path(tmpdir) / "h.jsonl")
             obs = Observer(sink, history, interval_s=args.interval)
-            busy, busy_cpu = [0.0], [0.0]
+            busy = [0.0]
             once = obs.observe_once
             backend = sink.follower.conn.info.backend_pid
             backend_cpu = server_cpu(backend)
+            process_cpu = time.process_time()
 
             def timed() -> int:
-                t, c = time.perf_counter(), time.thread_time()
+                t = time.perf_counter()
                 try:
                     return once()
                 finally:
                     busy[0] += time.perf_counter() - t
-                    busy_cpu[0] += time.thread_time() - c
             obs.observe_once = timed  # type: ignore[method-assign]
             written, done = [0], threading.Event()
             t0 = time.monotonic()
@@ -208,7 +209,11 @@ def main() -> None:
                 time.sleep(0.05)
             t_followed = time.monotonic()
             obs.stop()
-            observer_cpu = busy_cpu[0] + server_cpu(backend) - backend_cpu
+            # the observer's CPU: this process's (its thread, the fetch thread, the history's
+            # flusher; less the writer thread's) and its server backends' (clock reads, fetches)
+            fconn = sink.follower._fconn
+            observer_cpu = (time.process_time() - process_cpu - written[1] + server_cpu(backend) - backend_cpu
+                            + (server_cpu(fconn.info.backend_pid) if fconn is not None else 0.0))
             followed = obs.applied
             during = full_reads[0]
             history.close()

@@ -212,6 +212,9 @@ class Follower:
         self._want: list[int] = [-1, -1, -1, -1]  # column indexes of id, key, seq, replica (-1: none)
         self._done = 0  # see _apply_pgoutput
         self._final_lsn = 0  # the last Begin's final LSN (its Commit must carry it)
+        self._fconn: Any = None  # pgoutput: the fetch thread's connection (see _fetch)
+        self._pool: Any = None
+        self._ahead: Any = None  # a Future of the next batch, fetched ahead
         self.full_select = full_select
         self.slot = "onceproof_" + secrets.token_hex(6)
         self.conn: Any = None
@@ -272,6 +275,7 @@ class Follower:
     def close(self) -> None:
         """Drop the slot (no WAL held back after the run), the publication and the connection.
         Never raises."""
+        self._stop_fetching()
         try:
             conn = self._connect()
             with SocketDeadline(conn, 10.0):
@@ -294,7 +298,10 @@ class Follower:
         transactions) as one Batch (pgoutput.FETCH), and how many (None when none)."""
         import psycopg
 
-        conn = self._connect()
+        conn = self._fconn
+        if conn is None or conn.closed:
+            conn = self._fconn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5,
+                                                 options=f"-c work_mem={WORK_MEM}")
         try:
             with SocketDeadline(conn, timeout):
                 n, buf = conn.execute(pgoutput.FETCH, (self.slot, PGOUTPUT_BATCH, self.slot), binary=True).fetchone()
@@ -303,9 +310,43 @@ class Follower:
                 conn.close()
             except Exception:  # noqa: BLE001
                 pass
-            self.conn = None
+            self._fconn = None
             raise
         return (pgoutput.Batch.framed(buf, pgoutput.native()) if n else None), n
+
+    def _fetch(self, timeout: float, ahead: bool) -> tuple[pgoutput.Batch | None, int]:
+        """The next batch (`_messages`): the one fetched ahead if any, else fetched now. With
+        `ahead`, the batch after it is fetched while the caller applies this one: the server
+        decodes while we parse (the two run on two cores). Every fetch runs on one thread of
+        its own with a connection of its own (`_fconn`). Raises what `_messages` raises."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="onceproof-pgoutput")
+        pending, self._ahead = self._ahead, None
+        got = (pending or self._pool.submit(self._messages, timeout)).result()
+        if ahead and got[1] >= PGOUTPUT_BATCH:  # a full batch: more is likely waiting
+            self._ahead = self._pool.submit(self._messages, timeout)
+        return got
+
+    def _stop_fetching(self) -> None:
+        """Wait for a fetch ahead (its changes are dropped: only `close()` calls this) and stop
+        the fetch thread and its connection, so the slot is no longer active. Never raises."""
+        pending, self._ahead = self._ahead, None
+        try:
+            if pending is not None:
+                pending.result(timeout=120)
+        except Exception:  # noqa: BLE001 - a failed fetch holds nothing
+            pass
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        try:
+            if self._fconn is not None:
+                self._fconn.close()
+        except Exception:  # noqa: BLE001
+            pass
+        self._fconn = None
 
     def _apply_pgoutput(self, batch: pgoutput.Batch | list[bytes], out: list[Effect]) -> bool:
         """Apply pgoutput messages (harness/pgoutput.py; a Batch, or a list of messages) to the
@@ -670,7 +711,7 @@ class Follower:
         self._commits, self.visible = [], None
         while True:
             if self.plugin == "pgoutput":
-                batch, n = self._messages(timeout)
+                batch, n = self._fetch(timeout, ahead=not vanished and time.monotonic() - started <= budget_s)
                 if batch is not None:
                     vanished = self._apply_pgoutput(batch, out) or vanished
             else:
@@ -678,6 +719,10 @@ class Follower:
                 vanished = self._apply(text, out) or vanished
             if n < (PGOUTPUT_BATCH if self.plugin == "pgoutput" else BATCH) or time.monotonic() - started > budget_s:
                 break
+        if vanished and self._ahead is not None:  # the whole content is returned: with it applied
+            batch, _ = self._fetch(timeout, ahead=False)
+            if batch is not None:
+                self._apply_pgoutput(batch, out)
         if out and not vanished:
             self.visible = self._visible(len(out), timeout)
         if vanished:
