@@ -29,8 +29,14 @@ def main() -> None:
         if folder is None:
             folder = Path(tmp) / "run"
             print(f"running {args.plan} ...", flush=True)
-            subprocess.run([sys.executable, "-m", "onceproof", "run", args.plan, "--out", str(folder)],
-                           stdout=subprocess.DEVNULL, check=False)
+            res = subprocess.run([sys.executable, "-m", "onceproof", "run", args.plan, "--out", str(folder)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+            print(f"run: exit {res.returncode}; {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else ''}")
+        results = folder / "results.json"
+        if results.exists():
+            import json
+
+            print(f"verdict: {'VALID' if json.loads(results.read_text()).get('valid') else 'not valid'}")
         h = read_history(folder / "history.jsonl")
         if h.eff_vis is None:
             print(f"{folder}: the history has no `visible` times (a sink that gives none): one latency only")

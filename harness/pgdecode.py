@@ -138,6 +138,27 @@ def visibility_runs(commits: list[list[Any]], server_now_s: float, local_now_ns:
     return runs
 
 
+LEFTOVER = r"^onceproof_[0-9a-f]{12}$"  # how Follower names its slot and publication
+
+
+def drop_leftovers(conn: Any) -> list[str]:
+    """Drop the slots no session reads (not active) and the publications that a Follower
+    named (`onceproof_<12 hex>`) on the server of `conn` (autocommit): what the observer of a
+    run that died left; a slot would hold back the server's WAL, a publication would publish
+    a table of the next run. Only between runs (a live Follower's publication is dropped too).
+    Returns the names dropped. Raises psycopg.Error."""
+    from psycopg import sql
+
+    slots = [r[0] for r in conn.execute(
+        "SELECT slot_name FROM pg_replication_slots WHERE slot_name ~ %s AND NOT active", (LEFTOVER,))]
+    for slot in slots:
+        conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+    pubs = [r[0] for r in conn.execute("SELECT pubname FROM pg_publication WHERE pubname ~ %s", (LEFTOVER,))]
+    for pub in pubs:
+        conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(pub)))
+    return sorted(set(slots) | set(pubs))
+
+
 class MappingError(ValueError):
     """The plan's sink mapping does not fit the user's store: it names a column the table does
     not have, or its query still fails at the final read."""

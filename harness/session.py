@@ -109,16 +109,13 @@ def _reset_postgres(deployment: Deployment) -> None:
     import psycopg
     from psycopg import sql
 
+    from onceproof.pgdecode import drop_leftovers
+
     with psycopg.connect(deployment.postgres_dsn(), autocommit=True, connect_timeout=10) as c:
         tables = [r[0] for r in c.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
         for t in tables:
             c.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier("public", t)))
-        # what an observer of a run that died left (harness/pgdecode.py names both onceproof_<hex>):
-        # a slot holds back the server's WAL, a publication would follow a table of the next run
-        c.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                  "WHERE slot_name ~ '^onceproof_[0-9a-f]{12}$' AND NOT active")
-        for (pub,) in c.execute("SELECT pubname FROM pg_publication WHERE pubname ~ '^onceproof_[0-9a-f]{12}$'").fetchall():
-            c.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(pub)))
+        drop_leftovers(c)  # the slots and publications of an observer of a run that died
 
 
 @contextlib.contextmanager

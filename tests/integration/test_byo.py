@@ -317,3 +317,25 @@ def test_a_table_without_a_replica_identity_is_not_published_and_the_pipeline_ca
         assert sorted(e[0] for e in sink.final_read()) == ["e1", "e1"]
     finally:
         sink.close()
+
+
+def test_the_slot_and_publication_of_an_observer_that_died_are_dropped_between_runs(shared_targets):
+    """A run killed with its Follower open leaves a slot (holding the WAL back) and a publication;
+    a session's data reset between runs drops them (pgdecode.drop_leftovers), nothing else."""
+    from onceproof.pgdecode import drop_leftovers
+
+    d = shared_targets
+    name = f"effl_{uuid.uuid4().hex[:6]}"
+    sink = PostgresSink(d, name)
+    sink.setup()
+    slot = sink.follower.slot
+    sink.follower.conn.close()  # the harness died: nothing dropped
+    with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+        c.execute("CREATE PUBLICATION not_ours_pub FOR TABLE " + name)
+        try:
+            assert slot in _slots(d) and slot in _pubs(d)
+            assert drop_leftovers(c) == [slot]
+            assert slot not in _slots(d) and slot not in _pubs(d) and "not_ours_pub" in _pubs(d)
+        finally:
+            c.execute("DROP PUBLICATION not_ours_pub")
+            c.execute(f"DROP TABLE {name}")
