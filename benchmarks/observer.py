@@ -6,7 +6,8 @@ same server:
 
 A writer fills onceproof's effects table as fast as this machine allows (COPY FROM STDIN, one
 transaction per batch) while an Observer (the run's own class, recording a history) follows
-it. Printed: the write rate, the rows the observer followed per second of its own reading
+it: twice, on two tables, first with the old test_decoding path, then with pgoutput (the one the
+run takes). Printed: the write rate, the rows the observer followed per second of its own reading
 time, the same over wall time (sustained: it has to keep up with the writer), the lag at the
 end of the writes, the number of full reads during the run (goal 0), and the COPY rate.
 Goals (issue 17): >= 100K rows/s sustained and >= 0.5x the COPY rate.
@@ -155,6 +156,71 @@ def breakdown(dsn: str, sink: PostgresSink, n: int, tmp: Path) -> list[tuple[str
     return out
 
 
+def follow(d: Deployment, table: str, plugin: str, args: argparse.Namespace, tmp: Path,
+           for_breakdown: bool) -> tuple[PostgresSink, dict]:
+    """A writer fills `table` for args.seconds while an Observer following it with `plugin`
+    records a history; -> (the sink, still open; the figures). `for_breakdown`: the slots of
+    the breakdown are made before the writes (they decode the same changes)."""
+    sink = PostgresSink(d, table)
+    sink.setup()
+    assert sink.follower is not None, "the server cannot decode (wal_level below logical?)"
+    if sink.follower.plugin != plugin:
+        sink.follower.close()
+        sink.follower = Follower(d.postgres_dsn(), table, Rows("event_id", "key", "seq", "replica"),
+                                 full_select=sink._full)
+        sink.follower.create(plugin)
+    if for_breakdown:
+        with psycopg.connect(d.postgres_dsn(), autocommit=True) as conn:
+            conn.execute(f"CREATE PUBLICATION {PUB} FOR TABLE {sink.name}")  # all columns, as the observer
+            for slot, kind in SLOTS.items():
+                conn.execute("SELECT pg_create_logical_replication_slot(%s, %s)", (slot, kind))
+    full_reads = [0]
+    select = sink._select
+
+    def counted(*a, **kw):  # type: ignore[no-untyped-def]
+        full_reads[0] += 1
+        return select(*a, **kw)
+    sink._select = counted  # type: ignore[method-assign]
+    history = HistoryWriter(tmp / f"h-{plugin}.jsonl")
+    obs = Observer(sink, history, interval_s=args.interval)
+    busy = [0.0]
+    once = obs.observe_once
+    backend = sink.follower.conn.info.backend_pid
+    backend_cpu = server_cpu(backend)
+    process_cpu = time.process_time()
+
+    def timed() -> int:
+        t = time.perf_counter()
+        try:
+            return once()
+        finally:
+            busy[0] += time.perf_counter() - t
+    obs.observe_once = timed  # type: ignore[method-assign]
+    written, done = [0], threading.Event()
+    t0 = time.monotonic()
+    w = threading.Thread(target=writer, args=(d.postgres_dsn(), sink.name, args.seconds, args.batch, written, done))
+    w.start()
+    obs.start()
+    w.join()
+    t_written = time.monotonic()
+    lag_at_end = written[0] - obs.applied
+    while obs.applied < written[0] and time.monotonic() - t_written < 300:
+        time.sleep(0.05)
+    t_followed = time.monotonic()
+    obs.stop()
+    # the observer's CPU: this process's (its thread, the fetch thread, the history's flusher;
+    # less the writer thread's) and its server backends' (changes, clock reads, fetches)
+    fconn = sink.follower._fconn
+    cpu = (time.process_time() - process_cpu - written[1] + server_cpu(backend) - backend_cpu
+           + (server_cpu(fconn.info.backend_pid) if fconn is not None else 0.0))
+    history.close()
+    n = written[0]
+    return sink, {"plugin": plugin, "written": n, "followed": obs.applied, "write_rate": n / (t_written - t0),
+                  "lag": lag_at_end, "catch_up_s": t_followed - t_written, "busy": obs.applied / busy[0],
+                  "wall_s": t_followed - t0, "write_s": t_written - t0, "during": (n - lag_at_end) / (t_written - t0), "cpu": cpu,
+                  "full_reads": full_reads[0]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -166,57 +232,10 @@ def main() -> None:
     try:
         d.start()
         with tempfile.TemporaryDirectory() as tmpdir:
-            sink = PostgresSink(d, "bench_effects")
-            sink.setup()
-            assert sink.follower is not None, "the server cannot decode (wal_level below logical?)"
-            print(f"observer plugin: {sink.follower.plugin}")
-            with psycopg.connect(d.postgres_dsn(), autocommit=True) as conn:  # for the breakdown
-                conn.execute(f"CREATE PUBLICATION {PUB} FOR TABLE {sink.name}")  # all columns, as the observer
-                for slot, plugin in SLOTS.items():
-                    conn.execute("SELECT pg_create_logical_replication_slot(%s, %s)", (slot, plugin))
-            full_reads = [0]
-            select = sink._select
-
-            def counted(*a, **kw):  # type: ignore[no-untyped-def]
-                full_reads[0] += 1
-                return select(*a, **kw)
-            sink._select = counted  # type: ignore[method-assign]
-            history = HistoryWriter(Path(tmpdir) / "h.jsonl")
-            obs = Observer(sink, history, interval_s=args.interval)
-            busy = [0.0]
-            once = obs.observe_once
-            backend = sink.follower.conn.info.backend_pid
-            backend_cpu = server_cpu(backend)
-            process_cpu = time.process_time()
-
-            def timed() -> int:
-                t = time.perf_counter()
-                try:
-                    return once()
-                finally:
-                    busy[0] += time.perf_counter() - t
-            obs.observe_once = timed  # type: ignore[method-assign]
-            written, done = [0], threading.Event()
-            t0 = time.monotonic()
-            w = threading.Thread(target=writer, args=(d.postgres_dsn(), sink.name, args.seconds, args.batch,
-                                                      written, done))
-            w.start()
-            obs.start()
-            w.join()
-            t_written = time.monotonic()
-            lag_at_end = written[0] - obs.applied
-            while obs.applied < written[0] and time.monotonic() - t_written < 120:
-                time.sleep(0.05)
-            t_followed = time.monotonic()
-            obs.stop()
-            # the observer's CPU: this process's (its thread, the fetch thread, the history's
-            # flusher; less the writer thread's) and its server backends' (clock reads, fetches)
-            fconn = sink.follower._fconn
-            observer_cpu = (time.process_time() - process_cpu - written[1] + server_cpu(backend) - backend_cpu
-                            + (server_cpu(fconn.info.backend_pid) if fconn is not None else 0.0))
-            followed = obs.applied
-            during = full_reads[0]
-            history.close()
+            old_sink, old = follow(d, "bench_old", "test_decoding", args, Path(tmpdir), for_breakdown=False)
+            old_sink.close()
+            sink, new = follow(d, "bench_effects", "pgoutput", args, Path(tmpdir), for_breakdown=True)
+            written = [new["written"]]
             steps = breakdown(d.postgres_dsn(), sink, written[0], Path(tmpdir))
             sink.close()
             with psycopg.connect(d.postgres_dsn()) as conn, conn.cursor() as cur:
@@ -228,30 +247,28 @@ def main() -> None:
                         size += len(chunk)
                 copy_s = time.perf_counter() - t
                 copy_cpu = server_cpu(conn.info.backend_pid) + time.process_time() - cpu
-        write_rate = written[0] / (t_written - t0)
-        follow_busy = followed / busy[0] if busy[0] else 0.0
-        follow_wall = followed / (t_followed - t0)
         copy_rate = written[0] / copy_s
-        print(f"rows written            {written[0]:>12,}  ({write_rate:,.0f} rows/s, COPY FROM in {args.batch:,}-row "
-              "transactions)")
-        print(f"observer, followed      {followed:>12,}  lag when the writes ended: {lag_at_end:,} rows, caught up "
-              f"{t_followed - t_written:.2f} s later")
-        print(f"observer rows/s (busy)  {follow_busy:>12,.0f}  (rows / time spent in its reads)")
-        print(f"observer rows/s (wall)  {follow_wall:>12,.0f}  (rows / wall time, writes and catch-up)")
-        during_rate = (written[0] - lag_at_end) / (t_written - t0)
-        print(f"observer rows/s (during){during_rate:>12,.0f}  (rows followed while the writer wrote / its time)")
-        print(f"COPY TO STDOUT rows/s   {copy_rate:>12,.0f}  ({size / 1e6:.1f} MB in {copy_s:.2f} s)")
         copy_per_cpu = written[0] / copy_cpu
-        print(f"ratio observer/COPY     {follow_busy / copy_rate:>12.2f}x (busy) {follow_wall / copy_rate:.2f}x (wall) "
-              f"{during_rate / copy_rate:.2f}x (during)   full reads during the run: {during}")
+        for f in (old, new):
+            print(f"observer ({f['plugin']}): {f['written']:,} rows written at {f['write_rate']:,.0f} rows/s (COPY FROM "
+                  f"in {args.batch:,}-row transactions), {f['followed']:,} followed; lag when the writes ended "
+                  f"{f['lag']:,} rows, caught up {f['catch_up_s']:.2f} s later; full reads during the run: "
+                  f"{f['full_reads']}")
+            print(f"  rows/s: {f['during']:,.0f} during the writes ({f['during'] / copy_rate:.2f}x COPY), "
+                  f"{f['written'] / f['wall_s']:,.0f} over writes + catch-up ({f['written'] / f['wall_s'] / copy_rate:.2f}x), "
+                  f"{f['busy']:,.0f} over its reads' time ({f['busy'] / copy_rate:.2f}x)")
+        print(f"COPY TO STDOUT: {copy_rate:,.0f} rows/s ({size / 1e6:.1f} MB in {copy_s:.2f} s)")
         print("The machine is shared (2 cores; `uptime` below): rows per CPU second (the server backend's + "
               "ours, from /proc) do not depend on what else runs.")
-        print(f"{'step':<48} {'rows/s':>10} {'vs COPY':>8} {'rows/CPU-s':>11} {'vs COPY':>8}")
-        rows_ = [("COPY ... TO STDOUT", copy_s, copy_cpu),
-                 ("observer (pgoutput), wall: writes + catch-up", t_followed - t0, observer_cpu)] + steps
-        for name, secs, cpu_s in rows_:
-            per_cpu = f"{written[0] / cpu_s:>11,.0f} {written[0] / cpu_s / copy_per_cpu:>7.2f}x" if cpu_s else ""
-            print(f"{name:<48} {written[0] / secs:>10,.0f} {written[0] / secs / copy_rate:>7.2f}x {per_cpu}")
+        print(f"{'step':<52} {'rows/s':>10} {'vs COPY':>8} {'rows/CPU-s':>11} {'vs COPY':>8}")
+        rows_ = [("COPY ... TO STDOUT", written[0], copy_s, copy_cpu)]
+        rows_ += [(f"observer ({f['plugin']}), sustained during the writes", f["written"] - f["lag"], f["write_s"], None)
+                  for f in (old, new)]
+        rows_ += [(f"observer ({f['plugin']}), writes + catch-up", f["written"], f["wall_s"], f["cpu"]) for f in (old, new)]
+        rows_ += [(name, written[0], secs, cpu_s) for name, secs, cpu_s in steps]
+        for name, n, secs, cpu_s in rows_:
+            per_cpu = f"{n / cpu_s:>11,.0f} {n / cpu_s / copy_per_cpu:>7.2f}x" if cpu_s else ""
+            print(f"{name:<52} {n / secs:>10,.0f} {n / secs / copy_rate:>7.2f}x {per_cpu}")
         import os
 
         print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")

@@ -259,12 +259,13 @@ class Follower:
             self.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5, options=f"-c TimeZone=UTC -c work_mem={WORK_MEM}")
         return self.conn
 
-    def create(self) -> None:
+    def create(self, plugin: str | None = None) -> None:
         """Create the slot now: every change committed from now on will be read. With pgoutput
         (`publishable`) a publication of the table, all its columns, named as the slot, first.
+        `plugin="test_decoding"` forces the text plugin (benchmarks/observer.py compares them).
         Raises psycopg.Error (the server cannot decode: the caller re-reads the table instead)."""
         conn = self._connect()
-        if self.publishable(conn):
+        if plugin != "test_decoding" and self.publishable(conn):
             from psycopg import sql
 
             try:
