@@ -339,3 +339,40 @@ def test_the_slot_and_publication_of_an_observer_that_died_are_dropped_between_r
         finally:
             c.execute("DROP PUBLICATION not_ours_pub")
             c.execute(f"DROP TABLE {name}")
+
+
+def test_pgoutput_fetches_ahead_in_order_and_a_delete_still_reads_the_whole_content(shared_targets, monkeypatch):
+    """Batches of 100 messages: while one is parsed the next is fetched (Follower._fetch). Every
+    effect comes once, in commit order; a delete among them returns the whole content with
+    everything fetched ahead applied, and nothing is left pending."""
+    from onceproof import pgdecode
+
+    monkeypatch.setattr(pgdecode, "PGOUTPUT_BATCH", 100)
+    d = shared_targets
+    name = f"effa_{uuid.uuid4().hex[:6]}"
+    sink = PostgresSink(d, name)
+    sink.setup()
+    try:
+        assert sink.follower.plugin == "pgoutput"
+        with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+            for t in range(10):  # ten transactions of 100 rows: about ten batches
+                c.execute(f"INSERT INTO {name} (event_id, key, seq, replica) SELECT 'e' || i, 'k', i, 0 "
+                          f"FROM generate_series({t * 100}, {t * 100 + 99}) i")
+            events, full = sink.read()
+            assert full is False and events == [[f"e{i}", "k", i, 0] for i in range(1000)]
+            assert sink.follower._ahead is None and sink.follower._pool is not None
+            runs = sink.visible()
+            assert runs is not None and sum(n for n, _ in runs[0]) == 1000
+            for t in range(10, 15):
+                c.execute(f"INSERT INTO {name} (event_id, key, seq, replica) SELECT 'e' || i, 'k', i, 0 "
+                          f"FROM generate_series({t * 100}, {t * 100 + 99}) i")
+            c.execute(f"DELETE FROM {name} WHERE event_id = 'e3'")
+            c.execute(f"INSERT INTO {name} (event_id, key, seq, replica) VALUES ('e1500', 'k', 1500, 0)")
+            events, full = sink.read()
+            assert full is True and len(events) == 1500 and "e3" not in {e[0] for e in events}
+            assert sink.follower._ahead is None
+            assert sink.read() == ([], False)
+    finally:
+        slot = sink.follower.slot
+        sink.close()
+    assert slot not in _slots(d) and slot not in _pubs(d)
