@@ -150,6 +150,23 @@ def native() -> Any:
     return _lib
 
 
+def _lists(cols: list[list[Any]]) -> list[list[Any]]:
+    """Columns -> rows as lists, with the cyclic garbage collector paused meanwhile: a batch
+    makes up to ~200,000 new lists, and the collections their allocations would trigger (each
+    going over every young container) took 5x the time of making them (measured: 850 vs 170 ns
+    a row). Lists of strings and ints make no cycle: nothing is left for the collector. The
+    pause is process-wide, a few ms; the collector is enabled again only if it was."""
+    import gc
+
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        return list(map(list, zip(*cols)))
+    finally:
+        if was:
+            gc.enable()
+
+
 class OrderError(RuntimeError):
     """A Commit whose LSN is not its Begin's final LSN: the messages are not in the server's
     order (see `FETCH`)."""
@@ -247,7 +264,7 @@ class Batch:
             self.keys[:key_len].tobytes().decode().split("\0")[:-1] if want[1] >= 0 else none,
             self.seqs[:rows].tolist() if want[2] >= 0 else none,
             self.reps[:rows].tolist() if want[3] >= 0 else none]
-        effects = list(map(list, zip(*cols)))
+        effects = _lists(cols)
         mask = sum(1 << k for k in range(4) if want[k] >= 0)
         nulls = self.nulls[:rows] & mask
         for r in np.flatnonzero(nulls).tolist():  # a null (or a seq that is no integer): None
