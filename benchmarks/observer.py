@@ -4,8 +4,8 @@ same server:
 
     .venv/bin/python benchmarks/observer.py [--seconds 10] [--batch 20000]
 
-A writer fills onceproof's effects table as fast as this machine allows (COPY FROM STDIN, one
-transaction per batch) while an Observer (the run's own class, recording a history) follows
+A writer (a process of its own) fills onceproof's effects table as fast as this machine allows
+(COPY FROM STDIN, one transaction per batch) while an Observer (the run's own class, recording a history) follows
 it: twice, on two tables, first with the old test_decoding path, then with pgoutput (the one the
 run takes). Printed: the write rate, the rows the observer followed per second of its own reading
 time, the same over wall time (sustained: it has to keep up with the writer), the lag at the
@@ -23,10 +23,11 @@ faster than a row per change.)"""
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psycopg
@@ -48,7 +49,9 @@ def server_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def writer(dsn: str, table: str, seconds: float, batch: int, counter: list[int], done: threading.Event) -> None:
+def writer(dsn: str, table: str, seconds: float, batch: int, counter: Any) -> None:
+    """Fill `table` for `seconds` (COPY FROM, `batch` rows a transaction); `counter.value`: rows
+    committed. Runs in a process of its own, as a pipeline does: not in the observer's (GIL)."""
     with psycopg.connect(dsn) as conn:
         end = time.monotonic() + seconds
         n = 0
@@ -58,9 +61,7 @@ def writer(dsn: str, table: str, seconds: float, batch: int, counter: list[int],
                 cp.write(block)
             conn.commit()
             n += batch
-            counter[0] = n
-    counter.append(time.thread_time())  # the writer thread's CPU seconds (not the observer's)
-    done.set()
+            counter.value = n
 
 
 # one slot per fetch, each read to its end: test_decoding (the old path), pgoutput (text and binary
@@ -196,22 +197,24 @@ def follow(d: Deployment, table: str, plugin: str, args: argparse.Namespace, tmp
         finally:
             busy[0] += time.perf_counter() - t
     obs.observe_once = timed  # type: ignore[method-assign]
-    written, done = [0], threading.Event()
+    ctx = multiprocessing.get_context("spawn")
+    counter = ctx.Value("q", 0)
+    w = ctx.Process(target=writer, args=(d.postgres_dsn(), sink.name, args.seconds, args.batch, counter))
     t0 = time.monotonic()
-    w = threading.Thread(target=writer, args=(d.postgres_dsn(), sink.name, args.seconds, args.batch, written, done))
     w.start()
     obs.start()
     w.join()
     t_written = time.monotonic()
+    written = [counter.value]
     lag_at_end = written[0] - obs.applied
     while obs.applied < written[0] and time.monotonic() - t_written < 300:
         time.sleep(0.05)
     t_followed = time.monotonic()
     obs.stop()
     # the observer's CPU: this process's (its thread, the fetch thread, the history's flusher;
-    # less the writer thread's) and its server backends' (changes, clock reads, fetches)
+    # the writer is a process of its own) and its server backends' (changes, clock reads, fetches)
     fconn = sink.follower._fconn
-    cpu = (time.process_time() - process_cpu - written[1] + server_cpu(backend) - backend_cpu
+    cpu = (time.process_time() - process_cpu + server_cpu(backend) - backend_cpu
            + (server_cpu(fconn.info.backend_pid) if fconn is not None else 0.0))
     history.close()
     n = written[0]
