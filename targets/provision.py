@@ -85,11 +85,17 @@ def build_history_scan(log: Callable[[str], None] = print) -> None:
              "history scanner", log)
 
 
-def install_all(log: Callable[[str], None] = print) -> None:
+def install_all(log: Callable[[str], None] = print, docker_only: bool = False) -> None:
+    """Everything the local runtimes need. `docker_only`: only what a docker run needs on the
+    harness machine (the clock shim mounted into the containers, the checker's compiled
+    cores: gcc); no Toxiproxy (Go), Kafka jars (Maven) nor Java, which the images bring.
+    Raises RuntimeError naming the step that failed."""
     paths.home().mkdir(parents=True, exist_ok=True)
     build_clock_shim(log)
     build_wgl_core(log)
     build_history_scan(log)
+    if docker_only:
+        return
     install_toxiproxy(log)
     install_kafka(log)
 
