@@ -105,7 +105,9 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
     replay.EngineJudge._drop).
     The budget bounds the whole call, from its start: starting the targets, the search, the
     reproduction runs, stopping the targets. No run starts once it is spent (nor one with less
-    than half a usual run's length left; a reproduction run needs a usual run's length), so the
+    than half a usual judgement's length left, nor, once a failure is found, one that would eat
+    into the time held back for the reproduction runs; a reproduction run needs a usual run's
+    length), so the
     call ends within `budget` plus at most one run's bounded length (its load, quiesce.max and
     its check) and the targets' stop (TEARDOWN_S is held back for it).
     Raises PlanError / ValueError / ExploreFolderError on bad input."""
@@ -147,11 +149,14 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
                 if r.results.get("interrupted") and search is not None:
                     search.stop()
 
+            one_run = [0.0]  # a usual run's seconds, its reset included (0: none judged yet)
+
             def on_example(kind: str, s: Search) -> None:
                 if kind == "example":  # the folder is up to date after every schedule, even if we die
                     runs = sorted(r["seconds"] for e in s.examples for r in e.judgement.replays if r.get("seconds"))
                     if runs:  # time for the reproduction runs: a run's median (+ its reset), times confirm
-                        s.reserve_s = confirm * (runs[len(runs) // 2] + 5.0)
+                        one_run[0] = runs[len(runs) // 2] + 5.0
+                        s.reserve_s = confirm * one_run[0]
                         s.run_estimate_s = sorted(e.seconds for e in s.examples)[len(s.examples) // 2]
                     _write_outputs(base, raw, space, _so_far(s, "running"), out_dir, started, budget_s, run_s,
                                    replays, need, judge)
@@ -167,9 +172,8 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
                 search_holder.append(search)
             result = search.run()
             if result.minimal is not None and result.ended != "stopped" and confirm:
-                usual = search.run_estimate_s or max((e.seconds for e in result.examples), default=0.0)
                 repro = _reproduce(base, result, run_s, confirm, out_dir, session, on_progress,
-                                   may_start=lambda i: time.monotonic() + usual <= deadline)
+                                   may_start=lambda i: time.monotonic() + one_run[0] <= deadline)
                 if repro.get("interrupted"):  # Ctrl-C during the reproduction: the explore was stopped
                     result.ended = "stopped"
     except KeyboardInterrupt:
