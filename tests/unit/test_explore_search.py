@@ -386,3 +386,4 @@ def test_the_budget_bounds_the_search_and_the_reproduction_runs_together(tmp_pat
     repro = result.summary["minimal"]["reproduction"]
     assert repro["runs"] + repro["skipped"] == 3 and repro["skipped"] >= 1, repro
     assert "not run: the budget was spent" in (tmp_path / "out" / "minimal.yaml").read_text()
+    assert "reproduction run(s) not started: the budget was spent" in (tmp_path / "out" / "explore.html").read_text()
