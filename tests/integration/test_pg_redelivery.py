@@ -9,9 +9,12 @@ restart-after: 2s` at 8 s and 16 s of 25 s of load at 1000/s: the live `applied`
 recorded twice in the observer's incremental observes, and the verdict stayed VALID only
 because the final read of our own effects table is a full SELECT. The same history without its
 final-read record (a run whose final read failed, or that was cut short) is checked
-INVALID with 7501 false `duplicate`s, and a mapped table the Follower tracks itself
+INVALID with 7501 false `duplicate`s. And a mapped table the Follower tracks itself
 (`applied: xmin` or a column, or no full select) returns the doubled rows as its final
-content: a false `duplicate` on a correct pipeline.
+content: the same exactly-once pipeline and faults with
+`sink: {postgres: {table: onceproof_effects, id: event_id, key: key, seq: seq, applied: xmin}}`
+(its table created by a wrapper before the pipeline starts) ended INVALID, `duplicate=15370`
+for 24999 events, each in the table once: a false `duplicate` on a correct pipeline.
 
 The fix belongs in the decoding code (harness/pgdecode.py, being moved to pgoutput): remember
 the commit LSN of the last transaction applied and drop any transaction whose commit LSN is not
