@@ -14,7 +14,9 @@ INVALID with 7501 false `duplicate`s. And a mapped table the Follower tracks its
 content: the same exactly-once pipeline and faults with
 `sink: {postgres: {table: onceproof_effects, id: event_id, key: key, seq: seq, applied: xmin}}`
 (its table created by a wrapper before the pipeline starts) ended INVALID, `duplicate=15370`
-for 24999 events, each in the table once: a false `duplicate` on a correct pipeline.
+for 24999 events (its final content is the decoded one, 47349 rows, not the table; with the
+default sink, whose final read is a SELECT, the same run had each event in the table once): a
+false `duplicate` on a correct pipeline.
 
 The fix belongs in the decoding code (harness/pgdecode.py, being moved to pgoutput): remember
 the commit LSN of the last transaction applied and drop any transaction whose commit LSN is not
