@@ -93,6 +93,7 @@ def _run_format(runtime: "DockerRuntime", ref: str, work: Path) -> tuple[int, st
         container = runtime.client.containers.run(
             ref, entrypoint=[STORAGE_TOOL], command=["format", "-t", random_id(), "-c", f"{MOUNT}/server.properties"],
             volumes={str(work): {"bind": MOUNT, "mode": "rw"}}, user=container_user(),
+            environment={"LOG_DIR": f"{MOUNT}/logs"},  # the official launcher's log dir: one we can write
             labels=runtime.labels("kafka-format"), name=f"op-{runtime.run_id}-kafka-format", detach=True)
     except docker.errors.APIError as e:
         raise NodeError(f"kafka: the engine refused the storage-format container of {ref}: {e}") from None
