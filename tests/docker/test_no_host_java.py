@@ -42,6 +42,15 @@ def test_setup_docker_only_installs_no_kafka_and_needs_no_java(tmp_path: Path) -
     assert sorted(p.name for p in (fresh / "lib").iterdir()) == [
         "libonceproof_clock.so", "libonceproof_scan.so", "libonceproof_wgl.so"]
     assert not list(fresh.glob("kafka-*")) and not (fresh / "bin").exists()
+    # doctor: such a machine is ready for the docker runtime, and not for the local one
+    docker = subprocess.run([sys.executable, "-m", "onceproof", "doctor", "--runtime", "docker"],
+                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert docker.returncode == 0, docker.stdout + docker.stderr
+    assert "MISSING" not in docker.stdout and "docker engine" in docker.stdout
+    local = subprocess.run([sys.executable, "-m", "onceproof", "doctor"], capture_output=True, text=True,
+                           cwd=ROOT, env=env, timeout=120)
+    assert local.returncode == 1, local.stdout + local.stderr
+    assert any(ln.split()[:2] == ["MISSING", "kafka"] for ln in local.stdout.splitlines()), local.stdout
 
 
 def test_a_docker_run_without_java_on_the_path_formats_kafka_in_the_image_and_is_valid(tmp_path: Path) -> None:
