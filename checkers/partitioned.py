@@ -78,17 +78,26 @@ EFF_DT = np.dtype([("num", "<i8"), ("pos", "<i8"), ("obs", "<i4"), ("width", "i1
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
 
 
+MIN_MEMORY = 128 << 20  # the smallest budget the check keeps to (see parse_size)
+
+
 def parse_size(text: str) -> int:
     """A memory size as bytes: "2GiB", "512MiB", "1.5G", "800M", "1000000" (K/M/G/T: powers of
     1024 with or without the "i"; a bare number is bytes). Raises ValueError with what is
-    expected, for anything else or a size below 64 MiB (too small to hold a chunk)."""
+    expected, for anything else or a size below MIN_MEMORY: the checking process itself
+    (Python, numpy) holds ~41 MiB before it reads a byte, and the partitioned check adds its
+    chunk, id map, visibility times and workers; measured (benchmarks/check_exactly_once.py's
+    peak RSS): a 59 MB history at 64 MiB peaked at 93 MiB, a 230 MiB one at 100 MiB at 102-103
+    MiB, and at 128 MiB both stayed under it (tests/unit/checkers/test_partitioned.py)."""
     m = _SIZE.match(text)
     if not m:
         raise ValueError(f"not a memory size: {text!r}; expected a number with a unit such as 512MiB or 2GiB")
     n = float(m.group(1)) * (1 << (10 * "_KMGT".index(m.group(2).upper() or "_"))) if m.group(2) else float(
         m.group(1))
-    if n < 64 << 20:
-        raise ValueError(f"memory size {text!r} is below the minimum of 64MiB")
+    if n < MIN_MEMORY:
+        raise ValueError(f"memory size {text!r} is below the minimum of 128MiB, the smallest budget the check keeps "
+                         "to: its own process (Python, numpy) takes about 41 MiB before it reads the history, and "
+                         "checking by partitions needs room for a chunk, the id map and its workers")
     return int(n)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from typing import NoReturn
 
@@ -31,9 +32,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_NEGATIVE = re.compile(r"^-\d[\d.]*[A-Za-z]*$")  # -5, -0.5, -5m, -64MiB
+
+
+def negative_values_joined(argv: list[str]) -> list[str]:
+    """`--flag -5m` as `--flag=-5m`: argparse takes a value that starts with `-` and is not a
+    plain number (`-5m`) for an option and fails with its own terse message, before the
+    command can say what it expected (exit 2 with the flag, the value and the rule)."""
+    out: list[str] = []
+    for i, token in enumerate(argv):
+        if out and out[-1].startswith("--") and "=" not in out[-1] and _NEGATIVE.match(token) and i > 0 \
+                and argv[i - 1] == out[-1]:
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(negative_values_joined(sys.argv[1:] if argv is None else list(argv)))
     if not getattr(args, "func", None):
         parser.print_help()
         return ExitCode.BAD_INPUT

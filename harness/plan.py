@@ -247,7 +247,7 @@ class Checks(_Model):
         "strict", description="a planned fault that was not applied: strict = no verdict (unknown, with the "
         "reason); lenient = the verdict stands, with a note")
     memory: str | None = Field(None, description=(
-        "memory budget of the run's own check, e.g. 512MiB or 2GiB (default 2GiB): a history that would "
+        "memory budget of the run's own check, e.g. 512MiB or 2GiB (default 2GiB; at least 128MiB): a history that would "
         "not fit is checked by partitions spilled to disk (checkers/partitioned.py), same verdict"))
 
     @field_validator("memory")

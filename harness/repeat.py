@@ -98,13 +98,16 @@ class RepeatResult:
 
 def run_many(plan: Plan, n: int, out_dir: Path, *, reuse: bool = True,
              on_progress: Callable[[Any], None] | None = None,
-             on_run: Callable[[int, Any], None] | None = None, session: Any = None) -> RepeatResult:
+             on_run: Callable[[int, Any], None] | None = None, session: Any = None,
+             may_start: Callable[[int], bool] | None = None) -> RepeatResult:
     """Run `plan` `n` times (seeds: `derive_seed`), run i into `out_dir/run-<i>`, then write the
     summary. `reuse`: one Session for all runs (targets started once, data reset between runs);
     else each run starts and stops its own targets. `on_run(i, result)` after each run. Ctrl-C
     during a run ends that run as interrupted (the runner's own handling) and no further run
     starts; the summary covers the runs done. `session`: a Session already up to run on (it
-    must fit the plan). Raises RunFolderError (bad input) for an unusable `out_dir`."""
+    must fit the plan). `may_start(i)`: asked before run i (1..n); False starts no more runs
+    (e.g. a time budget spent: explore's reproduction runs). Raises RunFolderError (bad input)
+    for an unusable `out_dir`."""
     from onceproof.runner import execute
     from onceproof.session import Session
     from onceproof.stages import RunFolderError, check_out_dir
@@ -122,6 +125,8 @@ def run_many(plan: Plan, n: int, out_dir: Path, *, reuse: bool = True,
     with contextlib.nullcontext(session) if shared or not reuse else Session(plan, out_dir / "targets-logs") \
             as session:
         for i in range(1, n + 1):
+            if may_start is not None and not may_start(i):
+                break
             variant = plan if i == 1 else derive_plan(plan, {"seed": derive_seed(plan.seed, i)})
             run_dir = out_dir / f"run-{i}"
             if session is not None:

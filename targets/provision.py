@@ -4,6 +4,7 @@ clock shim compiled with gcc. Debian packages are installed by targets/setup.sh.
 what is there already is kept, so a second run takes seconds."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -96,12 +97,18 @@ def build_pgoutput_scan(log: Callable[[str], None] = print) -> None:
              "pgoutput scanner", log)
 
 
-def install_all(log: Callable[[str], None] = print) -> None:
+def install_all(log: Callable[[str], None] = print, docker_only: bool = False) -> None:
+    """Everything the local runtimes need. `docker_only`: only what a docker run needs on the
+    harness machine (the clock shim mounted into the containers, the compiled cores of the
+    checker and of the observer's pgoutput scanner: gcc); no Toxiproxy (Go), Kafka jars (Maven)
+    nor Java, which the images bring. Raises RuntimeError naming the step that failed."""
     paths.home().mkdir(parents=True, exist_ok=True)
     build_clock_shim(log)
     build_wgl_core(log)
     build_history_scan(log)
-    build_pgoutput_scan(log)
+    build_pgoutput_scan(log)  # the observer runs on the harness machine, whatever the runtime
+    if docker_only:
+        return
     install_toxiproxy(log)
     install_kafka(log)
 
@@ -114,6 +121,7 @@ class Component:
     detail: str  # version, or what is missing
     fix: str = ""
     required: bool = True
+    runtimes: frozenset[str] = frozenset({"local", "netns"})  # the runtimes that need it
 
 
 def _version(cmd: list[str]) -> str:
@@ -136,11 +144,19 @@ def _python_deps() -> Component:
         except md.PackageNotFoundError:
             missing.append(dist)
     if missing:
-        return Component("python deps", False, "missing: " + ", ".join(missing), SETUP)
-    return Component("python deps", True, f"{len(versions)} packages ({versions[0]}, ...)")
+        return Component("python deps", False, "missing: " + ", ".join(missing), SETUP, runtimes=ALL_RUNTIMES)
+    return Component("python deps", True, f"{len(versions)} packages ({versions[0]}, ...)", runtimes=ALL_RUNTIMES)
 
 
-def components() -> list[Component]:
+ALL_RUNTIMES = frozenset({"local", "netns", "docker"})
+
+
+def components(runtime: str | None = None) -> list[Component]:
+    """Every component, one entry each, as `onceproof doctor` lists them. With `runtime` ("local",
+    "netns" or "docker"), a component that runtime does not use is never `required` (a docker run
+    formats Kafka's storage with the image and needs no host Java, Kafka jars, Redis, PostgreSQL or
+    Toxiproxy; the clock shim and the checker's C libraries are built on the host for every
+    runtime); without it, the local runtimes' needs are required, as before."""
     out = [_python_deps()]
     redis_bin = shutil.which("redis-server")
     out.append(Component("redis-server", bool(redis_bin), _version(["redis-server", "--version"]) if redis_bin
@@ -162,7 +178,8 @@ def components() -> list[Component]:
     out.append(Component("toxiproxy", tp.exists(), f"{paths.TOXIPROXY_VERSION} ({tp})" if tp.exists() else f"missing: {tp}",
                          SETUP))
     shim = paths.clock_shim()
-    out.append(Component("clock shim", shim.exists(), str(shim) if shim.exists() else f"missing: {shim}", SETUP))
+    out.append(Component("clock shim", shim.exists(), str(shim) if shim.exists() else f"missing: {shim}", SETUP,
+                         runtimes=ALL_RUNTIMES))
     ft = next((p for p in ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
                            "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1") if os.path.exists(p)), None)
     out.append(Component("libfaketime", bool(ft), ft or "not found", "apt-get install -y libfaketime faketime",
@@ -170,24 +187,30 @@ def components() -> list[Component]:
     ipt = shutil.which("iptables")
     out.append(Component("iptables", bool(ipt), _version(["iptables", "--version"]) if ipt else "not found",
                          "apt-get install -y iptables iproute2", required=False))
-    out += _engine()
+    out += _engine(required=runtime == "docker")
     root = os.geteuid() == 0
     out.append(Component("root", root, "yes (netns runtime available)" if root else
-                         "no (local runtime only; netns needs root)", "sudo", required=False))
-    return out
+                         "no (local runtime only; netns needs root)", "sudo", required=runtime == "netns"))
+    if runtime is None:
+        return out
+    return [dataclasses.replace(c, required=c.required and runtime in c.runtimes) for c in out]
 
 
-def _engine() -> list[Component]:
-    """The docker runtime's engine and images (optional: the local runtimes need neither)."""
+def _engine(required: bool = False) -> list[Component]:
+    """The docker runtime's engine and images (optional unless `required`: the local runtimes need
+    neither). The images are built by `onceproof setup --images` here, or pulled by the engine on
+    a machine with a registry, so they are never required."""
     from onceproof.targets.docker import engine
 
     st = engine.status()
-    out = [Component("docker engine", st.reachable, st.detail, "onceproof setup --images", required=False)]
+    out = [Component("docker engine", st.reachable, st.detail, "onceproof setup --images", required=required,
+                     runtimes=frozenset({"docker"}))]
     if st.reachable:
         from onceproof.targets.docker import images
 
         have = images.present()
         missing = [images.DEFAULT_IMAGES[k] for k, ok in have.items() if not ok]
         out.append(Component("docker images", not missing, "missing: " + ", ".join(missing) if missing else
-                             ", ".join(images.DEFAULT_IMAGES.values()), "onceproof setup --images", required=False))
+                             ", ".join(images.DEFAULT_IMAGES.values()), "onceproof setup --images", required=False,
+                             runtimes=frozenset({"docker"})))
     return out

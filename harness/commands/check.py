@@ -63,7 +63,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--master", default=None, metavar="URL",
                    help="with --engine spark: the Spark master (default local[*]), e.g. spark://host:7077")
     p.add_argument("--memory", type=_memory, default=None, metavar="SIZE",
-                   help="memory budget of the exactly-once check, e.g. 512MiB or 2GiB (default 2GiB): a "
+                   help="memory budget of the exactly-once check, e.g. 512MiB or 2GiB (default 2GiB; at least "
+                        "128MiB, the smallest it keeps to): a "
                         "history that would not fit is checked by partitions spilled to disk, same result")
     p.set_defaults(func=run)
 
@@ -308,6 +309,15 @@ def plain(value: Any) -> Text:
     return Text(_CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), str(value)))
 
 
+def _register_output(op: dict[str, Any]) -> str:
+    """What a max-register op of the reads checker returned, as a user reads it: a read of
+    nothing is `null` (the model's -1, checkers/models.py max_register), a write `ok`."""
+    out = op.get("output")
+    if list(op.get("input") or [])[:1] == ["read"]:
+        return "null" if out is None or isinstance(out, (int, float)) and out < 0 else str(out)
+    return "ok" if out is None else str(out)
+
+
 def _print(out: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -347,7 +357,7 @@ def _print(out: dict[str, Any]) -> None:
                 "set of ops that cannot be linearized (max register, ns since the run started):")
             for o in r["operations"]:
                 say(f"    op {o['id']} process {o['process']} [{o['call']}, {o['return']}] {o['input']} -> "
-                    f"{o['output']}")
+                    f"{_register_output(o)}")
         for note in r.get("notes", []):
             say(f"  note: {note}")
     stats = out.get("stats", {})

@@ -1,4 +1,5 @@
-"""`onceproof doctor`: is everything the default plans need installed?"""
+"""`onceproof doctor [--runtime R]`: is everything the default plans (or runtime R) need installed?
+Exit 0 when every required component is there, 1 when one is missing."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,9 @@ from onceproof.errors import ExitCode
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check the installed components, one line each")
+    p.add_argument("--runtime", choices=("local", "netns", "docker"),
+                   help="only what this runtime needs is required (default: the local runtimes' needs; "
+                        "a docker-only machine, set up with `setup --docker-only`, uses --runtime docker)")
     p.set_defaults(func=run)
 
 
@@ -18,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(highlight=False, soft_wrap=True)
     ok = True
-    for c in components():
+    for c in components(args.runtime):
         mark = "[green]ok[/]" if c.ok else ("[red]MISSING[/]" if c.required else "[yellow]absent[/]")
         line = f"{mark:<18} {c.name:<13} {c.detail}"
         if not c.ok:

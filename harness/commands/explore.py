@@ -16,7 +16,11 @@ from onceproof.errors import ExitCode
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explore", help="search fault schedules for a failure and shrink it to a minimal plan")
     p.add_argument("plan", help="the plan (YAML); its `explore:` section, if any, is the space searched")
-    p.add_argument("--budget", default="15m", help="how long to search (default 15m)")
+    p.add_argument("--budget", default="15m",
+                   help="how long the whole command may take (default 15m), counted from its start: starting the "
+                        "targets, the search, the minimal plan's reproduction runs (--confirm; those that do not fit "
+                        "are not run) and stopping the targets all count. No run starts once it is spent, so the "
+                        "command ends within the budget plus at most one run (its load, quiesce.max and its check)")
     p.add_argument("--runs", type=int, default=1, metavar="N",
                    help="replays of a shrink candidate before it counts as passing (default 1)")
     p.add_argument("--need", type=int, default=1, metavar="K",
@@ -92,8 +96,10 @@ def run(args: argparse.Namespace) -> int:
     s = result.summary
     if result.minimal_plan is not None:
         repro = s["minimal"]["reproduction"]
-        rate = (f"failed again in {repro['failed']} of {repro['runs']} reproduction runs" if repro else
-                f"failed in {result.reproduced[0]} of {result.reproduced[1]} replay(s), no reproduction runs")
+        rate = (f"failed again in {repro['failed']} of {repro['runs']} reproduction runs" if repro and repro["runs"]
+                else f"failed in {result.reproduced[0]} of {result.reproduced[1]} replay(s), no reproduction runs")
+        if repro and repro.get("skipped"):
+            rate += f"; {repro['skipped']} reproduction run(s) not started: the budget was spent"
         console.print(f"found {s['anomaly']} in {s['schedules_tried']} schedules: minimal plan {result.minimal_plan} "
                       f"({len(s['minimal']['faults'])} fault(s), {rate})", markup=False)
         if len(result.search.steps) <= 1 and s["ended"] == "budget":

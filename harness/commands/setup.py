@@ -13,6 +13,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", action="store_true",
                    help="also the docker runtime: provision a container engine if none answers (root, Debian: podman), "
                         "and build its images from this machine's binaries when they are missing or changed")
+    p.add_argument("--docker-only", action="store_true",
+                   help="only what a docker run needs on this machine (the clock shim and the checker's compiled "
+                        "cores; needs gcc): no Kafka jars, Java, Maven, Go nor Toxiproxy, which the images bring "
+                        "(a CI runner with Docker)")
     p.set_defaults(func=run)
 
 
@@ -20,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from onceproof.targets.provision import install_all
 
     try:
-        install_all(log=lambda m: print(f"setup: {m}", flush=True))
+        install_all(log=lambda m: print(f"setup: {m}", flush=True), docker_only=getattr(args, "docker_only", False))
         if getattr(args, "images", False):
             from onceproof.targets.docker import engine, images
 

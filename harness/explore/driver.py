@@ -27,6 +27,7 @@ __all__ = ["ExploreResult", "explore", "OUT_FILES"]
 OUT_FILES = ("minimal.yaml", "explore.json", "explore.html")
 OUT_DIRS = ("examples", "minimal-run", "targets-logs", "reproduction")
 CONFIRM = 3  # the minimal plan's reproduction runs (the README's measurements say why 3)
+TEARDOWN_S = 10.0  # held back from the budget (at most a tenth of it) for stopping the targets, the outputs
 
 
 @dataclass
@@ -102,9 +103,17 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
     the search holds back the time they take (its median run's, times `confirm`) from the
     budget. `keep_passing`: keep the folders of runs that did not fail (removed by default: see
     replay.EngineJudge._drop).
+    The budget bounds the whole call, from its start: starting the targets, the search, the
+    reproduction runs, stopping the targets. No run starts once it is spent (nor one with less
+    than half a usual judgement's length left, nor, once a failure is found, one that would eat
+    into the time held back for the reproduction runs; a reproduction run needs a usual run's
+    length), so the
+    call ends within `budget` plus at most one run's bounded length (its load, quiesce.max and
+    its check) and the targets' stop (TEARDOWN_S is held back for it).
     Raises PlanError / ValueError / ExploreFolderError on bad input."""
     from onceproof.session import Session
 
+    t_start = time.monotonic()  # the budget bounds the whole call, the targets' start and stop included
     budget_s = parse_duration(budget) if not isinstance(budget, (int, float)) else float(budget)
     run_s = parse_duration(run_duration) if not isinstance(run_duration, (int, float)) else float(run_duration)
     if budget_s <= 0 or run_s <= 0:
@@ -130,6 +139,7 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
     try:
         if session is not None and not session.compatible(base):
             raise ValueError("the session's targets do not fit this plan's")
+        own_session = session is None
         with contextlib.nullcontext(session) if session is not None else Session(base, out_dir / "targets-logs") \
                 as session:
             def run_one(p: Plan, folder: Path) -> Any:
@@ -139,11 +149,14 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
                 if r.results.get("interrupted") and search is not None:
                     search.stop()
 
+            one_run = [0.0]  # a usual run's seconds, its reset included (0: none judged yet)
+
             def on_example(kind: str, s: Search) -> None:
                 if kind == "example":  # the folder is up to date after every schedule, even if we die
                     runs = sorted(r["seconds"] for e in s.examples for r in e.judgement.replays if r.get("seconds"))
                     if runs:  # time for the reproduction runs: a run's median (+ its reset), times confirm
-                        s.reserve_s = confirm * (runs[len(runs) // 2] + 5.0)
+                        one_run[0] = runs[len(runs) // 2] + 5.0
+                        s.reserve_s = confirm * one_run[0]
                         s.run_estimate_s = sorted(e.seconds for e in s.examples)[len(s.examples) // 2]
                     _write_outputs(base, raw, space, _so_far(s, "running"), out_dir, started, budget_s, run_s,
                                    replays, need, judge)
@@ -152,13 +165,15 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
 
             judge = EngineJudge(base, run_one, out_dir, run_s, replays, need, on_run, keep_passing)
             # rounds of few examples each: see Search.run (a run judges one in ~20 s here)
-            search = Search(space, judge, budget_s, seed=base.seed, on_event=on_example,
-                            max_examples=max(10, int(budget_s // 30)))
+            deadline = t_start + budget_s - (min(TEARDOWN_S, budget_s / 10) if own_session else 0.0)
+            search = Search(space, judge, max(0.0, deadline - time.monotonic()), seed=base.seed,
+                            on_event=on_example, max_examples=max(10, int(budget_s // 30)))
             if search_holder is not None:
                 search_holder.append(search)
             result = search.run()
             if result.minimal is not None and result.ended != "stopped" and confirm:
-                repro = _reproduce(base, result, run_s, confirm, out_dir, session, on_progress)
+                repro = _reproduce(base, result, run_s, confirm, out_dir, session, on_progress,
+                                   may_start=lambda i: time.monotonic() + one_run[0] <= deadline)
                 if repro.get("interrupted"):  # Ctrl-C during the reproduction: the explore was stopped
                     result.ended = "stopped"
     except KeyboardInterrupt:
@@ -170,11 +185,13 @@ def explore(plan: str | Path | Plan | dict[str, Any], *, budget: str | float = "
 
 
 def _reproduce(base: Plan, result: SearchResult, run_s: float, confirm: int, out_dir: Path, session: Any,
-               on_progress: Callable[[Any], None] | None) -> dict[str, Any]:
+               on_progress: Callable[[Any], None] | None,
+               may_start: Callable[[int], bool] | None = None) -> dict[str, Any]:
     """Run the minimal plan `confirm` times (seeds: the plan's, then derived, as `onceproof run
-    minimal.yaml --runs N` would) on the session into out_dir/reproduction; returns
-    {"runs", "failed" (with the anomaly sought), "rate", "folder", "verdicts"}. The minimal's
-    shrink replays do not count: they were chosen for failing."""
+    minimal.yaml --runs N` would) on the session into out_dir/reproduction, each only if
+    `may_start(i)` (the budget); returns {"runs", "failed" (with the anomaly sought), "rate",
+    "folder", "verdicts", "interrupted", "skipped" (runs not started: the budget)}. The
+    minimal's shrink replays do not count: they were chosen for failing."""
     from onceproof.explore.replay import plan_for
     from onceproof.repeat import anomalies_of, run_many
 
@@ -183,12 +200,12 @@ def _reproduce(base: Plan, result: SearchResult, run_s: float, confirm: int, out
     if folder.is_dir() and not folder.is_symlink():
         shutil.rmtree(folder)
     rr = run_many(plan_for(base, result.minimal.schedule, run_s), confirm, folder, session=session,
-                  on_progress=on_progress)
+                  on_progress=on_progress, may_start=may_start)
     done = [r for r in rr.runs if not r.results.get("interrupted")]  # an interrupted run proves nothing
     failed = sum(1 for r in done if r.valid is False and result.anomaly in anomalies_of(r.results))
     return {"runs": len(done), "failed": failed, "rate": round(failed / len(done), 3) if done else None,
             "folder": "reproduction/summary.html", "verdicts": [r.valid for r in done],
-            "interrupted": rr.interrupted}
+            "interrupted": rr.interrupted, "skipped": 0 if rr.interrupted else confirm - len(rr.runs)}
 
 
 def _so_far(search: Search | None, ended: str = "stopped") -> SearchResult:
@@ -220,6 +237,8 @@ def _write_outputs(base: Plan, raw: dict[str, Any], space: Space, result: Search
         rate = (f"; then {repro['failed']} of {repro['runs']} reproduction runs failed with it" if repro else "")
         if repro and repro.get("interrupted"):
             rate += " (the reproduction was interrupted)"
+        if repro and repro.get("skipped"):
+            rate += f" ({repro['skipped']} not run: the budget was spent)"
         if len(result.steps) <= 1 and result.ended == "budget":
             rate += ";\n# NOT shrunk: the budget ran out right after the first failure (give a larger --budget)"
         header = (f"# found by `onceproof explore` on {started}: the smallest schedule that made {base.name!r} fail "
@@ -227,7 +246,7 @@ def _write_outputs(base: Plan, raw: dict[str, Any], space: Space, result: Search
                   f"{minimal.judgement.detail.get('hits')} of {len(minimal.judgement.replays)} replay(s){rate})\n")
         minimal_plan = out_dir / "minimal.yaml"
         _atomic(minimal_plan, (header + yaml.safe_dump(data, sort_keys=False)).encode())
-        reproduced = (repro["failed"], repro["runs"]) if repro else \
+        reproduced = (repro["failed"], repro["runs"]) if repro and repro["runs"] else \
             (int(minimal.judgement.detail.get("hits") or 0), len(minimal.judgement.replays))
         last = minimal.judgement.detail.get("last_failing")
         copied = out_dir / "minimal-run"

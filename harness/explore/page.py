@@ -43,8 +43,10 @@ def render_page(s: dict[str, Any]) -> str:
         rep = s["minimal"]["reproduced"]
         repro = s["minimal"].get("reproduction")
         how = (f"then failed again in <b>{rep[0]} of {rep[1]}</b> reproduction runs of minimal.yaml "
-               f"(<a href='reproduction/summary.html'>reproduction/summary.html</a>)" if repro
+               f"(<a href='reproduction/summary.html'>reproduction/summary.html</a>)" if repro and repro.get("runs")
                else f"failed in {rep[0]} of {rep[1]} replay(s) (no reproduction runs)")
+        if repro and repro.get("skipped"):
+            how += f"; {int(repro['skipped'])} reproduction run(s) not started: the budget was spent"
         outcome = (f"<p><b>Fails with {e(str(s['anomaly']))}</b>: the smallest failing schedule has "
                    f"{len(s['minimal']['faults'])} fault(s) and {how}. "
                    f"<a href='minimal.yaml'>minimal.yaml</a> is a normal plan (<code>onceproof run minimal.yaml</code>); "

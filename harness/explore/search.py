@@ -144,10 +144,16 @@ class Search:
     @property
     def spent(self) -> bool:
         """Whether to run nothing more: stopped, or the budget gone (less the time `reserve_s`
-        held back for the minimal plan's reproduction once a failure is found, and half the usual
-        judgement's length `run_estimate_s`: a run started later would overrun the budget)."""
-        return self._stopped.is_set() or self.time_left <= self.run_estimate_s / 2 + (
-            self.reserve_s if self.steps else 0.0)
+        held back for the minimal plan's reproduction once a failure is found, and the usual
+        judgement's length `run_estimate_s`, see _out_of_time)."""
+        return self._stopped.is_set() or self._out_of_time()
+
+    def _out_of_time(self) -> bool:
+        """Whether the budget left is too short for another judgement: half a usual one (an
+        overrun of at most half a run), or, once time is held back for the reproduction runs
+        (`reserve_s`, after a failure), a whole one before it (so no judgement eats into it)."""
+        held = self.reserve_s if self.steps else 0.0
+        return self.time_left <= (self.run_estimate_s if held else self.run_estimate_s / 2) + held
 
     # --- the Hypothesis test ---------------------------------------------------------
     def _examine(self, schedule: Schedule) -> None:
@@ -255,7 +261,7 @@ class Search:
             self._stopped.set()
         if self._stopped.is_set():
             ended = "stopped"
-        elif self.time_left <= self.run_estimate_s / 2 + (self.reserve_s if self.steps else 0.0):
+        elif self._out_of_time():
             ended = "budget"
         self._ended = ended
         self.on_event("end", self)

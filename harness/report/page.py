@@ -150,6 +150,22 @@ def _latency(results: dict[str, Any], tl: timeline_mod.Timeline) -> dict[str, An
     return {k: lat[k] for k in ("p50", "p90", "p99", "max") if k in lat}
 
 
+LATENCY_TO = {
+    "visible": "from the send's acknowledgement to when the effect became visible in the sink (its commit time, "
+               "or the message's timestamp, as the sink recorded it): the observer's polling is not counted",
+    "read": "from the send's acknowledgement to when the observer's read returned the effect (read time, not "
+            "commit time: it includes up to one observe interval of polling)",
+}
+
+
+def _latency_to(results: dict[str, Any]) -> str:
+    """Where the end-to-end latency ends, in words, from results.json's `perf.latency_to`
+    (checkers/perf.py): commit/visibility time or the observer's read time."""
+    perf = _dict(results.get("checkers")).get("perf")
+    to = perf.get("latency_to") if isinstance(perf, dict) else None
+    return LATENCY_TO.get(str(to), "from the send's acknowledgement to the effect's first sighting in the sink")
+
+
 def _linearizability(results: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for name, res in _dict(results.get("checkers")).items():
@@ -221,7 +237,7 @@ def build_page(run_dir: Path) -> str:
         "plan_text": run.plan_text, "errors": [str(e) for e in results.get("errors") or []], "notes": notes,
         "timeline": tl, "checks": checks, "lin": lin,
         "sends": _sends(results, tl), "rates": _rates(results, plan, tl, history),
-        "latency": _latency(results, tl), "progress": _progress(results, tl), "faults": tl.faults, "links": run.links(),
+        "latency": _latency(results, tl), "latency_to": _latency_to(results), "progress": _progress(results, tl), "faults": tl.faults, "links": run.links(),
         "recovery_level": int(timeline_mod.RECOVERY_LEVEL * 100),
         "figures_json": json_for_script(figs), "has_timeline": "timeline" in figs,
         "plotly_js": Markup(plotly_js()),

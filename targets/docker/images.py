@@ -5,7 +5,8 @@ them). The defaults are the projects' official images, pinned by version: Kafka 
 version the local runtime uses, Redis 7, PostgreSQL 15, Toxiproxy of the local version. The
 containers are started with explicit entrypoints and commands (targets/docker/nodes.py), so
 an image only needs the server on its PATH (`redis-server`, `initdb`/`postgres`, `java` with
-Kafka's jars in /opt/kafka/libs, `/toxiproxy`), a `postgres` account and `sh`.
+Kafka's jars in /opt/kafka/libs and its storage tool at /opt/kafka/bin/kafka-storage.sh,
+`/toxiproxy`), a `postgres` account and `sh`.
 
 `build_local_images` makes such images without a registry: each is this machine's own server
 binaries plus every shared library `ldd` lists for them, in a root file system tarred and
@@ -30,6 +31,7 @@ from onceproof.targets import paths
 from onceproof.targets.docker.engine import EngineError, client
 
 BUILD_VERSION = "1"  # bump when the way an image is made changes
+STORAGE_SCRIPT = Path(__file__).resolve().parent / "kafka-storage.sh"
 HASH_LABEL = "io.onceproof.content"
 
 DEFAULT_IMAGES = {
@@ -57,6 +59,7 @@ class LocalImage:
     trees: dict[str, str] = field(default_factory=dict)
     env_path: str = BASE_PATH
     entrypoint: list[str] = field(default_factory=list)
+    extra: dict[str, str] = field(default_factory=dict)  # path in the image -> host file
 
     @property
     def tag(self) -> str:
@@ -127,6 +130,7 @@ def recipes() -> dict[str, LocalImage]:
         "kafka": LocalImage("kafka", files=sh, trees={f"{jre}/bin": f"{jre}/bin", f"{jre}/lib": f"{jre}/lib",
                                                       f"{jre}/conf": f"{jre}/conf",
                                                       str(paths.kafka_libs()): "/opt/kafka/libs"},
+                            extra={"opt/kafka/bin/kafka-storage.sh": str(STORAGE_SCRIPT)},
                             env_path=f"{jre}/bin:{BASE_PATH}"),
         "toxiproxy": LocalImage("toxiproxy", trees={}, files=[], entrypoint=["/toxiproxy"]),
     }
@@ -149,6 +153,7 @@ def _members(image: LocalImage) -> list[tuple[str, str]]:
         elves += _elf_files(src)
     if image.kind == "toxiproxy":
         out["toxiproxy"] = str(paths.toxiproxy_binary())
+    out.update(image.extra)
     for lib in shared_libraries(elves):
         out.setdefault(_usr(lib).lstrip("/"), lib)
     return sorted(out.items(), key=lambda kv: kv[0])
@@ -272,7 +277,8 @@ def _quick_hash(image: LocalImage) -> str:
                 except OSError:
                     continue
                 h.update(f"{dirpath}/{n}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    for f in image.files + ([str(paths.toxiproxy_binary())] if image.kind == "toxiproxy" else []):
+    own = image.files + list(image.extra.values())
+    for f in own + ([str(paths.toxiproxy_binary())] if image.kind == "toxiproxy" else []):
         st = os.stat(f)
         h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:32]

@@ -19,12 +19,14 @@ fault freezes the container through the engine (cgroup freezer) instead of signa
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from onceproof.targets.kafka import JVM_OPTS, KafkaCluster, KafkaNode
+from onceproof.targets.docker import kafka_storage
+from onceproof.targets.kafka import JVM_OPTS, LOG4J2, KafkaCluster, KafkaNode, random_id
 from onceproof.targets.postgres import DATABASE, USER, PostgresNode
 from onceproof.targets.process import CommandNode, Node, NodeError, log_tail, poll_ready
 from onceproof.targets.redis import RedisNode
@@ -309,7 +311,10 @@ assert DATABASE  # the database PostgresNode.start creates, as on the local runt
 class DockerKafka(ContainerNode, KafkaNode):
     """A KRaft node in a container. Besides the listeners of the local runtime it has INTERNAL,
     advertised at its alias on the run's network, for broker-to-broker traffic; the controller
-    quorum is reached at the aliases too. DIRECT stays advertised at 127.0.0.1 (the harness's)."""
+    quorum is reached at the aliases too. DIRECT stays advertised at 127.0.0.1 (the harness's).
+    Its storage is formatted by the Kafka image itself (kafka_storage.py): a docker run needs
+    neither Java nor Kafka's jars on the harness machine. It runs as the harness's uid:gid, so
+    what it writes in its bind-mounted data folder stays ours to read and remove."""
 
     def __init__(self, runtime: "DockerRuntime", name: str, node_id: int, cluster_id: str,
                  groups: tuple[str, ...] = ()) -> None:
@@ -337,12 +342,24 @@ class DockerKafka(ContainerNode, KafkaNode):
             out.append(f"{key}={value}" if line else line)
         return "\n".join(out)
 
+    def prepare(self) -> None:
+        """The node's log dir: the image-formatted template's bootstrap.checkpoint and a
+        meta.properties of its own (as KafkaNode.prepare, without the host's Java and jars).
+        Raises NodeError when the image cannot format."""
+        logdir = self.data_dir / "log"
+        logdir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(kafka_storage.storage_template(self.runtime) / "bootstrap.checkpoint", logdir)
+        (logdir / "meta.properties").write_text(
+            f"node.id={self.node_id}\ndirectory.id={random_id()}\nversion=1\ncluster.id={self.cluster_id}\n")
+        (self.data_dir / "log4j2.yaml").write_text(LOG4J2)
+
     def spec(self) -> Spec:
         (self.data_dir / "server.properties").write_text(self.properties())  # advertised ports may change
         argv = ["java", *JVM_OPTS, f"-Dlog4j2.configurationFile={DATA_DIR}/log4j2.yaml",
                 f"-Dkafka.logs.dir={DATA_DIR}", "-cp", "/opt/kafka/libs/*", "kafka.Kafka",
                 f"{DATA_DIR}/server.properties"]
-        return Spec(self.runtime.image("kafka"), argv, [self.port], mounts={str(self.data_dir): (DATA_DIR, "rw")})
+        return Spec(self.runtime.image("kafka"), argv, [self.port], user=kafka_storage.container_user(),
+                    mounts={str(self.data_dir): (DATA_DIR, "rw")})
 
     def start(self, wait: bool = True) -> None:
         try:

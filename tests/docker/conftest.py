@@ -9,6 +9,7 @@ once the last container is gone; they carry no run id and are not ours to remove
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +44,20 @@ def docker_targets(docker_engine):
         yield d
     finally:
         d.stop()
+
+
+def path_without_java(tmp_path: Path) -> str:
+    """A PATH with every command of the current one except java and its tools (links in one
+    folder, so /usr/bin's other commands stay reachable)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        if not os.path.isdir(d):
+            continue
+        for name in os.listdir(d):
+            src = os.path.join(d, name)
+            if (name.startswith(("java", "jshell", "keytool", "jar", "mvn")) or (bin_dir / name).exists()
+                    or not os.access(src, os.X_OK) or os.path.isdir(src)):
+                continue
+            (bin_dir / name).symlink_to(src)
+    return str(bin_dir)

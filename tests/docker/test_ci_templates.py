@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from onceproof.targets import paths
+from tests.docker.conftest import path_without_java
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
@@ -81,8 +82,10 @@ def test_the_workflow_run_steps_in_order_leave_the_artifacts_and_a_passing_job(t
     output, summary = tmp_path / "github_output", tmp_path / "step_summary"
     output.touch()
     summary.touch()
+    # a runner's machine: no Java, no Kafka jars, an empty cache (what `onceproof setup` makes)
     env = {**os.environ, **{k: str(v) for k, v in job["env"].items()},
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "PATH": f"{Path(sys.executable).parent}:{path_without_java(tmp_path)}",
+           "ONCEPROOF_HOME": str(tmp_path / "cache"), "ONCEPROOF_SCRATCH": str(tmp_path / "scratch"),
            "GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary)}
     ran = []
     for step in job["steps"]:

@@ -343,3 +343,47 @@ def test_an_interrupted_reproduction_stops_the_explore_and_counts_only_the_runs_
     assert repro["interrupted"] is True and repro["runs"] == 1 and repro["failed"] == 1
     assert result.summary["ended"] == "stopped"
     assert "the reproduction was interrupted" in result.minimal_plan.read_text()
+
+
+# --- the budget bounds the whole explore (driver.explore) ----------------------------------------
+class _SlowFailingSession:
+    """A Session stand-in whose every run takes `run_s` seconds and ends invalid (`duplicate`):
+    the search finds a failure at once, and the minimal plan's reproduction runs (3) follow."""
+
+    def __init__(self, run_s: float) -> None:
+        self.run_s, self.runs = run_s, 0
+
+    def compatible(self, plan: object) -> bool:
+        return True
+
+    def execute(self, plan: object, out_dir: object, **kw: object) -> object:
+        import time as _time
+        from pathlib import Path as _Path
+        from types import SimpleNamespace
+
+        _time.sleep(self.run_s)
+        self.runs += 1
+        _Path(str(out_dir)).mkdir(parents=True, exist_ok=True)
+        results = {"valid": False, "duration_s": self.run_s, "seed": 1, "errors": [],
+                   "checkers": {"exactly-once": {"valid": False, "anomalies": {"duplicate": 1}}}}
+        return SimpleNamespace(valid=False, exit_code=1, results=results)
+
+
+def test_the_budget_bounds_the_search_and_the_reproduction_runs_together(tmp_path):
+    """Found: `explore --budget 5m` took 10 min 52 s; the 3 reproduction runs of the minimal
+    plan ran after the search whatever the budget had left. Now a reproduction run starts only
+    if a usual run still fits, and the whole call ends within budget + one run."""
+    import time as _time
+
+    from onceproof.explore.driver import explore
+    plan = load_plan("plans/at-least-once.yaml")
+    session = _SlowFailingSession(run_s=3.0)
+    t0 = _time.monotonic()
+    result = explore(plan, budget=8.0, run_duration="5s", out=tmp_path / "out", session=session, confirm=3)
+    elapsed = _time.monotonic() - t0
+    assert result.exit_code == 1 and result.summary["anomaly"] == "duplicate"
+    assert elapsed <= 8.0 + 3.0, (elapsed, session.runs)  # the budget + one run
+    repro = result.summary["minimal"]["reproduction"]
+    assert repro["runs"] + repro["skipped"] == 3 and repro["skipped"] >= 1, repro
+    assert "not run: the budget was spent" in (tmp_path / "out" / "minimal.yaml").read_text()
+    assert "reproduction run(s) not started: the budget was spent" in (tmp_path / "out" / "explore.html").read_text()
