@@ -40,7 +40,7 @@ def test_setup_docker_only_installs_no_kafka_and_needs_no_java(tmp_path: Path) -
                          text=True, cwd=ROOT, env=env, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert sorted(p.name for p in (fresh / "lib").iterdir()) == [
-        "libonceproof_clock.so", "libonceproof_scan.so", "libonceproof_wgl.so"]
+        "libonceproof_clock.so", "libonceproof_pgoutput.so", "libonceproof_scan.so", "libonceproof_wgl.so"]
     assert not list(fresh.glob("kafka-*")) and not (fresh / "bin").exists()
     # doctor: such a machine is ready for the docker runtime, and not for the local one
     docker = subprocess.run([sys.executable, "-m", "onceproof", "doctor", "--runtime", "docker"],
@@ -56,7 +56,7 @@ def test_setup_docker_only_installs_no_kafka_and_needs_no_java(tmp_path: Path) -
 def test_a_docker_run_without_java_on_the_path_formats_kafka_in_the_image_and_is_valid(tmp_path: Path) -> None:
     fresh = tmp_path / "home"
     (fresh / "lib").mkdir(parents=True)
-    for lib in ("libonceproof_clock.so", "libonceproof_scan.so", "libonceproof_wgl.so"):
+    for lib in ("libonceproof_clock.so", "libonceproof_pgoutput.so", "libonceproof_scan.so", "libonceproof_wgl.so"):
         shutil.copy(home() / "lib" / lib, fresh / "lib" / lib)
     path = path_without_java(tmp_path)
     assert shutil.which("java", path=path) is None
