@@ -58,8 +58,14 @@ LOG4J2 = """Configuration:
 
 
 def random_id() -> str:
-    """A Kafka UUID in its text form (base64url, no padding)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka UUID in its text form (base64url, no padding, 22 characters), never starting with
+    '-': a command line would take such an id for an option (`kafka-storage format -t -x...`
+    fails with "argument --cluster-id/-t: expected one argument", 1 start in 64). Kafka's own
+    `Uuid.randomUuid()` (org.apache.kafka.common.Uuid) draws again for the same reason."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 def classpath() -> str:
