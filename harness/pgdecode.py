@@ -43,6 +43,22 @@ before (`visibility_runs`); whatever remains off is bounded by the observer (nev
 read, never before the run started; harness/observer.py) and by the checker (never before the
 event's send: the read's own time then).
 
+Changes seen twice, or never (PostgreSQL docs, "Logical Decoding Concepts": a slot's confirmed
+position is written to disk at checkpoints, so "a slot may return to an earlier LSN after a
+crash, and the changes since then will be sent again"). After a SIGKILL of the server every
+transaction committed since its last checkpoint is decoded again: a follower that applied them
+twice recorded each such effect twice, a false `duplicate` on a correct pipeline (a run with two
+`kill postgres` faults gave 7,501 of them; tests/integration/test_pg_redelivery.py). So the
+follower remembers the commit LSN of the last transaction it applied (`applied_lsn`) and drops
+any transaction whose commit LSN is not above it; decoding is in commit order, so they are a
+prefix of a call's changes. The other way round, a `pg_logical_slot_get_*changes` call advances
+the slot on the server before its rows reach us: a call that fails after that (a deadline that
+fires mid-transfer, e.g. while the server was paused) lost changes the slot will not give again.
+So the follower keeps the slot's confirmed position after each call it received (`_position`),
+and after a failed call compares it with the server's: a slot that moved on without us makes the
+follower `blind` (its final read reads the table in full rather than answer from what it
+decoded); a slot that did not move (the call never ran) or moved back (a crash) loses nothing.
+
 Speed (benchmarks/observer.py measures each step): with test_decoding a batch of changes is
 joined into one text and the INSERTs of an effects table are parsed with one regex over the
 whole batch (`_fast_inserts`); with pgoutput the compiled scanner reads runs of INSERTs and
@@ -233,6 +249,10 @@ class Follower:
         self._want: list[int] = [-1, -1, -1, -1]  # column indexes of id, key, seq, replica (-1: none)
         self._done = 0  # see _apply_pgoutput
         self._final_lsn = 0  # the last Begin's final LSN (its Commit must carry it)
+        self.applied_lsn = -1  # the commit LSN of the last transaction applied (-1: none; see the module's doc)
+        self.redelivered = 0  # transactions decoded again after a server crash, dropped
+        self._position = 0  # the slot's confirmed LSN after the last call received (see the module's doc)
+        self._suspect = False  # a call failed: did the slot move on without us? (`_check_position`)
         self._fconn: Any = None  # pgoutput: the fetch thread's connection (see _fetch)
         self._pool: Any = None
         self._ahead: Any = None  # a Future of the next batch, fetched ahead
@@ -326,8 +346,11 @@ class Follower:
                                                  options=f"-c work_mem={WORK_MEM}")
         try:
             with SocketDeadline(conn, timeout):
+                self._check_position(conn)
                 n, buf = conn.execute(pgoutput.FETCH, (self.slot, PGOUTPUT_BATCH, self.slot), binary=True).fetchone()
+                self._position = self._slot_position(conn)
         except psycopg.Error:
+            self._suspect = True
             try:
                 conn.close()
             except Exception:  # noqa: BLE001
@@ -382,7 +405,7 @@ class Follower:
             batch = pgoutput.Batch.of(batch)
         self._done = len(out)  # effects in `out` at the last commit
         lib = pgoutput.native()
-        vanished, i, n = False, 0, batch.n
+        vanished, i, n = False, self._skip_applied(batch), batch.n
         while i < n:
             if lib is not None and self._fast is not None and self._relid is not None:
                 end, effects, commits, self._final_lsn = batch.scan(lib, i, self._relid, self._want, self._final_lsn)
@@ -391,14 +414,35 @@ class Follower:
                 if i >= n:
                     break
             got = self._py_messages([batch.message(i)] if lib is not None else
-                                    [batch.message(j) for j in range(n)], out)
+                                    [batch.message(j) for j in range(i, n)], out)
             if got == 2:
                 return True
             vanished = vanished or got == 1
             if lib is None:
                 break
             i += 1
+        if n and batch.message(n - 1)[0] == 67:  # a call ends at a Commit: its Begin's final LSN
+            self.applied_lsn = max(self.applied_lsn, self._final_lsn)
         return vanished
+
+    def _skip_applied(self, batch: pgoutput.Batch) -> int:
+        """The index of the first message of `batch` that is not part of a transaction applied
+        already (a Begin whose final LSN is not above `applied_lsn`: decoded again after a
+        server crash, see the module's doc); the Relation messages among those skipped are
+        still read (they describe the table for what follows)."""
+        i, n = 0, batch.n
+        while i < n:
+            m = batch.message(i)
+            if m[0] != 66 or pgoutput.final_lsn(m) > self.applied_lsn:  # not a Begin of an applied one
+                return i
+            i += 1
+            while i < n and batch.message(i)[0] != 67:  # to its Commit
+                if batch.message(i)[0] == 82:  # 'R'
+                    self._py_messages([batch.message(i)], [])
+                i += 1
+            i += 1
+            self.redelivered += 1
+        return i
 
     def _scanned(self, effects: list[Effect], commits: list[list[Any]], out: list[Effect]) -> None:
         """The compiled scanner's effects and commits, applied."""
@@ -441,6 +485,7 @@ class Follower:
             elif k == 67:  # 'C'
                 if pgoutput.commit_lsn(m) != self._final_lsn:
                     raise pgoutput.OrderError("pgoutput: a Commit that is not its Begin's")
+                self.applied_lsn = max(self.applied_lsn, self._final_lsn)
                 if len(out) > self._done:
                     self._commits.append([len(out) - self._done, pgoutput.commit_time(m)])
                 self._done = len(out)
@@ -512,22 +557,58 @@ class Follower:
         conn = self._connect()
         try:
             with SocketDeadline(conn, timeout):
-                rows = [r[0] for r in conn.execute(
-                    "SELECT data FROM pg_logical_slot_get_changes(%s, NULL, %s, 'include-xids', '0', "
-                    "'include-timestamp', '1')", (self.slot, BATCH))]
+                self._check_position(conn)
+                got = conn.execute(
+                    "SELECT (lsn - '0/0'::pg_lsn)::bigint, data FROM pg_logical_slot_get_changes(%s, NULL, %s, "
+                    "'include-xids', '0', 'include-timestamp', '1')", (self.slot, BATCH)).fetchall()
+                self._position = self._slot_position(conn)
         except psycopg.Error:
+            self._suspect = True
             try:
                 conn.close()
             except Exception:  # noqa: BLE001
                 pass
             self.conn = None
             raise
+        n = len(got)
+        rows = [r[1] for r in got[self._applied_prefix(got):]]
+        if got and got[-1][1].startswith("COMMIT"):
+            self.applied_lsn = max(self.applied_lsn, got[-1][0])
         if not rows:
-            return "", 0
+            return "", n
         text = "\n".join(rows) + "\n"
         if "\\" in text or text.count("\n") != len(rows):  # escaped as in COPY's text format
             text = "".join(r.replace("\\", "\\\\").replace("\n", "\\n") + "\n" for r in rows)
-        return text, len(rows)
+        return text, n
+
+    def _slot_position(self, conn: Any) -> int:
+        """The slot's confirmed LSN on the server, as a number (0: no such slot). Raises
+        psycopg.Error."""
+        row = conn.execute("SELECT (confirmed_flush_lsn - '0/0'::pg_lsn)::bigint FROM pg_replication_slots "
+                           "WHERE slot_name = %s", (self.slot,)).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def _check_position(self, conn: Any) -> None:
+        """After a failed call: if the slot's confirmed position is past the one after the last
+        call we received, that call's changes were consumed without reaching us: `blind`. Raises
+        psycopg.Error (the check is made again by the next call)."""
+        if self._suspect:
+            if self._slot_position(conn) > self._position:
+                self.blind = True
+            self._suspect = False
+
+    def _applied_prefix(self, got: list[tuple[int, str]]) -> int:
+        """How many of test_decoding's (lsn, text) rows belong to transactions applied already:
+        those up to the last COMMIT whose LSN is not above `applied_lsn` (see the module's
+        doc; a COMMIT row's LSN is its commit record's, increasing in commit order)."""
+        cut = 0  # the common case stops at the first COMMIT (above: nothing to drop)
+        for i, (lsn, text) in enumerate(got):
+            if text.startswith("COMMIT"):
+                if lsn > self.applied_lsn:
+                    break
+                cut = i + 1
+                self.redelivered += 1
+        return cut
 
     def _insert_pattern(self, line: str) -> tuple[re.Pattern[str], Callable[[tuple], Effect]] | None:
         """From one decoded INSERT of the table: a regex matching every INSERT line of it with

@@ -18,11 +18,9 @@ for 24999 events (its final content is the decoded one, 47349 rows, not the tabl
 default sink, whose final read is a SELECT, the same run had each event in the table once): a
 false `duplicate` on a correct pipeline.
 
-The fix belongs in the decoding code (harness/pgdecode.py, being moved to pgoutput): remember
-the commit LSN of the last transaction applied and drop any transaction whose commit LSN is not
-above it (test_decoding: select `lsn` with `data`, the COMMIT row's lsn is the commit's;
-pgoutput: the BEGIN message's final_lsn). Until then this test is an expected failure
-(strict: it fails the suite once the fix lands, so the marker is removed with it)."""
+The follower drops a transaction whose commit LSN is not above the last one it applied
+(harness/pgdecode.py's module doc). Both plugins are checked: test_decoding (a table without a
+replica identity) and pgoutput (REPLICA IDENTITY FULL, as our effects table)."""
 from __future__ import annotations
 
 import psycopg
@@ -45,16 +43,18 @@ def _read(follower: Follower) -> list:
     return follower.read()[0]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="logical decoding re-delivers after a crash; the fix is in "
-                                       "harness/pgdecode.py (see the module docstring)")
-def test_changes_read_before_a_postgres_crash_are_not_applied_again_after_it(runtime) -> None:
+@pytest.mark.parametrize("identity", ["default", "full"])
+def test_changes_read_before_a_postgres_crash_are_not_applied_again_after_it(runtime, identity: str) -> None:
     node = PostgresNode(runtime, fsync=False)
     node.start()
     with psycopg.connect(node.dsn(), autocommit=True, connect_timeout=5) as c:
         c.execute("CREATE TABLE eff (event_id text, key text, seq bigint, replica int)")
+        if identity == "full":
+            c.execute("ALTER TABLE eff REPLICA IDENTITY FULL")
         c.execute("CHECKPOINT")
     follower = Follower(node.dsn(), "eff", Rows("event_id", "key", "seq", "replica"))  # tracked: no full select
     follower.create()
+    assert follower.plugin == ("pgoutput" if identity == "full" else "test_decoding")
     try:
         with psycopg.connect(node.dsn(), autocommit=True, connect_timeout=5) as c:
             for i in range(5):  # five transactions, read (and so confirmed) before the crash
@@ -67,7 +67,76 @@ def test_changes_read_before_a_postgres_crash_are_not_applied_again_after_it(run
             c.execute("INSERT INTO eff VALUES ('e5', 'k', 5, 0)")
         after = _read(follower)
         assert [e[0] for e in after] == ["e5"], "changes read before the crash were applied again"
+        assert follower.redelivered == 5  # the server did send them again: the test is not vacuous
         final = sorted(e[0] for e in follower.final_read())
         assert final == [f"e{i}" for i in range(6)], "the final content has an effect twice"
+    finally:
+        follower.close()
+
+
+@pytest.mark.parametrize("identity", ["default", "full"])
+def test_a_call_cut_off_after_the_slot_moved_on_makes_the_final_read_read_the_table(runtime, identity: str) -> None:
+    """The other way round: a slot function advances the slot on the server before its rows
+    reach us, so a call whose socket is shut mid-way (a deadline, e.g. while the server was
+    paused) consumed changes the slot will never give again. A follower that answered its
+    final read from what it decoded would then miss those rows: a false `lost`. It sees that
+    the slot moved on without it and reads the table in full instead."""
+    import time
+
+    node = PostgresNode(runtime, fsync=False)
+    node.start()
+    with psycopg.connect(node.dsn(), autocommit=True, connect_timeout=5) as c:
+        c.execute("CREATE TABLE eff (event_id text, key text, seq bigint, replica int)")
+        if identity == "full":
+            c.execute("ALTER TABLE eff REPLICA IDENTITY FULL")
+
+    def table() -> list:
+        with psycopg.connect(node.dsn(), autocommit=True, connect_timeout=5) as c:
+            return [list(r) for r in c.execute("SELECT event_id, key, seq, replica FROM eff")]
+
+    # tracked by the follower (applied: a column), with a full select for when it cannot know
+    follower = Follower(node.dsn(), "eff", Rows("event_id", "key", "seq", "replica", applied="replica"),
+                        full_select=table)
+    follower.create()
+    try:
+        with psycopg.connect(node.dsn(), autocommit=True, connect_timeout=5) as c:
+            c.execute("INSERT INTO eff SELECT 'e' || i, 'k', i, 1 FROM generate_series(0, 199999) i")
+        with pytest.raises(psycopg.Error):
+            follower.read(timeout=0.02)  # the server decodes 200,000 rows: far longer than 20 ms
+        got: list = []
+        for _ in range(100):  # the cut call's backend finishes (the slot is busy until then)
+            try:
+                got += follower.read()[0]
+                break
+            except psycopg.Error:
+                time.sleep(0.2)
+        assert len(got) < 200_000  # the cut call's rows were consumed on the server: not given again
+        assert follower.blind
+        final = follower.final_read()
+        assert len(final) == 200_000 and len({e[0] for e in final}) == 200_000
+    finally:
+        follower.close()
+
+
+def test_a_call_that_never_ran_leaves_the_follower_trusting_what_it_decoded(runtime) -> None:
+    """A failed call that consumed nothing (the server was gone) must not make the follower
+    blind: its decoded content (which alone counts re-applications by xmin) stays the answer."""
+    node = PostgresNode(runtime, fsync=False)
+    node.start()
+    with psycopg.connect(node.dsn(), autocommit=True, connect_timeout=5) as c:
+        c.execute("CREATE TABLE eff (event_id text, key text, seq bigint, replica int)")
+        c.execute("ALTER TABLE eff REPLICA IDENTITY FULL")
+    follower = Follower(node.dsn(), "eff", Rows("event_id", "key", "seq", "replica", applied="xmin"))
+    follower.create()
+    try:
+        with psycopg.connect(node.dsn(), autocommit=True, connect_timeout=5) as c:
+            c.execute("INSERT INTO eff VALUES ('e0', 'k', 0, 0)")
+            c.execute("UPDATE eff SET replica = 1")  # a re-application: two row versions
+        assert [e[0] for e in follower.read()[0]] == ["e0", "e0"]
+        node.kill()
+        node.start()
+        assert [e[0] for e in _read(follower)] == []
+        assert not follower.blind
+        assert [e[0] for e in follower.final_read()] == ["e0", "e0"]
     finally:
         follower.close()

@@ -29,12 +29,16 @@ def relation(oid: int, table: str, cols: list[str], schema: str = "public") -> b
     return b
 
 
+_LSN = [0]  # the last Begin's final LSN: each transaction's is above the one before, as on a server
+
+
 def begin(at_us: int) -> bytes:
-    return b"B" + struct.pack(">qqI", 0, at_us, 7)
+    _LSN[0] += 1000
+    return b"B" + struct.pack(">qqI", _LSN[0], at_us, 7)
 
 
 def commit(at_us: int) -> bytes:
-    return b"C" + struct.pack(">bqqq", 0, 0, 0, at_us)
+    return b"C" + struct.pack(">bqqq", 0, _LSN[0], _LSN[0] + 100, at_us)
 
 
 def insert(vals: list, oid: int = REL) -> bytes:
@@ -131,3 +135,19 @@ def test_the_scanner_and_python_agree_on_a_large_batch(monkeypatch) -> None:
         f._apply_pgoutput(msgs, out)
         results.append((out, f._commits))
     assert results[0] == results[1] and len(results[0][0]) == 5000
+
+
+def test_transactions_decoded_again_after_a_server_crash_are_dropped(reader) -> None:
+    """A slot goes back to its last checkpointed position after a crash and sends those
+    transactions again (harness/pgdecode.py's module doc): their Begin's final LSN is not above
+    the last one applied, so they are skipped, and what follows them is applied."""
+    f = Follower("", "t", Rows("event_id", "key", "seq", "replica"))
+    first = [begin(0), relation(REL, "t", COLS), insert(effects_row(0)), commit(0),
+             begin(US), insert(effects_row(1)), commit(US)]
+    out: list = []
+    f._apply_pgoutput(first, out)
+    assert [e[0] for e in out] == ["e0", "e1"]
+    again: list = []
+    f._apply_pgoutput(first[:4] + first[4:] + [begin(2 * US), insert(effects_row(2)), commit(2 * US)], again)
+    assert [e[0] for e in again] == ["e2"] and f.redelivered == 2
+    assert f._commits[-1][0] == 1
