@@ -117,8 +117,11 @@ def read_jepsen_log(path: str, meaning: str = "porcupine") -> list[Op]:
     as Porcupine's `parseJepsenLog` reads them (porcupine_test.go; its test_data/jepsen/etcd_*.log)
     unless `meaning="jepsen"`. Raises HistoryError (file, line, reason)."""
     pairing = _Pairing(path, meaning)
-    for n, line in enumerate(_read_lines(path), 1):
+    lines = _read_lines(path)
+    seen = False
+    for n, line in enumerate(lines, 1):
         m = _LOG_LINE.match(line)
+        seen = seen or m is not None
         if not m:
             if "jepsen.util" in line and re.search(r"\s:(invoke|ok|fail|info)\s", line):
                 raise HistoryError(path, n, "looks like an operation but does not read as "
@@ -133,6 +136,11 @@ def read_jepsen_log(path: str, meaning: str = "porcupine") -> list[Op]:
             pairing.invoke(process, n, f, _input(f, value))
         else:
             pairing.complete(process, n, typ, f, value, n)
+    if not seen:  # a file with no operation is not a history (it must never be found valid)
+        first = next((line.strip() for line in lines if line.strip()), "")
+        raise HistoryError(path, 1 if first else None, "not a Jepsen log: no operation line found "
+                           "(a line such as 'INFO  jepsen.util - 3\t:invoke\t:read\tnil')"
+                           + (f"; the first line is: {first[:80]!r}" if first else "; the file is empty"))
     return pairing.finish()
 
 

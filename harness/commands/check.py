@@ -137,9 +137,37 @@ def _unmerged_shards(path: str) -> None:
                                        f"onceproof.loadprocs --merge {p.parent}")
 
 
+_BINARY = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f]")  # control bytes no text history holds
+
+
+def _sniff(path: str) -> None:
+    """Refuse, before any reader sees it, a file that is no history of any format: an empty
+    file (no operation: never a verdict) and binary data (control bytes or bytes that are not
+    UTF-8 in its first line; a JSONL history cut mid-line stays the reader's "last line is
+    incomplete" case). Raises HistoryError."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as e:
+        raise HistoryError(path, None, f"cannot open: {e.strerror or e}") from None
+    if not head:
+        raise HistoryError(path, None, "empty file: not a history")
+    first, newline, _ = head.partition(b"\n")
+    if not newline and len(head) == 4096:
+        first = first[:-3]  # a multi-byte character the read cut is not binary data
+    try:
+        first.decode("utf-8")
+        binary = _BINARY.search(first) is not None
+    except UnicodeDecodeError:
+        binary = True
+    if binary:
+        raise HistoryError(path, 1, "not a history (binary data at line 1)")
+
+
 def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
     """The verdict of one file as the JSON object `--json` prints (raises HistoryError)."""
     _regular(path)
+    _sniff(path)
     fmt = args.format or guess_format(path)
     checker = args.checker or ("exactly-once" if fmt == "onceproof" else "linearizable")
     if checker == "exactly-once":
@@ -207,6 +235,9 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
         for op in ops:
             fs.setdefault(str(op.input[0]), None)
         name = args.model or DEFAULT_MODEL[fmt]
+    if not ops:  # nothing to linearize says nothing: never valid
+        raise HistoryError(path, None, "no operation in the history (an invoke and its completion); "
+                                       "nothing to check")
     try:
         model = models.by_name(name)
         if args.initial is not None:
