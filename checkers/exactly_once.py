@@ -174,7 +174,7 @@ def partial(history: History, *, order: str | None = None, examples: int = 10) -
         content_mask = h.eff_obs >= since
         if n_obs:
             why = f"the final read failed: {final_error}" if final_error else "the run did not finish"
-            notes.append(f"no final-read ({why}): the sink's content is the latest full "
+            notes.append(f"no final read ({why}): the sink's content is the latest full "
                          "observe plus the incremental ones after it; lost events cannot be proven")
     content = h.eff_eid[content_mask]
     applied = np.bincount(content, minlength=n_ev) if n_ev else np.zeros(0, np.int64)
@@ -285,7 +285,7 @@ def finish(parts: list[Partial], *, examples: int = 10,
     n_unseen = total("n_unseen")
     if vacuous:  # DESIGN: nothing acknowledged or nothing seen -> no verdict, whatever else
         valid: bool | str = "unknown"
-        notes.append("vacuous: " + " and ".join(vacuous) + "; nothing can be concluded")
+        notes.append("vacuous run: " + " and ".join(vacuous) + "; nothing can be concluded")
     elif any(counts.values()):
         valid = False
     elif not has_final:

@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
                    help="default: exactly-once for onceproof histories, linearizable for Jepsen's")
     p.add_argument("--model", default=None,
                    help="linearizability model: register, cas-register, kv, counter, set, queue, "
-                        "fifo-queue, unordered-queue, mutex, multi-register (default: cas-register for "
+                        "fifo-queue, unordered-queue, mutex, multi-register, max-register (default: cas-register for "
                         "jepsen-log; for jepsen-edn, the model its ops call for: :cas/:read/:write "
                         "cas-register, :acquire mutex, :txn multi-register, :enqueue fifo-queue, "
                         ":get/:put kv, :add counter or set); Jepsen `independent` ops ([k v] values) "
@@ -276,15 +276,23 @@ def _names(fs: dict[str, Any]) -> str:
     return ", ".join(f":{f}" for f in fs)
 
 
+def _op_text(op_input: tuple[Any, ...]) -> str:
+    """An op's input (f, *args) as EDN: `[:enqueue 1]`."""
+    from onceproof.checkers import edn
+
+    return edn.text([f":{op_input[0]}", *op_input[1:]]) if op_input else "[]"
+
+
 def _check_shapes(path: str, ops: list[Any], model: Any, lines: dict[int, int]) -> None:
     """Every op as the model takes it: one step from the initial state must not raise (a
     `:value` of the wrong shape is refused here with its line, not a traceback later)."""
+    from onceproof.checkers import edn
     from onceproof.checkers.ops import is_key
 
     state = model.init()
     for op in ops:
         if model.name == "kv" and (len(op.input) < 2 or not is_key(op.input[1])):
-            got = repr(op.input[1]) if len(op.input) > 1 else "no key"
+            got = edn.text(op.input[1]) if len(op.input) > 1 else "no key"
             raise HistoryError(path, lines.get(op.id), f"a :{op.input[0]} of the kv model needs a key: a string, "
                                                        f"keyword or number as :key (Porcupine's kv), such as "
                                                        f"{{:f :put, :key \"x\", :value \"1\"}}; got {got}")
@@ -292,7 +300,7 @@ def _check_shapes(path: str, ops: list[Any], model: Any, lines: dict[int, int]) 
             model.step(state, op.input, op.output)
             hash(op.input)
         except Exception as e:  # noqa: BLE001 - any model error is a bad op
-            raise HistoryError(path, lines.get(op.id), f"the op {list(op.input)} -> {op.output!r} does not have "
+            raise HistoryError(path, lines.get(op.id), f"the op {_op_text(op.input)} -> {edn.text(op.output)} does not have "
                                                        f"the shape the {model.name} model takes ({type(e).__name__}: "
                                                        f"{e})") from None
 

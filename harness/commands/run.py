@@ -77,7 +77,8 @@ def why_unknown(name: str, result: dict) -> list[str]:
         return []
     notes = [str(n) for n in result.get("notes") or []]
     reason = str(result.get("reason") or "")
-    return [f"{name}: {n}" for n in ([reason] if reason and reason not in notes else []) + notes]
+    said = reason in notes or reason.split(": ")[0] in {n.split(": ")[0] for n in notes}  # once, not twice
+    return [f"{name}: {n}" for n in ([reason] if reason and not said else []) + notes]
 
 
 def runtime_can_run(plan: Any, plan_file: str) -> bool:

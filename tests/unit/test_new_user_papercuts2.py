@@ -68,3 +68,57 @@ def test_the_exit_code_is_the_verdicts_when_the_reader_leaves(copies: int) -> No
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, err
     assert "Exception ignored" not in err and "Traceback" not in err
+
+
+def test_verdicts_are_words_not_booleans() -> None:
+    from types import SimpleNamespace
+
+    from onceproof.errors import verdict_word
+    from onceproof.pytest_plugin import PlanRun
+
+    assert [verdict_word(v) for v in (True, False, "unknown", None)] == ["VALID", "INVALID", "UNKNOWN", "UNKNOWN"]
+    run = PlanRun(SimpleNamespace(valid=True, exit_code=0, out_dir=Path("/r"), results={"checkers": {}}))
+    assert run.summary().startswith("verdict=VALID ")
+    src = (Path(__file__).parents[2] / "harness" / "commands" / "run_many.py").read_text()
+    assert "{r.valid}" not in src and "{s['valid']}" not in src  # `run --runs` lines print the word
+
+
+def test_why_a_cut_run_has_no_verdict_is_said_once() -> None:
+    from onceproof.checkers.partitioned import check_path
+    from onceproof.commands.run import why_unknown
+
+    lines = why_unknown("exactly-once", check_path(str(DATA / "cut-run.jsonl")))
+    assert sum("vacuous" in line for line in lines) == 1, lines
+    assert sum("no final read" in line or "no final-read" in line for line in lines) == 1, lines
+
+
+def test_edn_errors_show_edn(tmp_path: Path, capsys: Any) -> None:
+    from onceproof.checkers import edn
+    from onceproof.commands.check import _op_text
+
+    txn = tmp_path / "append.edn"
+    txn.write_text('{:type :invoke, :f :txn, :value [[:append :x 1]], :process 0}\n'
+                   '{:type :ok, :f :txn, :value [[:append :x 1]], :process 0}\n')
+    assert main(["check", str(txn)]) == 2
+    assert "got [:append :x 1]" in capsys.readouterr().err
+    assert _op_text(("enqueue", 1)) + " -> " + edn.text(None) == "[:enqueue 1] -> nil"
+    assert edn.text({":a": [True, "s", frozenset({2})]}) == '{:a [true "s" #{2}]}'
+
+
+def test_check_model_help_lists_every_model(capsys: Any) -> None:
+    from onceproof.checkers import models
+
+    with pytest.raises(SystemExit):
+        main(["check", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert all(name in help_text for name in models.MODELS), help_text
+
+
+def test_a_bad_plan_in_the_pytest_fixture_is_a_short_failure(tmp_path: Path) -> None:
+    (tmp_path / "test_bad_plan.py").write_text(
+        "def test_it(onceproof):\n    onceproof({'name': 'x', 'no_such_key': 1})\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+                           str(tmp_path / "test_bad_plan.py")], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "invalid plan" in done.stdout and "harness/plan.py" not in done.stdout, done.stdout
