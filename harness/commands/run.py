@@ -118,6 +118,11 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.BAD_INPUT
     if not runtime_can_run(plan, args.plan):
         return ExitCode.BAD_INPUT
+    from onceproof.stages import missing_program
+
+    if (missing := missing_program(plan)) is not None:
+        print(f"{args.plan}: {missing}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
     if args.runs is not None:
         from onceproof.commands.run_many import run_many_command
 

@@ -122,3 +122,36 @@ def test_a_bad_plan_in_the_pytest_fixture_is_a_short_failure(tmp_path: Path) -> 
                           timeout=300)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "invalid plan" in done.stdout and "harness/plan.py" not in done.stdout, done.stdout
+
+
+_PLAN = """name: p
+seed: 11
+runtime: local
+targets: {kafka: {nodes: 1}, postgres: {}}
+pipeline:
+  command: [%s, x.py]
+workload:
+  source: kafka:in
+  sink: {postgres: {table: payments, id: payment_id}}
+  duration: 8s
+"""
+
+
+@pytest.mark.parametrize("program,said", [("/nonexistent/python", "'/nonexistent/python' not found"),
+                                          ("no-such-program-xyz", "'no-such-program-xyz' not found on PATH"),
+                                          ("./x.py", "'./x.py' is not an executable file")])
+def test_a_pipeline_command_not_found_is_a_bad_plan(tmp_path: Path, capsys: Any, program: str, said: str) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(_PLAN % program)
+    (tmp_path / "x.py").write_text("")
+    assert main(["run", str(plan)]) == 2
+    assert f"plan.yaml: pipeline.command: {said}" in capsys.readouterr().err
+
+
+def test_a_pipeline_command_that_is_there_passes(tmp_path: Path) -> None:
+    from onceproof.plan import load_plan
+    from onceproof.stages import missing_program
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(_PLAN % "python")
+    assert missing_program(load_plan(plan, {})) is None
