@@ -336,12 +336,34 @@ class ProgressWatch:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # the `pipeline.progress` SQL refused by the server (a syntax error; a table or column
+        # that is not there): the message, when (monotonic), and whether it can never be read
+        self.broken: str | None = None
+        self.broken_at = 0.0
+        self.broken_for_good = False
 
     @property
     def note(self) -> str:
         if self.reader is None:
             return f"the pipeline's progress on {self.source} cannot be observed: give pipeline.progress"
+        if self.broken is not None:
+            return (f"{self.broken}: the pipeline's progress could not be read, so the drain did not wait for it "
+                    "(as in a run without pipeline.progress)")
         return self.reader.note
+
+    def _refused(self, e: Exception) -> None:
+        """Note a poll the server refused as the query's fault (psycopg.ProgrammingError: a
+        syntax error, an undefined table or column; SQLSTATE class 42): a syntax error can never
+        be read; a missing table can be created by the pipeline later, so it counts only when
+        it is still missing during the drain (caught_up)."""
+        try:
+            import psycopg
+        except ImportError:  # pragma: no cover - a dependency of the project
+            return
+        if isinstance(e, psycopg.ProgrammingError):
+            self.broken = f"pipeline.progress: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            self.broken_at = time.monotonic()
+            self.broken_for_good = self.broken_for_good or isinstance(e, psycopg.errors.SyntaxError)
 
     def poll(self, final: bool = False) -> list[GroupProgress] | None:
         """One read of the progress, recorded; the groups, or None when the read failed."""
@@ -354,7 +376,9 @@ class ProgressWatch:
             except Exception as e:  # noqa: BLE001 - a failed read is a fact, not a crash
                 self.history.record("observer", "fail", "progress", {"source": self.source,
                                                                      "error": str(e)[:300]})
+                self._refused(e)
                 return None
+            self.broken, self.broken_for_good = None, False
             value: dict[str, Any] = {"source": self.source, "groups": [g.as_value() for g in groups]}
             if final:
                 value["final"] = True
@@ -391,6 +415,8 @@ class ProgressWatch:
         partition of every group; None when no group can be observed."""
         if self.reader is None:
             return None
+        if self.broken is not None and (self.broken_for_good or self.broken_at >= since):
+            return None  # a query that cannot be read: the quiet sink alone ends the drain
         if self.latest is None or self.latest_at < since:
             return False
         if not self.latest:

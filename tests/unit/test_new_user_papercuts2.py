@@ -155,3 +155,57 @@ def test_a_pipeline_command_that_is_there_passes(tmp_path: Path) -> None:
     plan = tmp_path / "plan.yaml"
     plan.write_text(_PLAN % "python")
     assert missing_program(load_plan(plan, {})) is None
+
+
+class _Reader:
+    note = ""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def read(self) -> Any:
+        raise self.error
+
+    def close(self) -> None:
+        pass
+
+
+class _Records:
+    def __init__(self) -> None:
+        self.records: list[tuple[Any, ...]] = []
+
+    def record(self, *rec: Any) -> None:
+        self.records.append(rec)
+
+
+def _drain(error: Exception, max_s: float) -> tuple[Any, float]:
+    import time
+    from types import SimpleNamespace
+
+    from onceproof.progress import ProgressWatch
+
+    watch = ProgressWatch(_Reader(error), "kafka:in", _Records(), interval_s=0.05)  # type: ignore[arg-type]
+    observer = SimpleNamespace(last_change=0.0)
+    sink = SimpleNamespace(name="s", unstable=lambda: None)
+    watch.start()
+    try:
+        started = time.monotonic()
+        quiet = watch.wait_caught_up(observer, sink, idle_s=0.2, max_s=max_s)  # type: ignore[arg-type]
+        return quiet, time.monotonic() - started
+    finally:
+        watch.close()
+
+
+def test_a_progress_query_the_server_refuses_ends_the_drain_on_a_quiet_sink_and_says_why() -> None:
+    import psycopg
+
+    quiet, waited = _drain(psycopg.errors.SyntaxError('syntax error at or near "SELEC"'), max_s=30)
+    assert waited < 10 and quiet.caught_up is None
+    note = " ".join(quiet.notes)
+    assert 'pipeline.progress: syntax error at or near "SELEC"' in note and "quiet sink alone" in note, note
+    assert "had not caught up" not in note
+
+
+def test_a_progress_read_that_fails_for_another_reason_is_still_waited_for() -> None:
+    quiet, _ = _drain(OSError("connection refused"), max_s=0.6)
+    assert quiet.caught_up is False and "had not caught up" in " ".join(quiet.notes)
