@@ -191,7 +191,11 @@ def partial(history: History, *, order: str | None = None, examples: int = 10) -
         masks["lost"] = judged.lost
     else:
         masks["lost"] = missing
-        if has_final:
+        if has_final and progress_rule.progress_unread(h):
+            notes.append("the pipeline's progress could not be read (every progress read failed; see the "
+                         "run's notes): `lost` is judged by the final read alone, so a stalled pipeline "
+                         "shows as lost")
+        elif has_final:
             notes.append("no progress records (a history from before onceproof observed the pipeline's "
                          "progress): `lost` is judged by the final read alone, so a stalled pipeline "
                          "shows as lost")

@@ -423,17 +423,26 @@ class ProgressWatch:
             return None
         return all(g.lag == 0 for g in self.latest)
 
-    def wait_caught_up(self, observer: Observer, sink: Sink, idle_s: float, max_s: float) -> Quiet:
+    def wait_caught_up(self, observer: Observer, sink: Sink, idle_s: float, max_s: float,
+                       all_exited: Callable[[], bool] | None = None) -> Quiet:
         """The drain: until the sink has been idle for `idle_s` AND the pipeline caught up AND
-        the sink has no open transaction, or `max_s` passed. Never raises for a slow pipeline:
-        the returned Quiet says what was not reached."""
+        the sink has no open transaction, or `max_s` passed, or `all_exited()` says every
+        replica of the pipeline has exited (nothing restarts one during the drain: nothing
+        would apply more). Never raises for a slow pipeline: the returned Quiet says what was
+        not reached."""
         t0 = time.monotonic()
         deadline = t0 + max_s
         observer.last_change = max(observer.last_change, t0)  # idle counts from now at the earliest
         stable: bool | None = None
         caught: bool | None = False
         idle = False
+        exited = False
         while True:
+            if all_exited is not None and all_exited():
+                exited = True
+                idle = time.monotonic() - observer.last_change >= idle_s
+                caught = self.caught_up(t0)
+                break
             now = time.monotonic()
             idle = now - observer.last_change >= idle_s
             caught = self.caught_up(t0)
@@ -448,9 +457,12 @@ class ProgressWatch:
             time.sleep(min(0.2, idle_s / 5))
         lag = sum(g.lag for g in self.latest) if self.latest else None
         quiet = Quiet(idle, caught, stable, time.monotonic() - t0, lag)
-        if not idle:
+        if exited:
+            quiet.notes.append(f"every replica of the pipeline had exited {quiet.waited_s:.1f}s into the drain and "
+                               "nothing restarts one then: the drain stopped waiting for the pipeline to catch up")
+        elif not idle:
             quiet.notes.append(f"the sink was still changing after quiesce.max={max_s:g}s")
-        if caught is False:
+        if caught is False and not exited:
             quiet.notes.append(f"the pipeline had not caught up with {self.source} after quiesce.max={max_s:g}s"
                                + (f" (lag {lag:,})" if lag is not None else ""))
             never = [g.group for g in self.latest or [] if all(c == -1 for _, c, _ in g.partitions)]

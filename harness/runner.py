@@ -174,7 +174,8 @@ def _settle(plan: Plan, run: RunLog, history: HistoryWriter, observer: Observer,
     (quiesce, harness/progress.py), record its final position, then read the sink one last time."""
     progress.phase = "quiescing"
     history.record("harness", "info", "quiesce-start", None)
-    quiet = watch.wait_caught_up(observer, sink, plan.quiesce.idle, plan.quiesce.max)
+    quiet = watch.wait_caught_up(observer, sink, plan.quiesce.idle, plan.quiesce.max,
+                                 all_exited=lambda: bool(replicas.nodes) and not any(n.alive for n in replicas.nodes))
     history.record("harness", "info", "quiesce-end", quiet.as_dict())
     run.notes.extend(quiet.notes)
     replicas.note_exits(history, "the drain")  # a crashed pipeline explains a stall

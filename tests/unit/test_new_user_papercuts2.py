@@ -209,3 +209,29 @@ def test_a_progress_query_the_server_refuses_ends_the_drain_on_a_quiet_sink_and_
 def test_a_progress_read_that_fails_for_another_reason_is_still_waited_for() -> None:
     quiet, _ = _drain(OSError("connection refused"), max_s=0.6)
     assert quiet.caught_up is False and "had not caught up" in " ".join(quiet.notes)
+
+
+def test_the_drain_stops_when_every_replica_has_exited_and_says_so() -> None:
+    import time
+    from types import SimpleNamespace
+
+    from onceproof.progress import ProgressWatch
+
+    watch = ProgressWatch(_Reader(OSError("no such table yet")), "kafka:in", _Records(), interval_s=0.05)  # type: ignore[arg-type]
+    watch.start()
+    try:
+        started = time.monotonic()
+        quiet = watch.wait_caught_up(SimpleNamespace(last_change=0.0), SimpleNamespace(name="s", unstable=lambda: None),  # type: ignore[arg-type]
+                                     idle_s=0.2, max_s=30, all_exited=lambda: time.monotonic() - started > 0.3)
+    finally:
+        watch.close()
+    assert time.monotonic() - started < 10
+    note = " ".join(quiet.notes)
+    assert "every replica of the pipeline had exited" in note and "had not caught up" not in note, note
+
+
+def test_a_run_whose_progress_reads_all_failed_is_not_called_an_old_history() -> None:
+    from onceproof.checkers.partitioned import check_path
+
+    notes = " ".join(check_path(str(DATA / "progress-unread.jsonl"))["notes"])
+    assert "could not be read (every progress read failed" in notes and "from before onceproof" not in notes, notes
