@@ -470,7 +470,7 @@ class ProgressWatch:
                 quiet.notes.append(f"consumer group {', '.join(never)} never committed offsets of {self.source}: "
                                    "if the pipeline keeps its positions elsewhere, give pipeline.progress")
         elif caught is None:
-            quiet.notes.append(f"{self.note}; the drain ended on a quiet sink alone")
+            quiet.notes.append(self.note + ("" if exited else "; the drain ended on a quiet sink alone"))
         if stable is False:
             quiet.notes.append(f"the sink {sink.name} still had an open transaction after quiesce.max={max_s:g}s")
         return quiet
