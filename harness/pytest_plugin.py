@@ -79,6 +79,10 @@ def onceproof(tmp_path: Path) -> Callable[..., PlanRun]:
                 resolved = load_plan(plan, overrides)
         except PlanError as e:  # a bad plan is the test's input: its message, not plan.py's traceback
             pytest.fail(str(e), pytrace=False)
+        from onceproof.stages import missing_program
+
+        if (missing := missing_program(resolved)) is not None:
+            pytest.fail(missing, pytrace=False)
         counter[0] += 1
         if runs is not None:  # `onceproof run --runs N`: a RepeatRun
             from onceproof.repeat import run_many

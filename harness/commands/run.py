@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from onceproof.errors import ExitCode
+from onceproof.errors import ExitCode, verdict_word
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,12 +61,12 @@ def verdict_table(results: dict) -> Table:
     for name, r in (results.get("checkers") or {}).items():
         if r.get("measurement") is True:  # perf: figures, not anomalies
             lat = r.get("latency_ms") or {}
-            t.add_row(escape(name), str(r.get("valid")), f"(latency ms p50={lat.get('p50')} p99={lat.get('p99')})")
+            t.add_row(escape(name), verdict_word(r.get("valid")), f"(latency ms p50={lat.get('p50')} p99={lat.get('p99')})")
             continue
         counts = ", ".join(f"{k}={n}" for k, n in (r.get("anomalies") or {}).items() if n) or "none"
         if r.get("unseen"):
             counts += f" (unseen={r['unseen']})"
-        t.add_row(escape(name), str(r.get("valid")), escape(counts))
+        t.add_row(escape(name), verdict_word(r.get("valid")), escape(counts))
     return t
 
 

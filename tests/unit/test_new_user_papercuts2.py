@@ -235,3 +235,27 @@ def test_a_run_whose_progress_reads_all_failed_is_not_called_an_old_history() ->
 
     notes = " ".join(check_path(str(DATA / "progress-unread.jsonl"))["notes"])
     assert "could not be read (every progress read failed" in notes and "from before onceproof" not in notes, notes
+
+
+def test_the_run_table_prints_verdict_words() -> None:
+    from rich.console import Console
+
+    from onceproof.commands.run import verdict_table
+
+    console = Console(record=True, width=120)
+    console.print(verdict_table({"name": "p", "valid": "unknown", "checkers": {
+        "exactly-once": {"valid": "unknown", "anomalies": {}},
+        "perf": {"valid": True, "measurement": True, "latency_ms": {}}}}))
+    text = console.export_text()
+    assert "UNKNOWN" in text and "VALID" in text and "True" not in text and "unknown " not in text, text
+
+
+def test_a_pipeline_command_not_found_in_the_pytest_fixture_is_a_short_failure(tmp_path: Path) -> None:
+    (tmp_path / "plan.yaml").write_text(_PLAN % "/nonexistent/python")
+    (tmp_path / "test_bad_command.py").write_text(
+        f"def test_it(onceproof):\n    onceproof({str(tmp_path / 'plan.yaml')!r})\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+                           str(tmp_path / "test_bad_command.py")], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "pipeline.command: '/nonexistent/python' not found" in done.stdout, done.stdout
