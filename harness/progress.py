@@ -437,8 +437,12 @@ class ProgressWatch:
         caught: bool | None = False
         idle = False
         exited = False
+        asked = 0.0  # all_exited() at most once a second (a container's state is a `docker inspect`)
         while True:
-            if all_exited is not None and all_exited():
+            ask = all_exited is not None and time.monotonic() - asked >= 1.0
+            if ask:
+                asked = time.monotonic()
+            if ask and all_exited is not None and all_exited():
                 exited = True
                 idle = time.monotonic() - observer.last_change >= idle_s
                 caught = self.caught_up(t0)
