@@ -259,3 +259,24 @@ def test_a_pipeline_command_not_found_in_the_pytest_fixture_is_a_short_failure(t
                           timeout=300)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "pipeline.command: '/nonexistent/python' not found" in done.stdout, done.stdout
+
+
+def test_a_sink_that_cannot_be_read_as_mapped_is_fatal_at_the_first_observe() -> None:
+    """The runner ends the load on it (harness/runner.py _stop_load): a run whose every event
+    would be lost is refused at once, not after its whole load and drain."""
+    from onceproof.observer import Observer
+    from onceproof.pgdecode import MappingError
+
+    class Sink:
+        name = "s"
+
+        def read(self) -> Any:
+            raise MappingError("workload.sink.postgres.id: the table has no column 'event_id' (its columns: a, b)")
+
+    called: list[Exception] = []
+    observer = Observer(Sink(), _Records(), interval_s=0.1)  # type: ignore[arg-type]
+    observer.on_fatal = called.append
+    observer.observe_once()
+    observer.observe_once()
+    assert [str(e) for e in called] == ["workload.sink.postgres.id: the table has no column 'event_id' (its columns: a, b)"]
+    assert observer.fatal is called[0]
