@@ -266,6 +266,34 @@ def iter_maps(path: str) -> Iterator[tuple[int, Map]]:
         yield line, form  # type: ignore[misc]
 
 
+def text(value: Any) -> str:
+    """`value` (as read from EDN, or an op's input/output built from it) written back as EDN, for
+    messages: nil, true/false, numbers, `:keyword` (a Keyword or a str that starts with `:`),
+    "strings", [vectors] (lists and tuples), #{sets}, {maps}; anything else as Python's repr
+    (edn-format.org)."""
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (Keyword, Symbol)) or isinstance(value, str) and value.startswith(":") and " " not in value:
+        return str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, Fraction):
+        return f"{value.numerator}/{value.denominator}"
+    if isinstance(value, Decimal):
+        return f"{value}M"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + " ".join(text(v) for v in value) + "]"
+    if isinstance(value, (set, frozenset)):
+        return "#{" + " ".join(text(v) for v in value) + "}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{text(k)} {text(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
 def _show(form: Any) -> str:
-    text = repr(form)
-    return text if len(text) <= 40 else text[:37] + "..."
+    shown = text(form)
+    return shown if len(shown) <= 40 else shown[:37] + "..."

@@ -174,7 +174,7 @@ def partial(history: History, *, order: str | None = None, examples: int = 10) -
         content_mask = h.eff_obs >= since
         if n_obs:
             why = f"the final read failed: {final_error}" if final_error else "the run did not finish"
-            notes.append(f"no final-read ({why}): the sink's content is the latest full "
+            notes.append(f"no final read ({why}): the sink's content is the latest full "
                          "observe plus the incremental ones after it; lost events cannot be proven")
     content = h.eff_eid[content_mask]
     applied = np.bincount(content, minlength=n_ev) if n_ev else np.zeros(0, np.int64)
@@ -191,7 +191,11 @@ def partial(history: History, *, order: str | None = None, examples: int = 10) -
         masks["lost"] = judged.lost
     else:
         masks["lost"] = missing
-        if has_final:
+        if has_final and progress_rule.progress_unread(h):
+            notes.append("the pipeline's progress could not be read (every progress read failed; see the "
+                         "run's notes): `lost` is judged by the final read alone, so a stalled pipeline "
+                         "shows as lost")
+        elif has_final:
             notes.append("no progress records (a history from before onceproof observed the pipeline's "
                          "progress): `lost` is judged by the final read alone, so a stalled pipeline "
                          "shows as lost")
@@ -285,7 +289,7 @@ def finish(parts: list[Partial], *, examples: int = 10,
     n_unseen = total("n_unseen")
     if vacuous:  # DESIGN: nothing acknowledged or nothing seen -> no verdict, whatever else
         valid: bool | str = "unknown"
-        notes.append("vacuous: " + " and ".join(vacuous) + "; nothing can be concluded")
+        notes.append("vacuous run: " + " and ".join(vacuous) + "; nothing can be concluded")
     elif any(counts.values()):
         valid = False
     elif not has_final:

@@ -23,6 +23,7 @@ from typing import Any
 from dataclasses import dataclass, field
 
 from onceproof.checkers.edn import iter_maps
+from onceproof.checkers.edn import text as edn_text
 from onceproof.checkers.history import History, HistoryError
 from onceproof.checkers.linearizable import Op
 from onceproof.checkers.models import UNKNOWN
@@ -117,8 +118,11 @@ def read_jepsen_log(path: str, meaning: str = "porcupine") -> list[Op]:
     as Porcupine's `parseJepsenLog` reads them (porcupine_test.go; its test_data/jepsen/etcd_*.log)
     unless `meaning="jepsen"`. Raises HistoryError (file, line, reason)."""
     pairing = _Pairing(path, meaning)
-    for n, line in enumerate(_read_lines(path), 1):
+    lines = _read_lines(path)
+    seen = False
+    for n, line in enumerate(lines, 1):
         m = _LOG_LINE.match(line)
+        seen = seen or m is not None
         if not m:
             if "jepsen.util" in line and re.search(r"\s:(invoke|ok|fail|info)\s", line):
                 raise HistoryError(path, n, "looks like an operation but does not read as "
@@ -133,6 +137,12 @@ def read_jepsen_log(path: str, meaning: str = "porcupine") -> list[Op]:
             pairing.invoke(process, n, f, _input(f, value))
         else:
             pairing.complete(process, n, typ, f, value, n)
+    first = next((line.strip() for line in lines if line.strip()), "")
+    if not seen and first:  # text with no operation line is no Jepsen log (it must never be found
+        # valid); an empty file is Porcupine's empty history (its test_data/jepsen/etcd_095.log)
+        raise HistoryError(path, 1, "not a Jepsen log: no operation line found (a line such as "
+                                    "'INFO  jepsen.util - 3\t:invoke\t:read\tnil'); the first line is: "
+                                    f"{first[:80]!r}")
     return pairing.finish()
 
 
@@ -196,9 +206,9 @@ def read_edn_history(path: str, meaning: str = "jepsen", keyed: bool | None = No
             continue  # :nemesis and the like
         typ, f = _name(m[":type"]), _name(m[":f"])
         if typ not in _TYPES:
-            raise HistoryError(path, line, f":type must be :invoke, :ok, :fail or :info, got {m[':type']!r}")
+            raise HistoryError(path, line, f":type must be :invoke, :ok, :fail or :info, got {edn_text(m[':type'])}")
         if not isinstance(f, str):
-            raise HistoryError(path, line, f":f must be a keyword such as :read, got {m[':f']!r}")
+            raise HistoryError(path, line, f":f must be a keyword such as :read, got {edn_text(m[':f'])}")
         value = m.get(":value")
         if typ == "invoke":
             open_[process] = len(raw)
@@ -223,7 +233,7 @@ def read_edn_history(path: str, meaning: str = "jepsen", keyed: bool | None = No
             continue  # certainly did not happen
         if keyed:
             if not (isinstance(inv, tuple) and len(inv) == 2):
-                raise HistoryError(path, line, f"expected an independent [key value] tuple as :value, got {inv!r}")
+                raise HistoryError(path, line, f"expected an independent [key value] tuple as :value, got {edn_text(inv)}")
             k, inv = inv
             if not is_key(k):
                 raise HistoryError(path, line, _key_expected("the key of an independent [key value] :value", k))
@@ -260,7 +270,7 @@ def is_key(k: Any) -> bool:
 
 
 def _key_expected(what: str, k: Any) -> str:
-    return f"{what} must be a string, keyword or number such as \"x\" or :x, got {k!r}"
+    return f"{what} must be a string, keyword or number such as \"x\" or :x, got {edn_text(k)}"
 
 
 def _looks_independent(raw: list[list[Any]]) -> bool:
@@ -285,18 +295,18 @@ def _edn_input(f: str, value: Any, path: str, line: int) -> tuple[Any, ...]:
     if f == "txn":
         if not isinstance(value, tuple):
             raise HistoryError(path, line, f"a :txn :value must be a vector of micro-ops such as "
-                                           f"[[:r :x nil] [:w :y 2]], got {value!r}")
+                                           f"[[:r :x nil] [:w :y 2]], got {edn_text(value)}")
         mops = []
         for mop in value:
             if not (isinstance(mop, tuple) and len(mop) == 3 and _name(mop[0]) in ("r", "w")):
-                raise HistoryError(path, line, f"a :txn micro-op must be [:r key value] or [:w key value], got {mop!r}")
+                raise HistoryError(path, line, f"a :txn micro-op must be [:r key value] or [:w key value], got {edn_text(mop)}")
             mops.append((_name(mop[0]), mop[1], mop[2]))
         return ("txn", tuple(mops))
     if f in _NO_ARG and value is None:
         return (f,)
     if f == "cas":
         if not (isinstance(value, tuple) and len(value) == 2):
-            raise HistoryError(path, line, f"a :cas :value must be [old new], got {value!r}")
+            raise HistoryError(path, line, f"a :cas :value must be [old new], got {edn_text(value)}")
         return ("cas", *value)
     return (f, value)
 

@@ -88,6 +88,13 @@ def has_progress(h: History) -> bool:
     return _recs(h, "progress", OK).size > 0
 
 
+def progress_unread(h: History) -> bool:
+    """True when the run tried to read the pipeline's progress and no read succeeded (every
+    `progress` operation failed: a broken `pipeline.progress` query, a pipeline that never
+    made its progress table), as opposed to a history from before progress was observed."""
+    return _recs(h, "progress").size > 0 and not has_progress(h)
+
+
 def _recs(h: History, f: str, type_: int | None = None) -> np.ndarray:
     code = h.f_code(f)
     if code < 0:

@@ -126,7 +126,7 @@ class FixedStep(BaseModel):
     kind: ClassVar[str] = "?"
     at: Annotated[float, Seconds()] = Field(description="applied at this time after the start of the run")
     for_: Annotated[float, Seconds(allow_zero=False)] | None = Field(
-        None, alias="for", description="healed this long later (default: at the end of the run)")
+        None, alias="for", description="healed this long later (default: when the load ends)")
 
     def body(self) -> BaseModel:
         """The kind's own field: its target and parameters."""

@@ -10,7 +10,7 @@ import importlib
 import os
 import re
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from onceproof.errors import ExitCode
 
@@ -49,7 +49,57 @@ def negative_values_joined(argv: list[str]) -> list[str]:
     return out
 
 
+class _ReaderMayLeave:
+    """sys.stdout for a reader that may leave (`onceproof check x | head -1`): a write or flush
+    that meets a closed pipe points fd 1 at devnull (Python's advice, docs "Note on SIGPIPE", so
+    no "Exception ignored" at exit) and is dropped, so the command runs on and its exit code is
+    its verdict's, not that of whatever the write raised (rich's console exits 1 on
+    BrokenPipeError). Anything else is the wrapped stream's."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def _to_devnull(self) -> None:
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+        except (OSError, ValueError):
+            pass
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+            try:  # what the stream still holds now goes to devnull
+                self._stream.flush()
+            except OSError:
+                pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    stdout = sys.stdout
+    if not isinstance(stdout, _ReaderMayLeave) and hasattr(stdout, "fileno"):
+        sys.stdout = _ReaderMayLeave(stdout)  # type: ignore[assignment]
+    try:
+        return _main(argv)
+    finally:
+        try:
+            sys.stdout.flush()
+        finally:
+            sys.stdout = stdout
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(negative_values_joined(sys.argv[1:] if argv is None else list(argv)))
     if not getattr(args, "func", None):

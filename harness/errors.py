@@ -36,3 +36,9 @@ class ExitCode(IntEnum):
         if valid is False:
             return cls.INVALID
         return cls.UNKNOWN
+
+
+def verdict_word(valid: bool | str | None) -> str:
+    """A verdict as the one word every summary line prints: True -> "VALID", False ->
+    "INVALID", anything else ("unknown", None) -> "UNKNOWN" (the names of ExitCode)."""
+    return ExitCode.of(valid).name

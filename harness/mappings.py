@@ -374,7 +374,7 @@ class PostgresTableSink(Sink):
         from onceproof.pgdecode import Follower, Rows
 
         s = self.spec
-        rows = Rows(s.id or "event_id", s.key, s.seq, None, s.applied, where="workload.sink.postgres")
+        rows = self.rows = Rows(s.id or "event_id", s.key, s.seq, None, s.applied, where="workload.sink.postgres")
         self.follower = Follower(self.deployment.postgres_dsn(), s.table or "", rows, s.schema_ or "public")
         self.follower.create()
         cols = ", ".join(c or "NULL" for c in (s.id, s.key, s.seq, s.applied if s.applied != "xmin" else None))
@@ -386,12 +386,33 @@ class PostgresTableSink(Sink):
         return self.query._rows(60.0)
 
     def read(self) -> tuple[list[Effect], bool]:
-        return self.follower.read()
+        try:
+            return self.follower.read()
+        except MappingError as e:  # kept: the changes it was raised on are gone from the slot
+            self.mapping_error = e
+            raise
 
     def visible(self) -> tuple[list[list[int]], str] | None:
         return (self.follower.visible, "commit") if self.follower.visible else None
 
+    def _columns(self) -> list[str]:
+        """The table's columns in order ([] when there is no such table yet)."""
+        conn = self.query._connect()
+        with SocketDeadline(conn, 60.0):
+            cur = conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+                               "AND table_name = %s ORDER BY ordinal_position", (self.spec.schema_ or "public",
+                                                                                   self.spec.table or ""))
+            return [str(r[0]) for r in cur.fetchall()]
+
     def final_read(self) -> list[Effect]:
+        """The content at the end; raises MappingError when the plan names a column the table
+        does not have (an observe already found it, or the table as it is now says so): the
+        decoded content would be a false "empty", every event lost."""
+        if getattr(self, "mapping_error", None) is not None:
+            raise self.mapping_error  # type: ignore[misc]
+        columns = self._columns()
+        if columns:
+            self.rows.check_columns(columns)
         effects = self.follower.final_read()
         return self._full() if self.follower.blind else effects
 

@@ -19,6 +19,10 @@ class Observer:
         self.applied = 0  # effects seen so far (rows, duplicates included)
         self.last_change = time.monotonic()
         self.errors = 0
+        # a read that can never succeed (MappingError: the plan names a column the sink lacks):
+        # the error, and what to call on it (the runner ends the load: every event would be lost)
+        self.fatal: Exception | None = None
+        self.on_fatal: Callable[[Exception], None] | None = None
         self.last_full = True  # whether the last read was a full one (a re-read of the sink)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -33,6 +37,12 @@ class Observer:
             except Exception as e:  # noqa: BLE001 - a failed read is a fact, not a crash
                 self.errors += 1
                 self.history.record("observer", "fail", "observe", {"error": str(e)[:300]})
+                from onceproof.pgdecode import MappingError
+
+                if isinstance(e, MappingError) and self.fatal is None:
+                    self.fatal = e
+                    if self.on_fatal is not None:
+                        self.on_fatal(e)
                 return 0
             value: dict = {"full": full}
             if events and not full:

@@ -336,12 +336,34 @@ class ProgressWatch:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # the `pipeline.progress` SQL refused by the server (a syntax error; a table or column
+        # that is not there): the message, when (monotonic), and whether it can never be read
+        self.broken: str | None = None
+        self.broken_at = 0.0
+        self.broken_for_good = False
 
     @property
     def note(self) -> str:
         if self.reader is None:
             return f"the pipeline's progress on {self.source} cannot be observed: give pipeline.progress"
+        if self.broken is not None:
+            return (f"{self.broken}: the pipeline's progress could not be read, so the drain did not wait for it "
+                    "(as in a run without pipeline.progress)")
         return self.reader.note
+
+    def _refused(self, e: Exception) -> None:
+        """Note a poll the server refused as the query's fault (psycopg.ProgrammingError: a
+        syntax error, an undefined table or column; SQLSTATE class 42): a syntax error can never
+        be read; a missing table can be created by the pipeline later, so it counts only when
+        it is still missing during the drain (caught_up)."""
+        try:
+            import psycopg
+        except ImportError:  # pragma: no cover - a dependency of the project
+            return
+        if isinstance(e, psycopg.ProgrammingError):
+            self.broken = f"pipeline.progress: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            self.broken_at = time.monotonic()
+            self.broken_for_good = self.broken_for_good or isinstance(e, psycopg.errors.SyntaxError)
 
     def poll(self, final: bool = False) -> list[GroupProgress] | None:
         """One read of the progress, recorded; the groups, or None when the read failed."""
@@ -354,7 +376,9 @@ class ProgressWatch:
             except Exception as e:  # noqa: BLE001 - a failed read is a fact, not a crash
                 self.history.record("observer", "fail", "progress", {"source": self.source,
                                                                      "error": str(e)[:300]})
+                self._refused(e)
                 return None
+            self.broken, self.broken_for_good = None, False
             value: dict[str, Any] = {"source": self.source, "groups": [g.as_value() for g in groups]}
             if final:
                 value["final"] = True
@@ -391,23 +415,38 @@ class ProgressWatch:
         partition of every group; None when no group can be observed."""
         if self.reader is None:
             return None
+        if self.broken is not None and (self.broken_for_good or self.broken_at >= since):
+            return None  # a query that cannot be read: the quiet sink alone ends the drain
         if self.latest is None or self.latest_at < since:
             return False
         if not self.latest:
             return None
         return all(g.lag == 0 for g in self.latest)
 
-    def wait_caught_up(self, observer: Observer, sink: Sink, idle_s: float, max_s: float) -> Quiet:
+    def wait_caught_up(self, observer: Observer, sink: Sink, idle_s: float, max_s: float,
+                       all_exited: Callable[[], bool] | None = None) -> Quiet:
         """The drain: until the sink has been idle for `idle_s` AND the pipeline caught up AND
-        the sink has no open transaction, or `max_s` passed. Never raises for a slow pipeline:
-        the returned Quiet says what was not reached."""
+        the sink has no open transaction, or `max_s` passed, or `all_exited()` says every
+        replica of the pipeline has exited (nothing restarts one during the drain: nothing
+        would apply more). Never raises for a slow pipeline: the returned Quiet says what was
+        not reached."""
         t0 = time.monotonic()
         deadline = t0 + max_s
         observer.last_change = max(observer.last_change, t0)  # idle counts from now at the earliest
         stable: bool | None = None
         caught: bool | None = False
         idle = False
+        exited = False
+        asked = 0.0  # all_exited() at most once a second (a container's state is a `docker inspect`)
         while True:
+            ask = all_exited is not None and time.monotonic() - asked >= 1.0
+            if ask:
+                asked = time.monotonic()
+            if ask and all_exited is not None and all_exited():
+                exited = True
+                idle = time.monotonic() - observer.last_change >= idle_s
+                caught = self.caught_up(t0)
+                break
             now = time.monotonic()
             idle = now - observer.last_change >= idle_s
             caught = self.caught_up(t0)
@@ -422,9 +461,12 @@ class ProgressWatch:
             time.sleep(min(0.2, idle_s / 5))
         lag = sum(g.lag for g in self.latest) if self.latest else None
         quiet = Quiet(idle, caught, stable, time.monotonic() - t0, lag)
-        if not idle:
+        if exited:
+            quiet.notes.append(f"every replica of the pipeline had exited {quiet.waited_s:.1f}s into the drain and "
+                               "nothing restarts one then: the drain stopped waiting for the pipeline to catch up")
+        elif not idle:
             quiet.notes.append(f"the sink was still changing after quiesce.max={max_s:g}s")
-        if caught is False:
+        if caught is False and not exited:
             quiet.notes.append(f"the pipeline had not caught up with {self.source} after quiesce.max={max_s:g}s"
                                + (f" (lag {lag:,})" if lag is not None else ""))
             never = [g.group for g in self.latest or [] if all(c == -1 for _, c, _ in g.partitions)]
@@ -432,7 +474,7 @@ class ProgressWatch:
                 quiet.notes.append(f"consumer group {', '.join(never)} never committed offsets of {self.source}: "
                                    "if the pipeline keeps its positions elsewhere, give pipeline.progress")
         elif caught is None:
-            quiet.notes.append(f"{self.note}; the drain ended on a quiet sink alone")
+            quiet.notes.append(self.note + ("" if exited else "; the drain ended on a quiet sink alone"))
         if stable is False:
             quiet.notes.append(f"the sink {sink.name} still had an open transaction after quiesce.max={max_s:g}s")
         return quiet

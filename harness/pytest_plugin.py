@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 import pytest
 
+from onceproof.errors import verdict_word
+
 
 class PlanRun:
     def __init__(self, result: Any) -> None:
@@ -32,7 +34,7 @@ class PlanRun:
         return {k: v for k, v in (self.results["checkers"].get(checker, {}).get("anomalies") or {}).items() if v}
 
     def summary(self) -> str:
-        return (f"verdict={self.valid} anomalies={self.anomalies()} errors={self.results.get('errors')} "
+        return (f"verdict={verdict_word(self.valid)} anomalies={self.anomalies()} errors={self.results.get('errors')} "
                 f"report={self.out_dir / 'report.html'}")
 
 
@@ -56,7 +58,7 @@ class RepeatRun:
 @pytest.fixture
 def onceproof(tmp_path: Path) -> Callable[..., PlanRun]:
     """Run a plan (path or dict) against real targets; results go under the test's tmp_path."""
-    from onceproof.plan import apply_overrides, load_plan, parse_duration, validate_plan
+    from onceproof.plan import PlanError, apply_overrides, load_plan, parse_duration, validate_plan
     from onceproof.runner import execute
 
     counter = [0]
@@ -68,12 +70,19 @@ def onceproof(tmp_path: Path) -> Callable[..., PlanRun]:
             overrides["workload.duration"] = parse_duration(duration)
         if seed is not None:
             overrides["seed"] = seed
-        if isinstance(plan, dict):
-            data = dict(plan)
-            apply_overrides(data, overrides)
-            resolved = validate_plan(data)
-        else:
-            resolved = load_plan(plan, overrides)
+        try:
+            if isinstance(plan, dict):
+                data = dict(plan)
+                apply_overrides(data, overrides)
+                resolved = validate_plan(data)
+            else:
+                resolved = load_plan(plan, overrides)
+        except PlanError as e:  # a bad plan is the test's input: its message, not plan.py's traceback
+            pytest.fail(str(e), pytrace=False)
+        from onceproof.stages import missing_program
+
+        if (missing := missing_program(resolved)) is not None:
+            pytest.fail(missing, pytrace=False)
         counter[0] += 1
         if runs is not None:  # `onceproof run --runs N`: a RepeatRun
             from onceproof.repeat import run_many

@@ -134,6 +134,9 @@ def _scopes(plan: Plan, run: RunLog, signals: stages.Signals, progress: Progress
                                     seed=plan.seed, payload_bytes=plan.workload.payload_bytes)
             with stages.load_window(history, workload, nemesis, schedule) as window:
                 progress.phase = "load"
+                observer.on_fatal = lambda e: _stop_load(run, window.stop, e)
+                if observer.fatal is not None:  # found before the load began
+                    _stop_load(run, window.stop, observer.fatal)
                 scope.enter_context(_Ticker(progress, workload, observer, nemesis, window.t0, report))
                 with _reads(plan, replicas, history):
                     load_host.call(workload.run, plan.workload.duration, window.stop)
@@ -147,6 +150,13 @@ def _scopes(plan: Plan, run: RunLog, signals: stages.Signals, progress: Progress
             _settle(plan, run, history, observer, watch, sink, progress, report, replicas, deployment)
             others.record_contents(history)
         _phase(progress, report, "teardown")
+
+
+def _stop_load(run: RunLog, stop: threading.Event, error: Exception) -> None:
+    """End the load now: the sink cannot be read as the plan maps it (`error`), so the run can
+    have no verdict; its final read fails with the same error."""
+    run.notes.append(f"the load was stopped early: the sink cannot be read as the plan maps it ({error})")
+    stop.set()
 
 
 def _reads(plan: Plan, replicas: stages.Replicas, history: HistoryWriter) -> Any:
@@ -174,7 +184,8 @@ def _settle(plan: Plan, run: RunLog, history: HistoryWriter, observer: Observer,
     (quiesce, harness/progress.py), record its final position, then read the sink one last time."""
     progress.phase = "quiescing"
     history.record("harness", "info", "quiesce-start", None)
-    quiet = watch.wait_caught_up(observer, sink, plan.quiesce.idle, plan.quiesce.max)
+    quiet = watch.wait_caught_up(observer, sink, plan.quiesce.idle, plan.quiesce.max,
+                                 all_exited=lambda: bool(replicas.nodes) and not any(n.alive for n in replicas.nodes))
     history.record("harness", "info", "quiesce-end", quiet.as_dict())
     run.notes.extend(quiet.notes)
     replicas.note_exits(history, "the drain")  # a crashed pipeline explains a stall

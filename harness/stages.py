@@ -335,6 +335,27 @@ def _resolve_command(command: list[str]) -> list[str]:
     return list(command)
 
 
+def missing_program(plan: Plan) -> str | None:
+    """Why the pipeline's program cannot be started here, or None: `pipeline.command`'s first
+    word not found (a path, taken from `pipeline.cwd` as the replicas will be, or a name looked
+    up on PATH, `pipeline.env`'s if it sets one) or not executable. A bad plan, said before
+    anything starts (exit 2), not a failed run. None for `pipeline.image` (the image has it)."""
+    if plan.pipeline.image:
+        return None
+    program = _resolve_command(plan.pipeline.command)[0]
+    cwd = plan.pipeline.cwd or os.getcwd()
+    if "/" in program:
+        path = os.path.join(cwd, program)
+        if not os.path.exists(path):
+            return f"pipeline.command: {program!r} not found (no such file{'' if os.path.isabs(program) else ' in ' + cwd})"
+        if os.path.isdir(path) or not os.access(path, os.X_OK):
+            return f"pipeline.command: {program!r} is not an executable file"
+        return None
+    if shutil.which(program, path=plan.pipeline.env.get("PATH", os.environ.get("PATH"))) is None:
+        return f"pipeline.command: {program!r} not found on PATH"
+    return None
+
+
 class Replicas:
     """The pipeline's replicas `pipeline-0..N-1`: started by start(), each one listed in
     `nodes` once it is up."""

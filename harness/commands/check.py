@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
                    help="default: exactly-once for onceproof histories, linearizable for Jepsen's")
     p.add_argument("--model", default=None,
                    help="linearizability model: register, cas-register, kv, counter, set, queue, "
-                        "fifo-queue, unordered-queue, mutex, multi-register (default: cas-register for "
+                        "fifo-queue, unordered-queue, mutex, multi-register, max-register (default: cas-register for "
                         "jepsen-log; for jepsen-edn, the model its ops call for: :cas/:read/:write "
                         "cas-register, :acquire mutex, :txn multi-register, :enqueue fifo-queue, "
                         ":get/:put kv, :add counter or set); Jepsen `independent` ops ([k v] values) "
@@ -137,9 +137,37 @@ def _unmerged_shards(path: str) -> None:
                                        f"onceproof.loadprocs --merge {p.parent}")
 
 
+_BINARY = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f]")  # control bytes no text history holds
+
+
+def _sniff(path: str) -> None:
+    """Refuse, before any reader sees it, a file that is no history of any format: an empty
+    file (no operation: never a verdict) and binary data (control bytes or bytes that are not
+    UTF-8 in its first line; a JSONL history cut mid-line stays the reader's "last line is
+    incomplete" case). Raises HistoryError."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as e:
+        raise HistoryError(path, None, f"cannot open: {e.strerror or e}") from None
+    if not head:
+        raise HistoryError(path, None, "empty file: not a history")
+    first, newline, _ = head.partition(b"\n")
+    if not newline and len(head) == 4096:
+        first = first[:-3]  # a multi-byte character the read cut is not binary data
+    try:
+        first.decode("utf-8")
+        binary = _BINARY.search(first) is not None
+    except UnicodeDecodeError:
+        binary = True
+    if binary:
+        raise HistoryError(path, 1, "not a history (binary data at line 1)")
+
+
 def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
     """The verdict of one file as the JSON object `--json` prints (raises HistoryError)."""
     _regular(path)
+    _sniff(path)
     fmt = args.format or guess_format(path)
     checker = args.checker or ("exactly-once" if fmt == "onceproof" else "linearizable")
     if checker == "exactly-once":
@@ -207,6 +235,9 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
         for op in ops:
             fs.setdefault(str(op.input[0]), None)
         name = args.model or DEFAULT_MODEL[fmt]
+    if not ops:  # nothing to linearize says nothing: never valid
+        raise HistoryError(path, None, "no operation in the history (an invoke and its completion); "
+                                       "nothing to check")
     try:
         model = models.by_name(name)
         if args.initial is not None:
@@ -245,15 +276,23 @@ def _names(fs: dict[str, Any]) -> str:
     return ", ".join(f":{f}" for f in fs)
 
 
+def _op_text(op_input: tuple[Any, ...]) -> str:
+    """An op's input (f, *args) as EDN: `[:enqueue 1]`."""
+    from onceproof.checkers import edn
+
+    return edn.text([f":{op_input[0]}", *op_input[1:]]) if op_input else "[]"
+
+
 def _check_shapes(path: str, ops: list[Any], model: Any, lines: dict[int, int]) -> None:
     """Every op as the model takes it: one step from the initial state must not raise (a
     `:value` of the wrong shape is refused here with its line, not a traceback later)."""
+    from onceproof.checkers import edn
     from onceproof.checkers.ops import is_key
 
     state = model.init()
     for op in ops:
         if model.name == "kv" and (len(op.input) < 2 or not is_key(op.input[1])):
-            got = repr(op.input[1]) if len(op.input) > 1 else "no key"
+            got = edn.text(op.input[1]) if len(op.input) > 1 else "no key"
             raise HistoryError(path, lines.get(op.id), f"a :{op.input[0]} of the kv model needs a key: a string, "
                                                        f"keyword or number as :key (Porcupine's kv), such as "
                                                        f"{{:f :put, :key \"x\", :value \"1\"}}; got {got}")
@@ -261,7 +300,7 @@ def _check_shapes(path: str, ops: list[Any], model: Any, lines: dict[int, int]) 
             model.step(state, op.input, op.output)
             hash(op.input)
         except Exception as e:  # noqa: BLE001 - any model error is a bad op
-            raise HistoryError(path, lines.get(op.id), f"the op {list(op.input)} -> {op.output!r} does not have "
+            raise HistoryError(path, lines.get(op.id), f"the op {_op_text(op.input)} -> {edn.text(op.output)} does not have "
                                                        f"the shape the {model.name} model takes ({type(e).__name__}: "
                                                        f"{e})") from None
 

@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from onceproof.errors import ExitCode
+from onceproof.errors import ExitCode, verdict_word
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,12 +61,12 @@ def verdict_table(results: dict) -> Table:
     for name, r in (results.get("checkers") or {}).items():
         if r.get("measurement") is True:  # perf: figures, not anomalies
             lat = r.get("latency_ms") or {}
-            t.add_row(escape(name), str(r.get("valid")), f"(latency ms p50={lat.get('p50')} p99={lat.get('p99')})")
+            t.add_row(escape(name), verdict_word(r.get("valid")), f"(latency ms p50={lat.get('p50')} p99={lat.get('p99')})")
             continue
         counts = ", ".join(f"{k}={n}" for k, n in (r.get("anomalies") or {}).items() if n) or "none"
         if r.get("unseen"):
             counts += f" (unseen={r['unseen']})"
-        t.add_row(escape(name), str(r.get("valid")), escape(counts))
+        t.add_row(escape(name), verdict_word(r.get("valid")), escape(counts))
     return t
 
 
@@ -77,7 +77,8 @@ def why_unknown(name: str, result: dict) -> list[str]:
         return []
     notes = [str(n) for n in result.get("notes") or []]
     reason = str(result.get("reason") or "")
-    return [f"{name}: {n}" for n in ([reason] if reason and reason not in notes else []) + notes]
+    said = reason in notes or reason.split(": ")[0] in {n.split(": ")[0] for n in notes}  # once, not twice
+    return [f"{name}: {n}" for n in ([reason] if reason and not said else []) + notes]
 
 
 def runtime_can_run(plan: Any, plan_file: str) -> bool:
@@ -116,6 +117,11 @@ def run(args: argparse.Namespace) -> int:
         print(e, file=sys.stderr)
         return ExitCode.BAD_INPUT
     if not runtime_can_run(plan, args.plan):
+        return ExitCode.BAD_INPUT
+    from onceproof.stages import missing_program
+
+    if (missing := missing_program(plan)) is not None:
+        print(f"{args.plan}: {missing}", file=sys.stderr)
         return ExitCode.BAD_INPUT
     if args.runs is not None:
         from onceproof.commands.run_many import run_many_command

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from onceproof.errors import ExitCode
+from onceproof.errors import ExitCode, verdict_word
 
 
 def run_many_command(plan: Any, args: argparse.Namespace) -> int:
@@ -40,7 +40,7 @@ def run_many_command(plan: Any, args: argparse.Namespace) -> int:
         from onceproof.repeat import anomalies_of
 
         found = ", ".join(f"{k}={n}" for k, n in anomalies_of(r.results).items()) or "-"
-        console.print(f"run {i}/{args.runs}: {r.valid} ({found}) {r.out_dir}", markup=False)
+        console.print(f"run {i}/{args.runs}: {verdict_word(r.valid)} ({found}) {r.out_dir}", markup=False)
 
     try:
         result = run_many(plan, args.runs, out, reuse=not args.restart_targets, on_progress=on_progress,
@@ -52,7 +52,7 @@ def run_many_command(plan: Any, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"out": str(out), **{k: s[k] for k in ("valid", "exit_code", "verdicts", "catch_rate")}}))
     rates = ", ".join(f"{k} {c['runs']}/{c['of']}" for k, c in s["catch_rate"].items()) or "no anomaly"
-    console.print(f"aggregate: {s['valid']} ({s['verdicts']['invalid']} invalid, {s['verdicts']['unknown']} "
+    console.print(f"aggregate: {verdict_word(s['valid'])} ({s['verdicts']['invalid']} invalid, {s['verdicts']['unknown']} "
                   f"unknown of {s['runs_done']} runs); catch rate: {rates}", markup=False)
     console.print(f"summary: {out / 'summary.html'}", markup=False)
     return result.exit_code

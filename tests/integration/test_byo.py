@@ -191,6 +191,16 @@ def test_a_table_mapping_naming_a_column_the_table_lacks_is_an_error_naming_the_
         with pytest.raises(MappingError, match=rf"workload\.sink\.postgres\.{field}: the table has no column "
                                                r"'(custmer|orderid)' \(its columns: order_id, customer, n\)"):
             sink.read()
+        # the final read fails too: never an "empty" table (every event lost) after a failed read
+        with pytest.raises(MappingError, match=rf"workload\.sink\.postgres\.{field}: the table has no column"):
+            sink.final_read()
+        fresh = PostgresTableSink(d, PostgresMapping(table=table, **mapping))  # no observe saw a row
+        fresh.setup()
+        try:
+            with pytest.raises(MappingError, match=rf"workload\.sink\.postgres\.{field}: the table has no column"):
+                fresh.final_read()
+        finally:
+            fresh.close()
     finally:
         sink.close()
 
