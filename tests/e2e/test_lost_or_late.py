@@ -1,7 +1,8 @@
 """Lost or late, end to end through the CLI against real Kafka (issue 11): a correct pipeline
 nobody here wrote (Quix Streams, defaults untouched: 45 s session timeout, a new
 transactional.id per start) is never reported `lost` however slowly it recovers from kills; its
-at-least-once mode shows duplicates and still no `lost`; a pipeline that hangs forever after a
+at-least-once mode (static members: a restarted replica resumes at once) shows duplicates and
+still no `lost`; a pipeline that hangs forever after a
 restart is `unknown` with the stall, never `lost` and never `valid`.
 
 The issue's 40 s plan is shortened to 16 s of load with the same kinds of faults (a kill, a
