@@ -10,7 +10,9 @@ sees what a run against fresh targets sees (Jepsen does the same between tests w
   deleted and waited for, every consumer group deleted (waiting, up to GROUP_GONE_TIMEOUT_S,
   for the members of the last run's pipeline to time out: a group left behind would look
   like a stuck pipeline to the next run);
-- PostgreSQL: every table of schema `public` dropped;
+- PostgreSQL: every prepared transaction of its database rolled back (one a killed two-phase
+  coordinator left in doubt holds its locks forever: the drop would wait on it), then every
+  table of schema `public` dropped;
 - Redis: FLUSHALL;
 - every server running and not paused, every Toxiproxy proxy enabled with no toxic.
 
@@ -112,6 +114,8 @@ def _reset_postgres(deployment: Deployment) -> None:
     from onceproof.pgdecode import drop_leftovers
 
     with psycopg.connect(deployment.postgres_dsn(), autocommit=True, connect_timeout=10) as c:
+        for (gid,) in c.execute("SELECT gid FROM pg_prepared_xacts WHERE database = current_database()").fetchall():
+            c.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
         tables = [r[0] for r in c.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
         for t in tables:
             c.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier("public", t)))

@@ -65,7 +65,10 @@ def test_the_gitlab_job_keeps_the_artifacts_and_publishes_junit() -> None:
 PLAN = """name: ci-check
 runtime: docker
 targets: {kafka: {nodes: 1}, postgres: {}}
-pipeline: {command: [python, -m, onceproof.targets.pipelines.kafka_to_postgres], replicas: 1}
+pipeline:
+  command: [python, -m, onceproof.targets.pipelines.kafka_to_postgres]
+  replicas: 1
+  progress: SELECT partition, max(next_offset) FROM onceproof_offsets GROUP BY partition  # its positions live in PostgreSQL
 workload: {source: kafka:onceproof.events, sink: postgres:onceproof_effects, rate: 300, keys: 10, duration: 6s}
 faults:
   - {at: 2s, for: 2s, latency: {target: postgres, ms: 100}}

@@ -52,6 +52,7 @@ pipeline:
   image: onceproof/pipelines:local
   command: [python, -m, onceproof.targets.pipelines.kafka_to_postgres]
   replicas: 2
+  progress: SELECT partition, max(next_offset) FROM onceproof_offsets GROUP BY partition  # its positions live in PostgreSQL
 workload: {source: kafka:onceproof.events, sink: postgres:onceproof_effects, rate: 500, keys: 20, duration: 12s}
 faults:
   - {at: 3s, kill: pipeline-0, restart-after: 2s}

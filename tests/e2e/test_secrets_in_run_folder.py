@@ -23,6 +23,7 @@ pipeline:
   command: [python, -m, onceproof.targets.pipelines.kafka_to_postgres]
   env: {json.dumps({**SECRETS, "MODE": "plain-value"})}
   secret-env: [LISTED]
+  progress: SELECT partition, max(next_offset) FROM onceproof_offsets GROUP BY partition  # its positions live in PostgreSQL
 workload: {{source: kafka:onceproof.events, sink: postgres:onceproof_effects, rate: 200, keys: 5, duration: 3s}}
 quiesce: {{idle: 2s, max: 30s}}
 """
