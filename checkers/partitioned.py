@@ -147,6 +147,30 @@ def _spill_folder(where: Any) -> Iterator[Path]:
             signal.signal(signal.SIGTERM, old)
 
 
+def pack_rows(cols: dict[str, np.ndarray], dt: np.dtype, dest: np.ndarray, bounds: list[int],
+              pack: Any = None) -> np.ndarray:
+    """Rows of the packed record type `dt` from `cols` (a column per field, each as long as
+    `dest`), grouped by partition: those of partition p (`dest[i] == p`, uint8) at
+    [bounds[p], bounds[p+1]), in their order. `pack`: the scanner's hs_pack (one C pass), else
+    numpy (field by field, then a stable sort by partition): the same bytes."""
+    n = len(dest)
+    if pack is not None:
+        arrays = [np.ascontiguousarray(cols[name], dt[name]) for name in dt.names]
+        assert all(len(a) == n for a in arrays)
+        ptrs = np.array([a.ctypes.data for a in arrays], np.uint64)
+        sizes = np.array([dt[name].itemsize for name in dt.names], np.int32)
+        offs = np.array([dt.fields[name][1] for name in dt.names], np.int32)
+        at = np.array(bounds[:-1], np.int64)
+        out = np.empty(n, dt)
+        pack(n, len(arrays), ptrs.ctypes.data, sizes.ctypes.data, offs.ctypes.data, dt.itemsize,
+             np.ascontiguousarray(dest, np.uint8).ctypes.data, at.ctypes.data, out.ctypes.data)
+        return out
+    rows = np.empty(n, dt)
+    for name in dt.names:
+        rows[name] = cols[name]
+    return rows[np.argsort(dest, kind="stable")]
+
+
 class Split:
     """One pass over the history at `path` into `k` partitions under `folder` (see the module)."""
 
@@ -399,11 +423,10 @@ class Split:
             texts = dict(part.s_str)
             cand = np.where(keys >= 0, self.k_part[np.maximum(keys, 0)], 0).astype(np.uint8)
             dest = self._route(nums, widths, texts, cand, keys >= 0)
-            rows = np.empty(len(s_rec), SEND_DT)
-            rows["rec"], rows["time"], rows["type"] = s_rec + rec0, time[s_rec], typ[s_rec]
-            rows["f"], rows["proc"], rows["off"], rows["end"] = f[s_rec], proc[s_rec], off[s_rec], end[s_rec]
-            rows["num"], rows["width"], rows["key"], rows["seq"] = nums, widths, keys, cat("s_seq", np.int64)
-            self._write(rows, dest, texts, self.n_send, self.s_text, 0)
+            rows = {"rec": s_rec + rec0, "time": time[s_rec], "type": typ[s_rec], "f": f[s_rec], "proc": proc[s_rec],
+                    "off": off[s_rec], "end": end[s_rec], "num": nums, "width": widths, "key": keys,
+                    "seq": cat("s_seq", np.int64)}
+            self._write(rows, SEND_DT, dest, texts, self.n_send, self.s_text, 0)
         # sink reads and their effects: the effects of all the chunk's reads spilled at once
         e_num: list[np.ndarray] = []
         e_width: list[np.ndarray] = []
@@ -471,9 +494,8 @@ class Split:
         widths = widths.copy()
         texts = dict(strs)
         dest = self._route(nums, widths, texts, None, None, event_at)
-        rows = np.empty(len(nums), EFF_DT)
-        rows["num"], rows["width"], rows["obs"], rows["pos"] = nums, widths, obs, pos
-        self._write(rows, dest, texts, self.n_eff, self.e_text, 1)
+        self._write({"num": nums, "width": widths, "obs": obs, "pos": pos}, EFF_DT, dest, texts, self.n_eff,
+                    self.e_text, 1)
 
     def _route(self, nums: np.ndarray, widths: np.ndarray, texts: dict[int, str], cand: np.ndarray | None,
                has_cand: np.ndarray | None, events: Any = None) -> np.ndarray:
@@ -554,17 +576,22 @@ class Split:
                 has[i] = True
         return cand, has
 
-    def _write(self, rows: np.ndarray, dest: np.ndarray, texts: dict[int, str], counts: list[int],
-               text_lists: list[list[tuple[int, str]]], which: int) -> None:
-        order = np.argsort(dest, kind="stable")  # a radix sort for uint8: the rows of each partition together
+    def _write(self, cols: dict[str, np.ndarray], dt: np.dtype, dest: np.ndarray, texts: dict[int, str],
+               counts: list[int], text_lists: list[list[tuple[int, str]]], which: int) -> None:
+        """Append rows (`cols`: a column per field of `dt`, row i going to partition `dest[i]`) to
+        the partitions' spill files `which` (0: sends, 1: effects), each partition's rows in their
+        order; the text ids (`texts`: row -> id) noted at their row number in their partition."""
+        n = len(dest)
         bounds = np.concatenate([[0], np.cumsum(np.bincount(dest, minlength=self.k))]).tolist()
+        pack = getattr(self.lib, "hs_pack", None) if self.lib is not None else None
+        grouped = pack_rows(cols, dt, dest, bounds, pack)
         if texts:
-            at = np.empty(len(order), np.int64)
-            at[order] = np.arange(len(order))
+            order = np.argsort(dest, kind="stable")  # a radix sort for uint8
+            at = np.empty(n, np.int64)
+            at[order] = np.arange(n)
             for i in sorted(texts):
                 p = int(dest[i])
                 text_lists[p].append((counts[p] + int(at[i]) - bounds[p], texts[i]))
-        grouped = rows[order]
         for p in range(self.k):
             if bounds[p + 1] > bounds[p]:
                 self._files[p][which].write(grouped[bounds[p]:bounds[p + 1]].data.cast("B"))
