@@ -40,6 +40,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -123,8 +124,28 @@ def check_path(path: Any, *, memory: int = DEFAULT_MEMORY, order: str | None = N
         partitions = min(_MAX_PARTS, max(2, math.ceil(need / (memory * 0.3 / workers))))
     with _spill_folder(spill_dir) as folder:
         split = Split(path, folder, partitions, chunk=max(_MIN_CHUNK, min(_CHUNK, memory // 32)))
-        split.run()
+        with phase("spill"):
+            split.run()
         return split.check(order=order, examples=examples, workers=workers)
+
+
+PHASES: dict[str, tuple[float, float]] = {}  # phase -> (wall s, CPU s of this process and its reaped workers)
+
+
+@contextlib.contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Time a phase of the check into PHASES[name] (added up when it runs again): the spill, the
+    partitions' checks, the merge; printed by benchmarks/check_exactly_once.py."""
+    def cpu() -> float:
+        t = os.times()  # the workers count once reaped (the pool is shut down inside the phase)
+        return t.user + t.system + t.children_user + t.children_system
+
+    w0, c0 = time.perf_counter(), cpu()
+    try:
+        yield
+    finally:
+        w, c = PHASES.get(name, (0.0, 0.0))
+        PHASES[name] = (w + time.perf_counter() - w0, c + cpu() - c0)
 
 
 @contextlib.contextmanager
@@ -605,6 +626,13 @@ class Split:
         sealed = self.seal()
         self.idmap = np.zeros(0, np.uint8)  # the split's maps are not needed any more
         self.text_map = {}
+        with phase("check"):
+            outs = self._check_all(sealed, order, examples, workers)
+        with phase("merge"):
+            return exactly_once.finish([o[0] for o in outs], examples=examples, first_at=[o[1] for o in outs])
+
+    def _check_all(self, sealed: Sealed, order: str | None, examples: int,
+                   workers: int) -> list[tuple[exactly_once.Partial, dict[int, int]]]:
         if workers <= 1 or self.k <= 1 or "fork" not in multiprocessing.get_all_start_methods():
             outs = [sealed.check_partition(p, order, examples) for p in range(self.k)]
         else:
@@ -628,7 +656,7 @@ class Split:
                     for proc in list(pool._processes.values()):
                         proc.terminate()
                 pool.shutdown(wait=True, cancel_futures=True)
-        return exactly_once.finish([o[0] for o in outs], examples=examples, first_at=[o[1] for o in outs])
+        return outs
 
     def seal(self) -> Sealed:
         """What a partition's check needs besides its spill files: small, picklable (sent to
@@ -754,7 +782,7 @@ class Sealed:
             e_num[i] = -1
         _intern(h, self.prefix, s_num, sends["width"].astype(np.int64), s_str, e_num,
                 effs["width"].astype(np.int64), e_str, effs["pos"].copy(), sends["key"].copy(),
-                sends["seq"].copy(), h.raw)
+                sends["seq"].copy(), h.raw, sparse=self.k > 1)
         if self.obs_vis:  # each effect's visibility time: its read's run at its position in the read
             h.eff_vis = visible_times(h, [])
             obs_ids = np.array(sorted(self.obs_vis), np.int64)
