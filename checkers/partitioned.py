@@ -70,6 +70,7 @@ _MIN_SLICE = 1 << 16
 _MAP_LIMIT = 1 << 30  # id numbers below this are routed through the map (1 byte each, grown on demand)
 _UNSET = 255
 _MAX_PARTS = 250
+_PACK_IN_C = True  # the spill's rows packed by the scanner's hs_pack when it has it (tests turn it off)
 
 SEND_DT = np.dtype([("rec", "<i8"), ("time", "<i8"), ("num", "<i8"), ("seq", "<i8"), ("off", "<i8"),
                     ("end", "<i8"), ("key", "<i4"), ("proc", "<i4"), ("f", "<i2"), ("type", "i1"),
@@ -604,7 +605,7 @@ class Split:
         order; the text ids (`texts`: row -> id) noted at their row number in their partition."""
         n = len(dest)
         bounds = np.concatenate([[0], np.cumsum(np.bincount(dest, minlength=self.k))]).tolist()
-        pack = getattr(self.lib, "hs_pack", None) if self.lib is not None else None
+        pack = getattr(self.lib, "hs_pack", None) if self.lib is not None and _PACK_IN_C else None
         grouped = pack_rows(cols, dt, dest, bounds, pack)
         if texts:
             order = np.argsort(dest, kind="stable")  # a radix sort for uint8
