@@ -109,24 +109,32 @@ def default_workers() -> int:
 
 
 def check_path(path: Any, *, memory: int = DEFAULT_MEMORY, order: str | None = None, examples: int = 10,
-               spill_dir: Any = None, partitions: int | None = None, workers: int | None = None) -> dict[str, Any]:
+               spill_dir: Any = None, partitions: int | None = None, workers: int | None = None,
+               fs: set[str] | None = None) -> dict[str, Any]:
     """The exactly-once check of the history file at `path` within about `memory` bytes of RSS
     (this process and its workers together): in memory when `estimate(path)` fits, else
     partitioned (`partitions` forces the partitioned path with that many partitions: tests),
     `workers` partitions at a time in forked processes (default `default_workers()`; 1: in this
     process), each partition sized to fit in its share of the budget. `spill_dir`: where the
-    spill folder is made (default $ONCEPROOF_SCRATCH, else the system's temp folder). Result as
+    spill folder is made (default $ONCEPROOF_SCRATCH, else the system's temp folder). `fs`: a set
+    filled with the history's operation names (the f of its records, as read: so that a caller
+    needs no second pass to learn whether other checkers apply). Result as
     `exactly_once.check`; raises HistoryError as `read_history` does."""
     workers = workers or default_workers()
     if partitions is None:
         need = estimate(path)
         if need <= memory:
-            return exactly_once.check(read_history(path), order=order, examples=examples)
+            h = read_history(path)
+            if fs is not None:
+                fs.update(h.f_names)
+            return exactly_once.check(h, order=order, examples=examples)
         partitions = min(_MAX_PARTS, max(2, math.ceil(need / (memory * 0.3 / workers))))
     with _spill_folder(spill_dir) as folder:
         split = Split(path, folder, partitions, chunk=max(_MIN_CHUNK, min(_CHUNK, memory // 32)))
         with phase("spill"):
             split.run()
+        if fs is not None:
+            fs.update(split.f_names)
         return split.check(order=order, examples=examples, workers=workers)
 
 
