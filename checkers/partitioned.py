@@ -558,8 +558,11 @@ class Split:
                 c = (ns % k).astype(np.uint8)
                 if cand is not None and has_cand is not None:
                     c = np.where(has_cand[small], cand[small], c)
-                u, first = np.unique(ns[unset], return_index=True)
-                self.idmap[u] = c[unset][first]
+                nu, cu = ns[unset], c[unset]
+                self.idmap[nu] = cu  # without a sort when each id has one candidate (checked: all kept)
+                if not np.array_equal(self.idmap[nu], cu):  # an id with two: its first row's wins
+                    u, first = np.unique(nu, return_index=True)
+                    self.idmap[u] = cu[first]
                 cur = self.idmap[ns]
             dest[small] = cur
         for i in np.flatnonzero(~is_num).tolist():
