@@ -184,19 +184,21 @@ def pack_rows(cols: dict[str, np.ndarray], dt: np.dtype, dest: np.ndarray, bound
     [bounds[p], bounds[p+1]), in their order. `pack`: the scanner's hs_pack (one C pass), else
     numpy (field by field, then a stable sort by partition): the same bytes."""
     n = len(dest)
+    names = dt.names or ()
+    fields: Any = dt.fields or {}
     if pack is not None:
-        arrays = [np.ascontiguousarray(cols[name], dt[name]) for name in dt.names]
+        arrays = [np.ascontiguousarray(cols[name], dt[name]) for name in names]
         assert all(len(a) == n for a in arrays)
         ptrs = np.array([a.ctypes.data for a in arrays], np.uint64)
-        sizes = np.array([dt[name].itemsize for name in dt.names], np.int32)
-        offs = np.array([dt.fields[name][1] for name in dt.names], np.int32)
+        sizes = np.array([dt[name].itemsize for name in names], np.int32)
+        offs = np.array([fields[name][1] for name in names], np.int32)
         at = np.array(bounds[:-1], np.int64)
         out = np.empty(n, dt)
         pack(n, len(arrays), ptrs.ctypes.data, sizes.ctypes.data, offs.ctypes.data, dt.itemsize,
              np.ascontiguousarray(dest, np.uint8).ctypes.data, at.ctypes.data, out.ctypes.data)
         return out
     rows = np.empty(n, dt)
-    for name in dt.names:
+    for name in names:
         rows[name] = cols[name]
     return rows[np.argsort(dest, kind="stable")]
 

@@ -135,7 +135,7 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
         from onceproof.checkers.partitioned import DEFAULT_MEMORY, check_path
 
         _unmerged_shards(path)
-        fs: set[str] = set()  # the history's operation names, learnt by the check's own pass
+        names: set[str] = set()  # the history's operation names, learnt by the check's own pass
         memory = getattr(args, "memory", None) or DEFAULT_MEMORY
         if getattr(args, "engine", "local") == "spark":
             from onceproof.checkers import spark
@@ -143,13 +143,13 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
             session = spark.active()  # a caller's session (tests, a notebook) is used, never stopped
             if session is None:
                 session = args._spark = spark.session(args.master)
-            r = spark.check_path(path, spark=session, memory=memory, order=args.order, examples=args.examples, fs=fs)
+            r = spark.check_path(path, spark=session, memory=memory, order=args.order, examples=args.examples, fs=names)
         else:
-            r = check_path(path, memory=memory, order=args.order, examples=args.examples, fs=fs)
+            r = check_path(path, memory=memory, order=args.order, examples=args.examples, fs=names)
         stats = r.pop("stats")
         checkers: dict[str, Any] = {"exactly-once": r}
-        several = "sink-content" in fs  # a run with several sinks: in all of them or in none
-        reads = "read" in fs  # a run with a read workload (f "read"): its reads linearizable
+        several = "sink-content" in names  # a run with several sinks: in all of them or in none
+        reads = "read" in names  # a run with a read workload (f "read"): its reads linearizable
         if several or reads:
             from onceproof.checkers.compose import merge_valid
             from onceproof.checkers.history import read_history
