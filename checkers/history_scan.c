@@ -10,6 +10,8 @@
  * Python reader (its oracle): integers 0|[1-9][0-9]{0,17}, strings of printable ASCII without
  * '"' and '\', ids numeric when they are the prefix then 1 to 18 digits.
  *
+ * hs_pack packs the spill rows of checkers/partitioned.py, grouped by partition (at the end).
+ *
  * hs_effects reads the `events` array of an observation in the writer's shape
  * ["<prefix><digits>","K",S,R],... into id numbers and digit counts (-1: another shape).
  *

@@ -5,7 +5,9 @@ plus per key (order, derived state), so it runs by partitions: one pass over the
 chunk by chunk with the same readers as the in-memory path (the C scanner, else pure Python),
 keeps the records that are not sends (observations without their effects, progress, faults:
 few) in memory, and appends each send and each sink effect to the binary files of its
-partition on disk. Then each partition is loaded as a `History` of its own (its sends, every
+partition on disk (a chunk's rows are packed into fixed-size records, grouped by partition, in
+one pass of the scanner library's `hs_pack`; by numpy when the library was built before it).
+Then each partition is loaded as a `History` of its own (its sends, every
 other record, the effects of its events) and checked by `exactly_once.partial`;
 `exactly_once.finish` merges the partials. The result is the in-memory one exactly:
 counts and totals add up, examples are the first in the whole history (ordered by where each
