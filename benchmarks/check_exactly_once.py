@@ -6,7 +6,8 @@ observations and a final read), then, for each size, prints side by side:
 the time of `checkers.exactly_once.check(read_history(path))` (in a fresh process, so
 that its peak RSS is its own), that peak RSS, and a raw pass over the same bytes
 (read the file in chunks and count its lines); with --spark, the same check on Spark in
-local mode and whether its result is identical. Histories are generated once and kept in
+local mode and whether its result is identical; and where the local check's time goes (wall and
+CPU seconds of its phases: the spill pass, the partitions' checks, the merge). Histories are generated once and kept in
 --cache. Goals at every size (20M, 100M, 200M records): peak RSS <= 2 GiB (the budget),
 check <= 10x the raw pass.
 
@@ -85,6 +86,7 @@ kids = resource.getrusage(resource.RUSAGE_CHILDREN)
 rss = int(hwm) * 1024 + partitioned.WORKER_PEAK * partitioned.default_workers()
 cpu = ru.ru_utime + ru.ru_stime + kids.ru_utime + kids.ru_stime
 print('BENCH', time.perf_counter() - t0, rss, cpu, file=sys.stderr)
+print('PHASES', ' '.join(f'{k}={w:.3f},{c:.3f}' for k, (w, c) in partitioned.PHASES.items()), file=sys.stderr)
 """
 
 
@@ -96,10 +98,12 @@ def measure(path: str, memory: str, engine: str = "local") -> dict[str, object]:
     if proc.returncode not in (0, 1, 3):
         raise SystemExit(proc.stderr)
     out = orjson.loads(proc.stdout.strip().splitlines()[-1])
-    _, secs, rss, cpu = proc.stderr.strip().splitlines()[-1].split()
+    lines = proc.stderr.strip().splitlines()
+    _, secs, rss, cpu = lines[-2].split()
+    phases = {k: tuple(float(x) for x in v.split(",")) for k, v in (p.split("=") for p in lines[-1].split()[1:])}
     r = out["checkers"]["exactly-once"]
     return {"total": float(secs), "rss": int(rss), "cpu": float(cpu), "valid": out["valid"], "anomalies": r["anomalies"],
-            "records": out["stats"]["records"], "result": out}
+            "records": out["stats"]["records"], "result": out, "phases": phases}
 
 
 def cached(cache: Path, n: int, seed: int) -> tuple[str, dict[str, int]]:
@@ -158,18 +162,28 @@ def _table(rows: list[Any], memory: str) -> None:
     print()
     print(f"{'records':>12} {'file GiB':>8} {'raw pass s':>10} {'check s':>8} {'x raw':>6} {'raw cpu s':>9} "
           f"{'check cpu s':>11} {'x raw cpu':>9} {'peak RSS MiB':>12} "
+          f"{'spill s':>7} {'spill cpu':>9} {'parts s':>7} {'parts cpu':>9} {'merge s':>7} "
           f"{'spark s':>8} {'same':>5} {'verdict':>8} {'as injected':>11}  anomalies found")
     for _n, _inj, size, raw, m, spark in rows:
         anomalies = {k: v for k, v in m["anomalies"].items() if v}
         print(f"{m['records']:>12,} {size / 2**30:>8.2f} {raw:>10.2f} {m['total']:>8.1f} {m['total'] / raw:>6.1f} "
               f"{m['raw_cpu']:>9.2f} {m['cpu']:>11.1f} {m['cpu'] / m['raw_cpu']:>9.1f} "
-              f"{m['rss'] / 2**20:>12.0f} {spark['total'] if spark else float('nan'):>8.1f} "
+              f"{m['rss'] / 2**20:>12.0f} {_ph(m, 'spill', 0):>7.1f} {_ph(m, 'spill', 1):>9.1f} "
+              f"{_ph(m, 'check', 0):>7.1f} {_ph(m, 'check', 1):>9.1f} {_ph(m, 'merge', 0):>7.2f} "
+              f"{spark['total'] if spark else float('nan'):>8.1f} "
               f"{str(spark['same']) if spark else '-':>5} {str(m['valid']):>8} {str(m['expected']):>11}  {anomalies}")
     budget = _bytes(memory)
     ok = all(r[4]["rss"] <= budget and r[4]["total"] <= 10 * r[3] and r[4]["expected"]
              and (r[5] is None or r[5]["same"]) for r in rows)
     print(f"\ngoal (peak RSS <= {memory}, check <= 10x raw pass, anomalies as injected, Spark the same, at every size): {'met' if ok else 'NOT met'}",
           flush=True)
+
+
+def _ph(m: dict[str, Any], name: str, i: int) -> float:
+    """A phase's wall (i=0) or CPU (i=1) seconds in a measured check; NaN when it did not run
+    (a history that fits in memory is checked without partitions)."""
+    got = m["phases"].get(name)
+    return float(got[i]) if got else float("nan")
 
 
 def _bytes(text: str) -> int:

@@ -10,6 +10,8 @@
  * Python reader (its oracle): integers 0|[1-9][0-9]{0,17}, strings of printable ASCII without
  * '"' and '\', ids numeric when they are the prefix then 1 to 18 digits.
  *
+ * hs_pack packs the spill rows of checkers/partitioned.py, grouped by partition (at the end).
+ *
  * hs_effects reads the `events` array of an observation in the writer's shape
  * ["<prefix><digits>","K",S,R],... into id numbers and digit counts (-1: another shape).
  *
@@ -223,5 +225,26 @@ int64_t hs_effects(const uint8_t *buf, int64_t start, int64_t end, const uint8_t
         if (p == e) { if (drop) drop_pages(dropped, p); return k; }
         if (*p != ',') return -1;
         p++;
+    }
+}
+
+/* hs_pack: the spill of checkers/partitioned.py. Packs row i (0 <= i < n) of `ncols` columns
+ * (column c: `sizes[c]` bytes per element, 1, 2, 4 or 8) into a record of `rowsize` bytes
+ * (column c at byte offs[c]) at out + (at[dest[i]]++) * rowsize: the rows of each partition
+ * together, in their order (a counting sort's scatter; `at` starts as each partition's first
+ * row). One pass instead of numpy's field-by-field assignment and a gather of packed records. */
+void hs_pack(int64_t n, int ncols, const void *const *cols, const int32_t *sizes, const int32_t *offs,
+             int32_t rowsize, const uint8_t *dest, int64_t *at, uint8_t *out) {
+    for (int64_t i = 0; i < n; i++) {
+        uint8_t *row = out + (at[dest[i]]++) * (int64_t)rowsize;
+        for (int c = 0; c < ncols; c++) {
+            uint8_t *d = row + offs[c];
+            switch (sizes[c]) {
+            case 8: memcpy(d, (const int64_t *)cols[c] + i, 8); break;
+            case 4: memcpy(d, (const int32_t *)cols[c] + i, 4); break;
+            case 2: memcpy(d, (const int16_t *)cols[c] + i, 2); break;
+            default: *d = ((const uint8_t *)cols[c])[i]; break;
+            }
+        }
     }
 }

@@ -5,7 +5,9 @@ plus per key (order, derived state), so it runs by partitions: one pass over the
 chunk by chunk with the same readers as the in-memory path (the C scanner, else pure Python),
 keeps the records that are not sends (observations without their effects, progress, faults:
 few) in memory, and appends each send and each sink effect to the binary files of its
-partition on disk. Then each partition is loaded as a `History` of its own (its sends, every
+partition on disk (a chunk's rows are packed into fixed-size records, grouped by partition, in
+one pass of the scanner library's `hs_pack`; by numpy when the library was built before it).
+Then each partition is loaded as a `History` of its own (its sends, every
 other record, the effects of its events) and checked by `exactly_once.partial`;
 `exactly_once.finish` merges the partials. The result is the in-memory one exactly:
 counts and totals add up, examples are the first in the whole history (ordered by where each
@@ -40,6 +42,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -69,6 +72,7 @@ _MIN_SLICE = 1 << 16
 _MAP_LIMIT = 1 << 30  # id numbers below this are routed through the map (1 byte each, grown on demand)
 _UNSET = 255
 _MAX_PARTS = 250
+_PACK_IN_C = True  # the spill's rows packed by the scanner's hs_pack when it has it (tests turn it off)
 
 SEND_DT = np.dtype([("rec", "<i8"), ("time", "<i8"), ("num", "<i8"), ("seq", "<i8"), ("off", "<i8"),
                     ("end", "<i8"), ("key", "<i4"), ("proc", "<i4"), ("f", "<i2"), ("type", "i1"),
@@ -116,24 +120,52 @@ def default_workers() -> int:
 
 
 def check_path(path: Any, *, memory: int = DEFAULT_MEMORY, order: str | None = None, examples: int = 10,
-               spill_dir: Any = None, partitions: int | None = None, workers: int | None = None) -> dict[str, Any]:
+               spill_dir: Any = None, partitions: int | None = None, workers: int | None = None,
+               fs: set[str] | None = None) -> dict[str, Any]:
     """The exactly-once check of the history file at `path` within about `memory` bytes of RSS
     (this process and its workers together): in memory when `estimate(path)` fits, else
     partitioned (`partitions` forces the partitioned path with that many partitions: tests),
     `workers` partitions at a time in forked processes (default `default_workers()`; 1: in this
     process), each partition sized to fit in its share of the budget. `spill_dir`: where the
-    spill folder is made (default $ONCEPROOF_SCRATCH, else the system's temp folder). Result as
+    spill folder is made (default $ONCEPROOF_SCRATCH, else the system's temp folder). `fs`: a set
+    filled with the history's operation names (the f of its records, as read: so that a caller
+    needs no second pass to learn whether other checkers apply). Result as
     `exactly_once.check`; raises HistoryError as `read_history` does."""
     workers = workers or default_workers()
     if partitions is None:
         need = estimate(path)
         if need <= memory:
-            return exactly_once.check(read_history(path), order=order, examples=examples)
+            h = read_history(path)
+            if fs is not None:
+                fs.update(h.f_names)
+            return exactly_once.check(h, order=order, examples=examples)
         partitions = min(_MAX_PARTS, max(2, math.ceil(need / (memory * 0.3 / workers))))
     with _spill_folder(spill_dir) as folder:
         split = Split(path, folder, partitions, chunk=max(_MIN_CHUNK, min(_CHUNK, memory // 32)))
-        split.run()
+        with phase("spill"):
+            split.run()
+        if fs is not None:
+            fs.update(split.f_names)
         return split.check(order=order, examples=examples, workers=workers)
+
+
+PHASES: dict[str, tuple[float, float]] = {}  # phase -> (wall s, CPU s of this process and its reaped workers)
+
+
+@contextlib.contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Time a phase of the check into PHASES[name] (added up when it runs again): the spill, the
+    partitions' checks, the merge; printed by benchmarks/check_exactly_once.py."""
+    def cpu() -> float:
+        t = os.times()  # the workers count once reaped (the pool is shut down inside the phase)
+        return t.user + t.system + t.children_user + t.children_system
+
+    w0, c0 = time.perf_counter(), cpu()
+    try:
+        yield
+    finally:
+        w, c = PHASES.get(name, (0.0, 0.0))
+        PHASES[name] = (w + time.perf_counter() - w0, c + cpu() - c0)
 
 
 @contextlib.contextmanager
@@ -154,6 +186,32 @@ def _spill_folder(where: Any) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
         if old is not None:
             signal.signal(signal.SIGTERM, old)
+
+
+def pack_rows(cols: dict[str, np.ndarray], dt: np.dtype, dest: np.ndarray, bounds: list[int],
+              pack: Any = None) -> np.ndarray:
+    """Rows of the packed record type `dt` from `cols` (a column per field, each as long as
+    `dest`), grouped by partition: those of partition p (`dest[i] == p`, uint8) at
+    [bounds[p], bounds[p+1]), in their order. `pack`: the scanner's hs_pack (one C pass), else
+    numpy (field by field, then a stable sort by partition): the same bytes."""
+    n = len(dest)
+    names = dt.names or ()
+    fields: Any = dt.fields or {}
+    if pack is not None:
+        arrays = [np.ascontiguousarray(cols[name], dt[name]) for name in names]
+        assert all(len(a) == n for a in arrays)
+        ptrs = np.array([a.ctypes.data for a in arrays], np.uint64)
+        sizes = np.array([dt[name].itemsize for name in names], np.int32)
+        offs = np.array([fields[name][1] for name in names], np.int32)
+        at = np.array(bounds[:-1], np.int64)
+        out = np.empty(n, dt)
+        pack(n, len(arrays), ptrs.ctypes.data, sizes.ctypes.data, offs.ctypes.data, dt.itemsize,
+             np.ascontiguousarray(dest, np.uint8).ctypes.data, at.ctypes.data, out.ctypes.data)
+        return out
+    rows = np.empty(n, dt)
+    for name in names:
+        rows[name] = cols[name]
+    return rows[np.argsort(dest, kind="stable")]
 
 
 class Split:
@@ -408,11 +466,10 @@ class Split:
             texts = dict(part.s_str)
             cand = np.where(keys >= 0, self.k_part[np.maximum(keys, 0)], 0).astype(np.uint8)
             dest = self._route(nums, widths, texts, cand, keys >= 0)
-            rows = np.empty(len(s_rec), SEND_DT)
-            rows["rec"], rows["time"], rows["type"] = s_rec + rec0, time[s_rec], typ[s_rec]
-            rows["f"], rows["proc"], rows["off"], rows["end"] = f[s_rec], proc[s_rec], off[s_rec], end[s_rec]
-            rows["num"], rows["width"], rows["key"], rows["seq"] = nums, widths, keys, cat("s_seq", np.int64)
-            self._write(rows, dest, texts, self.n_send, self.s_text, 0)
+            rows = {"rec": s_rec + rec0, "time": time[s_rec], "type": typ[s_rec], "f": f[s_rec], "proc": proc[s_rec],
+                    "off": off[s_rec], "end": end[s_rec], "num": nums, "width": widths, "key": keys,
+                    "seq": cat("s_seq", np.int64)}
+            self._write(rows, SEND_DT, dest, texts, self.n_send, self.s_text, 0)
         # sink reads and their effects: the effects of all the chunk's reads spilled at once
         e_num: list[np.ndarray] = []
         e_width: list[np.ndarray] = []
@@ -480,9 +537,8 @@ class Split:
         widths = widths.copy()
         texts = dict(strs)
         dest = self._route(nums, widths, texts, None, None, event_at)
-        rows = np.empty(len(nums), EFF_DT)
-        rows["num"], rows["width"], rows["obs"], rows["pos"] = nums, widths, obs, pos
-        self._write(rows, dest, texts, self.n_eff, self.e_text, 1)
+        self._write({"num": nums, "width": widths, "obs": obs, "pos": pos}, EFF_DT, dest, texts, self.n_eff,
+                    self.e_text, 1)
 
     def _route(self, nums: np.ndarray, widths: np.ndarray, texts: dict[int, str], cand: np.ndarray | None,
                has_cand: np.ndarray | None, events: Any = None) -> np.ndarray:
@@ -515,8 +571,11 @@ class Split:
                 c = (ns % k).astype(np.uint8)
                 if cand is not None and has_cand is not None:
                     c = np.where(has_cand[small], cand[small], c)
-                u, first = np.unique(ns[unset], return_index=True)
-                self.idmap[u] = c[unset][first]
+                nu, cu = ns[unset], c[unset]
+                self.idmap[nu] = cu  # without a sort when each id has one candidate (checked: all kept)
+                if not np.array_equal(self.idmap[nu], cu):  # an id with two: its first row's wins
+                    u, first = np.unique(nu, return_index=True)
+                    self.idmap[u] = cu[first]
                 cur = self.idmap[ns]
             dest[small] = cur
         for i in np.flatnonzero(~is_num).tolist():
@@ -563,17 +622,22 @@ class Split:
                 has[i] = True
         return cand, has
 
-    def _write(self, rows: np.ndarray, dest: np.ndarray, texts: dict[int, str], counts: list[int],
-               text_lists: list[list[tuple[int, str]]], which: int) -> None:
-        order = np.argsort(dest, kind="stable")  # a radix sort for uint8: the rows of each partition together
+    def _write(self, cols: dict[str, np.ndarray], dt: np.dtype, dest: np.ndarray, texts: dict[int, str],
+               counts: list[int], text_lists: list[list[tuple[int, str]]], which: int) -> None:
+        """Append rows (`cols`: a column per field of `dt`, row i going to partition `dest[i]`) to
+        the partitions' spill files `which` (0: sends, 1: effects), each partition's rows in their
+        order; the text ids (`texts`: row -> id) noted at their row number in their partition."""
+        n = len(dest)
         bounds = np.concatenate([[0], np.cumsum(np.bincount(dest, minlength=self.k))]).tolist()
+        pack = getattr(self.lib, "hs_pack", None) if self.lib is not None and _PACK_IN_C else None
+        grouped = pack_rows(cols, dt, dest, bounds, pack)
         if texts:
-            at = np.empty(len(order), np.int64)
-            at[order] = np.arange(len(order))
+            order = np.argsort(dest, kind="stable")  # a radix sort for uint8
+            at = np.empty(n, np.int64)
+            at[order] = np.arange(n)
             for i in sorted(texts):
                 p = int(dest[i])
                 text_lists[p].append((counts[p] + int(at[i]) - bounds[p], texts[i]))
-        grouped = rows[order]
         for p in range(self.k):
             if bounds[p + 1] > bounds[p]:
                 self._files[p][which].write(grouped[bounds[p]:bounds[p + 1]].data.cast("B"))
@@ -587,6 +651,13 @@ class Split:
         sealed = self.seal()
         self.idmap = np.zeros(0, np.uint8)  # the split's maps are not needed any more
         self.text_map = {}
+        with phase("check"):
+            outs = self._check_all(sealed, order, examples, workers)
+        with phase("merge"):
+            return exactly_once.finish([o[0] for o in outs], examples=examples, first_at=[o[1] for o in outs])
+
+    def _check_all(self, sealed: Sealed, order: str | None, examples: int,
+                   workers: int) -> list[tuple[exactly_once.Partial, dict[int, int]]]:
         if workers <= 1 or self.k <= 1 or "fork" not in multiprocessing.get_all_start_methods():
             outs = [sealed.check_partition(p, order, examples) for p in range(self.k)]
         else:
@@ -610,7 +681,7 @@ class Split:
                     for proc in list(pool._processes.values()):
                         proc.terminate()
                 pool.shutdown(wait=True, cancel_futures=True)
-        return exactly_once.finish([o[0] for o in outs], examples=examples, first_at=[o[1] for o in outs])
+        return outs
 
     def seal(self) -> Sealed:
         """What a partition's check needs besides its spill files: small, picklable (sent to
@@ -736,7 +807,7 @@ class Sealed:
             e_num[i] = -1
         _intern(h, self.prefix, s_num, sends["width"].astype(np.int64), s_str, e_num,
                 effs["width"].astype(np.int64), e_str, effs["pos"].copy(), sends["key"].copy(),
-                sends["seq"].copy(), h.raw)
+                sends["seq"].copy(), h.raw, sparse=self.k > 1)
         if self.obs_vis:  # each effect's visibility time: its read's run at its position in the read
             h.eff_vis = visible_times(h, [])
             obs_ids = np.array(sorted(self.obs_vis), np.int64)

@@ -89,16 +89,19 @@ def shutdown(spark: Any) -> None:
 
 def check_path(path: Any, *, spark: Any = None, master: str | None = None, memory: int = DEFAULT_MEMORY,
                order: str | None = None, examples: int = 10, partitions: int | None = None,
-               spill_dir: Any = None) -> dict[str, Any]:
+               spill_dir: Any = None, fs: set[str] | None = None) -> dict[str, Any]:
     """The exactly-once check of the history at `path`, run by Spark (`spark`: a session, else
     `session(master)`). Partitions: `partitions`, else enough for `memory` per task and at least
-    twice Spark's default parallelism. Result as `exactly_once.check`; raises HistoryError."""
+    twice Spark's default parallelism. `fs`: filled with the history's operation names (as
+    partitioned.check_path). Result as `exactly_once.check`; raises HistoryError."""
     spark = spark or session(master)
     sc = spark.sparkContext
     k = partitions or min(_MAX_PARTS, max(2 * sc.defaultParallelism, math.ceil(estimate(path) / (memory * 0.45))))
     with _spill_folder(spill_dir) as folder:
         split = Split(path, folder, k, chunk=max(_MIN_CHUNK, min(_CHUNK, memory // 32)))
         split.run()
+        if fs is not None:
+            fs.update(split.f_names)
         sealed = sc.broadcast(split.seal())
         try:
             outs = sc.parallelize(range(k), k).map(

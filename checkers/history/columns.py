@@ -252,8 +252,11 @@ def visible_times(h: History, runs: list[tuple[int, np.ndarray, np.ndarray]]) ->
 
 def _intern(h: History, prefix: str, s_num: np.ndarray, s_width: np.ndarray, s_str: list[tuple[int, str]],
             e_num: np.ndarray, e_width: np.ndarray, e_str: list[tuple[int, str]], e_pos: np.ndarray,
-            s_key: np.ndarray, s_seq: np.ndarray, raw: Any) -> None:
-    """Event numbers (eid) in order of first appearance, as the one-line-at-a-time reader gives them."""
+            s_key: np.ndarray, s_seq: np.ndarray, raw: Any, sparse: bool = False) -> None:
+    """Event numbers (eid) in order of first appearance, as the one-line-at-a-time reader gives them.
+    `sparse`: the id numbers are a sample of a wider range (a partition of a history's events,
+    checkers/partitioned.py): they are made dense by sorting them as soon as they span more than
+    twice their count, rather than tables as wide as the range."""
     # ids given as text that have the numeric shape become numbers too
     for lst, col_num, col_width in ((s_str, s_num, s_width), (e_str, e_num, e_width)):
         keep = []
@@ -290,7 +293,7 @@ def _intern(h: History, prefix: str, s_num: np.ndarray, s_width: np.ndarray, s_s
     n_tok = len(numeric)
     top = int(numeric.max()) + 1 if n_tok and is_num.any() else 0
     uniq = None
-    if top > 4 * n_tok + (1 << 20):
+    if top > (2 * n_tok if sparse else 4 * n_tok + (1 << 20)):
         uniq, inv = np.unique(numeric[is_num], return_inverse=True)
         numeric = numeric.copy()
         numeric[is_num] = inv

@@ -73,6 +73,9 @@ def scan_lib(native: bool | None) -> Any:
             lib.hs_scan.argtypes = [p, i64, i64, ctypes.c_char_p, ctypes.c_int, p, ctypes.c_int]
             lib.hs_effects.restype = i64
             lib.hs_effects.argtypes = [p, i64, i64, ctypes.c_char_p, ctypes.c_int, p, p, i64, ctypes.c_int]
+            if hasattr(lib, "hs_pack"):  # a library built before it lacks it: partitioned.py packs with numpy
+                lib.hs_pack.restype = None
+                lib.hs_pack.argtypes = [i64, ctypes.c_int, p, p, p, ctypes.c_int32, p, p, p]
         _scan = lib
     if _scan is None and native:
         raise HistoryError(None, None, f"the compiled history scanner is not installed ({scan_library_path()}); "

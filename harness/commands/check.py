@@ -106,19 +106,6 @@ def _regular(path: str) -> None:
                                        "give the path of a history file")
 
 
-def _mentions(path: str, needle: bytes) -> bool:
-    """Whether the file holds `needle` anywhere: one pass in 8 MiB reads (no parse; not a
-    memory map, whose pages would count against `--memory`): the `partial` check of a run with
-    several sinks reads the history whole, so only such a run's history is read a second time."""
-    tail = b""
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            if needle in tail + chunk[:len(needle)] or needle in chunk:
-                return True
-            tail = chunk[-len(needle):]
-    return False
-
-
 def _unmerged_shards(path: str) -> None:
     """Refuse the history.jsonl of a run whose load processes (`workload.processes`) left their
     history shards unmerged (a run cut before its end merges them): its sends are in the shards,
@@ -177,6 +164,7 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
         from onceproof.checkers.partitioned import DEFAULT_MEMORY, check_path
 
         _unmerged_shards(path)
+        names: set[str] = set()  # the history's operation names, learnt by the check's own pass
         memory = getattr(args, "memory", None) or DEFAULT_MEMORY
         if getattr(args, "engine", "local") == "spark":
             from onceproof.checkers import spark
@@ -184,13 +172,13 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
             session = spark.active()  # a caller's session (tests, a notebook) is used, never stopped
             if session is None:
                 session = args._spark = spark.session(args.master)
-            r = spark.check_path(path, spark=session, memory=memory, order=args.order, examples=args.examples)
+            r = spark.check_path(path, spark=session, memory=memory, order=args.order, examples=args.examples, fs=names)
         else:
-            r = check_path(path, memory=memory, order=args.order, examples=args.examples)
+            r = check_path(path, memory=memory, order=args.order, examples=args.examples, fs=names)
         stats = r.pop("stats")
         checkers: dict[str, Any] = {"exactly-once": r}
-        several = _mentions(path, b'"sink-content"')  # a run with several sinks: in all of them or in none
-        reads = _mentions(path, b'"read"')  # a run with a read workload (f "read"): its reads linearizable
+        several = "sink-content" in names  # a run with several sinks: in all of them or in none
+        reads = "read" in names  # a run with a read workload (f "read"): its reads linearizable
         if several or reads:
             from onceproof.checkers.compose import merge_valid
             from onceproof.checkers.history import read_history

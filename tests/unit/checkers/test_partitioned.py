@@ -11,12 +11,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from onceproof.checkers import exactly_once, partitioned
 from onceproof.checkers.history import read_history
+from onceproof.checkers.history.native import scan_lib
 from onceproof.cli import main
 
 from .conftest import same
@@ -59,11 +61,13 @@ def _inject(run: RunModel, data: Any) -> None:
 @settings(max_examples=60, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate], suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
 @given(run=runs(max_events=40), data=st.data(), k=st.integers(1, 9), order=st.sampled_from([None, "per-key"]),
-       chunk=st.sampled_from([64, 300, 1 << 20]), examples=st.integers(1, 4), workers=st.sampled_from([1, 2]))
+       chunk=st.sampled_from([64, 300, 1 << 20]), examples=st.integers(1, 4), workers=st.sampled_from([1, 2]),
+       pack_in_c=st.booleans())
 def test_partitioned_equals_in_memory_on_generated_histories_with_every_anomaly(
         run: RunModel, data: Any, k: int, order: str | None, chunk: int, examples: int, workers: int,
-        tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+        pack_in_c: bool, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     _inject(run, data)
+    monkeypatch.setattr(partitioned, "_PACK_IN_C", pack_in_c)  # the spill's rows packed by C or by numpy
     monkeypatch.setattr(partitioned, "_MIN_CHUNK", chunk)
     monkeypatch.setattr(partitioned, "_MIN_SLICE", 32)
     path = tmp_path_factory.mktemp("p") / "h.jsonl"
@@ -73,6 +77,69 @@ def test_partitioned_equals_in_memory_on_generated_histories_with_every_anomaly(
     split = partitioned.check_path(path, partitions=k, memory=memory, order=order, examples=examples,
                                    workers=workers)
     assert same(whole, split), (k, whole, split)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 300), k=st.integers(1, 7), seed=st.integers(0, 2**32 - 1),
+       dt=st.sampled_from([partitioned.SEND_DT, partitioned.EFF_DT]))
+def test_the_spill_rows_packed_in_c_are_numpys_bytes(n: int, k: int, seed: int, dt: Any) -> None:
+    """hs_pack (the scanner library's one-pass pack and scatter) writes the same bytes as numpy's
+    field-by-field packing and stable sort by partition, for every field width and any mix of
+    partitions."""
+    lib = scan_lib(None)
+    assert lib is not None and hasattr(lib, "hs_pack"), "the scanner library is built by `onceproof setup`"
+    rng = np.random.default_rng(seed)
+    cols = {name: rng.integers(np.iinfo(dt[name]).min, np.iinfo(dt[name]).max, n, dtype=dt[name])
+            for name in dt.names}
+    dest = rng.integers(0, k, n).astype(np.uint8)
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(dest, minlength=k))]).tolist()
+    in_c = partitioned.pack_rows(cols, dt, dest, bounds, lib.hs_pack)
+    in_numpy = partitioned.pack_rows(cols, dt, dest, bounds, None)
+    assert in_c.tobytes() == in_numpy.tobytes()
+    for p in range(k):  # each partition's rows, in their order
+        rows = in_c[bounds[p]:bounds[p + 1]]
+        for name in dt.names:
+            assert rows[name].tolist() == np.asarray(cols[name]).astype(dt[name])[dest == p].tolist()
+
+
+@pytest.mark.parametrize("separators", [(",", ":"), (", ", ": ")])  # the writer's shape (numbered ids), not
+@pytest.mark.parametrize("k", [2, 3, 5, 8])
+def test_an_id_sent_under_two_keys_goes_where_its_first_send_goes(tmp_path: Path, k: int,
+                                                                  separators: tuple[str, str]) -> None:
+    """The spill routes a new id by its first record's key, also when the same chunk holds a later
+    send of it under another key (the id map is then filled by first occurrence, not by
+    whichever row numpy writes last): the result is the in-memory one."""
+    recs: list[dict[str, Any]] = []
+    t = 0
+    for i in range(40):
+        for key in (f"k{i % 3}", f"other{i % 5}"):  # the retry names another key
+            for typ in ("invoke", "ok"):
+                t += 1
+                recs.append({"time": t, "process": "load", "type": typ, "f": "send",
+                             "value": {"id": f"e-{i}", "key": key, "seq": i}})
+    final = [[f"e-{i}", f"k{i % 3}", i, 0] for i in range(40) if i % 7] + [["e-3", "k0", 3, 1]]
+    recs.append({"time": t + 1, "process": "observer", "type": "ok", "f": "final-read",
+                 "value": {"full": True, "events": final}})
+    path = tmp_path / "h.jsonl"
+    path.write_text("".join(json.dumps({"index": n, **r}, separators=separators) + "\n" for n, r in enumerate(recs)))
+    for order in (None, "per-key"):
+        whole = exactly_once.check(read_history(path), order=order)
+        split = partitioned.check_path(path, partitions=k, workers=1, order=order)
+        assert same(whole, split), (whole, split)
+        assert whole["anomalies"]["lost"] > 0 and whole["anomalies"]["duplicate"] == 1
+
+
+def test_a_partitioned_check_times_its_phases(tmp_path: Path) -> None:
+    path = tmp_path / "h.jsonl"
+    _generate()(str(path), 20_000)
+    partitioned.PHASES.clear()
+    whole = exactly_once.check(read_history(path))
+    split = partitioned.check_path(path, partitions=3, workers=2)
+    assert same(whole, split)
+    assert set(partitioned.PHASES) == {"spill", "check", "merge"}
+    for wall, cpu in partitioned.PHASES.values():
+        assert wall > 0 and cpu >= 0
+    assert partitioned.PHASES["check"][1] > 0  # the workers' CPU counts once they are reaped
 
 
 def test_the_spill_folder_is_removed_after_an_error(tmp_path: Path) -> None:

@@ -228,13 +228,15 @@ def _saved(tmp_path, stale: bool):  # type: ignore[no-untyped-def]
     return path
 
 
+@pytest.mark.parametrize("memory", [[], ["--memory", "64MiB"]])  # in memory, by partitions
 @pytest.mark.parametrize("stale", [True, False])
-def test_onceproof_check_runs_the_reads_checker_on_a_saved_history(tmp_path, stale):
+def test_onceproof_check_runs_the_reads_checker_on_a_saved_history(tmp_path, stale, memory):
     import json
     import subprocess
     import sys
 
-    res = subprocess.run([sys.executable, "-m", "onceproof", "check", "--json", str(_saved(tmp_path, stale))],
+    res = subprocess.run([sys.executable, "-m", "onceproof", "check", "--json", *memory,
+                          str(_saved(tmp_path, stale))],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == (1 if stale else 0), (res.stdout, res.stderr)
     verdict = json.loads(res.stdout.splitlines()[0])
