@@ -19,7 +19,6 @@ from typing import Any, Callable
 
 import pytest
 
-from onceproof.errors import verdict_word
 
 
 class PlanRun:
@@ -34,6 +33,8 @@ class PlanRun:
         return {k: v for k, v in (self.results["checkers"].get(checker, {}).get("anomalies") or {}).items() if v}
 
     def summary(self) -> str:
+        from onceproof.errors import verdict_word  # here: loading the plugin imports nothing of ours
+
         return (f"verdict={verdict_word(self.valid)} anomalies={self.anomalies()} errors={self.results.get('errors')} "
                 f"report={self.out_dir / 'report.html'}")
 
