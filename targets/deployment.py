@@ -132,15 +132,21 @@ class Deployment:
         return out
 
     def start(self, timeout: float = 60.0) -> None:
-        """Start Toxiproxy and its proxies, then every target at once; return when all serve.
-        `timeout` (s) bounds a cluster's wait for its peers. Raises NodeError, ToxiproxyError."""
-        if self.toxiproxy is not None:
+        """Start Toxiproxy with its proxies and every target, all at once (a proxy's upstream is
+        known before its server listens: a client that connects early is refused, as by a
+        server still starting); return when all serve. `timeout` (s) bounds a cluster's wait
+        for its peers. Raises NodeError, ToxiproxyError (the first job's error, after every
+        job ended)."""
+        def proxies() -> None:
+            assert self.toxiproxy is not None
             self.toxiproxy.start()
             for p in self.proxies.values():
                 self.toxiproxy.api.create(p.name, f"127.0.0.1:{p.listen}", p.upstream)
             self.intruders += self.toxiproxy.api.check(set(self.proxies))
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            jobs = [pool.submit(t.start, timeout) for t in self.targets.values()]
+
+        with concurrent.futures.ThreadPoolExecutor(5) as pool:
+            jobs = [pool.submit(proxies)] if self.toxiproxy is not None else []
+            jobs += [pool.submit(t.start, timeout) for t in self.targets.values()]
             for j in jobs:
                 j.result()
 

@@ -42,7 +42,9 @@ def template_dir(image_id: str) -> Path:
     return paths.home() / "docker" / f"kafka-storage-{image_id.rpartition(':')[2][:16]}"
 
 
-def _image_id(runtime: "DockerRuntime", ref: str) -> str:
+def image_id(runtime: "DockerRuntime", ref: str) -> str:
+    """The engine's id (`sha256:<hex>`) of image `ref`, pulled if the engine lacks it. Raises
+    NodeError when it can be neither found nor pulled."""
     import docker
 
     try:
@@ -60,7 +62,7 @@ def storage_template(runtime: "DockerRuntime") -> Path:
     first use: one container, labelled with the run id, removed when it ends). Raises
     NodeError with the tool's output when the format fails."""
     ref = runtime.image("kafka")
-    template = template_dir(_image_id(runtime, ref))
+    template = template_dir(image_id(runtime, ref))
     if (template / "bootstrap.checkpoint").exists():
         return template
     template.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from onceproof.targets.docker import kafka_storage
+from onceproof.targets.docker import kafka_cds, kafka_storage
 from onceproof.targets.kafka import JVM_OPTS, LOG4J2, KafkaCluster, KafkaNode, random_id
 from onceproof.targets.postgres import DATABASE, USER, PostgresNode
 from onceproof.targets.process import CommandNode, Node, NodeError, log_tail, poll_ready
@@ -355,11 +355,15 @@ class DockerKafka(ContainerNode, KafkaNode):
 
     def spec(self) -> Spec:
         (self.data_dir / "server.properties").write_text(self.properties())  # advertised ports may change
-        argv = ["java", *JVM_OPTS, f"-Dlog4j2.configurationFile={DATA_DIR}/log4j2.yaml",
+        archive = kafka_cds.archive(self.runtime)
+        argv = ["java", *JVM_OPTS, *kafka_cds.jvm_options(archive), f"-Dlog4j2.configurationFile={DATA_DIR}/log4j2.yaml",
                 f"-Dkafka.logs.dir={DATA_DIR}", "-cp", "/opt/kafka/libs/*", "kafka.Kafka",
                 f"{DATA_DIR}/server.properties"]
+        mounts = {str(self.data_dir): (DATA_DIR, "rw")}
+        if archive is not None:
+            mounts[str(archive)] = (kafka_cds.MOUNT, "ro")
         return Spec(self.runtime.image("kafka"), argv, [self.port], user=kafka_storage.container_user(),
-                    mounts={str(self.data_dir): (DATA_DIR, "rw")})
+                    mounts=mounts)
 
     def start(self, wait: bool = True) -> None:
         try:

@@ -42,6 +42,14 @@ def archive_path() -> Path | None:
     return None if fp is None else paths.kafka_libs().parent / f"broker-cds-{fp}.jsa"
 
 
+def class_list() -> Path | None:
+    """The list of classes a broker loads, recorded when the archive was built (kept beside it:
+    class names only, so the docker runtime makes an archive of its own from it with the
+    image's Java and jar paths, targets/docker/kafka_cds.py), or None when not recorded."""
+    path = paths.kafka_libs().parent / "broker-classes.lst"
+    return path if path.is_file() else None
+
+
 def jvm_options() -> list[str]:
     """The options a broker's JVM starts with to use the archive; [] when it is not built."""
     path = archive_path()
@@ -67,6 +75,7 @@ def build(log: Callable[[str], None] = print) -> Path | None:
                                  capture_output=True, text=True, timeout=600)
             if res.returncode != 0 or not partial.is_file():
                 raise RuntimeError(f"java -Xshare:dump exited {res.returncode}: {res.stderr.strip()[-500:]}")
+            shutil.copy(classes, paths.kafka_libs().parent / "broker-classes.lst")
             partial.rename(target)
     except Exception as e:  # noqa: BLE001 - an optimisation: brokers start without it
         log(f"kafka: no class-data-sharing archive ({e}); brokers start without one")
@@ -91,6 +100,10 @@ def _exercise_broker(scratch: Path, classes: Path) -> None:
         d.stop()
     if not classes.is_file() or classes.stat().st_size == 0:
         raise RuntimeError("the broker wrote no class list")
+    # the broker is killed while it writes the list: a last line cut short makes -Xshare:dump
+    # refuse the whole list ("Line with @ tag has too few items"), so keep the whole lines only
+    data = classes.read_bytes()
+    classes.write_bytes(data[:data.rfind(b"\n") + 1])
 
 
 def _produce_and_consume(bootstrap: str) -> None:

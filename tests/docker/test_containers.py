@@ -4,6 +4,7 @@ target tests; and nothing of the run is left in the engine once it is torn down.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 import uuid
 from urllib.parse import urlsplit
 
@@ -157,6 +158,33 @@ def test_kafka_in_a_container_writes_and_reads_through_its_proxy_and_restarts(do
         assert got == [str(i).encode() for i in range(20)]
     finally:
         c.close()
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").iterdir():
+            todo += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def test_kafka_in_a_container_maps_a_class_data_sharing_archive_its_image_made(docker_targets):
+    """targets/docker/kafka_cds.py: the image's Java dumped an archive from the class list the
+    set-up recorded, and the broker's JVM maps it (a JVM that found it unusable would not)."""
+    from onceproof.targets.docker import kafka_cds
+    from onceproof.targets.kafka import cds
+
+    assert cds.class_list() is not None, "`onceproof setup` should have recorded the broker's class list"
+    node = docker_targets.kafka.nodes[0]
+    assert any(a.startswith("-XX:SharedArchiveFile=") for a in node.command())
+    node.container.reload()
+    pids = _descendants(int(node.container.attrs["State"]["Pid"]))
+    java = [p for p in pids if b"kafka.Kafka" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert java, f"no broker JVM among the container's processes {pids}"
+    maps = Path(f"/proc/{java[0]}/maps").read_text()
+    assert f"{kafka_cds.MOUNT}/{kafka_cds.ARCHIVE}" in maps, "the broker's JVM did not map the archive"
 
 
 def test_teardown_leaves_no_container_network_or_volume_of_the_run(docker_engine, tmp_path):

@@ -21,6 +21,8 @@ def test_the_setup_built_the_archive_and_the_broker_maps_it(shared_targets):
     assert any(o.startswith("-XX:SharedArchiveFile=") for o in broker.command())
     maps = Path(f"/proc/{broker._popen.pid}/maps").read_text()
     assert str(archive) in maps, "the broker's JVM did not map the archive (it was found unusable)"
+    classes = cds.class_list()  # kept for the docker runtime's archive (targets/docker/kafka_cds.py)
+    assert classes is not None and classes.read_bytes().endswith(b"\n")  # whole lines only
 
 
 def test_an_unusable_archive_never_stops_a_jvm(tmp_path, monkeypatch):
