@@ -344,19 +344,8 @@ class Follower:
         if conn is None or conn.closed:
             conn = self._fconn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5,
                                                  options=f"-c work_mem={WORK_MEM}")
-        try:
-            with SocketDeadline(conn, timeout):
-                self._check_position(conn)
-                n, buf = conn.execute(pgoutput.FETCH, (self.slot, PGOUTPUT_BATCH, self.slot), binary=True).fetchone()
-                self._position = self._slot_position(conn)
-        except psycopg.Error:
-            self._suspect = True
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001
-                pass
-            self._fconn = None
-            raise
+        n, buf = self._slot_call(conn, timeout, lambda c: c.execute(
+            pgoutput.FETCH, (self.slot, PGOUTPUT_BATCH, self.slot), binary=True).fetchone())
         return (pgoutput.Batch.framed(buf, pgoutput.native()) if n else None), n
 
     def _fetch(self, timeout: float, ahead: bool) -> tuple[pgoutput.Batch | None, int]:
@@ -552,24 +541,9 @@ class Follower:
         """The next changes of the slot (at most about BATCH, whole transactions) as one text, a
         change a line (each ended by a newline), and how many changes; a backslash or a newline
         inside a change escaped as COPY's text format does (`_unescape` undoes it)."""
-        import psycopg
-
-        conn = self._connect()
-        try:
-            with SocketDeadline(conn, timeout):
-                self._check_position(conn)
-                got = conn.execute(
-                    "SELECT (lsn - '0/0'::pg_lsn)::bigint, data FROM pg_logical_slot_get_changes(%s, NULL, %s, "
-                    "'include-xids', '0', 'include-timestamp', '1')", (self.slot, BATCH)).fetchall()
-                self._position = self._slot_position(conn)
-        except psycopg.Error:
-            self._suspect = True
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001
-                pass
-            self.conn = None
-            raise
+        got = self._slot_call(self._connect(), timeout, lambda c: c.execute(
+            "SELECT (lsn - '0/0'::pg_lsn)::bigint, data FROM pg_logical_slot_get_changes(%s, NULL, %s, "
+            "'include-xids', '0', 'include-timestamp', '1')", (self.slot, BATCH)).fetchall())
         n = len(got)
         rows = [r[1] for r in got[self._applied_prefix(got):]]
         if got and got[-1][1].startswith("COMMIT"):
@@ -580,6 +554,26 @@ class Follower:
         if "\\" in text or text.count("\n") != len(rows):  # escaped as in COPY's text format
             text = "".join(r.replace("\\", "\\\\").replace("\n", "\\n") + "\n" for r in rows)
         return text, n
+
+    def _slot_call(self, conn: Any, timeout: float, call: Callable[[Any], Any]) -> Any:
+        """`call(conn)` (a slot function's query) within `timeout` s, with the slot's position
+        checked before it and kept after it (see the module's doc). Raises psycopg.Error after
+        closing `conn` (the next call connects again)."""
+        import psycopg
+
+        try:
+            with SocketDeadline(conn, timeout):
+                self._check_position(conn)
+                got = call(conn)
+                self._position = self._slot_position(conn)
+                return got
+        except psycopg.Error:
+            self._suspect = True
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+            raise
 
     def _slot_position(self, conn: Any) -> int:
         """The slot's confirmed LSN on the server, as a number (0: no such slot). Raises
