@@ -132,6 +132,9 @@ def check_path(path: Any, *, memory: int = DEFAULT_MEMORY, order: str | None = N
     needs no second pass to learn whether other checkers apply). Result as
     `exactly_once.check`; raises HistoryError as `read_history` does."""
     workers = workers or default_workers()
+    env = os.environ.get("ONCEPROOF_CHECK_PARTITIONS")
+    if partitions is None and env and env.isdigit() and int(env) > 0:
+        partitions = int(env)  # forced, as `partitions`: tests of `onceproof check` by partitions
     if partitions is None:
         need = estimate(path)
         if need <= memory:

@@ -2,6 +2,8 @@
 the run's sinks or in none."""
 from __future__ import annotations
 
+import os
+
 from typing import Any
 
 import pytest
@@ -102,11 +104,11 @@ def test_without_the_final_read_there_is_no_verdict() -> None:
     assert r["valid"] == "unknown" and "no final read" in r["reason"], r
 
 
-@pytest.mark.parametrize("memory", [[], ["--memory", "64MiB"]])
+@pytest.mark.parametrize("memory", ["", "2"])  # in memory; by 2 partitions ($ONCEPROOF_CHECK_PARTITIONS)
 def test_onceproof_check_applies_partial_to_a_history_with_two_sinks(tmp_path, memory) -> None:
     """`onceproof check` on a run folder's history: the partial checker runs when the history
     has sink-content records, and its verdict counts (exit 1); also when the exactly-once check
-    runs by partitions (--memory below the history's estimate), which learns the records' kinds
+    runs by partitions ($ONCEPROOF_CHECK_PARTITIONS), which learns the records' kinds
     in its own pass."""
     import json
     import subprocess
@@ -119,8 +121,9 @@ def test_onceproof_check_applies_partial_to_a_history_with_two_sinks(tmp_path, m
     run.extra.append(content(run, "redis-set:second", drop={"e2"}))
     path = tmp_path / "history.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in run.records()))
-    res = subprocess.run([sys.executable, "-m", "onceproof", "check", "--json", *memory, str(path)],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-m", "onceproof", "check", "--json", str(path)],
+                         capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, ONCEPROOF_CHECK_PARTITIONS=memory))
     assert res.returncode == 1, (res.stdout, res.stderr)
     verdict = json.loads(res.stdout.splitlines()[0])
     assert verdict["checkers"]["exactly-once"]["valid"] is True

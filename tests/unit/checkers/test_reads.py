@@ -3,6 +3,8 @@ shown as the smallest set of operations that cannot be linearized; a correct his
 accused; reads of keys never written, and reads that failed or got no answer, are not accused."""
 from __future__ import annotations
 
+import os
+
 import random
 from typing import Any
 
@@ -228,16 +230,17 @@ def _saved(tmp_path, stale: bool):  # type: ignore[no-untyped-def]
     return path
 
 
-@pytest.mark.parametrize("memory", [[], ["--memory", "64MiB"]])  # in memory, by partitions
+@pytest.mark.parametrize("memory", ["", "2"])  # in memory; by 2 partitions ($ONCEPROOF_CHECK_PARTITIONS)
 @pytest.mark.parametrize("stale", [True, False])
 def test_onceproof_check_runs_the_reads_checker_on_a_saved_history(tmp_path, stale, memory):
     import json
     import subprocess
     import sys
 
-    res = subprocess.run([sys.executable, "-m", "onceproof", "check", "--json", *memory,
+    res = subprocess.run([sys.executable, "-m", "onceproof", "check", "--json",
                           str(_saved(tmp_path, stale))],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, ONCEPROOF_CHECK_PARTITIONS=memory))
     assert res.returncode == (1 if stale else 0), (res.stdout, res.stderr)
     verdict = json.loads(res.stdout.splitlines()[0])
     assert verdict["checkers"]["exactly-once"]["valid"] is True
