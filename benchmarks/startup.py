@@ -75,6 +75,23 @@ def compare(repeat: int) -> None:
     print(f"docker / local = {ratio:.2f}x (goal <= 2x: {'ok' if ratio <= 2 else 'MISSED'})", flush=True)
 
 
+PER_TARGET = {"redis": TargetsSpec(redis="none"), "postgres": TargetsSpec(postgres=True),
+              "kafka 1": TargetsSpec(kafka_nodes=1)}
+
+
+def compare_per_target(repeat: int) -> None:
+    """Each target alone (with Toxiproxy, as every deployment) on both runtimes (alternating runs): where the docker runtime's extra
+    time goes (a container's own cost, or the server in it)."""
+    print(f"\n{'target':<10} {'local s':>8} {'docker s':>9} {'ratio':>6}   (median of {repeat}, alternating runs)")
+    for name, spec in PER_TARGET.items():
+        times: dict[str, list[float]] = {"local": [], "docker": []}
+        for _ in range(repeat):
+            for kind in times:
+                times[kind].append(measure_on(kind, spec))
+        local, docker = (statistics.median(times[k]) for k in ("local", "docker"))
+        print(f"{name:<10} {local:>8.2f} {docker:>9.2f} {docker / local:>5.1f}x", flush=True)
+
+
 def _jvm_cpu_s(pid: int) -> float:
     """utime + stime of a process so far, in seconds (/proc/<pid>/stat fields 14 and 15)."""
     import os
@@ -116,7 +133,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--compare-only", action="store_true", help="only local vs docker")
     ap.add_argument("--cds", action="store_true", help="only a broker with vs without its CDS archive")
+    ap.add_argument("--per-target", action="store_true", help="only each target alone, local vs docker")
     args = ap.parse_args()
+    if args.per_target:
+        compare_per_target(args.repeat)
+        return
     if args.cds:
         compare_cds(args.repeat)
         return

@@ -157,6 +157,15 @@ def visibility_runs(commits: list[list[Any]], server_now_s: float, local_now_ns:
 LEFTOVER = r"^onceproof_[0-9a-f]{12}$"  # how Follower names its slot and publication
 
 
+def _close_quietly(conn: Any) -> None:
+    """Close a psycopg connection (or None) whatever state it is in. Never raises."""
+    try:
+        if conn is not None:
+            conn.close()
+    except Exception:  # noqa: BLE001 - a connection whose server went away
+        pass
+
+
 def drop_leftovers(conn: Any) -> list[str]:
     """Drop the slots no session reads (not active) and the publications that a Follower
     named (`onceproof_<12 hex>`) on the server of `conn` (autocommit): what the observer of a
@@ -328,11 +337,7 @@ class Follower:
                 conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(self.slot)))
         except Exception:  # noqa: BLE001 - the server may be gone already: nothing is held then
             pass
-        try:
-            if self.conn is not None:
-                self.conn.close()
-        except Exception:  # noqa: BLE001
-            pass
+        _close_quietly(self.conn)
         self.conn = None
 
     def _messages(self, timeout: float) -> tuple[pgoutput.Batch | None, int]:
@@ -375,11 +380,7 @@ class Follower:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        try:
-            if self._fconn is not None:
-                self._fconn.close()
-        except Exception:  # noqa: BLE001
-            pass
+        _close_quietly(self._fconn)
         self._fconn = None
 
     def _apply_pgoutput(self, batch: pgoutput.Batch | list[bytes], out: list[Effect]) -> bool:
@@ -569,10 +570,7 @@ class Follower:
                 return got
         except psycopg.Error:
             self._suspect = True
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001
-                pass
+            _close_quietly(conn)
             raise
 
     def _slot_position(self, conn: Any) -> int:

@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -321,6 +322,7 @@ class DockerKafka(ContainerNode, KafkaNode):
         super().__init__(runtime, name, node_id, cluster_id, groups)
         self.internal_port = runtime.free_port()
         self.voters = f"{node_id}@{name}:{self.controller_port}"
+        self.cds_dir: Path | None = None  # the class-data-sharing archive's folder (prepare; kafka_cds.py)
 
     def listener(self, group: str) -> str:
         return f"{self.name}:{self.group_ports[group]}"
@@ -352,10 +354,11 @@ class DockerKafka(ContainerNode, KafkaNode):
         (logdir / "meta.properties").write_text(
             f"node.id={self.node_id}\ndirectory.id={random_id()}\nversion=1\ncluster.id={self.cluster_id}\n")
         (self.data_dir / "log4j2.yaml").write_text(LOG4J2)
+        self.cds_dir = kafka_cds.archive(self.runtime)
 
     def spec(self) -> Spec:
         (self.data_dir / "server.properties").write_text(self.properties())  # advertised ports may change
-        archive = kafka_cds.archive(self.runtime)
+        archive = self.cds_dir
         argv = ["java", *JVM_OPTS, *kafka_cds.jvm_options(archive), f"-Dlog4j2.configurationFile={DATA_DIR}/log4j2.yaml",
                 f"-Dkafka.logs.dir={DATA_DIR}", "-cp", "/opt/kafka/libs/*", "kafka.Kafka",
                 f"{DATA_DIR}/server.properties"]
