@@ -22,7 +22,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from onceproof.pgdecode import MappingError
-from onceproof.sinks import Effect, KafkaSink, Sink, stream_entries
+from onceproof.sinks import Effect, KafkaSink, RedisStreamSink, Sink, redis_client
 from onceproof.targets.deadline import SocketDeadline
 from onceproof.targets.deployment import Deployment
 from onceproof.targets.kafka import clients as kafka_clients
@@ -442,11 +442,7 @@ class _RedisBase(Sink):
         self.spec = spec
 
     def setup(self) -> None:
-        from onceproof.targets.redis import client
-
-        r = self.deployment.redis
-        assert r is not None
-        self.client: Any = client(r.host, r.port, timeout=5.0, password=r.password)
+        self.client: Any = redis_client(self.deployment)
         self.prev: list[Effect] = []
 
     def _diff(self, now: list[Effect]) -> tuple[list[Effect], bool]:
@@ -475,26 +471,20 @@ class _RedisBase(Sink):
         return self._diff(self._all())
 
 
-class RedisMappedStream(_RedisBase):
-    """A stream of the user's entries, read incrementally (XRANGE from the last entry id)."""
+class RedisMappedStream(RedisStreamSink):
+    """A stream of the user's entries (read as harness/sinks.py reads ours; never deleted)."""
+
+    def __init__(self, deployment: Deployment, spec: RedisMapping) -> None:
+        super().__init__(deployment, spec.name)
+        self.spec = spec
 
     def setup(self) -> None:
-        super().setup()
-        self.last = "0-0"
+        self.connect()
 
-    def _effect(self, fields: dict) -> Effect:
+    def effect_of(self, fields: dict) -> Effect:
         s = self.spec
         return [fields.get(s.id or "id"), fields.get(s.key) if s.key else None,
                 _int(fields.get(s.seq)) if s.seq else None, None]
-
-    def read(self) -> tuple[list[Effect], bool]:
-        entries = list(stream_entries(self.client, self.name, self.last))
-        if entries:
-            self.last = entries[-1][0]
-        return [self._effect(f) for _, f in entries], False
-
-    def _all(self) -> list[Effect]:
-        return [self._effect(f) for _, f in stream_entries(self.client, self.name)]
 
 
 class RedisMappedList(_RedisBase):

@@ -302,20 +302,31 @@ def stream_entries(client: Any, stream: str, after: str | None = None) -> Iterat
         last = entries[-1][0]
 
 
+def redis_client(deployment: Deployment) -> Any:
+    """A client of the run's Redis (5 s socket timeout); the observer reads sinks with it."""
+    from onceproof.targets.redis import client
+
+    r = deployment.redis
+    assert r is not None
+    return client(r.host, r.port, timeout=5.0, password=r.password)
+
+
 class RedisStreamSink(Sink):  # redis-py types every reply as maybe-awaitable: Any here
-    """A Redis stream whose entries have fields id, key, seq, replica."""
+    """A Redis stream whose entries have fields id, key, seq, replica, read incrementally (XRANGE
+    after the last entry id read). The one place a stream is read: a mapped stream
+    (harness/mappings.py) overrides `effect_of` and keeps the user's stream at setup."""
 
     def setup(self) -> None:
-        from onceproof.targets.redis import client
-
-        assert self.deployment.redis is not None
-        self.client: Any = client(self.deployment.redis.host, self.deployment.redis.port, timeout=5.0,
-                                  password=self.deployment.redis.password)
+        self.connect()
         self.client.delete(self.name)
+
+    def connect(self) -> None:
+        """Open the client; the next `read` starts at the stream's first entry."""
+        self.client: Any = redis_client(self.deployment)
         self.last = "0-0"
 
-    @staticmethod
-    def _effect(fields: dict) -> Effect:
+    def effect_of(self, fields: dict) -> Effect:
+        """One entry's fields as an effect."""
         seq = fields.get("seq")
         rep = fields.get("replica")
         return [fields.get("id"), fields.get("key"), int(seq) if seq is not None else None,
@@ -325,21 +336,17 @@ class RedisStreamSink(Sink):  # redis-py types every reply as maybe-awaitable: A
         entries = list(stream_entries(self.client, self.name, self.last))
         if entries:
             self.last = entries[-1][0]
-        return [self._effect(f) for _, f in entries], False
+        return [self.effect_of(f) for _, f in entries], False
 
     def final_read(self) -> list[Effect]:
-        return [self._effect(f) for _, f in stream_entries(self.client, self.name)]
+        return [self.effect_of(f) for _, f in stream_entries(self.client, self.name)]
 
 
 class RedisSetSink(Sink):
     """A Redis set of event ids: it cannot show duplicates (a set), only lost and phantom."""
 
     def setup(self) -> None:
-        from onceproof.targets.redis import client
-
-        assert self.deployment.redis is not None
-        self.client: Any = client(self.deployment.redis.host, self.deployment.redis.port, timeout=5.0,
-                                  password=self.deployment.redis.password)
+        self.client: Any = redis_client(self.deployment)
         self.client.delete(self.name)
         self.seen: set[str] = set()
 

@@ -14,7 +14,7 @@ import pytest
 
 from onceproof.formats import Format
 from onceproof.mappings import (KafkaMapping, MappedKafkaSink, PostgresMapping, PostgresQuerySink, PostgresTableSink,
-                                RedisMapping, RedisMappedHash, RedisMappedList, StateSpec, state_reader)
+                                RedisMapping, RedisMappedHash, RedisMappedList, RedisMappedStream, StateSpec, state_reader)
 from onceproof.recorder import HistoryWriter
 from onceproof.sinks import PostgresSink
 from onceproof.sources import KafkaSource, PostgresSource, RedisSource
@@ -156,6 +156,22 @@ def test_redis_list_and_hash_per_key_mappings(shared_targets):
     assert hashes.read() == ([["e1", f"{name}:a", 0, None]], False)
     r.delete(f"{name}:a")
     assert hashes.read() == ([], True)
+    r.delete(name)
+
+
+def test_a_redis_stream_mapping_reads_the_users_stream_from_its_start_and_then_only_new_entries(shared_targets):
+    d = shared_targets
+    r = client(d.redis.host, d.redis.port, password=d.redis.password)
+    name = f"out_{uuid.uuid4().hex[:6]}"
+    r.xadd(name, {"order_id": "e0", "customer": "a", "n": 0})  # written before the observer starts: kept
+    stream = RedisMappedStream(d, RedisMapping(stream=name, id="order_id", key="customer", seq="n"))
+    stream.setup()
+    r.xadd(name, {"order_id": "e1", "customer": "b", "n": 1})
+    assert stream.read() == ([["e0", "a", 0, None], ["e1", "b", 1, None]], False)
+    r.xadd(name, {"order_id": "e1", "customer": "b", "n": 1})
+    assert stream.read() == ([["e1", "b", 1, None]], False)
+    assert stream.read() == ([], False)
+    assert [e[0] for e in stream.final_read()] == ["e0", "e1", "e1"]
     r.delete(name)
 
 
