@@ -26,6 +26,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from onceproof.targets import paths
 from onceproof.targets.docker.engine import EngineError, client
@@ -314,6 +315,26 @@ def present(images: dict[str, str] | None = None) -> dict[str, bool]:
         except docker.errors.ImageNotFound:
             out[kind] = False
     return out
+
+
+def rebuild_hint(engine: Any, ref: str, runs: str, refusal: str) -> str:
+    """What to add to the engine's `refusal` to run `runs` (a path or command) in image `ref`:
+    when the image was built on this machine (it carries HASH_LABEL: `onceproof setup --images`
+    made it) and the engine says `runs` is not found in it, the image is older than the onceproof
+    that runs it (found: a Kafka image made before it carried kafka-storage.sh), and the fix is
+    to rebuild it. "" otherwise (an official image, another refusal). `engine`: a
+    docker.DockerClient. Never raises."""
+    said = refusal.lower()
+    if runs not in refusal or ("not found" not in said and "no such file" not in said):
+        return ""
+    try:
+        built_here = HASH_LABEL in (engine.images.get(ref).labels or {})
+    except Exception:  # noqa: BLE001 - no such image, or the engine went away: no hint
+        return ""
+    if not built_here:
+        return ""
+    return (f" (image {ref} was built on this machine by an older onceproof, without {runs}: "
+            "run `onceproof setup --images` to rebuild it)")
 
 
 # --- the reference pipelines as an image ------------------------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from onceproof.targets import paths
+from onceproof.targets.docker.images import rebuild_hint
 from onceproof.targets.kafka import random_id
 from onceproof.targets.process import NodeError
 
@@ -87,17 +88,6 @@ def storage_template(runtime: "DockerRuntime") -> Path:
     return template
 
 
-def _built_here(runtime: "DockerRuntime", ref: str) -> bool:
-    """Whether image `ref` was built by `onceproof setup --images` (it carries our content
-    label), as opposed to a project's official image. Never raises."""
-    from onceproof.targets.docker.images import HASH_LABEL
-
-    try:
-        return HASH_LABEL in (runtime.client.images.get(ref).labels or {})
-    except Exception:  # noqa: BLE001 - no such image, or the engine went away: no hint
-        return False
-
-
 def _run_format(runtime: "DockerRuntime", ref: str, work: Path) -> tuple[int, str]:
     """(exit code, output) of the one-shot format container."""
     import docker
@@ -109,10 +99,7 @@ def _run_format(runtime: "DockerRuntime", ref: str, work: Path) -> tuple[int, st
             environment={"LOG_DIR": f"{MOUNT}/logs"},  # the official launcher's log dir: one we can write
             labels=runtime.labels("kafka-format"), name=f"op-{runtime.run_id}-kafka-format", detach=True)
     except docker.errors.APIError as e:
-        hint = ""
-        if STORAGE_TOOL in str(e) and _built_here(runtime, ref):
-            hint = (f" (image {ref} was built on this machine by an older onceproof, without {STORAGE_TOOL}: "
-                    "run `onceproof setup --images` to rebuild it)")
+        hint = rebuild_hint(runtime.client, ref, STORAGE_TOOL, str(e))
         raise NodeError(f"kafka: the engine refused the storage-format container of {ref}: {e}{hint}") from None
     try:
         try:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from onceproof.targets.docker import kafka_cds, kafka_storage
+from onceproof.targets.docker.images import rebuild_hint
 from onceproof.targets.kafka import JVM_OPTS, LOG4J2, KafkaCluster, KafkaNode, random_id
 from onceproof.targets.postgres import DATABASE, USER, PostgresNode
 from onceproof.targets.process import CommandNode, Node, NodeError, log_tail, poll_ready
@@ -68,6 +69,7 @@ class ContainerNode(Node):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.container: "Container | None" = None
+        self.entrypoint = ("", "")  # (image, what its container runs first), for the engine's refusal
 
     def spec(self) -> Spec:
         raise NotImplementedError
@@ -140,6 +142,7 @@ class ContainerNode(Node):
             for port in spec.publish:  # on 127.0.0.1 only (with_bind_ports takes no address)
                 c.ports[f"{port}/tcp"] = ("127.0.0.1", port)  # type: ignore[assignment]
         c.with_kwargs(**kwargs)
+        self.entrypoint = (spec.image, argv[0])
         c.start()
         self.container = c.get_wrapped_container()
 
@@ -163,7 +166,9 @@ class ContainerNode(Node):
             else:
                 self.container.start()
         except Exception as e:  # noqa: BLE001 - the engine's errors are many kinds
-            raise NodeError(f"{self.name}: the engine refused to start its container: {e}") from None
+            image, runs = self.entrypoint
+            hint = rebuild_hint(self.runtime.client, image, runs, str(e)) if runs else ""
+            raise NodeError(f"{self.name}: the engine refused to start its container: {e}{hint}") from None
         self.paused = False
         self.starts += 1
         if wait:

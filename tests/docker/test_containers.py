@@ -199,3 +199,57 @@ def test_teardown_leaves_no_container_network_or_volume_of_the_run(docker_engine
     d.stop()
     assert cleanup.leftovers(runtime.run_id) == []
     assert not runtime.scratch.exists() and not runtime.entry.path.exists()
+
+
+@pytest.fixture
+def stale_image(docker_engine):
+    """An image as an older onceproof's `setup --images` left it (our content label, none of
+    the files this one runs), and the same without the label (someone else's image)."""
+    import io
+    import tarfile
+
+    from onceproof.targets.docker.engine import client as engine_client
+    from onceproof.targets.docker.images import HASH_LABEL
+
+    c = engine_client()
+    tag = f"onceproof-test/stale-{uuid.uuid4().hex[:8]}"
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as t:
+        info = tarfile.TarInfo("etc/hostname")
+        info.size = 2
+        t.addfile(info, io.BytesIO(b"x\n"))
+    for name, changes in ((f"{tag}:ours", [f"LABEL {HASH_LABEL}=old"]), (f"{tag}:theirs", [])):
+        c.api.import_image(src=tar.getvalue(), repository=name, changes=changes)
+    try:
+        yield f"{tag}:ours", f"{tag}:theirs"
+    finally:
+        for name in (f"{tag}:ours", f"{tag}:theirs"):
+            c.images.remove(name, force=True)
+
+
+def test_an_image_an_older_onceproof_built_is_refused_with_the_advice_to_rebuild_it(stale_image, tmp_path):
+    from onceproof.targets.deployment import TargetsSpec
+    from onceproof.targets.docker import kafka_storage
+    from onceproof.targets.docker.runtime import DockerRuntime
+    from onceproof.targets.process import NodeError
+
+    ours, theirs = stale_image
+    advice = "run `onceproof setup --images` to rebuild it"
+    for image, hinted in ((ours, True), (theirs, False)):
+        runtime = DockerRuntime(log_dir=tmp_path / "logs", images={"kafka": image, "redis": image})
+        try:  # the Kafka image's storage tool (a one-shot container)
+            with pytest.raises(NodeError) as kafka:
+                kafka_storage.storage_template(runtime)
+        finally:
+            runtime.close()
+        assert (f"image {image} was built on this machine by an older onceproof, without "
+                f"{kafka_storage.STORAGE_TOOL}: {advice}" in str(kafka.value)) is hinted, str(kafka.value)
+        runtime = DockerRuntime(log_dir=tmp_path / "logs", images={"redis": image})
+        d = Deployment.create(runtime, TargetsSpec(redis="none"))
+        try:  # any node's container (Redis's, wrapped in `sh`)
+            with pytest.raises(NodeError) as redis:
+                d.start()
+        finally:
+            d.stop()
+        assert (advice in str(redis.value)) is hinted, str(redis.value)
+        assert cleanup.leftovers(runtime.run_id) == []
