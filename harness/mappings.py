@@ -21,8 +21,8 @@ from typing import Any, Callable, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from onceproof.pgdecode import MappingError
-from onceproof.sinks import Effect, KafkaSink, RedisStreamSink, Sink, redis_client
+from onceproof.pgdecode import Columns, MappingError, int_or_none
+from onceproof.sinks import Effect, KafkaSink, PostgresReader, RedisStreamSink, Sink, redis_client
 from onceproof.targets.deadline import SocketDeadline
 from onceproof.targets.deployment import Deployment
 from onceproof.targets.kafka import clients as kafka_clients
@@ -106,13 +106,6 @@ class Locator:
         return m.group(self.group) if m else None
 
 
-def _int(v: Any) -> int | None:
-    try:
-        return int(v) if v is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
 class MessageMapping:
     """id / key / seq locators applied to one message -> an Effect [id, key, seq, None]."""
 
@@ -129,7 +122,7 @@ class MessageMapping:
             except orjson.JSONDecodeError:
                 doc = None
         got = [loc.get(value, key, headers, doc) if loc is not None else None for loc in self.locs]
-        return [got[0], got[1], _int(got[2]), None]
+        return [got[0], got[1], int_or_none(got[2]), None]
 
 
 # --- plan sections -------------------------------------------------------------------------
@@ -291,15 +284,8 @@ class PostgresQuerySink(Sink):
     def __init__(self, deployment: Deployment, spec: PostgresMapping) -> None:
         super().__init__(deployment, spec.table or "query")
         self.spec = spec
-        self.conn: Any = None
+        self.db = PostgresReader(deployment.postgres_dsn())
         self.seen: dict[str, int] = {}
-
-    def _connect(self) -> Any:
-        import psycopg
-
-        if self.conn is None or self.conn.closed:
-            self.conn = psycopg.connect(self.deployment.postgres_dsn(), autocommit=True, connect_timeout=3)
-        return self.conn
 
     def _rows(self, timeout: float, final: bool = False) -> list[Effect]:
         """The query's rows as effects. A missing table is "nothing applied yet" during the run
@@ -308,32 +294,21 @@ class PostgresQuerySink(Sink):
         was a silent "vacuous run"). Other server errors raise psycopg.Error."""
         import psycopg
 
-        conn = self._connect()
         applied = self.spec.applied
         try:
-            with SocketDeadline(conn, timeout):
-                cur = conn.execute(self.spec.query or "")  # the plan's own SQL, run as written
-                names = [d.name for d in cur.description or ()]
-                rows = cur.fetchall()
+            names, rows = self.db.rows(self.spec.query or "", timeout=timeout)  # the plan's own SQL, run as written
         except psycopg.errors.UndefinedTable as e:
             if final:
                 raise MappingError(f"workload.sink.postgres.query: at the final read the query still fails: "
                                    f"{str(e).splitlines()[0]} (is the table's name right? query: "
                                    f"{(self.spec.query or '')[:200]})") from None
             return []  # the pipeline creates its table itself: nothing applied yet
-        except psycopg.Error:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001
-                pass
-            self.conn = None
-            raise
         at = names.index(applied) if applied in names else None
         out: list[Effect] = []
         for r in rows:
             eff = [None if r[0] is None else str(r[0]), None if len(r) < 2 or r[1] is None else str(r[1]),
-                   _int(r[2]) if len(r) > 2 else None, None]
-            n = max(_int(r[at]) or 1, 1) if at is not None else 1
+                   int_or_none(r[2]) if len(r) > 2 else None, None]
+            n = max(int_or_none(r[at]) or 1, 1) if at is not None else 1
             out.extend([eff] * n)
         return out
 
@@ -358,9 +333,7 @@ class PostgresQuerySink(Sink):
         return self._rows(60.0, final=True)
 
     def close(self) -> None:
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            conn.close()
+        self.db.close()
 
 
 class PostgresTableSink(Sink):
@@ -397,12 +370,10 @@ class PostgresTableSink(Sink):
 
     def _columns(self) -> list[str]:
         """The table's columns in order ([] when there is no such table yet)."""
-        conn = self.query._connect()
-        with SocketDeadline(conn, 60.0):
-            cur = conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
-                               "AND table_name = %s ORDER BY ordinal_position", (self.spec.schema_ or "public",
-                                                                                   self.spec.table or ""))
-            return [str(r[0]) for r in cur.fetchall()]
+        _, rows = self.query.db.rows("SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+                                     "AND table_name = %s ORDER BY ordinal_position",
+                                     (self.spec.schema_ or "public", self.spec.table or ""), timeout=60.0)
+        return [str(r[0]) for r in rows]
 
     def final_read(self) -> list[Effect]:
         """The content at the end; raises MappingError when the plan names a column the table
@@ -476,15 +447,13 @@ class RedisMappedStream(RedisStreamSink):
 
     def __init__(self, deployment: Deployment, spec: RedisMapping) -> None:
         super().__init__(deployment, spec.name)
-        self.spec = spec
+        self.fields = Columns(spec.id or "id", spec.key, spec.seq)
 
     def setup(self) -> None:
         self.connect()
 
     def effect_of(self, fields: dict) -> Effect:
-        s = self.spec
-        return [fields.get(s.id or "id"), fields.get(s.key) if s.key else None,
-                _int(fields.get(s.seq)) if s.seq else None, None]
+        return self.fields.effect(fields)
 
 
 class RedisMappedList(_RedisBase):
@@ -531,7 +500,7 @@ class RedisMappedHash(_RedisBase):
             if not h:
                 continue
             key = name if s.key == "@name" else (h.get(s.key) if s.key else None)
-            out.append([h.get(s.id or "id"), key, _int(h.get(s.seq)) if s.seq else None, None])
+            out.append([h.get(s.id or "id"), key, int_or_none(h.get(s.seq)) if s.seq else None, None])
         return out
 
 

@@ -117,7 +117,8 @@ def parse_row(text: str) -> dict[str, str | None]:
     return {(n[1:-1].replace('""', '"') if n[:1] == '"' else n): _value(v) for n, _, v in _COLUMN.findall(text)}
 
 
-def _int(v: Any) -> int | None:
+def int_or_none(v: Any) -> int | None:
+    """A column's or field's value as an int; None when it is null or not a whole number."""
     try:
         return int(v) if v is not None else None
     except (TypeError, ValueError):
@@ -157,7 +158,7 @@ def visibility_runs(commits: list[list[Any]], server_now_s: float, local_now_ns:
 LEFTOVER = r"^onceproof_[0-9a-f]{12}$"  # how Follower names its slot and publication
 
 
-def _close_quietly(conn: Any) -> None:
+def close_quietly(conn: Any) -> None:
     """Close a psycopg connection (or None) whatever state it is in. Never raises."""
     try:
         if conn is not None:
@@ -189,14 +190,28 @@ class MappingError(ValueError):
     not have, or its query still fails at the final read."""
 
 
-class Rows:
+class Columns:
+    """Where an effect's id, key, seq and replica sit in a row of named values (a decoded row,
+    a Redis stream entry or hash): the names of those columns (key, seq, replica may be None)."""
+
+    def __init__(self, id_col: str, key_col: str | None, seq_col: str | None, replica_col: str | None = None) -> None:
+        self.id_col, self.key_col, self.seq_col, self.replica_col = id_col, key_col, seq_col, replica_col
+
+    def effect(self, row: dict[str, Any]) -> Effect:
+        """[id, key, seq, replica] of `row` (seq and replica as ints; None where absent)."""
+        return [row.get(self.id_col), row.get(self.key_col) if self.key_col else None,
+                int_or_none(row.get(self.seq_col)) if self.seq_col else None,
+                int_or_none(row.get(self.replica_col)) if self.replica_col else None]
+
+
+class Rows(Columns):
     """The table's rows as applications: row identity -> [effect, applications], in first
-    insertion order. `columns` names the table's columns for id, key, seq, replica (key, seq,
-    replica may be None); `applied` as in the module's doc."""
+    insertion order. The columns (`Columns`) are the table's for id, key, seq, replica;
+    `applied` as in the module's doc."""
 
     def __init__(self, id_col: str, key_col: str | None, seq_col: str | None, replica_col: str | None = None,
                  applied: str | None = None, where: str | None = None) -> None:
-        self.id_col, self.key_col, self.seq_col, self.replica_col = id_col, key_col, seq_col, replica_col
+        super().__init__(id_col, key_col, seq_col, replica_col)
         self.applied = applied
         self.where = where  # the plan field naming the columns (None: our own table, not checked)
         self.checked = False
@@ -219,18 +234,13 @@ class Rows:
                                + f" (its columns: {', '.join(names)})")
         self.checked = True
 
-    def effect(self, row: dict[str, str | None]) -> Effect:
-        return [row.get(self.id_col), row.get(self.key_col) if self.key_col else None,
-                _int(row.get(self.seq_col)) if self.seq_col else None,
-                _int(row.get(self.replica_col)) if self.replica_col else None]
-
     def count(self, row: dict[str, str | None], before: int) -> int:
         """Applications a row version stands for, given the row's count before it (0 = new)."""
         if self.applied is None:
             return 1
         if self.applied == "xmin":
             return before + 1
-        n = _int(row.get(self.applied))
+        n = int_or_none(row.get(self.applied))
         return max(n, 1) if n is not None else max(before, 1)
 
     def expand(self) -> list[Effect]:
@@ -337,7 +347,7 @@ class Follower:
                 conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(self.slot)))
         except Exception:  # noqa: BLE001 - the server may be gone already: nothing is held then
             pass
-        _close_quietly(self.conn)
+        close_quietly(self.conn)
         self.conn = None
 
     def _messages(self, timeout: float) -> tuple[pgoutput.Batch | None, int]:
@@ -380,7 +390,7 @@ class Follower:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        _close_quietly(self._fconn)
+        close_quietly(self._fconn)
         self._fconn = None
 
     def _apply_pgoutput(self, batch: pgoutput.Batch | list[bytes], out: list[Effect]) -> bool:
@@ -570,7 +580,7 @@ class Follower:
                 return got
         except psycopg.Error:
             self._suspect = True
-            _close_quietly(conn)
+            close_quietly(conn)
             raise
 
     def _slot_position(self, conn: Any) -> int:

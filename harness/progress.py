@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 
 from onceproof.recorder import HistoryWriter as History
 from onceproof.observer import Observer
-from onceproof.sinks import Sink
+from onceproof.sinks import PostgresReader, Sink
 from onceproof.targets.deployment import Deployment
 from onceproof.targets.kafka import clients as kafka_clients
 
@@ -242,33 +242,16 @@ class ProgressQuery(ProgressReader):
                  closing: ProgressReader | None = None) -> None:
         self.dsn, self.query, self.ends = dsn, query, ends
         self.closing = closing  # what `ends` reads with, closed with this reader
-        self.conn: Any = None
+        self.db = PostgresReader(dsn)
 
     def read(self) -> list[GroupProgress]:
-        import psycopg
-
-        from onceproof.targets.deadline import SocketDeadline
-
-        if self.conn is None or self.conn.closed:
-            self.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=3)
-        try:
-            with SocketDeadline(self.conn, 10.0):
-                rows = self.conn.execute(self.query).fetchall()
-        except psycopg.Error:
-            self._close_conn()
-            raise
-        committed = {int(p): int(c) for p, c in rows}
+        committed = {int(p): int(c) for p, c in self.db.rows(self.query, timeout=10.0)[1]}
         ends = self.ends()
         parts = [[p, committed.get(p, -1), e] for p, e in sorted(ends.items())]
         return [GroupProgress("pipeline.progress", parts, sum(max(0, e - max(c, 0)) for _, c, e in parts))]
 
-    def _close_conn(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-        self.conn = None
-
     def close(self) -> None:
-        self._close_conn()
+        self.db.close()
         if self.closing is not None:
             self.closing.close()
 

@@ -68,34 +68,15 @@ class PostgresSink(Sink):
             c.execute(f"DROP TABLE IF EXISTS {self.name}")
             c.execute(EFFECTS_DDL.format(t=self.name))
             c.execute(f"ALTER TABLE {self.name} REPLICA IDENTITY FULL")  # a decoded delete names its row
-        self.conn: Any = None
+        self.db = PostgresReader(self.deployment.postgres_dsn())
         self.seen: dict[int, Effect] = {}  # pos -> effect, everything seen so far
         self.follower = _follower(self.deployment.postgres_dsn(), self.name, self._full)
 
     def _full(self) -> list[Effect]:
         return [[r[1], r[2], r[3], r[4]] for r in self._select(timeout=30.0)]
 
-    def _connect(self) -> Any:
-        import psycopg
-
-        if self.conn is None or self.conn.closed:
-            self.conn = psycopg.connect(self.deployment.postgres_dsn(), autocommit=True, connect_timeout=3)
-        return self.conn
-
     def _select(self, timeout: float = 10.0) -> list[tuple]:
-        import psycopg
-
-        conn = self._connect()
-        try:
-            with SocketDeadline(conn, timeout):
-                return conn.execute(f"SELECT pos, event_id, key, seq, replica FROM {self.name} ORDER BY pos").fetchall()
-        except psycopg.Error:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001
-                pass
-            self.conn = None
-            raise
+        return self.db.rows(f"SELECT pos, event_id, key, seq, replica FROM {self.name} ORDER BY pos", timeout=timeout)[1]
 
     def visible(self) -> tuple[list[list[int]], str] | None:
         runs = self.follower.visible if self.follower is not None else None
@@ -115,21 +96,60 @@ class PostgresSink(Sink):
         return new, False
 
     def final_read(self) -> list[Effect]:
-        return [[r[1], r[2], r[3], r[4]] for r in self._select(timeout=30.0)]
+        return self._full()
 
     def state(self, query: str) -> dict[str, dict[str, int]] | None:
-        conn = self._connect()
-        with SocketDeadline(conn, 30.0):
-            rows = conn.execute(query).fetchall()
-        return {str(k): {"count": int(c), "sum": int(s)} for k, c, s in rows}
+        return {str(k): {"count": int(c), "sum": int(s)} for k, c, s in self.db.rows(query, timeout=30.0)[1]}
 
     def close(self) -> None:
         follower, self.follower = getattr(self, "follower", None), None
         if follower is not None:
             follower.close()  # drops the replication slot
-        conn, self.conn = getattr(self, "conn", None), None
-        if conn is not None:
-            conn.close()
+        db = getattr(self, "db", None)
+        if db is not None:
+            db.close()
+
+
+class PostgresReader:
+    """The observer's connection to the PostgreSQL at `dsn` (autocommit), opened on first use and
+    again after a failure. `rows(query, params, timeout)` runs one query under a SocketDeadline
+    of `timeout` s (a paused server or a partition fails the read instead of hanging it) and
+    returns (column names, rows). It raises psycopg.Error: the connection is closed first (the
+    next call opens a new one), unless the error is in the query itself (psycopg.ProgrammingError,
+    SQLSTATE class 42: e.g. a table the pipeline has not created yet), which leaves it usable."""
+
+    def __init__(self, dsn: str, connect_timeout: int = 3) -> None:
+        self.dsn, self.connect_timeout = dsn, connect_timeout
+        self.conn: Any = None
+
+    def connection(self) -> Any:
+        """The open psycopg connection (opened now if there is none). Raises psycopg.Error."""
+        import psycopg
+
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=self.connect_timeout)
+        return self.conn
+
+    def rows(self, query: str, params: tuple | None = None, timeout: float = 10.0) -> tuple[list[str], list[tuple]]:
+        import psycopg
+
+        conn = self.connection()
+        try:
+            with SocketDeadline(conn, timeout):
+                cur = conn.execute(query, params)
+                return [d.name for d in cur.description or ()], cur.fetchall()
+        except psycopg.ProgrammingError:
+            raise
+        except psycopg.Error:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection, whatever state it is in. Never raises."""
+        from onceproof.pgdecode import close_quietly
+
+        conn, self.conn = self.conn, None
+        close_quietly(conn)
 
 
 def _follower(dsn: str, table: str, full: Any) -> Any:
