@@ -277,6 +277,29 @@ class StateSpec(_M):
 
 
 # --- sinks ---------------------------------------------------------------------------------
+class Applications:
+    """The applications a sink read in full held at the last read, counted by event id.
+    `diff(now)` (the whole content now, in order) -> (the applications beyond those counts,
+    False), or (all of `now`, True) when an id has fewer applications than before (one
+    vanished: the checker then sees the flicker)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[Any, int] = {}
+
+    def diff(self, now: list[Effect]) -> tuple[list[Effect], bool]:
+        before: dict[Any, int] = self.counts
+        counts: dict[Any, int] = {}
+        new: list[Effect] = []
+        for e in now:
+            k = counts[e[0]] = counts.get(e[0], 0) + 1
+            if k > before.get(e[0], 0):
+                new.append(e)
+        self.counts = counts
+        if any(counts.get(i, 0) < n for i, n in before.items()):
+            return now, True
+        return new, False
+
+
 class PostgresQuerySink(Sink):
     """A user's query read in full each pass; the read returns only what is new unless an
     application vanished (then the whole content, so the checker sees the flicker)."""
@@ -285,7 +308,7 @@ class PostgresQuerySink(Sink):
         super().__init__(deployment, spec.table or "query")
         self.spec = spec
         self.db = PostgresReader(deployment.postgres_dsn())
-        self.seen: dict[str, int] = {}
+        self.applications = Applications()
 
     def _rows(self, timeout: float, final: bool = False) -> list[Effect]:
         """The query's rows as effects. A missing table is "nothing applied yet" during the run
@@ -313,21 +336,7 @@ class PostgresQuerySink(Sink):
         return out
 
     def read(self) -> tuple[list[Effect], bool]:
-        rows = self._rows(10.0)
-        now: dict[str, int] = {}
-        for e in rows:
-            now[e[0]] = now.get(e[0], 0) + 1
-        if any(now.get(i, 0) < n for i, n in self.seen.items()):
-            self.seen = now
-            return rows, True
-        new: list[Effect] = []
-        taken: dict[str, int] = {}
-        for e in rows:
-            k = taken[e[0]] = taken.get(e[0], 0) + 1
-            if k > self.seen.get(e[0], 0):
-                new.append(e)
-        self.seen = now
-        return new, False
+        return self.applications.diff(self._rows(10.0))
 
     def final_read(self) -> list[Effect]:
         return self._rows(60.0, final=True)
@@ -414,23 +423,7 @@ class _RedisBase(Sink):
 
     def setup(self) -> None:
         self.client: Any = redis_client(self.deployment)
-        self.prev: list[Effect] = []
-
-    def _diff(self, now: list[Effect]) -> tuple[list[Effect], bool]:
-        """New applications since the last read, or the whole content if one vanished."""
-        before: dict[Any, int] = {}
-        for e in self.prev:
-            before[e[0]] = before.get(e[0], 0) + 1
-        count: dict[Any, int] = {}
-        new = []
-        for e in now:
-            k = count[e[0]] = count.get(e[0], 0) + 1
-            if k > before.get(e[0], 0):
-                new.append(e)
-        self.prev = now
-        if any(count.get(i, 0) < n for i, n in before.items()):
-            return now, True
-        return new, False
+        self.applications = Applications()
 
     def final_read(self) -> list[Effect]:
         return self._all()
@@ -439,7 +432,7 @@ class _RedisBase(Sink):
         raise NotImplementedError
 
     def read(self) -> tuple[list[Effect], bool]:
-        return self._diff(self._all())
+        return self.applications.diff(self._all())
 
 
 class RedisMappedStream(RedisStreamSink):
