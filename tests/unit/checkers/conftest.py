@@ -3,8 +3,12 @@ partitions (checkers/partitioned.py), and the two results must be identical: the
 is the partitioned check's oracle."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 import pytest
@@ -38,3 +42,28 @@ def partitioned_oracle(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest
         return result
 
     monkeypatch.setattr(exactly_once, "check", check)
+
+
+CheckCli = Callable[..., "tuple[subprocess.CompletedProcess[str], dict[str, Any] | None]"]
+
+
+@pytest.fixture(params=["", "2"], ids=["in-memory", "by-2-partitions"])
+def onceproof_check(request: pytest.FixtureRequest, tmp_path: Path) -> CheckCli:
+    """`check(records, as_json=True)`: `onceproof check [--json] HISTORY` in a subprocess, on a
+    history file of `records` -> (the process, its JSON verdict; None without `as_json`). Each
+    test using it runs twice: in memory, and by 2 partitions ($ONCEPROOF_CHECK_PARTITIONS: the
+    partitioned check learns the records' kinds in a pass of its own, so a checker it forgot to
+    feed would go unseen)."""
+    def check(records: list[dict[str, Any]],
+              as_json: bool = True) -> tuple[subprocess.CompletedProcess[str], dict[str, Any] | None]:
+        path = tmp_path / "history.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        res = subprocess.run([sys.executable, "-m", "onceproof", "check", *(["--json"] if as_json else []), str(path)],
+                             capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ, ONCEPROOF_CHECK_PARTITIONS=request.param))
+        if not as_json:
+            return res, None
+        lines = res.stdout.splitlines()
+        assert lines and lines[0].startswith("{"), (res.returncode, res.stdout, res.stderr)
+        return res, json.loads(lines[0])
+    return check

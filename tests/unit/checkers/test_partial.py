@@ -2,11 +2,8 @@
 the run's sinks or in none."""
 from __future__ import annotations
 
-import os
-
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -104,28 +101,16 @@ def test_without_the_final_read_there_is_no_verdict() -> None:
     assert r["valid"] == "unknown" and "no final read" in r["reason"], r
 
 
-@pytest.mark.parametrize("memory", ["", "2"])  # in memory; by 2 partitions ($ONCEPROOF_CHECK_PARTITIONS)
-def test_onceproof_check_applies_partial_to_a_history_with_two_sinks(tmp_path, memory) -> None:
+def test_onceproof_check_applies_partial_to_a_history_with_two_sinks(onceproof_check) -> None:
     """`onceproof check` on a run folder's history: the partial checker runs when the history
-    has sink-content records, and its verdict counts (exit 1); also when the exactly-once check
-    runs by partitions ($ONCEPROOF_CHECK_PARTITIONS), which learns the records' kinds
-    in its own pass."""
-    import json
-    import subprocess
-    import sys
-
+    has sink-content records, and its verdict counts (exit 1), also by partitions."""
     from .histories import Event
 
     run = RunModel(events=[Event("e1", "k", 0, 1, "ok", 2, 3), Event("e2", "k", 1, 4, "ok", 5, 6)],
                    observe_ts=[50], full_ts=[], end_t=100)
     run.extra.append(content(run, "redis-set:second", drop={"e2"}))
-    path = tmp_path / "history.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in run.records()))
-    res = subprocess.run([sys.executable, "-m", "onceproof", "check", "--json", str(path)],
-                         capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, ONCEPROOF_CHECK_PARTITIONS=memory))
+    res, verdict = onceproof_check(run.records())
     assert res.returncode == 1, (res.stdout, res.stderr)
-    verdict = json.loads(res.stdout.splitlines()[0])
     assert verdict["checkers"]["exactly-once"]["valid"] is True
     assert verdict["checkers"]["partial"]["anomalies"] == {"partial": 1}
     assert verdict["checkers"]["partial"]["examples"]["partial"][0]["id"] == "e2"

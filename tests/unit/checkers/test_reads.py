@@ -3,8 +3,6 @@ shown as the smallest set of operations that cannot be linearized; a correct his
 accused; reads of keys never written, and reads that failed or got no answer, are not accused."""
 from __future__ import annotations
 
-import os
-
 import random
 from typing import Any
 
@@ -213,9 +211,7 @@ def test_the_rules_decide_exactly_what_the_linearizability_search_decides(seed):
     assert got == expected, (seed, ops)
 
 
-def _saved(tmp_path, stale: bool):  # type: ignore[no-untyped-def]
-    import json
-
+def _saved(stale: bool) -> list[dict[str, Any]]:
     h = H()
     h.add(0, "harness", "info", "load-start", None)
     h.write("k", 0, 10, 20)
@@ -225,28 +221,16 @@ def _saved(tmp_path, stale: bool):  # type: ignore[no-untyped-def]
     h.recs.sort(key=lambda r: r["time"])
     for i, r in enumerate(h.recs):
         r["index"] = i
-    path = tmp_path / "history.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in h.recs))
-    return path
+    return h.recs
 
 
-@pytest.mark.parametrize("memory", ["", "2"])  # in memory; by 2 partitions ($ONCEPROOF_CHECK_PARTITIONS)
 @pytest.mark.parametrize("stale", [True, False])
-def test_onceproof_check_runs_the_reads_checker_on_a_saved_history(tmp_path, stale, memory):
-    import json
-    import subprocess
-    import sys
-
-    res = subprocess.run([sys.executable, "-m", "onceproof", "check", "--json",
-                          str(_saved(tmp_path, stale))],
-                         capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, ONCEPROOF_CHECK_PARTITIONS=memory))
+def test_onceproof_check_runs_the_reads_checker_on_a_saved_history(onceproof_check, stale):
+    res, verdict = onceproof_check(_saved(stale))
     assert res.returncode == (1 if stale else 0), (res.stdout, res.stderr)
-    verdict = json.loads(res.stdout.splitlines()[0])
     assert verdict["checkers"]["exactly-once"]["valid"] is True
     assert verdict["checkers"]["reads"]["anomalies"]["stale-read"] == (1 if stale else 0)
-    text = subprocess.run([sys.executable, "-m", "onceproof", "check", str(_saved(tmp_path, stale))],
-                          capture_output=True, text=True, timeout=120).stdout
+    text = onceproof_check(_saved(stale), as_json=False)[0].stdout
     assert ("smallest set of ops that cannot be linearized" in " ".join(text.split())) is stale, text
 
 
