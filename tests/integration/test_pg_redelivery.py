@@ -23,6 +23,10 @@ The follower drops a transaction whose commit LSN is not above the last one it a
 replica identity) and pgoutput (REPLICA IDENTITY FULL, as our effects table)."""
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import psycopg
 import pytest
 
@@ -30,6 +34,35 @@ from onceproof.pgdecode import Follower, Rows
 from onceproof.targets.postgres import PostgresNode
 
 pytestmark = pytest.mark.integration
+
+
+def _sql(node: PostgresNode, *statements: str) -> None:
+    """Run each statement on `node`'s server (autocommit)."""
+    with psycopg.connect(node.dsn(), autocommit=True, connect_timeout=5) as c:
+        for statement in statements:
+            c.execute(statement)
+
+
+def _postgres(runtime, identity: str, *then: str) -> PostgresNode:  # type: ignore[no-untyped-def]
+    """A PostgreSQL of the test's own (it is killed) with an empty effects table `eff`, its
+    replica identity the default (followed by test_decoding) or FULL (pgoutput); then the
+    statements `then`."""
+    node = PostgresNode(runtime, fsync=False)
+    node.start()
+    _sql(node, "CREATE TABLE eff (event_id text, key text, seq bigint, replica int)",
+         *(["ALTER TABLE eff REPLICA IDENTITY FULL"] if identity == "full" else []), *then)
+    return node
+
+
+@contextmanager
+def _following(node: PostgresNode, rows: Rows, full_select: Callable[[], list] | None = None) -> Iterator[Follower]:
+    """A Follower of `eff` whose slot exists from now on; closed (slot dropped) after."""
+    follower = Follower(node.dsn(), "eff", rows, full_select=full_select)
+    follower.create()
+    try:
+        yield follower
+    finally:
+        follower.close()
 
 
 def _read(follower: Follower) -> list:
@@ -45,33 +78,21 @@ def _read(follower: Follower) -> list:
 
 @pytest.mark.parametrize("identity", ["default", "full"])
 def test_changes_read_before_a_postgres_crash_are_not_applied_again_after_it(runtime, identity: str) -> None:
-    node = PostgresNode(runtime, fsync=False)
-    node.start()
-    with psycopg.connect(node.dsn(), autocommit=True, connect_timeout=5) as c:
-        c.execute("CREATE TABLE eff (event_id text, key text, seq bigint, replica int)")
-        if identity == "full":
-            c.execute("ALTER TABLE eff REPLICA IDENTITY FULL")
-        c.execute("CHECKPOINT")
-    follower = Follower(node.dsn(), "eff", Rows("event_id", "key", "seq", "replica"))  # tracked: no full select
-    follower.create()
-    assert follower.plugin == ("pgoutput" if identity == "full" else "test_decoding")
-    try:
-        with psycopg.connect(node.dsn(), autocommit=True, connect_timeout=5) as c:
-            for i in range(5):  # five transactions, read (and so confirmed) before the crash
-                c.execute("INSERT INTO eff VALUES (%s, 'k', %s, 0)", (f"e{i}", i))
+    node = _postgres(runtime, identity, "CHECKPOINT")
+    with _following(node, Rows("event_id", "key", "seq", "replica")) as follower:  # tracked: no full select
+        assert follower.plugin == ("pgoutput" if identity == "full" else "test_decoding")
+        # five transactions, read (and so confirmed) before the crash
+        _sql(node, *(f"INSERT INTO eff VALUES ('e{i}', 'k', {i}, 0)" for i in range(5)))
         first, _ = follower.read()
         assert [e[0] for e in first] == [f"e{i}" for i in range(5)]
         node.kill()  # SIGKILL: no checkpoint, the slot's confirmed position since the last one is lost
         node.start()
-        with psycopg.connect(node.dsn(), autocommit=True, connect_timeout=5) as c:
-            c.execute("INSERT INTO eff VALUES ('e5', 'k', 5, 0)")
+        _sql(node, "INSERT INTO eff VALUES ('e5', 'k', 5, 0)")
         after = _read(follower)
         assert [e[0] for e in after] == ["e5"], "changes read before the crash were applied again"
         assert follower.redelivered == 5  # the server did send them again: the test is not vacuous
         final = sorted(e[0] for e in follower.final_read())
         assert final == [f"e{i}" for i in range(6)], "the final content has an effect twice"
-    finally:
-        follower.close()
 
 
 @pytest.mark.parametrize("identity", ["default", "full"])
@@ -81,26 +102,15 @@ def test_a_call_cut_off_after_the_slot_moved_on_makes_the_final_read_read_the_ta
     paused) consumed changes the slot will never give again. A follower that answered its
     final read from what it decoded would then miss those rows: a false `lost`. It sees that
     the slot moved on without it and reads the table in full instead."""
-    import time
-
-    node = PostgresNode(runtime, fsync=False)
-    node.start()
-    with psycopg.connect(node.dsn(), autocommit=True, connect_timeout=5) as c:
-        c.execute("CREATE TABLE eff (event_id text, key text, seq bigint, replica int)")
-        if identity == "full":
-            c.execute("ALTER TABLE eff REPLICA IDENTITY FULL")
+    node = _postgres(runtime, identity)
 
     def table() -> list:
         with psycopg.connect(node.dsn(), autocommit=True, connect_timeout=5) as c:
             return [list(r) for r in c.execute("SELECT event_id, key, seq, replica FROM eff")]
 
     # tracked by the follower (applied: a column), with a full select for when it cannot know
-    follower = Follower(node.dsn(), "eff", Rows("event_id", "key", "seq", "replica", applied="replica"),
-                        full_select=table)
-    follower.create()
-    try:
-        with psycopg.connect(node.dsn(), autocommit=True, connect_timeout=5) as c:
-            c.execute("INSERT INTO eff SELECT 'e' || i, 'k', i, 1 FROM generate_series(0, 199999) i")
+    with _following(node, Rows("event_id", "key", "seq", "replica", applied="replica"), table) as follower:
+        _sql(node, "INSERT INTO eff SELECT 'e' || i, 'k', i, 1 FROM generate_series(0, 199999) i")
         with pytest.raises(psycopg.Error):
             follower.read(timeout=0.02)  # the server decodes 200,000 rows: far longer than 20 ms
         got: list = []
@@ -114,29 +124,18 @@ def test_a_call_cut_off_after_the_slot_moved_on_makes_the_final_read_read_the_ta
         assert follower.blind
         final = follower.final_read()
         assert len(final) == 200_000 and len({e[0] for e in final}) == 200_000
-    finally:
-        follower.close()
 
 
 def test_a_call_that_never_ran_leaves_the_follower_trusting_what_it_decoded(runtime) -> None:
     """A failed call that consumed nothing (the server was gone) must not make the follower
     blind: its decoded content (which alone counts re-applications by xmin) stays the answer."""
-    node = PostgresNode(runtime, fsync=False)
-    node.start()
-    with psycopg.connect(node.dsn(), autocommit=True, connect_timeout=5) as c:
-        c.execute("CREATE TABLE eff (event_id text, key text, seq bigint, replica int)")
-        c.execute("ALTER TABLE eff REPLICA IDENTITY FULL")
-    follower = Follower(node.dsn(), "eff", Rows("event_id", "key", "seq", "replica", applied="xmin"))
-    follower.create()
-    try:
-        with psycopg.connect(node.dsn(), autocommit=True, connect_timeout=5) as c:
-            c.execute("INSERT INTO eff VALUES ('e0', 'k', 0, 0)")
-            c.execute("UPDATE eff SET replica = 1")  # a re-application: two row versions
+    node = _postgres(runtime, "full")
+    with _following(node, Rows("event_id", "key", "seq", "replica", applied="xmin")) as follower:
+        _sql(node, "INSERT INTO eff VALUES ('e0', 'k', 0, 0)",
+             "UPDATE eff SET replica = 1")  # a re-application: two row versions
         assert [e[0] for e in follower.read()[0]] == ["e0", "e0"]
         node.kill()
         node.start()
         assert [e[0] for e in _read(follower)] == []
         assert not follower.blind
         assert [e[0] for e in follower.final_read()] == ["e0", "e0"]
-    finally:
-        follower.close()
