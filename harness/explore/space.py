@@ -160,10 +160,8 @@ class Space:
         faults = []
         for _ in range(n or self.spec.max_faults):
             kind = rng.choice(self.kinds)
-            at = rng.randint(round(self.spec.from_s / TICK_S), max(round(self.spec.from_s / TICK_S),
-                                                                   round((self.until_s - TICK_S) / TICK_S)))
-            lasts = rng.randint(round(self.spec.shortest / TICK_S), max(round(self.spec.shortest / TICK_S),
-                                                                        round(self.longest / TICK_S)))
+            at = rng.randint(*_ticks(self.spec.from_s, self.until_s - TICK_S))
+            lasts = rng.randint(*_ticks(self.spec.shortest, self.longest))
             params = tuple(sorted((name, _draw_param(spec, rng)) for name, spec in self.param_ranges(kind).items()))
             faults.append(Fault(kind, rng.choice(self.targets_for(kind)), round(at * TICK_S, 3),
                                 round(lasts * TICK_S, 3), params))
@@ -172,59 +170,63 @@ class Space:
     def _fault_of(self, kind: str) -> "SearchStrategy[Fault]":
         from hypothesis import strategies as st
 
-        ticks = lambda lo, hi: st.integers(round(lo / TICK_S), max(round(lo / TICK_S), round(hi / TICK_S)))  # noqa: E731
-        at_hi = self.until_s - TICK_S
         params = st.fixed_dictionaries({name: _param_strategy(spec) for name, spec in self.param_ranges(kind).items()})
         return st.builds(
             lambda target, at, lasts, ps: Fault(kind, target, round(at * TICK_S, 3), round(lasts * TICK_S, 3),
                                                 tuple(sorted(ps.items()))),
-            st.sampled_from(self.targets_for(kind)), ticks(self.spec.from_s, at_hi),
-            ticks(self.spec.shortest, self.longest), params)
+            st.sampled_from(self.targets_for(kind)), st.integers(*_ticks(self.spec.from_s, self.until_s - TICK_S)),
+            st.integers(*_ticks(self.spec.shortest, self.longest)), params)
+
+
+def _ticks(lo_s: float, hi_s: float) -> tuple[int, int]:
+    """The times [lo_s, hi_s] (seconds) in whole TICK_S steps: (lo, hi), hi never below lo."""
+    lo = round(lo_s / TICK_S)
+    return lo, max(lo, round(hi_s / TICK_S))
+
+
+def _param_range(spec: Any) -> tuple[str, Any]:
+    """What a parameter's spec is: ("ints", (lo, hi)) for two numbers; ("ms", (lo, hi)) for two
+    durations, in whole milliseconds (written `<n>ms` when drawn); ("choice", spec) for another
+    non-empty list (two strings that are not durations among them); ("value", spec) else."""
+    from onceproof.faults.params import duration
+
+    if isinstance(spec, list) and len(spec) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                         for x in spec):
+        lo, hi = sorted(int(x) for x in spec)
+        return "ints", (lo, hi)
+    if isinstance(spec, list) and len(spec) == 2 and all(isinstance(x, str) for x in spec):
+        try:
+            lo_s, hi_s = sorted(duration(x, signed=True) for x in spec)
+        except ValueError:
+            return "choice", spec
+        return "ms", (round(lo_s * 1000), round(hi_s * 1000))
+    if isinstance(spec, list) and spec:
+        return "choice", spec
+    return "value", spec
 
 
 def simplest_param(spec: Any, current: Any = None) -> Any:
     """The value `_param_strategy(spec)` shrinks toward (what explore/reduce.py tries first): a
     number range -> 0 if it holds 0, else its end nearest 0; a duration range -> the same in
     `<n>ms`; a longer list -> its first; a bare value -> itself; no spec (None) -> `current`."""
-    from onceproof.faults.params import duration
-
-    def nearest_zero(lo: int, hi: int) -> int:
-        return 0 if lo <= 0 <= hi else lo if lo > 0 else hi
-
     if spec is None:
         return current
-    if isinstance(spec, list) and len(spec) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                         for x in spec):
-        lo, hi = sorted(int(x) for x in spec)
-        return nearest_zero(lo, hi)
-    if isinstance(spec, list) and len(spec) == 2 and all(isinstance(x, str) for x in spec):
-        try:
-            lo_s, hi_s = sorted(duration(x, signed=True) for x in spec)
-        except ValueError:
-            return spec[0]
-        return f"{nearest_zero(round(lo_s * 1000), round(hi_s * 1000))}ms"
-    if isinstance(spec, list) and spec:
-        return spec[0]
-    return spec
+    kind, got = _param_range(spec)
+    if kind in ("ints", "ms"):
+        lo, hi = got
+        nearest_zero = 0 if lo <= 0 <= hi else lo if lo > 0 else hi
+        return nearest_zero if kind == "ints" else f"{nearest_zero}ms"
+    return got[0] if kind == "choice" else got
 
 
 def _draw_param(spec: Any, rng: "random.Random") -> Any:
     """A parameter drawn uniformly with `rng`, from the values `_param_strategy(spec)` draws."""
-    from onceproof.faults.params import duration
-
-    if isinstance(spec, list) and len(spec) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                         for x in spec):
-        lo, hi = sorted(int(x) for x in spec)
-        return rng.randint(lo, hi)
-    if isinstance(spec, list) and len(spec) == 2 and all(isinstance(x, str) for x in spec):
-        try:
-            lo_s, hi_s = sorted(duration(x, signed=True) for x in spec)
-        except ValueError:
-            return rng.choice(spec)
-        return f"{rng.randint(round(lo_s * 1000), round(hi_s * 1000))}ms"
-    if isinstance(spec, list) and spec:
-        return rng.choice(spec)
-    return spec
+    kind, got = _param_range(spec)
+    if kind == "ints":
+        return rng.randint(*got)
+    if kind == "ms":
+        return f"{rng.randint(*got)}ms"
+    return rng.choice(got) if kind == "choice" else got
 
 
 def _param_strategy(spec: Any) -> "SearchStrategy[Any]":
@@ -234,18 +236,9 @@ def _param_strategy(spec: Any) -> "SearchStrategy[Any]":
     else the value."""
     from hypothesis import strategies as st
 
-    from onceproof.faults.params import duration
-
-    if isinstance(spec, list) and len(spec) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                         for x in spec):
-        lo, hi = sorted(int(x) for x in spec)
-        return st.integers(lo, hi)
-    if isinstance(spec, list) and len(spec) == 2 and all(isinstance(x, str) for x in spec):
-        try:
-            lo_s, hi_s = sorted(duration(x, signed=True) for x in spec)
-        except ValueError:
-            return st.sampled_from(spec)
-        return st.integers(round(lo_s * 1000), round(hi_s * 1000)).map(lambda ms: f"{ms}ms")
-    if isinstance(spec, list) and spec:
-        return st.sampled_from(spec)
-    return st.just(spec)
+    kind, got = _param_range(spec)
+    if kind == "ints":
+        return st.integers(*got)
+    if kind == "ms":
+        return st.integers(*got).map(lambda ms: f"{ms}ms")
+    return st.sampled_from(got) if kind == "choice" else st.just(got)
