@@ -127,14 +127,19 @@ class Node:
         env.update(self.extra_env())
         return env
 
+    def make_clock_file(self) -> None:
+        """The node's clock file, if it has none yet: one page of zeros (no offset), readable by
+        all, which the clock shim maps (targets/clock/onceproof_clock.c) and a clock fault writes."""
+        self.clock_file.parent.mkdir(parents=True, exist_ok=True)
+        if not self.clock_file.exists():
+            self.clock_file.write_bytes(b"\0" * 4096)
+            os.chmod(self.clock_file, 0o644)
+
     def start(self, wait: bool = True) -> None:
         if self.alive:
             return
         if not self._prepared:
-            self.clock_file.parent.mkdir(parents=True, exist_ok=True)
-            if not self.clock_file.exists():
-                self.clock_file.write_bytes(b"\0" * 4096)
-                os.chmod(self.clock_file, 0o644)
+            self.make_clock_file()
             user = self.spawn_kwargs().get("user")
             if isinstance(user, int):  # a server that runs as its own account reads its clock file
                 os.chown(self.clock_file.parent, user, -1)

@@ -150,10 +150,7 @@ class ContainerNode(Node):
         if self.alive:
             return
         if not self._prepared:
-            self.clock_file.parent.mkdir(parents=True, exist_ok=True)
-            if not self.clock_file.exists():
-                self.clock_file.write_bytes(b"\0" * 4096)
-                os.chmod(self.clock_file, 0o644)
+            self.make_clock_file()
             os.chmod(self.clock_file.parent, 0o755)
             self.prepare()
             self._prepared = True
