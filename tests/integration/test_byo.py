@@ -5,7 +5,6 @@ re-applications of an upsert visible, a topic with the id in a header or a regex
 and hashes); state comes from a compacted topic of 8-byte longs; the decoding slot is dropped."""
 from __future__ import annotations
 
-import threading
 import uuid
 
 import orjson
@@ -23,16 +22,13 @@ from onceproof.targets.redis import client
 from onceproof.topics import create_topic
 from onceproof.workload import Workload
 
+from tests.integration.load import send_load
+
 pytestmark = pytest.mark.integration
 
 
 def _send(source, tmp_path, n_s: float = 0.5) -> Workload:
-    source.setup()
-    history = HistoryWriter(tmp_path / f"h-{uuid.uuid4().hex[:4]}.jsonl")
-    w = Workload(source, history, rate=1000, keys=5, seed=2)
-    w.run(n_s, threading.Event())
-    w.finish(20)
-    history.close()
+    w = send_load(source, tmp_path / f"h-{uuid.uuid4().hex[:4]}.jsonl", n_s, seed=2)
     assert w.stats.ok == w.stats.sent >= 300
     return w
 

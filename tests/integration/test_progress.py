@@ -3,7 +3,6 @@ has its source position (Kafka offset, Redis entry id, Postgres pos) in a `lande
 the progress readers see a consumer's committed position against the end of the source."""
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from typing import Any
@@ -12,23 +11,18 @@ import orjson
 import psycopg
 import pytest
 
-from onceproof.recorder import HistoryWriter as History
 from onceproof.progress import IsolatedKafkaGroups, KafkaGroups, ProgressQuery, RedisGroups, _postgres_ends
 from onceproof.sources import KafkaSource, PostgresSource, RedisSource
 from onceproof.targets.redis import client
-from onceproof.workload import Workload
+
+from tests.integration.load import send_load
 
 pytestmark = pytest.mark.integration
 
 
 def _load(d: Any, kind: str, name: str, tmp_path: Any) -> dict[str, tuple[int, Any]]:
     source = {"kafka": KafkaSource, "redis": RedisSource, "postgres": PostgresSource}[kind](d, name, 2)
-    source.setup()
-    history = History(tmp_path / "h.jsonl")
-    w = Workload(source, history, rate=1000, keys=5, seed=1)
-    w.run(0.5, threading.Event())
-    w.finish(20)
-    history.close()
+    send_load(source, tmp_path / "h.jsonl", 0.5)
     landed: dict[str, tuple[int, Any]] = {}
     acked = set()
     for line in open(tmp_path / "h.jsonl", "rb"):

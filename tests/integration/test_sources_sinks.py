@@ -18,6 +18,8 @@ from onceproof.sources import KafkaSource, PostgresSource, RedisSource
 from onceproof.workload import Workload
 from onceproof.targets.redis import client
 
+from tests.integration.load import send_load
+
 pytestmark = pytest.mark.integration
 
 
@@ -35,12 +37,7 @@ def test_every_event_sent_is_recorded_with_invoke_and_ok_and_lands_in_the_source
     d = shared_targets
     name = f"src_{kind}_{uuid.uuid4().hex[:6]}"
     source = {"kafka": KafkaSource, "redis": RedisSource, "postgres": PostgresSource}[kind](d, name, 2)
-    source.setup()
-    history = HistoryWriter(tmp_path / "h.jsonl")
-    w = Workload(source, history, rate=2000, keys=7, seed=3)
-    w.run(1.0, threading.Event())
-    w.finish(20)
-    history.close()
+    w = send_load(source, tmp_path / "h.jsonl", 1.0, rate=2000, keys=7, seed=3)
     sends = _sends(tmp_path / "h.jsonl")
     assert len(sends) == w.stats.sent >= 1500
     assert all(types == ["invoke", "ok"] for types in sends.values())
