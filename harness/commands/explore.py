@@ -36,11 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from onceproof.commands.run import runtime_can_run
+    from onceproof.commands.run import runnable_plan
     from onceproof.explore.driver import ExploreFolderError, explore
     from onceproof.explore.search import Search
     from onceproof.explore.space import schedule_size
-    from onceproof.plan import PlanError, load_plan, parse_duration
+    from onceproof.plan import PlanError, parse_duration
 
     for flag, value in (("--budget", args.budget), ("--run-duration", args.run_duration)):
         try:
@@ -56,12 +56,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"onceproof explore: --need {args.need} of --runs {args.runs}: expected 1 <= need <= runs",
               file=sys.stderr)
         return ExitCode.BAD_INPUT
-    try:
-        plan = load_plan(args.plan, {"seed": args.seed} if args.seed is not None else {})
-    except PlanError as e:
-        print(e, file=sys.stderr)
-        return ExitCode.BAD_INPUT
-    if not runtime_can_run(plan, args.plan):
+    plan = runnable_plan(args.plan, {"seed": args.seed} if args.seed is not None else {})
+    if plan is None:
         return ExitCode.BAD_INPUT
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     console.print(f"onceproof: exploring {escape(repr(plan.name))} for {args.budget} ({args.run_duration} of load per "

@@ -81,23 +81,32 @@ def why_unknown(name: str, result: dict) -> list[str]:
     return [f"{name}: {n}" for n in ([reason] if reason and not said else []) + notes]
 
 
-def runtime_can_run(plan: Any, plan_file: str) -> bool:
-    """Whether the plan's runtime can run here; if not, says why on stderr (the netns runtime
-    needs root: `onceproof.targets.netns.require_root` says so). Used by `run` and `up`."""
+def runnable_plan(plan_file: str, overrides: dict[str, Any] | None = None) -> Any | None:
+    """The plan in `plan_file` with `overrides` applied, or None after saying on stderr why it
+    cannot run: the plan is bad (PlanError's message: file, line, field), or its runtime cannot
+    run here (the netns runtime needs root: `onceproof.targets.netns.require_root` says so).
+    Used by `run`, `up` and `explore`, which then exit with ExitCode.BAD_INPUT."""
+    from onceproof.plan import PlanError, load_plan
+
+    try:
+        plan = load_plan(plan_file, overrides)
+    except PlanError as e:
+        print(e, file=sys.stderr)
+        return None
     if plan.runtime != "netns":
-        return True
+        return plan
     from onceproof.targets.netns import NetnsError, require_root
 
     try:
         require_root()
     except NetnsError as e:
         print(f"{plan_file}: {e}", file=sys.stderr)
-        return False
-    return True
+        return None
+    return plan
 
 
 def run(args: argparse.Namespace) -> int:
-    from onceproof.plan import PlanError, load_plan, parse_duration
+    from onceproof.plan import parse_duration
     from onceproof.runner import Progress, execute
 
     overrides = {}
@@ -111,12 +120,8 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"onceproof run: --duration: {e}", file=sys.stderr)
             return ExitCode.BAD_INPUT
-    try:
-        plan = load_plan(args.plan, overrides)
-    except PlanError as e:
-        print(e, file=sys.stderr)
-        return ExitCode.BAD_INPUT
-    if not runtime_can_run(plan, args.plan):
+    plan = runnable_plan(args.plan, overrides)
+    if plan is None:
         return ExitCode.BAD_INPUT
     from onceproof.stages import missing_program
 

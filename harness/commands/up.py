@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
-import sys
 import threading
 
 from onceproof.errors import ExitCode
@@ -18,17 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from onceproof import stages
-    from onceproof.commands.run import runtime_can_run
-    from onceproof.plan import PlanError, load_plan
+    from onceproof.commands.run import runnable_plan
     from onceproof.targets.kinds import target_kinds
     from onceproof.targets.ledger import new_run_id
 
-    try:
-        plan = load_plan(args.plan)
-    except PlanError as e:
-        print(e, file=sys.stderr)
-        return ExitCode.BAD_INPUT
-    if not runtime_can_run(plan, args.plan):
+    plan = runnable_plan(args.plan)
+    if plan is None:
         return ExitCode.BAD_INPUT
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
