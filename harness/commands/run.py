@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
@@ -15,6 +15,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from onceproof.errors import ExitCode, verdict_word
+
+if TYPE_CHECKING:
+    from onceproof.plan import Plan
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -81,7 +84,7 @@ def why_unknown(name: str, result: dict) -> list[str]:
     return [f"{name}: {n}" for n in ([reason] if reason and not said else []) + notes]
 
 
-def runnable_plan(plan_file: str, overrides: dict[str, Any] | None = None) -> Any | None:
+def runnable_plan(plan_file: str, overrides: dict[str, Any] | None = None) -> Plan | None:
     """The plan in `plan_file` with `overrides` applied, or None after saying on stderr why it
     cannot run: the plan is bad (PlanError's message: file, line, field), or its runtime cannot
     run here (the netns runtime needs root: `onceproof.targets.netns.require_root` says so).
