@@ -43,7 +43,7 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
 
-from onceproof.checkers.history import HistoryError
+from onceproof.checkers.history import HistoryError, open_history
 
 
 class Keyword(str):
@@ -160,10 +160,7 @@ def iter_forms(path: str, *, ops_in_top_container: bool = True) -> Iterator[tupl
     """(line, form) for each top-level EDN form of the file at `path`, streaming. With
     `ops_in_top_container`, a top-level vector or list is not returned whole: its elements
     are yielded one by one instead (a Jepsen history written as one vector)."""
-    try:
-        fh = open(path, encoding="utf-8", errors="replace")
-    except OSError as e:
-        raise HistoryError(path, None, f"cannot open: {e.strerror or e}") from None
+    fh = open_history(path, "r", encoding="utf-8", errors="replace")
     top = _Frame("", 0)
     stack: list[_Frame] = [top]
     container: _Frame | None = None  # the top-level vector/list whose elements are yielded

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from onceproof.checkers.edn import iter_maps
 from onceproof.checkers.edn import text as edn_text
-from onceproof.checkers.history import History, HistoryError
+from onceproof.checkers.history import History, HistoryError, open_history
 from onceproof.checkers.linearizable import Op
 from onceproof.checkers.models import UNKNOWN
 
@@ -106,11 +106,8 @@ class _Pairing:
 
 
 def _read_lines(path: str) -> list[str]:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read().splitlines()
-    except OSError as e:
-        raise HistoryError(path, None, f"cannot open: {e.strerror or e}") from None
+    with open_history(path, "r", encoding="utf-8", errors="replace") as fh:
+        return fh.read().splitlines()
 
 
 def read_jepsen_log(path: str, meaning: str = "porcupine") -> list[Op]:

@@ -43,6 +43,7 @@ from onceproof.checkers.history.model import (
     History,
     HistoryError,
     Record,
+    open_history,
 )
 from onceproof.checkers.history.native import native_parts, read_native, scan_lib, scan_library_path
 from onceproof.checkers.history.python_reader import parse_span, read_python
@@ -50,8 +51,8 @@ from onceproof.checkers.history.shape import SendShape, id_prefix
 
 __all__ = [
     "FAIL", "FIELDS", "FINAL_READ", "INFO", "INVOKE", "OBSERVE", "OK", "SEND", "STATE", "TYPES", "TYPE_CODE",
-    "History", "HistoryError", "Record", "history_from_bytes", "history_from_records", "read_history",
-    "scan_library_path",
+    "History", "HistoryError", "Record", "history_from_bytes", "history_from_records", "open_history",
+    "read_history", "scan_library_path",
 ]
 
 

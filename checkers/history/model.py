@@ -30,6 +30,15 @@ class HistoryError(OnceproofError):
         super().__init__(f"{where}: {reason}")
 
 
+def open_history(path: Any, mode: str = "rb", **kw: Any) -> Any:
+    """`open(path, mode, **kw)` of a history file; raises HistoryError ("cannot open: why")
+    rather than OSError."""
+    try:
+        return open(path, mode, **kw)
+    except OSError as e:
+        raise HistoryError(str(path), None, f"cannot open: {e.strerror or e}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One operation of a history, as written: `time` in ns since the run started, `type` one

@@ -23,7 +23,7 @@ import orjson
 
 from onceproof.checkers.history.columns import Part, merge
 from onceproof.checkers.history.lines import LineError, line_of, name_cut_lines, parse_line
-from onceproof.checkers.history.model import FINAL_READ, OBSERVE, SEND, History, HistoryError
+from onceproof.checkers.history.model import FINAL_READ, OBSERVE, SEND, History, HistoryError, open_history
 from onceproof.checkers.history.shape import SendShape, id_prefix
 from onceproof.home import library
 
@@ -87,11 +87,7 @@ def read_native(path: Any, lib: Any) -> History | None:
     """The history file at `path`, scanned by `lib` (from `scan_lib`); None if the scanner
     gives up (an empty file, a line it does not take): then read it in Python. Raises
     HistoryError (cannot open it, or a bad line: with its line number)."""
-    try:
-        fh = open(path, "rb")
-    except OSError as e:
-        raise HistoryError(path, None, f"cannot open: {e.strerror or e}") from None
-    with fh:
+    with open_history(path) as fh:
         size = os.fstat(fh.fileno()).st_size
         if size == 0:
             return None

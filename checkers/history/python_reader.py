@@ -16,7 +16,7 @@ import numpy as np
 
 from onceproof.checkers.history.columns import Part, merge
 from onceproof.checkers.history.lines import LineError, line_of, name_cut_lines, parse_line
-from onceproof.checkers.history.model import SEND, TYPE_CODE, History, HistoryError
+from onceproof.checkers.history.model import SEND, TYPE_CODE, History, HistoryError, open_history
 from onceproof.checkers.history.shape import SendShape, digits, id_prefix
 
 _FAST_CHUNK = 32 << 20
@@ -26,11 +26,7 @@ _PARALLEL_MIN_BYTES = 64 << 20
 def read_python(path: Any) -> History:
     """The history file at `path`, read without the compiled scanner. Raises HistoryError
     (cannot open it, or a bad line: with its line number)."""
-    try:
-        fh = open(path, "rb")
-    except OSError as e:
-        raise HistoryError(path, None, f"cannot open: {e.strerror or e}") from None
-    with fh:
+    with open_history(path) as fh:
         size = os.fstat(fh.fileno()).st_size
         spec = SendShape(id_prefix(fh.read(1 << 20)) or b"")
         try:
