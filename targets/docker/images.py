@@ -12,7 +12,9 @@ Kafka's jars in /opt/kafka/libs and its storage tool at /opt/kafka/bin/kafka-sto
 binaries plus every shared library `ldd` lists for them, in a root file system tarred and
 imported into the engine (`docker import`) under the default image's name, so the same plan
 runs unchanged. A content hash (paths, sizes and times of every file, plus the image's
-settings) is kept as a label, so a second call with nothing changed only asks the engine."""
+settings) is kept as a label, so a second call with nothing changed only asks the engine. An
+image with that label that lacks what a node runs in it was made by an older onceproof: the
+engine's refusal of any container of it then says to rebuild it (`rebuild_hint`)."""
 from __future__ import annotations
 
 import glob

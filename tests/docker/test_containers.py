@@ -1,6 +1,7 @@
 """Each target as a container, real: write and read through its fault proxy, kill -9, start
 again, pause and resume, a partition and a clock skew, with the assertions of the local
-target tests; and nothing of the run is left in the engine once it is torn down."""
+target tests; and nothing of the run is left in the engine once it is torn down. An image an
+older onceproof built is refused with the advice to rebuild it."""
 from __future__ import annotations
 
 import time
