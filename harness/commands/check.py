@@ -17,7 +17,7 @@ import orjson
 from rich.text import Text
 
 from onceproof.checkers import merge_valid
-from onceproof.checkers.history import HistoryError
+from onceproof.checkers.history import HistoryError, open_history
 from onceproof.errors import ExitCode
 
 FORMATS = ("onceproof", "jepsen-log", "jepsen-edn")
@@ -81,11 +81,8 @@ def _memory(text: str) -> int:
 def guess_format(path: str) -> str:
     """The format of the history at `path`, from its first line (raises HistoryError)."""
     _regular(path)
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-    except OSError as e:
-        raise HistoryError(path, None, f"cannot open: {e.strerror or e}") from None
+    with open_history(path) as fh:
+        head = fh.read(4096)
     first = next((line.strip() for line in head.splitlines() if line.strip()), b"")
     if first.startswith((b"{:", b"[", b"(", b";", b"#")) or (first.startswith(b"{") and not first.startswith(b'{"')
                                                            and b":" in first[:3]):
@@ -132,11 +129,8 @@ def _sniff(path: str) -> None:
     file (no operation: never a verdict) and binary data (control bytes or bytes that are not
     UTF-8 in its first line; a JSONL history cut mid-line stays the reader's "last line is
     incomplete" case). Raises HistoryError."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-    except OSError as e:
-        raise HistoryError(path, None, f"cannot open: {e.strerror or e}") from None
+    with open_history(path) as fh:
+        head = fh.read(4096)
     if not head:
         raise HistoryError(path, None, "empty file: not a history")
     first, newline, _ = head.partition(b"\n")
