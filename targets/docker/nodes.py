@@ -19,6 +19,7 @@ fault freezes the container through the engine (cgroup freezer) instead of signa
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import time
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from onceproof.targets.docker import kafka_cds, kafka_storage
 from onceproof.targets.docker.images import rebuild_hint
 from onceproof.targets.kafka import JVM_OPTS, LOG4J2, KafkaCluster, KafkaNode, random_id
-from onceproof.targets.postgres import DATABASE, USER, PostgresNode
+from onceproof.targets.postgres import DATABASE, USER, PostgresNode, settings
 from onceproof.targets.process import CommandNode, Node, NodeError, log_tail, poll_ready
 from onceproof.targets.redis import RedisNode
 from onceproof.targets.toxiproxy import Toxiproxy, ToxiproxyNode
@@ -269,8 +270,7 @@ export PGDATA=/tmp/onceproof-pgdata
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   initdb -D "$PGDATA" -U {user} --pwfile {data}/pwfile -A scram-sha-256 -E UTF8 --locale=C --no-sync >/dev/null
   : > {data}/pwfile
-  printf '%s\\n' "max_connections = 200" "shared_buffers = 64MB" "max_prepared_transactions = 50" \\
-    "wal_level = replica" "fsync = {fsync}" "log_min_messages = warning" >> "$PGDATA/postgresql.conf"
+  printf '%s\\n' {settings} >> "$PGDATA/postgresql.conf"
   printf '%s\\n' "host all all 0.0.0.0/0 scram-sha-256" "host replication all 0.0.0.0/0 scram-sha-256" \\
     >> "$PGDATA/pg_hba.conf"
 fi
@@ -300,7 +300,8 @@ class DockerPostgres(PostgresNode, ContainerNode):  # PostgresNode.start's super
         return self.spec().argv
 
     def spec(self) -> Spec:
-        script = PG_SCRIPT.format(user=USER, data=DATA_DIR, fsync="on" if self.fsync else "off", port=self.port)
+        script = PG_SCRIPT.format(user=USER, data=DATA_DIR, port=self.port,
+                                  settings=" ".join(shlex.quote(line) for line in settings(self.fsync)))
         return Spec(self.runtime.image("postgres"), ["sh", "-c", script], [self.port], user="postgres",
                     mounts={str(self.data_dir): (DATA_DIR, "rw")})
 

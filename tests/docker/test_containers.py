@@ -117,6 +117,30 @@ def test_postgres_in_a_container_survives_kill_9_with_its_committed_rows(docker_
         conn.execute(f"DROP TABLE {table}")
 
 
+def test_postgres_in_a_container_is_followed_by_logical_decoding(docker_targets):
+    """The container's server runs with wal_level = logical, as the local one: a `table:` sink
+    mapping (followed by decoding) ended every docker run without a verdict when it was
+    `replica` ("logical decoding requires wal_level >= logical")."""
+    from onceproof.pgdecode import Follower, Rows
+
+    dsn = docker_targets.postgres_dsn()
+    table = f"t_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SHOW wal_level").fetchone() == ("logical",)
+        conn.execute(f"CREATE TABLE {table} (order_id text PRIMARY KEY, customer text, n bigint)")
+    follower = Follower(dsn, table, Rows("order_id", "customer", "n", None))
+    follower.create()
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"INSERT INTO {table} VALUES ('o-1', 'c', 1), ('o-2', 'c', 2)")
+        effects, full = follower.read()
+        assert not full and sorted(e[:3] for e in effects) == [["o-1", "c", 1], ["o-2", "c", 2]]
+    finally:
+        follower.close()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE {table}")
+
+
 def test_clock_skew_moves_the_clock_inside_the_postgres_container(docker_targets):
     node = docker_targets.postgres
     dsn = docker_targets.postgres_dsn()
