@@ -281,23 +281,42 @@ class Applications:
     """The applications a sink read in full held at the last read, counted by event id.
     `diff(now)` (the whole content now, in order) -> (the applications beyond those counts,
     False), or (all of `now`, True) when an id has fewer applications than before (one
-    vanished: the checker then sees the flicker)."""
+    vanished: the checker then sees the flicker).
+
+    Such a sink's row order is no order of application (a query without ORDER BY returns rows
+    in heap order, which an UPDATE changes; a set or a SCAN has none): taking it for one gave a
+    correct pipeline thousands of false `reorder`s (found by a new user). `in_order(content)`
+    orders a content by the read each id was first seen in, and by seq within one read: an
+    effect first visible in a later snapshot was committed after one visible in an earlier
+    snapshot, so a `reorder` is claimed only across reads, never within one."""
 
     def __init__(self) -> None:
         self.counts: dict[Any, int] = {}
+        self.first: dict[Any, int] = {}  # id -> the number of the read that first saw it
+        self.reads = 0
 
     def diff(self, now: list[Effect]) -> tuple[list[Effect], bool]:
+        self.reads += 1
         before: dict[Any, int] = self.counts
         counts: dict[Any, int] = {}
         new: list[Effect] = []
+        first = self.first
         for e in now:
             k = counts[e[0]] = counts.get(e[0], 0) + 1
             if k > before.get(e[0], 0):
                 new.append(e)
+                if k == 1 and e[0] not in first:
+                    first[e[0]] = self.reads
         self.counts = counts
         if any(counts.get(i, 0) < n for i, n in before.items()):
             return now, True
         return new, False
+
+    def in_order(self, content: list[Effect]) -> list[Effect]:
+        """`content` (a full read) sorted by (the read that first saw its id, seq): ids no read
+        saw come last; a missing seq sorts first (the checker orders only effects with one)."""
+        last = self.reads + 1
+        return sorted(content, key=lambda e: (self.first.get(e[0], last), e[2] if isinstance(e[2], int) else -1))
 
 
 class PostgresQuerySink(Sink):
@@ -326,7 +345,11 @@ class PostgresQuerySink(Sink):
                                    f"{str(e).splitlines()[0]} (is the table's name right? query: "
                                    f"{(self.spec.query or '')[:200]})") from None
             return []  # the pipeline creates its table itself: nothing applied yet
-        at = names.index(applied) if applied in names else None
+        if applied is not None and applied not in names:  # else silently one application a row: duplicates unseen
+            raise MappingError(f"workload.sink.postgres.applied: {applied!r} is not a column of the query's result "
+                               f"(its columns: {', '.join(names)}); add it to the SELECT, e.g. "
+                               f"SELECT <id>, <key>, <seq>, {applied} FROM ...")
+        at = names.index(applied) if applied is not None else None
         out: list[Effect] = []
         for r in rows:
             eff = [None if r[0] is None else str(r[0]), None if len(r) < 2 or r[1] is None else str(r[1]),
@@ -339,7 +362,8 @@ class PostgresQuerySink(Sink):
         return self.applications.diff(self._rows(10.0))
 
     def final_read(self) -> list[Effect]:
-        return self._rows(60.0, final=True)
+        """The query's rows in an order of application (`Applications.in_order`)."""
+        return self.applications.in_order(self._rows(60.0, final=True))
 
     def close(self) -> None:
         self.db.close()
@@ -394,7 +418,11 @@ class PostgresTableSink(Sink):
         if columns:
             self.rows.check_columns(columns)
         effects = self.follower.final_read()
-        return self._full() if self.follower.blind else effects
+        if not self.follower.blind:
+            return effects  # in commit order
+        # read in full: heap order is no order of application, and what was decoded may be
+        # incomplete, so none is claimed (by seq: no `reorder` can come of it)
+        return sorted(self._full(), key=lambda e: e[2] if isinstance(e[2], int) else -1)
 
     def close(self) -> None:
         follower = getattr(self, "follower", None)
@@ -425,8 +453,11 @@ class _RedisBase(Sink):
         self.client: Any = redis_client(self.deployment)
         self.applications = Applications()
 
+    ordered = False  # whether _all()'s order is the order of application (a list's is; a set's is not)
+
     def final_read(self) -> list[Effect]:
-        return self._all()
+        content = self._all()
+        return content if self.ordered else self.applications.in_order(content)
 
     def _all(self) -> list[Effect]:
         raise NotImplementedError
@@ -451,6 +482,8 @@ class RedisMappedStream(RedisStreamSink):
 
 class RedisMappedList(_RedisBase):
     """A list (RPUSH order) of elements; a shorter list than before is read in full."""
+
+    ordered = True
 
     def setup(self) -> None:
         super().setup()

@@ -13,7 +13,7 @@ import pytest
 
 from onceproof.formats import Format
 from onceproof.mappings import (KafkaMapping, MappedKafkaSink, PostgresMapping, PostgresQuerySink, PostgresTableSink,
-                                RedisMapping, RedisMappedHash, RedisMappedList, RedisMappedStream, StateSpec, state_reader)
+                                RedisMapping, RedisMappedHash, RedisMappedList, RedisMappedSet, RedisMappedStream, StateSpec, state_reader)
 from onceproof.recorder import HistoryWriter
 from onceproof.sinks import PostgresSink
 from onceproof.sources import KafkaSource, PostgresSource, RedisSource
@@ -248,6 +248,63 @@ def test_a_query_on_a_table_that_never_appears_fails_the_final_read_naming_the_s
         assert sink.read() == ([], False)
         with pytest.raises(MappingError, match=rf'workload\.sink\.postgres\.query: .*relation "{missing}" does not exist'):
             sink.final_read()
+    finally:
+        sink.close()
+
+
+def test_a_query_mapping_gives_its_rows_in_the_order_reads_first_saw_them_not_in_heap_order(shared_targets):
+    """A query without ORDER BY returns rows in heap order, and an UPDATE moves a row to the
+    end of the heap: taken as the order of application, a correct pipeline updating a status
+    column got `reorder=3008` (found by a new user). The final read orders rows by the read that
+    first saw them, then by seq; a Redis set (no order) likewise."""
+    d = shared_targets
+    table = f"orders_{uuid.uuid4().hex[:6]}"
+    sink = PostgresQuerySink(d, PostgresMapping(query=f"SELECT order_id, customer, n FROM {table}"))
+    try:
+        with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+            c.execute(f"CREATE TABLE {table} (order_id text PRIMARY KEY, customer text, n bigint, status text) "
+                      "WITH (fillfactor = 10)")
+            c.execute(f"INSERT INTO {table} VALUES ('e1', 'k', 1, 'new')")
+            assert [e[0] for e in sink.read()[0]] == ["e1"]
+            c.execute(f"INSERT INTO {table} VALUES ('e3', 'k', 3, 'new'), ('e2', 'k', 2, 'new')")
+            assert sorted(e[0] for e in sink.read()[0]) == ["e2", "e3"]
+            c.execute(f"UPDATE {table} SET status = repeat('x', 7000) WHERE order_id = 'e1'")  # moves its tuple
+            heap = [r[0] for r in c.execute(f"SELECT order_id FROM {table}")]
+            assert heap.index("e1") > heap.index("e3")  # the row order a reader gets is not the order of commits
+            c.execute(f"INSERT INTO {table} VALUES ('e0', 'k', 0, 'new')")  # a real reorder, seen in a later read
+        assert [e[0] for e in sink.final_read()] == ["e1", "e2", "e3", "e0"]
+    finally:
+        sink.close()
+    members = f"set-{uuid.uuid4().hex[:6]}"
+    rset = RedisMappedSet(d, RedisMapping.model_validate({"set": members, "id": "json:/id", "seq": "json:/seq"}))
+    rset.setup()
+    r = rset.client
+    try:
+        r.sadd(members, orjson.dumps({"id": "e10", "seq": 10}))
+        rset.read()
+        r.sadd(members, orjson.dumps({"id": "e9", "seq": 9}))  # sorts before e10 by member: applied after it
+        rset.read()
+        assert [e[0] for e in rset.final_read()] == ["e10", "e9"]
+    finally:
+        r.delete(members)
+
+
+def test_an_applied_column_missing_from_the_querys_result_is_an_error_naming_the_field(shared_targets):
+    """`applied: applied_count` with a query that does not SELECT it counted one application a
+    row: a pipeline applying every event twice passed (found by a new user)."""
+    from onceproof.pgdecode import MappingError
+
+    d = shared_targets
+    table = f"orders_{uuid.uuid4().hex[:6]}"
+    sink = PostgresQuerySink(d, PostgresMapping(query=f"SELECT order_id, customer, n FROM {table}",
+                                                applied="applied_count"))
+    try:
+        with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+            c.execute(f"CREATE TABLE {table} (order_id text PRIMARY KEY, customer text, n bigint, applied_count int)")
+            c.execute(f"INSERT INTO {table} VALUES ('e1', 'k', 1, 2)")
+        with pytest.raises(MappingError, match=r"workload\.sink\.postgres\.applied: 'applied_count' is not a column "
+                                               r"of the query's result \(its columns: order_id, customer, n\)"):
+            sink.read()
     finally:
         sink.close()
 
