@@ -39,6 +39,9 @@ WHY = {
     "state-mismatch": "derived state differs from the fold of the events applied",
 }
 
+# the `lost` of an event some read saw in the sink (a row deleted, a visible effect rolled back)
+SEEN_LOST = "acknowledged to the producer, seen in the sink, then missing from the final read"
+
 _NONE = np.int64(-1)
 
 
@@ -539,6 +542,8 @@ class _Examples:
         h = self.h
         why = WHY[kind]
         recs = self.rows(eid)
+        if kind == "lost" and self.sightings.get(eid):  # not "never applied": applied, then removed
+            why = SEEN_LOST
         if kind == "lost" and self.judged is not None and eid in self.judged.proof:
             why += f": {self.judged.proof[eid]}"
             recs = sorted(recs + [(int(r), h.record(int(r))) for r in self.judged.proof_recs], key=_first)

@@ -401,6 +401,9 @@ class PostgresTableSink(Sink):
     def visible(self) -> tuple[list[list[int]], str] | None:
         return (self.follower.visible, "commit") if self.follower.visible else None
 
+    def passing(self) -> list[Effect]:
+        return self.follower.passing
+
     def _columns(self) -> list[str]:
         """The table's columns in order ([] when there is no such table yet)."""
         _, rows = self.query.db.rows("SELECT column_name FROM information_schema.columns WHERE table_schema = %s "

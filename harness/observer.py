@@ -44,6 +44,10 @@ class Observer:
                     if self.on_fatal is not None:
                         self.on_fatal(e)
                 return 0
+            passing = self.sink.passing() if full else []
+            if passing:  # seen on the way to the whole content: recorded first (see Sink.passing)
+                self.history.record("observer", "ok", "observe", {"full": False, "events": passing})
+                self.history.record("observer", "invoke", "observe", None)
             value: dict = {"full": full}
             if events and not full:
                 self._visible(value, len(events))

@@ -276,6 +276,9 @@ class Follower:
         self._pool: Any = None
         self._ahead: Any = None  # a Future of the next batch, fetched ahead
         self.full_select = full_select
+        # after a read that returned the whole content: the applications it decoded on the way
+        # (an insert and the delete of its row in one read would otherwise never be seen)
+        self.passing: list[Effect] = []
         self.slot = "onceproof_" + secrets.token_hex(6)
         self.conn: Any = None
         self.next_identity = 0
@@ -813,7 +816,7 @@ class Follower:
         out: list[Effect] = []
         vanished = False
         started = time.monotonic()
-        self._commits, self.visible = [], None
+        self._commits, self.visible, self.passing = [], None, []
         while True:
             if self.plugin == "pgoutput":
                 batch, n = self._fetch(timeout, ahead=not vanished and time.monotonic() - started <= budget_s)
@@ -831,6 +834,7 @@ class Follower:
         if out and not vanished:
             self.visible = self._visible(len(out), timeout)
         if vanished:
+            self.passing = out  # seen on the way, some of them gone from the content returned
             if not self.track and self.full_select is not None:
                 return self.full_select(), True
             return self.rows.expand(), True

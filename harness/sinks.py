@@ -36,6 +36,14 @@ class Sink:
         """The complete content of the sink (after quiescence)."""
         raise NotImplementedError
 
+    def passing(self) -> list[Effect]:
+        """After a `read()` that returned the whole content (full=True): the applications it saw
+        become visible on the way, in order, some maybe gone again from that content (a row
+        inserted and deleted between two reads); the observer records their sighting before
+        the content, so the checker sees each as applied then removed (`flicker`), not as never
+        applied. [] when the sink has no such notion."""
+        return []
+
     def visible(self) -> tuple[list[list[int]], str] | None:
         """After `read()`: when its new effects became visible in the sink, as runs [[n, t], ...]
         covering them in order (n effects became visible at t, `time.monotonic_ns()` clock), and
@@ -77,6 +85,9 @@ class PostgresSink(Sink):
 
     def _select(self, timeout: float = 10.0) -> list[tuple]:
         return self.db.rows(f"SELECT pos, event_id, key, seq, replica FROM {self.name} ORDER BY pos", timeout=timeout)[1]
+
+    def passing(self) -> list[Effect]:
+        return self.follower.passing if self.follower is not None else []
 
     def visible(self) -> tuple[list[list[int]], str] | None:
         runs = self.follower.visible if self.follower is not None else None
