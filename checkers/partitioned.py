@@ -249,33 +249,44 @@ class Split:
         self.e_text: list[list[tuple[int, str]]] = [[] for _ in range(k)]
         self.prefix = b""
         self._files: list[Any] = []
+        self.size = 0  # the file's size in bytes (the pass may cover only a range of it: `run`)
+        # a pass over a byte range writes its rows as the whole file's (see checkers/ranges.py):
+        # n_rec starts at the number of records before the range, and
+        self.obs0 = 0  # sink reads before the range (added to the effects' read numbers)
+        self.codes: dict[str, np.ndarray] = {}  # column ("f", "proc", "key") -> the range's code -> the file's
 
     # -- the pass ---------------------------------------------------------------------------
-    def run(self) -> None:
-        """Read the file once and spill it. Raises HistoryError (cannot open, a bad line)."""
+    def run(self, span: tuple[int, int] | None = None, outputs: list[Any] | None = None) -> None:
+        """Read the file once and spill it. `span`: only the lines that start in bytes [a, b)
+        of the file (`line_start` of each end: a range of checkers/ranges.py). `outputs`: per
+        partition a pair of binary writers (sends, effects) instead of the spill folder's files;
+        a pair of None: rows not kept (the range's first pass only routes). Raises
+        HistoryError (cannot open, a bad line)."""
         try:
             fh = open(self.path, "rb")
         except OSError as e:
             raise HistoryError(self.path, None, f"cannot open: {e.strerror or e}") from None
         with fh:
-            size = os.fstat(fh.fileno()).st_size
+            size = self.size = os.fstat(fh.fileno()).st_size
             self.spec = SendShape(id_prefix(fh.read(1 << 20)) or b"")
             self.prefix = self.spec.prefix
             self.lib = scan_lib(None)
-            self._files = [(open(self.folder / f"s{p}.bin", "wb", buffering=1 << 20),
-                            open(self.folder / f"e{p}.bin", "wb", buffering=1 << 20)) for p in range(self.k)]
+            pos, stop = (0, size) if span is None else (line_start(fh, span[0], size), line_start(fh, span[1], size))
+            self._files = outputs if outputs is not None else [
+                (open(self.folder / f"s{p}.bin", "wb", buffering=1 << 20),
+                 open(self.folder / f"e{p}.bin", "wb", buffering=1 << 20)) for p in range(self.k)]
             mm = self.mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
             try:
-                pos = 0
-                while pos < size:
+                while pos < stop:
                     try:
-                        pos = self._step(fh, mm, pos, size)
+                        pos = self._step(fh, mm, pos, stop)
                     except LineError as e:
                         raise HistoryError(self.path, line_of(fh, e.offset), e.reason) from None
             finally:
-                for s_file, e_file in self._files:
-                    s_file.close()
-                    e_file.close()
+                if outputs is None:
+                    for s_file, e_file in self._files:
+                        s_file.close()
+                        e_file.close()
                 if mm is not None:
                     self.mm = None
                     mm.close()
@@ -308,7 +319,7 @@ class Split:
                 stop = end + 1 if end >= 0 else size
             else:
                 stop = cut
-        at_eof = stop >= size
+        at_eof = stop >= self.size
         if self.lib is not None:
             arr = np.frombuffer(mm, np.uint8)
             try:
@@ -366,7 +377,7 @@ class Split:
                 and isinstance(d.get("value"), dict) and d["value"].get("events") == []):
             return None
         part = parse_span(skeleton + b"\n", 0, len(skeleton) + 1, self.spec, False)
-        obs = len(self.obs_rec)
+        obs = len(self.obs_rec)  # in this pass (its number in the file: obs0 + obs)
         self._route_part(part, pos, line_end=nxt)
         count = 0
         at = s + 10 + pos
@@ -385,12 +396,12 @@ class Split:
                 evs = orjson.loads(b"[" + p + b"]")
                 return {i: evs[i] for i in idx if i < len(evs)}
 
-            self._route_effects(np.full(len(nums), obs, np.int32), np.arange(count, count + len(nums)),
+            self._route_effects(np.full(len(nums), self.obs0 + obs, np.int32), np.arange(count, count + len(nums)),
                                 nums, widths, strs, event_at)
             count += len(nums)
             at += len(piece) + 1
         self.obs_total[obs] = count
-        runs = self.obs_vis.get(obs)
+        runs = self.obs_vis.get(self.obs0 + obs)
         if runs is not None and int(runs[:, 0].sum()) != count:
             raise LineError(pos, f'"visible" covers {int(runs[:, 0].sum())} effects but "events" has {count}; '
                                  "its runs [[n, time], ...] must add up to the number of events")
@@ -483,7 +494,7 @@ class Split:
         lines: list[tuple[int, int]] = []
         at = 0
         for j, rec in enumerate(part.obs_rec):
-            obs = len(self.obs_rec)
+            obs = self.obs0 + len(self.obs_rec)
             self.obs_rec.append(rec + rec0)
             self.obs_full.append(bool(part.obs_full[j]))
             self.obs_final.append(bool(part.obs_final[j]))
@@ -629,7 +640,14 @@ class Split:
                counts: list[int], text_lists: list[list[tuple[int, str]]], which: int) -> None:
         """Append rows (`cols`: a column per field of `dt`, row i going to partition `dest[i]`) to
         the partitions' spill files `which` (0: sends, 1: effects), each partition's rows in their
-        order; the text ids (`texts`: row -> id) noted at their row number in their partition."""
+        order; the text ids (`texts`: row -> id) noted at their row number in their partition.
+        Nothing is written when the partition's writers are None (a range's routing pass)."""
+        if self._files and self._files[0][which] is None:
+            return
+        for name, code in self.codes.items():  # the range's name codes as the whole file's
+            if name in cols:
+                c = cols[name]
+                cols[name] = np.where(c >= 0, code[np.maximum(c, 0)], c) if name == "key" else code[c]
         n = len(dest)
         bounds = np.concatenate([[0], np.cumsum(np.bincount(dest, minlength=self.k))]).tolist()
         pack = getattr(self.lib, "hs_pack", None) if self.lib is not None and _PACK_IN_C else None
@@ -726,6 +744,17 @@ def _check_one(job: tuple[int, str | None, int]) -> tuple[tuple[exactly_once.Par
 
 
 @dataclass
+class Rows:
+    """A partition's rows: its sends (SEND_DT) and sink effects (EFF_DT) in file order, and its
+    text ids ((row, id) of the rows whose id is not a number)."""
+
+    sends: np.ndarray
+    effs: np.ndarray
+    s_text: list[tuple[int, str]]
+    e_text: list[tuple[int, str]]
+
+
+@dataclass
 class Sealed:
     """A finished split: the records that are not sends, the name tables, the text ids per
     partition, and where the spill files are (`folder`, `s<p>.bin`/`e<p>.bin`)."""
@@ -751,22 +780,27 @@ class Sealed:
     start: Any
     warnings: list[str]
 
-    def check_partition(self, p: int, order: str | None, examples: int) -> tuple[exactly_once.Partial, dict[int, int]]:
-        """exactly_once.partial of partition `p`, and where its example events first appear."""
-        h, e_pos = self.history(p)
+    def check_partition(self, p: int, order: str | None, examples: int,
+                        rows: Rows | None = None) -> tuple[exactly_once.Partial, dict[int, int]]:
+        """exactly_once.partial of partition `p` (its `rows`, else its spill files), and where
+        its example events first appear."""
+        h, e_pos = self.history(p, rows)
         part = exactly_once.partial(h, order=order, examples=examples)
         part.records = self.n_rec
         wanted = {e for c in part.candidates.values() for e, _ in c} | {e for e, _ in part.unseen_candidates}
         big = int(self.obs_total.max()) + 2 if len(self.obs_total) else 1
         return part, _first_at(h, e_pos, wanted, self.obs_grec, big)
 
-    def history(self, p: int) -> tuple[History, np.ndarray]:
+    def history(self, p: int, rows: Rows | None = None) -> tuple[History, np.ndarray]:
         """Partition `p` as a History of its own (its sends, every other record, its effects),
-        and the position of each of its effects in its sink read."""
+        and the position of each of its effects in its sink read. `rows`: the partition's
+        rows (from Spark's shuffle), else read from its spill files."""
         others = self.others
-        folder = Path(self.folder)
-        sends = np.fromfile(folder / f"s{p}.bin", SEND_DT)
-        effs = np.fromfile(folder / f"e{p}.bin", EFF_DT)
+        if rows is None:
+            folder = Path(self.folder)
+            rows = Rows(np.fromfile(folder / f"s{p}.bin", SEND_DT), np.fromfile(folder / f"e{p}.bin", EFF_DT),
+                        self.s_text[p], self.e_text[p])
+        sends, effs = rows.sends, rows.effs
         n_o, n_s = len(others["rec"]), len(sends)
         # both are in file order: merge them by where each goes (no sort of the whole)
         at_o = np.searchsorted(sends["rec"], others["rec"]) + np.arange(n_o)
@@ -801,11 +835,11 @@ class Sealed:
         h.eff_obs = effs["obs"].astype(np.int32)
         del inv
         s_num = sends["num"].copy()
-        s_str = list(self.s_text[p])
+        s_str = list(rows.s_text)
         for i, _ in s_str:
             s_num[i] = -1
         e_num = effs["num"].copy()
-        e_str = list(self.e_text[p])
+        e_str = list(rows.e_text)
         for i, _ in e_str:
             e_num[i] = -1
         _intern(h, self.prefix, s_num, sends["width"].astype(np.int64), s_str, e_num,
@@ -845,6 +879,19 @@ def _first_at(h: History, e_pos: np.ndarray, wanted: set[int], obs_grec: np.ndar
             if at < out.get(e, at + 1):
                 out[e] = at
     return out
+
+
+def line_start(fh: Any, at: int, size: int) -> int:
+    """Where the first line that starts at or after byte `at` of the open file `fh` (`size`
+    bytes) starts: `at` itself when it is 0 or follows a newline, else after the next newline
+    (`size` when there is none). The ranges [line_start(a), line_start(b)) of cut points
+    a < b cover every line once, each in the range where it starts."""
+    if at <= 0:
+        return 0
+    if at >= size:
+        return size
+    end = _find(fh, b"\n", at - 1, size)
+    return end + 1 if end >= 0 else size
 
 
 def _find(fh: Any, needle: bytes, start: int, size: int) -> int:
