@@ -30,10 +30,11 @@ from onceproof.checkers.partitioned import (
     _MAX_PARTS,
     _MIN_CHUNK,
     DEFAULT_MEMORY,
-    Split,
-    _spill_folder,
     estimate,
+    phase,
 )
+
+RANGE_BYTES = 256 << 20  # a range task's share of the file (it reads it `_CHUNK` at a time)
 
 
 def session(master: str | None = None) -> Any:
@@ -89,23 +90,53 @@ def shutdown(spark: Any) -> None:
 
 def check_path(path: Any, *, spark: Any = None, master: str | None = None, memory: int = DEFAULT_MEMORY,
                order: str | None = None, examples: int = 10, partitions: int | None = None,
-               spill_dir: Any = None, fs: set[str] | None = None) -> dict[str, Any]:
+               ranges: int | None = None, fs: set[str] | None = None) -> dict[str, Any]:
     """The exactly-once check of the history at `path`, run by Spark (`spark`: a session, else
     `session(master)`). Partitions: `partitions`, else enough for `memory` per task and at least
-    twice Spark's default parallelism. `fs`: filled with the history's operation names (as
-    partitioned.check_path). Result as `exactly_once.check`; raises HistoryError."""
+    twice Spark's default parallelism. Ranges of the file (one task each, per pass): `ranges`,
+    else one per `RANGE_BYTES` and at least twice the default parallelism (tests force small
+    ones). `fs`: filled with the history's operation names (as partitioned.check_path). Result
+    as `exactly_once.check`; raises HistoryError (a bad line: the first of the file, by its line
+    number in the file)."""
+    from onceproof.checkers import ranges as by_range
+
     spark = spark or session(master)
     sc = spark.sparkContext
+    path = str(path)
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise HistoryError(path, None, f"cannot open: {e.strerror or e}") from None
     k = partitions or min(_MAX_PARTS, max(2 * sc.defaultParallelism, math.ceil(estimate(path) / (memory * 0.45))))
-    with _spill_folder(spill_dir) as folder:
-        split = Split(path, folder, k, chunk=max(_MIN_CHUNK, min(_CHUNK, memory // 32)))
-        split.run()
-        if fs is not None:
-            fs.update(split.f_names)
-        sealed = sc.broadcast(split.seal())
-        try:
-            outs = sc.parallelize(range(k), k).map(
-                lambda p: sealed.value.check_partition(p, order, examples)).collect()
-        finally:
-            sealed.unpersist()
-    return exactly_once.finish([o[0] for o in outs], examples=examples, first_at=[o[1] for o in outs])
+    n = ranges or max(2 * sc.defaultParallelism, math.ceil(size / RANGE_BYTES))
+    chunk = max(_MIN_CHUNK, min(_CHUNK, memory // 32))
+    bounds = by_range.cuts(size, n)
+    with phase("scan"):  # pass 1: a task per range
+        scans = sc.parallelize(range(n), n).map(
+            lambda r: by_range.scan(path, bounds[r], bounds[r + 1], k, chunk)).collect()
+    with phase("fold"):  # on the driver, in file order
+        sealed, jobs, idmap, text_map = by_range.fold(path, k, bounds, scans)
+        del scans
+    if fs is not None:
+        fs.update(sealed.f_names)
+    routing = sc.broadcast((idmap, text_map))
+    del idmap, text_map
+    shared = sc.broadcast(sealed)
+    try:
+        with phase("route+check"):  # pass 2 (a task per range), Spark's shuffle, a task per partition
+            outs = (sc.parallelize(jobs, n)
+                    .flatMap(lambda job: by_range.route(path, job, k, chunk, *routing.value))
+                    .partitionBy(k, _same)
+                    .mapPartitionsWithIndex(lambda p, got: [shared.value.check_partition(
+                        p, order, examples, by_range.gather(part for _, part in got))])
+                    .collect())
+    finally:
+        routing.unpersist()
+        shared.unpersist()
+    with phase("merge"):
+        return exactly_once.finish([o[0] for o in outs], examples=examples, first_at=[o[1] for o in outs])
+
+
+def _same(p: int) -> int:
+    """Spark's partitioner of the routed rows: the key is the partition."""
+    return p

@@ -5,6 +5,7 @@ records lie in several ranges, an effect's range comes before its send's)."""
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +36,98 @@ def test_ranges_equal_in_memory_on_generated_histories_with_every_anomaly(
     whole = exactly_once.check(read_history(path), order=order, examples=examples)
     got = ranges.check_path(path, k, n, order=order, examples=examples, chunk=chunk)
     assert same(whole, got), (k, n, whole, got)
+
+
+def _write(path: Path, recs: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps({"index": n, **r}) + "\n" for n, r in enumerate(recs)))
+
+
+def sink_first_history(path: Path, ids: str) -> None:
+    """12 events whose first record is an effect seen by the observer (key "a<i>"), their sends
+    later in the file (key "b<i>"); a final read with event 5 lost and event 3 twice."""
+    recs: list[dict[str, Any]] = []
+    t = 0
+    for i in range(12):  # effects first, under key "a{i}"; the sends later under "b{i}"
+        t += 1
+        recs.append({"time": t, "process": "observer", "type": "ok", "f": "observe",
+                     "value": {"full": False, "events": [[ids.format(i), f"a{i}", i, 0]]}})
+    for i in range(12):
+        for typ in ("invoke", "ok"):
+            t += 1
+            recs.append({"time": t, "process": "load", "type": typ, "f": "send",
+                         "value": {"id": ids.format(i), "key": f"b{i}", "seq": i}})
+    final = [[ids.format(i), f"b{i}", i, 0] for i in range(12) if i != 5] + [[ids.format(3), "b3", 3, 1]]
+    recs.append({"time": t + 1, "process": "observer", "type": "ok", "f": "final-read",
+                 "value": {"full": True, "events": final}})
+    _write(path, recs)
+
+
+@pytest.mark.parametrize("ids", ["e-{}", "event/{}"])  # numbered ids (the id map), text ids (the text map)
+def test_an_id_seen_in_the_sink_before_its_send_follows_its_first_range(tmp_path: Path, ids: str) -> None:
+    """The observer may log an effect before the load logs its send (premature, or a send whose
+    ok is logged late): the id's first record is then an effect, in an earlier range than its
+    send, under a key whose partition differs from the send's key's. Every record of the id
+    must go where that first range sent it; the result is the in-memory one at every cut."""
+    path = tmp_path / "h.jsonl"
+    sink_first_history(path, ids)
+    size = path.stat().st_size
+    for k in (2, 3, 5):
+        assert any(zlib.crc32(f"a{i}".encode()) % k != zlib.crc32(f"b{i}".encode()) % k for i in range(12))
+        for n in (2, 3, 7, 25):
+            bounds = ranges.cuts(size, n)
+            scans = [ranges.scan(str(path), bounds[r], bounds[r + 1], k, 64) for r in range(n)]
+            sealed, jobs, idmap, text_map = ranges.fold(str(path), k, bounds, scans)
+            for job in jobs:  # every send sits where the id's effect (its first record) went
+                for p, part in ranges.route(str(path), job, k, 64, idmap, text_map):
+                    rows = ranges.gather([part])
+                    for num in rows.sends["num"].tolist():
+                        if num >= 0:
+                            assert idmap[num] == p
+                    for _, v in rows.s_text:
+                        assert text_map[v] == p
+            for order in (None, "per-key"):
+                whole = exactly_once.check(read_history(path), order=order)
+                got = ranges.check_path(path, k, n, order=order, chunk=64)
+                assert same(whole, got), (k, n, whole, got)
+                assert whole["anomalies"]["lost"] == 1 and whole["anomalies"]["duplicate"] == 1
+
+
+@pytest.mark.parametrize("k", [2, 3, 5, 8])
+def test_an_id_sent_under_two_keys_in_two_ranges_goes_where_its_first_send_goes(tmp_path: Path, k: int) -> None:
+    """A retry under another key in a later range follows the id's first send (the fold's
+    first range wins), whatever the cuts."""
+    recs: list[dict[str, Any]] = []
+    t = 0
+    for i in range(40):
+        for key in (f"k{i % 3}", f"other{i % 5}"):
+            for typ in ("invoke", "ok"):
+                t += 1
+                recs.append({"time": t, "process": "load", "type": typ, "f": "send",
+                             "value": {"id": f"e-{i}", "key": key, "seq": i}})
+    final = [[f"e-{i}", f"k{i % 3}", i, 0] for i in range(40) if i % 7] + [["e-3", "k0", 3, 1]]
+    recs.append({"time": t + 1, "process": "observer", "type": "ok", "f": "final-read",
+                 "value": {"full": True, "events": final}})
+    path = tmp_path / "h.jsonl"
+    _write(path, recs)
+    for n in (2, 5, 13, 40):
+        for order in (None, "per-key"):
+            whole = exactly_once.check(read_history(path), order=order)
+            assert same(whole, ranges.check_path(path, k, n, order=order, chunk=64))
+
+
+def test_a_bad_line_is_named_by_its_line_in_the_file_whatever_range_holds_it(tmp_path: Path) -> None:
+    """A bad line in a later range: the error names its line in the whole file (the first bad
+    line of the file when several ranges have one)."""
+    recs = [{"index": i, "time": i, "process": "load", "type": "invoke", "f": "send",
+             "value": {"id": f"e-{i}", "key": "k", "seq": i}} for i in range(30)]
+    lines = [json.dumps(r) for r in recs]
+    lines[17] = '{"index": 17, "time": '
+    lines[25] = "not json"
+    path = tmp_path / "h.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(HistoryError) as read:
+        read_history(path)
+    for n in (1, 3, 8):
+        with pytest.raises(HistoryError) as got:
+            ranges.check_path(path, 3, n, chunk=64)
+        assert got.value.line == read.value.line == 18 and got.value.path == str(path)
