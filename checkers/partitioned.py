@@ -71,6 +71,7 @@ _MIN_CHUNK = 1 << 20  # tests lower these two to split tiny histories into many 
 _MIN_SLICE = 1 << 16
 _MAP_LIMIT = 1 << 30  # id numbers below this are routed through the map (1 byte each, grown on demand)
 _UNSET = 255
+DEFERRED = 254  # in a range's id map: first seen in a sink read, its key not read yet (checkers/ranges.py)
 _MAX_PARTS = 250
 _PACK_IN_C = True  # the spill's rows packed by the scanner's hs_pack when it has it (tests turn it off)
 
@@ -254,6 +255,9 @@ class Split:
         # n_rec starts at the number of records before the range, and
         self.obs0 = 0  # sink reads before the range (added to the effects' read numbers)
         self.codes: dict[str, np.ndarray] = {}  # column ("f", "proc", "key") -> the range's code -> the file's
+        # an id first seen in a sink read is mapped to DEFERRED, not to its effect's key: reading the
+        # keys of a sink read is slow, and few such ids are also the first in the whole file
+        self.defer_keys = False
 
     # -- the pass ---------------------------------------------------------------------------
     def run(self, span: tuple[int, int] | None = None, outputs: list[Any] | None = None) -> None:
@@ -357,7 +361,8 @@ class Split:
         """A line longer than a chunk: an ok observe/final-read is read as its skeleton (the line
         without its effects) plus its effects slice by slice; the position after it. None for
         any other line (read whole by the caller)."""
-        end = _find(fh, b"\n", pos + len(head), size)
+        nl = head.find(b"\n")  # the head may hold the whole line when a slice is longer than a chunk
+        end = pos + nl if nl >= 0 else _find(fh, b"\n", pos + len(head), size)
         line_end = end if end >= 0 else size
         nxt = line_end + 1 if end >= 0 else size
         s = head.find(b'"events":[')
@@ -565,7 +570,9 @@ class Split:
             if 0 < len(rest) <= 18 and rest.isdigit() and rest.isascii():
                 nums[i] = int(rest)
                 widths[i] = len(rest)
-        if events is not None:
+        if events is not None and self.defer_keys:  # DEFERRED: the key is read later, if the file needs it
+            cand, has_cand = np.full(len(nums), DEFERRED, np.uint8), np.ones(len(nums), bool)
+        elif events is not None:
             cand, has_cand = self._effect_keys(nums, texts, events)
         dest = np.empty(len(nums), np.uint8)
         is_num = nums >= 0

@@ -37,7 +37,7 @@ import numpy as np
 
 from onceproof.checkers import exactly_once
 from onceproof.checkers.history.model import HistoryError
-from onceproof.checkers.partitioned import _UNSET, EFF_DT, SEND_DT, Rows, Sealed, Split
+from onceproof.checkers.partitioned import _UNSET, DEFERRED, EFF_DT, SEND_DT, Rows, Sealed, Split
 
 @dataclass
 class RangeScan:
@@ -76,6 +76,8 @@ class RangeJob:
     rec0: int
     obs0: int
     codes: dict[str, np.ndarray]
+    deferred: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # ids first seen here, in a read
+    deferred_text: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -101,6 +103,7 @@ def scan(path: str, a: int, b: int, k: int, chunk: int) -> RangeScan:
     `k` partitions, reading `chunk` bytes at a time. A bad line is returned (`error`), not
     raised (the fold raises the first in file order)."""
     split = Split(path, Path("."), k, chunk)
+    split.defer_keys = True
     try:
         split.run((a, b), [(None, None)] * k)
     except HistoryError as e:
@@ -167,11 +170,51 @@ def fold(path: str, k: int, bounds: list[int], scans: list[RangeScan]) -> tuple[
         seg = idmap[s.id_lo:s.id_lo + len(s.idmap)]  # a view: an id keeps the partition of its first range
         unset = seg == _UNSET
         seg[unset] = s.idmap[unset]
+        job = RangeJob(r, bounds[r], bounds[r + 1], rec0, obs0, codes)
+        job.deferred = s.id_lo + np.flatnonzero(unset & (s.idmap == DEFERRED))
         for v, p in s.text_map.items():
-            text_map.setdefault(v, p)
-        jobs.append(RangeJob(r, bounds[r], bounds[r + 1], rec0, obs0, codes))
+            if v not in text_map:
+                text_map[v] = p
+                if p == DEFERRED:
+                    job.deferred_text.add(v)
+        jobs.append(job)
         s.others, s.idmap = {}, np.zeros(0, np.uint8)
     return whole.seal(), jobs, idmap, text_map
+
+
+def resolve(path: str, job: RangeJob, k: int, chunk: int, top: int) -> tuple[np.ndarray, dict[str, int]]:
+    """The partitions of the ids whose first record in the file is an effect in `job`'s range
+    (`job.deferred`, `job.deferred_text`; `top`: the length of the file's id map): the range's
+    Split again, with every other id already mapped, so that only the sink reads holding them
+    are parsed for their keys. (partition per deferred id, partition per deferred text id)."""
+    split = Split(path, Path("."), k, chunk)
+    split.idmap = np.zeros(top, np.uint8)
+    split.idmap[job.deferred] = _UNSET
+    split.text_map = _AllBut(job.deferred_text)
+    split.run((job.a, job.b), [(None, None)] * k)
+    return split.idmap[job.deferred].copy(), {v: dict.__getitem__(split.text_map, v) for v in job.deferred_text}
+
+
+class _AllBut(dict):  # type: ignore[type-arg]
+    """A text map that has every text id but `pending` (until they are set)."""
+
+    def __init__(self, pending: set[str]) -> None:
+        super().__init__()
+        self.pending = pending
+
+    def get(self, v: Any, default: Any = None) -> Any:
+        return super().get(v, default) if v in self.pending else 0
+
+    def __contains__(self, v: Any) -> bool:
+        return v not in self.pending or super().__contains__(v)
+
+
+def settle(jobs: list[RangeJob], got: list[tuple[np.ndarray, dict[str, int]]], idmap: np.ndarray,
+           text_map: dict[str, int]) -> None:
+    """Put the partitions `resolve` found (`got[i]`: of `jobs[i]`) into the file's maps."""
+    for job, (parts, texts) in zip(jobs, got):
+        idmap[job.deferred] = parts
+        text_map.update(texts)
 
 
 def route(path: str, job: RangeJob, k: int, chunk: int, idmap: np.ndarray,
@@ -181,7 +224,7 @@ def route(path: str, job: RangeJob, k: int, chunk: int, idmap: np.ndarray,
     Raises HistoryError as Split.run (the first pass saw the same bytes: it does not)."""
     split = Split(path, Path("."), k, chunk)
     split.n_rec, split.obs0, split.codes = job.rec0, job.obs0, job.codes
-    split.idmap, split.text_map = idmap, dict(text_map)
+    split.idmap, split.text_map = idmap, text_map  # only read: every id is in them
     outs = [(io.BytesIO(), io.BytesIO()) for _ in range(k)]
     split.run((job.a, job.b), outs)
     got = []
@@ -208,13 +251,9 @@ def gather(parts: Iterable[RangePart]) -> Rows:
     return Rows(sends, effs, s_text, e_text)
 
 
-def check_path(path: Any, k: int, n: int, *, order: str | None = None, examples: int = 10,
-               chunk: int = 64 << 20, fs: set[str] | None = None) -> dict[str, Any]:
-    """The four steps in this process, one range after another (what checkers/spark.py runs as
-    tasks): the exactly-once check of the history at `path` by `k` partitions and `n` ranges.
-    `fs`: filled with the history's operation names. Result as `exactly_once.check`; raises
-    HistoryError."""
-    path = str(path)
+def plan(path: str, k: int, n: int, chunk: int) -> tuple[Sealed, list[RangeJob], np.ndarray, dict[str, int]]:
+    """Steps 1 and 2 in this process, one range after another: `fold`'s result with the
+    deferred ids resolved (the maps `route` takes). Raises HistoryError."""
     try:
         size = Path(path).stat().st_size
     except OSError as e:
@@ -222,6 +261,19 @@ def check_path(path: Any, k: int, n: int, *, order: str | None = None, examples:
     bounds = cuts(size, n)
     sealed, jobs, idmap, text_map = fold(path, k, bounds, [scan(path, bounds[r], bounds[r + 1], k, chunk)
                                                          for r in range(n)])
+    pending = [j for j in jobs if len(j.deferred) or j.deferred_text]
+    settle(pending, [resolve(path, j, k, chunk, len(idmap)) for j in pending], idmap, text_map)
+    return sealed, jobs, idmap, text_map
+
+
+def check_path(path: Any, k: int, n: int, *, order: str | None = None, examples: int = 10,
+               chunk: int = 64 << 20, fs: set[str] | None = None) -> dict[str, Any]:
+    """The four steps in this process, one range after another (what checkers/spark.py runs as
+    tasks): the exactly-once check of the history at `path` by `k` partitions and `n` ranges.
+    `fs`: filled with the history's operation names. Result as `exactly_once.check`; raises
+    HistoryError."""
+    path = str(path)
+    sealed, jobs, idmap, text_map = plan(path, k, n, chunk)
     if fs is not None:
         fs.update(sealed.f_names)
     by_part: list[list[RangePart]] = [[] for _ in range(k)]

@@ -1,20 +1,31 @@
 """The exactly-once check as an Apache Spark job (`onceproof check --engine spark`).
 
-The same partitioned check as checkers/partitioned.py, with Spark running the partitions: the
-driver makes one pass over the history into a columnar export (the spill folder: per
-partition, binary columns of its sends and sink effects; the records that are not sends,
-broadcast), then one Spark task per partition builds that partition's History from the export
-and runs `exactly_once.partial`, and the driver merges the partials with
-`exactly_once.finish`. The result is identical to the local check's by construction (same
-partials, same merge), which the tests check.
+The partitioned check of checkers/partitioned.py, with the split itself distributed
+(checkers/ranges.py): the file is cut into byte ranges (`RANGE_BYTES` each, at least two per
+core; each task moves its ends to line starts), and
+
+1. on the executors, one task per range reads its lines with the same Split as the local check
+   (the C scanner when built) and sends back what is small: its records that are not sends
+   (sink reads' facts, faults, progress), its name tables, and the ids it saw first with the
+   partition each would go to (1 byte per id number);
+2. on the driver, the only sequential step: the ranges are folded in file order into the
+   file's record numbers, name tables and id map (an event goes where its first record went:
+   the first range that saw it wins), broadcast to the executors;
+3. on the executors, one task per range reads its lines again and routes its sends and sink
+   effects, packed into the spill's binary rows, through Spark's shuffle to their partition;
+4. one task per partition builds that partition's History and runs `exactly_once.partial`;
+   the driver merges the partials with `exactly_once.finish`.
+
+The result is identical to the local check's (same partials, same merge), which the tests
+check on generated histories cut into small ranges. Nothing is written to a shared folder
+(the shuffle goes through Spark's own block storage on the executors' disks); the driver
+holds the id map (1 byte per id number), the records that are not sends, and the partials.
 
 On this machine Spark runs in local mode (`local[*]`, the installed Java 17; pyspark 3.5
 supports it). On a cluster (`--master spark://host:7077`, `yarn`, `k8s://...`): the executors
-must see the history file and the spill folder at the same paths as the driver (a shared
-mount: set ONCEPROOF_SCRATCH to a folder on it), and run a Python with onceproof installed
-(PYSPARK_PYTHON; default: this interpreter). The split itself is one sequential pass on the
-driver; a run that writes its history already partitioned (one shard per producer process)
-would let the executors read the shards directly: see README, "Runs on a real cluster".
+must read the history file at the same path as the driver (a shared mount; object storage
+would need a reader of byte ranges there: not built), and run a Python with onceproof
+installed (PYSPARK_PYTHON; default: this interpreter). See README, "Runs on a real cluster".
 """
 from __future__ import annotations
 
@@ -117,6 +128,12 @@ def check_path(path: Any, *, spark: Any = None, master: str | None = None, memor
     with phase("fold"):  # on the driver, in file order
         sealed, jobs, idmap, text_map = by_range.fold(path, k, bounds, scans)
         del scans
+    pending = [j for j in jobs if len(j.deferred) or j.deferred_text]
+    if pending:  # ids first seen in a sink read: their effects' keys, read by the ranges that hold them
+        with phase("resolve"):
+            top = len(idmap)
+            by_range.settle(pending, sc.parallelize(pending, len(pending)).map(
+                lambda job: by_range.resolve(path, job, k, chunk, top)).collect(), idmap, text_map)
     if fs is not None:
         fs.update(sealed.f_names)
     routing = sc.broadcast((idmap, text_map))
