@@ -27,6 +27,7 @@ ids, and the records that are not sends.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ import numpy as np
 
 from onceproof.checkers import exactly_once
 from onceproof.checkers.history.model import HistoryError
-from onceproof.checkers.partitioned import _UNSET, DEFERRED, EFF_DT, SEND_DT, Rows, Sealed, Split
+from onceproof.checkers.partitioned import _UNSET, DEFERRED, EFF_DT, SEND_DT, Rows, Sealed, Split, _spill_folder
 
 @dataclass
 class RangeScan:
@@ -82,14 +83,16 @@ class RangeJob:
 
 @dataclass
 class RangePart:
-    """Range `r`'s rows of one partition: packed sends (SEND_DT) and effects (EFF_DT), and its
-    text ids ((row within these rows, id))."""
+    """Range `r`'s rows of one partition: packed sends (SEND_DT) and effects (EFF_DT), or the
+    files that hold them (`files`: sends', effects'), and its text ids ((row within these rows,
+    id))."""
 
     r: int
     sends: bytes
     effs: bytes
     s_text: list[tuple[int, str]]
     e_text: list[tuple[int, str]]
+    files: tuple[str, str] | None = None
 
 
 def cuts(size: int, n: int) -> list[int]:
@@ -217,20 +220,33 @@ def settle(jobs: list[RangeJob], got: list[tuple[np.ndarray, dict[str, int]]], i
         text_map.update(texts)
 
 
-def route(path: str, job: RangeJob, k: int, chunk: int, idmap: np.ndarray,
-          text_map: dict[str, int]) -> list[tuple[int, RangePart]]:
+def route(path: str, job: RangeJob, k: int, chunk: int, idmap: np.ndarray, text_map: dict[str, int],
+          folder: str | None = None) -> list[tuple[int, RangePart]]:
     """The second pass over `job`'s range: its rows by partition ((partition, RangePart), for
-    the partitions it has rows of), routed by the file's `idmap` and `text_map` (from `fold`).
-    Raises HistoryError as Split.run (the first pass saw the same bytes: it does not)."""
+    the partitions it has rows of), routed by the file's `idmap` and `text_map` (from `fold`);
+    in memory, or written to files in `folder` (`r<range>-s<partition>.bin`, `-e`: sends,
+    effects). Raises HistoryError as Split.run (the first pass saw the same bytes: it does not)."""
     split = Split(path, Path("."), k, chunk)
     split.n_rec, split.obs0, split.codes = job.rec0, job.obs0, job.codes
     split.idmap, split.text_map = idmap, text_map  # only read: every id is in them
-    outs = [(io.BytesIO(), io.BytesIO()) for _ in range(k)]
-    split.run((job.a, job.b), outs)
+    names = [(f"{folder}/r{job.r}-s{p}.bin", f"{folder}/r{job.r}-e{p}.bin") for p in range(k)] if folder else []
+    outs: list[Any] = ([(open(a, "wb", buffering=1 << 20), open(b, "wb", buffering=1 << 20)) for a, b in names]
+                       if folder else [(io.BytesIO(), io.BytesIO()) for _ in range(k)])
+    try:
+        split.run((job.a, job.b), outs)
+    finally:
+        if folder:
+            for a, b in outs:
+                a.close()
+                b.close()
     got = []
-    for p, (s_buf, e_buf) in enumerate(outs):
-        if s_buf.tell() or e_buf.tell():
-            got.append((p, RangePart(job.r, s_buf.getvalue(), e_buf.getvalue(), split.s_text[p], split.e_text[p])))
+    for p in range(k):
+        if split.n_send[p] or split.n_eff[p]:
+            if folder:
+                part = RangePart(job.r, b"", b"", split.s_text[p], split.e_text[p], names[p])
+            else:
+                part = RangePart(job.r, outs[p][0].getvalue(), outs[p][1].getvalue(), split.s_text[p], split.e_text[p])
+            got.append((p, part))
     return got
 
 
@@ -238,6 +254,9 @@ def gather(parts: Iterable[RangePart]) -> Rows:
     """One partition's rows from its ranges' RangeParts (any order): in file order, text ids
     numbered by row in the whole partition."""
     ordered = sorted(parts, key=lambda x: x.r)
+    for x in ordered:
+        if x.files is not None:
+            x.sends, x.effs = (Path(f).read_bytes() for f in x.files)
     s_text: list[tuple[int, str]] = []
     e_text: list[tuple[int, str]] = []
     n_s = n_e = 0
@@ -267,18 +286,20 @@ def plan(path: str, k: int, n: int, chunk: int) -> tuple[Sealed, list[RangeJob],
 
 
 def check_path(path: Any, k: int, n: int, *, order: str | None = None, examples: int = 10,
-               chunk: int = 64 << 20, fs: set[str] | None = None) -> dict[str, Any]:
+               chunk: int = 64 << 20, fs: set[str] | None = None, spill_dir: Any = None) -> dict[str, Any]:
     """The four steps in this process, one range after another (what checkers/spark.py runs as
     tasks): the exactly-once check of the history at `path` by `k` partitions and `n` ranges.
-    `fs`: filled with the history's operation names. Result as `exactly_once.check`; raises
+    `fs`: filled with the history's operation names. `spill_dir`: the routed rows go through
+    files in a folder made there (else in memory). Result as `exactly_once.check`; raises
     HistoryError."""
     path = str(path)
     sealed, jobs, idmap, text_map = plan(path, k, n, chunk)
     if fs is not None:
         fs.update(sealed.f_names)
     by_part: list[list[RangePart]] = [[] for _ in range(k)]
-    for job in jobs:
-        for p, part in route(path, job, k, chunk, idmap, text_map):
-            by_part[p].append(part)
-    outs = [sealed.check_partition(p, order, examples, gather(by_part[p])) for p in range(k)]
+    with _spill_folder(spill_dir) if spill_dir else contextlib.nullcontext() as folder:
+        for job in jobs:
+            for p, part in route(path, job, k, chunk, idmap, text_map, str(folder) if folder else None):
+                by_part[p].append(part)
+        outs = [sealed.check_partition(p, order, examples, gather(by_part[p])) for p in range(k)]
     return exactly_once.finish([o[0] for o in outs], examples=examples, first_at=[o[1] for o in outs])

@@ -41,10 +41,12 @@ from onceproof.checkers.partitioned import (
     _MAX_PARTS,
     _MIN_CHUNK,
     DEFAULT_MEMORY,
+    _spill_folder,
     estimate,
     phase,
 )
 
+SHUFFLE = "spark"  # how routed rows reach their partition by default (see check_path)
 RANGE_BYTES = 256 << 20  # a range task's share of the file (it reads it `_CHUNK` at a time)
 
 
@@ -101,12 +103,16 @@ def shutdown(spark: Any) -> None:
 
 def check_path(path: Any, *, spark: Any = None, master: str | None = None, memory: int = DEFAULT_MEMORY,
                order: str | None = None, examples: int = 10, partitions: int | None = None,
-               ranges: int | None = None, fs: set[str] | None = None) -> dict[str, Any]:
+               ranges: int | None = None, fs: set[str] | None = None, shuffle: str | None = None,
+               spill_dir: Any = None) -> dict[str, Any]:
     """The exactly-once check of the history at `path`, run by Spark (`spark`: a session, else
     `session(master)`). Partitions: `partitions`, else enough for `memory` per task and at least
     twice Spark's default parallelism. Ranges of the file (one task each, per pass): `ranges`,
     else one per `RANGE_BYTES` and at least twice the default parallelism (tests force small
-    ones). `fs`: filled with the history's operation names (as partitioned.check_path). Result
+    ones). `shuffle`: how the routed rows reach their partition's task: "spark" (Spark's
+    shuffle) or "files" (a folder made in `spill_dir`, default $ONCEPROOF_SCRATCH, that every
+    executor must see at the same path); default $ONCEPROOF_SPARK_SHUFFLE, else SHUFFLE.
+    `fs`: filled with the history's operation names (as partitioned.check_path). Result
     as `exactly_once.check`; raises HistoryError (a bad line: the first of the file, by its line
     number in the file)."""
     from onceproof.checkers import ranges as by_range
@@ -139,14 +145,30 @@ def check_path(path: Any, *, spark: Any = None, master: str | None = None, memor
     routing = sc.broadcast((idmap, text_map))
     del idmap, text_map
     shared = sc.broadcast(sealed)
+    shuffle = shuffle or os.environ.get("ONCEPROOF_SPARK_SHUFFLE") or SHUFFLE
+    if shuffle not in ("spark", "files"):
+        raise HistoryError(None, None, f'ONCEPROOF_SPARK_SHUFFLE={shuffle!r}: expected "spark" or "files"')
     try:
-        with phase("route+check"):  # pass 2 (a task per range), Spark's shuffle, a task per partition
-            outs = (sc.parallelize(jobs, n)
-                    .flatMap(lambda job: by_range.route(path, job, k, chunk, *routing.value))
-                    .partitionBy(k, _same)
-                    .mapPartitionsWithIndex(lambda p, got: [shared.value.check_partition(
-                        p, order, examples, by_range.gather(part for _, part in got))])
-                    .collect())
+        if shuffle == "spark":
+            with phase("route+check"):  # pass 2 (a task per range), Spark's shuffle, a task per partition
+                outs = (sc.parallelize(jobs, n)
+                        .flatMap(lambda job: by_range.route(path, job, k, chunk, *routing.value))
+                        .partitionBy(k, _same)
+                        .mapPartitionsWithIndex(lambda p, got: [shared.value.check_partition(
+                            p, order, examples, by_range.gather(part for _, part in got))])
+                        .collect())
+        else:
+            with _spill_folder(spill_dir) as folder:
+                where = str(folder)
+                with phase("route"):  # pass 2 (a task per range): files per range and partition
+                    parts: list[list[Any]] = [[] for _ in range(k)]
+                    for p, part in sc.parallelize(jobs, n).flatMap(
+                            lambda job: by_range.route(path, job, k, chunk, *routing.value, where)).collect():
+                        parts[p].append(part)
+                with phase("check"):  # a task per partition
+                    outs = sc.parallelize(list(enumerate(parts)), k).map(
+                        lambda pp: shared.value.check_partition(pp[0], order, examples,
+                                                                by_range.gather(pp[1]))).collect()
     finally:
         routing.unpersist()
         shared.unpersist()

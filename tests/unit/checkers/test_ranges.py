@@ -25,16 +25,17 @@ from .test_partitioned import _inject
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(run=runs(max_events=40), data=st.data(), k=st.integers(1, 7), n=st.integers(1, 12),
        order=st.sampled_from([None, "per-key"]), chunk=st.sampled_from([64, 300, 1 << 20]),
-       examples=st.integers(1, 4))
+       examples=st.integers(1, 4), via_files=st.booleans())
 def test_ranges_equal_in_memory_on_generated_histories_with_every_anomaly(
-        run: RunModel, data: Any, k: int, n: int, order: str | None, chunk: int, examples: int,
+        run: RunModel, data: Any, k: int, n: int, order: str | None, chunk: int, examples: int, via_files: bool,
         tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     _inject(run, data)
     monkeypatch.setattr(partitioned, "_MIN_SLICE", 32)
     path = tmp_path_factory.mktemp("r") / "h.jsonl"
     path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in run.records()))
     whole = exactly_once.check(read_history(path), order=order, examples=examples)
-    got = ranges.check_path(path, k, n, order=order, examples=examples, chunk=chunk)
+    got = ranges.check_path(path, k, n, order=order, examples=examples, chunk=chunk,
+                            spill_dir=path.parent if via_files else None)
     assert same(whole, got), (k, n, whole, got)
 
 
