@@ -860,9 +860,9 @@ class Sealed:
                 big = int(self.obs_total.max()) + 1
                 keys = np.concatenate([o * big + np.cumsum(self.obs_vis[o][:, 0]) for o in obs_ids.tolist()])
                 times = np.concatenate([self.obs_vis[o][:, 1] for o in obs_ids.tolist()])
-                rows = np.flatnonzero(has)
-                at = np.searchsorted(keys, h.eff_obs[rows].astype(np.int64) * big + effs["pos"][rows], side="right")
-                h.eff_vis[rows] = np.minimum(times[np.minimum(at, len(times) - 1)], h.eff_vis[rows])
+                seen = np.flatnonzero(has)
+                at = np.searchsorted(keys, h.eff_obs[seen].astype(np.int64) * big + effs["pos"][seen], side="right")
+                h.eff_vis[seen] = np.minimum(times[np.minimum(at, len(times) - 1)], h.eff_vis[seen])
         return h, effs["pos"]
 
 

@@ -31,17 +31,18 @@ def spark() -> Iterator[Any]:
 @settings(max_examples=12, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(run=runs(max_events=30), data=st.data(), k=st.integers(1, 5), n=st.integers(1, 6),
-       order=st.sampled_from([None, "per-key"]))
+       order=st.sampled_from([None, "per-key"]), shuffle=st.sampled_from(["spark", "files"]))
 def test_spark_equals_local_on_generated_histories_with_every_anomaly(
-        spark: Any, run: RunModel, data: Any, k: int, n: int, order: str | None,
+        spark: Any, run: RunModel, data: Any, k: int, n: int, order: str | None, shuffle: str,
         tmp_path_factory: pytest.TempPathFactory) -> None:
     """`n` byte ranges of a few hundred bytes each: lines straddle their cuts, an event's records
-    lie in several ranges."""
+    lie in several ranges; the routed rows go through Spark's shuffle or through files."""
     _inject(run, data)
     path = tmp_path_factory.mktemp("spark") / "h.jsonl"
     path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in run.records()))
     local = exactly_once.check(read_history(path), order=order)
-    remote = spark_engine.check_path(path, spark=spark, partitions=k, ranges=n, order=order)
+    remote = spark_engine.check_path(path, spark=spark, partitions=k, ranges=n, order=order, shuffle=shuffle,
+                                     spill_dir=path.parent)
     assert same(local, remote), (local, remote)
 
 
