@@ -397,9 +397,8 @@ class Split:
                 piece = piece[:cut + 1]
             nums, widths, strs = self._effects(piece, at, pos)
 
-            def event_at(idx: list[int], p: bytes = piece) -> dict[int, Any]:
-                evs = orjson.loads(b"[" + p + b"]")
-                return {i: evs[i] for i in idx if i < len(evs)}
+            def event_at(idx: list[int], p: bytes = piece, ids: Any = (nums, widths, dict(strs))) -> dict[int, Any]:
+                return _some_effects(p, idx, self.prefix, *ids)
 
             self._route_effects(np.full(len(nums), self.obs0 + obs, np.int32), np.arange(count, count + len(nums)),
                                 nums, widths, strs, event_at)
@@ -886,6 +885,38 @@ def _first_at(h: History, e_pos: np.ndarray, wanted: set[int], obs_grec: np.ndar
             if at < out.get(e, at + 1):
                 out[e] = at
     return out
+
+
+def _some_effects(piece: bytes, idx: list[int], prefix: bytes, nums: np.ndarray, widths: np.ndarray,
+                  texts: dict[int, str]) -> dict[int, Any]:
+    """The effects at indices `idx` of a slice `[..],[..]` of a sink read, parsed ({index:
+    effect}); `nums`, `widths`, `texts`: the slice's ids as `Split._effects` read them. A few
+    are cut out of the slice at its "],[" and parsed alone (each checked against its id); when
+    many are wanted, or the cut does not give the slice's ids (a "],[" inside a key), the whole
+    slice is parsed."""
+    if len(idx) * 64 < len(nums):
+        parts = piece.split(b"],[")
+        if len(parts) == len(nums):
+            got: dict[int, Any] = {}
+            last = len(parts) - 1
+            for i in idx:
+                if i > last:
+                    continue
+                one = parts[i]
+                one = (one[1:] if i == 0 else b"[" + one)
+                one = (one[:-1] if i == last else one + b"]")
+                try:
+                    ev = orjson.loads(one)
+                except orjson.JSONDecodeError:
+                    break
+                want = texts.get(i) if nums[i] < 0 else prefix.decode() + str(int(nums[i])).zfill(int(widths[i]))
+                if not (isinstance(ev, list) and ev and ev[0] == want):
+                    break
+                got[i] = ev
+            else:
+                return got
+    evs = orjson.loads(b"[" + piece + b"]")
+    return {i: evs[i] for i in idx if i < len(evs)}
 
 
 def line_start(fh: Any, at: int, size: int) -> int:

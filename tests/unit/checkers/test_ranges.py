@@ -9,6 +9,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -133,3 +134,21 @@ def test_a_bad_line_is_named_by_its_line_in_the_file_whatever_range_holds_it(tmp
         with pytest.raises(HistoryError) as got:
             ranges.check_path(path, 3, n, chunk=64)
         assert got.value.line == read.value.line == 18 and got.value.path == str(path)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 400), data=st.data())
+def test_a_few_effects_cut_out_of_a_slice_are_the_parsed_ones(n: int, data: Any) -> None:
+    """partitioned._some_effects (the keys of a few effects of a big sink read, for ids first
+    seen there): the same effects as parsing the whole slice, also with a "],[" inside a key
+    or ids that are not numbered (it then parses the whole slice)."""
+    keys = st.sampled_from(["k0", "k1", "a],[b", "x"])
+    evs = [[f"e-{data.draw(st.integers(0, 10**6))}", data.draw(keys), i, 0] for i in range(n)]
+    piece = json.dumps(evs, separators=(",", ":")).encode()[1:-1]
+    nums = np.array([int(e[0][2:]) for e in evs], np.int64)
+    widths = np.array([len(e[0]) - 2 for e in evs], np.int64)
+    idx = sorted(data.draw(st.sets(st.integers(0, n - 1), min_size=1, max_size=max(1, n // 60))))
+    assert partitioned._some_effects(piece, idx, b"e-", nums, widths, {}) == {i: evs[i] for i in idx}
+    texts = {i: e[0] for i, e in enumerate(evs)}
+    assert partitioned._some_effects(piece, idx, b"", np.full(n, -1, np.int64), widths, texts) == {
+        i: evs[i] for i in idx}
