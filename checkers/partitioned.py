@@ -72,6 +72,7 @@ _MIN_SLICE = 1 << 16
 _MAP_LIMIT = 1 << 30  # id numbers below this are routed through the map (1 byte each, grown on demand)
 _UNSET = 255
 DEFERRED = 254  # in a range's id map: first seen in a sink read, its key not read yet (checkers/ranges.py)
+DEFER_OVER = 4096  # a range's pass defers the keys of a sink read's new ids when it has more (a final read)
 _MAX_PARTS = 250
 _PACK_IN_C = True  # the spill's rows packed by the scanner's hs_pack when it has it (tests turn it off)
 
@@ -255,9 +256,10 @@ class Split:
         # n_rec starts at the number of records before the range, and
         self.obs0 = 0  # sink reads before the range (added to the effects' read numbers)
         self.codes: dict[str, np.ndarray] = {}  # column ("f", "proc", "key") -> the range's code -> the file's
-        # an id first seen in a sink read is mapped to DEFERRED, not to its effect's key: reading the
-        # keys of a sink read is slow, and few such ids are also the first in the whole file
-        self.defer_keys = False
+        # when more than `defer_over` ids of one sink read (or one slice of it) are new to the map,
+        # they are mapped to DEFERRED, not to their effects' keys: parsing a whole final read for its
+        # keys is slow, and in a range's pass few such ids are also the first in the whole file
+        self.defer_over: int | None = None
 
     # -- the pass ---------------------------------------------------------------------------
     def run(self, span: tuple[int, int] | None = None, outputs: list[Any] | None = None) -> None:
@@ -569,9 +571,7 @@ class Split:
             if 0 < len(rest) <= 18 and rest.isdigit() and rest.isascii():
                 nums[i] = int(rest)
                 widths[i] = len(rest)
-        if events is not None and self.defer_keys:  # DEFERRED: the key is read later, if the file needs it
-            cand, has_cand = np.full(len(nums), DEFERRED, np.uint8), np.ones(len(nums), bool)
-        elif events is not None:
+        if events is not None:
             cand, has_cand = self._effect_keys(nums, texts, events)
         dest = np.empty(len(nums), np.uint8)
         is_num = nums >= 0
@@ -631,6 +631,8 @@ class Split:
         if not fresh.any():
             return None, None
         wanted = np.flatnonzero(fresh).tolist()
+        if self.defer_over is not None and len(wanted) > self.defer_over:  # read later, if the file needs it
+            return np.full(len(nums), DEFERRED, np.uint8), np.ones(len(nums), bool)
         evs = events(wanted)
         cand = np.zeros(len(nums), np.uint8)
         has = np.zeros(len(nums), bool)

@@ -38,7 +38,7 @@ import numpy as np
 
 from onceproof.checkers import exactly_once
 from onceproof.checkers.history.model import HistoryError
-from onceproof.checkers.partitioned import _UNSET, DEFERRED, EFF_DT, SEND_DT, Rows, Sealed, Split, _spill_folder
+from onceproof.checkers.partitioned import _UNSET, DEFER_OVER, DEFERRED, EFF_DT, SEND_DT, Rows, Sealed, Split, _spill_folder
 
 @dataclass
 class RangeScan:
@@ -101,12 +101,13 @@ def cuts(size: int, n: int) -> list[int]:
     return [size * i // n for i in range(n + 1)]
 
 
-def scan(path: str, a: int, b: int, k: int, chunk: int) -> RangeScan:
+def scan(path: str, a: int, b: int, k: int, chunk: int, defer_over: int = DEFER_OVER) -> RangeScan:
     """The first pass over the lines that start in bytes [a, b) of the history at `path`, for
-    `k` partitions, reading `chunk` bytes at a time. A bad line is returned (`error`), not
-    raised (the fold raises the first in file order)."""
+    `k` partitions, reading `chunk` bytes at a time; the keys of a sink read (or slice) with
+    more than `defer_over` ids new to the range are left for `resolve` (DEFERRED). A bad line
+    is returned (`error`), not raised (the fold raises the first in file order)."""
     split = Split(path, Path("."), k, chunk)
-    split.defer_keys = True
+    split.defer_over = defer_over
     try:
         split.run((a, b), [(None, None)] * k)
     except HistoryError as e:
@@ -270,7 +271,8 @@ def gather(parts: Iterable[RangePart]) -> Rows:
     return Rows(sends, effs, s_text, e_text)
 
 
-def plan(path: str, k: int, n: int, chunk: int) -> tuple[Sealed, list[RangeJob], np.ndarray, dict[str, int]]:
+def plan(path: str, k: int, n: int, chunk: int,
+         defer_over: int = DEFER_OVER) -> tuple[Sealed, list[RangeJob], np.ndarray, dict[str, int]]:
     """Steps 1 and 2 in this process, one range after another: `fold`'s result with the
     deferred ids resolved (the maps `route` takes). Raises HistoryError."""
     try:
@@ -278,7 +280,7 @@ def plan(path: str, k: int, n: int, chunk: int) -> tuple[Sealed, list[RangeJob],
     except OSError as e:
         raise HistoryError(path, None, f"cannot open: {e.strerror or e}") from None
     bounds = cuts(size, n)
-    sealed, jobs, idmap, text_map = fold(path, k, bounds, [scan(path, bounds[r], bounds[r + 1], k, chunk)
+    sealed, jobs, idmap, text_map = fold(path, k, bounds, [scan(path, bounds[r], bounds[r + 1], k, chunk, defer_over)
                                                          for r in range(n)])
     pending = [j for j in jobs if len(j.deferred) or j.deferred_text]
     settle(pending, [resolve(path, j, k, chunk, len(idmap)) for j in pending], idmap, text_map)
@@ -286,14 +288,15 @@ def plan(path: str, k: int, n: int, chunk: int) -> tuple[Sealed, list[RangeJob],
 
 
 def check_path(path: Any, k: int, n: int, *, order: str | None = None, examples: int = 10,
-               chunk: int = 64 << 20, fs: set[str] | None = None, spill_dir: Any = None) -> dict[str, Any]:
+               chunk: int = 64 << 20, fs: set[str] | None = None, spill_dir: Any = None,
+               defer_over: int = DEFER_OVER) -> dict[str, Any]:
     """The four steps in this process, one range after another (what checkers/spark.py runs as
     tasks): the exactly-once check of the history at `path` by `k` partitions and `n` ranges.
-    `fs`: filled with the history's operation names. `spill_dir`: the routed rows go through
+    `fs`: filled with the history's operation names. `defer_over`: as `scan`. `spill_dir`: the routed rows go through
     files in a folder made there (else in memory). Result as `exactly_once.check`; raises
     HistoryError."""
     path = str(path)
-    sealed, jobs, idmap, text_map = plan(path, k, n, chunk)
+    sealed, jobs, idmap, text_map = plan(path, k, n, chunk, defer_over)
     if fs is not None:
         fs.update(sealed.f_names)
     by_part: list[list[RangePart]] = [[] for _ in range(k)]

@@ -51,6 +51,7 @@ from onceproof.checkers.partitioned import (
     _MAX_PARTS,
     _MIN_CHUNK,
     DEFAULT_MEMORY,
+    DEFER_OVER,
     _spill_folder,
     estimate,
     phase,
@@ -114,7 +115,7 @@ def shutdown(spark: Any) -> None:
 def check_path(path: Any, *, spark: Any = None, master: str | None = None, memory: int = DEFAULT_MEMORY,
                order: str | None = None, examples: int = 10, partitions: int | None = None,
                ranges: int | None = None, fs: set[str] | None = None, shuffle: str | None = None,
-               spill_dir: Any = None) -> dict[str, Any]:
+               spill_dir: Any = None, defer_over: int | None = None) -> dict[str, Any]:
     """The exactly-once check of the history at `path`, run by Spark (`spark`: a session, else
     `session(master)`). Partitions: `partitions`, else enough for `memory` per task and at least
     twice Spark's default parallelism. Ranges of the file (one task each, per pass): `ranges`,
@@ -122,6 +123,7 @@ def check_path(path: Any, *, spark: Any = None, master: str | None = None, memor
     ones). `shuffle`: how the routed rows reach their partition's task: "spark" (Spark's
     shuffle) or "files" (a folder made in `spill_dir`, default $ONCEPROOF_SCRATCH, that every
     executor must see at the same path); default $ONCEPROOF_SPARK_SHUFFLE, else SHUFFLE.
+    `defer_over`: as `ranges.scan` (default DEFER_OVER; tests lower it to cover `resolve`).
     `fs`: filled with the history's operation names (as partitioned.check_path). Result
     as `exactly_once.check`; raises HistoryError (a bad line: the first of the file, by its line
     number in the file)."""
@@ -138,9 +140,10 @@ def check_path(path: Any, *, spark: Any = None, master: str | None = None, memor
     n = ranges or max(2 * sc.defaultParallelism, math.ceil(size / RANGE_BYTES))
     chunk = max(_MIN_CHUNK, min(_CHUNK, memory // 32))
     bounds = by_range.cuts(size, n)
+    defer = DEFER_OVER if defer_over is None else defer_over
     with phase("scan"):  # pass 1: a task per range
         scans = sc.parallelize(range(n), n).map(
-            lambda r: by_range.scan(path, bounds[r], bounds[r + 1], k, chunk)).collect()
+            lambda r: by_range.scan(path, bounds[r], bounds[r + 1], k, chunk, defer)).collect()
     with phase("fold"):  # on the driver, in file order
         sealed, jobs, idmap, text_map = by_range.fold(path, k, bounds, scans)
         del scans

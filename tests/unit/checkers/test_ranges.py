@@ -26,9 +26,10 @@ from .test_partitioned import _inject
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(run=runs(max_events=40), data=st.data(), k=st.integers(1, 7), n=st.integers(1, 12),
        order=st.sampled_from([None, "per-key"]), chunk=st.sampled_from([64, 300, 1 << 20]),
-       examples=st.integers(1, 4), via_files=st.booleans())
+       examples=st.integers(1, 4), via_files=st.booleans(), defer_over=st.sampled_from([0, 1, 4096]))
 def test_ranges_equal_in_memory_on_generated_histories_with_every_anomaly(
         run: RunModel, data: Any, k: int, n: int, order: str | None, chunk: int, examples: int, via_files: bool,
+        defer_over: int,
         tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     _inject(run, data)
     monkeypatch.setattr(partitioned, "_MIN_SLICE", 32)
@@ -36,7 +37,7 @@ def test_ranges_equal_in_memory_on_generated_histories_with_every_anomaly(
     path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in run.records()))
     whole = exactly_once.check(read_history(path), order=order, examples=examples)
     got = ranges.check_path(path, k, n, order=order, examples=examples, chunk=chunk,
-                            spill_dir=path.parent if via_files else None)
+                            spill_dir=path.parent if via_files else None, defer_over=defer_over)
     assert same(whole, got), (k, n, whole, got)
 
 
@@ -76,7 +77,7 @@ def test_an_id_seen_in_the_sink_before_its_send_follows_its_first_range(tmp_path
     for k in (2, 3, 5):
         assert any(zlib.crc32(f"a{i}".encode()) % k != zlib.crc32(f"b{i}".encode()) % k for i in range(12))
         for n in (2, 3, 7, 25):
-            sealed, jobs, idmap, text_map = ranges.plan(str(path), k, n, 64)
+            sealed, jobs, idmap, text_map = ranges.plan(str(path), k, n, 64, defer_over=-1 if n % 2 else 4096)
             for i in range(12):  # each id's partition: its first record's, the effect's key "a<i>"
                 got = int(idmap[i]) if ids == "e-{}" else text_map[ids.format(i)]
                 assert got == zlib.crc32(f"a{i}".encode()) % k
@@ -90,7 +91,7 @@ def test_an_id_seen_in_the_sink_before_its_send_follows_its_first_range(tmp_path
                         assert text_map[v] == p
             for order in (None, "per-key"):
                 whole = exactly_once.check(read_history(path), order=order)
-                got = ranges.check_path(path, k, n, order=order, chunk=64)
+                got = ranges.check_path(path, k, n, order=order, chunk=64, defer_over=n % 3 - 1)
                 assert same(whole, got), (k, n, whole, got)
                 assert whole["anomalies"]["lost"] == 1 and whole["anomalies"]["duplicate"] == 1
 
