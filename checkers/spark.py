@@ -13,23 +13,25 @@ core; each task moves its ends to line starts), and
    the first range that saw it wins), broadcast to the executors; the few ids whose first
    record in the file is a sink effect (phantoms, premature effects) get their effect's key
    from one task per range that holds such a first record (`ranges.resolve`: pass 1 does not
-   parse sink reads for keys, since most of its locally new effect ids were sent in an
-   earlier range);
+   parse a final read for its keys, since most of its ids were sent in earlier ranges);
 3. on the executors, one task per range reads its lines again and routes its sends and sink
-   effects, packed into the spill's binary rows, to their partition: through Spark's shuffle
-   (default), or with `shuffle="files"` ($ONCEPROOF_SPARK_SHUFFLE) through files in a folder
-   every executor sees (about as fast in local mode here; see benchmarks/check_exactly_once.py);
+   effects, packed into the spill's binary rows, to their partition: on a cluster through
+   Spark's shuffle, in local mode through files in a scratch folder (`shuffle=`,
+   $ONCEPROOF_SPARK_SHUFFLE=spark|files; in local mode files measured faster: 22.6 s vs
+   27.0 s for the whole job on the 20M-record history, best of two runs each);
 4. one task per partition builds that partition's History and runs `exactly_once.partial`;
    the driver merges the partials with `exactly_once.finish`.
 
 The result is identical to the local check's (same partials, same merge), which the tests
 check on generated histories cut into small ranges. With Spark's shuffle nothing is written
 to a shared folder (the rows go through Spark's block storage on the executors' disks), so
-no machine needs room for the whole spill. The driver holds the id map (1 byte per id number
-below 2^30; ids given as text: a dict entry each), the records that are not sends, and the
-partials: 179 MiB peak RSS for a 20M-record (3 GiB) history. What stays sequential: the fold
-(0.1-0.2 s at 20M records), the merge, and, within one task, a single line: the final read
-(all the sink's effects on one line) is read by the one task of its range, in each pass.
+no machine needs room for the whole spill; with files, the folder holds about a third of the
+history's size. The driver holds the id map (1 byte per id number below 2^30; ids given as
+text: a dict entry each), the records that are not sends, every range's name tables (keys
+times ranges, while folding) and the partials: 161-179 MiB peak RSS for a 20M-record (3 GiB)
+history. What stays sequential: the fold (0.1-0.3 s at 20M records), the merge, and within
+one task a single line: the final read (all the sink's effects on one line) is read by the
+one task of its range, in each pass.
 
 On this machine Spark runs in local mode (`local[*]`, the installed Java 17; pyspark 3.5
 supports it). On a cluster (`--master spark://host:7077`, `yarn`, `k8s://...`): the executors
@@ -57,7 +59,6 @@ from onceproof.checkers.partitioned import (
     phase,
 )
 
-SHUFFLE = "spark"  # how routed rows reach their partition by default (see check_path)
 RANGE_BYTES = 256 << 20  # a range task's share of the file (it reads it `_CHUNK` at a time)
 
 
@@ -122,7 +123,9 @@ def check_path(path: Any, *, spark: Any = None, master: str | None = None, memor
     else one per `RANGE_BYTES` and at least twice the default parallelism (tests force small
     ones). `shuffle`: how the routed rows reach their partition's task: "spark" (Spark's
     shuffle) or "files" (a folder made in `spill_dir`, default $ONCEPROOF_SCRATCH, that every
-    executor must see at the same path); default $ONCEPROOF_SPARK_SHUFFLE, else SHUFFLE.
+    executor must see at the same path); default $ONCEPROOF_SPARK_SHUFFLE, else "files" in
+    local mode (measured faster: no pickling through the JVM) and "spark" on a cluster (no
+    shared folder needed).
     `defer_over`: as `ranges.scan` (default DEFER_OVER; tests lower it to cover `resolve`).
     `fs`: filled with the history's operation names (as partitioned.check_path). Result
     as `exactly_once.check`; raises HistoryError (a bad line: the first of the file, by its line
@@ -158,7 +161,8 @@ def check_path(path: Any, *, spark: Any = None, master: str | None = None, memor
     routing = sc.broadcast((idmap, text_map))
     del idmap, text_map
     shared = sc.broadcast(sealed)
-    shuffle = shuffle or os.environ.get("ONCEPROOF_SPARK_SHUFFLE") or SHUFFLE
+    shuffle = shuffle or os.environ.get("ONCEPROOF_SPARK_SHUFFLE") or (
+        "files" if str(sc.master).startswith("local") else "spark")
     if shuffle not in ("spark", "files"):
         raise HistoryError(None, None, f'ONCEPROOF_SPARK_SHUFFLE={shuffle!r}: expected "spark" or "files"')
     try:
