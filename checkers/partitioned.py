@@ -20,7 +20,8 @@ by the hash of its id; every later record of that id follows (a map from id numb
 partition, 1 byte per id number; ids whose number is past `_MAP_LIMIT` go by id hash alone).
 Per-key order is then exact for every event first seen in a send; an event seen in the sink
 before any send of it (a phantom, a premature one) sits where its id hashes, and its place in
-its key's order is judged within that partition only.
+its key's order is judged within that partition only. checkers/ranges.py runs this Split on
+byte ranges of the file (`run(span=...)`), for Spark (checkers/spark.py).
 
 Memory: the chunk being read (`_CHUNK` bytes; its pages of the file mapping are given back
 after it), the id map, the non-send records, then the partitions, `workers` at a time in

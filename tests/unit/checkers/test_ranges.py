@@ -153,3 +153,17 @@ def test_a_few_effects_cut_out_of_a_slice_are_the_parsed_ones(n: int, data: Any)
     texts = {i: e[0] for i, e in enumerate(evs)}
     assert partitioned._some_effects(piece, idx, b"", np.full(n, -1, np.int64), widths, texts) == {
         i: evs[i] for i in idx}
+
+
+def test_a_cut_last_line_is_ignored_with_its_warning_in_any_range(tmp_path: Path) -> None:
+    """A history whose last line was cut (the harness killed while writing it): the range that
+    holds it ignores it with the in-memory check's warning, whatever the cuts."""
+    path = tmp_path / "h.jsonl"
+    sink_first_history(path, "e-{}")
+    path.write_bytes(path.read_bytes() + b'{"index":99,"time":99,"process":"load","type":"inv')
+    whole = exactly_once.check(read_history(path))
+    assert read_history(path).warnings
+    for n in (1, 2, 5, 17):
+        sealed, _, _, _ = ranges.plan(str(path), 3, n, 64)
+        assert sealed.warnings == read_history(path).warnings
+        assert same(whole, ranges.check_path(path, 3, n, chunk=64))
