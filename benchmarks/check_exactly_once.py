@@ -172,6 +172,11 @@ def _table(rows: list[Any], memory: str) -> None:
               f"{_ph(m, 'check', 0):>7.1f} {_ph(m, 'check', 1):>9.1f} {_ph(m, 'merge', 0):>7.2f} "
               f"{spark['total'] if spark else float('nan'):>8.1f} "
               f"{str(spark['same']) if spark else '-':>5} {str(m['valid']):>8} {str(m['expected']):>11}  {anomalies}")
+    for _n, _inj, _size, _raw, _m, spark in rows:
+        if spark:  # where the Spark job's time goes (scan: pass 1 on the executors; fold: the driver)
+            print(f"spark: {spark['records']:,} records: " + ", ".join(
+                f"{k} {w:.1f} s" for k, (w, _c) in spark["phases"].items())
+                + f"; driver peak RSS {spark['rss'] / 2**20:.0f} MiB")
     budget = _bytes(memory)
     ok = all(r[4]["rss"] <= budget and r[4]["total"] <= 10 * r[3] and r[4]["expected"]
              and (r[5] is None or r[5]["same"]) for r in rows)

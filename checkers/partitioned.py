@@ -20,7 +20,8 @@ by the hash of its id; every later record of that id follows (a map from id numb
 partition, 1 byte per id number; ids whose number is past `_MAP_LIMIT` go by id hash alone).
 Per-key order is then exact for every event first seen in a send; an event seen in the sink
 before any send of it (a phantom, a premature one) sits where its id hashes, and its place in
-its key's order is judged within that partition only.
+its key's order is judged within that partition only. checkers/ranges.py runs this Split on
+byte ranges of the file (`run(span=...)`), for Spark (checkers/spark.py).
 
 Memory: the chunk being read (`_CHUNK` bytes; its pages of the file mapping are given back
 after it), the id map, the non-send records, then the partitions, `workers` at a time in
@@ -71,6 +72,8 @@ _MIN_CHUNK = 1 << 20  # tests lower these two to split tiny histories into many 
 _MIN_SLICE = 1 << 16
 _MAP_LIMIT = 1 << 30  # id numbers below this are routed through the map (1 byte each, grown on demand)
 _UNSET = 255
+DEFERRED = 254  # in a range's id map: first seen in a sink read, its key not read yet (checkers/ranges.py)
+DEFER_OVER = 4096  # a range's pass defers the keys of a sink read's new ids when it has more (a final read)
 _MAX_PARTS = 250
 _PACK_IN_C = True  # the spill's rows packed by the scanner's hs_pack when it has it (tests turn it off)
 
@@ -249,33 +252,48 @@ class Split:
         self.e_text: list[list[tuple[int, str]]] = [[] for _ in range(k)]
         self.prefix = b""
         self._files: list[Any] = []
+        self.size = 0  # the file's size in bytes (the pass may cover only a range of it: `run`)
+        # a pass over a byte range writes its rows as the whole file's (see checkers/ranges.py):
+        # n_rec starts at the number of records before the range, and
+        self.obs0 = 0  # sink reads before the range (added to the effects' read numbers)
+        self.codes: dict[str, np.ndarray] = {}  # column ("f", "proc", "key") -> the range's code -> the file's
+        # when more than `defer_over` ids of one sink read (or one slice of it) are new to the map,
+        # they are mapped to DEFERRED, not to their effects' keys: parsing a whole final read for its
+        # keys is slow, and in a range's pass few such ids are also the first in the whole file
+        self.defer_over: int | None = None
 
     # -- the pass ---------------------------------------------------------------------------
-    def run(self) -> None:
-        """Read the file once and spill it. Raises HistoryError (cannot open, a bad line)."""
+    def run(self, span: tuple[int, int] | None = None, outputs: list[Any] | None = None) -> None:
+        """Read the file once and spill it. `span`: only the lines that start in bytes [a, b)
+        of the file (`line_start` of each end: a range of checkers/ranges.py). `outputs`: per
+        partition a pair of binary writers (sends, effects) instead of the spill folder's files;
+        a pair of None: rows not kept (the range's first pass only routes). Raises
+        HistoryError (cannot open, a bad line)."""
         try:
             fh = open(self.path, "rb")
         except OSError as e:
             raise HistoryError(self.path, None, f"cannot open: {e.strerror or e}") from None
         with fh:
-            size = os.fstat(fh.fileno()).st_size
+            size = self.size = os.fstat(fh.fileno()).st_size
             self.spec = SendShape(id_prefix(fh.read(1 << 20)) or b"")
             self.prefix = self.spec.prefix
             self.lib = scan_lib(None)
-            self._files = [(open(self.folder / f"s{p}.bin", "wb", buffering=1 << 20),
-                            open(self.folder / f"e{p}.bin", "wb", buffering=1 << 20)) for p in range(self.k)]
+            pos, stop = (0, size) if span is None else (line_start(fh, span[0], size), line_start(fh, span[1], size))
+            self._files = outputs if outputs is not None else [
+                (open(self.folder / f"s{p}.bin", "wb", buffering=1 << 20),
+                 open(self.folder / f"e{p}.bin", "wb", buffering=1 << 20)) for p in range(self.k)]
             mm = self.mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
             try:
-                pos = 0
-                while pos < size:
+                while pos < stop:
                     try:
-                        pos = self._step(fh, mm, pos, size)
+                        pos = self._step(fh, mm, pos, stop)
                     except LineError as e:
                         raise HistoryError(self.path, line_of(fh, e.offset), e.reason) from None
             finally:
-                for s_file, e_file in self._files:
-                    s_file.close()
-                    e_file.close()
+                if outputs is None:
+                    for s_file, e_file in self._files:
+                        s_file.close()
+                        e_file.close()
                 if mm is not None:
                     self.mm = None
                     mm.close()
@@ -308,7 +326,7 @@ class Split:
                 stop = end + 1 if end >= 0 else size
             else:
                 stop = cut
-        at_eof = stop >= size
+        at_eof = stop >= self.size
         if self.lib is not None:
             arr = np.frombuffer(mm, np.uint8)
             try:
@@ -346,7 +364,8 @@ class Split:
         """A line longer than a chunk: an ok observe/final-read is read as its skeleton (the line
         without its effects) plus its effects slice by slice; the position after it. None for
         any other line (read whole by the caller)."""
-        end = _find(fh, b"\n", pos + len(head), size)
+        nl = head.find(b"\n")  # the head may hold the whole line when a slice is longer than a chunk
+        end = pos + nl if nl >= 0 else _find(fh, b"\n", pos + len(head), size)
         line_end = end if end >= 0 else size
         nxt = line_end + 1 if end >= 0 else size
         s = head.find(b'"events":[')
@@ -366,7 +385,7 @@ class Split:
                 and isinstance(d.get("value"), dict) and d["value"].get("events") == []):
             return None
         part = parse_span(skeleton + b"\n", 0, len(skeleton) + 1, self.spec, False)
-        obs = len(self.obs_rec)
+        obs = len(self.obs_rec)  # in this pass (its number in the file: obs0 + obs)
         self._route_part(part, pos, line_end=nxt)
         count = 0
         at = s + 10 + pos
@@ -381,16 +400,15 @@ class Split:
                 piece = piece[:cut + 1]
             nums, widths, strs = self._effects(piece, at, pos)
 
-            def event_at(idx: list[int], p: bytes = piece) -> dict[int, Any]:
-                evs = orjson.loads(b"[" + p + b"]")
-                return {i: evs[i] for i in idx if i < len(evs)}
+            def event_at(idx: list[int], p: bytes = piece, ids: Any = (nums, widths, dict(strs))) -> dict[int, Any]:
+                return _some_effects(p, idx, self.prefix, *ids)
 
-            self._route_effects(np.full(len(nums), obs, np.int32), np.arange(count, count + len(nums)),
+            self._route_effects(np.full(len(nums), self.obs0 + obs, np.int32), np.arange(count, count + len(nums)),
                                 nums, widths, strs, event_at)
             count += len(nums)
             at += len(piece) + 1
         self.obs_total[obs] = count
-        runs = self.obs_vis.get(obs)
+        runs = self.obs_vis.get(self.obs0 + obs)
         if runs is not None and int(runs[:, 0].sum()) != count:
             raise LineError(pos, f'"visible" covers {int(runs[:, 0].sum())} effects but "events" has {count}; '
                                  "its runs [[n, time], ...] must add up to the number of events")
@@ -483,7 +501,7 @@ class Split:
         lines: list[tuple[int, int]] = []
         at = 0
         for j, rec in enumerate(part.obs_rec):
-            obs = len(self.obs_rec)
+            obs = self.obs0 + len(self.obs_rec)
             self.obs_rec.append(rec + rec0)
             self.obs_full.append(bool(part.obs_full[j]))
             self.obs_final.append(bool(part.obs_final[j]))
@@ -614,6 +632,8 @@ class Split:
         if not fresh.any():
             return None, None
         wanted = np.flatnonzero(fresh).tolist()
+        if self.defer_over is not None and len(wanted) > self.defer_over:  # read later, if the file needs it
+            return np.full(len(nums), DEFERRED, np.uint8), np.ones(len(nums), bool)
         evs = events(wanted)
         cand = np.zeros(len(nums), np.uint8)
         has = np.zeros(len(nums), bool)
@@ -629,7 +649,14 @@ class Split:
                counts: list[int], text_lists: list[list[tuple[int, str]]], which: int) -> None:
         """Append rows (`cols`: a column per field of `dt`, row i going to partition `dest[i]`) to
         the partitions' spill files `which` (0: sends, 1: effects), each partition's rows in their
-        order; the text ids (`texts`: row -> id) noted at their row number in their partition."""
+        order; the text ids (`texts`: row -> id) noted at their row number in their partition.
+        Nothing is written when the partition's writers are None (a range's routing pass)."""
+        if self._files and self._files[0][which] is None:
+            return
+        for name, code in self.codes.items():  # the range's name codes as the whole file's
+            if name in cols:
+                c = cols[name]
+                cols[name] = np.where(c >= 0, code[np.maximum(c, 0)], c) if name == "key" else code[c]
         n = len(dest)
         bounds = np.concatenate([[0], np.cumsum(np.bincount(dest, minlength=self.k))]).tolist()
         pack = getattr(self.lib, "hs_pack", None) if self.lib is not None and _PACK_IN_C else None
@@ -726,6 +753,17 @@ def _check_one(job: tuple[int, str | None, int]) -> tuple[tuple[exactly_once.Par
 
 
 @dataclass
+class Rows:
+    """A partition's rows: its sends (SEND_DT) and sink effects (EFF_DT) in file order, and its
+    text ids ((row, id) of the rows whose id is not a number)."""
+
+    sends: np.ndarray
+    effs: np.ndarray
+    s_text: list[tuple[int, str]]
+    e_text: list[tuple[int, str]]
+
+
+@dataclass
 class Sealed:
     """A finished split: the records that are not sends, the name tables, the text ids per
     partition, and where the spill files are (`folder`, `s<p>.bin`/`e<p>.bin`)."""
@@ -751,22 +789,27 @@ class Sealed:
     start: Any
     warnings: list[str]
 
-    def check_partition(self, p: int, order: str | None, examples: int) -> tuple[exactly_once.Partial, dict[int, int]]:
-        """exactly_once.partial of partition `p`, and where its example events first appear."""
-        h, e_pos = self.history(p)
+    def check_partition(self, p: int, order: str | None, examples: int,
+                        rows: Rows | None = None) -> tuple[exactly_once.Partial, dict[int, int]]:
+        """exactly_once.partial of partition `p` (its `rows`, else its spill files), and where
+        its example events first appear."""
+        h, e_pos = self.history(p, rows)
         part = exactly_once.partial(h, order=order, examples=examples)
         part.records = self.n_rec
         wanted = {e for c in part.candidates.values() for e, _ in c} | {e for e, _ in part.unseen_candidates}
         big = int(self.obs_total.max()) + 2 if len(self.obs_total) else 1
         return part, _first_at(h, e_pos, wanted, self.obs_grec, big)
 
-    def history(self, p: int) -> tuple[History, np.ndarray]:
+    def history(self, p: int, rows: Rows | None = None) -> tuple[History, np.ndarray]:
         """Partition `p` as a History of its own (its sends, every other record, its effects),
-        and the position of each of its effects in its sink read."""
+        and the position of each of its effects in its sink read. `rows`: the partition's
+        rows (from Spark's shuffle), else read from its spill files."""
         others = self.others
-        folder = Path(self.folder)
-        sends = np.fromfile(folder / f"s{p}.bin", SEND_DT)
-        effs = np.fromfile(folder / f"e{p}.bin", EFF_DT)
+        if rows is None:
+            folder = Path(self.folder)
+            rows = Rows(np.fromfile(folder / f"s{p}.bin", SEND_DT), np.fromfile(folder / f"e{p}.bin", EFF_DT),
+                        self.s_text[p], self.e_text[p])
+        sends, effs = rows.sends, rows.effs
         n_o, n_s = len(others["rec"]), len(sends)
         # both are in file order: merge them by where each goes (no sort of the whole)
         at_o = np.searchsorted(sends["rec"], others["rec"]) + np.arange(n_o)
@@ -801,11 +844,11 @@ class Sealed:
         h.eff_obs = effs["obs"].astype(np.int32)
         del inv
         s_num = sends["num"].copy()
-        s_str = list(self.s_text[p])
+        s_str = list(rows.s_text)
         for i, _ in s_str:
             s_num[i] = -1
         e_num = effs["num"].copy()
-        e_str = list(self.e_text[p])
+        e_str = list(rows.e_text)
         for i, _ in e_str:
             e_num[i] = -1
         _intern(h, self.prefix, s_num, sends["width"].astype(np.int64), s_str, e_num,
@@ -819,9 +862,9 @@ class Sealed:
                 big = int(self.obs_total.max()) + 1
                 keys = np.concatenate([o * big + np.cumsum(self.obs_vis[o][:, 0]) for o in obs_ids.tolist()])
                 times = np.concatenate([self.obs_vis[o][:, 1] for o in obs_ids.tolist()])
-                rows = np.flatnonzero(has)
-                at = np.searchsorted(keys, h.eff_obs[rows].astype(np.int64) * big + effs["pos"][rows], side="right")
-                h.eff_vis[rows] = np.minimum(times[np.minimum(at, len(times) - 1)], h.eff_vis[rows])
+                seen = np.flatnonzero(has)
+                at = np.searchsorted(keys, h.eff_obs[seen].astype(np.int64) * big + effs["pos"][seen], side="right")
+                h.eff_vis[seen] = np.minimum(times[np.minimum(at, len(times) - 1)], h.eff_vis[seen])
         return h, effs["pos"]
 
 
@@ -845,6 +888,51 @@ def _first_at(h: History, e_pos: np.ndarray, wanted: set[int], obs_grec: np.ndar
             if at < out.get(e, at + 1):
                 out[e] = at
     return out
+
+
+def _some_effects(piece: bytes, idx: list[int], prefix: bytes, nums: np.ndarray, widths: np.ndarray,
+                  texts: dict[int, str]) -> dict[int, Any]:
+    """The effects at indices `idx` of a slice `[..],[..]` of a sink read, parsed ({index:
+    effect}); `nums`, `widths`, `texts`: the slice's ids as `Split._effects` read them. A few
+    are cut out of the slice at its "],[" and parsed alone (each checked against its id); when
+    many are wanted, or the cut does not give the slice's ids (a "],[" inside a key), the whole
+    slice is parsed."""
+    if len(idx) * 64 < len(nums):
+        parts = piece.split(b"],[")
+        if len(parts) == len(nums):
+            got: dict[int, Any] = {}
+            last = len(parts) - 1
+            for i in idx:
+                if i > last:
+                    continue
+                one = parts[i]
+                one = (one[1:] if i == 0 else b"[" + one)
+                one = (one[:-1] if i == last else one + b"]")
+                try:
+                    ev = orjson.loads(one)
+                except orjson.JSONDecodeError:
+                    break
+                want = texts.get(i) if nums[i] < 0 else prefix.decode() + str(int(nums[i])).zfill(int(widths[i]))
+                if not (isinstance(ev, list) and ev and ev[0] == want):
+                    break
+                got[i] = ev
+            else:
+                return got
+    evs = orjson.loads(b"[" + piece + b"]")
+    return {i: evs[i] for i in idx if i < len(evs)}
+
+
+def line_start(fh: Any, at: int, size: int) -> int:
+    """Where the first line that starts at or after byte `at` of the open file `fh` (`size`
+    bytes) starts: `at` itself when it is 0 or follows a newline, else after the next newline
+    (`size` when there is none). The ranges [line_start(a), line_start(b)) of cut points
+    a < b cover every line once, each in the range where it starts."""
+    if at <= 0:
+        return 0
+    if at >= size:
+        return size
+    end = _find(fh, b"\n", at - 1, size)
+    return end + 1 if end >= 0 else size
 
 
 def _find(fh: Any, needle: bytes, start: int, size: int) -> int:
