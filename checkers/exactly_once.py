@@ -313,8 +313,9 @@ def finish(parts: list[Partial], *, examples: int = 10,
         reason = f"no final read ({why}): lost events cannot be proven" + (f"; {reason}" if reason else "")
     if order != "per-key":
         notes.append("per-key order not checked (the plan does not ask for it)")
-    if g.state_rec is None:
-        notes.append("no derived state declared: state not checked")
+    if g.state_rec is None:  # a run that stops early never reads the state it declares
+        notes.append("no derived state declared: state not checked" if has_final else
+                     "no derived state read (the run did not finish): state not checked")
 
     def first(cands: list[list[tuple[int, dict[str, Any]]]]) -> list[dict[str, Any]]:
         keyed = [(int(first_at[i][e]) if first_at is not None else e, ex)

@@ -158,6 +158,9 @@ def test_notes_say_what_was_not_checked_and_only_that() -> None:
     ordered = exactly_once.check(history_from_records(_recs(
         *base, ("observer", "ok", "state", {"k": {"count": 1, "sum": 0}}))), order="per-key")
     assert not any("order not checked" in n or "no derived state" in n for n in ordered["notes"])
+    cut = exactly_once.check(history_from_records(_recs(*base[:2])))  # no final read: a run cut short
+    assert "no derived state read (the run did not finish): state not checked" in cut["notes"]
+    assert not any("declared" in n for n in cut["notes"])
 
 
 def _with_state(*states: Any) -> dict[str, Any]:
