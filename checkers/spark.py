@@ -72,7 +72,12 @@ def session(master: str | None = None) -> Any:
         from pyspark.sql import SparkSession
     except ImportError as e:
         raise HistoryError(None, None, f"--engine spark needs pyspark ({e}); install onceproof[spark]") from None
-    builder = SparkSession.builder.appName("onceproof-check").master(master or "local[*]")
+    master = master or "local[*]"
+    builder = SparkSession.builder.appName("onceproof-check").master(master)
+    if master.startswith("local"):  # on this machine: Spark's start-up warnings are not the check's output
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # "your hostname resolves to a loopback address"
+        log4j = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spark-log4j2.properties")
+        builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={log4j}")
     builder = builder.config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
     try:
         spark = builder.getOrCreate()

@@ -88,3 +88,23 @@ def test_cli_engine_spark_prints_the_local_result(spark: Any, tmp_path: Path, ca
     assert main(["check", "--json", "--engine", "spark", str(path)]) == 1  # reuses the running session
     remote = json.loads(capsys.readouterr().out)
     assert remote == local and remote["checkers"]["exactly-once"]["anomalies"]["duplicate"] == 1
+
+
+def test_cli_engine_spark_prints_nothing_of_sparks_start_up_on_stderr(tmp_path: Path) -> None:
+    """A fresh `onceproof check --engine spark` (its own JVM) prints the result and nothing else:
+    Spark's start-up warnings (a hostname on loopback, no native Hadoop, "Setting default log
+    level") went to stderr (found by a new user)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "h.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in (
+        {"index": 0, "time": 1, "process": "load", "type": "invoke", "f": "send", "value": {"id": "e-1", "key": "k", "seq": 0}},
+        {"index": 1, "time": 2, "process": "load", "type": "ok", "f": "send", "value": {"id": "e-1", "key": "k", "seq": 0}},
+        {"index": 2, "time": 3, "process": "observer", "type": "ok", "f": "final-read",
+         "value": {"full": True, "events": [["e-1", "k", 0, 0]]}})))
+    proc = subprocess.run([sys.executable, "-m", "onceproof", "check", "--engine", "spark", "--json", str(path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["valid"] is True
+    assert proc.stderr == "", proc.stderr[-2000:]
