@@ -109,8 +109,10 @@ def parse_size(text: str) -> int:
 
 
 def estimate(path: Any) -> int:
-    """Estimated peak RSS in bytes of the in-memory check of the history at `path` (from its size)."""
-    return int(os.path.getsize(path) * BYTES_FACTOR) + (64 << 20)
+    """Estimated peak RSS in bytes of the in-memory check of the history at `path` (from its
+    size; an int: the size itself, for a history that is not a local file)."""
+    size = path if isinstance(path, int) else os.path.getsize(path)
+    return int(size * BYTES_FACTOR) + (64 << 20)
 
 
 def default_workers() -> int:
@@ -225,6 +227,8 @@ class Split:
 
     def __init__(self, path: Any, folder: Path, k: int, chunk: int = _CHUNK) -> None:
         self.path, self.folder, self.k, self.chunk = str(path), folder, k, chunk
+        self.name = self.path  # the history as messages name it (a range staged from object storage: its URL)
+        self.line_at: Any = None  # offset -> line number in the history, when `path` is a staged range of it
         self.slice = max(_MIN_SLICE, min(_SLICE, chunk // 4))
         self.mm: Any = None
         self.f_names: list[str] = []
@@ -272,7 +276,7 @@ class Split:
         try:
             fh = open(self.path, "rb")
         except OSError as e:
-            raise HistoryError(self.path, None, f"cannot open: {e.strerror or e}") from None
+            raise HistoryError(self.name, None, f"cannot open: {e.strerror or e}") from None
         with fh:
             size = self.size = os.fstat(fh.fileno()).st_size
             self.spec = SendShape(id_prefix(fh.read(1 << 20)) or b"")
@@ -288,7 +292,7 @@ class Split:
                     try:
                         pos = self._step(fh, mm, pos, stop)
                     except LineError as e:
-                        raise HistoryError(self.path, line_of(fh, e.offset), e.reason) from None
+                        raise HistoryError(self.name, self._line_of(fh, e.offset), e.reason) from None
             finally:
                 if outputs is None:
                     for s_file, e_file in self._files:
@@ -298,9 +302,14 @@ class Split:
                     self.mm = None
                     mm.close()
             if self._cut is not None:
-                self.warnings.append(cut_warning(self.path, line_of(fh, self._cut)))
+                self.warnings.append(cut_warning(self.name, self._line_of(fh, self._cut)))
 
     _cut: int | None = None
+
+    def _line_of(self, fh: Any, offset: int) -> int:
+        """The line number in the history of the line at byte `offset` (of a staged range: the
+        Source counts it, the staged file has holes before the range)."""
+        return int(self.line_at(offset)) if self.line_at is not None else line_of(fh, offset)
 
     def _step(self, fh: Any, mm: Any, pos: int, size: int) -> int:
         """One chunk of whole lines from `pos`: the position after it. The chunk's pages of the

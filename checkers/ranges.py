@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,24 @@ import numpy as np
 from onceproof.checkers import exactly_once
 from onceproof.checkers.history.model import HistoryError
 from onceproof.checkers.partitioned import _UNSET, DEFER_OVER, DEFERRED, EFF_DT, SEND_DT, Rows, Sealed, Split, _spill_folder
+from onceproof.checkers.source import Source, open_source
+
+
+def as_source(path: Any) -> Source:
+    """`path` as a Source (checkers/source.py): a Source as it is, a path or s3:// URL opened."""
+    return path if hasattr(path, "stage") else open_source(path)
+
+
+@contextlib.contextmanager
+def _split(src: Source, a: int, b: int, k: int, chunk: int) -> Iterator[Split]:
+    """A Split of the lines starting in bytes [a, b) of `src`, over the range staged as a local
+    file (the file itself when it is one), named as `src` in its messages and warnings."""
+    with src.stage(a, b) as local:
+        split = Split(local, Path("."), k, chunk)
+        split.name = src.name
+        if local != src.name:
+            split.line_at = src.line_of
+        yield split
 
 @dataclass
 class RangeScan:
@@ -101,15 +119,16 @@ def cuts(size: int, n: int) -> list[int]:
     return [size * i // n for i in range(n + 1)]
 
 
-def scan(path: str, a: int, b: int, k: int, chunk: int, defer_over: int = DEFER_OVER) -> RangeScan:
+def scan(path: Any, a: int, b: int, k: int, chunk: int, defer_over: int = DEFER_OVER) -> RangeScan:
     """The first pass over the lines that start in bytes [a, b) of the history at `path`, for
     `k` partitions, reading `chunk` bytes at a time; the keys of a sink read (or slice) with
     more than `defer_over` ids new to the range are left for `resolve` (DEFERRED). A bad line
-    is returned (`error`), not raised (the fold raises the first in file order)."""
-    split = Split(path, Path("."), k, chunk)
-    split.defer_over = defer_over
+    is returned (`error`), not raised (the fold raises the first in file order). `path`: a
+    file, an s3:// URL or a Source."""
     try:
-        split.run((a, b), [(None, None)] * k)
+        with _split(as_source(path), a, b, k, chunk) as split:
+            split.defer_over = defer_over
+            split.run((a, b), [(None, None)] * k)
     except HistoryError as e:
         return RangeScan(error=(e.line, e.reason))
     set_ = np.flatnonzero(split.idmap != _UNSET)
@@ -134,12 +153,13 @@ def _codes(names: list[Any], index: dict[Any, int], out: list[Any]) -> np.ndarra
     return np.array(codes, np.int64)
 
 
-def fold(path: str, k: int, bounds: list[int], scans: list[RangeScan]) -> tuple[Sealed, list[RangeJob], np.ndarray,
+def fold(path: Any, k: int, bounds: list[int], scans: list[RangeScan]) -> tuple[Sealed, list[RangeJob], np.ndarray,
                                                                                dict[str, int]]:
     """The ranges' first passes (`scans`, in file order, of the ranges between `bounds`) as the
     whole file's: the Sealed split (no spill folder: the rows come from `route`), one RangeJob
     per range, the id map and the text ids' partitions. Raises HistoryError: the first bad
     line of the file."""
+    path = as_source(path).name
     for s in scans:
         if s.error is not None:
             raise HistoryError(path, s.error[0], s.error[1])
@@ -186,16 +206,16 @@ def fold(path: str, k: int, bounds: list[int], scans: list[RangeScan]) -> tuple[
     return whole.seal(), jobs, idmap, text_map
 
 
-def resolve(path: str, job: RangeJob, k: int, chunk: int, top: int) -> tuple[np.ndarray, dict[str, int]]:
+def resolve(path: Any, job: RangeJob, k: int, chunk: int, top: int) -> tuple[np.ndarray, dict[str, int]]:
     """The partitions of the ids whose first record in the file is an effect in `job`'s range
     (`job.deferred`, `job.deferred_text`; `top`: the length of the file's id map): the range's
     Split again, with every other id already mapped, so that only the sink reads holding them
     are parsed for their keys. (partition per deferred id, partition per deferred text id)."""
-    split = Split(path, Path("."), k, chunk)
-    split.idmap = np.zeros(top, np.uint8)
-    split.idmap[job.deferred] = _UNSET
-    split.text_map = _AllBut(job.deferred_text)
-    split.run((job.a, job.b), [(None, None)] * k)
+    with _split(as_source(path), job.a, job.b, k, chunk) as split:
+        split.idmap = np.zeros(top, np.uint8)
+        split.idmap[job.deferred] = _UNSET
+        split.text_map = _AllBut(job.deferred_text)
+        split.run((job.a, job.b), [(None, None)] * k)
     return split.idmap[job.deferred].copy(), {v: dict.__getitem__(split.text_map, v) for v in job.deferred_text}
 
 
@@ -221,25 +241,25 @@ def settle(jobs: list[RangeJob], got: list[tuple[np.ndarray, dict[str, int]]], i
         text_map.update(texts)
 
 
-def route(path: str, job: RangeJob, k: int, chunk: int, idmap: np.ndarray, text_map: dict[str, int],
+def route(path: Any, job: RangeJob, k: int, chunk: int, idmap: np.ndarray, text_map: dict[str, int],
           folder: str | None = None) -> list[tuple[int, RangePart]]:
     """The second pass over `job`'s range: its rows by partition ((partition, RangePart), for
     the partitions it has rows of), routed by the file's `idmap` and `text_map` (from `fold`);
     in memory, or written to files in `folder` (`r<range>-s<partition>.bin`, `-e`: sends,
     effects). Raises HistoryError as Split.run (the first pass saw the same bytes: it does not)."""
-    split = Split(path, Path("."), k, chunk)
-    split.n_rec, split.obs0, split.codes = job.rec0, job.obs0, job.codes
-    split.idmap, split.text_map = idmap, text_map  # only read: every id is in them
     names = [(f"{folder}/r{job.r}-s{p}.bin", f"{folder}/r{job.r}-e{p}.bin") for p in range(k)] if folder else []
-    outs: list[Any] = ([(open(a, "wb", buffering=1 << 20), open(b, "wb", buffering=1 << 20)) for a, b in names]
-                       if folder else [(io.BytesIO(), io.BytesIO()) for _ in range(k)])
-    try:
-        split.run((job.a, job.b), outs)
-    finally:
-        if folder:
-            for a, b in outs:
-                a.close()
-                b.close()
+    with _split(as_source(path), job.a, job.b, k, chunk) as split:
+        split.n_rec, split.obs0, split.codes = job.rec0, job.obs0, job.codes
+        split.idmap, split.text_map = idmap, text_map  # only read: every id is in them
+        outs: list[Any] = ([(open(a, "wb", buffering=1 << 20), open(b, "wb", buffering=1 << 20)) for a, b in names]
+                           if folder else [(io.BytesIO(), io.BytesIO()) for _ in range(k)])
+        try:
+            split.run((job.a, job.b), outs)
+        finally:
+            if folder:
+                for a, b in outs:
+                    a.close()
+                    b.close()
     got = []
     for p in range(k):
         if split.n_send[p] or split.n_eff[p]:
@@ -271,15 +291,13 @@ def gather(parts: Iterable[RangePart]) -> Rows:
     return Rows(sends, effs, s_text, e_text)
 
 
-def plan(path: str, k: int, n: int, chunk: int,
+def plan(path: Any, k: int, n: int, chunk: int,
          defer_over: int = DEFER_OVER) -> tuple[Sealed, list[RangeJob], np.ndarray, dict[str, int]]:
     """Steps 1 and 2 in this process, one range after another: `fold`'s result with the
-    deferred ids resolved (the maps `route` takes). Raises HistoryError."""
-    try:
-        size = Path(path).stat().st_size
-    except OSError as e:
-        raise HistoryError(path, None, f"cannot open: {e.strerror or e}") from None
-    bounds = cuts(size, n)
+    deferred ids resolved (the maps `route` takes). `path`: a file, an s3:// URL or a Source.
+    Raises HistoryError."""
+    path = as_source(path)
+    bounds = cuts(path.size(), n)
     sealed, jobs, idmap, text_map = fold(path, k, bounds, [scan(path, bounds[r], bounds[r + 1], k, chunk, defer_over)
                                                          for r in range(n)])
     pending = [j for j in jobs if len(j.deferred) or j.deferred_text]
@@ -295,7 +313,7 @@ def check_path(path: Any, k: int, n: int, *, order: str | None = None, examples:
     `fs`: filled with the history's operation names. `defer_over`: as `scan`. `spill_dir`: the routed rows go through
     files in a folder made there (else in memory). Result as `exactly_once.check`; raises
     HistoryError."""
-    path = str(path)
+    path = as_source(path)
     sealed, jobs, idmap, text_map = plan(path, k, n, chunk, defer_over)
     if fs is not None:
         fs.update(sealed.f_names)

@@ -136,15 +136,15 @@ def check_path(path: Any, *, spark: Any = None, master: str | None = None, memor
     as `exactly_once.check`; raises HistoryError (a bad line: the first of the file, by its line
     number in the file)."""
     from onceproof.checkers import ranges as by_range
+    from onceproof.checkers.source import open_source
 
+    src = open_source(path)
+    size = src.size()  # on the driver: a missing file or object, no credentials, no endpoint: HistoryError here
     spark = spark or session(master)
     sc = spark.sparkContext
-    path = str(path)
-    try:
-        size = os.path.getsize(path)
-    except OSError as e:
-        raise HistoryError(path, None, f"cannot open: {e.strerror or e}") from None
-    k = partitions or min(_MAX_PARTS, max(2 * sc.defaultParallelism, math.ceil(estimate(path) / (memory * 0.45))))
+    path = src  # what the tasks read their ranges from (an S3Source travels without its client)
+    k = partitions or min(_MAX_PARTS, max(2 * sc.defaultParallelism,
+                                          math.ceil(estimate(size) / (memory * 0.45))))
     n = ranges or max(2 * sc.defaultParallelism, math.ceil(size / RANGE_BYTES))
     chunk = max(_MIN_CHUNK, min(_CHUNK, memory // 32))
     bounds = by_range.cuts(size, n)

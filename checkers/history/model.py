@@ -133,6 +133,10 @@ class History:
         end = int(self._ends[i]) if self._ends is not None else int(self._offsets[i + 1])
         if self._data is not None:
             data = self._data[start:end]
+        elif self.path is not None and str(self.path).startswith("s3://"):  # a history in object storage
+            from onceproof.checkers.source import open_source
+
+            data = open_source(str(self.path)).read_range(start, end)
         else:
             assert self.path is not None
             with open(self.path, "rb") as fh:

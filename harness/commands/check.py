@@ -6,6 +6,7 @@ input (file, line and reason on stderr; never a traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import stat
@@ -78,11 +79,21 @@ def _memory(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def guess_format(path: str) -> str:
-    """The format of the history at `path`, from its first line (raises HistoryError)."""
+def _head(path: str) -> bytes:
+    """The first 4 KiB of the history at `path` (a file, or an s3:// object: a ranged GET).
+    Raises HistoryError."""
+    from onceproof.checkers.source import is_remote, open_source
+
+    if is_remote(path):
+        return open_source(path).read_range(0, 4096)
     _regular(path)
     with open_history(path) as fh:
-        head = fh.read(4096)
+        return bytes(fh.read(4096))
+
+
+def guess_format(path: str) -> str:
+    """The format of the history at `path`, from its first line (raises HistoryError)."""
+    head = _head(path)
     first = next((line.strip() for line in head.splitlines() if line.strip()), b"")
     if first.startswith((b"{:", b"[", b"(", b";", b"#")) or (first.startswith(b"{") and not first.startswith(b'{"')
                                                            and b":" in first[:3]):
@@ -129,8 +140,7 @@ def _sniff(path: str) -> None:
     file (no operation: never a verdict) and binary data (control bytes or bytes that are not
     UTF-8 in its first line; a JSONL history cut mid-line stays the reader's "last line is
     incomplete" case). Raises HistoryError."""
-    with open_history(path) as fh:
-        head = fh.read(4096)
+    head = _head(path)
     if not head:
         raise HistoryError(path, None, "empty file: not a history")
     first, newline, _ = head.partition(b"\n")
@@ -146,18 +156,31 @@ def _sniff(path: str) -> None:
 
 
 def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
-    """The verdict of one file as the JSON object `--json` prints (raises HistoryError)."""
-    _regular(path)
+    """The verdict of one file as the JSON object `--json` prints (raises HistoryError). A
+    history in object storage (`s3://bucket/key`) is checked by the Spark engine only (its
+    executors read it by byte ranges: checkers/source.py); without it, a clear refusal."""
+    from onceproof.checkers.source import is_remote
+
+    remote = is_remote(path)
+    if remote and getattr(args, "engine", "local") != "spark":
+        raise HistoryError(path, None, "a history in object storage is checked by the Spark engine: add "
+                                       "--engine spark (or download it and check the file)")
+    if not remote:
+        _regular(path)
     _sniff(path)
     fmt = args.format or guess_format(path)
     checker = args.checker or ("exactly-once" if fmt == "onceproof" else "linearizable")
+    if remote and (fmt != "onceproof" or checker != "exactly-once"):
+        raise HistoryError(path, None, "from object storage only onceproof histories are checked (exactly-once, "
+                                       "--engine spark); download the file to check it with another checker")
     if checker == "exactly-once":
         if fmt != "onceproof":
             raise HistoryError(path, None, f"the exactly-once checker reads onceproof histories, not {fmt}; "
                                            "use --checker linearizable")
         from onceproof.checkers.partitioned import DEFAULT_MEMORY, check_path
 
-        _unmerged_shards(path)
+        if not remote:
+            _unmerged_shards(path)
         names: set[str] = set()  # the history's operation names, learnt by the check's own pass
         memory = getattr(args, "memory", None) or DEFAULT_MEMORY
         if getattr(args, "engine", "local") == "spark":
@@ -174,22 +197,11 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
         several = "sink-content" in names  # a run with several sinks: in all of them or in none
         reads = "read" in names  # a run with a read workload (f "read"): its reads linearizable
         if several or reads:
-            from onceproof.checkers.compose import merge_valid
-            from onceproof.checkers.history import read_history
+            from onceproof.checkers.source import open_source
 
-            whole = read_history(path)
-            if several:
-                from onceproof.checkers import partial
-
-                checkers["partial"] = partial.check(whole, examples=args.examples)
-            if reads:
-                from onceproof.checkers import reads as reads_check
-
-                checked = reads_check.check(whole, examples=args.examples)
-                if sum(checked["reads"].values()):  # the word was not an f of reads: no such checker
-                    checkers["reads"] = checked
-            return {"file": path, "valid": merge_valid(c["valid"] for c in checkers.values()),
-                    "checkers": checkers, "stats": stats}
+            src = open_source(path)
+            with src.stage(0, src.size()) if remote else contextlib.nullcontext(path) as local:
+                return _whole_checks(path, local, args, checkers, stats, several, reads)  # object storage: a temp copy
         return {"file": path, "valid": r["valid"], "checkers": checkers, "stats": stats}
 
     from onceproof.checkers import edn, linearizable, models
@@ -285,6 +297,28 @@ def _check_shapes(path: str, ops: list[Any], model: Any, lines: dict[int, int]) 
             raise HistoryError(path, lines.get(op.id), f"the op {_op_text(op.input)} -> {edn.text(op.output)} does not have "
                                                        f"the shape the {model.name} model takes ({type(e).__name__}: "
                                                        f"{e})") from None
+
+
+def _whole_checks(path: str, local: str, args: argparse.Namespace, checkers: dict[str, Any], stats: Any,
+                  several: bool, reads: bool) -> dict[str, Any]:
+    """The checkers that read the whole history (`local`: its file on this machine) after the
+    exactly-once check: `partial` (several sinks), `reads` (a read workload)."""
+    from onceproof.checkers.compose import merge_valid
+    from onceproof.checkers.history import read_history
+
+    whole = read_history(local)
+    if several:
+        from onceproof.checkers import partial
+
+        checkers["partial"] = partial.check(whole, examples=args.examples)
+    if reads:
+        from onceproof.checkers import reads as reads_check
+
+        checked = reads_check.check(whole, examples=args.examples)
+        if sum(checked["reads"].values()):  # the word was not an f of reads: no such checker
+            checkers["reads"] = checked
+    return {"file": path, "valid": merge_valid(c["valid"] for c in checkers.values()),
+            "checkers": checkers, "stats": stats}
 
 
 def run(args: argparse.Namespace) -> int:
