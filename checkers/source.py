@@ -96,16 +96,24 @@ class LocalSource:
             return line_of(fh, offset)
 
 
+AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                 "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE")
+
+
 @functools.lru_cache(maxsize=4)
-def _client(endpoint: str | None, region: str | None) -> Any:
-    """One boto3 S3 client per process and endpoint (a client is thread-safe; making one costs
-    tens of ms). Credentials are boto3's usual chain (the AWS_* variables first)."""
+def _client(settings: tuple[str | None, ...]) -> Any:
+    """One boto3 S3 client per process and setting of AWS_VARIABLES (a client is thread-safe;
+    making one costs tens of ms). Credentials are boto3's usual chain (the AWS_* variables
+    first)."""
     import boto3
     from botocore.config import Config
 
+    env = dict(zip(AWS_VARIABLES, settings))
+    endpoint = env["AWS_ENDPOINT_URL_S3"] or env["AWS_ENDPOINT_URL"]
     config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 2, "mode": "standard"},
                     s3={"addressing_style": "path"} if endpoint else None)
-    return boto3.session.Session().client("s3", endpoint_url=endpoint or None, region_name=region or None,
+    return boto3.session.Session().client("s3", endpoint_url=endpoint or None,
+                                          region_name=env["AWS_REGION"] or env["AWS_DEFAULT_REGION"] or None,
                                           config=config)
 
 
@@ -132,8 +140,7 @@ class S3Source:
             import boto3  # noqa: F401
         except ImportError as e:
             raise HistoryError(self.name, None, f"reading s3:// needs boto3 ({e}); install onceproof[spark]") from None
-        return _client(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
-                       os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+        return _client(tuple(os.environ.get(v) for v in AWS_VARIABLES))
 
     def _call(self, what: str, **kw: Any) -> Any:
         """client.<what>(Bucket, Key, **kw), its failures as HistoryError (one line each)."""

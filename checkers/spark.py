@@ -41,9 +41,11 @@ installed (PYSPARK_PYTHON; default: this interpreter). See README, "Runs on a re
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from onceproof.checkers import exactly_once
@@ -135,7 +137,6 @@ def check_path(path: Any, *, spark: Any = None, master: str | None = None, memor
     `fs`: filled with the history's operation names (as partitioned.check_path). Result
     as `exactly_once.check`; raises HistoryError (a bad line: the first of the file, by its line
     number in the file)."""
-    from onceproof.checkers import ranges as by_range
     from onceproof.checkers.source import open_source
 
     src = open_source(path)
@@ -143,6 +144,35 @@ def check_path(path: Any, *, spark: Any = None, master: str | None = None, memor
     spark = spark or session(master)
     sc = spark.sparkContext
     path = src  # what the tasks read their ranges from (an S3Source travels without its client)
+    with _aws_environment(sc, src):
+        return _check(sc, path, size, memory, order, examples, partitions, ranges, fs, shuffle, spill_dir, defer_over)
+
+
+@contextlib.contextmanager
+def _aws_environment(sc: Any, src: Any) -> Iterator[None]:
+    """For a history in object storage: the driver's AWS_* variables (endpoint, credentials,
+    region: checkers/source.py) given to the job's Python workers (`sc.environment`, what
+    pyspark sends with every task, as `spark.executorEnv.*` does), restored after."""
+    from onceproof.checkers.source import AWS_VARIABLES, is_remote
+
+    if not is_remote(src.name):
+        yield
+        return
+    saved = dict(sc.environment)
+    sc.environment.update({v: os.environ[v] for v in AWS_VARIABLES if v in os.environ})
+    try:
+        yield
+    finally:
+        sc.environment.clear()
+        sc.environment.update(saved)
+
+
+def _check(sc: Any, path: Any, size: int, memory: int, order: str | None, examples: int, partitions: int | None,
+           ranges: int | None, fs: set[str] | None, shuffle: str | None, spill_dir: Any,
+           defer_over: int | None) -> dict[str, Any]:
+    """check_path's job on `sc` over the Source `path` of `size` bytes."""
+    from onceproof.checkers import ranges as by_range
+
     k = partitions or min(_MAX_PARTS, max(2 * sc.defaultParallelism,
                                           math.ceil(estimate(size) / (memory * 0.45))))
     n = ranges or max(2 * sc.defaultParallelism, math.ceil(size / RANGE_BYTES))

@@ -10,6 +10,9 @@ from onceproof.home import home as _home
 KAFKA_VERSION = "4.1.1"
 TOXIPROXY_VERSION = "v2.12.0"
 TOXIPROXY_MODULE = "github.com/Shopify/toxiproxy/v2/cmd/server"
+# SeaweedFS (Apache-2.0): the S3-compatible server the tests of `check --engine spark s3://...` read from
+SEAWEEDFS_MODULE = "github.com/seaweedfs/seaweedfs"
+SEAWEEDFS_VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
 
 
 def home() -> Path:
@@ -29,6 +32,11 @@ def kafka_template() -> Path:
 
 def toxiproxy_binary() -> Path:
     return home() / "bin" / f"toxiproxy-server-{TOXIPROXY_VERSION}"
+
+
+def seaweedfs_binary() -> Path:
+    """SeaweedFS's `weed`, built from source by provision.install_seaweedfs (tests only)."""
+    return home() / "bin" / f"weed-{SEAWEEDFS_VERSION}"
 
 
 def clock_shim() -> Path:

@@ -57,6 +57,37 @@ def install_toxiproxy(log: Callable[[str], None] = print) -> None:
         shutil.move(os.path.join(gobin, "server"), target)
 
 
+def install_seaweedfs(log: Callable[[str], None] = print) -> Path:
+    """SeaweedFS's `weed` server (Apache-2.0; its S3 API serves the tests of `check --engine
+    spark s3://...`: tests/integration/s3/conftest.py provisions it, not `onceproof setup`) into
+    the cache, once: its path. `go install module/weed@version` refuses the module (its go.mod
+    has a replace directive), so the module's source is fetched with `go mod download` and
+    built inside it (its own go.mod and go.sum: the same dependencies). Several minutes on 2
+    cores the first time; cached after. Raises RuntimeError (no Go, a failed build)."""
+    import json
+
+    target = paths.seaweedfs_binary()
+    if target.exists():
+        return target
+    if shutil.which("go") is None:
+        raise RuntimeError("building SeaweedFS needs Go (`go` is not on PATH)")
+    mod = f"{paths.SEAWEEDFS_MODULE}@{paths.SEAWEEDFS_VERSION}"
+    log(f"seaweedfs: go mod download {mod} and go build ./weed (several minutes the first time)")
+    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-buildvcs=false")
+    res = subprocess.run(["go", "mod", "download", "-json", mod], capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        raise RuntimeError(f"go mod download {mod} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    src = json.loads(res.stdout)["Dir"]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    try:
+        _run(["go", "build", "-o", str(tmp), "./weed"], "go build (seaweedfs weed)", env=env, cwd=src)
+        tmp.rename(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
 def _compile(source: Path, target: Path, what: str, log: Callable[[str], None], *flags: str) -> None:
     """gcc a C file into a shared library in the cache, unless it is there and newer."""
     if not source.exists() or (target.exists() and target.stat().st_mtime >= source.stat().st_mtime):

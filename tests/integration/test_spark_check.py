@@ -1,10 +1,10 @@
 """`onceproof check --engine spark`: the Spark job's result is identical to the local check's
 (verdict, counts, examples, stats) on the same histories. One SparkSession (one JVM) serves
-every test of the session: a JVM start costs tens of seconds on 2 cores."""
+every test of the session (the `spark` fixture, tests/integration/conftest.py, shared with
+test_spark_s3.py): a JVM start costs tens of seconds on 2 cores."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,6 @@ from tests.unit.checkers.conftest import same
 from tests.unit.checkers.histories import RunModel, runs
 from tests.unit.checkers.test_partitioned import _inject
 from tests.unit.checkers.test_ranges import sink_first_history
-
-
-@pytest.fixture(scope="session")
-def spark() -> Iterator[Any]:
-    session = spark_engine.session("local[2]")
-    yield session
-    spark_engine.shutdown(session)
 
 
 @settings(max_examples=12, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
