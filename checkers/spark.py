@@ -35,9 +35,13 @@ one task of its range, in each pass.
 
 On this machine Spark runs in local mode (`local[*]`, the installed Java 17; pyspark 3.5
 supports it). On a cluster (`--master spark://host:7077`, `yarn`, `k8s://...`): the executors
-must read the history file at the same path as the driver (a shared mount; object storage
-would need a reader of byte ranges there: not built), and run a Python with onceproof
-installed (PYSPARK_PYTHON; default: this interpreter). See README, "Runs on a real cluster".
+read the history either from object storage (`s3://bucket/key`, checkers/source.py: the
+driver HEADs it for its size, which also turns a missing object, no credentials or no
+endpoint into a HistoryError before any task; each task reads its range with ranged GETs into
+a sparse temporary file, removed after; the driver's AWS_* variables go to the executors'
+Python workers with the tasks) or as a file at the same path as the driver (a shared mount),
+and run a Python with onceproof installed (PYSPARK_PYTHON; default: this interpreter). See
+README, "Runs on a real cluster".
 """
 from __future__ import annotations
 
