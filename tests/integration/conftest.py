@@ -7,7 +7,8 @@ the first test that needs them; stopped at the end of the session):
   of 127.0.0.1 in a temporary folder, with one access key; the `weed` binary is built from
   source once into $ONCEPROOF_HOME/bin by this fixture (`provision.install_seaweedfs`: the
   test path provisions it, not `onceproof setup`). The server dies with this process
-  (PR_SET_PDEATHSIG) and its folder is removed after the session.
+  (PR_SET_PDEATHSIG); its folder and the gRPC sockets it names by port in /tmp are removed
+  after the session.
 """
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ def s3() -> Iterator[S3Server]:
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [str(weed), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={folder / 'data'}",
            f"-master.port={master}", f"-master.port.grpc={master_g}", "-master.telemetry=false",
-           "-master.volumeSizeLimitMB=64", "-volume.max=4",
+           "-master.volumeSizeLimitMB=64", "-volume.max=4", "-volume.preStopSeconds=0",
            f"-volume.port={volume}", f"-volume.port.grpc={volume_g}",
            "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_g}",
            f"-filer.localSocket={folder / 'filer.sock'}",
@@ -131,3 +132,7 @@ def s3() -> Iterator[S3Server]:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         shutil.rmtree(folder, ignore_errors=True)
+        for port in (master_g, volume_g, filer_g, s3_g):  # weed's gRPC sockets: fixed names in /tmp, by our ports
+            for kind in ("master", "volume", "filer", "s3"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"/tmp/seaweedfs-{kind}-grpc-{port}.sock")
