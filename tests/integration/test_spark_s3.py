@@ -189,3 +189,27 @@ def test_local_check_of_s3_refuses_and_names_engine_spark(bucket: S3Server, caps
     url = upload(bucket, _history(duplicate=False))
     err = _refused([url], capsys)
     assert "--engine spark" in err, err
+
+
+def test_a_final_read_longer_than_a_range_and_a_chunk(spark: Any, bucket: S3Server, tmp_path: Path) -> None:
+    """60,000 events whose final read is one 1.4 MB line (longer than the 1 MiB chunk a 32 MiB
+    budget gives: read in slices) across which several cut points fall: those ranges stage the
+    rest of the line in doubling GETs, the range that holds its start reads it whole; one event
+    lost, one duplicated, as the local check says."""
+    n = 60_000
+    lines = []
+    for i in range(n):
+        v = {"id": f"e-{i:06d}", "key": f"k{i % 7}", "seq": i // 7}
+        lines.append({"index": 2 * i, "time": 2 * i, "process": "load", "type": "invoke", "f": "send", "value": v})
+        lines.append({"index": 2 * i + 1, "time": 2 * i + 1, "process": "load", "type": "ok", "f": "send", "value": v})
+    events = [[f"e-{i:06d}", f"k{i % 7}", i // 7, 0] for i in range(n) if i != 4321] + [["e-000007", "k0", 1, 1]]
+    lines.append({"index": 2 * n, "time": 2 * n, "process": "observer", "type": "ok", "f": "final-read",
+                  "value": {"full": True, "events": events}})
+    path = tmp_path / "h.jsonl"
+    path.write_bytes(b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in lines))
+    url = upload(bucket, path.read_bytes())
+    local = exactly_once.check(read_history(path))
+    remote = spark_engine.check_path(url, spark=spark, partitions=3, ranges=40, memory=32 << 20)
+    assert same(local, remote), (local, remote)
+    assert remote["anomalies"]["lost"] == 1 and remote["anomalies"]["duplicate"] == 1
+    assert staged() == []
