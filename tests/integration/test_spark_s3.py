@@ -213,3 +213,27 @@ def test_a_final_read_longer_than_a_range_and_a_chunk(spark: Any, bucket: S3Serv
     assert same(local, remote), (local, remote)
     assert remote["anomalies"]["lost"] == 1 and remote["anomalies"]["duplicate"] == 1
     assert staged() == []
+
+
+def test_a_two_sink_history_on_s3_gets_the_partial_checker_too(spark: Any, bucket: S3Server, tmp_path: Path,
+                                                                capsys: Any) -> None:
+    """A history with a second sink's content (`sink-content`): after the Spark check, the
+    `partial` checker reads the whole object (staged in a temp file, removed after), and its
+    verdict is the local one (e2 missing from the second sink: exit 1)."""
+    from onceproof.cli import main
+    from tests.unit.checkers.histories import Event
+    from tests.unit.checkers.test_partial import content
+
+    run = RunModel(events=[Event("e1", "k", 0, 1, "ok", 2, 3), Event("e2", "k", 1, 4, "ok", 5, 6)],
+                   observe_ts=[50], full_ts=[], end_t=100)
+    run.extra.append(content(run, "redis-set:second", drop={"e2"}))
+    path = tmp_path / "h.jsonl"
+    path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in run.records()))
+    url = upload(bucket, path.read_bytes())
+    assert main(["check", "--json", str(path)]) == 1
+    local = json.loads(capsys.readouterr().out)
+    assert main(["check", "--json", "--engine", "spark", url]) == 1
+    remote = json.loads(capsys.readouterr().out)
+    remote.pop("file"), local.pop("file")
+    assert remote == local and remote["checkers"]["partial"]["anomalies"] == {"partial": 1}
+    assert staged() == []
