@@ -32,7 +32,9 @@ def register(subparsers: Any) -> None:
         "check", help="check history files and print a verdict per file",
         description="Check histories: exactly-once for onceproof runs, linearizability for "
                     "operation histories (ours or Jepsen's).")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="history files; with --engine spark also s3://bucket/key (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+                        "AWS_SECRET_ACCESS_KEY, AWS_REGION)")
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="history format (default: guessed from the first line)")
     p.add_argument("--checker", choices=CHECKERS, default=None,
