@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -148,8 +149,27 @@ def check_path(path: Any, *, spark: Any = None, master: str | None = None, memor
     spark = spark or session(master)
     sc = spark.sparkContext
     path = src  # what the tasks read their ranges from (an S3Source travels without its client)
-    with _aws_environment(sc, src):
-        return _check(sc, path, size, memory, order, examples, partitions, ranges, fs, shuffle, spill_dir, defer_over)
+    try:
+        with _aws_environment(sc, src):
+            return _check(sc, path, size, memory, order, examples, partitions, ranges, fs, shuffle, spill_dir,
+                          defer_over)
+    except HistoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a task's HistoryError comes back wrapped by Spark: its reason only
+        reason = task_error(e)
+        if reason is None:
+            raise
+        raise HistoryError(src.name, None, f"a Spark task could not read its range: {reason}") from None
+
+
+def task_error(e: BaseException) -> str | None:
+    """The reason of the HistoryError a Spark task raised, from the exception Spark gives the
+    driver for it (a PythonException or Py4JJavaError holding the worker's traceback as text),
+    or None when it holds none. (The first pass returns its errors instead; a later pass
+    raises one only when the history changed or became unreadable between passes: an object
+    storage endpoint that went away.)"""
+    found = re.findall(r"HistoryError: (.+)", str(e))
+    return found[-1].strip() if found else None
 
 
 @contextlib.contextmanager

@@ -237,3 +237,17 @@ def test_a_two_sink_history_on_s3_gets_the_partial_checker_too(spark: Any, bucke
     remote.pop("file"), local.pop("file")
     assert remote == local and remote["checkers"]["partial"]["anomalies"] == {"partial": 1}
     assert staged() == []
+
+
+def test_a_history_error_raised_in_a_task_comes_back_as_its_reason(spark: Any) -> None:
+    """A later pass's task that cannot read its range (the endpoint went away between passes)
+    raises HistoryError on an executor; Spark hands the driver a wrapped exception, whose
+    reason check_path turns back into one line (spark.task_error), not a traceback."""
+    def boom(_: int) -> int:
+        raise HistoryError("s3://b/k", None, "cannot reach the S3 endpoint (gone)")
+
+    with pytest.raises(Exception) as got:
+        spark.sparkContext.parallelize([1], 1).map(boom).collect()
+    reason = spark_engine.task_error(got.value)
+    assert reason is not None and reason.endswith("cannot reach the S3 endpoint (gone)"), reason
+    assert spark_engine.task_error(ValueError("no history error here")) is None
