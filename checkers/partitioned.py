@@ -48,6 +48,7 @@ import zlib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -797,6 +798,10 @@ class Sealed:
     e_text: list[list[tuple[int, str]]]
     start: Any
     warnings: list[str]
+    # a history not on this machine's disk (object storage, checkers/ranges.py): the bytes of
+    # the records that are not sends (but sink reads), by offset, read with the ranges in pass 1,
+    # so that the partitions' checks (progress, faults, notes, examples) do not fetch them one by one
+    lines: dict[int, bytes] = dataclasses.field(default_factory=dict)
 
     def check_partition(self, p: int, order: str | None, examples: int,
                         rows: Rows | None = None) -> tuple[exactly_once.Partial, dict[int, int]]:
@@ -833,6 +838,7 @@ class Sealed:
 
         h = History()
         h.path, h._data = self.path, None
+        h._lines = self.lines or None
         h.rec_global = merged(others["rec"], sends["rec"], np.int64)
         h.time = merged(others["time"], sends["time"], np.int64)
         h.type = merged(others["type"], sends["type"], np.int8)

@@ -15,6 +15,10 @@ and every later record of that id follows it: a rule that runs along the file. H
    that are not sends (a `Sealed`, as `Split.seal` makes it) and the id map: an id goes where
    the first range that saw it sent it (every id's records thus share one partition whatever
    range they are in); one `RangeJob` per range.
+   A range is read through a `Source` (checkers/source.py): a local file as it is, an object
+   in object storage staged as a sparse temporary file (its range only); from a staged range
+   pass 1 also keeps the bytes of its records that are not sends (`Sealed.lines`), so that the
+   partitions' checks do not fetch them one by one.
 3. `route`: the range's Split again, with the file's id map, numbers and name codes: its rows
    packed by partition (`RangePart`s), the same bytes a whole-file Split would spill.
 4. `gather`: a partition's RangeParts in range order as its `Rows`, checked by
@@ -58,6 +62,7 @@ def _split(src: Source, a: int, b: int, k: int, chunk: int) -> Iterator[Split]:
             split.line_at = src.line_of
         yield split
 
+
 @dataclass
 class RangeScan:
     """What the first pass learned from one byte range (record and read numbers, name codes:
@@ -81,6 +86,7 @@ class RangeScan:
     idmap: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
     text_map: dict[str, int] = field(default_factory=dict)
     error: tuple[int | None, str] | None = None
+    lines: dict[int, bytes] = field(default_factory=dict)  # a staged range: its `others`' bytes (Sealed.lines)
 
 
 @dataclass
@@ -125,21 +131,41 @@ def scan(path: Any, a: int, b: int, k: int, chunk: int, defer_over: int = DEFER_
     more than `defer_over` ids new to the range are left for `resolve` (DEFERRED). A bad line
     is returned (`error`), not raised (the fold raises the first in file order). `path`: a
     file, an s3:// URL or a Source."""
+    src = as_source(path)
+    lines: dict[int, bytes] = {}
     try:
-        with _split(as_source(path), a, b, k, chunk) as split:
+        with _split(src, a, b, k, chunk) as split:
             split.defer_over = defer_over
             split.run((a, b), [(None, None)] * k)
+            others = {c: (np.concatenate(v) if v else np.zeros(0, np.int64)) for c, v in split.others.items()}
+            if split.path != src.name:  # staged: keep the bytes of its records that are not sends
+                lines = _lines(split.path, others, set(split.obs_rec))
     except HistoryError as e:
         return RangeScan(error=(e.line, e.reason))
     set_ = np.flatnonzero(split.idmap != _UNSET)
     lo, hi = (int(set_[0]), int(set_[-1]) + 1) if len(set_) else (0, 0)
     return RangeScan(
         n_rec=split.n_rec, prefix=split.prefix, f_names=split.f_names, p_names=split.p_names,
-        k_names=split.k_names,
-        others={c: (np.concatenate(v) if v else np.zeros(0, np.int64)) for c, v in split.others.items()},
+        k_names=split.k_names, lines=lines, others=others,
         obs_rec=split.obs_rec, obs_full=split.obs_full, obs_final=split.obs_final, obs_total=split.obs_total,
         obs_vis=split.obs_vis, state_recs=split.state_recs, start=split.start, warnings=split.warnings,
         id_lo=lo, idmap=split.idmap[lo:hi].copy(), text_map=split.text_map)
+
+
+LINE_CAP = 1 << 16  # a record longer than this is not kept by `_lines` (read again if ever needed)
+
+
+def _lines(staged: str, others: dict[str, np.ndarray], reads: set[int]) -> dict[int, bytes]:
+    """The bytes of a staged range's records that are not sends, by offset in the history,
+    but sink reads (`reads`: their record numbers; huge, and read from the rows) and lines
+    longer than LINE_CAP."""
+    out: dict[int, bytes] = {}
+    with open(staged, "rb") as fh:
+        for rec, off, end in zip(others["rec"].tolist(), others["off"].tolist(), others["end"].tolist()):
+            if rec not in reads and end - off <= LINE_CAP:
+                fh.seek(off)
+                out[off] = fh.read(end - off)
+    return out
 
 
 def _codes(names: list[Any], index: dict[Any, int], out: list[Any]) -> np.ndarray:
@@ -203,7 +229,11 @@ def fold(path: Any, k: int, bounds: list[int], scans: list[RangeScan]) -> tuple[
                     job.deferred_text.add(v)
         jobs.append(job)
         s.others, s.idmap = {}, np.zeros(0, np.uint8)
-    return whole.seal(), jobs, idmap, text_map
+    sealed = whole.seal()
+    for s in scans:
+        sealed.lines.update(s.lines)
+        s.lines = {}
+    return sealed, jobs, idmap, text_map
 
 
 def resolve(path: Any, job: RangeJob, k: int, chunk: int, top: int) -> tuple[np.ndarray, dict[str, int]]:

@@ -98,6 +98,7 @@ class History:
         self.start: dict[str, Any] | None = None
         self._offsets = np.zeros(1, np.int64)
         self._data: bytes | None = None  # in-memory source; else self.path is read on demand
+        self._lines: dict[int, bytes] | None = None  # some records' bytes by offset (a history in object storage)
         # a partition of a bigger history (checkers/partitioned.py): per record, its number in the
         # whole history and where its line ends; per sink read, how many effects it holds in all
         self.rec_global: np.ndarray | None = None
@@ -133,6 +134,8 @@ class History:
         end = int(self._ends[i]) if self._ends is not None else int(self._offsets[i + 1])
         if self._data is not None:
             data = self._data[start:end]
+        elif self._lines is not None and start in self._lines:
+            data = self._lines[start]
         elif self.path is not None and str(self.path).startswith("s3://"):  # a history in object storage
             from onceproof.checkers.source import open_source
 

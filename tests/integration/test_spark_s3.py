@@ -251,3 +251,31 @@ def test_a_history_error_raised_in_a_task_comes_back_as_its_reason(spark: Any) -
     reason = spark_engine.task_error(got.value)
     assert reason is not None and reason.endswith("cannot reach the S3 endpoint (gone)"), reason
     assert spark_engine.task_error(ValueError("no history error here")) is None
+
+
+def test_pass_1_keeps_the_bytes_of_the_records_that_are_not_sends(bucket: S3Server, tmp_path: Path) -> None:
+    """From object storage, pass 1 keeps each range's records that are not sends (but sink
+    reads) as bytes (Sealed.lines), so a partition's check reads none of them with a GET: the
+    bytes are the file's, by offset, and every such record of the file is there."""
+    from onceproof.checkers import ranges as by_range
+    from onceproof.checkers.source import S3Source
+
+    lines = [{"index": 0, "time": 0, "process": "harness", "type": "info", "f": "start", "value": {"plan": "x"}}]
+    for i in range(40):
+        v = {"id": f"e-{i}", "key": "k", "seq": i}
+        lines += [{"index": 0, "time": 10 * i, "process": "load", "type": "invoke", "f": "send", "value": v},
+                  {"index": 0, "time": 10 * i + 1, "process": "load", "type": "ok", "f": "send", "value": v},
+                  {"index": 0, "time": 10 * i + 2, "process": "nemesis", "type": "info", "f": "kill", "value": i}]
+    lines.append({"index": 0, "time": 999, "process": "observer", "type": "ok", "f": "final-read",
+                  "value": {"full": True, "events": [[f"e-{i}", "k", i, 0] for i in range(40)]}})
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in lines)
+    url = upload(bucket, data)
+    src = S3Source(url)
+    bounds = by_range.cuts(src.size(), 5)
+    sealed, _, _, _ = by_range.fold(src, 2, bounds, [by_range.scan(src, bounds[r], bounds[r + 1], 2, 1 << 20)
+                                                   for r in range(5)])
+    kept = {data[off:off + len(b)].rstrip(b"\n") for off, b in sealed.lines.items()
+            if data[off:off + len(b)] == b}
+    assert len(sealed.lines) == len(kept) == 41  # the start and the 40 kills; not the sends, not the final read
+    assert all(b'"f": "kill"' in line or b'"f": "start"' in line for line in kept)
+    assert staged() == []
