@@ -6,7 +6,11 @@ the first test that needs them; stopped at the end of the session):
 - `s3`: a real S3-compatible server, SeaweedFS (`weed server -s3`, Apache-2.0), on free ports
   of 127.0.0.1 in a temporary folder, with one access key; the `weed` binary is built from
   source once into $ONCEPROOF_HOME/bin by this fixture (`provision.install_seaweedfs`: the
-  test path provisions it, not `onceproof setup`). The server dies with this process
+  test path provisions it, not `onceproof setup`). Its first build takes 10-15 minutes on 2
+  cores, so when the session will need it and it is not built, the build starts in the
+  background at nice 19 as soon as the tests are collected (`pytest_collection_finish`): it
+  uses the CPU the other tests leave idle while they wait on their servers, and the fixture
+  waits for it. The server dies with this process
   (PR_SET_PDEATHSIG); its folder and the gRPC sockets it names by port in /tmp are removed
   after the session.
 """
@@ -20,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -30,6 +35,37 @@ from typing import Any
 import pytest
 
 from tests.conftest import ARTIFACTS
+
+
+_PREBUILD: list[subprocess.Popen] = []  # the background build of `weed`, if one was started
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start building `weed` in the background (nice 19, its own process group, its output in
+    the artifacts) when a collected test uses the `s3` fixture and the binary is not built."""
+    from onceproof.targets import paths
+
+    if paths.seaweedfs_binary().exists() or shutil.which("go") is None:
+        return
+    if not any("s3" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    log = ARTIFACTS / "seaweedfs-build.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    code = "from onceproof.targets.provision import install_seaweedfs; install_seaweedfs()"
+    with open(log, "wb") as out:
+        _PREBUILD.append(subprocess.Popen(["nice", "-n", "19", sys.executable, "-c", code], stdout=out,
+                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          start_new_session=True, preexec_fn=_die_with_us))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A background build still running when the session ends (the s3 tests deselected or
+    interrupted) is stopped: nothing of the session outlives it."""
+    for proc in _PREBUILD:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +119,8 @@ def s3() -> Iterator[S3Server]:
     (a bucket can be made). Fails (never skips) when it cannot be built or started."""
     from onceproof.targets import provision
 
+    for proc in _PREBUILD:  # the background build: done, or failed (then the build below says why)
+        proc.wait()
     weed = provision.install_seaweedfs(log=lambda m: print(m, flush=True))
     folder = Path(tempfile.mkdtemp(prefix="onceproof-seaweedfs-", dir=os.environ.get("ONCEPROOF_SCRATCH")
                                    if os.environ.get("ONCEPROOF_SCRATCH") and os.path.isdir(
