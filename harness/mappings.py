@@ -182,7 +182,8 @@ class KafkaMapping(_M):
 class RedisMapping(_M):
     """`sink: {redis: ...}`: exactly one of `stream`, `list`, `set` (a key name) or `hash` (a
     key pattern such as `order:*`: one hash per effect). Stream and hash: `id`, `key`, `seq` are
-    field names (`key` of a hash may also be `@name`: the hash's own key). List and set: `id`,
+    field names (`id` or `key` of a hash may also be `@name`: what the pattern's `*` matched in
+    the hash's own name, `order:*` and `order:e-7` give `e-7`). List and set: `id`,
     `key`, `seq` are locations in each element (see `check_locator`; default the whole value)."""
 
     stream: str | None = None
@@ -331,6 +332,8 @@ class PostgresQuerySink(Sink):
     """A user's query read in full each pass; the read returns only what is new unless an
     application vanished (then the whole content, so the checker sees the flicker)."""
 
+    id_field = "workload.sink.postgres.query (its first column)"
+
     def __init__(self, deployment: Deployment, spec: PostgresMapping) -> None:
         super().__init__(deployment, spec.table or "query")
         self.spec = spec
@@ -379,6 +382,8 @@ class PostgresQuerySink(Sink):
 
 class PostgresTableSink(Sink):
     """A user's table followed by logical decoding (harness/pgdecode.py)."""
+
+    id_field = "workload.sink.postgres.id"
 
     def __init__(self, deployment: Deployment, spec: PostgresMapping) -> None:
         super().__init__(deployment, spec.table or "")
@@ -447,6 +452,8 @@ class PostgresTableSink(Sink):
 class MappedKafkaSink(KafkaSink):
     """A topic of the user's own messages; where the id, key and seq sit comes from the plan."""
 
+    id_field = "workload.sink.kafka.id"
+
     def __init__(self, deployment: Deployment, spec: KafkaMapping) -> None:
         super().__init__(deployment, spec.topic)
         self.mapping = MessageMapping(spec.id, spec.key, spec.seq)
@@ -456,6 +463,8 @@ class MappedKafkaSink(KafkaSink):
 
 
 class _RedisBase(Sink):
+    id_field = "workload.sink.redis.id"
+
     def __init__(self, deployment: Deployment, spec: RedisMapping) -> None:
         super().__init__(deployment, spec.name)
         self.spec = spec
@@ -480,6 +489,8 @@ class _RedisBase(Sink):
 
 class RedisMappedStream(RedisStreamSink):
     """A stream of the user's entries (read as harness/sinks.py reads ours; never deleted)."""
+
+    id_field = "workload.sink.redis.id"
 
     def __init__(self, deployment: Deployment, spec: RedisMapping) -> None:
         super().__init__(deployment, spec.name)
@@ -527,8 +538,8 @@ class RedisMappedSet(_RedisBase):
 
 
 class RedisMappedHash(_RedisBase):
-    """One hash per effect, keys matching a pattern (SCAN); `id` etc. are field names,
-    `key: "@name"` takes the hash's own key name. A SCAN is no snapshot (a key made while it
+    """One hash per effect, keys matching a pattern (SCAN); `id` etc. are field names, or
+    `@name`: the part of the hash's own name the pattern's `*` matched. A SCAN is no snapshot (a key made while it
     runs may be missed while a later one is returned: a correct pipeline got `reorder` 3 runs
     in 4, found by a new user), so no order of application is claimed."""
 
@@ -536,13 +547,18 @@ class RedisMappedHash(_RedisBase):
 
     def _all(self) -> list[Effect]:
         s = self.spec
+        head, star, tail = self.name.partition("*")
         out = []
         for name in sorted(self.client.scan_iter(match=self.name, count=1000)):
             h = self.client.hgetall(name)
             if not h:
                 continue
-            key = name if s.key == "@name" else (h.get(s.key) if s.key else None)
-            out.append([h.get(s.id or "id"), key, int_or_none(h.get(s.seq)) if s.seq else None, None])
+            # `@name`: what the pattern's `*` matched (order:* and order:e-7 -> e-7), else the whole name
+            own = name[len(head):len(name) - len(tail)] if star and "*" not in tail else name
+
+            def field(f: str | None) -> Any:
+                return own if f == "@name" else (h.get(f) if f else None)
+            out.append([field(s.id or "id"), field(s.key), int_or_none(field(s.seq)) if s.seq else None, None])
         return out
 
 

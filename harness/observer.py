@@ -34,6 +34,7 @@ class Observer:
             self.history.record("observer", "invoke", "observe", None)
             try:
                 events, full = self.sink.read()
+                self._check_ids(events)
             except Exception as e:  # noqa: BLE001 - a failed read is a fact, not a crash
                 self.errors += 1
                 self.history.record("observer", "fail", "observe", {"error": str(e)[:300]})
@@ -59,6 +60,17 @@ class Observer:
             if events:
                 self.last_change = time.monotonic()
             return new
+
+    def _check_ids(self, events: list) -> None:
+        """Raise MappingError when an effect read has no event id: the plan's mapping finds none
+        where it says the id is (a typo in `json:/oid` ran the whole load, then the check failed
+        on "each sink effect must be [id, key, seq, replica]", naming no field)."""
+        bad = next((e for e in events if e[0] is None), None)
+        if bad is not None:
+            from onceproof.pgdecode import MappingError
+
+            raise MappingError(f"{self.sink.id_field}: an effect read from the sink has no event id (read as "
+                               f"[id, key, seq, replica] = {bad!r}): the id is not where the plan says it is")
 
     def _visible(self, value: dict, n: int) -> None:
         """`visible` (checkers/HISTORY.md) from the sink's visibility times: monotonic ns made the
@@ -115,6 +127,7 @@ class Observer:
             self.history.record("observer", "invoke", "final-read", None)
             try:
                 events = self.sink.final_read()
+                self._check_ids(events)
             except Exception as e:  # noqa: BLE001
                 self.history.record("observer", "fail", "final-read", {"error": str(e)[:300]})
                 raise

@@ -22,6 +22,8 @@ EFFECTS_DDL = ("CREATE TABLE IF NOT EXISTS {t} (event_id text, key text, seq big
 
 
 class Sink:
+    id_field = "workload.sink"  # the plan's field that says where an effect's id is (for errors)
+
     def __init__(self, deployment: Deployment, name: str) -> None:
         self.deployment = deployment
         self.name = name

@@ -149,10 +149,15 @@ def test_redis_list_and_hash_per_key_mappings(shared_targets):
     hashes = RedisMappedHash(d, RedisMapping(hash=f"{name}:*", id="last_id", key="@name", seq="n"))
     hashes.setup()
     r.hset(f"{name}:a", mapping={"last_id": "e1", "n": 0})
-    assert hashes.read() == ([["e1", f"{name}:a", 0, None]], False)
+    assert hashes.read() == ([["e1", "a", 0, None]], False)  # @name: what the pattern's * matched
     r.delete(f"{name}:a")
     assert hashes.read() == ([], True)
     r.delete(name)
+    by_name = RedisMappedHash(d, RedisMapping(hash=f"{name}:*", id="@name", key="c"))  # the id only in the name
+    by_name.setup()
+    r.hset(f"{name}:e-7", mapping={"c": "k1"})
+    assert by_name.read() == ([["e-7", "k1", None, None]], False)
+    r.delete(f"{name}:e-7")
 
 
 def test_a_redis_stream_mapping_reads_the_users_stream_from_its_start_and_then_only_new_entries(shared_targets):

@@ -252,6 +252,42 @@ def test_no_visibility_times_leave_the_reads_own_time(tmp_path) -> None:
         {"full": False, "events": [["e1", "k", 0, 0], ["e2", "k", 1, 0]]}] * 2
 
 
+def test_an_effect_without_an_id_is_a_mapping_error_naming_the_field_that_stops_the_run(tmp_path) -> None:
+    """A typo in a mapping's id location (`json:/oid` for `json:/id`) read every effect as
+    [None, key, seq, replica]: the whole load ran, then the check failed on the history with
+    "each sink effect must be [id, key, seq, replica]" (found by a new user). The observer
+    refuses such a read at once: a failed observe naming the plan's field, and `fatal` set
+    (the runner stops the load)."""
+    import orjson
+
+    from onceproof.observer import Observer
+    from onceproof.pgdecode import MappingError
+    from onceproof.recorder import HistoryWriter
+
+    class _NoIds:
+        id_field = "workload.sink.kafka.id"
+
+        def read(self) -> tuple[list, bool]:
+            return [[None, "k1", 0, None]], False
+
+        def final_read(self) -> list:
+            return [[None, "k1", 0, None]]
+
+    history = HistoryWriter(tmp_path / "h.jsonl")
+    obs = Observer(_NoIds(), history)  # type: ignore[arg-type]
+    stopped: list[Exception] = []
+    obs.on_fatal = stopped.append
+    assert obs.observe_once() == 0
+    assert isinstance(obs.fatal, MappingError) and stopped == [obs.fatal]
+    assert str(obs.fatal).startswith("workload.sink.kafka.id: an effect read from the sink has no event id")
+    with pytest.raises(MappingError, match=r"^workload\.sink\.kafka\.id: "):
+        obs.final_read()
+    history.close()
+    recs = [orjson.loads(ln) for ln in open(tmp_path / "h.jsonl", "rb")]
+    assert [(r["type"], r["f"]) for r in recs] == [("invoke", "observe"), ("fail", "observe"),
+                                                   ("invoke", "final-read"), ("fail", "final-read")]
+
+
 def test_the_resolved_plan_shows_only_what_a_query_mapping_uses_and_column_names_on_a_query_are_refused(
         tmp_path: Path) -> None:
     head = "name: t\ntargets: {kafka: {nodes: 1}, postgres: {}}\npipeline: {command: [x]}\n"
