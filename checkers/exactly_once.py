@@ -81,6 +81,7 @@ class Partial:
     state_total: np.ndarray  # per key code: sum of their seqs (float64, as np.bincount gives)
     latency_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # sorted, ack -> first seen
     final_error: str | None = None  # global: the error of a failed final read, when there is no final read
+    plan_state: bool | None = None  # global: whether the run's plan declares derived state (its start record)
 
 
 def check(history: History, *, order: str | None = None, examples: int = 10) -> dict[str, Any]:
@@ -250,7 +251,8 @@ def partial(history: History, *, order: str | None = None, examples: int = 10) -
         applied=int(np.count_nonzero(applied)), effects=int(len(content)), seen_effects=int(len(h.eff_eid)),
         counts=counts, n_unseen=n_unseen, judged=judged, candidates=candidates,
         unseen_candidates=unseen_candidates, key_names=list(h.key_names), state_count=state_count,
-        state_total=state_total, latency_ns=lat_ns, final_error=final_error)
+        state_total=state_total, latency_ns=lat_ns, final_error=final_error,
+        plan_state=h.start.get("state") if isinstance(h.start, dict) else None)
 
 
 def finish(parts: list[Partial], *, examples: int = 10,
@@ -313,9 +315,10 @@ def finish(parts: list[Partial], *, examples: int = 10,
         reason = f"no final read ({why}): lost events cannot be proven" + (f"; {reason}" if reason else "")
     if order != "per-key":
         notes.append("per-key order not checked (the plan does not ask for it)")
-    if g.state_rec is None:  # a run that stops early never reads the state it declares
-        notes.append("no derived state declared: state not checked" if has_final else
-                     "no derived state read (the run did not finish): state not checked")
+    if g.state_rec is None:  # a run that stops early never reads the state its plan declares
+        declared_unread = g.plan_state if g.plan_state is not None else not has_final
+        notes.append("no derived state read (the run did not finish): state not checked" if declared_unread
+                     and not has_final else "no derived state declared: state not checked")
 
     def first(cands: list[list[tuple[int, dict[str, Any]]]]) -> list[dict[str, Any]]:
         keyed = [(int(first_at[i][e]) if first_at is not None else e, ex)

@@ -35,8 +35,19 @@ class PlanRun:
     def summary(self) -> str:
         from onceproof.errors import verdict_word  # here: loading the plugin imports nothing of ours
 
-        return (f"verdict={verdict_word(self.valid)} anomalies={self.anomalies()} errors={self.results.get('errors')} "
-                f"report={self.out_dir / 'report.html'}")
+        parts = [f"verdict={verdict_word(self.valid)}", f"anomalies={self.anomalies()}"]
+        if self.valid is not True:  # why there is no verdict, or what the checkers found unsure
+            reasons = [c.get("reason") for c in (self.results.get("checkers") or {}).values() if isinstance(c, dict)]
+            reasons = [r for r in reasons if r]
+            if reasons:
+                parts.append(f"reason={'; '.join(reasons)}")
+        if self.results.get("errors"):
+            parts.append(f"errors={self.results['errors']}")
+        notes = self.results.get("notes") or []
+        if self.valid == "unknown" and notes:  # e.g. the pipeline's replicas died at start-up
+            parts.append(f"notes={notes[:3]}")
+        parts.append(f"report={self.out_dir / 'report.html'}")
+        return " ".join(parts)
 
 
 class RepeatRun:

@@ -199,7 +199,8 @@ def recording(plan: Plan, run: RunLog) -> Iterator[HistoryWriter]:
     try:
         history.record("harness", "info", "start", {
             "run_id": run.run_id, "plan": plan.name, "seed": plan.seed, "rate": plan.workload.rate,
-            "duration_s": plan.workload.duration, "order": plan.checks.exactly_once.order})
+            "duration_s": plan.workload.duration, "order": plan.checks.exactly_once.order,
+            "state": plan.checks.state is not None})
         yield history
     finally:
         try:

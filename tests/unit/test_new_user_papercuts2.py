@@ -79,6 +79,12 @@ def test_verdicts_are_words_not_booleans() -> None:
     assert [verdict_word(v) for v in (True, False, "unknown", None)] == ["VALID", "INVALID", "UNKNOWN", "UNKNOWN"]
     run = PlanRun(SimpleNamespace(valid=True, exit_code=0, out_dir=Path("/r"), results={"checkers": {}}))
     assert run.summary().startswith("verdict=VALID ")
+    unknown = PlanRun(SimpleNamespace(valid="unknown", exit_code=3, out_dir=Path("/r"), results={
+        "checkers": {"exactly-once": {"anomalies": {}, "reason": "stalled: consumer group g had lag 10"}},
+        "errors": [], "notes": ["pipeline-0 exited with code 1 at start-up"]}))
+    said = unknown.summary()  # an UNKNOWN run says why (it said "anomalies={} errors=[]": found by a new user)
+    assert said.startswith("verdict=UNKNOWN ") and "reason=stalled: consumer group g had lag 10" in said
+    assert "pipeline-0 exited with code 1" in said and "errors=" not in said
     src = (Path(__file__).parents[2] / "harness" / "commands" / "run_many.py").read_text()
     assert "{r.valid}" not in src and "{s['valid']}" not in src  # `run --runs` lines print the word
 

@@ -161,6 +161,9 @@ def test_notes_say_what_was_not_checked_and_only_that() -> None:
     cut = exactly_once.check(history_from_records(_recs(*base[:2])))  # no final read: a run cut short
     assert "no derived state read (the run did not finish): state not checked" in cut["notes"]
     assert not any("declared" in n for n in cut["notes"])
+    undeclared = exactly_once.check(history_from_records(_recs(  # the plan declares none: said so, cut or not
+        ("harness", "info", "start", {"order": None, "state": False}), *base[:2])))
+    assert "no derived state declared: state not checked" in undeclared["notes"]
 
 
 def _with_state(*states: Any) -> dict[str, Any]:
