@@ -22,6 +22,7 @@ from typing import Any
 
 from dataclasses import dataclass, field
 
+from onceproof.checkers import reads
 from onceproof.checkers.edn import iter_maps
 from onceproof.checkers.edn import text as edn_text
 from onceproof.checkers.history import History, HistoryError, open_history
@@ -348,15 +349,62 @@ def _input(f: str, value: Any) -> tuple[Any, ...]:
     return (f, value)
 
 
+ONCEPROOF_PROCESSES = ("load", "observer", "nemesis", "harness")  # onceproof's own (checkers/HISTORY.md)
+_LOAD_N = re.compile(r"load-\d+")
+
+
+def _own(process: Any) -> bool:
+    """Whether `process` is one of onceproof's own processes (the load, observer, nemesis,
+    harness), whose records (send, landed, progress, observe, faults, phases) are no client's
+    operations of a model."""
+    return isinstance(process, str) and (process in ONCEPROOF_PROCESSES or _LOAD_N.fullmatch(process) is not None)
+
+
 def ops_from_history(h: History) -> list[Op]:
-    """Client operations of one of our histories (not sends, sink reads, faults or phases)."""
-    skip_f = {"send", "observe", "final-read", "state"}
+    """Client operations of one of our histories: the records of any process that is not one of
+    onceproof's own (load, load-N, observer, nemesis, harness), as Jepsen's checkers keep only
+    client ops (jepsen.history `client-ops`; Knossos skips :nemesis). Raises HistoryError on a
+    completion with no invoke before it."""
     pairing = _Pairing(h.path or "<history>")
     for i, rec in enumerate(h):
-        if rec["process"] in ("nemesis", "harness") or rec["f"] in skip_f:
+        if _own(rec["process"]):
             continue
         if rec["type"] == "invoke":
             pairing.invoke(rec["process"], rec["time"], rec["f"], _input(rec["f"], rec["value"]))
         else:
             pairing.complete(rec["process"], rec["time"], rec["type"], rec["f"], rec["value"], i + 1)
     return pairing.finish()
+
+
+@dataclass
+class OnceproofOps:
+    """The operations of one of our histories for the linearizability checker: `ops` (ids
+    0..n-1), `lines` (op id -> the history line of its invoke; 0 for a write whose send was not
+    recorded), `model` (a model name, or None: the caller's default) and `keyed` (inputs are
+    (f, key, *args), each key its own register)."""
+
+    ops: list[Op]
+    lines: dict[int, int]
+    model: str | None
+    keyed: bool
+
+
+def onceproof_ops(h: History) -> OnceproofOps:
+    """The operations of a model in one of our histories. A run with a read workload
+    (`workload.reads`: `read` records of `reader-N` processes) gives the ops the `reads` checker
+    judges (checkers/reads.py): per key, the reads and the pipeline's writes (each event's state
+    advance, from its send to its first sighting in the sink), in the max register model; the
+    verdict is the same. Otherwise the client ops of `ops_from_history` (none in a run without
+    reads: a run's other records are onceproof's own). Raises HistoryError (file, line, reason)."""
+    readers = any(rec["f"] == reads.F_READ and str(rec["process"]).startswith("reader-") for rec in h)
+    read_ops = reads._reads(h)[0] if readers else []
+    if read_ops:
+        writes = reads._writes(h, {op.input[1] for op in read_ops})
+        found = [*(w for ws in writes.values() for w in ws), *read_ops]
+        found.sort(key=lambda o: (o.call, o.id))
+        ops, lines = [], {}
+        for i, o in enumerate(found):
+            ops.append(Op(i, o.process, o.call, o.ret, o.input, o.output))
+            lines[i] = o.id + 1 if o.id >= 0 else 0
+        return OnceproofOps(ops, {i: n for i, n in lines.items() if n}, "max-register", True)
+    return OnceproofOps(ops_from_history(h), {}, None, False)

@@ -207,12 +207,13 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
         return {"file": path, "valid": r["valid"], "checkers": checkers, "stats": stats}
 
     from onceproof.checkers import edn, linearizable, models
-    from onceproof.checkers.ops import guess_model, ops_from_history, read_edn_history, read_jepsen_log
+    from onceproof.checkers.ops import guess_model, onceproof_ops, read_edn_history, read_jepsen_log
 
     meaning = args.meaning or DEFAULT_MEANING[fmt]
     lines: dict[int, int] = {}
     fs: dict[str, int | None]
     keyed = False
+    own_model: str | None = None  # the model a onceproof history's ops call for
     if fmt == "jepsen-edn":
         eh = read_edn_history(path, meaning)
         ops, lines, fs, keyed = eh.ops, eh.lines, dict(eh.fs), eh.keyed
@@ -226,11 +227,17 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
         else:
             from onceproof.checkers.history import read_history
 
-            ops = ops_from_history(read_history(path))
+            found = onceproof_ops(read_history(path))
+            ops, lines, keyed, own_model = found.ops, found.lines, found.keyed, found.model
+            if not ops:
+                raise HistoryError(path, None, "no operation of any model in this onceproof history: it has no "
+                                               "`read` records of a read workload (workload.reads) and no "
+                                               "client process's ops (sends, landed, progress, observe, faults "
+                                               "and phases are onceproof's own records, not operations)")
         fs = {}
         for op in ops:
-            fs.setdefault(str(op.input[0]), None)
-        name = args.model or DEFAULT_MODEL[fmt]
+            fs.setdefault(str(op.input[0]), lines.get(op.id))
+        name = args.model or own_model or DEFAULT_MODEL[fmt]
     if not ops:  # nothing to linearize says nothing: never valid
         raise HistoryError(path, None, "no operation in the history (an invoke and its completion); "
                                        "nothing to check")
@@ -260,9 +267,12 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
         r["minimal_invalid"] = [{**by_id[i], **({"line": lines[i]} if i in lines else {})}
                                 for i in r["minimal_invalid"]]
     r["anomalies"] = {"nonlinearizable": int(r["valid"] is False)}
+    r["model"] = model.name
     if r["valid"] is False and r.get("minimal_invalid"):
         first = r["minimal_invalid"]
-        r["examples"] = {"nonlinearizable": [{"id": ", ".join(str(o["id"]) for o in first),
+        where = [str(o["line"]) for o in first if "line" in o]
+        r["examples"] = {"nonlinearizable": [{"id": ("lines " + ", ".join(where)) if len(where) == len(first)
+                                              else "ops " + ", ".join(str(o["id"]) for o in first),
                                               "why": f"these {len(first)} ops cannot be linearized"}]}
     stats = {"operations": len(ops), "partitions": r["partitions"], "elapsed_s": r["elapsed_s"]}
     return {"file": path, "valid": r["valid"], "checkers": {"linearizable": r}, "stats": stats}
@@ -270,6 +280,13 @@ def check_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def _names(fs: dict[str, Any]) -> str:
     return ", ".join(f":{f}" for f in fs)
+
+
+def _output_text(output: Any) -> str:
+    """An op's output as EDN (`nil`, `#{1 3}`, `true`); `unknown` when it is not known."""
+    from onceproof.checkers import edn
+
+    return "unknown" if output == "unknown" else edn.text(output)
 
 
 def _op_text(op_input: tuple[Any, ...]) -> str:
@@ -401,14 +418,14 @@ def _print(out: dict[str, Any]) -> None:
                           style="red" if count else None)
         console.print(table)
         if name == "linearizable":
-            say(f"  {out['stats']['operations']} operations in {r['partitions']} partition(s), "
+            say(f"  {out['stats']['operations']} operations ({r.get('model', '?')} model) in {r['partitions']} partition(s), "
                 f"{r['elapsed_s']:.3f} s" + (f"; {len(r['unplaced'])} could not be placed" if valid is False else ""))
             if r.get("minimal_invalid"):
                 say("  the smallest set of ops that cannot be linearized"
                     + ("" if r.get("minimal_complete") else " found in the time given") + ":")
                 for o in r["minimal_invalid"]:
                     say(f"    {'line ' + str(o['line']) + ': ' if 'line' in o else ''}process "
-                        f"{o['process']} {o['input']} -> {o['output']}")
+                        f"{o['process']} {_op_text(tuple(o['input']))} -> {_output_text(o['output'])}")
         if name == "reads" and r.get("operations"):  # the first accused read's smallest set
             say(f"  {r['reads']['ok']} reads answered of {sum(r['reads'].values())}, {r['keys']} key(s); the smallest "
                 "set of ops that cannot be linearized (max register, ns since the run started):")
