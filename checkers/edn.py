@@ -14,7 +14,7 @@ built, so memory is one op at a time). Values are read as:
 | EDN                         | Python                                              |
 |-----------------------------|-----------------------------------------------------|
 | `nil` `true` `false`        | `None` `True` `False`                               |
-| `42` `-7` `123N` (big ints) | `int`                                               |
+| `42` `-7` `123N` `0x1F`    | `int`                                               |
 | `1.5` `1e3` `##Inf` `2.5M`  | `float` (`M`: `decimal.Decimal`)                    |
 | `22/7`                      | `fractions.Fraction`                                |
 | `"a\\n\\"b"`                | `str` (escapes `\\t \\n \\r \\b \\f \\\\ \\" \\uXXXX`)          |
@@ -25,11 +25,12 @@ built, so memory is one op at a time). Values are read as:
 | `{..}`                      | `Map` (a `dict` subclass, hashable)                 |
 | `#{..}`                     | `frozenset`                                         |
 | `#inst "..."` `#uuid "..."` | the string inside                                   |
-| `#jepsen.history.Op{..}`    | the map inside (any other `#tag form`: the form)    |
+| `#jepsen.history.Op{..}`    | the map inside (any record tag `#a.b.C{..}`, `#error`, `#object`: the form) |
 
 Errors raise `HistoryError(path, line, reason)`: an unterminated string or collection
-(the line it started on), a closing bracket that does not match, an unreadable token, or a
-top-level form that is not a map or a vector/list of maps.
+(the line it started on), a closing bracket that does not match, an unreadable token, a map
+with a duplicate key, an unknown tag (`#foo`; see `known_tag`), or a top-level form that is
+not a map or a vector/list of maps.
 
 The grammar is edn-format's (https://github.com/edn-format/edn). The `edn_format` package on
 PyPI reads a whole string at once (`loads`/`loads_all` over a PLY lexer), not a stream, so
@@ -86,6 +87,7 @@ _TOKEN = re.compile(r'''
 _INT = re.compile(r"[+-]?\d+N?")
 _FLOAT = re.compile(r"[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?M?")
 _RATIO = re.compile(r"[+-]?\d+/\d+")
+_HEX = re.compile(r"[+-]?0[xX][0-9a-fA-F]+N?")  # Clojure's reader (e.g. the hash in `#object[... 0x1b2c3d ...]`)
 _ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "b": "\b", "f": "\f", "\\": "\\", '"': '"', "'": "'"}
 _CHARS = {"newline": "\n", "space": " ", "tab": "\t", "return": "\r", "formfeed": "\f", "backspace": "\b"}
 _CLOSERS = {"[": "]", "(": ")", "{": "}", "#{": "}"}
@@ -118,6 +120,8 @@ def atom(text: str) -> Any:
             return int(text.rstrip("N"))
         if _RATIO.fullmatch(text):
             return Fraction(text)
+        if _HEX.fullmatch(text):
+            return int(text.rstrip("N"), 16)
         if _FLOAT.fullmatch(text):
             try:
                 return Decimal(text[:-1]) if text.endswith("M") else float(text)
@@ -145,15 +149,31 @@ def _build(opener: str, items: list[Any], path: str, line: int) -> Any:
         if len(items) % 2:
             raise HistoryError(path, line, "a map with an odd number of forms (a key without its value)")
         try:
-            return Map(zip(items[::2], items[1::2]))
+            m = Map(zip(items[::2], items[1::2]))
         except TypeError:
             raise HistoryError(path, line, "a map key that is itself a map or set of maps") from None
+        if len(m) * 2 != len(items):  # edn-format: "a map with duplicate keys is invalid"
+            seen: set[Any] = set()
+            dup = next(k for k in items[::2] if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+            raise HistoryError(path, line, f"a map with the key {_show(dup)} twice (an EDN map's keys are distinct)")
+        return m
     if opener == "#{":
         try:
             return frozenset(items)
         except TypeError:
             raise HistoryError(path, line, "a set element that cannot be compared") from None
     return tuple(items)
+
+
+_TAGS = ("#inst", "#uuid", "#error", "#object")  # Clojure's printer: Throwables, unreadable objects
+
+
+def known_tag(tag: str) -> bool:
+    """Whether `tag` (with its `#`) is one Jepsen histories hold: `#inst`, `#uuid`, Clojure's
+    `#error {...}` (an exception in an op's :error) and `#object[...]`, or a record's class name
+    (`#jepsen.history.Op{...}`, `#knossos.op.Op{...}`: a tag with a dot, as Clojure prints
+    records). Any other tag (`#foo`) has no reader there: edn-format says a reader must refuse it."""
+    return tag in _TAGS or "." in tag
 
 
 def iter_forms(path: str, *, ops_in_top_container: bool = True) -> Iterator[tuple[int, Any]]:
@@ -177,6 +197,9 @@ def iter_forms(path: str, *, ops_in_top_container: bool = True) -> Iterator[tupl
             tag = frame.tags.pop()
             if tag == "#uuid" or tag == "#inst":
                 value = str(value)
+            elif not known_tag(tag):
+                raise HistoryError(path, line, f"an unknown tag {tag} (expected one Jepsen writes: #inst, #uuid, "
+                                               "#error, #object, or a record such as #jepsen.history.Op{...})")
         if frame is top or frame is container:
             out.append((start, value))
         else:

@@ -23,7 +23,7 @@ from typing import Any
 from dataclasses import dataclass, field
 
 from onceproof.checkers import reads
-from onceproof.checkers.edn import iter_maps
+from onceproof.checkers.edn import Keyword, iter_maps
 from onceproof.checkers.edn import text as edn_text
 from onceproof.checkers.history import History, HistoryError, open_history
 from onceproof.checkers.linearizable import Op
@@ -80,7 +80,7 @@ class _Pairing:
 
     def complete(self, process: Any, t: float, typ: str, f: str, value: Any, line: int) -> None:
         if process not in self.open:
-            raise HistoryError(self.path, line, f"a {typ} of process {process} with no invoke before it")
+            raise HistoryError(self.path, line, f"a :{typ} of process {process} with no :invoke before it")
         _, _, f0, _ = self.open[process]
         if typ == "ok":
             out = True if f0 == "cas" else (value if f0 in ("read", "get", "dequeue") else None)
@@ -175,8 +175,10 @@ def read_edn_history(path: str, meaning: str = "jepsen", keyed: bool | None = No
 
     Each op map needs `:process`, `:type` (:invoke/:ok/:fail/:info) and `:f`; `:value`
     defaults to nil; Porcupine's kv files add `:key`; other keys (`:index`, `:time`,
-    `:node`, `:error`, ...) are ignored. Ops of a non-integer process (`:nemesis`) are
-    skipped. Time is the op map's position in the file (Jepsen writes histories in order).
+    `:node`, `:error`, ...) are ignored. Ops of a keyword process (`:nemesis`) are skipped;
+    any other non-integer process is refused (Jepsen's processes are integers or :nemesis). As
+    Knossos and Elle require, a process invokes again only after its op completed, and a
+    completion has its invoke's `:f` (its `:value` may differ: a read's invoke has nil). Time is the op map's position in the file (Jepsen writes histories in order).
 
     Meaning (`meaning="jepsen"`, Knossos's, knossos/src/knossos/history.clj): `:fail` = did
     not happen (dropped); `:info` or no completion = may have happened at any time after the
@@ -200,8 +202,11 @@ def read_edn_history(path: str, meaning: str = "jepsen", keyed: bool | None = No
             raise HistoryError(path, line, f"the op map has no {', '.join(missing)} (expected "
                                            "{:process 0, :type :invoke, :f :read, :value nil})")
         process = m[":process"]
+        if isinstance(process, Keyword):
+            continue  # :nemesis and the like: not a client
         if isinstance(process, bool) or not isinstance(process, int):
-            continue  # :nemesis and the like
+            raise HistoryError(path, line, f":process must be an integer (a client) or a keyword such as :nemesis, "
+                                           f"got {edn_text(process)}")
         typ, f = _name(m[":type"]), _name(m[":f"])
         if typ not in _TYPES:
             raise HistoryError(path, line, f":type must be :invoke, :ok, :fail or :info, got {edn_text(m[':type'])}")
@@ -209,6 +214,10 @@ def read_edn_history(path: str, meaning: str = "jepsen", keyed: bool | None = No
             raise HistoryError(path, line, f":f must be a keyword such as :read, got {edn_text(m[':f'])}")
         value = m.get(":value")
         if typ == "invoke":
+            if process in open_:  # Jepsen: a process is single-threaded (knossos.history, elle refuse this)
+                raise HistoryError(path, line, f"process {process} invokes :{f} while its :{raw[open_[process]][4]} "
+                                               f"invoked on line {raw[open_[process]][0]} has not completed (a Jepsen "
+                                               "process does one op at a time: expected its :ok, :fail or :info first)")
             open_[process] = len(raw)
             fs.setdefault(f, line)
             raw.append([line, process, t, math.inf, f, value, m.get(":key", _NO_KEY), "info", None])
@@ -217,6 +226,9 @@ def read_edn_history(path: str, meaning: str = "jepsen", keyed: bool | None = No
         if i is None:
             raise HistoryError(path, line, f"a :{typ} of process {process} with no :invoke before it")
         r = raw[i]
+        if r[4] != f:  # the value may differ (a read's invoke has nil), never the op
+            raise HistoryError(path, line, f"a :{typ} :{f} of process {process} completes the :invoke :{r[4]} on line "
+                                           f"{r[0]} (expected :f :{r[4]}: a completion has its invoke's :f)")
         r[7], r[8] = typ, value
         if typ != "info":
             r[3] = t

@@ -129,6 +129,21 @@ def test_nested_values_read_as_python_values(text: str, value: Any, tmp_path: Pa
      "{:process 0, :type :ok, :f :read, :value [[1 2] 3]}\n", 1, "the key of an independent [key value] :value "
      "must be a string, keyword or number"),
     ('{:process 0, :type :invoke, :f :get, :key [1], :value nil}\n', 1, ":key must be a string, keyword or number"),
+    # found by a new user (nu3 N5): malformed histories once read as a verdict
+    # a process invokes twice without completing (Jepsen: a process is single-threaded)
+    ("{:type :invoke, :f :write, :value 1, :process 0}\n{:type :invoke, :f :write, :value 2, :process 0}\n"
+     "{:type :ok, :f :write, :value 2, :process 0}\n", 2, "has not completed"),
+    # a completion whose :f is not its invoke's
+    ("{:type :invoke, :f :write, :value 1, :process 0}\n{:type :ok, :f :read, :value 1, :process 0}\n", 2,
+     "completes the :invoke :write on line 1 (expected :f :write"),
+    # a map with a duplicate key (invalid EDN)
+    ("{:type :invoke :f :write :value 1 :process 0 :process 1}\n", 1, "the key :process twice"),
+    # a tag no Jepsen history holds
+    ("{:type :invoke, :f :write, :value #foo 1, :process 0}\n{:type :ok, :f :write, :value 1, :process 0}\n", 1,
+     "an unknown tag #foo"),
+    # a string process: neither a client (an integer) nor :nemesis
+    ('{:type :invoke, :f :write, :value 1, :process "zero"}\n{:type :ok, :f :write, :value 1, :process "zero"}\n', 1,
+     ':process must be an integer (a client) or a keyword such as :nemesis, got "zero"'),
 ])
 def test_bad_edn_exits_2_with_file_line_and_what_was_expected(text: str, line: int | None, words: str,
                                                                tmp_path: Path, capsys: Any) -> None:
@@ -368,3 +383,20 @@ def test_report_lanes_mark_the_smallest_non_linearizable_set(tmp_path: Path) -> 
     fig, _ = figures.lanes(r)
     assert fig is not None and r["minimal_invalid"] == [0, 1]  # the read of 2, and the write it contradicts
     assert "in the smallest set that cannot be linearized" in [t["name"] for t in fig["data"]]
+
+
+def test_what_jepsen_writes_is_still_read(tmp_path: Path, capsys: Any) -> None:
+    # a :value that differs from its invoke's (a read's invoke has nil; a write that completes
+    # with another value is the history's business, not malformed), :nemesis ops, tags Jepsen
+    # writes (#jepsen.history.Op, #inst, #uuid, Clojure's #error and #object) and a
+    # process that invokes again after its op completed
+    path = write(tmp_path, (
+        '#jepsen.history.Op{:index 0, :time 1, :type :invoke, :process 0, :f :write, :value 1}\n'
+        '{:type :ok, :f :write, :value 2, :process 0, :time #inst "2026-12-01T00:00:00.000-00:00"}\n'
+        '{:type :info, :f :start, :value nil, :process :nemesis, :id #uuid "f81d4fae-7dec-11d0-a765-00a0c91e6bf6"}\n'
+        '{:type :invoke, :f :read, :value nil, :process 0}\n'
+        '{:type :ok, :f :read, :value 1, :process 0}\n'
+        '{:type :invoke, :f :read, :value nil, :process 1}\n'
+        '{:type :info, :f :read, :value nil, :process 1, :exception #error {:cause "timeout"}, '
+        ':obj #object[java.lang.Object 0x1 "x"]}\n'))
+    assert main(["check", path]) == 0, capsys.readouterr()
