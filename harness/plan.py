@@ -84,6 +84,20 @@ else:
     Targets = _targets_model()
 
 
+class RedisHash(_Model):
+    """`{hash: NAME}`: one Redis hash."""
+
+    hash: str = Field(min_length=1)
+
+
+class RedisProgress(BaseModel):
+    """`pipeline.progress: {redis: {hash: offsets}}`: the pipeline keeps its positions in a Redis
+    hash, field = the source topic's partition (a number), value = the next offset to process
+    (Kafka's committed-offset convention)."""
+
+    redis: RedisHash
+
+
 class Pipeline(_Model):
     command: list[str] = Field(description="the pipeline's command line (a list, or a string split like a shell)")
     replicas: int = Field(1, ge=1, le=32)
@@ -99,9 +113,11 @@ class Pipeline(_Model):
     groups: list[str] = Field(default_factory=list, description=(
         "Kafka consumer groups whose committed offsets are the pipeline's progress on a Kafka source "
         "(default: every group that has committed offsets of the source topic)"))
-    progress: str | None = Field(None, description=(
+    progress: str | RedisProgress | None = Field(None, description=(
         "SQL on the postgres target returning rows (partition, next position to process) of the source: "
-        "the pipeline's progress when it keeps its positions in PostgreSQL (or reads a Postgres source)"))
+        "the pipeline's progress when it keeps its positions in PostgreSQL (or reads a Postgres source); "
+        "or {redis: {hash: NAME}}: a hash on the redis target of source partition -> next offset to "
+        "process, when it keeps them in Redis (a Kafka source)"))
 
     @field_validator("command", mode="before")
     @classmethod
@@ -367,9 +383,17 @@ class Plan(_Model):
             if self.workload.processes > 1:
                 raise PlanConsistencyError(["workload", "reads"], "a read workload needs `processes: 1` (the "
                                            "reads are checked against the events' sends in one history)")
-        if self.pipeline.progress and self.targets.section("postgres") is None:
+        progress = self.pipeline.progress
+        if isinstance(progress, str) and progress and self.targets.section("postgres") is None:
             raise PlanConsistencyError(["pipeline", "progress"],
                                        "a progress query runs on PostgreSQL: add `postgres: {}`")
+        if isinstance(progress, RedisProgress):
+            if self.targets.section("redis") is None:
+                raise PlanConsistencyError(["pipeline", "progress", "redis"], "a progress hash is read from "
+                                           "Redis: add `redis: {}` under targets")
+            if not self.workload.source.startswith("kafka:"):
+                raise PlanConsistencyError(["pipeline", "progress", "redis"], "a progress hash holds Kafka "
+                                           "offsets (partition -> next offset): the source must be kafka:TOPIC")
         return self
 
     @model_validator(mode="after")

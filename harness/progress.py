@@ -18,7 +18,9 @@ checkers/HISTORY.md):
 - Redis stream source: each consumer group's last-delivered id, pending count and lag
   (XINFO GROUPS, XPENDING).
 - a plan's `pipeline.progress` query (any source; the only way for a Postgres source, or a
-  Kafka pipeline that keeps its offsets in PostgreSQL): rows (partition, next position).
+  Kafka pipeline that keeps its offsets in PostgreSQL): rows (partition, next position);
+  or `{redis: {hash: NAME}}` for a Kafka pipeline that keeps them in a Redis hash
+  (partition -> next offset; e.g. a dedup-cache pipeline).
 """
 from __future__ import annotations
 
@@ -256,6 +258,38 @@ class ProgressQuery(ProgressReader):
             self.closing.close()
 
 
+class RedisHashProgress(ProgressReader):
+    """The plan's `pipeline.progress: {redis: {hash: NAME}}`: a hash of source partition ->
+    next offset to process (HGETALL), against the Kafka source's end offsets. A field that is
+    not a partition number or a value that is not an offset is skipped; none at all reads as
+    "nothing processed yet" (-1 per partition)."""
+
+    def __init__(self, host: str, port: int, name: str, ends: Callable[[], dict[int, int]],
+                 password: str | None = None, closing: ProgressReader | None = None) -> None:
+        from onceproof.targets.redis import client
+
+        self.client: Any = client(host, port, timeout=5.0, password=password)
+        self.name, self.ends, self.closing = name, ends, closing
+
+    def read(self) -> list[GroupProgress]:
+        committed: dict[int, int] = {}
+        for part, value in (self.client.hgetall(self.name) or {}).items():
+            try:
+                committed[int(part)] = int(value)
+            except (TypeError, ValueError):
+                continue
+        ends = self.ends()
+        parts = [[p, committed.get(p, -1), e] for p, e in sorted(ends.items())]
+        return [GroupProgress(f"pipeline.progress (redis hash {self.name})", parts,
+                              sum(max(0, e - max(c, 0)) for _, c, e in parts))]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()
+        if self.closing is not None:
+            self.closing.close()
+
+
 def _postgres_ends(dsn: str, table: str) -> Callable[[], dict[int, int]]:
     def ends() -> dict[int, int]:
         import psycopg
@@ -265,12 +299,17 @@ def _postgres_ends(dsn: str, table: str) -> Callable[[], dict[int, int]]:
     return ends
 
 
-def make_reader(source: str, deployment: Deployment, groups: list[str], query: str | None) -> ProgressReader | None:
+def make_reader(source: str, deployment: Deployment, groups: list[str], query: Any) -> ProgressReader | None:
     """The progress reader for a plan's source (`kind:name`), or None when nothing can tell the
-    pipeline's progress (a Postgres source without a `pipeline.progress` query)."""
+    pipeline's progress (a Postgres source without a `pipeline.progress` query). `query`: the
+    plan's `pipeline.progress` (SQL, or a RedisProgress for a Kafka source), or None."""
     kind, name = source.split(":", 1)
     if kind == "kafka":
         kafka = IsolatedKafkaGroups(deployment.kafka_bootstrap(), name, groups)
+        if query is not None and not isinstance(query, str):  # {redis: {hash: NAME}} (plan.RedisProgress)
+            assert deployment.redis is not None  # the plan requires the redis target
+            return RedisHashProgress(deployment.redis.host, deployment.redis.port, query.redis.hash, kafka.ends,
+                                     deployment.redis.password, closing=kafka)
         if query:
             return ProgressQuery(deployment.postgres_dsn(), query, kafka.ends, closing=kafka)
         return kafka

@@ -37,8 +37,8 @@ class PlanRun:
 
         parts = [f"verdict={verdict_word(self.valid)}", f"anomalies={self.anomalies()}"]
         if self.valid is not True:  # why there is no verdict, or what the checkers found unsure
-            reasons = [c.get("reason") for c in (self.results.get("checkers") or {}).values() if isinstance(c, dict)]
-            reasons = [r for r in reasons if r]
+            reasons = [str(c["reason"]) for c in (self.results.get("checkers") or {}).values()
+                       if isinstance(c, dict) and c.get("reason")]
             if reasons:
                 parts.append(f"reason={'; '.join(reasons)}")
         if self.results.get("errors"):

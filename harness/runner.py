@@ -155,7 +155,8 @@ def _scopes(plan: Plan, run: RunLog, signals: stages.Signals, progress: Progress
 def _stop_load(run: RunLog, stop: threading.Event, error: Exception) -> None:
     """End the load now: the sink cannot be read as the plan maps it (`error`), so the run can
     have no verdict; its final read fails with the same error."""
-    run.notes.append(f"the load was stopped early: the sink cannot be read as the plan maps it ({error})")
+    run.notes.append(f"the load was stopped early: the sink cannot be read as the plan maps it "
+                     f"({str(error).split(':', 1)[0]}: see the error)")  # the error itself is printed once
     stop.set()
 
 

@@ -169,3 +169,44 @@ def test_reads_recover_after_the_broker_was_paused_past_its_session_and_restarte
     finally:
         reader.close()
     print(f"{len(errors)} failed reads before recovering: {errors[:2]}")
+
+
+def test_a_redis_hash_of_partition_to_next_offset_is_the_progress_of_a_pipeline_keeping_it_in_redis(
+        shared_targets, tmp_path):
+    """A Kafka pipeline that keeps its offsets in Redis (the dedup-cache pattern) had no way to
+    show its progress: every run waited out quiesce.max as "stalled" (found by a new user).
+    `pipeline.progress: {redis: {hash: NAME}}` reads partition -> next offset from a hash; a
+    partition not in it is at -1 (nothing processed), junk fields are skipped."""
+    from onceproof.plan import load_plan
+    from onceproof.progress import RedisHashProgress, make_reader
+
+    d = shared_targets
+    topic = f"prog-{uuid.uuid4().hex[:6]}"
+    landed = _load(d, "kafka", topic, tmp_path)
+    ends: dict[int, int] = {}
+    for _, (p, off) in landed.items():
+        ends[p] = max(ends.get(p, 0), off + 1)
+    name = f"offsets-{uuid.uuid4().hex[:6]}"
+    r = client(d.redis.host, d.redis.port, password=d.redis.password)
+    r.hset(name, mapping={"0": 3, "junk": "x"})
+    plan = tmp_path / "p.yaml"
+    plan.write_text(f"name: t\ntargets: {{kafka: {{nodes: 1}}, redis: {{}}}}\npipeline: {{command: [x], progress: "
+                    f"{{redis: {{hash: {name}}}}}}}\nworkload: {{source: 'kafka:{topic}', sink: 'kafka:out'}}\n")
+    reader = make_reader(f"kafka:{topic}", d, [], load_plan(plan).pipeline.progress)
+    try:
+        assert isinstance(reader, RedisHashProgress)
+        (g,) = reader.read()
+        assert g.partitions == [[p, 3 if p == 0 else -1, e] for p, e in sorted(ends.items())]
+        assert g.lag == sum(e - (3 if p == 0 else 0) for p, e in ends.items())
+        r.hset(name, mapping={str(p): e for p, e in ends.items()})  # caught up
+        (g,) = reader.read()
+        assert g.lag == 0
+    finally:
+        reader.close()
+        r.delete(name)
+    bad = tmp_path / "bad.yaml"  # a progress hash needs the redis target
+    bad.write_text(plan.read_text().replace(", redis: {}", ""))
+    from onceproof.plan import PlanError
+
+    with pytest.raises(PlanError, match="pipeline.progress.redis"):
+        load_plan(bad)
