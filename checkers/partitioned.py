@@ -192,9 +192,17 @@ def _spill_folder(where: Any) -> Iterator[Path]:
     try:
         yield folder
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        # a second Ctrl-C or SIGTERM while the folder is removed (tens of seconds for the GBs of
+        # a big history) would stop the removal half-way: both wait until it is done
+        held = None
         if old is not None:
-            signal.signal(signal.SIGTERM, old)
+            held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            if held is not None:
+                signal.signal(signal.SIGINT, held[signal.SIGINT])
+                signal.signal(signal.SIGTERM, old)
 
 
 def pack_rows(cols: dict[str, np.ndarray], dt: np.dtype, dest: np.ndarray, bounds: list[int],

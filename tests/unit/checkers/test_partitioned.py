@@ -230,6 +230,31 @@ def test_sigterm_during_a_partitioned_check_leaves_no_spill(tmp_path: Path) -> N
     assert list(scratch.iterdir()) == []
 
 
+def test_a_second_signal_while_the_spill_folder_is_removed_does_not_stop_the_removal(tmp_path: Path,
+                                                                                       monkeypatch: Any) -> None:
+    """A check of a 200M-record history got SIGTERM; removing its 13 GB spill folder took long
+    enough for a second SIGTERM to arrive, which stopped the removal half-way (5.6 GB left in
+    /tmp). While the folder is removed, SIGINT and SIGTERM wait; the handlers are given back."""
+    import shutil
+    import signal
+
+    real = shutil.rmtree
+
+    def rmtree_under_signals(path: Any, ignore_errors: bool = False) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # the second signal: would raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGINT)
+        real(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(partitioned.shutil, "rmtree", rmtree_under_signals)
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    with pytest.raises(RuntimeError):
+        with partitioned._spill_folder(tmp_path) as folder:
+            (folder / "p0.bin").write_bytes(b"x" * 1000)
+            raise RuntimeError("the check failed")
+    assert list(tmp_path.iterdir()) == []
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
 def test_read_without_events_keeps_every_other_record_in_order(tmp_path: Path) -> None:
     """The records a big run's other checkers read (start, faults, progress, notes) come through
     whole; sends and sink reads (of any length, across the 8 MiB read pieces) are dropped."""
