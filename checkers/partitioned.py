@@ -58,7 +58,7 @@ import orjson
 
 from onceproof.checkers import exactly_once
 from onceproof.checkers.history import read_history
-from onceproof.checkers.history.columns import Part, _intern, visible_times
+from onceproof.checkers.history.columns import Part, _intern, remap_names, visible_times
 from onceproof.checkers.history.lines import LineError, _effect_id, cut_warning, line_of
 from onceproof.checkers.history.model import FINAL_READ, OBSERVE, History, HistoryError
 from onceproof.checkers.history.native import _native_part, _scan_span, scan_lib
@@ -462,14 +462,7 @@ class Split:
 
     # -- routing ----------------------------------------------------------------------------
     def _remap(self, names: list[Any], index: dict[Any, int], out: list[Any]) -> np.ndarray:
-        codes = []
-        for name in names:
-            c = index.get(name)
-            if c is None:
-                c = index[name] = len(out)
-                out.append(name)
-            codes.append(c)
-        return np.array(codes + [0], np.int64)
+        return remap_names(names, index, out)
 
     def _route_part(self, part: Part, base: int, line_end: int | None = None) -> None:
         fmap = self._remap(part.f_names, self.f_index, self.f_names)

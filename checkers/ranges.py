@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from onceproof.checkers import exactly_once
+from onceproof.checkers.history.columns import remap_names
 from onceproof.checkers.history.model import HistoryError
 from onceproof.checkers.partitioned import _UNSET, DEFER_OVER, DEFERRED, EFF_DT, SEND_DT, Rows, Sealed, Split, _spill_folder
 from onceproof.checkers.source import Source, open_source
@@ -169,14 +170,7 @@ def _lines(staged: str, others: dict[str, np.ndarray], reads: set[int]) -> dict[
 
 
 def _codes(names: list[Any], index: dict[Any, int], out: list[Any]) -> np.ndarray:
-    codes = []
-    for name in names:
-        c = index.get(name)
-        if c is None:
-            c = index[name] = len(out)
-            out.append(name)
-        codes.append(c)
-    return np.array(codes, np.int64)
+    return remap_names(names, index, out)[:-1]
 
 
 def fold(path: Any, k: int, bounds: list[int], scans: list[RangeScan]) -> tuple[Sealed, list[RangeJob], np.ndarray,

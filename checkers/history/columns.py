@@ -133,7 +133,10 @@ class _EventIds(Sequence):  # type: ignore[type-arg]
         return repr(list(self)) if len(self) < 20 else f"<{len(self)} event ids>"
 
 
-def _remap(names: list[Any], index: dict[Any, int], out: list[Any], dtype: Any) -> np.ndarray:
+def remap_names(names: list[Any], index: dict[Any, int], out: list[Any], dtype: Any = np.int64) -> np.ndarray:
+    """A part's name table (`names`, its codes 0..n-1) -> the codes of the same names in a
+    whole table (`out`, found through `index`: name -> code), the names new to it appended to
+    both; one more code at the end (0: a part's code -1 means none, and indexes it)."""
     codes = []
     for name in names:
         c = index.get(name)
@@ -162,9 +165,9 @@ def merge(parts: list[Part], prefix: str, path: str | None, data: bytes | None) 
     vis: list[tuple[int, int, np.ndarray]] = []  # (observation, its first effect, runs) of reads with `visible`
     rec_base = send_base = obs_base = eff_base = 0
     for part in parts:
-        fmap = _remap(part.f_names, f_index, h.f_names, np.int16)
-        pmap = _remap(part.proc_names, p_index, h.process_names, np.int32)
-        kmap = _remap(part.key_names, k_index, h.key_names, np.int32)
+        fmap = remap_names(part.f_names, f_index, h.f_names, np.int16)
+        pmap = remap_names(part.proc_names, p_index, h.process_names, np.int32)
+        kmap = remap_names(part.key_names, k_index, h.key_names, np.int32)
 
         def cat(k: str, dt: Any, c: dict[str, list[np.ndarray]] = part.cols) -> np.ndarray:
             got, c[k] = c[k], []  # the part's arrays go as soon as they are joined
