@@ -127,10 +127,22 @@ def test_pipeline_hanging_forever_after_a_restart_is_unknown_with_the_stall_neve
 
 
 def test_transaction_left_open_on_the_sink_is_unknown_naming_partition_offsets_and_producer(tmp_path: Path) -> None:
-    code, results, err, _ = _run(tmp_path, BLOCKED.format(root=ROOT, cwd=tmp_path))
-    eo = results["checkers"]["exactly-once"]
-    assert eo["anomalies"]["lost"] == 0, (eo["anomalies"], err[-2000:])
-    assert code == 3 and results["valid"] == "unknown", (code, eo["reason"])
+    """The kill leaves a transaction open on quix-out only if it lands inside one; once in a
+    clean-clone run it landed between two (no `sink-blocked` record: the group then stalls on
+    its session timeout). Such a run is checked for what it is (no verdict, nothing lost, the
+    stall named) and the scenario run once more, with its own folder."""
+    for attempt in (1, 2):
+        here = tmp_path / f"attempt-{attempt}"
+        here.mkdir()
+        code, results, err, _ = _run(here, BLOCKED.format(root=ROOT, cwd=here))
+        eo = results["checkers"]["exactly-once"]
+        assert eo["anomalies"]["lost"] == 0, (eo["anomalies"], err[-2000:])
+        assert code == 3 and results["valid"] == "unknown", (code, eo["reason"])
+        if '"f":"sink-blocked"' in (here / "out" / "history.jsonl").read_text():
+            break
+        assert eo["reason"].startswith("stalled: consumer group quix-copy"), eo["reason"]
+    else:
+        pytest.fail("the kill landed outside a transaction twice: no transaction was left open")
     assert eo["reason"].startswith("sink blocked: quix-out["), eo["reason"]
     assert "last stable offset" in eo["reason"] and "< end" in eo["reason"]
     assert "open transaction of producer" in eo["reason"], eo["reason"]  # via DescribeProducers
