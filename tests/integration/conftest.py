@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,9 +54,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     code = "from onceproof.targets.provision import install_seaweedfs; install_seaweedfs()"
     with open(log, "wb") as out:
-        _PREBUILD.append(subprocess.Popen(["nice", "-n", "19", sys.executable, "-c", code], stdout=out,
-                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          start_new_session=True, preexec_fn=_die_with_us))
+        proc = subprocess.Popen(["nice", "-n", "19", sys.executable, "-c", code], stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, preexec_fn=_die_with_us)
+    _PREBUILD.append(proc)
+    # reaped as soon as it ends: a zombie child of the session broke tests that list its children
+    threading.Thread(target=proc.wait, name="weed-build-reaper", daemon=True).start()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

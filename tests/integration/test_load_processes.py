@@ -47,8 +47,16 @@ def _plan(text: str) -> Plan:
 
 
 def _load_processes() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children(recursive=True)
-            if "onceproof.loadprocs" in " ".join(p.cmdline())]
+    """The live load processes under this one (another child that exited meanwhile, or one
+    not reaped yet, a zombie, has no command line: not one of them)."""
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "onceproof.loadprocs" in " ".join(p.cmdline()):
+                out.append(p)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue
+    return out
 
 
 @pytest.fixture(scope="module")
