@@ -102,13 +102,9 @@ def test_the_spill_rows_packed_in_c_are_numpys_bytes(n: int, k: int, seed: int, 
             assert rows[name].tolist() == np.asarray(cols[name]).astype(dt[name])[dest == p].tolist()
 
 
-@pytest.mark.parametrize("separators", [(",", ":"), (", ", ": ")])  # the writer's shape (numbered ids), not
-@pytest.mark.parametrize("k", [2, 3, 5, 8])
-def test_an_id_sent_under_two_keys_goes_where_its_first_send_goes(tmp_path: Path, k: int,
-                                                                  separators: tuple[str, str]) -> None:
-    """The spill routes a new id by its first record's key, also when the same chunk holds a later
-    send of it under another key (the id map is then filled by first occurrence, not by
-    whichever row numpy writes last): the result is the in-memory one."""
+def two_key_sends() -> list[dict[str, Any]]:
+    """40 events, each sent under its key and then again under another (a retry naming another
+    key), and a final read of the first keys: every 7th id lost, e-3 applied twice."""
     recs: list[dict[str, Any]] = []
     t = 0
     for i in range(40):
@@ -120,6 +116,17 @@ def test_an_id_sent_under_two_keys_goes_where_its_first_send_goes(tmp_path: Path
     final = [[f"e-{i}", f"k{i % 3}", i, 0] for i in range(40) if i % 7] + [["e-3", "k0", 3, 1]]
     recs.append({"time": t + 1, "process": "observer", "type": "ok", "f": "final-read",
                  "value": {"full": True, "events": final}})
+    return recs
+
+
+@pytest.mark.parametrize("separators", [(",", ":"), (", ", ": ")])  # the writer's shape (numbered ids), not
+@pytest.mark.parametrize("k", [2, 3, 5, 8])
+def test_an_id_sent_under_two_keys_goes_where_its_first_send_goes(tmp_path: Path, k: int,
+                                                                  separators: tuple[str, str]) -> None:
+    """The spill routes a new id by its first record's key, also when the same chunk holds a later
+    send of it under another key (the id map is then filled by first occurrence, not by
+    whichever row numpy writes last): the result is the in-memory one."""
+    recs = two_key_sends()
     path = tmp_path / "h.jsonl"
     path.write_text("".join(json.dumps({"index": n, **r}, separators=separators) + "\n" for n, r in enumerate(recs)))
     for order in (None, "per-key"):

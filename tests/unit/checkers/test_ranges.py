@@ -19,7 +19,7 @@ from onceproof.checkers.history import HistoryError, read_history
 
 from .conftest import same
 from .histories import RunModel, runs
-from .test_partitioned import _inject
+from .test_partitioned import _inject, two_key_sends
 
 
 @settings(max_examples=60, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
@@ -100,19 +100,8 @@ def test_an_id_seen_in_the_sink_before_its_send_follows_its_first_range(tmp_path
 def test_an_id_sent_under_two_keys_in_two_ranges_goes_where_its_first_send_goes(tmp_path: Path, k: int) -> None:
     """A retry under another key in a later range follows the id's first send (the fold's
     first range wins), whatever the cuts."""
-    recs: list[dict[str, Any]] = []
-    t = 0
-    for i in range(40):
-        for key in (f"k{i % 3}", f"other{i % 5}"):
-            for typ in ("invoke", "ok"):
-                t += 1
-                recs.append({"time": t, "process": "load", "type": typ, "f": "send",
-                             "value": {"id": f"e-{i}", "key": key, "seq": i}})
-    final = [[f"e-{i}", f"k{i % 3}", i, 0] for i in range(40) if i % 7] + [["e-3", "k0", 3, 1]]
-    recs.append({"time": t + 1, "process": "observer", "type": "ok", "f": "final-read",
-                 "value": {"full": True, "events": final}})
     path = tmp_path / "h.jsonl"
-    _write(path, recs)
+    _write(path, two_key_sends())
     for n in (2, 5, 13, 40):
         for order in (None, "per-key"):
             whole = exactly_once.check(read_history(path), order=order)
