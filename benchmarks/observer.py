@@ -16,8 +16,9 @@ The observer follows the table with pgoutput (harness/pgoutput.py). Then where t
 each step over the same rows (each fetch on a slot of its own, read in batches as the observer
 reads), side by side with COPY: the server's decoding alone (`count(*)`) with test_decoding
 (the old path) and pgoutput (text tuples as the observer asks, binary tuples, a 4x batch),
-decoding and fetching as the old and the new observer fetch, pgoutput streamed over the
-replication protocol by pg_recvlogical into a pipe, parsing each plugin's output, and writing
+decoding and fetching as the old observer and a slot-call observer fetched, pgoutput streamed
+over the replication protocol (what the observer reads now: harness/pgstream.py) by
+pg_recvlogical into a pipe and into the observer's own stream, parsing each plugin's output, and writing
 the effects to a history. (Tried before: one `string_agg` text per test_decoding batch, no
 faster than a row per change.)"""
 from __future__ import annotations
@@ -34,7 +35,7 @@ import psycopg
 
 from onceproof import pgoutput
 from onceproof.observer import Observer
-from onceproof.pgdecode import BATCH, PGOUTPUT_BATCH, WORK_MEM, Follower, Rows
+from onceproof.pgdecode import BATCH, GATHER_S, WORK_MEM, Follower, Rows
 from onceproof.recorder import HistoryWriter
 from onceproof.sinks import PostgresSink
 from onceproof.targets.deployment import Deployment, TargetsSpec
@@ -64,10 +65,18 @@ def writer(dsn: str, table: str, seconds: float, batch: int, counter: Any) -> No
             counter.value = n
 
 
+PGOUTPUT_BATCH = 4 * BATCH  # messages per slot call of the last observer that used slot calls
+# its fetch: one row per call, the messages each preceded by its length, joined on the server
+# (1.5x less CPU per message than a row each)
+FETCH = ("SELECT count(*), string_agg(int4send(length(data)) || data, ''::bytea) "
+         "FROM pg_logical_slot_get_binary_changes(%s, NULL, %s, 'proto_version', '1', 'publication_names', %s)")
+
+
 # one slot per fetch, each read to its end: test_decoding (the old path), pgoutput (text and binary
 # tuples, two batch sizes; as fetched by the observer), pgoutput streamed by pg_recvlogical
 SLOTS = {"td_count": "test_decoding", "td_rows": "test_decoding", "po_count": "pgoutput", "po_binary": "pgoutput",
-         "po_small": "pgoutput", "po_rows": "pgoutput", "po_agg": "pgoutput", "po_stream": "pgoutput"}
+         "po_small": "pgoutput", "po_rows": "pgoutput", "po_agg": "pgoutput", "po_stream": "pgoutput",
+         "po_ours": "pgoutput"}
 PUB = "bench_pub"
 
 
@@ -88,6 +97,39 @@ def _recvlogical(dsn: str, slot: str) -> float:
     if p.returncode != 0:
         raise RuntimeError(p.stderr.decode()[-500:])
     return secs
+
+
+def _streamed(dsn: str, slot: str) -> tuple[float, float]:
+    """The observer's own stream (harness/pgstream.py) read to the server's current WAL end,
+    each batch taken and confirmed, nothing parsed -> (wall s, CPU s of the walsender + ours)."""
+    from onceproof.pgstream import ReplicationStream
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        end = int(conn.execute("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint").fetchone()[0])
+        stream = ReplicationStream(dsn, slot, PUB)
+        t, cpu = time.perf_counter(), time.process_time()
+        stream.open(30.0)
+        sender = conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()[0]
+        sender_cpu = server_cpu(sender)
+        asked = 0.0
+        try:
+            while True:
+                more = stream.pump()
+                batch = stream.take()
+                if batch is not None:
+                    stream.confirm(pgoutput.end_lsn(batch.message(batch.n - 1)))
+                if stream.wal_end >= end and not stream.partial:
+                    break
+                if not more:
+                    if time.perf_counter() - asked > 0.05:
+                        stream.request_reply()
+                        asked = time.perf_counter()
+                    stream.wait(0.05)
+                    time.sleep(GATHER_S)
+            secs = time.perf_counter() - t
+            return secs, server_cpu(sender) - sender_cpu + time.process_time() - cpu
+        finally:
+            stream.free()
 
 
 def breakdown(dsn: str, sink: PostgresSink, n: int, tmp: Path) -> list[tuple[str, float, float | None]]:
@@ -115,8 +157,8 @@ def breakdown(dsn: str, sink: PostgresSink, n: int, tmp: Path) -> list[tuple[str
                 ("test_decoding decode + fetch (old observer)", "td_rows", "SELECT data FROM " + td, BATCH),
                 ("pgoutput decode + fetch a row per message", "po_rows", "SELECT data FROM " + po.replace("{x}", ""),
                  PGOUTPUT_BATCH),
-                ("pgoutput decode + fetch, joined (observer)", "po_agg",
-                 pgoutput.FETCH.replace("%s, NULL, %s", "'{s}', NULL, {b}").replace("'publication_names', %s",
+                ("pgoutput decode + fetch, joined (slot calls)", "po_agg",
+                 FETCH.replace("%s, NULL, %s", "'{s}', NULL, {b}").replace("'publication_names', %s",
                                                                                     f"'publication_names', '{PUB}'"),
                  PGOUTPUT_BATCH)):
             t, cpu = time.perf_counter(), server_cpu(conn.info.backend_pid) + time.process_time()
@@ -135,8 +177,11 @@ def breakdown(dsn: str, sink: PostgresSink, n: int, tmp: Path) -> list[tuple[str
         out.append(("pgoutput streamed by pg_recvlogical to a pipe", _recvlogical(dsn, "po_stream"), None))
     except Exception as e:  # noqa: BLE001 - a benchmark step that cannot run here is said, not fatal
         print(f"pg_recvlogical: not measured ({e})")
+    out.append(("pgoutput streamed to the observer's stream (no parse)", *_streamed(dsn, "po_ours")))
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'po_stream'")
+        time.sleep(0.5)  # the walsender of the stream just closed lets go of its slot
+        conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                     "WHERE slot_name IN ('po_stream', 'po_ours')")
     old = Follower(dsn, sink.name, Rows("event_id", "key", "seq", "replica"), full_select=lambda: [])
     t, cpu = time.perf_counter(), time.process_time()
     for text in texts:
@@ -210,12 +255,15 @@ def follow(d: Deployment, table: str, plugin: str, args: argparse.Namespace, tmp
     while obs.applied < written[0] and time.monotonic() - t_written < 300:
         time.sleep(0.05)
     t_followed = time.monotonic()
-    obs.stop()
-    # the observer's CPU: this process's (its thread, the fetch thread, the history's flusher;
-    # the writer is a process of its own) and its server backends' (changes, clock reads, fetches)
-    fconn = sink.follower._fconn
+    # the observer's CPU: this process's (its thread, the history's flusher; the writer is a
+    # process of its own) and its server backends' (changes, clock reads; pgoutput's walsender,
+    # which started with the stream: all its CPU is the observer's)
+    with psycopg.connect(d.postgres_dsn(), autocommit=True) as conn:
+        sender = conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
+                              (sink.follower.slot,)).fetchone()[0]
     cpu = (time.process_time() - process_cpu + server_cpu(backend) - backend_cpu
-           + (server_cpu(fconn.info.backend_pid) if fconn is not None else 0.0))
+           + (server_cpu(sender) if sender is not None else 0.0))
+    obs.stop()
     history.close()
     n = written[0]
     return sink, {"plugin": plugin, "written": n, "followed": obs.applied, "write_rate": n / (t_written - t0),

@@ -8,7 +8,8 @@ with `wal_level = logical` (targets/postgres.py sets it).
 
 Two output plugins, one chosen per table by `Follower.create()`:
 - `pgoutput` (harness/pgoutput.py: binary messages, only the published table's changes sent,
-  its INSERTs read by a compiled scanner): the path for our effects table and for a user's
+  read as a replication stream, harness/pgstream.py, its INSERTs read by a compiled scanner):
+  the path for our effects table and for a user's
   table that exists when the run starts and has a replica identity. It needs a publication of
   the table (all columns: a column list with REPLICA IDENTITY FULL would refuse the
   pipeline's UPDATEs), named as the slot.
@@ -51,7 +52,9 @@ twice recorded each such effect twice, a false `duplicate` on a correct pipeline
 `kill postgres` faults gave 7,501 of them; tests/integration/test_pg_redelivery.py). So the
 follower remembers the commit LSN of the last transaction it applied (`applied_lsn`) and drops
 any transaction whose commit LSN is not above it; decoding is in commit order, so they are a
-prefix of a call's changes. The other way round, a `pg_logical_slot_get_*changes` call advances
+prefix of a call's changes. The other way round (test_decoding; pgoutput's stream moves the
+slot on only as far as the follower confirms what it applied, so it loses nothing this way), a
+`pg_logical_slot_get_changes` call advances
 the slot on the server before its rows reach us: a call that fails after that (a deadline that
 fires mid-transfer, e.g. while the server was paused) lost changes the slot will not give again.
 So the follower keeps the slot's confirmed position after each call it received (`_position`),
@@ -61,8 +64,10 @@ decoded); a slot that did not move (the call never ran) or moved back (a crash) 
 
 Speed (benchmarks/observer.py measures each step): with test_decoding a batch of changes is
 joined into one text and the INSERTs of an effects table are parsed with one regex over the
-whole batch (`_fast_inserts`); with pgoutput the compiled scanner reads runs of INSERTs and
-commits (`_apply_pgoutput`), Python the rest."""
+whole batch (`_fast_inserts`); with pgoutput the stream decodes each change once, on the
+server's walsender, while we parse (slot calls decoded again from the slot's restart point on
+every call), the compiled library drains it, and the compiled scanner reads runs of INSERTs
+and commits (`_apply_pgoutput`), Python the rest."""
 from __future__ import annotations
 
 import re
@@ -78,12 +83,11 @@ Effect = list[Any]  # [id, key, seq, replica]
 _VALUE = r"('[^']*(?:''[^']*)*'|\S+)"  # a quoted text value (quotes doubled inside), or a bare token
 _COLUMN = re.compile(r"""("(?:[^"]|"")+"|[^\s\[]+)\[([^\]]*(?:\[\])?)\]:""" + _VALUE)
 BATCH = 50_000  # changes per pg_logical_slot_get_changes call (it stops at a transaction's end)
-# pgoutput messages per call: each call decodes again from the slot's restart point (the start of
-# the oldest transaction then running), so a small batch of a busy server decodes much twice;
-# 4x BATCH took 0.65x the CPU per row of BATCH (benchmarks/observer.py). The server keeps a
-# call's messages in memory up to work_mem (WORK_MEM: ~20 MB for an effects table), else on disk.
-PGOUTPUT_BATCH = 4 * BATCH
-WORK_MEM = "64MB"
+# after the stream ran dry, how long to let messages gather before draining again: the server
+# sends each message on its own, so draining as each arrives costs a pass of our loop per
+# message, on the cores the server decodes with (benchmarks/observer.py)
+GATHER_S = 0.01
+WORK_MEM = "64MB"  # a slot call keeps its changes in memory up to work_mem, else on disk
 _COMMIT = re.compile(r"^COMMIT(?: \d+)? \(at ([^)\n]*)\)$", re.MULTILINE)
 _COPY_ESCAPES = re.compile(r"\\(.)")
 _UNESCAPED = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
@@ -156,6 +160,32 @@ def visibility_runs(commits: list[list[Any]], server_now_s: float, local_now_ns:
 
 
 LEFTOVER = r"^onceproof_[0-9a-f]{12}$"  # how Follower names its slot and publication
+
+
+def pgstream_error(message: str) -> Exception:
+    """A psycopg.OperationalError saying `message` (what a failed read raises)."""
+    import psycopg
+
+    return psycopg.OperationalError(message)
+
+
+def _drop_slot(conn: Any, slot: str) -> None:
+    """Drop `slot` if it exists, waiting up to 5 s for a walsender that still holds it (a
+    stream just closed: the server notices a moment later). Raises psycopg.Error."""
+    import time
+
+    import psycopg
+
+    end = time.monotonic() + 5.0
+    while True:
+        try:
+            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                         "WHERE slot_name = %s", (slot,))
+            return
+        except psycopg.errors.ObjectInUse:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.05)
 
 
 def close_quietly(conn: Any) -> None:
@@ -272,9 +302,8 @@ class Follower:
         self.redelivered = 0  # transactions decoded again after a server crash, dropped
         self._position = 0  # the slot's confirmed LSN after the last call received (see the module's doc)
         self._suspect = False  # a call failed: did the slot move on without us? (`_check_position`)
-        self._fconn: Any = None  # pgoutput: the fetch thread's connection (see _fetch)
-        self._pool: Any = None
-        self._ahead: Any = None  # a Future of the next batch, fetched ahead
+        self._stream: Any = None  # pgoutput: the slot's replication stream (harness/pgstream.py)
+        self.confirmed_end = 0  # pgoutput: the end LSN of the last transaction applied (confirmed to the server)
         self.full_select = full_select
         # after a read that returned the whole content: the applications it decoded on the way
         # (an insert and the delete of its row in one read would otherwise never be seen)
@@ -339,12 +368,12 @@ class Follower:
     def close(self) -> None:
         """Drop the slot (no WAL held back after the run), the publication and the connection.
         Never raises."""
-        self._stop_fetching()
+        if self._stream is not None:  # the slot is active while its stream is open
+            self._stream.free()
         try:
             conn = self._connect()
             with SocketDeadline(conn, 10.0):
-                conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                             "WHERE slot_name = %s", (self.slot,))
+                _drop_slot(conn, self.slot)
                 from psycopg import sql
 
                 conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(self.slot)))
@@ -353,48 +382,66 @@ class Follower:
         close_quietly(self.conn)
         self.conn = None
 
-    def _messages(self, timeout: float) -> tuple[pgoutput.Batch | None, int]:
-        """The next pgoutput messages of the slot (at most about PGOUTPUT_BATCH, whole
-        transactions) as one Batch (pgoutput.FETCH), and how many (None when none)."""
-        import psycopg
+    def _stream_open(self, timeout: float) -> Any:
+        """The slot's replication stream (harness/pgstream.py), opened (again, after a failure)."""
+        from onceproof.pgstream import ReplicationStream
 
-        conn = self._fconn
-        if conn is None or conn.closed:
-            conn = self._fconn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5,
-                                                 options=f"-c work_mem={WORK_MEM}")
-        n, buf = self._slot_call(conn, timeout, lambda c: c.execute(
-            pgoutput.FETCH, (self.slot, PGOUTPUT_BATCH, self.slot), binary=True).fetchone())
-        return (pgoutput.Batch.framed(buf, pgoutput.native()) if n else None), n
+        if self._stream is None:
+            self._stream = ReplicationStream(self.dsn, self.slot, self.slot)
+        if not self._stream.is_open:
+            self._stream.open(timeout)
+            self._stream.confirmed = max(self._stream.confirmed, self.confirmed_end)
+        return self._stream
 
-    def _fetch(self, timeout: float, ahead: bool) -> tuple[pgoutput.Batch | None, int]:
-        """The next batch (`_messages`): the one fetched ahead if any, else fetched now. With
-        `ahead`, the batch after it is fetched while the caller applies this one: the server
-        decodes while we parse (the two run on two cores). Every fetch runs on one thread of
-        its own with a connection of its own (`_fconn`). Raises what `_messages` raises."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="onceproof-pgoutput")
-        pending, self._ahead = self._ahead, None
-        got = (pending or self._pool.submit(self._messages, timeout)).result()
-        if ahead and got[1] >= PGOUTPUT_BATCH:  # a full batch: more is likely waiting
-            self._ahead = self._pool.submit(self._messages, timeout)
-        return got
-
-    def _stop_fetching(self) -> None:
-        """Wait for a fetch ahead (its changes are dropped: only `close()` calls this) and stop
-        the fetch thread and its connection, so the slot is no longer active. Never raises."""
-        pending, self._ahead = self._ahead, None
+    def _insert_lsn(self, timeout: float) -> int:
+        """The server's WAL insert position now: every transaction committed so far (even
+        asynchronously) ends before it. Raises psycopg.Error."""
+        conn = self._connect()
         try:
-            if pending is not None:
-                pending.result(timeout=120)
-        except Exception:  # noqa: BLE001 - a failed fetch holds nothing
-            pass
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-        close_quietly(self._fconn)
-        self._fconn = None
+            with SocketDeadline(conn, timeout):
+                return int(conn.execute("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint").fetchone()[0])
+        except Exception:
+            close_quietly(conn)
+            raise
+
+    def _stream_read(self, out: list[Effect], timeout: float, budget_s: float, final: bool) -> bool:
+        """pgoutput's read: the transactions committed before the read started (the server's
+        insert position then: `_insert_lsn`), as the stream brings them, applied to the content
+        (`_apply_pgoutput`; new applications to `out`), each confirmed once applied. Stops once
+        the server said it has sent everything before that position and no transaction is
+        half received, or after `budget_s` (the rest comes with the next read). True when a
+        row went away. Raises psycopg.Error: the server cannot be read, or, for the `final`
+        read, did not send everything within `budget_s`."""
+        import time
+
+        target = self._insert_lsn(timeout)
+        stream = self._stream_open(timeout)
+        vanished, asked = False, 0.0
+        deadline = time.monotonic() + budget_s
+        try:
+            while True:
+                more = stream.pump()
+                batch = stream.take()
+                if batch is not None:
+                    vanished = self._apply_pgoutput(batch, out) or vanished
+                    stream.confirm(self.confirmed_end)
+                if stream.wal_end >= target and not stream.partial:
+                    return vanished
+                now = time.monotonic()
+                if now >= deadline:
+                    if final:
+                        raise pgstream_error(f"{self.prefix}the server did not send its changes up to "
+                                             f"the end of the run within {budget_s:g} s")
+                    return vanished
+                if not more:
+                    if now - asked >= 0.05:  # where is the server? (a keepalive answers)
+                        stream.request_reply()
+                        asked = now
+                    stream.wait(min(0.05, deadline - now))
+                    time.sleep(GATHER_S)
+        except Exception:
+            stream.close()
+            raise
 
     def _apply_pgoutput(self, batch: pgoutput.Batch | list[bytes], out: list[Effect]) -> bool:
         """Apply pgoutput messages (harness/pgoutput.py; a Batch, or a list of messages) to the
@@ -424,8 +471,9 @@ class Follower:
             if lib is None:
                 break
             i += 1
-        if n and batch.message(n - 1)[0] == 67:  # a call ends at a Commit: its Begin's final LSN
+        if n and batch.message(n - 1)[0] == 67:  # a batch ends at a Commit: its Begin's final LSN
             self.applied_lsn = max(self.applied_lsn, self._final_lsn)
+            self.confirmed_end = max(self.confirmed_end, pgoutput.end_lsn(batch.message(n - 1)))
         return vanished
 
     def _skip_applied(self, batch: pgoutput.Batch) -> int:
@@ -808,29 +856,24 @@ class Follower:
             self.rows.rows[ident] = [eff, 1]
             self.rows.by_id.setdefault(eff[0], []).append(ident)
 
-    def read(self, timeout: float = 10.0, budget_s: float = 1.0) -> tuple[list[Effect], bool]:
+    def read(self, timeout: float = 10.0, budget_s: float = 1.0, final: bool = False) -> tuple[list[Effect], bool]:
         """Changes since the last read, for at most about `budget_s` (the observer records each
-        read as it returns, so a busy sink is followed in steps, not one read that never ends)."""
+        read as it returns, so a busy sink is followed in steps, not one read that never ends).
+        `final`: pgoutput reads to the end or raises (see `_stream_read`)."""
         import time
 
         out: list[Effect] = []
         vanished = False
         started = time.monotonic()
         self._commits, self.visible, self.passing = [], None, []
-        while True:
-            if self.plugin == "pgoutput":
-                batch, n = self._fetch(timeout, ahead=not vanished and time.monotonic() - started <= budget_s)
-                if batch is not None:
-                    vanished = self._apply_pgoutput(batch, out) or vanished
-            else:
+        if self.plugin == "pgoutput":
+            vanished = self._stream_read(out, timeout, budget_s, final)
+        else:
+            while True:
                 text, n = self._changes(timeout)
                 vanished = self._apply(text, out) or vanished
-            if n < (PGOUTPUT_BATCH if self.plugin == "pgoutput" else BATCH) or time.monotonic() - started > budget_s:
-                break
-        if vanished and self._ahead is not None:  # the whole content is returned: with it applied
-            batch, _ = self._fetch(timeout, ahead=False)
-            if batch is not None:
-                self._apply_pgoutput(batch, out)
+                if n < BATCH or time.monotonic() - started > budget_s:
+                    break
         if out and not vanished:
             self.visible = self._visible(len(out), timeout)
         if vanished:
@@ -863,11 +906,14 @@ class Follower:
         """The whole content after reading the rest of the slot: the table read in full when
         there is a `full_select` and the decoded content may be wrong (`blind`), else the
         decoded content (which alone knows the re-applications by xmin)."""
-        while True:  # to the end of the slot
-            before = self.next_identity + self.count
-            self.read(timeout=60.0, budget_s=60.0)
-            if self.next_identity + self.count == before:
-                break
+        if self.plugin == "pgoutput":  # to the server's position now, or an error
+            self.read(timeout=60.0, budget_s=60.0, final=True)
+        else:
+            while True:  # to the end of the slot
+                before = self.next_identity + self.count
+                self.read(timeout=60.0, budget_s=60.0)
+                if self.next_identity + self.count == before:
+                    break
         if self.full_select is not None and (self.blind or not self.track):
             return self.full_select()
         return self.rows.expand()

@@ -1,7 +1,8 @@
 """PostgreSQL's `pgoutput` logical decoding messages, parsed for one table.
 
 The binary messages of the built-in `pgoutput` plugin, protocol version 1 (PostgreSQL docs,
-"Logical Replication Message Formats"), as `pg_logical_slot_get_binary_changes(slot, NULL, n,
+"Logical Replication Message Formats"), as the replication stream carries them (one in each
+XLogData; harness/pgstream.py) and `pg_logical_slot_get_binary_changes(slot, NULL, n,
 'proto_version', '1', 'publication_names', pub)` returns them, one message a row:
 
     B  Begin:    final LSN (int64), commit time (int64 us since 2000-01-01 UTC), xid (int32)
@@ -42,6 +43,11 @@ def final_lsn(m: bytes) -> int:
 def commit_lsn(m: bytes) -> int:
     """A Commit message ('C') -> its commit LSN."""
     return _I64(m, 2)[0]
+
+
+def end_lsn(m: bytes) -> int:
+    """A Commit message ('C') -> the end LSN of its transaction (where the next one may start)."""
+    return _I64(m, 10)[0]
 
 
 def commit_time(m: bytes) -> float:
@@ -169,15 +175,7 @@ def _lists(cols: list[list[Any]]) -> list[list[Any]]:
 
 class OrderError(RuntimeError):
     """A Commit whose LSN is not its Begin's final LSN: the messages are not in the server's
-    order (see `FETCH`)."""
-
-
-# One row per call: the messages each preceded by its length, joined on the server (1.5x less CPU
-# per message than a row each, benchmarks/observer.py). string_agg feeds the function's rows in
-# the order it returns them (a plain aggregate over a function scan, which no plan parallelises:
-# the slot functions are parallel unsafe); every Commit is checked against its Begin (OrderError).
-FETCH = ("SELECT count(*), string_agg(int4send(length(data)) || data, ''::bytea) "
-         "FROM pg_logical_slot_get_binary_changes(%s, NULL, %s, 'proto_version', '1', 'publication_names', %s)")
+    order (never seen: a guard on the order the stream and the scanner keep)."""
 
 
 class Batch:
@@ -203,7 +201,8 @@ class Batch:
 
     @classmethod
     def framed(cls, buf: bytes, lib: Any) -> "Batch":
-        """A buffer as FETCH returns it (each message preceded by its int32 length)."""
+        """A buffer of messages each preceded by its int32 length (benchmarks/observer.py fetches
+        slot calls so)."""
         import numpy as np
 
         if lib is not None:
@@ -241,7 +240,7 @@ class Batch:
         """Messages from `start` on, until one the scanner leaves to Python -> (its index, or n;
         effects [id, key, seq, replica] of the INSERTs of `rel`; commits [[rows before it in
         this scan, commit time s since the Unix epoch], ...]; the last Begin's final LSN, given
-        as `final_lsn`). Raises OrderError (see FETCH)."""
+        as `final_lsn`). Raises OrderError."""
         import numpy as np
 
         w = np.array(want, dtype=np.int32)

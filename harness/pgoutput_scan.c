@@ -25,8 +25,22 @@
  * counts[0] = rows, counts[1] = commits, counts[2] = bytes used in ids, counts[3] in keys;
  * counts[4] = the last Begin's final LSN (in and out).
  * Capacities: rows and commits at most n - start each; ids_cap, keys_cap bytes.
+ *
+ * po_stream_*: the messages of a logical replication stream (START_REPLICATION ... LOGICAL, the
+ *   CopyBoth sub-protocol; PostgreSQL docs, "Streaming Replication Protocol"), drained from libpq
+ *   without blocking into a buffer this library owns (harness/pgstream.py is the caller):
+ *   po_stream_drain takes every CopyData message libpq holds or can read from the socket now,
+ *   through libpq's own PQgetCopyData, PQconsumeInput and PQfreemem (passed as pointers: the
+ *   libpq the caller's psycopg loaded, whatever its build), until none is left (0) or whole
+ *   transactions of `max_n` messages / `max_bytes` bytes are held (1); -1 when the server ended the copy, -2 on a libpq
+ *   error, -3 on a malformed message or no memory. An XLogData ('w', a 24-byte header, then
+ *   one pgoutput message) keeps its message; a Commit ('C') among them marks the end of whole
+ *   transactions (`po_stream_info`: held[2], held[3]); a primary keepalive ('k') keeps the
+ *   highest WAL end the server reported (held[4]) and whether it asked for a reply (held[5]).
+ *   po_stream_shift drops the whole transactions (the caller copied them) and keeps the rest.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 static uint32_t be32(const unsigned char *p) {
@@ -180,4 +194,142 @@ int64_t po_scan(const unsigned char *buf, const int64_t *starts, const int64_t *
     counts[3] = key_len;
     counts[4] = final_lsn;
     return i;
+}
+
+typedef struct {
+    unsigned char *buf;
+    int64_t used, cap;
+    int64_t *starts, *ends;
+    int64_t n, ncap;
+    int64_t whole_n, whole_used; /* messages and bytes up to the end of the last Commit held */
+    int64_t wal_end, reply;
+} po_stream;
+
+typedef int (*po_getcopy_fn)(void *conn, char **buffer, int async);
+typedef void (*po_free_fn)(void *ptr);
+typedef int (*po_consume_fn)(void *conn);
+
+po_stream *po_stream_new(void) {
+    return (po_stream *)calloc(1, sizeof(po_stream));
+}
+
+void po_stream_free(po_stream *s) {
+    if (s) {
+        free(s->buf);
+        free(s->starts);
+        free(s->ends);
+        free(s);
+    }
+}
+
+/* held: [0] bytes, [1] messages, [2] messages of whole transactions, [3] their bytes,
+ * [4] the highest keepalive WAL end, [5] a reply was asked for since the last call (cleared) */
+void po_stream_info(po_stream *s, int64_t *held, unsigned char **buf, int64_t **starts, int64_t **ends) {
+    held[0] = s->used;
+    held[1] = s->n;
+    held[2] = s->whole_n;
+    held[3] = s->whole_used;
+    held[4] = s->wal_end;
+    held[5] = s->reply;
+    s->reply = 0;
+    *buf = s->buf;
+    *starts = s->starts;
+    *ends = s->ends;
+}
+
+void po_stream_shift(po_stream *s) {
+    int64_t k = s->whole_n, b = s->whole_used, i;
+    if (k == 0)
+        return;
+    memmove(s->buf, s->buf + b, (size_t)(s->used - b));
+    for (i = k; i < s->n; i++) {
+        s->starts[i - k] = s->starts[i] - b;
+        s->ends[i - k] = s->ends[i] - b;
+    }
+    s->used -= b;
+    s->n -= k;
+    s->whole_n = s->whole_used = 0;
+}
+
+void po_stream_clear(po_stream *s) {
+    s->used = s->n = s->whole_n = s->whole_used = 0;
+}
+
+static int grow(po_stream *s, int64_t bytes) {
+    if (s->used + bytes > s->cap) {
+        int64_t cap = s->cap ? s->cap : (1 << 20);
+        unsigned char *b;
+        while (cap < s->used + bytes)
+            cap *= 2;
+        b = (unsigned char *)realloc(s->buf, (size_t)cap);
+        if (!b)
+            return 0;
+        s->buf = b;
+        s->cap = cap;
+    }
+    if (s->n >= s->ncap) {
+        int64_t cap = s->ncap ? s->ncap * 2 : 16384;
+        int64_t *a = (int64_t *)realloc(s->starts, (size_t)cap * sizeof(int64_t));
+        if (!a)
+            return 0;
+        s->starts = a;
+        a = (int64_t *)realloc(s->ends, (size_t)cap * sizeof(int64_t));
+        if (!a)
+            return 0;
+        s->ends = a;
+        s->ncap = cap;
+    }
+    return 1;
+}
+
+int64_t po_stream_drain(po_stream *s, void *conn, void *get_fn, void *free_fn, void *consume_fn, int64_t max_n,
+                        int64_t max_bytes) {
+    po_getcopy_fn get = (po_getcopy_fn)get_fn;
+    po_free_fn freemem = (po_free_fn)free_fn;
+    po_consume_fn consume = (po_consume_fn)consume_fn;
+    int consumed = 0;
+    while (s->whole_n < max_n && s->whole_used < max_bytes) {
+        char *p = NULL;
+        int len = get(conn, &p, 1);
+        if (len == 0) {
+            if (consumed)
+                return 0;
+            if (!consume(conn))
+                return -2;
+            consumed = 1;
+            continue;
+        }
+        if (len == -1)
+            return -1;
+        if (len < 0)
+            return -2;
+        consumed = 0;
+        if (p[0] == 'w' && len > 25) {
+            int64_t m = len - 25;
+            if (!grow(s, m)) {
+                freemem(p);
+                return -3;
+            }
+            memcpy(s->buf + s->used, p + 25, (size_t)m);
+            s->starts[s->n] = s->used;
+            s->ends[s->n] = s->used + m;
+            s->used += m;
+            s->n++;
+            if (p[25] == 'C') {
+                s->whole_n = s->n;
+                s->whole_used = s->used;
+            }
+        } else if (p[0] == 'k' && len >= 18) {
+            int64_t end = be64((const unsigned char *)p + 1);
+            if (end > s->wal_end)
+                s->wal_end = end;
+            if (p[17])
+                s->reply = 1;
+        } else if (p[0] != 'w') {
+            freemem(p);
+            return -3;
+        }
+        freemem(p);
+    }
+    return 1;
 }
