@@ -61,9 +61,11 @@ def settings(fsync: bool) -> list[str]:
     """The server's settings (postgresql.conf lines), the same for every runtime: enough
     connections for a run's clients, prepared transactions (two-phase-commit pipelines) and
     `wal_level = logical`, which the observer's logical decoding needs (harness/pgdecode.py;
-    a docker server with `replica` ended every `table:` mapping's run without a verdict)."""
+    a docker server with `replica` ended every `table:` mapping's run without a verdict), with
+    room for a slot and a replication stream per followed table beside a standby's (10 each
+    by default)."""
     return ["max_connections = 200", "shared_buffers = 64MB", "max_prepared_transactions = 50",
-            "wal_level = logical", f"fsync = {'on' if fsync else 'off'}", "log_min_messages = warning"]
+            "wal_level = logical", "max_wal_senders = 32", "max_replication_slots = 32", f"fsync = {'on' if fsync else 'off'}", "log_min_messages = warning"]
 
 class PostgresNode(Node):
     kind = "postgres"
