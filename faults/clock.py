@@ -33,10 +33,17 @@ def _effective(context: Context, node: str) -> float:
 
 
 def _check(context: Context, names: list[str]) -> None:
-    """Before changing anything: every target runs with the clock shim."""
+    """Before changing anything: every target runs with the clock shim, and a running target's
+    process has it loaded (a pipeline image whose C library cannot preload it would otherwise
+    take a skew that changes nothing, counted as applied: found on docker)."""
     for name in names:
-        if context.node(name).runtime.clock_shim is None:
+        node = context.node(name)
+        if node.runtime.clock_shim is None:
             raise FaultError(f"{name} runs without the clock shim (run `onceproof setup`)", certain=True)
+        if node.clock_shim_loaded() is False:
+            raise FaultError(f"{name}'s process does not load the clock shim (LD_PRELOAD of "
+                             f"{node.runtime.clock_shim.name}: its image's C library cannot preload it, e.g. "
+                             "not glibc), so its clock cannot be moved", certain=True)
 
 
 def _write(context: Context, node: str) -> float:

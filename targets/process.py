@@ -231,6 +231,26 @@ class Node:
         self.stop()
         self.start()
 
+    def host_pid(self) -> int | None:
+        """The pid, on this machine, of the node's main process while it runs (a container's
+        too), else None."""
+        return self.pid if self.alive else None
+
+    def clock_shim_loaded(self) -> bool | None:
+        """Whether the node's running process has the clock shim mapped (/proc/<pid>/maps):
+        None when that cannot be known (not running, or its maps unreadable). A process whose C
+        library cannot preload the shim (an image not built on glibc, a static binary) runs
+        without it: a clock fault would change nothing."""
+        pid = self.host_pid()
+        shim = self.runtime.clock_shim
+        if pid is None or shim is None:
+            return None
+        try:
+            with open(f"/proc/{pid}/maps") as fh:
+                return any(shim.name in line for line in fh)
+        except OSError:
+            return None
+
     def set_clock_offset(self, offset_s: float) -> None:
         """Move this node's wall clock by offset_s seconds from now on (0 = true time)."""
         fd = os.open(self.clock_file, os.O_WRONLY)

@@ -20,24 +20,38 @@ def leftovers(run_id: str) -> list[str]:
 def remove_labelled(run_id: str) -> list[str]:
     """Remove (forcibly: a running or paused container is killed) every container, then
     network, then volume labelled with `run_id`, with each container's anonymous volumes.
-    Returns one line per thing removed. Raises EngineError if the engine does not answer."""
+    Containers in another's network namespace are removed before it; one the engine still
+    refuses does not stop the rest. Returns one line per thing removed. Raises EngineError if
+    the engine does not answer, or naming what it refused to remove (after removing the rest)."""
     import docker
 
     if not run_id:
         raise ValueError("refusing to remove by an empty run id")
     c = client(timeout=60)
     flt = {"label": f"{LABEL}={run_id}"}
-    removed = []
-    for container in c.containers.list(all=True, filters=flt):
-        if container.labels.get(LABEL) != run_id:
-            continue
-        try:
-            if container.status == "paused":
-                container.unpause()
-            container.remove(force=True, v=True)
-            removed.append(f"container {container.name}")
-        except docker.errors.NotFound:
-            pass
+    removed: list[str] = []
+    mine = [x for x in c.containers.list(all=True, filters=flt) if x.labels.get(LABEL) == run_id]
+    # a container in another's network namespace (a pipeline given as an image joins
+    # Toxiproxy's: `network_mode: container:<id>`) goes first: the engine refuses to remove
+    # the one it depends on before it ("has dependent containers")
+    mine.sort(key=lambda x: not str((x.attrs.get("HostConfig") or {}).get("NetworkMode", "")).startswith("container:"))
+    failed: list[tuple[str, Exception]] = []
+    for attempt in (1, 2):  # a second pass for what depended on something removed after it
+        left, failed = [], []
+        for container in mine:
+            try:
+                if container.status == "paused":
+                    container.unpause()
+                container.remove(force=True, v=True)
+                removed.append(f"container {container.name}")
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as e:
+                left.append(container)
+                failed.append((container.name, e))
+        mine = left
+        if not mine:
+            break
     for network in c.networks.list(filters=flt):
         if (network.attrs.get("Labels") or {}).get(LABEL) != run_id:
             continue
@@ -52,6 +66,9 @@ def remove_labelled(run_id: str) -> list[str]:
             removed.append(f"volume {volume.name}")
         except docker.errors.NotFound:
             pass
+    if failed:
+        raise EngineError("could not remove " + "; ".join(f"container {n}: {e}" for n, e in failed)
+                          + (f" (removed: {', '.join(removed)})" if removed else ""))
     return removed
 
 

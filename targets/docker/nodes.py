@@ -87,6 +87,11 @@ class ContainerNode(Node):
     def pid(self) -> int | None:
         return None
 
+    def host_pid(self) -> int | None:
+        """The container's main process as this machine sees it (the engine's State.Pid)."""
+        pid = self._state().get("Pid") if self.container is not None else None
+        return int(pid) if pid else None
+
     def _state(self) -> dict[str, Any]:
         if self.container is None:
             return {}
@@ -451,7 +456,10 @@ class ContainerCommand(ContainerNode, CommandNode):
         proxy = self.toxiproxy
         if not isinstance(proxy, DockerToxiproxy) or proxy.container is None:
             raise NodeError(f"{self.name}: a pipeline given as an image needs the docker runtime's Toxiproxy container")
-        return Spec(self.image, list(self.argv), [], env=dict(self._env), log_wrap=False, clock=False,
+        # the clock shim is mounted and preloaded as in the targets' containers; an image whose C
+        # library cannot preload it runs without it, and a clock fault on it then fails
+        # (faults/clock.py checks the process's maps) rather than count as applied
+        return Spec(self.image, list(self.argv), [], env=dict(self._env), log_wrap=False,
                     network_mode=f"container:{proxy.container.id}")
 
     def stop(self, timeout: float = 15.0) -> None:

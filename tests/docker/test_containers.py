@@ -278,3 +278,61 @@ def test_an_image_an_older_onceproof_built_is_refused_with_the_advice_to_rebuild
             d.stop()
         assert (advice in str(redis.value)) is hinted, str(redis.value)
         assert cleanup.leftovers(runtime.run_id) == []
+
+
+def test_clock_skew_moves_the_clock_of_a_pipeline_given_as_an_image(docker_targets):
+    """A pipeline replica in a container of an image (`pipeline: {image, command}`) runs with
+    the clock shim mounted and preloaded, as the targets' containers do: its time.time() jumps
+    with the skew and back (found: its skew counted as applied while its clock never moved)."""
+    from onceproof.targets.docker.nodes import ContainerCommand
+
+    script = "import time\nwhile True:\n    print(f'T {time.time():.3f}', flush=True)\n    time.sleep(0.05)\n"
+    node = ContainerCommand(docker_targets.runtime, "pipeline-clock", "onceproof/pipelines:local",
+                            ["python", "-u", "-c", script], {}, docker_targets.toxiproxy)
+    node.start()
+
+    def last() -> float:
+        lines = [ln for ln in node.container.logs().decode().splitlines() if ln.startswith("T ")]
+        return float(lines[-1][2:]) if lines else float("nan")
+
+    def until(ok) -> None:  # type: ignore[no-untyped-def]
+        def check() -> None:
+            assert ok(), last() - time.time()
+        _retry(check)
+
+    try:
+        until(lambda: abs(time.time() - last()) < 5)
+        assert node.clock_shim_loaded() is True
+        node.set_clock_offset(3600)
+        until(lambda: 3590 < last() - time.time() < 3610)
+        node.set_clock_offset(0)
+        until(lambda: abs(last() - time.time()) < 5)
+    finally:
+        node.stop()
+
+
+def test_cleanup_removes_containers_in_another_ones_network_namespace_before_it(docker_engine):
+    """Pipeline replicas given as images join Toxiproxy's network namespace, and the engine
+    refuses to remove a container others depend on ("has dependent containers"). A new user's
+    `onceproof cleanup` after a SIGKILL (two image replicas, killed and restarted during the run)
+    met Toxiproxy's first, stopped there and removed nothing. The order the engine lists them in
+    is the engine's: here podman listed the dependents first (this test passed without the
+    fix), so it checks that a cleanup of a shared container with eight dependents removes all
+    nine, whatever the order; the dependents-first order and the second pass are the fix."""
+    from onceproof.targets.docker.engine import LABEL, client
+
+    run_id = "t" + uuid.uuid4().hex[:11]
+    c = client(timeout=60)
+    labels = {LABEL: run_id}
+    shared = c.containers.run("onceproof/pipelines:local", ["python", "-c", "import time; time.sleep(600)"], detach=True, labels=labels,
+                              name=f"op-{run_id}-toxiproxy")
+    try:
+        for i in range(8):
+            c.containers.run("onceproof/pipelines:local", ["python", "-c", "import time; time.sleep(600)"], detach=True, labels=labels,
+                             name=f"op-{run_id}-pipeline-{i}", network_mode=f"container:{shared.id}")
+        removed = cleanup.remove_labelled(run_id)
+        assert len([r for r in removed if r.startswith("container ")]) == 9, removed
+        assert cleanup.leftovers(run_id) == []
+    finally:
+        for x in c.containers.list(all=True, filters={"label": f"{LABEL}={run_id}"}):
+            x.remove(force=True)

@@ -83,9 +83,17 @@ quiesce: {idle: 3s, max: 30s}
 """
 
 
-def _start_and_wait_for_load(tmp_path: Path) -> tuple[subprocess.Popen, str]:
+# the pipeline as an image: its container shares Toxiproxy's network namespace, so the engine
+# refuses to remove Toxiproxy's before it (found: `onceproof cleanup` after a SIGKILL stopped at
+# "has dependent containers" and removed nothing)
+STOP_PLAN_IMAGE = STOP_PLAN.replace(
+    "pipeline: {command:", "pipeline: {image: 'onceproof/pipelines:local', command:").replace(
+    "name: docker-stop", "name: docker-stop-image")
+
+
+def _start_and_wait_for_load(tmp_path: Path, image: bool = False) -> tuple[subprocess.Popen, str]:
     plan = tmp_path / "plan.yaml"
-    plan.write_text(STOP_PLAN)
+    plan.write_text(STOP_PLAN_IMAGE if image else STOP_PLAN)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "onceproof", "run", str(plan), "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)
@@ -96,7 +104,8 @@ def _start_and_wait_for_load(tmp_path: Path) -> tuple[subprocess.Popen, str]:
         time.sleep(0.5)
     assert history.exists() and b"load-start" in history.read_bytes(), "the load never started"
     run_id = json.loads(history.read_text().splitlines()[0])["value"]["run_id"]
-    assert len(cleanup.leftovers(run_id)) == 4  # kafka-1, postgres, toxiproxy, the network
+    # kafka-1, postgres, toxiproxy, the network (and the pipeline's container)
+    assert len(cleanup.leftovers(run_id)) == 4 + image
     return proc, run_id
 
 
@@ -107,8 +116,9 @@ def test_sigint_tears_down_every_container_and_the_network_of_the_run(tmp_path: 
     assert cleanup.leftovers(run_id) == []
 
 
-def test_after_sigkill_onceproof_cleanup_removes_every_container_and_the_network(tmp_path: Path) -> None:
-    proc, run_id = _start_and_wait_for_load(tmp_path)
+@pytest.mark.parametrize("image", [False, True], ids=["local-pipeline", "image-pipeline"])
+def test_after_sigkill_onceproof_cleanup_removes_every_container_and_the_network(tmp_path: Path, image: bool) -> None:
+    proc, run_id = _start_and_wait_for_load(tmp_path, image)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert cleanup.leftovers(run_id) != []  # nobody tore them down

@@ -152,3 +152,35 @@ def test_clock_skew_moves_a_python_pipeline_replicas_time(runtime, tmp_path):
         nemesis.heal_all()
         history.close()
         node.stop()
+
+
+def test_clock_skew_on_a_process_that_does_not_load_the_shim_fails_instead_of_counting_as_applied(runtime, tmp_path):
+    """A process whose C library cannot preload the shim (here: one that clears LD_PRELOAD and
+    execs itself; on docker, a pipeline image not built on glibc) would take a skew that moves
+    nothing. The fault fails, naming why, and the replica's clock never moved (found on docker:
+    a skew of an image pipeline counted as applied while its time.time() never jumped)."""
+    from onceproof.recorder import HistoryWriter
+
+    script = "import time\nwhile True:\n    print(f'T {time.time():.3f}', flush=True)\n    time.sleep(0.01)\n"
+    node = CommandNode(runtime, "pipeline-0", ["env", "LD_PRELOAD=", sys.executable, "-c", script], {})
+    node.start()
+    history = HistoryWriter(tmp_path / "history.jsonl")
+    nemesis = Nemesis(Context(nodes={"pipeline-0": node}, toxiproxy=None, proxies={}, rng=random.Random(1)), history)
+
+    def stamps() -> list[float]:
+        return [float(line[2:]) for line in node.log_path.read_text().splitlines() if line.startswith("T ")]
+
+    try:
+        assert wait_for(lambda: len(stamps()) > 3, 10)
+        assert node.clock_shim_loaded() is False
+        f = make(nemesis, "clock-skew", target="pipeline", offset="45s")
+        nemesis.apply(f)
+        time.sleep(0.2)
+        assert abs(stamps()[-1] - time.time()) < 1
+        history.flush()
+        fails = [r for r in nemesis_records(history) if r["type"] == "fail" and r["f"] == "apply"]
+        assert fails and "does not load the clock shim" in fails[0]["value"]["error"], nemesis_records(history)
+    finally:
+        nemesis.heal_all()
+        history.close()
+        node.stop()
