@@ -314,6 +314,15 @@ def _safe_name(v: Any) -> Any:
     return v
 
 
+# what each runtime's network faults are, for the message refusing a kind it cannot carry out
+NETWORK_FAULTS = {
+    "local": "partition and latency (through Toxiproxy)",
+    "docker": "partition and latency (through Toxiproxy), and partition-isolate, partition-halves and "
+              "partition-random-halves (network disconnect)",
+    "netns": "partition-isolate, partition-halves, ... (iptables)",
+}
+
+
 class Plan(_Model):
     name: Annotated[str, BeforeValidator(_safe_name)]
     seed: int = Field(1, ge=-(2**63), le=2**63 - 1)
@@ -409,11 +418,16 @@ class Plan(_Model):
             for name, path in kinds:
                 fault = known_kinds().get(name)
                 if fault is not None and self.runtime not in fault.cls.runtimes:
-                    other = "partition (through Toxiproxy)" if "netns" in fault.cls.runtimes else \
-                        "partition-isolate, partition-halves, ... (iptables)"
                     raise PlanConsistencyError(
                         path, f"{name} needs `runtime: {' or '.join(fault.cls.runtimes)}`; this plan runs on "
-                              f"`{self.runtime}`, where the network faults are {other}")
+                              f"`{self.runtime}`, where the network faults are {NETWORK_FAULTS[self.runtime]}")
+            params = getattr(entry, "partition_isolate", None)
+            if self.runtime == "docker" and getattr(params, "from_", None):
+                # a disconnect cuts a container off from every other one (targets/docker/partition.py)
+                raise PlanConsistencyError(
+                    ["faults", i, "partition-isolate", "from"], "partition-isolate with `from` needs per-pair "
+                    "rules (`runtime: netns`); on docker the targets are cut off from every other container "
+                    "(leave `from` out), or use `partition: {target: ..., from: ...}` (through Toxiproxy)")
         return self
 
     @model_validator(mode="after")

@@ -39,3 +39,17 @@ def test_a_pipeline_image_on_the_local_runtime_is_bad_input_naming_the_field(tmp
 def test_an_image_for_an_unknown_node_kind_is_bad_input(tmp_path):
     with pytest.raises(PlanError, match=r"images\.zookeeper.*expected one of kafka, redis, postgres, toxiproxy"):
         _load(tmp_path, top="images: {zookeeper: 'zk:3'}\n")
+
+
+def test_partition_isolate_with_from_on_docker_is_refused_when_the_plan_is_read(tmp_path):
+    """A disconnect cuts a container off from every other one: `from` cannot be honoured on
+    docker. Refused when the plan is read, naming the field and the alternatives (found: such a
+    plan passed `plan validate`, then failed after a whole run, exit 3)."""
+    p = tmp_path / "plan.yaml"
+    p.write_text(PLAN.format(runtime="docker", extra="replicas: 1", top="").replace(
+        "faults:\n", "faults:\n  - {at: 5s, for: 2s, partition-isolate: {target: kafka-1, from: [postgres]}}\n"))
+    with pytest.raises(PlanError) as e:
+        load_plan(p)
+    assert f"{p}:7: faults[0].partition-isolate.from: partition-isolate with `from` needs per-pair rules" in str(e.value)
+    p.write_text(p.read_text().replace(", from: [postgres]", ""))
+    assert load_plan(p).runtime == "docker"  # without `from`: a disconnect, accepted
