@@ -89,7 +89,8 @@ def test_the_workflow_run_steps_in_order_leave_the_artifacts_and_a_passing_job(t
     env = {**os.environ, **{k: str(v) for k, v in job["env"].items()},
            "PATH": f"{Path(sys.executable).parent}:{path_without_java(tmp_path)}",
            "ONCEPROOF_HOME": str(tmp_path / "cache"), "ONCEPROOF_SCRATCH": str(tmp_path / "scratch"),
-           "GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary)}
+           "GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary),
+           "ONCEPROOF_PIP_SPEC": "onceproof"}  # the user sets it (empty in the template): installed here already
     ran = []
     for step in job["steps"]:
         if "run" not in step:
@@ -107,7 +108,23 @@ def test_the_workflow_run_steps_in_order_leave_the_artifacts_and_a_passing_job(t
     assert ran == ["Install onceproof", "Run the plan", "Verdict", "Fail on anomalies or no verdict"]
     assert "exit-code=0" in output.read_text()
     assert "## onceproof `ci-check`: VALID (exit 0)" in summary.read_text()
+    assert "  - note: " in summary.read_text()  # the checkers' notes (why a run is UNKNOWN, say)
     out = work / "onceproof-run"
     for name in ("report.html", "results.json", "history.jsonl", "junit.xml", "plan.yaml"):
         assert (out / name).stat().st_size > 0, name
     assert any((out / "logs").iterdir())
+
+
+def test_the_workflow_stops_at_once_while_the_pip_spec_is_not_set(tmp_path: Path) -> None:
+    """No release of onceproof is on the package index yet, so the template leaves
+    ONCEPROOF_PIP_SPEC empty and its install step stops with an error saying to set it (a
+    new user's copy failed at `pip install onceproof==0.1.0`, a version that does not exist)."""
+    job = yaml.safe_load(WORKFLOW.read_text())["jobs"]["onceproof"]
+    assert job["env"]["ONCEPROOF_PIP_SPEC"] == ""
+    step = next(s for s in job["steps"] if s.get("name") == "Install onceproof")
+    res = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "ONCEPROOF_PIP_SPEC": ""}, timeout=60)
+    assert res.returncode == 2 and "::error::set ONCEPROOF_PIP_SPEC" in res.stdout, (res.stdout, res.stderr)
+    gitlab = yaml.safe_load(GITLAB.read_text())["onceproof"]
+    assert gitlab["variables"]["ONCEPROOF_PIP_SPEC"] == ""
+    assert "ONCEPROOF_PIP_SPEC" in gitlab["before_script"][0] and "exit 2" in gitlab["before_script"][0]
