@@ -218,13 +218,23 @@ def components(runtime: str | None = None) -> list[Component]:
     ipt = shutil.which("iptables")
     out.append(Component("iptables", bool(ipt), _version(["iptables", "--version"]) if ipt else "not found",
                          "apt-get install -y iptables iproute2", required=False))
+    lib = paths.home() / "lib"
+    cores = ["libonceproof_wgl.so", "libonceproof_scan.so", "libonceproof_pgoutput.so"]
+    absent = [c for c in cores if not (lib / c).exists()]
+    out.append(Component("compiled cores", not absent, f"{len(cores)} in {lib} (checker, history scanner, "
+                         "observer's pgoutput scanner)" if not absent else
+                         f"missing: {', '.join(absent)} (the pure-Python paths run instead, slower)", SETUP,
+                         required=False, runtimes=ALL_RUNTIMES))
     out += _engine(required=runtime == "docker")
     root = os.geteuid() == 0
     out.append(Component("root", root, "yes (netns runtime available)" if root else
                          "no (local runtime only; netns needs root)", "sudo", required=runtime == "netns"))
     if runtime is None:
         return out
-    return [dataclasses.replace(c, required=c.required and runtime in c.runtimes) for c in out]
+    # a docker-only machine is set up by `onceproof setup --docker-only` (gcc only), not the installer
+    fix = (lambda c: "onceproof setup --docker-only" if c.fix == SETUP else c.fix) if runtime == "docker" else \
+        (lambda c: c.fix)
+    return [dataclasses.replace(c, required=c.required and runtime in c.runtimes, fix=fix(c)) for c in out]
 
 
 def _engine(required: bool = False) -> list[Component]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rich.console import Console
+from rich.markup import escape
 
 from onceproof.errors import ExitCode
 
@@ -23,10 +24,10 @@ def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False, soft_wrap=True)
     ok = True
     for c in components(args.runtime):
-        mark = "[green]ok[/]" if c.ok else ("[red]MISSING[/]" if c.required else "[yellow]absent[/]")
-        line = f"{mark:<18} {c.name:<13} {c.detail}"
+        word, colour = ("ok", "green") if c.ok else (("MISSING", "red") if c.required else ("absent", "yellow"))
+        line = f"[{colour}]{word:<8}[/] {escape(c.name):<16} {escape(c.detail)}"  # padded as text, then coloured
         if not c.ok:
-            line += f"   -> fix: [bold]{c.fix}[/]"
+            line += f"   -> fix: [bold]{escape(c.fix)}[/]"
             ok = ok and not c.required
         console.print(line)
     return ExitCode.VALID if ok else ExitCode.INVALID
