@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from onceproof.targets.docker import kafka_cds, kafka_storage
-from onceproof.targets.docker.images import rebuild_hint
+from onceproof.targets.docker.images import PIPELINE_IMAGE, rebuild_hint
 from onceproof.targets.kafka import JVM_OPTS, LOG4J2, KafkaCluster, KafkaNode, random_id
 from onceproof.targets.postgres import DATABASE, USER, PostgresNode, settings
 from onceproof.targets.process import CommandNode, Node, NodeError, log_tail, poll_ready
@@ -170,7 +170,9 @@ class ContainerNode(Node):
                 self.container.start()
         except Exception as e:  # noqa: BLE001 - the engine's errors are many kinds
             image, runs = self.entrypoint
-            hint = rebuild_hint(self.runtime.client, image, runs, str(e)) if runs else ""
+            # a user's pipeline image is theirs to fix (one made FROM ours carries our label too)
+            ours = not isinstance(self, ContainerCommand) or image == PIPELINE_IMAGE
+            hint = rebuild_hint(self.runtime.client, image, runs, str(e)) if runs and ours else ""
             raise NodeError(f"{self.name}: the engine refused to start its container: {e}{hint}") from None
         self.paused = False
         self.starts += 1
