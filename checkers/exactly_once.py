@@ -282,6 +282,12 @@ def finish(parts: list[Partial], *, examples: int = 10,
         notes.append(f"none of the {n_ok:,} acknowledged events is in the sink, which holds {counts['phantom']:,} ids "
                      "that were never sent: the sink's ids do not look like the events' ids; is the sink mapping "
                      "right? (a query's columns go by position: id, key, seq)")
+    n_info = total("n_info")
+    if n_ok and n_info > n_ok:  # found on docker: a broker down for most of a run, VALID on 10% of the load
+        n_sends = n_ok + total("n_fail") + n_info
+        notes.append(f"only {n_ok:,} of {n_sends:,} sends were acknowledged ({100 * n_ok / n_sends:.0f}%); "
+                     f"{n_info:,} got no answer (info), so the verdict rests on the acknowledged ones: was a "
+                     "target unreachable for most of the run? (see the faults and logs/)")
     # -- verdict
     n_reads = g.n_obs
     vacuous = []

@@ -195,6 +195,22 @@ def test_info_send_applied_once_is_fine_and_twice_is_a_duplicate() -> None:
     r = run(1)
     assert r["stats"]["sends"] == {"ok": 1, "fail": 0, "info": 1}
     assert r["stats"]["latency_ms"]["n"] == 1
+    assert not any("sends were acknowledged" in n for n in r["notes"])  # half: no note
+
+
+def test_a_run_where_most_sends_got_no_answer_says_so_beside_its_verdict() -> None:
+    """A run whose target was unreachable for most of it (a new user's docker run: 576 of 5,999
+    sends acknowledged) is judged on the acknowledged ones, and says how few they were."""
+    recs: list[dict] = []
+    for i, typ in enumerate(["ok", "info", "info", "info"]):
+        v = {"id": f"e{i}", "key": "k", "seq": i}
+        recs += [{"index": 2 * i, "time": 2 * i + 1, "process": "load", "type": "invoke", "f": "send", "value": v},
+                 {"index": 2 * i + 1, "time": 2 * i + 2, "process": "load", "type": typ, "f": "send", "value": v}]
+    recs.append({"index": 8, "time": 20, "process": "observer", "type": "ok", "f": "final-read",
+                 "value": {"full": True, "events": [["e0", "k", 0, 0]]}})
+    r = exactly_once.check(history_from_records(recs))
+    assert r["valid"] is True
+    assert any(n.startswith("only 1 of 4 sends were acknowledged (25%); 3 got no answer (info)") for n in r["notes"]), r["notes"]
 
 
 @SETTINGS
