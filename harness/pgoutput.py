@@ -74,6 +74,23 @@ def relation(m: bytes) -> tuple[bytes, str, str, list[str]]:
     return m[1:5], schema, name, cols
 
 
+def key_columns(m: bytes) -> list[str]:
+    """A Relation message ('R') -> the names of the columns of its replica identity (flag bit
+    1): the primary key's, a REPLICA IDENTITY USING INDEX's, or every column with FULL."""
+    _, pos = _cstring(m, 5)
+    _, pos = _cstring(m, pos)
+    n = _U16(m, pos + 1)[0]
+    pos += 3
+    keys = []
+    for _ in range(n):
+        flags = m[pos]
+        col, pos = _cstring(m, pos + 1)
+        if flags & 1:
+            keys.append(col)
+        pos += 8
+    return keys
+
+
 def tuple_data(m: bytes, pos: int) -> tuple[list[Any], int]:
     """The TupleData at `pos` -> (values: bytes, None for null, UNCHANGED; position after it).
     Raises ValueError on a column kind the protocol does not have."""

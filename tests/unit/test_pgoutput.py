@@ -22,10 +22,10 @@ def _tuple(vals: list) -> bytes:
     return b
 
 
-def relation(oid: int, table: str, cols: list[str], schema: str = "public") -> bytes:
+def relation(oid: int, table: str, cols: list[str], schema: str = "public", keys: tuple[str, ...] = ()) -> bytes:
     b = b"R" + struct.pack(">I", oid) + schema.encode() + b"\0" + table.encode() + b"\0" + b"f" + struct.pack(">H", len(cols))
     for c in cols:
-        b += b"\0" + c.encode() + b"\0" + struct.pack(">Ii", 25, -1)
+        b += (b"\1" if c in keys else b"\0") + c.encode() + b"\0" + struct.pack(">Ii", 25, -1)
     return b
 
 
@@ -151,3 +151,47 @@ def test_transactions_decoded_again_after_a_server_crash_are_dropped(reader) -> 
     f._apply_pgoutput(first[:4] + first[4:] + [begin(2 * US), insert(effects_row(2)), commit(2 * US)], again)
     assert [e[0] for e in again] == ["e2"] and f.redelivered == 2
     assert f._commits[-1][0] == 1
+
+
+def test_an_update_that_overwrites_a_rows_event_id_takes_the_old_ones_applications_away(reader) -> None:
+    """An upsert keyed by customer (the replica identity) that overwrites the order id: the row
+    now holds e3, and e1's application is gone (a user's pipeline was VALID with 14,959 of its
+    effects overwritten; its `query:` twin was INVALID). The WAL carries no old row (the key
+    did not change): the row is found by its key's value, which the plan maps (`customer`)."""
+    f = Follower("", "orders", Rows("order_id", "customer", "n", None))
+    cols = ["order_id", "customer", "n"]
+    out: list = []
+    msgs = [begin(0), relation(REL, "orders", cols, keys=("customer",)), insert([b"e1", b"c", b"0"]),
+            insert([b"e2", b"d", b"1"]), commit(0)]
+    assert f._apply_pgoutput(msgs, out) is False and [e[0] for e in out] == ["e1", "e2"]
+    out = []
+    assert f._apply_pgoutput([begin(US), update([b"e3", b"c", b"2"]), commit(US)], out) is True
+    assert out == [["e3", "c", 2, None]]
+    assert sorted(e[0] for e in f.rows.expand()) == ["e2", "e3"] and not f.blind
+    # the same event's row updated (its key unchanged): no application taken away
+    assert f._apply_pgoutput([begin(2 * US), update([b"e3", b"c", b"5"]), commit(2 * US)], []) is False
+    assert sorted(e[0] for e in f.rows.expand()) == ["e2", "e3"]
+
+
+def test_an_update_that_renames_an_event_with_the_old_row_sent_takes_its_application_away(reader) -> None:
+    """REPLICA IDENTITY FULL sends the old row: e1 renamed e1-old is e1 gone and e1-old new."""
+    f = Follower("", "orders", Rows("order_id", "customer", "n", None))
+    cols = ["order_id", "customer", "n", "note"]
+    msgs = [begin(0), relation(REL, "orders", cols, keys=tuple(cols)), insert([b"e1", b"c", b"0", b"x"]), commit(0)]
+    f._apply_pgoutput(msgs, [])
+    out: list = []
+    assert f._apply_pgoutput([begin(US), update([b"e1-old", b"c", b"0", b"x"], old=[b"e1", b"c", b"0", b"x"]),
+                              commit(US)], out) is True
+    assert [e[0] for e in f.rows.expand()] == ["e1-old"] and not f.blind
+
+
+def test_an_update_whose_row_the_wal_does_not_identify_makes_the_follower_blind(reader) -> None:
+    """The key is a column the plan does not map (`pk`) and the event id changed: which row
+    held the old effect cannot be told, so the final read reads the table."""
+    f = Follower("", "orders", Rows("order_id", "customer", "n", None))
+    cols = ["pk", "order_id", "customer", "n"]
+    f._apply_pgoutput([begin(0), relation(REL, "orders", cols, keys=("pk",)), insert([b"1", b"e1", b"c", b"0"]),
+                       commit(0)], [])
+    assert not f.blind
+    f._apply_pgoutput([begin(US), update([b"1", b"e9", b"c", b"1"]), commit(US)], [])
+    assert f.blind
