@@ -344,7 +344,8 @@ class Follower:
             from psycopg import sql
 
             try:
-                conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+                # a partitioned table's changes are its partitions': published as the table's own
+                conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)").format(
                     sql.Identifier(self.slot), sql.Identifier(self.schema, self.table)))
                 conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (self.slot,))
             except Exception:
@@ -358,7 +359,8 @@ class Follower:
     def publishable(self, conn: Any) -> bool:
         """Whether the table can be followed by pgoutput without ever blocking the pipeline: it
         exists now (a publication names existing tables; FOR ALL TABLES would publish every
-        table of the user's) and is a plain table with a replica identity, REPLICA IDENTITY FULL,
+        table of the user's) and is a plain or partitioned table (its partitions' changes then
+        come under its own name: `publish_via_partition_root`) with a replica identity, REPLICA IDENTITY FULL,
         USING INDEX, or the default with a primary key. A published table without one refuses
         every UPDATE and DELETE ("cannot update table ... because it does not have a replica
         identity and publishes updates", PostgreSQL docs, "Publication"): such a table, or one
@@ -367,7 +369,7 @@ class Follower:
             "SELECT c.relkind, c.relreplident, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid "
             "AND i.indisprimary) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = %s AND c.relname = %s", (self.schema, self.table)).fetchone()
-        return row is not None and row[0] == "r" and (row[1] in ("f", "i") or row[1] == "d" and row[2])
+        return row is not None and row[0] in ("r", "p") and (row[1] in ("f", "i") or row[1] == "d" and row[2])
 
     def close(self) -> None:
         """Drop the slot (no WAL held back after the run), the publication and the connection.
