@@ -324,9 +324,9 @@ def test_cleanup_removes_containers_in_another_ones_network_namespace_before_it(
     run_id = "t" + uuid.uuid4().hex[:11]
     c = client(timeout=60)
     labels = {LABEL: run_id}
-    shared = c.containers.run("onceproof/pipelines:local", ["python", "-c", "import time; time.sleep(600)"], detach=True, labels=labels,
-                              name=f"op-{run_id}-toxiproxy")
     try:
+        shared = c.containers.run("onceproof/pipelines:local", ["python", "-c", "import time; time.sleep(600)"],
+                                  detach=True, labels=labels, name=f"op-{run_id}-toxiproxy")
         for i in range(8):
             c.containers.run("onceproof/pipelines:local", ["python", "-c", "import time; time.sleep(600)"], detach=True, labels=labels,
                              name=f"op-{run_id}-pipeline-{i}", network_mode=f"container:{shared.id}")
