@@ -60,35 +60,31 @@ def _cstring(m: bytes, pos: int) -> tuple[str, int]:
     return m[pos:end].decode(), end + 1
 
 
-def relation(m: bytes) -> tuple[bytes, str, str, list[str]]:
-    """A Relation message ('R') -> (oid as its 4 bytes, schema, table, column names)."""
+def _columns(m: bytes) -> tuple[str, str, list[tuple[str, int]]]:
+    """A Relation message ('R') -> (schema, table, [(column name, flags), ...])."""
     schema, pos = _cstring(m, 5)
     name, pos = _cstring(m, pos)
     n = _U16(m, pos + 1)[0]
     pos += 3
     cols = []
     for _ in range(n):
+        flags = m[pos]
         col, pos = _cstring(m, pos + 1)
-        cols.append(col)
+        cols.append((col, flags))
         pos += 8
-    return m[1:5], schema, name, cols
+    return schema, name, cols
+
+
+def relation(m: bytes) -> tuple[bytes, str, str, list[str]]:
+    """A Relation message ('R') -> (oid as its 4 bytes, schema, table, column names)."""
+    schema, name, cols = _columns(m)
+    return m[1:5], schema, name, [c for c, _ in cols]
 
 
 def key_columns(m: bytes) -> list[str]:
     """A Relation message ('R') -> the names of the columns of its replica identity (flag bit
     1): the primary key's, a REPLICA IDENTITY USING INDEX's, or every column with FULL."""
-    _, pos = _cstring(m, 5)
-    _, pos = _cstring(m, pos)
-    n = _U16(m, pos + 1)[0]
-    pos += 3
-    keys = []
-    for _ in range(n):
-        flags = m[pos]
-        col, pos = _cstring(m, pos + 1)
-        if flags & 1:
-            keys.append(col)
-        pos += 8
-    return keys
+    return [c for c, flags in _columns(m)[2] if flags & 1]
 
 
 def tuple_data(m: bytes, pos: int) -> tuple[list[Any], int]:
