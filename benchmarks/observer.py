@@ -12,7 +12,8 @@ time, the same over wall time (sustained: it has to keep up with the writer), th
 end of the writes, the number of full reads during the run (goal 0), and the COPY rate.
 Goals (issue 17): >= 100K rows/s sustained and >= 0.5x the COPY rate.
 
-The observer follows the table with pgoutput (harness/pgoutput.py). Then where the time goes,
+The observer follows the table with pgoutput read as a replication stream (harness/pgstream.py;
+the messages: harness/pgoutput.py). Then where the time goes,
 each step over the same rows (each fetch on a slot of its own, read in batches as the observer
 reads), side by side with COPY: the server's decoding alone (`count(*)`) with test_decoding
 (the old path) and pgoutput (text tuples as the observer asks, binary tuples, a 4x batch),
