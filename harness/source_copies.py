@@ -9,8 +9,9 @@ each with one `ok` delivery report. Kafka's idempotence covers retries within on
 epoch only (KIP-98; the epoch bump of KIP-360 starts new sequences). So the run records
 `source-copies` (checkers/HISTORY.md) and the checker allows that many applications.
 
-The id is read where the plan's format puts it: the contract's JSON value (default), or a
-header or the key whose template is exactly `{id}`; another format cannot be read back, and
+The id is read where the plan's format puts it: the contract's JSON value (default), a string
+of a JSON value template, a header or the key whose template is exactly `{id}`; another format
+cannot be read back, and
 the record says so (`copies: null` with a `note`), which leaves the check as it was.
 """
 from __future__ import annotations
@@ -43,6 +44,30 @@ def _id_reader(fmt: Format | None) -> Callable[[Any], str | None] | None:
         return lambda m: m.key().decode("utf-8", "replace") if m.key() else None
     if fmt.value is None:
         return lambda m: orjson.loads(m.value()).get("id") if m.value() else None
+    path = _id_path(fmt.value.spec)
+    if path is not None:  # a JSON value with a string that is exactly `{id}` (e.g. {"evt": "{id}"})
+        def from_json(m: Any) -> str | None:
+            try:
+                v: Any = orjson.loads(m.value()) if m.value() else None
+                for step in path:
+                    v = v[step]
+            except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+                return None
+            return v if isinstance(v, str) else None
+        return from_json
+    return None
+
+
+def _id_path(spec: Any, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
+    """Where a JSON value template holds a string that is exactly `{id}`: the keys and indexes
+    to it, or None (a text template, or the id inside a longer string)."""
+    if spec == "{id}" and path:
+        return path
+    items = spec.items() if isinstance(spec, dict) else enumerate(spec) if isinstance(spec, list) else ()
+    for k, v in items:
+        found = _id_path(v, (*path, k))
+        if found is not None:
+            return found
     return None
 
 

@@ -267,3 +267,13 @@ def test_source_copies_counts_the_records_an_event_has_in_a_kafka_source(shared_
     assert kafka_copies(d.kafka_bootstrap(), headed, fmt)["copies"] == {"e1": 2, "e2": 3}
     hidden = kafka_copies(d.kafka_bootstrap(), headed, Format({"value": "{key},{seq},{id}"}))
     assert hidden["copies"] is None and "cannot be read back" in hidden["note"]
+    # the user's own JSON, the id a plain string field nested in it (a new user's format was
+    # "cannot be read back", so a producer's copy would have counted as a duplicate)
+    nested = f"scj_{uuid.uuid4().hex[:6]}"
+    create_topic(d, nested, 2)
+    for eid in ["e0", "e1", "e1"]:
+        p.produce(nested, json.dumps({"order": {"evt": eid}, "cust": "k", "n": 0}).encode(), key=b"k")
+    p.produce(nested, b"not json", key=b"k")
+    p.flush(30)
+    fmt = Format({"value": {"order": {"evt": "{id}"}, "cust": "{key}", "n": "{seq}"}})
+    assert kafka_copies(d.kafka_bootstrap(), nested, fmt)["copies"] == {"e1": 2}
