@@ -75,6 +75,7 @@ import secrets
 from typing import Any, Callable
 
 from onceproof import pgoutput
+from onceproof.pgstream import ReplicationStream, stream_error
 from onceproof.targets.deadline import SocketDeadline
 
 Effect = list[Any]  # [id, key, seq, replica]
@@ -160,13 +161,6 @@ def visibility_runs(commits: list[list[Any]], server_now_s: float, local_now_ns:
 
 
 LEFTOVER = r"^onceproof_[0-9a-f]{12}$"  # how Follower names its slot and publication
-
-
-def pgstream_error(message: str) -> Exception:
-    """A psycopg.OperationalError saying `message` (what a failed read raises)."""
-    import psycopg
-
-    return psycopg.OperationalError(message)
 
 
 def _drop_slot(conn: Any, slot: str) -> None:
@@ -306,6 +300,7 @@ class Follower:
         # the table's replica identity columns (None: not known yet; see _row_of) and, built when
         # an UPDATE needs it, the rows by the values of those columns (when the plan maps them all)
         self._key_cols: list[str] | None = None
+        self._fields: list[int] | None | bool = False  # `_key_fields`, worked out once per `_key_cols`
         self._keymap: dict[tuple, int] | None = None
         self.confirmed_end = 0  # pgoutput: the end LSN of the last transaction applied (confirmed to the server)
         self.full_select = full_select
@@ -389,14 +384,12 @@ class Follower:
         self.conn = None
 
     def _stream_open(self, timeout: float) -> Any:
-        """The slot's replication stream (harness/pgstream.py), opened (again, after a failure)."""
-        from onceproof.pgstream import ReplicationStream
-
+        """The slot's replication stream (harness/pgstream.py), opened (again, after a failure:
+        the same object keeps what it confirmed)."""
         if self._stream is None:
             self._stream = ReplicationStream(self.dsn, self.slot, self.slot)
         if not self._stream.is_open:
             self._stream.open(timeout)
-            self._stream.confirmed = max(self._stream.confirmed, self.confirmed_end)
         return self._stream
 
     def _insert_lsn(self, timeout: float) -> int:
@@ -436,7 +429,7 @@ class Follower:
                 now = time.monotonic()
                 if now >= deadline:
                     if final:
-                        raise pgstream_error(f"{self.prefix}the server did not send its changes up to "
+                        raise stream_error(f"{self.prefix}the server did not send its changes up to "
                                              f"the end of the run within {budget_s:g} s")
                     return vanished
                 if not more:
@@ -551,7 +544,7 @@ class Follower:
                 if (schema or "pg_catalog", name) == (self.schema, self.table):
                     self.rows.check_columns(cols)
                     self._relid, self._cols, self._fast = oid, cols, self._fast_effect(cols)
-                    self._key_cols, self._keymap = pgoutput.key_columns(m), None
+                    self._key_cols, self._fields, self._keymap = pgoutput.key_columns(m), False, None
                     r = self.rows
                     self._want = [cols.index(c) if c is not None and c in cols else -1
                                   for c in (r.id_col, r.key_col, r.seq_col, r.replica_col)]
@@ -884,16 +877,17 @@ class Follower:
     def _key_fields(self) -> list[int] | None:
         """Where the replica identity's columns sit in an effect ([id, key, seq, replica]
         indexes), or None when it has a column the plan does not map (or none is known)."""
-        cols = self._identity_columns()
-        r = self.rows
-        mapped = {r.id_col: 0, r.key_col: 1, r.seq_col: 2}
-        if not cols or any(c not in mapped or c is None for c in cols):
-            return None
-        return [mapped[c] for c in cols]
+        if self._fields is False:
+            cols = self._identity_columns()
+            r = self.rows
+            mapped = {r.id_col: 0, r.key_col: 1, r.seq_col: 2}
+            self._fields = None if not cols or any(c not in mapped or c is None for c in cols) else \
+                [mapped[c] for c in cols]
+        return self._fields  # type: ignore[return-value]
 
     def _key_index_of(self, eff: Effect) -> tuple:
-        fields = self._key_fields() or []
-        return tuple(eff[i] for i in fields)
+        """`eff`'s key in `_keymap` (which exists only when `_key_fields` is known)."""
+        return tuple(eff[i] for i in self._key_fields() or ())
 
     def _row_of(self, row: dict[str, str | None], old: dict[str, str | None] | None) -> int | None:
         """The identity of the row a change is about: by the old row's event id (FULL), else by
@@ -911,7 +905,7 @@ class Follower:
             key = tuple(eff[i] for i in fields)
             if None not in key:
                 if self._keymap is None:
-                    self._keymap = {tuple(e[i] for i in fields): ident for ident, (e, _) in rows.rows.items()}
+                    self._keymap = {self._key_index_of(e): ident for ident, (e, _) in rows.rows.items()}
                 ident = self._keymap.get(key)
                 if ident is not None:
                     return ident

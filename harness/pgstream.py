@@ -33,7 +33,8 @@ PG_EPOCH_US = pgoutput.PG_EPOCH_S * 1_000_000
 _STATUS = struct.Struct(">cqqqqB")  # 'r', written, flushed, applied (LSNs), clock (us since 2000), reply asked
 
 
-def _error(message: str) -> Exception:
+def stream_error(message: str) -> Exception:
+    """A psycopg.OperationalError saying `message`: what every failure of a stream raises."""
     import psycopg
 
     return psycopg.OperationalError(message)
@@ -125,7 +126,7 @@ class ReplicationStream:
         if conn.status != pq.ConnStatus.OK:
             msg = conn.get_error_message()
             conn.finish()
-            raise _error(f"replication connection: {msg}")
+            raise stream_error(f"replication connection: {msg}")
         conn.nonblocking = 1
         try:
             conn.send_query((f'START_REPLICATION SLOT "{self.slot}" LOGICAL 0/0 '
@@ -138,11 +139,11 @@ class ReplicationStream:
                     break
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise _error(f"START_REPLICATION of slot {self.slot}: no answer within {timeout:g} s")
+                    raise stream_error(f"START_REPLICATION of slot {self.slot}: no answer within {timeout:g} s")
                 select.select([conn.socket], [], [], left)
             res = conn.get_result()
             if res is None or res.status != pq.ExecStatus.COPY_BOTH:
-                raise _error(f"START_REPLICATION of slot {self.slot}: {conn.get_error_message()}")
+                raise stream_error(f"START_REPLICATION of slot {self.slot}: {conn.get_error_message()}")
         except Exception:
             conn.finish()
             raise
@@ -178,7 +179,7 @@ class ReplicationStream:
 
     def _failed(self, message: str) -> Exception:
         self.close()
-        return _error(message)
+        return stream_error(message)
 
     def pump(self) -> int:
         """Read every message that has arrived (until whole transactions of MAX_MESSAGES /
@@ -186,7 +187,7 @@ class ReplicationStream:
         Answers a keepalive that asks for a reply. Raises psycopg.OperationalError (closed)."""
         conn = self.conn
         if conn is None:
-            raise _error("replication stream: not open")
+            raise stream_error("replication stream: not open")
         if self._lib is not None:
             get, free, consume = self._fns  # type: ignore[misc]
             st = self._lib.po_stream_drain(self._s, conn.pgconn_ptr, get, free, consume,  # type: ignore[attr-defined]
@@ -301,7 +302,7 @@ class ReplicationStream:
 
         conn = self.conn
         if conn is None:
-            raise _error("replication stream: not open")
+            raise stream_error("replication stream: not open")
         lsn = self.confirmed
         clock = int(time.time() * 1_000_000) - PG_EPOCH_US
         try:

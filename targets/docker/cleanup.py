@@ -36,7 +36,7 @@ def remove_labelled(run_id: str) -> list[str]:
     # the one it depends on before it ("has dependent containers")
     mine.sort(key=lambda x: not str((x.attrs.get("HostConfig") or {}).get("NetworkMode", "")).startswith("container:"))
     failed: list[tuple[str, Exception]] = []
-    for attempt in (1, 2):  # a second pass for what depended on something removed after it
+    for _ in range(2):  # a second pass for what depended on something removed after it
         left, failed = [], []
         for container in mine:
             try:
