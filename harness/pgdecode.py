@@ -15,10 +15,18 @@ Two output plugins, one chosen per table by `Follower.create()`:
   pipeline's UPDATEs), named as the slot.
 - `test_decoding` (text lines), kept for the tables pgoutput cannot follow without harm: one
   without a replica identity (a publication would make the server refuse the pipeline's
-  UPDATE and DELETE of it) or one the pipeline creates after the run started (a publication
-  names existing tables only, and FOR ALL TABLES would publish, and so block, every table of
-  the user's without a replica identity). It needs no publication.
+  UPDATE and DELETE of it). It needs no publication.
 Both feed the same content logic (`_inserted`, `_updated`, `_deleted`, `_truncated`).
+
+A table the pipeline creates after the run started (most pipelines create their own) cannot
+be named in a publication yet, and FOR ALL TABLES would publish, and so block, every table of
+the user's without a replica identity. So the Follower starts "pending", with both: an empty
+publication and its pgoutput slot, an event trigger (`ddl_command_end`, PostgreSQL docs,
+"Event Triggers") that adds the table to the publication in the very transaction that creates
+it when it has a replica identity by then (a primary key in its CREATE TABLE, or an ALTER
+TABLE in the same transaction before any row went in), and a spare test_decoding slot. Both slots are made before the pipeline
+starts, so each has every change. The first read that finds the table created keeps one: the
+stream when the table was published, else the spare slot; the other is dropped.
 
 The slot (and publication) is created before the pipeline starts (setup) and dropped by
 `close()`; a slot left behind would hold back the server's WAL for ever, so `close()` is called
@@ -160,7 +168,46 @@ def visibility_runs(commits: list[list[Any]], server_now_s: float, local_now_ns:
     return runs
 
 
-LEFTOVER = r"^onceproof_[0-9a-f]{12}$"  # how Follower names its slot and publication
+LEFTOVER = r"^onceproof_[0-9a-f]{12}$"  # how Follower names its slots, publication and event trigger
+
+# The event trigger's function (see the module's doc): {name} is the slot's (and publication's,
+# trigger's) name, {table} the table's qualified name as a literal. A table the command did not
+# create, or that already is a member, is left alone; one created earlier in the transaction is
+# added once an ALTER TABLE gives it a replica identity (a custom setting, local to the
+# transaction, remembers what the CREATE made), unless rows went in before: those were decoded
+# unpublished, so only the spare slot has them. CREATE TABLE AS and SELECT INTO are not
+# watched (their rows go in before the trigger runs). Any error is a warning: the user's DDL
+# never fails because of the observer (the table is then followed by the spare slot).
+PUBLISH_CREATED = """
+CREATE FUNCTION public.{name}() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog AS $f$
+DECLARE rel regclass;
+BEGIN
+  rel := to_regclass({table});
+  IF rel IS NULL THEN RETURN; END IF;
+  IF tg_tag = 'ALTER TABLE' THEN
+    IF current_setting('onceproof.created_{token}', true) IS DISTINCT FROM rel::oid::text
+       OR pg_stat_get_xact_tuples_inserted(rel::oid) > 0 THEN RETURN; END IF;
+  ELSE
+    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() d
+                   WHERE d.classid = 'pg_class'::regclass AND d.objid = rel::oid) THEN RETURN; END IF;
+    PERFORM set_config('onceproof.created_{token}', rel::oid::text, true);
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
+             WHERE p.pubname = '{name}' AND r.prrelid = rel::oid) THEN RETURN; END IF;
+  IF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel::oid AND c.relkind IN ('r', 'p')
+             AND (c.relreplident IN ('f', 'i') OR c.relreplident = 'd' AND EXISTS (
+               SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))) THEN
+    EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', '{name}', rel);
+  END IF;
+EXCEPTION WHEN OTHERS THEN
+  RAISE WARNING 'onceproof observer: % not published (followed another way): %', rel, SQLERRM;
+END
+$f$;
+CREATE EVENT TRIGGER {name} ON ddl_command_end
+  WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+  EXECUTE FUNCTION public.{name}();
+"""
 
 
 def _drop_slot(conn: Any, slot: str) -> None:
@@ -206,7 +253,20 @@ def drop_leftovers(conn: Any) -> list[str]:
     pubs = [r[0] for r in conn.execute("SELECT pubname FROM pg_publication WHERE pubname ~ %s", (LEFTOVER,))]
     for pub in pubs:
         conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(pub)))
-    return sorted(set(slots) | set(pubs))
+    triggers = [r[0] for r in conn.execute("SELECT evtname FROM pg_event_trigger WHERE evtname ~ %s", (LEFTOVER,))]
+    funcs = [r[0] for r in conn.execute("SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                                        "WHERE n.nspname = 'public' AND p.proname ~ %s", (LEFTOVER,))]
+    for name in set(triggers) | set(funcs):
+        _drop_trigger(conn, name)
+    return sorted(set(slots) | set(pubs) | set(triggers) | set(funcs))
+
+
+def _drop_trigger(conn: Any, name: str) -> None:
+    """Drop the event trigger `name` and its function, if they exist. Raises psycopg.Error."""
+    from psycopg import sql
+
+    conn.execute(sql.SQL("DROP EVENT TRIGGER IF EXISTS {}").format(sql.Identifier(name)))
+    conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier("public", name)))
 
 
 class MappingError(ValueError):
@@ -285,7 +345,8 @@ class Follower:
         self.dsn, self.rows = dsn, rows
         self.schema, self.table = schema, table
         self.prefix = f"table {schema}.{table}: "
-        self.plugin = "test_decoding"  # or "pgoutput": see create()
+        self.plugin = "test_decoding"  # or "pgoutput", or "pending" until the table exists: see create()
+        self.spare: str | None = None  # pending: the test_decoding slot kept beside the pgoutput one
         self._relid: bytes | None = None  # pgoutput: the table's oid (4 bytes), from its Relation message
         self._cols: list[str] = []
         self._fast: Callable[[list[Any]], Effect] | None = None  # see _fast_effect
@@ -348,8 +409,85 @@ class Follower:
                 raise
             self.plugin = "pgoutput"
             return
+        if plugin is None and not self.exists(conn):
+            import psycopg
+
+            try:
+                self._create_pending(conn)
+                return
+            except psycopg.Error:  # not allowed here (event triggers need a superuser): the text plugin
+                self._drop_pending(conn)
         conn.execute("SELECT pg_create_logical_replication_slot(%s, 'test_decoding')", (self.slot,))
         self.plugin = "test_decoding"
+
+    def exists(self, conn: Any) -> bool:
+        """Whether the table exists now (committed). Raises psycopg.Error."""
+        from psycopg import sql
+
+        name = sql.Identifier(self.schema, self.table).as_string(conn)
+        return bool(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0])
+
+    def _create_pending(self, conn: Any) -> None:
+        """A table that does not exist yet (see the module's doc): an empty publication, the
+        event trigger that publishes the table when it is created with a replica identity, its
+        pgoutput slot and the spare test_decoding slot. Raises psycopg.Error (the caller drops
+        what was made)."""
+        from psycopg import sql
+
+        name = self.slot
+        self.spare = "onceproof_" + secrets.token_hex(6)
+        conn.execute(sql.SQL("CREATE PUBLICATION {} WITH (publish_via_partition_root = true)").format(
+            sql.Identifier(name)))
+        table = sql.Literal(sql.Identifier(self.schema, self.table).as_string(conn)).as_string(conn)
+        conn.execute(PUBLISH_CREATED.format(name=name, token=name.split("_")[1], table=table).encode())
+        conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (name,))
+        conn.execute("SELECT pg_create_logical_replication_slot(%s, 'test_decoding')", (self.spare,))
+        self.plugin = "pending"
+
+    def _drop_pending(self, conn: Any) -> None:
+        """Drop what `_create_pending` made (any part of it). Never raises."""
+        from psycopg import sql
+
+        steps: list[Callable[[], Any]] = [
+            lambda: _drop_trigger(conn, self.slot),
+            lambda: conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(self.slot))),
+            lambda: _drop_slot(conn, self.slot)]
+        if self.spare is not None:
+            spare = self.spare
+            steps.append(lambda: _drop_slot(conn, spare))
+        for step in steps:
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - the rest is dropped all the same
+                pass
+        self.spare = None
+
+    def _decide(self, timeout: float) -> bool:
+        """Pending: once the table exists, keep the stream when the table was published (drop
+        the spare slot) or else the spare test_decoding slot (drop the stream's slot, its
+        publication and the event trigger). False while the table does not exist yet. Raises
+        psycopg.Error."""
+        conn = self._connect()
+        with SocketDeadline(conn, timeout):
+            row = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid "
+                "WHERE p.pubname = %s AND r.prrelid = c.oid) FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                (self.slot, self.schema, self.table)).fetchone()
+            if row is None:
+                return False
+            spare, self.spare = self.spare, None
+            if row[0]:
+                _drop_slot(conn, spare or "")
+                self.plugin = "pgoutput"
+            else:
+                from psycopg import sql
+
+                _drop_trigger(conn, self.slot)
+                conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(self.slot)))
+                _drop_slot(conn, self.slot)
+                self.slot, self.plugin = spare or self.slot, "test_decoding"
+        return True
 
     def publishable(self, conn: Any) -> bool:
         """Whether the table can be followed by pgoutput without ever blocking the pipeline: it
@@ -358,8 +496,9 @@ class Follower:
         come under its own name: `publish_via_partition_root`) with a replica identity, REPLICA IDENTITY FULL,
         USING INDEX, or the default with a primary key. A published table without one refuses
         every UPDATE and DELETE ("cannot update table ... because it does not have a replica
-        identity and publishes updates", PostgreSQL docs, "Publication"): such a table, or one
-        the pipeline creates later, is followed by test_decoding, which needs no publication."""
+        identity and publishes updates", PostgreSQL docs, "Publication"): such a table is
+        followed by test_decoding, which needs no publication (one the pipeline creates later:
+        see the module's doc)."""
         row = conn.execute(
             "SELECT c.relkind, c.relreplident, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid "
             "AND i.indisprimary) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -374,10 +513,13 @@ class Follower:
         try:
             conn = self._connect()
             with SocketDeadline(conn, 10.0):
+                if self.plugin == "pending":
+                    self._drop_pending(conn)
                 _drop_slot(conn, self.slot)
                 from psycopg import sql
 
                 conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(self.slot)))
+                _drop_trigger(conn, self.slot)
         except Exception:  # noqa: BLE001 - the server may be gone already: nothing is held then
             pass
         close_quietly(self.conn)
@@ -971,6 +1113,8 @@ class Follower:
         vanished = False
         started = time.monotonic()
         self._commits, self.visible, self.passing = [], None, []
+        if self.plugin == "pending" and not self._decide(timeout):
+            return out, False  # the table is not created yet
         if self.plugin == "pgoutput":
             vanished = self._stream_read(out, timeout, budget_s, final)
         else:
@@ -1010,7 +1154,10 @@ class Follower:
     def final_read(self) -> list[Effect]:
         """The whole content after reading the rest of the slot: the table read in full when
         there is a `full_select` and the decoded content may be wrong (`blind`), else the
-        decoded content (which alone knows the re-applications by xmin)."""
+        decoded content (which alone knows the re-applications by xmin). A table never
+        created has no content."""
+        if self.plugin == "pending" and not self._decide(60.0):
+            return []
         if self.plugin == "pgoutput":  # to the server's position now, or an error
             self.read(timeout=60.0, budget_s=60.0, final=True)
         else:

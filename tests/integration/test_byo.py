@@ -534,15 +534,15 @@ def test_pgoutput_streams_in_order_and_a_delete_still_reads_the_whole_content(sh
     assert slot not in _slots(d) and slot not in _pubs(d)
 
 
-@pytest.mark.parametrize("plugin", ["pgoutput", "test_decoding"])
+@pytest.mark.parametrize("plugin", ["pgoutput", "created-later", "test_decoding"])
 def test_an_upsert_that_overwrites_the_order_id_takes_the_overwritten_effects_away(shared_targets, plugin):
     """A user's pipeline: a table keyed by customer, each event upserted over the customer's
     row (`ON CONFLICT (customer) DO UPDATE SET order_id = ...`). Only the last order of each
     customer is in the table, so the others were applied, then removed: the final content is
     the table's (it was the decoded history of every order id, a pipeline VALID with 14,959
     effects overwritten, found by a new user). With pgoutput the table exists when the run
-    starts; with test_decoding the pipeline creates it later. Neither follower is blind: each
-    row is found by its key's value."""
+    starts; created later, the pipeline creates it (and the stream follows it); with
+    test_decoding (forced) too. Neither follower is blind: each row is found by its key's value."""
     from onceproof.pgdecode import Follower, Rows
 
     d = shared_targets
@@ -552,16 +552,17 @@ def test_an_upsert_that_overwrites_the_order_id_takes_the_overwritten_effects_aw
         if plugin == "pgoutput":
             c.execute(ddl)
         f = Follower(d.postgres_dsn(), name, Rows("order_id", "customer", "n", None, where="workload.sink.postgres"))
-        f.create()
+        f.create(plugin="test_decoding" if plugin == "test_decoding" else None)
         try:
-            assert f.plugin == plugin
-            if plugin == "test_decoding":
+            assert f.plugin == {"created-later": "pending"}.get(plugin, plugin)
+            if plugin != "pgoutput":
                 c.execute(ddl)
             for i in range(30):
                 c.execute(f"INSERT INTO {name} VALUES (%s, %s, %s) ON CONFLICT (customer) DO UPDATE "
                           "SET order_id = excluded.order_id, n = excluded.n", (f"e{i}", f"c{i % 3}", i))
             events, full = f.read()
             assert full is True  # applications went away
+            assert f.plugin == {"created-later": "pgoutput"}.get(plugin, plugin)
             final = f.final_read()
             assert sorted(e[0] for e in final) == ["e27", "e28", "e29"], final
             assert not f.blind
@@ -597,3 +598,96 @@ def test_a_partitioned_table_is_followed_under_its_own_name(shared_targets):
         finally:
             f.close()
             c.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def _observer_objects(d) -> list[str]:
+    """Every slot, publication, event trigger and function of the server named as an observer's."""
+    with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+        return sorted(r[0] for r in c.execute(
+            "SELECT slot_name FROM pg_replication_slots UNION ALL SELECT pubname FROM pg_publication "
+            "UNION ALL SELECT evtname FROM pg_event_trigger UNION ALL SELECT proname FROM pg_proc "
+            "WHERE proname ~ '^onceproof_[0-9a-f]{12}$'") if r[0].startswith("onceproof_"))
+
+
+# What a pipeline does to make its own table once the run has started (as the pipeline's role,
+# not a superuser), and which of the Follower's slots then follows it: the stream when the table
+# has a replica identity from the transaction that made it on, before any row went in.
+CREATED_LATER = {
+    "key-in-create": (["CREATE TABLE {t} (order_id text PRIMARY KEY, customer text, n bigint)"], "pgoutput"),
+    "key-added-in-the-same-transaction": (
+        ["CREATE TABLE {t} (order_id text NOT NULL, customer text, n bigint)",
+         "ALTER TABLE {t} ADD PRIMARY KEY (order_id)"], "pgoutput"),
+    "no-key": (["CREATE TABLE {t} (order_id text, customer text, n bigint)"], "test_decoding"),
+    "key-added-after-rows": (
+        ["CREATE TABLE {t} (order_id text NOT NULL, customer text, n bigint)",
+         "INSERT INTO {t} VALUES ('e-early', 'c', -1)",
+         "ALTER TABLE {t} ADD PRIMARY KEY (order_id)"], "test_decoding"),
+    "key-added-in-a-later-transaction": (
+        ["CREATE TABLE {t} (order_id text NOT NULL, customer text, n bigint)", "COMMIT",
+         "ALTER TABLE {t} ADD PRIMARY KEY (order_id)"], "test_decoding"),
+    "create-table-as": (["CREATE TABLE {t} AS SELECT 'e-early'::text AS order_id, 'c'::text AS customer, "
+                         "-1::bigint AS n"], "test_decoding"),
+}
+
+
+@pytest.mark.parametrize("case", list(CREATED_LATER))
+def test_a_table_the_pipeline_creates_after_the_start_is_followed_from_its_first_row(shared_targets, case):
+    """Most pipelines create their own table, after the observer started. The Follower starts
+    pending, with a publication, an event trigger and both slots; the table is published in the
+    transaction that creates it when it has a replica identity by then, and followed by the
+    stream, else by the spare test_decoding slot. Either way every row is seen from the first
+    (rows written in the creating transaction included), the pipeline's UPDATE and DELETE of a
+    table without a key go through (it was never published), and nothing of the observer's is
+    left: no slot, publication, event trigger or function."""
+    d = shared_targets
+    before = _observer_objects(d)
+    name = f"later_{uuid.uuid4().hex[:6]}"
+    statements, plugin = CREATED_LATER[case]
+    sink = PostgresTableSink(d, PostgresMapping(table=name, id="order_id", key="customer", seq="n"))
+    sink.setup()
+    f = sink.follower
+    try:
+        assert f.plugin == "pending" and len(_observer_objects(d)) == len(before) + 5  # 2 slots, pub, trigger, fn
+        assert sink.read() == ([], False) and f.plugin == "pending"  # not created yet
+        with psycopg.connect(d.postgres.pipeline_dsn()) as c:  # one transaction (until COMMIT)
+            for stmt in statements:
+                c.execute(stmt.format(t=name))
+            c.execute(f"INSERT INTO {name} SELECT 'e' || i, 'c', i FROM generate_series(0, 49) i")
+        with psycopg.connect(d.postgres.pipeline_dsn(), autocommit=True) as c:
+            c.execute(f"INSERT INTO {name} SELECT 'e' || i, 'c', i FROM generate_series(50, 99) i")
+            events, full = sink.read()
+            assert f.plugin == plugin and full is False
+            early = ["e-early"] if "e-early" in " ".join(statements) else []
+            assert [e[0] for e in events] == early + [f"e{i}" for i in range(100)]
+            assert len(_observer_objects(d)) == len(before) + (4 if plugin == "pgoutput" else 1)  # slot, pub, trigger, fn
+            c.execute(f"UPDATE {name} SET n = n + 1000 WHERE order_id = 'e5'")
+            c.execute(f"DELETE FROM {name} WHERE order_id = 'e7'")
+        final = sink.final_read()
+        assert sorted(e[0] for e in final) == sorted(early + [f"e{i}" for i in range(100) if i != 7])
+    finally:
+        sink.close()
+        with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+            c.execute(f"DROP TABLE IF EXISTS {name}")
+    assert _observer_objects(d) == before
+
+
+def test_a_table_never_created_has_no_content_and_its_pending_observer_leaves_nothing(shared_targets):
+    """A pipeline that never made its table: the final read is empty (no error), and close()
+    drops both slots, the publication, the event trigger and its function; so does a session's
+    reset (drop_leftovers) for the observer of a run that died pending."""
+    from onceproof.pgdecode import Follower, Rows, drop_leftovers
+
+    d = shared_targets
+    before = _observer_objects(d)
+    for died in (False, True):
+        f = Follower(d.postgres_dsn(), f"never_{uuid.uuid4().hex[:6]}", Rows("order_id", None, None))
+        f.create()
+        assert f.plugin == "pending" and f.final_read() == []
+        if died:
+            f.conn.close()  # the harness died: nothing dropped
+            with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+                # the publication, trigger and function are named as the first slot
+                assert drop_leftovers(c) == sorted([f.slot, f.spare])
+        else:
+            f.close()
+        assert _observer_objects(d) == before
