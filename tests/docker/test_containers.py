@@ -117,24 +117,33 @@ def test_postgres_in_a_container_survives_kill_9_with_its_committed_rows(docker_
         conn.execute(f"DROP TABLE {table}")
 
 
-def test_postgres_in_a_container_is_followed_by_logical_decoding(docker_targets):
+@pytest.mark.parametrize("made", ["before", "by-the-pipeline-later"])
+def test_postgres_in_a_container_is_followed_by_logical_decoding(docker_targets, made):
     """The container's server runs with wal_level = logical, as the local one: a `table:` sink
     mapping (followed by decoding) ended every docker run without a verdict when it was
-    `replica` ("logical decoding requires wal_level >= logical")."""
+    `replica` ("logical decoding requires wal_level >= logical"). A table the pipeline's role
+    creates after the observer started is published by the observer's event trigger there too,
+    and followed by the stream."""
     from onceproof.pgdecode import Follower, Rows
 
     dsn = docker_targets.postgres_dsn()
     table = f"t_{uuid.uuid4().hex[:8]}"
+    ddl = f"CREATE TABLE {table} (order_id text PRIMARY KEY, customer text, n bigint)"
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.execute("SHOW wal_level").fetchone() == ("logical",)
-        conn.execute(f"CREATE TABLE {table} (order_id text PRIMARY KEY, customer text, n bigint)")
+        if made == "before":
+            conn.execute(ddl)
     follower = Follower(dsn, table, Rows("order_id", "customer", "n", None))
     follower.create()
     try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        assert follower.plugin == ("pgoutput" if made == "before" else "pending")
+        with psycopg.connect(docker_targets.postgres.pipeline_dsn(), autocommit=True) as conn:
+            if made != "before":
+                conn.execute(ddl)
             conn.execute(f"INSERT INTO {table} VALUES ('o-1', 'c', 1), ('o-2', 'c', 2)")
         effects, full = follower.read()
         assert not full and sorted(e[:3] for e in effects) == [["o-1", "c", 1], ["o-2", "c", 2]]
+        assert follower.plugin == "pgoutput"
     finally:
         follower.close()
         with psycopg.connect(dsn, autocommit=True) as conn:

@@ -625,6 +625,9 @@ CREATED_LATER = {
     "key-added-in-a-later-transaction": (
         ["CREATE TABLE {t} (order_id text NOT NULL, customer text, n bigint)", "COMMIT",
          "ALTER TABLE {t} ADD PRIMARY KEY (order_id)"], "test_decoding"),
+    "partitioned": (["CREATE TABLE {t} (order_id text PRIMARY KEY, customer text, n bigint) PARTITION BY HASH (order_id)",
+                     "CREATE TABLE {t}_p0 PARTITION OF {t} FOR VALUES WITH (MODULUS 2, REMAINDER 0)", "COMMIT",
+                     "CREATE TABLE {t}_p1 PARTITION OF {t} FOR VALUES WITH (MODULUS 2, REMAINDER 1)"], "pgoutput"),
     "create-table-as": (["CREATE TABLE {t} AS SELECT 'e-early'::text AS order_id, 'c'::text AS customer, "
                          "-1::bigint AS n"], "test_decoding"),
 }
