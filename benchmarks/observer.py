@@ -2,12 +2,14 @@
 side by side with a plain `COPY (SELECT ...) TO STDOUT` of the same rows, in one run on the
 same server:
 
-    .venv/bin/python benchmarks/observer.py [--seconds 10] [--batch 20000]
+    .venv/bin/python benchmarks/observer.py [--seconds 10] [--batch 20000] [--created-later]
 
 A writer (a process of its own) fills onceproof's effects table as fast as this machine allows
 (COPY FROM STDIN, one transaction per batch) while an Observer (the run's own class, recording a history) follows
 it: twice, on two tables, first with the old test_decoding path, then with pgoutput (the one the
-run takes). Printed: the write rate, the rows the observer followed per second of its own reading
+run takes); with `--created-later`, also on a table the writer creates (with a primary key)
+after the observer started, as most pipelines make their own (the observer starts pending and
+must end on the stream: harness/pgdecode.py). Printed: the write rate, the rows the observer followed per second of its own reading
 time, the same over wall time (sustained: it has to keep up with the writer), the lag at the
 end of the writes, the number of full reads during the run (goal 0), and the COPY rate.
 Goals (issue 17): >= 100K rows/s sustained and >= 0.5x the COPY rate.
@@ -51,10 +53,17 @@ def server_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def writer(dsn: str, table: str, seconds: float, batch: int, counter: Any) -> None:
+# the table a pipeline makes for itself once it runs (`--created-later`): a key of its own
+LATER_DDL = "CREATE TABLE {t} (event_id text, key text, seq bigint, replica int, pos bigserial PRIMARY KEY)"
+
+
+def writer(dsn: str, table: str, seconds: float, batch: int, counter: Any, ddl: str | None = None) -> None:
     """Fill `table` for `seconds` (COPY FROM, `batch` rows a transaction); `counter.value`: rows
-    committed. Runs in a process of its own, as a pipeline does: not in the observer's (GIL)."""
+    committed. Runs in a process of its own, as a pipeline does: not in the observer's (GIL).
+    `ddl`: the writer creates the table first, in its first transaction."""
     with psycopg.connect(dsn) as conn:
+        if ddl:
+            conn.execute(ddl.format(t=table))
         end = time.monotonic() + seconds
         n = 0
         while time.monotonic() < end:
@@ -204,14 +213,24 @@ def breakdown(dsn: str, sink: PostgresSink, n: int, tmp: Path) -> list[tuple[str
 
 
 def follow(d: Deployment, table: str, plugin: str, args: argparse.Namespace, tmp: Path,
-           for_breakdown: bool) -> tuple[PostgresSink, dict]:
+           for_breakdown: bool, later: bool = False) -> tuple[PostgresSink, dict]:
     """A writer fills `table` for args.seconds while an Observer following it with `plugin`
     records a history; -> (the sink, still open; the figures). `for_breakdown`: the slots of
-    the breakdown are made before the writes (they decode the same changes)."""
+    the breakdown are made before the writes (they decode the same changes). `later`: the
+    table does not exist when the observer starts; the writer creates it (LATER_DDL), as a
+    pipeline does, and the observer must end on the stream."""
     sink = PostgresSink(d, table)
     sink.setup()
     assert sink.follower is not None, "the server cannot decode (wal_level below logical?)"
-    if sink.follower.plugin != plugin:
+    if later:
+        sink.follower.close()
+        with psycopg.connect(d.postgres_dsn(), autocommit=True) as conn:
+            conn.execute(f"DROP TABLE {table}")
+        sink.follower = Follower(d.postgres_dsn(), table, Rows("event_id", "key", "seq", "replica"),
+                                 full_select=sink._full)
+        sink.follower.create()
+        assert sink.follower.plugin == "pending"
+    elif sink.follower.plugin != plugin:
         sink.follower.close()
         sink.follower = Follower(d.postgres_dsn(), table, Rows("event_id", "key", "seq", "replica"),
                                  full_select=sink._full)
@@ -245,7 +264,8 @@ def follow(d: Deployment, table: str, plugin: str, args: argparse.Namespace, tmp
     obs.observe_once = timed  # type: ignore[method-assign]
     ctx = multiprocessing.get_context("spawn")
     counter = ctx.Value("q", 0)
-    w = ctx.Process(target=writer, args=(d.postgres_dsn(), sink.name, args.seconds, args.batch, counter))
+    w = ctx.Process(target=writer, args=(d.postgres_dsn(), sink.name, args.seconds, args.batch, counter,
+                                         LATER_DDL if later else None))
     t0 = time.monotonic()
     w.start()
     obs.start()
@@ -267,6 +287,9 @@ def follow(d: Deployment, table: str, plugin: str, args: argparse.Namespace, tmp
     obs.stop()
     history.close()
     n = written[0]
+    if later:
+        assert sink.follower.plugin == plugin, f"followed by {sink.follower.plugin}, not {plugin}"
+        plugin += ", table created by the writer"
     return sink, {"plugin": plugin, "written": n, "followed": obs.applied, "write_rate": n / (t_written - t0),
                   "lag": lag_at_end, "catch_up_s": t_followed - t_written, "busy": obs.applied / busy[0],
                   "wall_s": t_followed - t0, "write_s": t_written - t0, "during": (n - lag_at_end) / (t_written - t0), "cpu": cpu,
@@ -278,6 +301,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--batch", type=int, default=20000, help="rows per writer transaction")
     ap.add_argument("--interval", type=float, default=0.2, help="the observer's interval (s)")
+    ap.add_argument("--created-later", action="store_true",
+                    help="also follow a table the writer creates after the observer started (as most pipelines do)")
     args = ap.parse_args()
     rt = LocalRuntime()
     d = Deployment.create(rt, TargetsSpec(postgres=True))
@@ -286,7 +311,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmpdir:
             old_sink, old = follow(d, "bench_old", "test_decoding", args, Path(tmpdir), for_breakdown=False)
             old_sink.close()
+            followed = [old]
+            if args.created_later:
+                later_sink, later = follow(d, "bench_later", "pgoutput", args, Path(tmpdir), for_breakdown=False,
+                                           later=True)
+                later_sink.close()
+                followed.append(later)
             sink, new = follow(d, "bench_effects", "pgoutput", args, Path(tmpdir), for_breakdown=True)
+            followed.append(new)
             written = [new["written"]]
             steps = breakdown(d.postgres_dsn(), sink, written[0], Path(tmpdir))
             sink.close()
@@ -301,7 +333,7 @@ def main() -> None:
                 copy_cpu = server_cpu(conn.info.backend_pid) + time.process_time() - cpu
         copy_rate = written[0] / copy_s
         copy_per_cpu = written[0] / copy_cpu
-        for f in (old, new):
+        for f in followed:
             print(f"observer ({f['plugin']}): {f['written']:,} rows written at {f['write_rate']:,.0f} rows/s (COPY FROM "
                   f"in {args.batch:,}-row transactions), {f['followed']:,} followed; lag when the writes ended "
                   f"{f['lag']:,} rows, caught up {f['catch_up_s']:.2f} s later; full reads during the run: "
@@ -315,8 +347,8 @@ def main() -> None:
         print(f"{'step':<52} {'rows/s':>10} {'vs COPY':>8} {'rows/CPU-s':>11} {'vs COPY':>8}")
         rows_ = [("COPY ... TO STDOUT", written[0], copy_s, copy_cpu)]
         rows_ += [(f"observer ({f['plugin']}), sustained during the writes", f["written"] - f["lag"], f["write_s"], None)
-                  for f in (old, new)]
-        rows_ += [(f"observer ({f['plugin']}), writes + catch-up", f["written"], f["wall_s"], f["cpu"]) for f in (old, new)]
+                  for f in followed]
+        rows_ += [(f"observer ({f['plugin']}), writes + catch-up", f["written"], f["wall_s"], f["cpu"]) for f in followed]
         rows_ += [(name, written[0], secs, cpu_s) for name, secs, cpu_s in steps]
         for name, n, secs, cpu_s in rows_:
             per_cpu = f"{n / cpu_s:>11,.0f} {n / cpu_s / copy_per_cpu:>7.2f}x" if cpu_s else ""

@@ -445,13 +445,20 @@ class DockerToxiproxy(ContainerNode, ToxiproxyNode):
 class ContainerCommand(ContainerNode, CommandNode):
     """A pipeline replica given as an image (`pipeline: {image: ..., command: [...]}`): it joins
     the network namespace of the run's Toxiproxy container, so the same ONCEPROOF_* endpoints
-    (127.0.0.1:<proxy port>) reach the same proxies as a local replica's do."""
+    (127.0.0.1:<proxy port>) reach the same proxies as a local replica's do.
+
+    Its output is the engine's log of the container (the image need not have a shell to wrap
+    it as the targets' are): what each incarnation printed is appended to the node's log file
+    when it ends (a kill, a stop, the teardown), after that incarnation's `--- onceproof:
+    starting` line and before the next one's. The engine keeps a container's log across a
+    start after a kill, so only the part not saved yet is appended."""
 
     def __init__(self, runtime: "DockerRuntime", name: str, image: str, argv: list[str], env: dict[str, str],
                  toxiproxy: ToxiproxyNode | None) -> None:
         super().__init__(runtime, name, argv, env)
         self.image = image
         self.toxiproxy = toxiproxy
+        self._saved = 0  # bytes of the current container's log already in the log file
 
     def spec(self) -> Spec:
         """Raises NodeError unless the run's Toxiproxy is a running container (runtime docker)."""
@@ -464,17 +471,32 @@ class ContainerCommand(ContainerNode, CommandNode):
         return Spec(self.image, list(self.argv), [], env=dict(self._env), log_wrap=False,
                     network_mode=f"container:{proxy.container.id}")
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def kill(self) -> None:
+        ContainerNode.kill(self)
         self._save_logs()
+
+    def stop(self, timeout: float = 15.0) -> None:
         ContainerNode.stop(self, timeout)
+        self._save_logs()  # after the stop: what the pipeline printed on its way out too
         self.remove()
-        self.container = None
+        self.container, self._saved = None, 0
+
+    def teardown(self) -> None:
+        try:
+            ContainerNode.kill(self)
+            self._save_logs()
+        finally:
+            self.remove()
 
     def _save_logs(self) -> None:
+        """Append what the container printed since the last save to the log file. Never raises
+        (the log is a courtesy)."""
         if self.container is None:
             return
         try:
+            out = self.container.logs()
             with open(self.log_path, "ab") as log:
-                log.write(self.container.logs())
+                log.write(out[self._saved:])
+            self._saved = len(out)
         except Exception:  # noqa: BLE001
             pass

@@ -72,6 +72,11 @@ def test_a_pipeline_given_as_an_image_is_valid_under_kill_partition_and_pause(tm
     assert (logs / "pipeline-0.log").exists() and (logs / "pipeline-1.log").exists()
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [f["outcome"] for f in results["faults"]] == ["ok"] * 3, results["faults"]
+    # the killed replica's log: each incarnation's own output after its starting line (the
+    # engine's log was appended once, at the end, with the two starting lines bunched together)
+    lines = [ln for ln in (logs / "pipeline-0.log").read_text().splitlines()
+             if ln.startswith("--- onceproof: starting") or ": start: " in ln]
+    assert [ln.startswith("---") for ln in lines] == [True, False, True, False], lines
 
 
 STOP_PLAN = """name: docker-stop
