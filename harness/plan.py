@@ -99,7 +99,9 @@ class RedisProgress(BaseModel):
 
 
 class Pipeline(_Model):
-    command: list[str] = Field(description="the pipeline's command line (a list, or a string split like a shell)")
+    command: list[str] = Field(default_factory=list, description=(
+        "the pipeline's command line (a list, or a string split like a shell); with `image`, optional: "
+        "the image's own entrypoint and command run when it is left out"))
     replicas: int = Field(1, ge=1, le=32)
     env: dict[str, str] = Field(default_factory=dict)
     secret_env: list[str] = Field(default_factory=list, description=(
@@ -364,6 +366,10 @@ class Plan(_Model):
             raise PlanConsistencyError(["checks", "state"], "a state in Redis hashes is read from Redis: add `redis: {}`")
         if self.pipeline.image and self.runtime != "docker":
             raise PlanConsistencyError(["pipeline", "image"], "a pipeline given as an image needs `runtime: docker`")
+        if not self.pipeline.command and not self.pipeline.image:
+            raise PlanConsistencyError(["pipeline", "command"], "expected the pipeline's command line, e.g. "
+                                       "[python, -m, onceproof.targets.pipelines.kafka_to_postgres] (or an `image` "
+                                       "whose own entrypoint runs it, with runtime docker)")
         unknown = sorted(set(self.images) - {"kafka", "redis", "postgres", "toxiproxy"})
         if unknown:
             raise PlanConsistencyError(["images", unknown[0]], "expected one of kafka, redis, postgres, toxiproxy")

@@ -136,9 +136,11 @@ class ContainerNode(Node):
             c.with_volume_mapping(os.path.abspath(host), inside, mode)
         for key, value in env.items():
             c.with_env(key, value)
-        kwargs: dict[str, Any] = {"labels": self.runtime.labels(self.name), "entrypoint": argv[:1],
+        kwargs: dict[str, Any] = {"labels": self.runtime.labels(self.name),
                                   "stop_signal": signal.Signals(self.stop_signal).name, "detach": True}
-        c.with_command(argv[1:])
+        if argv:  # else the image's own entrypoint and command (a pipeline image given without one)
+            kwargs["entrypoint"] = argv[:1]
+            c.with_command(argv[1:])
         if spec.user:
             kwargs["user"] = spec.user
         if spec.network_mode:
@@ -148,7 +150,7 @@ class ContainerNode(Node):
             for port in spec.publish:  # on 127.0.0.1 only (with_bind_ports takes no address)
                 c.ports[f"{port}/tcp"] = ("127.0.0.1", port)  # type: ignore[assignment]
         c.with_kwargs(**kwargs)
-        self.entrypoint = (spec.image, argv[0])
+        self.entrypoint = (spec.image, argv[0] if argv else "")
         c.start()
         self.container = c.get_wrapped_container()
 

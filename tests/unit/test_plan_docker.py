@@ -53,3 +53,15 @@ def test_partition_isolate_with_from_on_docker_is_refused_when_the_plan_is_read(
     assert f"{p}:7: faults[0].partition-isolate.from: partition-isolate with `from` needs per-pair rules" in str(e.value)
     p.write_text(p.read_text().replace(", from: [postgres]", ""))
     assert load_plan(p).runtime == "docker"  # without `from`: a disconnect, accepted
+
+
+def test_a_pipeline_image_needs_no_command_and_a_plan_with_neither_is_bad_input(tmp_path):
+    """An image whose own entrypoint runs the pipeline needs no `pipeline.command` (a user had
+    to repeat it); without an image the command is required, naming the field."""
+    p = tmp_path / "plan.yaml"
+    p.write_text(PLAN.format(runtime="docker", extra="image: my-pipeline:ci", top="").replace(
+        "command: [python, -m, my_pipeline], ", ""))
+    assert load_plan(p).pipeline.command == []
+    p.write_text(p.read_text().replace("image: my-pipeline:ci", "replicas: 1"))
+    with pytest.raises(PlanError, match=r"pipeline\.command: expected the pipeline's command line"):
+        load_plan(p)
