@@ -49,8 +49,7 @@ IMAGE_PLAN = """name: pipeline-image
 runtime: docker
 targets: {kafka: {nodes: 1}, postgres: {}}
 pipeline:
-  image: onceproof/pipelines:local
-  command: [python, -m, onceproof.targets.pipelines.kafka_to_postgres]
+  image: onceproof/pipeline-entrypoint:test  # no command: the image's entrypoint runs the pipeline
   replicas: 2
   progress: SELECT partition, max(next_offset) FROM onceproof_offsets GROUP BY partition  # its positions live in PostgreSQL
 workload: {source: kafka:onceproof.events, sink: postgres:onceproof_effects, rate: 500, keys: 20, duration: 12s}
@@ -62,7 +61,26 @@ quiesce: {idle: 3s, max: 60s}
 """
 
 
-def test_a_pipeline_given_as_an_image_is_valid_under_kill_partition_and_pause(tmp_path: Path) -> None:
+@pytest.fixture
+def entrypoint_image():
+    """A user's image whose own ENTRYPOINT runs the pipeline (built FROM the test pipelines'
+    image); removed afterwards."""
+    import io
+
+    from onceproof.targets.docker.images import PIPELINE_IMAGE, client
+
+    tag = "onceproof/pipeline-entrypoint:test"
+    engine = client(timeout=300)
+    dockerfile = (f"FROM {PIPELINE_IMAGE}\n"
+                  'ENTRYPOINT ["python", "-m", "onceproof.targets.pipelines.kafka_to_postgres"]\n')
+    engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
+    try:
+        yield tag
+    finally:
+        engine.images.remove(tag, force=True)
+
+
+def test_a_pipeline_given_as_an_image_is_valid_under_kill_partition_and_pause(tmp_path: Path, entrypoint_image) -> None:
     plan = tmp_path / "plan.yaml"
     plan.write_text(IMAGE_PLAN)
     code, summary = _run(str(plan), "--out", str(tmp_path / "out"))
