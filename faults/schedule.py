@@ -385,6 +385,7 @@ def expand(entries: Iterable[Any], seed: int, duration_s: float | None, target_n
     Raises FaultSpecError whose path starts with the entry's index."""
     names = sorted(target_names)
     steps: list[Step] = []
+    late: list[tuple[int, Step]] = []  # fixed steps starting after the run's end: all named at once
     for i, entry in enumerate(entries):
         typed = entry if isinstance(entry, (list, RandomSpec, FixedStep, RandomEntry)) else read_entry(entry, [i])
         parsed = typed.random if isinstance(typed, RandomEntry) else [typed.step()] if isinstance(
@@ -395,14 +396,19 @@ def expand(entries: Iterable[Any], seed: int, duration_s: float | None, target_n
             steps += _draw(parsed, rng, duration_s, names, [i, "random"])
         else:
             for step in parsed:
-                _check_step(step, duration_s, names, [i])
+                _check_step(step, names, [i])
+                if duration_s is not None and step.at_s >= duration_s:
+                    late.append((i, step))
                 steps.append(step)
+    if late and duration_s is not None:
+        (i, first), more = late[0], late[1:]
+        others = f"; so do {', '.join(f'faults[{j}] (at {s.at_s:g}s)' for j, s in more)}" if more else ""
+        raise FaultSpecError([i, "at"], f"at {first.at_s:g}s is not within the run ({duration_s:g}s long){others}: "
+                             f"a duration of more than {max(s.at_s for _, s in late):g}s runs them all")
     return sorted(steps, key=lambda s: s.at_s)  # stable: entries at the same time keep their order
 
 
-def _check_step(step: Step, duration_s: float | None, names: list[str], path: list[str | int]) -> None:
-    if duration_s is not None and step.at_s >= duration_s:
-        raise FaultSpecError(path + ["at"], f"at {step.at_s:g}s is not within the run ({duration_s:g}s long)")
+def _check_step(step: Step, names: list[str], path: list[str | int]) -> None:
     try:
         selectors.expand_names(step.params["target"], names)
     except ParamError as e:

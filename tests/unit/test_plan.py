@@ -151,3 +151,15 @@ def test_a_sink_mapping_is_valid_for_the_schema_and_a_sink_given_twice_is_bad_in
     path.write_text(text + "  sink-mapping: {postgres: {table: other}}\n")
     with pytest.raises(PlanError, match="the sink is given twice"):
         load_plan(path)
+
+
+def test_every_fault_starting_after_a_shortened_run_is_named_with_the_duration_that_runs_them(tmp_path):
+    """`--duration 10s` on a 40 s plan: the first fault out of range is the error's field, and
+    the message names every other one too, with the duration that would run them all (a user
+    met them one at a time)."""
+    p = _write(tmp_path, GOOD.replace("duration: 40s", "duration: 10s").replace(
+        "  - {random: {from: 5s, until: 35s, every: 6s, for: 3s, kinds: [kill, pause, partition]}}\n", ""))
+    with pytest.raises(PlanError) as e:
+        load_plan(p)
+    assert (f"{p}:8: faults[1].at: at 15s is not within the run (10s long); so do faults[2] (at 25s): "
+            "a duration of more than 25s runs them all") in str(e.value)
