@@ -2,7 +2,9 @@
 module, pinned) and its `run:` steps, run in order in a shell as the runner would, run a
 plan on the docker runtime against this machine's engine and leave the artifacts the
 upload step names; the GitLab job has the structure GitLab needs (no schema of GitLab's is
-reachable from a registry here)."""
+reachable from a registry here), and its `before_script` and `script` lines, run in order in
+one shell as a shell executor would, with its variables expanded as GitLab does, run a plan
+and leave the artifacts its `artifacts:` names."""
 from __future__ import annotations
 
 import os
@@ -128,3 +130,34 @@ def test_the_workflow_stops_at_once_while_the_pip_spec_is_not_set(tmp_path: Path
     gitlab = yaml.safe_load(GITLAB.read_text())["onceproof"]
     assert gitlab["variables"]["ONCEPROOF_PIP_SPEC"] == ""
     assert "ONCEPROOF_PIP_SPEC" in gitlab["before_script"][0] and "exit 2" in gitlab["before_script"][0]
+
+
+def test_the_gitlab_job_lines_in_order_leave_the_artifacts_and_a_passing_job(tmp_path: Path) -> None:
+    """The job's lines as a shell executor runs them (one shell, each line's exit code checked,
+    `set +e` kept by the line that sets it), on a machine without Java nor an onceproof cache:
+    the run's folder is made under ONCEPROOF_SHARED, copied into the project for the
+    artifacts and removed there; the job's exit code is the run's."""
+    import json
+
+    job = yaml.safe_load(GITLAB.read_text())["onceproof"]
+    work = tmp_path / "repo"
+    (work / "onceproof").mkdir(parents=True)
+    (work / "onceproof" / "plan.yaml").write_text(PLAN)  # no Dockerfile: the plan's command runs in the job
+    shared = tmp_path / "srv"  # the host folder mounted at the same path (a docker executor's)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{path_without_java(tmp_path)}", "CI_JOB_ID": "4242"}
+    variables = dict(job["variables"], ONCEPROOF_SHARED=str(shared), ONCEPROOF_PIP_SPEC="onceproof")
+    variables.pop("DOCKER_HOST")  # this machine's engine is found where onceproof looks (engine.py)
+    for name, value in variables.items():  # in order, each may use the ones before (GitLab's expansion)
+        env[name] = re.sub(r"\$(\w+)", lambda m: env.get(m.group(1), ""), str(value))
+    assert env["ONCEPROOF_RUN_DIR"] == f"{shared}/runs/4242" and env["ONCEPROOF_HOME"] == f"{shared}/home"
+    lines = job["before_script"] + job["script"]
+    res = subprocess.run(["bash", "-e", "-c", "\n".join(lines)], cwd=work, env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "onceproof: ci-check valid = True errors = []" in res.stdout
+    out = work / env["ONCEPROOF_OUT"]
+    for artifact in job["artifacts"]["paths"] + [job["artifacts"]["reports"]["junit"]]:
+        path = work / artifact.replace("$ONCEPROOF_OUT", env["ONCEPROOF_OUT"])
+        assert path.exists() and (path.is_dir() or path.stat().st_size > 0), artifact
+    assert json.loads((out / "results.json").read_text())["valid"] is True
+    assert not Path(env["ONCEPROOF_RUN_DIR"]).exists()  # copied, then removed from the shared folder
