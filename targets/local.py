@@ -5,12 +5,29 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 from pathlib import Path
 
 from onceproof.targets import paths
 from onceproof.targets.ledger import RunEntry, new_run_id
+
+LISTEN_PORTS = (20000, 32767)  # where servers listen, if the ephemeral range starts above it
+_draw = random.SystemRandom()  # not the module's generator: a test that seeds it must not make runs collide
+
+
+def listen_ports() -> tuple[int, int]:
+    """(low, high) of LISTEN_PORTS below the kernel's ephemeral range
+    (/proc/sys/net/ipv4/ip_local_port_range, Linux's default 32768-60999); (0, 0) when the
+    range leaves no room (then the kernel's port 0 is used)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            first = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return (0, 0)
+    low, high = LISTEN_PORTS[0], min(LISTEN_PORTS[1], first - 1)
+    return (low, high) if high - low >= 1000 else (0, 0)
 
 
 class LocalRuntime:
@@ -53,11 +70,25 @@ class LocalRuntime:
         return "127.0.0.1"
 
     def free_port(self) -> int:
-        """A port nobody listens on now, never handed out twice in this run."""
-        for _ in range(200):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
+        """A port nobody uses on 127.0.0.1 now, never handed out twice in this run, drawn from
+        LISTEN_PORTS (below the kernel's ephemeral range) when that range leaves room. A port
+        the kernel hands out for port 0 is an ephemeral one, which any outgoing connection of
+        the machine may take as its local port before our server binds it: a Kafka node then
+        failed to start with `BindException: Address already in use` (CI, while other runs
+        opened connections). Raises RuntimeError when none is found."""
+        low, high = listen_ports()
+        for _ in range(400):
+            if high > low:
+                port = _draw.randint(low, high)
+                try:
+                    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                        s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            else:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind(("127.0.0.1", 0))
+                    port = s.getsockname()[1]
             if port not in self._ports:
                 self._ports.add(port)
                 return port

@@ -65,3 +65,26 @@ def test_make_runtime_gives_the_runtime_named_in_a_plan(tmp_path):
 def test_make_runtime_refuses_an_unknown_kind_and_names_the_known_ones():
     with pytest.raises(ValueError, match="unknown runtime 'kubernetes': expected one of local, netns, docker"):
         make_runtime("kubernetes")
+
+
+def test_servers_listen_below_the_kernels_ephemeral_range_never_on_a_used_port(tmp_path, monkeypatch):
+    """A port the kernel hands out for port 0 is ephemeral: any outgoing connection may take it
+    before the server binds it (CI: a Kafka node failed with `Address already in use`). Ports
+    come from below /proc's ip_local_port_range, never one already bound, never twice; with no
+    room below that range, the kernel's port 0 again."""
+    import socket
+
+    from onceproof.targets import local
+
+    monkeypatch.setenv("ONCEPROOF_SCRATCH", str(tmp_path / "scratch"))
+    low, high = local.listen_ports()
+    first = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    assert (low, high) == ((20000, min(32767, first - 1)) if first > 21000 else (0, 0))
+    with LocalRuntime() as rt, socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        monkeypatch.setattr(local, "listen_ports", lambda: (taken.getsockname()[1], taken.getsockname()[1] + 1))
+        ports = [rt.free_port()]
+        assert ports == [taken.getsockname()[1] + 1]  # the bound one is skipped
+        monkeypatch.setattr(local, "listen_ports", lambda: (0, 0))
+        more = {rt.free_port() for _ in range(50)}
+        assert len(more) == 50 and ports[0] not in more and all(p >= first for p in more)
