@@ -17,39 +17,21 @@ import signal
 import time
 from typing import Annotated
 
-import psutil
 from pydantic import Field
 
 from onceproof.faults.base import Fault, FaultError, Marks, Params, kind
 from onceproof.faults.params import Seconds
+from onceproof.targets import procfs
 from onceproof.targets.process import Node
 from onceproof.targets.procfs import state as _state
+from onceproof.targets.procfs import wait_gone
 
 
 def descendants(node: Node) -> list[int]:
-    """Every process below the node's own, read from /proc/<pid>/task/<tid>/children (a few
-    files: scanning all of /proc, as psutil does, takes milliseconds on a busy machine)."""
+    """Every process below the node's own (targets/procfs.py), [] when it is not running."""
     if not node.alive or node.pid is None:
         return []
-    out: list[int] = []
-    todo = [node.pid]
-    try:
-        while todo:
-            pid = todo.pop()
-            for task in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{task}/children") as f:
-                    kids = [int(x) for x in f.read().split()]
-                out += kids
-                todo += kids
-        return out
-    except FileNotFoundError:  # a process ended while we looked: look again the slow way
-        pass
-    except OSError:
-        pass
-    try:
-        return [c.pid for c in psutil.Process(node.pid).children(recursive=True)]
-    except psutil.Error:
-        return []
+    return procfs.descendants(node.pid)
 
 
 def _signal_all(pids: list[int], sig: int) -> None:
@@ -58,16 +40,6 @@ def _signal_all(pids: list[int], sig: int) -> None:
             os.kill(pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
-
-
-def wait_gone(pids: list[int], timeout: float = 2.0) -> bool:
-    """Until every process has died (a zombie nobody reaped yet counts as dead)."""
-    deadline = time.monotonic() + timeout
-    while any(_state(pid) not in "XZ" for pid in pids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.0005)
-    return True
 
 
 def wait_states(pids: list[int], stopped: bool, timeout: float = 2.0) -> bool:

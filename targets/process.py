@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onceproof.errors import OnceproofError
+from onceproof.targets import procfs
 
 
 if TYPE_CHECKING:
@@ -180,11 +181,21 @@ class Node:
             pass
 
     def kill(self) -> None:
-        """SIGKILL, no chance to clean up (the process group, so children die too)."""
+        """SIGKILL, no chance to clean up: the process group and every process below the node's
+        own, waited for (PostgreSQL's backends call setsid(): killing the group alone left them
+        serving a moment, and a start right after failed on their shared memory, "pre-existing
+        shared memory block is still in use")."""
         if self._popen is None:
             return
+        below = procfs.descendants(self._popen.pid) if self.alive else []
         self._signal(signal.SIGKILL)
+        for pid in below:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         self._popen.wait()
+        procfs.wait_gone(below, 5.0)
         self.paused = False
         self.runtime.unregister(self.name)
 

@@ -5,6 +5,9 @@ parentheses, so the fields are split after the LAST `)`; every reader of that fi
 through `stat_fields` so that rule is written once."""
 from __future__ import annotations
 
+import os
+import time
+
 
 def stat_fields(pid: int) -> list[bytes] | None:
     """The fields of `/proc/<pid>/stat` after the command name: index 0 is the state (proc(5)
@@ -35,3 +38,40 @@ def start_time(pid: int) -> int | None:
     if fields is None or len(fields) < 20:
         return None
     return int(fields[19])
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, theirs, ...), read from
+    /proc/<pid>/task/<tid>/children (a few files: scanning all of /proc, as psutil does, takes
+    milliseconds on a busy machine); psutil's walk when a process ended while we looked. []
+    when `pid` is gone. Collect them BEFORE killing `pid`: its orphans are reparented."""
+    out: list[int] = []
+    todo = [pid]
+    try:
+        while todo:
+            parent = todo.pop()
+            for task in os.listdir(f"/proc/{parent}/task"):
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    kids = [int(x) for x in f.read().split()]
+                out += kids
+                todo += kids
+        return out
+    except OSError:  # a process ended while we looked: look again the slow way
+        pass
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def wait_gone(pids: list[int], timeout: float = 2.0) -> bool:
+    """Until every process has died (a zombie nobody reaped yet counts as dead); False after
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while any(state(pid) not in "XZ" for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.0005)
+    return True

@@ -166,3 +166,24 @@ def test_a_call_that_never_ran_leaves_the_follower_trusting_what_it_decoded(runt
         assert [e[0] for e in _read(follower)] == []
         assert not follower.blind
         assert [e[0] for e in follower.final_read()] == ["e0", "e0"]
+
+
+def test_a_killed_postgres_takes_its_backends_with_it_and_starts_again_at_once(runtime) -> None:
+    """A backend calls setsid(), so killing the postmaster's process group left it serving until
+    it noticed its parent's death; a start right then failed ("pre-existing shared memory block
+    ... is still in use", a CI trial under load). Node.kill takes every process below the node
+    with it, and waits for them."""
+    from onceproof.targets import procfs
+
+    node = PostgresNode(runtime, fsync=False)
+    node.start()
+    try:
+        with psycopg.connect(node.dsn(), autocommit=True, connect_timeout=5) as c:
+            backend = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+            assert backend in procfs.descendants(node.pid)
+            node.kill()
+            assert procfs.state(backend) in "XZ"  # gone as kill() returns, not a moment later
+        node.start()  # no shared memory held by an orphan
+        _sql(node, "SELECT 1")
+    finally:
+        node.stop()
