@@ -380,8 +380,76 @@ class PostgresQuerySink(Sink):
         self.db.close()
 
 
+def reapplied(table: list[Effect], decoded: list[Effect]) -> list[Effect]:
+    """The table's rows (one effect each), each id given as many applications as the decoded
+    history counted for it (`applied: xmin`: its insert and every UPDATE) when that is more;
+    an id decoding never saw keeps its rows (a table renamed into place), one decoding saw
+    that is not in the table is gone (a DROP)."""
+    counts: dict[Any, int] = {}
+    for e in decoded:
+        counts[e[0]] = counts.get(e[0], 0) + 1
+    rows: dict[Any, list[Effect]] = {}
+    for e in table:
+        rows.setdefault(e[0], []).append(e)
+    out: list[Effect] = []
+    for i, effs in rows.items():
+        out.extend(effs)
+        out.extend([effs[-1]] * max(0, counts.get(i, 0) - len(effs)))
+    return out
+
+
+def in_read_order(content: list[Effect], first: dict[Any, int]) -> list[Effect]:
+    """`content` ordered by the read that first saw each id (`first`), by seq within one read.
+    An id no read saw (decoding did not follow it: a table renamed into place) has no proven
+    place, so it goes right after the effect of its key with the highest seq not above its
+    own (first of all when there is none): it can be claimed in no `reorder`, and the
+    effects that were seen keep theirs."""
+    import bisect
+
+    def seq(e: Effect) -> int:
+        return e[2] if isinstance(e[2], int) else -1
+    placed: list[tuple[tuple[int, int, int, int], Effect]] = []
+    unseen: list[Effect] = []
+    for e in content:
+        if e[0] in first:
+            placed.append(((first[e[0]], seq(e), 0, 0), e))
+        else:
+            unseen.append(e)
+    if unseen:
+        by_key: dict[Any, list[tuple[int, tuple[int, int, int, int]]]] = {}
+        for at, e in placed:
+            by_key.setdefault(e[1], []).append((seq(e), at))
+        seqs: dict[Any, list[int]] = {}
+        for k, seen in by_key.items():
+            seen.sort()
+            seqs[k] = [s for s, _ in seen]
+        for e in unseen:
+            i = bisect.bisect_right(seqs.get(e[1], []), seq(e))
+            anchor = by_key[e[1]][i - 1][1] if i else (-1, 0, 0, 0)
+            placed.append(((anchor[0], anchor[1], 1, seq(e)), e))
+    placed.sort(key=lambda p: p[0])
+    return [e for _, e in placed]
+
+
+def _quoted(name: str) -> str:
+    """`name` as an SQL identifier, exactly as written (the decoded names are case-sensitive)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 class PostgresTableSink(Sink):
-    """A user's table followed by logical decoding (harness/pgdecode.py)."""
+    """A user's table followed by logical decoding (harness/pgdecode.py) during the run; its
+    final read is the table itself.
+
+    Decoding follows what changes under the table's name. It does not see a table renamed into
+    that name (a copy-and-swap migration), a DROP and re-CREATE, or an UNLOGGED table (no
+    WAL), and it keeps the order rows went in within one transaction: taking the decoded
+    content for the final one gave a correct pipeline a false `lost` for every row of a
+    renamed table, missed a loss by DROP, and gave false `reorder`s for rows inserted in no
+    particular order in one transaction (all found by a new user). So the final read SELECTs
+    the table (`applied: xmin` keeps the re-applications only decoding saw, for the ids still
+    there), and, as for a query (`Applications.in_order`), the content is ordered by the read
+    that first saw each id and by seq within one read: a `reorder` is claimed only across
+    reads, never within one."""
 
     id_field = "workload.sink.postgres.id"
 
@@ -396,20 +464,30 @@ class PostgresTableSink(Sink):
         rows = self.rows = Rows(s.id or "event_id", s.key, s.seq, None, s.applied, where="workload.sink.postgres")
         self.follower = Follower(self.deployment.postgres_dsn(), s.table or "", rows, s.schema_ or "public")
         self.follower.create()
-        cols = ", ".join(c or "NULL" for c in (s.id, s.key, s.seq, s.applied if s.applied != "xmin" else None))
-        self.query = PostgresQuerySink(self.deployment, PostgresMapping(
-            query=f"SELECT {cols} FROM {s.schema_ or 'public'}.{s.table}", applied=s.applied if s.applied != "xmin" else None))
-
-    def _full(self) -> list[Effect]:
-        """The table read in full (a delete the WAL did not identify: `Follower.blind`)."""
-        return self.query._rows(60.0)
+        column = s.applied if s.applied != "xmin" else None
+        cols = ", ".join(_quoted(c) if c else "NULL" for c in (s.id, s.key, s.seq, column))
+        table = f"{_quoted(s.schema_ or 'public')}.{_quoted(s.table or '')}"
+        self.query = PostgresQuerySink(self.deployment, PostgresMapping(query=f"SELECT {cols} FROM {table}",
+                                                                        applied=column))
+        self.first: dict[Any, int] = {}  # id -> the number of the read that first saw it
+        self.reads = 0
 
     def read(self) -> tuple[list[Effect], bool]:
         try:
-            return self.follower.read()
+            effects, full = self.follower.read()
         except MappingError as e:  # kept: the changes it was raised on are gone from the slot
             self.mapping_error = e
             raise
+        self._saw(self.follower.passing + effects if full else effects)
+        return effects, full
+
+    def _saw(self, effects: list[Effect]) -> None:
+        """One more read, which saw `effects` (each id's first read is kept)."""
+        self.reads += 1
+        first, n = self.first, self.reads
+        for e in effects:
+            if e[0] not in first:
+                first[e[0]] = n
 
     def visible(self) -> tuple[list[list[int]], str] | None:
         return (self.follower.visible, "commit") if self.follower.visible else None
@@ -430,15 +508,16 @@ class PostgresTableSink(Sink):
         decoded content would be a false "empty", every event lost."""
         if getattr(self, "mapping_error", None) is not None:
             raise self.mapping_error  # type: ignore[misc]
+        decoded = self.follower.final_read()  # the rest of the slot (an error if the server cannot send it)
+        self._saw(decoded)
         columns = self._columns()
-        if columns:
-            self.rows.check_columns(columns)
-        effects = self.follower.final_read()
-        if not self.follower.blind:
-            return effects  # in commit order
-        # read in full: heap order is no order of application, and what was decoded may be
-        # incomplete, so none is claimed (by seq: no `reorder` can come of it)
-        return sorted(self._full(), key=lambda e: e[2] if isinstance(e[2], int) else -1)
+        if not columns:
+            return []  # no such table (never created, or gone): nothing of it is applied
+        self.rows.check_columns(columns)
+        table = self.query._rows(60.0, final=True)
+        if self.spec.applied == "xmin":  # the re-applications are in the decoded history only
+            table = reapplied(table, decoded)
+        return in_read_order(table, self.first)
 
     def close(self) -> None:
         follower = getattr(self, "follower", None)

@@ -171,8 +171,12 @@ def visibility_runs(commits: list[list[Any]], server_now_s: float, local_now_ns:
 LEFTOVER = r"^onceproof_[0-9a-f]{12}$"  # how Follower names its slots, publication and event trigger
 
 # The event trigger's function (see the module's doc): {name} is the slot's (and publication's,
-# trigger's) name, {table} the table's qualified name as a literal. A table the command did not
-# create, or that already is a member, is left alone; one created earlier in the transaction is
+# trigger's) name, {table} the table's qualified name as a literal. A member that loses its
+# replica identity (a migration drops the primary key) leaves the publication, which would
+# make the server refuse the pipeline's UPDATEs of it (found by a new user: a pipeline stalled
+# on "cannot update table ... because it does not have a replica identity and publishes
+# updates"; the final read reads the table). A table the command did not create is left
+# alone; one created earlier in the transaction is
 # added once an ALTER TABLE gives it a replica identity (a custom setting, local to the
 # transaction, remembers what the CREATE made), unless rows went in before: those were decoded
 # unpublished, so only the spare slot has them. CREATE TABLE AS and SELECT INTO are not
@@ -181,10 +185,20 @@ LEFTOVER = r"^onceproof_[0-9a-f]{12}$"  # how Follower names its slots, publicat
 PUBLISH_CREATED = """
 CREATE FUNCTION public.{name}() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog AS $f$
-DECLARE rel regclass;
+DECLARE rel regclass; keyed boolean;
 BEGIN
   rel := to_regclass({table});
   IF rel IS NULL THEN RETURN; END IF;
+  keyed := EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel::oid AND c.relkind IN ('r', 'p')
+             AND (c.relreplident IN ('f', 'i') OR c.relreplident = 'd' AND EXISTS (
+               SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)));
+  IF EXISTS (SELECT 1 FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
+             WHERE p.pubname = '{name}' AND r.prrelid = rel::oid) THEN
+    IF NOT keyed THEN  -- its replica identity is gone: published, every UPDATE would fail
+      EXECUTE format('ALTER PUBLICATION %I DROP TABLE %s', '{name}', rel);
+    END IF;
+    RETURN;
+  END IF;
   IF tg_tag = 'ALTER TABLE' THEN
     IF current_setting('onceproof.created_{token}', true) IS DISTINCT FROM rel::oid::text
        OR pg_stat_get_xact_tuples_inserted(rel::oid) > 0 THEN RETURN; END IF;
@@ -193,11 +207,7 @@ BEGIN
                    WHERE d.classid = 'pg_class'::regclass AND d.objid = rel::oid) THEN RETURN; END IF;
     PERFORM set_config('onceproof.created_{token}', rel::oid::text, true);
   END IF;
-  IF EXISTS (SELECT 1 FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
-             WHERE p.pubname = '{name}' AND r.prrelid = rel::oid) THEN RETURN; END IF;
-  IF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel::oid AND c.relkind IN ('r', 'p')
-             AND (c.relreplident IN ('f', 'i') OR c.relreplident = 'd' AND EXISTS (
-               SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))) THEN
+  IF keyed THEN
     EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', '{name}', rel);
   END IF;
 EXCEPTION WHEN OTHERS THEN
@@ -397,15 +407,20 @@ class Follower:
         Raises psycopg.Error (the server cannot decode: the caller re-reads the table instead)."""
         conn = self._connect()
         if plugin != "test_decoding" and self.publishable(conn):
+            import psycopg
             from psycopg import sql
 
             try:
                 # a partitioned table's changes are its partitions': published as the table's own
                 conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)").format(
                     sql.Identifier(self.slot), sql.Identifier(self.schema, self.table)))
+                try:
+                    self._create_trigger(conn)
+                except psycopg.Error:  # no event triggers here (not a superuser): the publication stays as made
+                    pass
                 conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (self.slot,))
             except Exception:
-                self.close()  # the publication, if made
+                self.close()  # the publication and trigger, if made
                 raise
             self.plugin = "pgoutput"
             return
@@ -438,11 +453,18 @@ class Follower:
         self.spare = "onceproof_" + secrets.token_hex(6)
         conn.execute(sql.SQL("CREATE PUBLICATION {} WITH (publish_via_partition_root = true)").format(
             sql.Identifier(name)))
-        table = sql.Literal(sql.Identifier(self.schema, self.table).as_string(conn)).as_string(conn)
-        conn.execute(PUBLISH_CREATED.format(name=name, token=name.split("_")[1], table=table).encode())
+        self._create_trigger(conn)
         conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (name,))
         conn.execute("SELECT pg_create_logical_replication_slot(%s, 'test_decoding')", (self.spare,))
         self.plugin = "pending"
+
+    def _create_trigger(self, conn: Any) -> None:
+        """The event trigger that keeps the publication right as the pipeline's DDL runs
+        (PUBLISH_CREATED), named as the slot. Raises psycopg.Error (e.g. not a superuser)."""
+        from psycopg import sql
+
+        table = sql.Literal(sql.Identifier(self.schema, self.table).as_string(conn)).as_string(conn)
+        conn.execute(PUBLISH_CREATED.format(name=self.slot, token=self.slot.split("_")[1], table=table).encode())
 
     def _drop_pending(self, conn: Any) -> None:
         """Drop what `_create_pending` made (any part of it). Never raises."""

@@ -12,7 +12,8 @@ sees what a run against fresh targets sees (Jepsen does the same between tests w
   like a stuck pipeline to the next run);
 - PostgreSQL: every prepared transaction of its database rolled back (one a killed two-phase
   coordinator left in doubt holds its locks forever: the drop would wait on it), then every
-  table of schema `public` dropped;
+  table of schema `public` dropped, and every other schema a run made (a pipeline's tables in
+  a schema of its own were kept into the next run, which then judged run 1's rows);
 - Redis: FLUSHALL;
 - every server running and not paused, every Toxiproxy proxy enabled with no toxic.
 
@@ -119,6 +120,12 @@ def _reset_postgres(deployment: Deployment) -> None:
         tables = [r[0] for r in c.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
         for t in tables:
             c.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier("public", t)))
+        # the schemas a run made (a pipeline may keep its tables in one of its own): nothing of
+        # the server's own (pg_*, information_schema) nor public itself
+        schemas = [r[0] for r in c.execute("SELECT nspname FROM pg_namespace WHERE nspname <> 'public' AND "
+                                           "nspname <> 'information_schema' AND nspname NOT LIKE 'pg\\_%'")]
+        for schema in schemas:
+            c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
         drop_leftovers(c)  # the slots and publications of an observer of a run that died
 
 

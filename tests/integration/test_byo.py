@@ -694,3 +694,111 @@ def test_a_table_never_created_has_no_content_and_its_pending_observer_leaves_no
         else:
             f.close()
         assert _observer_objects(d) == before
+
+
+# What a correct pipeline does to its own table that decoding alone does not follow; the final
+# read is the table itself, ordered by the read that first saw each id (harness/mappings.py).
+# Each: (statements before the first read, statements after it, the final content's ids in order).
+RENAMED = "CREATE TABLE {t}_new (order_id text PRIMARY KEY, customer text, n bigint)"
+TABLE_CASES = {
+    "renamed-into-place": (
+        [RENAMED, "INSERT INTO {t}_new VALUES ('e0', 'c', 0), ('e1', 'c', 1)", "ALTER TABLE {t}_new RENAME TO {t}"],
+        ["INSERT INTO {t} VALUES ('e2', 'c', 2)"], ["e0", "e1", "e2"]),
+    "copied-and-swapped": (
+        ["CREATE TABLE {t} (order_id text PRIMARY KEY, customer text, n bigint)",
+         "INSERT INTO {t} VALUES ('e0', 'c', 0), ('e1', 'c', 1)"],
+        [RENAMED, "INSERT INTO {t}_new SELECT * FROM {t}", "INSERT INTO {t}_new VALUES ('e2', 'c', 2)",
+         "DROP TABLE {t}", "ALTER TABLE {t}_new RENAME TO {t}"], ["e0", "e1", "e2"]),
+    "dropped-and-made-again": (  # a real loss: e0 and e1 are gone with the first table
+        ["CREATE TABLE {t} (order_id text PRIMARY KEY, customer text, n bigint)",
+         "INSERT INTO {t} VALUES ('e0', 'c', 0), ('e1', 'c', 1)"],
+        ["DROP TABLE {t}", "CREATE TABLE {t} (order_id text PRIMARY KEY, customer text, n bigint)",
+         "INSERT INTO {t} VALUES ('e2', 'c', 2)"], ["e2"]),
+    "inserted-in-no-order-in-one-transaction": (
+        ["CREATE TABLE {t} (order_id text PRIMARY KEY, customer text, n bigint)",
+         "INSERT INTO {t} VALUES ('e3', 'c', 3), ('e1', 'c', 1), ('e2', 'c', 2)"],
+        ["INSERT INTO {t} VALUES ('e5', 'c', 5), ('e4', 'c', 4)"], ["e1", "e2", "e3", "e4", "e5"]),
+    "deleted-and-inserted-again-in-one-transaction": (
+        ["CREATE TABLE {t} (order_id text PRIMARY KEY, customer text, n bigint)",
+         "INSERT INTO {t} VALUES ('e1', 'c', 1)"],
+        ["INSERT INTO {t} VALUES ('e9', 'c', 9)", "DELETE FROM {t} WHERE order_id = 'e1'",
+         "INSERT INTO {t} VALUES ('e1', 'c', 1)"], ["e1", "e9"]),
+    "unlogged": (["CREATE UNLOGGED TABLE {t} (order_id text PRIMARY KEY, customer text, n bigint)",
+                  "INSERT INTO {t} VALUES ('e0', 'c', 0)"], ["INSERT INTO {t} VALUES ('e1', 'c', 1)"], ["e0", "e1"]),
+}
+
+
+@pytest.mark.parametrize("case", list(TABLE_CASES))
+def test_the_final_read_of_a_table_mapping_is_the_table_in_the_order_reads_first_saw_it(shared_targets, case):
+    """A correct pipeline's table renamed into place, copied and swapped, UNLOGGED, or rows
+    inserted in no order (or deleted and inserted again) within one transaction: every row of
+    the table is in the final content (a false `lost` for each renamed row before), in the
+    order the reads first saw the ids and by seq within one read (false `reorder`s before);
+    a table dropped and made again has lost its rows (VALID before). Each statement list is one
+    transaction, run as the pipeline's role, the table made after the observer started."""
+    d = shared_targets
+    name = f"tab_{uuid.uuid4().hex[:6]}"
+    before, after, final = TABLE_CASES[case]
+    sink = PostgresTableSink(d, PostgresMapping(table=name, id="order_id", key="customer", seq="n"))
+    sink.setup()
+    try:
+        for statements in (before, after):
+            with psycopg.connect(d.postgres.pipeline_dsn()) as c:
+                for stmt in statements:
+                    c.execute(stmt.format(t=name))
+            sink.read()
+        assert [e[0] for e in sink.final_read()] == final
+    finally:
+        sink.close()
+        with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+            c.execute(f"DROP TABLE IF EXISTS {name}, {name}_new")
+
+
+def test_xmin_reapplications_survive_a_final_read_of_the_table(shared_targets):
+    """`applied: xmin`: the table holds one row an id, the decoded history its insert and
+    every UPDATE; the final content keeps those applications for the ids still in the table."""
+    d = shared_targets
+    name = f"xmin_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+        c.execute(f"CREATE TABLE {name} (order_id text PRIMARY KEY, customer text, n bigint)")
+    sink = PostgresTableSink(d, PostgresMapping(table=name, id="order_id", key="customer", seq="n", applied="xmin"))
+    sink.setup()
+    try:
+        with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+            c.execute(f"INSERT INTO {name} VALUES ('e0', 'c', 0), ('e1', 'c', 1), ('e2', 'c', 2)")
+            c.execute(f"UPDATE {name} SET customer = 'c' WHERE order_id = 'e1'")  # applied again
+            c.execute(f"DELETE FROM {name} WHERE order_id = 'e2'")
+        sink.read()
+        assert sorted(e[0] for e in sink.final_read()) == ["e0", "e1", "e1"]
+    finally:
+        sink.close()
+        with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+            c.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def test_a_migration_that_drops_the_primary_key_takes_the_table_out_of_the_publication(shared_targets):
+    """A published table whose primary key a migration drops would make the server refuse the
+    pipeline's every UPDATE of it ("does not have a replica identity and publishes updates": a
+    correct pipeline stalled, found by a new user). The observer's event trigger takes it out
+    of the publication in the migration's own transaction: the UPDATEs go through, and the final
+    read (the table) still has every row, those written after the migration included."""
+    d = shared_targets
+    name = f"mig_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(d.postgres.pipeline_dsn(), autocommit=True) as c:
+        c.execute(f"CREATE TABLE {name} (order_id text PRIMARY KEY, customer text, n bigint, note text)")
+    sink = PostgresTableSink(d, PostgresMapping(table=name, id="order_id", key="customer", seq="n"))
+    sink.setup()
+    try:
+        assert sink.follower.plugin == "pgoutput"
+        with psycopg.connect(d.postgres.pipeline_dsn(), autocommit=True) as c:
+            c.execute(f"INSERT INTO {name} VALUES ('e0', 'c', 0, ''), ('e1', 'c', 1, '')")
+            assert [e[0] for e in sink.read()[0]] == ["e0", "e1"]
+            c.execute(f"ALTER TABLE {name} DROP CONSTRAINT {name}_pkey")
+            c.execute(f"UPDATE {name} SET note = 'seen' WHERE order_id = 'e0'")  # refused while published
+            c.execute(f"INSERT INTO {name} VALUES ('e2', 'c', 2, '')")
+        sink.read()
+        assert [e[0] for e in sink.final_read()] == ["e0", "e1", "e2"]
+    finally:
+        sink.close()
+        with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
+            c.execute(f"DROP TABLE IF EXISTS {name}")

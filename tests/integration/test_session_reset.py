@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_reset_rolls_back_a_prepared_transaction_and_drops_the_table_it_locked(runtime):
+def test_reset_rolls_back_a_prepared_transaction_and_drops_the_table_it_locked_and_the_runs_schemas(runtime):
     from onceproof.session import reset_data
     from onceproof.targets.deployment import Deployment, TargetsSpec
 
@@ -21,6 +21,10 @@ def test_reset_rolls_back_a_prepared_transaction_and_drops_the_table_it_locked(r
     try:
         with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
             c.execute("CREATE TABLE in_doubt (id int)")
+        with psycopg.connect(d.postgres.pipeline_dsn(), autocommit=True) as c:  # a pipeline's own schema
+            c.execute("CREATE SCHEMA shop")
+            c.execute("CREATE TABLE shop.orders (id text PRIMARY KEY)")
+            c.execute("INSERT INTO shop.orders VALUES ('e1')")
         with psycopg.connect(d.postgres_dsn()) as c:
             c.execute("INSERT INTO in_doubt VALUES (1)")
             c.execute("PREPARE TRANSACTION 'onceproof-test-in-doubt'")  # the connection ends, the lock stays
@@ -32,5 +36,10 @@ def test_reset_rolls_back_a_prepared_transaction_and_drops_the_table_it_locked(r
         with psycopg.connect(d.postgres_dsn(), autocommit=True) as c:
             assert c.execute("SELECT count(*) FROM pg_prepared_xacts").fetchone() == (0,)
             assert c.execute("SELECT to_regclass('public.in_doubt')").fetchone() == (None,)
+            # a table in a pipeline's own schema kept run 1's rows into run 2 (judged VALID
+            # with every id twice): gone with its schema; the server's own schemas stay
+            assert c.execute("SELECT to_regnamespace('shop')").fetchone() == (None,)
+            assert c.execute("SELECT count(*) FROM pg_namespace WHERE nspname IN "
+                             "('public', 'pg_catalog', 'information_schema')").fetchone() == (3,)
     finally:
         d.stop()

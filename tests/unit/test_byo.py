@@ -356,3 +356,21 @@ def test_a_commit_made_before_the_servers_clock_jumped_is_placed_by_the_reading_
     assert visibility_runs([[1, 1090.3]], *now, previous=before) == [[1, int(10.3 * s)]]
     # without a reading before: this reading's placement (bounded later by the observer)
     assert visibility_runs([[1, 1090.3]], *now) == [[1, int(100.3 * s)]]
+
+
+def test_ids_no_read_saw_are_placed_where_they_claim_no_reorder_and_seen_ones_keep_their_order():
+    """harness/mappings.py `in_read_order`: seen effects by (first read, seq); an unseen one
+    right after its key's highest seq not above its own. Per key, a content that was in order
+    stays in order with the unseen ones in it; a real inversion between seen ones stays."""
+    from onceproof.mappings import in_read_order
+
+    first = {"a1": 1, "a5": 2, "b9": 1, "c5": 1, "c2": 2}
+    content = [["a5", "a", 5, None], ["a3", "a", 3, None], ["b9", "b", 9, None], ["a1", "a", 1, None],
+               ["a0", "a", 0, None], ["b2", "b", 2, None], ["c2", "c", 2, None], ["c5", "c", 5, None],
+               ["d7", "d", 7, None]]
+    out = in_read_order(content, first)
+    per_key: dict[str, list[int]] = {}
+    for e in out:
+        per_key.setdefault(e[1], []).append(e[2])
+    assert per_key == {"a": [0, 1, 3, 5], "b": [2, 9], "c": [5, 2], "d": [7]}
+    assert sorted(map(str, out)) == sorted(map(str, content))
