@@ -61,12 +61,16 @@ def derive_plan(plan: Plan, changes: dict[str, Any], name: str = "<derived plan>
 
 
 def anomalies_of(results: dict[str, Any]) -> dict[str, int]:
-    """The anomaly kinds every checker reported in a run's results.json (count > 0): the
-    exactly-once checker's, and those of the others that report anomalies (`reads`:
-    stale-read..., `partial`), summed by kind."""
+    """The anomaly kinds every checker that found the run INVALID reported in its results.json
+    (count > 0): the exactly-once checker's, and those of the others that report anomalies
+    (`reads`: stale-read..., `partial`), summed by kind. A checker without a verdict claims
+    nothing: a vacuous run's `lost` count is no catch (it was printed beside UNKNOWN, and
+    counted in the catch rate, for a sink whose rows were all there)."""
     out: dict[str, int] = {}
     for checker in (results.get("checkers") or {}).values():
-        found = (checker or {}).get("anomalies") if isinstance(checker, dict) else None
+        if not isinstance(checker, dict) or checker.get("valid", False) is not False:
+            continue
+        found = checker.get("anomalies")
         for k, n in (found or {}).items():
             if isinstance(n, (int, float)) and n:
                 out[k] = out.get(k, 0) + int(n)

@@ -40,7 +40,13 @@ def run_many_command(plan: Any, args: argparse.Namespace) -> int:
         from onceproof.repeat import anomalies_of
 
         found = ", ".join(f"{k}={n}" for k, n in anomalies_of(r.results).items()) or "-"
-        console.print(f"run {i}/{args.runs}: {verdict_word(r.valid)} ({found}) {r.out_dir}", markup=False)
+        why = ""
+        if r.valid not in (True, False):  # why there is no verdict, as the single run says it
+            reasons = [str(c["reason"]) for c in (r.results.get("checkers") or {}).values()
+                       if isinstance(c, dict) and c.get("valid") not in (True, False) and c.get("reason")]
+            said = reasons or [str(e) for e in r.results.get("errors") or []]
+            why = f": {said[0].splitlines()[0][:200]}" if said and said[0] else ""
+        console.print(f"run {i}/{args.runs}: {verdict_word(r.valid)} ({found}){why} {r.out_dir}", markup=False)
 
     try:
         result = run_many(plan, args.runs, out, reuse=not args.restart_targets, on_progress=on_progress,

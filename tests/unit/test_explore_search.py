@@ -290,9 +290,12 @@ def test_a_failure_another_checker_reports_is_found_and_shrunk(tmp_path) -> None
     result = Search(space, judge, budget_s=120, seed=4, dense=1).run()
     assert result.anomaly == "stale-read" and result.minimal is not None
     assert [(f.kind, f.target) for f in result.minimal.schedule] == [("pause", "kafka-1")]
-    both = {"checkers": {"exactly-once": {"anomalies": {"duplicate": 2, "lost": 0}},
-                         "partial": {"anomalies": {"partial": 3}}, "perf": {"anomalies": None}}}
+    both = {"checkers": {"exactly-once": {"valid": False, "anomalies": {"duplicate": 2, "lost": 0}},
+                         "partial": {"valid": False, "anomalies": {"partial": 3}}, "perf": {"anomalies": None}}}
     assert anomalies_of(both) == {"duplicate": 2, "partial": 3}
+    # a checker without a verdict (a vacuous run) claims nothing, whatever it counted
+    vacuous = {"checkers": {"exactly-once": {"valid": "unknown", "anomalies": {"lost": 24999}}}}
+    assert anomalies_of(vacuous) == {}
 
 
 class _FakeSession:
