@@ -219,13 +219,15 @@ def blocked_reason(v: dict[str, Any]) -> str:
 
 def _stall_reason(st: dict[str, Any]) -> str:
     after = f" (after {st['after_fault']})" if st.get("after_fault") else ""
+    # a group's name, or the plan's own progress (its SQL or Redis hash), which is no group
+    who = st["group"] if str(st["group"]).startswith("pipeline.progress") else f"consumer group {st['group']}"
     n = st["partitions"]
     lag = f"had lag {st['lag']:,} on {n} partition{'s' if n != 1 else ''}"
     if st["state"] == "stalled":
         when = (f"made no progress after t={st['last_progress_s']:.1f} s" if st.get("last_progress_s") is not None
                 else "made no progress at all")
-        return f"stalled: consumer group {st['group']} {lag} and {when}{after}"
-    return (f"behind: consumer group {st['group']} still {lag} at the end of the drain and was still "
+        return f"stalled: {who} {lag} and {when}{after}"
+    return (f"behind: {who} still {lag} at the end of the drain and was still "
             f"moving; a longer quiesce.max would tell")
 
 

@@ -14,7 +14,8 @@ S = 1_000_000_000
 
 
 def _history(n: int, applied: set[int], progress: list[tuple[float, list[list[Any]]]] | None,
-             *, blocked: dict[str, Any] | None = None, faults: list[tuple[float, str, str]] = ()) -> bytes:
+             *, blocked: dict[str, Any] | None = None, faults: list[tuple[float, str, str]] = (),
+             group: str = "g") -> bytes:
     """n events e0.. sent and acknowledged into partition 0 at offsets 0..n-1 during the first
     second; `applied` reach the sink; `progress` = [(time s, [[p, committed, end]])] of group g."""
     recs: list[dict[str, Any]] = [
@@ -36,7 +37,7 @@ def _history(n: int, applied: set[int], progress: list[tuple[float, list[list[An
                  "value": {"full": False, "events": effects}})
     for k, (when, parts) in enumerate(progress or []):
         lag = sum(max(0, e - max(c, 0)) for _, c, e in parts)
-        value: dict[str, Any] = {"source": "kafka:src", "groups": [{"group": "g", "partitions": parts, "lag": lag}]}
+        value: dict[str, Any] = {"source": "kafka:src", "groups": [{"group": group, "partitions": parts, "lag": lag}]}
         if k == len(progress or []) - 1:
             value["final"] = True
         recs.append({"time": int(when * S), "process": "observer", "type": "ok", "f": "progress", "value": value})
@@ -161,3 +162,12 @@ def test_the_unseen_note_comes_first_whatever_else_is_noted() -> None:
     r = _check(data)
     assert r["unseen"] == 2 and "2 final reads; the last one is the sink's content" in r["notes"]
     assert r["notes"][0].startswith("2 acknowledged events unseen"), r["notes"]
+
+
+def test_a_stall_seen_through_the_plans_progress_query_is_not_called_a_consumer_group() -> None:
+    """Progress from `pipeline.progress` (SQL or a Redis hash) comes under that name, which is
+    no consumer group: the reason names it as it is (a user read "consumer group
+    pipeline.progress" and looked for a group of that name)."""
+    r = _check(_history(10, set(range(8)), [(2.0, [[0, 5, 10]]), (30.0, [[0, 8, 10]]), (40.0, [[0, 8, 10]])],
+                        group="pipeline.progress"))
+    assert r["reason"].startswith("stalled: pipeline.progress had lag 2 on 1 partition and made no progress")
