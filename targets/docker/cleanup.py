@@ -4,6 +4,8 @@ close() does, and what `onceproof cleanup` does for a run killed with SIGKILL (t
 ledger entry names the engine). Only objects carrying the run's label are touched."""
 from __future__ import annotations
 
+import time
+
 from onceproof.targets.docker.engine import LABEL, EngineError, client
 
 
@@ -48,18 +50,29 @@ def remove_labelled(run_id: str) -> list[str]:
                 pass
             except docker.errors.APIError as e:
                 left.append(container)
-                failed.append((container.name, e))
+                failed.append((f"container {container.name}", e))
         mine = left
         if not mine:
             break
-    for network in c.networks.list(filters=flt):
+    # by label and by name (`op-<run id>`, its side networks `op-<run id>-cut-<n>`; the engine's
+    # name filter matches a part): a listing by label alone once came back without the run's
+    # network right after its containers went (a trial's cleanup left it, saying nothing)
+    networks = {n.id: n for n in c.networks.list(filters=flt) + c.networks.list(names=[f"op-{run_id}"])}
+    for network in networks.values():
         if (network.attrs.get("Labels") or {}).get(LABEL) != run_id:
             continue
-        try:
-            network.remove()
-            removed.append(f"network {network.name}")
-        except docker.errors.NotFound:
-            pass
+        for attempt in range(3):  # a container just removed may still hold it for a moment
+            try:
+                network.remove()
+                removed.append(f"network {network.name}")
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as e:
+                if attempt < 2:
+                    time.sleep(0.5)
+                    continue
+                failed.append((f"network {network.name}", e))
+            break
     for volume in c.volumes.list(filters=flt):
         try:
             volume.remove(force=True)
@@ -67,7 +80,7 @@ def remove_labelled(run_id: str) -> list[str]:
         except docker.errors.NotFound:
             pass
     if failed:
-        raise EngineError("could not remove " + "; ".join(f"container {n}: {e}" for n, e in failed)
+        raise EngineError("could not remove " + "; ".join(f"{n}: {e}" for n, e in failed)
                           + (f" (removed: {', '.join(removed)})" if removed else ""))
     return removed
 
